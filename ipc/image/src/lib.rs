@@ -1,0 +1,2 @@
+//! The capvisor system image layout.
+#![cfg_attr(not(test), no_std)]

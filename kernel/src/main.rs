@@ -1,0 +1,2 @@
+//! capvisor's EL2 kernel.
+fn main() {}

@@ -1,0 +1,1 @@
+//! capvisor image manifests: parsing, validation and compilation.

@@ -1,0 +1,1 @@
+//! Shared helpers for capvisor's QEMU integration tests.
