@@ -1,0 +1,248 @@
+//! The manifest as written: serde types that mirror the TOML, with spans kept for checking.
+//!
+//! Every table denies unknown fields. Values that semantic checks need to point at are kept as
+//! `Spanned`; integers are read as `i64` (TOML's integer type) so that an out-of-range value is a
+//! precise semantic error rather than a type error.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Visitor};
+use toml::Spanned;
+
+use crate::model::{Board, LogLevel, MemType, Selftest};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawManifest {
+    pub name: Spanned<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub kernel: RawKernel,
+    #[serde(default)]
+    pub platform: RawPlatform,
+    #[serde(default)]
+    pub device: Vec<Spanned<RawDevice>>,
+    #[serde(default)]
+    pub carveout: Vec<Spanned<RawCarveout>>,
+    #[serde(default)]
+    pub service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    pub guest: Vec<Spanned<RawGuest>>,
+}
+
+/// `[kernel]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKernel {
+    #[serde(default)]
+    pub selftest: Selftest,
+    #[serde(default)]
+    pub log: LogLevel,
+}
+
+/// `[platform]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlatform {
+    #[serde(default)]
+    pub board: Board,
+    #[serde(default)]
+    pub requires: Vec<Spanned<String>>,
+    pub min_pa_bits: Option<Spanned<i64>>,
+    pub min_cpus: Option<Spanned<i64>>,
+}
+
+/// `[[device]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDevice {
+    pub name: Spanned<String>,
+    pub path: Option<Spanned<String>>,
+    pub compatible: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cacheable: bool,
+}
+
+/// `[[carveout]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCarveout {
+    pub name: Spanned<String>,
+    pub base: Spanned<i64>,
+    pub size: Spanned<RawSize>,
+    #[serde(default)]
+    pub cacheable_pfnmap: bool,
+}
+
+/// `[[service]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub name: Spanned<String>,
+    #[serde(rename = "crate")]
+    pub crate_ref: Spanned<String>,
+    pub priority: Spanned<i64>,
+    pub memory: Spanned<RawSize>,
+    pub stack: Option<Spanned<RawSize>>,
+    #[serde(default = "yes")]
+    pub start: bool,
+    #[serde(default)]
+    pub caps: Vec<Spanned<RawGrant>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One element of a service's `caps`: exactly one of the fields must be set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrant {
+    pub endpoint: Option<Spanned<String>>,
+    pub device: Option<Spanned<String>>,
+    pub irq: Option<Spanned<i64>>,
+    pub untyped: Option<Spanned<RawSize>>,
+    pub carveout: Option<Spanned<String>>,
+}
+
+/// `[[guest]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGuest {
+    pub name: Spanned<String>,
+    pub kernel: Spanned<String>,
+    pub initrd: Option<Spanned<String>>,
+    pub dtb: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cmdline: String,
+    pub memory: Spanned<RawSize>,
+    pub vcpus: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub ram_identity: bool,
+    #[serde(default)]
+    pub devices: Vec<RawPassthrough>,
+    #[serde(default)]
+    pub carveouts: Vec<Spanned<String>>,
+    pub vmm: Spanned<String>,
+}
+
+/// One element of a guest's `devices`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassthrough {
+    pub device: Spanned<String>,
+    pub memtype: Option<Spanned<MemType>>,
+    #[serde(default = "yes")]
+    pub irqs: bool,
+}
+
+/// A size as written: a string with an optional unit, or a TOML integer of bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RawSize {
+    Text(String),
+    Bytes(i64),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(RawSizeVisitor)
+    }
+}
+
+struct RawSizeVisitor;
+
+impl Visitor<'_> for RawSizeVisitor {
+    type Value = RawSize;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a size such as \"2M\" or an integer number of bytes")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<RawSize, E> {
+        Ok(RawSize::Text(text.to_owned()))
+    }
+
+    fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(bytes))
+    }
+
+    fn visit_u64<E: de::Error>(self, bytes: u64) -> Result<RawSize, E> {
+        Ok(RawSize::Bytes(i64::try_from(bytes).unwrap_or(-1)))
+    }
+}
+
+impl RawSize {
+    /// The size in bytes, or `None` when the text is not a size.
+    ///
+    /// Accepted: decimal digits (`_` allowed between them) followed by nothing (bytes) or one of
+    /// `K`, `M`, `G`, `T`, optionally spelled `KiB`, `MiB`, `GiB`, `TiB`; units are powers of 1024.
+    pub fn bytes(&self) -> Option<u64> {
+        match self {
+            RawSize::Bytes(bytes) => u64::try_from(*bytes).ok(),
+            RawSize::Text(text) => parse_size(text),
+        }
+    }
+
+    /// The size as written, for messages.
+    pub fn written(&self) -> String {
+        match self {
+            RawSize::Bytes(bytes) => bytes.to_string(),
+            RawSize::Text(text) => text.clone(),
+        }
+    }
+}
+
+fn parse_size(text: &str) -> Option<u64> {
+    let digits_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let starts_and_ends_with_digit = number.starts_with(|c: char| c.is_ascii_digit())
+        && number.ends_with(|c: char| c.is_ascii_digit());
+    if !starts_and_ends_with_digit {
+        return None;
+    }
+    let shift = match unit {
+        "" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        _ => return None,
+    };
+    let value: u64 = number.replace('_', "").parse().ok()?;
+    value.checked_mul(1 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        let size = |text: &str| RawSize::Text(text.to_owned()).bytes();
+        assert_eq!(size("4096"), Some(4096));
+        assert_eq!(size("256K"), Some(256 << 10));
+        assert_eq!(size("2M"), Some(2 << 20));
+        assert_eq!(size("1GiB"), Some(1 << 30));
+        assert_eq!(size("1_024K"), Some(1 << 20));
+        assert_eq!(size("2T"), Some(2 << 40));
+        for bad in [
+            "",
+            "M",
+            "2m",
+            "2 M",
+            "-1",
+            "_1K",
+            "1_K",
+            "2MB",
+            "99999999999999999999G",
+        ] {
+            assert_eq!(size(bad), None, "{bad:?}");
+        }
+        assert_eq!(RawSize::Bytes(-4096).bytes(), None);
+        assert_eq!(RawSize::Bytes(8192).bytes(), Some(8192));
+    }
+}
