@@ -1,2 +1,32 @@
 //! capvisor's typed IPC: message layouts and protocols shared by the kernel, services and the SDK.
-#![cfg_attr(not(test), no_std)]
+//!
+//! Principles:
+//! - **Fixed layouts are zerocopy types** ([`abi::IpcBuffer`], [`abi::MessageInfo`],
+//!   [`protocol::WireHeader`], [`ring::RingHeader`]): no casting by hand, offsets const-asserted.
+//! - **Payloads are postcard**, encoded into and decoded from fixed buffers: no allocation anywhere in
+//!   the `no_std` build, so the EL2 kernel can use this crate as it is.
+//! - **Bytes from another address space are hostile**: every decoder returns an error for bad input and
+//!   never panics; a shared ring's peer-written indices are validated on every use.
+//! - **One declaration per interface** ([`protocol!`]) yields the request and reply enums, the client
+//!   stub and the server dispatch. Errors that cross an interface have stable, const-checked numbers
+//!   ([`stable_codes!`]).
+//! - **No `unsafe`**: shared memory is reached through atomics only.
+//!
+//! The seL4 conventions this follows (message registers, badges, capability transfer, reply
+//! capabilities) are described in [`abi`] and in `docs/ipc.md`.
+#![cfg_attr(not(any(test, feature = "hosted")), no_std)]
+#![forbid(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[doc(hidden)]
+pub use serde as __serde;
+
+mod codes;
+mod protocol_macro;
+
+pub mod abi;
+pub mod cap;
+pub mod protocol;
+pub mod protocols;
+pub mod transport;
+pub mod types;

@@ -1,0 +1,75 @@
+//! Address and identifier newtypes shared by the protocols (never a bare `u64` across an interface).
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! newtype {
+    ($( $(#[$meta:meta])* $name:ident($inner:ty); )+) => {
+        $(
+            $(#[$meta])*
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+            #[serde(transparent)]
+            pub struct $name($inner);
+
+            impl $name {
+                /// Wraps a raw value.
+                #[must_use]
+                pub const fn new(raw: $inner) -> Self {
+                    Self(raw)
+                }
+
+                /// The raw value.
+                #[must_use]
+                pub const fn raw(self) -> $inner {
+                    self.0
+                }
+            }
+        )+
+    };
+}
+
+newtype! {
+    /// An intermediate physical address: a guest's (or a service's) stage-2 input address.
+    Ipa(u64);
+    /// A physical address (the output of stage 2).
+    PhysAddr(u64);
+    /// A VM, as the VMM and memory manager name it (not the hardware VMID, which the kernel assigns).
+    VmId(u32);
+    /// A vCPU index within its VM (its MPIDR affinity is derived from it by the VMM).
+    VcpuId(u32);
+    /// A service thread, as the kernel names it in service-fault messages.
+    ThreadId(u32);
+    /// A raw ESR_EL2 syndrome value, exactly as hardware reports or as it is to be injected.
+    Esr(u64);
+    /// A raw FAR value (faulting virtual address).
+    Far(u64);
+    /// A guest's VTCR_EL2 value (for walking a nested guest hypervisor's stage-2).
+    Vtcr(u64);
+    /// A guest's VTTBR_EL2 value.
+    Vttbr(u64);
+    /// An interrupt ID (GICv3 INTID).
+    Intid(u32);
+    /// A device region, as the device broker numbers them (stable for one boot).
+    RegionId(u32);
+}
+
+/// Memory access kind, for faults and walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Access {
+    /// A data read.
+    Read,
+    /// A data write.
+    Write,
+    /// An instruction fetch.
+    Execute,
+}
+
+/// A stage-2 memory type, as a frame capability carries it and a mapping asks for it (DESIGN.md rules 1–8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum MemoryType {
+    /// Normal write-back cacheable (RAM; cacheable device memory only with FEAT_S2FWB and CTR_EL0.DIC).
+    NormalWriteBack,
+    /// Normal non-cacheable (a device region whose grant allows any uncached type).
+    NormalNonCacheable,
+    /// Device-nGnRE (the default for device memory).
+    DeviceNgnre,
+}
