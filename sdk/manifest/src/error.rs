@@ -300,6 +300,8 @@ impl fmt::Display for Bytes {
     }
 }
 
+// One flat, exhaustive match (longer than the usual function) so that no kind can exist without its
+// message; each arm is one message.
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
