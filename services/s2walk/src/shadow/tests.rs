@@ -1,0 +1,1 @@
+//! Tests of shadow stage-2 composition and invalidation.
