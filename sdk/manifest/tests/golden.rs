@@ -7,7 +7,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use capvisor_manifest::{Selftest, load};
+use std::collections::BTreeSet;
+
+use capvisor_manifest::{ErrorKind, Selftest, load};
 
 /// The manifests in `dir` (relative to this crate, so that paths in messages are stable).
 fn manifests(dir: &str) -> Vec<PathBuf> {
@@ -48,6 +50,93 @@ fn rejected_manifests_give_their_expected_errors() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The name of an error kind. The match is exhaustive, so a new kind does not compile until it is
+/// named here; list it in `required` below too, and give it a golden test.
+fn kind_name(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Io { .. } => "Io",
+        ErrorKind::Syntax { .. } => "Syntax",
+        ErrorKind::UnknownField { .. } => "UnknownField",
+        ErrorKind::MissingField => "MissingField",
+        ErrorKind::WrongType { .. } => "WrongType",
+        ErrorKind::UnknownValue { .. } => "UnknownValue",
+        ErrorKind::Schema { .. } => "Schema",
+        ErrorKind::InvalidName { .. } => "InvalidName",
+        ErrorKind::DuplicateName { .. } => "DuplicateName",
+        ErrorKind::UnknownFeature { .. } => "UnknownFeature",
+        ErrorKind::DuplicateFeature { .. } => "DuplicateFeature",
+        ErrorKind::InvalidPaBits { .. } => "InvalidPaBits",
+        ErrorKind::OutOfRange { .. } => "OutOfRange",
+        ErrorKind::InvalidSize { .. } => "InvalidSize",
+        ErrorKind::ZeroSize => "ZeroSize",
+        ErrorKind::UnalignedSize { .. } => "UnalignedSize",
+        ErrorKind::UnalignedAddress { .. } => "UnalignedAddress",
+        ErrorKind::NegativeAddress { .. } => "NegativeAddress",
+        ErrorKind::TooLarge { .. } => "TooLarge",
+        ErrorKind::RegionOutOfRange { .. } => "RegionOutOfRange",
+        ErrorKind::Overlap { .. } => "Overlap",
+        ErrorKind::UnknownService { .. } => "UnknownService",
+        ErrorKind::UnknownDevice { .. } => "UnknownDevice",
+        ErrorKind::UnknownCarveout { .. } => "UnknownCarveout",
+        ErrorKind::NotOneGrant { .. } => "NotOneGrant",
+        ErrorKind::NotOneLocator => "NotOneLocator",
+        ErrorKind::DeviceNotCacheable { .. } => "DeviceNotCacheable",
+        ErrorKind::CacheableNeedsFeatures { .. } => "CacheableNeedsFeatures",
+        ErrorKind::FileNotFound { .. } => "FileNotFound",
+        ErrorKind::SharedVmm { .. } => "SharedVmm",
+        ErrorKind::DeviceTwice { .. } => "DeviceTwice",
+        ErrorKind::IrqTwice { .. } => "IrqTwice",
+    }
+}
+
+#[test]
+fn every_manifest_error_kind_has_a_golden_test() {
+    let seen: BTreeSet<&str> = manifests("tests/rejected")
+        .iter()
+        .filter_map(|case| load(case).err())
+        .flat_map(|errors| errors.into_iter().map(|error| kind_name(&error.kind)))
+        .collect();
+    // `Io` cannot come from a manifest's text (see tests/model.rs); `Schema` is the fallback for
+    // reader messages of no known shape, which no manifest is known to produce.
+    let required = [
+        "Syntax",
+        "UnknownField",
+        "MissingField",
+        "WrongType",
+        "UnknownValue",
+        "InvalidName",
+        "DuplicateName",
+        "UnknownFeature",
+        "DuplicateFeature",
+        "InvalidPaBits",
+        "OutOfRange",
+        "InvalidSize",
+        "ZeroSize",
+        "UnalignedSize",
+        "UnalignedAddress",
+        "NegativeAddress",
+        "TooLarge",
+        "RegionOutOfRange",
+        "Overlap",
+        "UnknownService",
+        "UnknownDevice",
+        "UnknownCarveout",
+        "NotOneGrant",
+        "NotOneLocator",
+        "DeviceNotCacheable",
+        "CacheableNeedsFeatures",
+        "FileNotFound",
+        "SharedVmm",
+        "DeviceTwice",
+        "IrqTwice",
+    ];
+    let untested: Vec<&str> = required
+        .into_iter()
+        .filter(|kind| !seen.contains(kind))
+        .collect();
+    assert!(untested.is_empty(), "no golden test gives {untested:?}");
 }
 
 #[test]
