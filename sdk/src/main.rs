@@ -1,2 +1,122 @@
-//! The `capvisor` command-line tool.
-fn main() {}
+//! The `capvisor` command: build system images from manifests and boot them in QEMU.
+#![forbid(unsafe_code)]
+
+use capvisor::qemu::{self, RunConfig};
+use capvisor::{image, symbols, workspace_root};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// capvisor: a microkernel-style hypervisor for AArch64, and its SDK.
+#[derive(Debug, Parser)]
+#[command(name = "capvisor", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Debug, Subcommand)]
+enum Commands {
+    /// Build an image from a manifest.
+    Build {
+        /// The manifest (default: images/hello.toml).
+        manifest: Option<PathBuf>,
+        /// Where to write the image (default: target/images/<name>.img).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Build an image and boot it in QEMU, streaming its console; exits with the system's status.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The manifest to build and boot (default: images/hello.toml).
+    manifest: Option<PathBuf>,
+    /// QEMU CPU model: cortex-a57, neoverse-n1, cortex-a710, neoverse-v1, max, ...
+    #[arg(long, default_value = "max")]
+    cpu: String,
+    /// Number of CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    smp: u32,
+    /// Guest-physical RAM for the machine, as QEMU's -m takes it.
+    #[arg(long, default_value = "1G")]
+    mem: String,
+    /// Wait for a debugger on localhost:1234 before the first instruction.
+    #[arg(long)]
+    gdb: bool,
+    /// Stop QEMU after this many seconds (0: no limit).
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Deterministic instruction counting (QEMU -icount shift=0).
+    #[arg(long)]
+    icount: bool,
+    /// Extra QEMU arguments, after `--`.
+    #[arg(last = true)]
+    qemu_args: Vec<String>,
+}
+
+fn default_manifest(root: &std::path::Path, given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| root.join("images/hello.toml"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.command {
+        Commands::Build { manifest, output } => {
+            let manifest = default_manifest(&root, manifest);
+            match image::build(&root, &manifest, output.as_deref()) {
+                Ok(built) => {
+                    println!("capvisor: built {}", built.path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Commands::Run(args) => run(&root, args),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("capvisor: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn run(root: &std::path::Path, args: RunArgs) -> ExitCode {
+    let manifest = default_manifest(root, args.manifest);
+    eprintln!("capvisor: building {}", manifest.display());
+    let built = match image::build(root, &manifest, None) {
+        Ok(built) => built,
+        Err(e) => return fail(&e),
+    };
+    let mut config = RunConfig::new(&built.path);
+    config.cpu = args.cpu;
+    config.smp = args.smp;
+    config.mem = args.mem;
+    config.gdb = args.gdb;
+    config.icount = args.icount;
+    config.extra = args.qemu_args;
+    config.timeout = (args.timeout > 0 && !args.gdb).then(|| Duration::from_secs(args.timeout));
+    eprintln!(
+        "capvisor: booting {} on -cpu {} -smp {}",
+        built.path.display(),
+        config.cpu,
+        config.smp
+    );
+    if args.gdb {
+        eprintln!(
+            "capvisor: waiting for a debugger: gdb-multiarch -ex 'target remote :1234' \
+             -ex 'add-symbol-file {} -o <load address from the banner>'",
+            built.kernel.elf.display()
+        );
+    }
+    match qemu::run(&config, symbols::kernel_annotator(&built.kernel.elf)) {
+        Ok(outcome) => {
+            eprintln!("capvisor: {}", outcome.ending.describe());
+            ExitCode::from(outcome.ending.code().clamp(0, 255) as u8)
+        }
+        Err(e) => fail(&e),
+    }
+}

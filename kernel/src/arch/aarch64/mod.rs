@@ -1,0 +1,7 @@
+//! Everything AArch64-specific: entry, vectors, system registers, the MMU and cache maintenance.
+//! No assembly or system-register access lives outside this module.
+
+pub mod boot;
+pub mod cpu;
+pub mod exceptions;
+pub mod mmu;

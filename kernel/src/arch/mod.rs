@@ -1,0 +1,5 @@
+//! The architecture layer (AArch64 only).
+
+pub mod aarch64;
+
+pub use aarch64::boot;

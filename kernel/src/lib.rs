@@ -1,0 +1,11 @@
+//! The host-testable core of capvisor's EL2 kernel: pure decoding and policy-free checks that the
+//! kernel binary (`main.rs`, aarch64 only) wraps with register accesses.
+//!
+//! Principles: nothing here touches hardware, so all of it is unit-tested on the x86_64 host;
+//! the kernel binary's `arch` module is the only place with assembly and system registers.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+pub mod bootargs;
+pub mod esr;
+pub mod platform;

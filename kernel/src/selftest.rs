@@ -1,0 +1,27 @@
+//! Deliberate faults that test images select, to show (and test) how the kernel reports them.
+
+use capvisor_image::SelfTest;
+use core::arch::asm;
+
+/// An address no mapping covers: inside the 48-bit input range, far above any RAM or device.
+const UNMAPPED: usize = 0x0000_dead_0000_0000;
+
+/// Runs `test`; returns only for [`SelfTest::None`].
+pub fn run(test: SelfTest) {
+    match test {
+        SelfTest::None => {}
+        SelfTest::DataAbort => {
+            crate::println!("capvisor: selftest: reading unmapped address {UNMAPPED:#x}");
+            // SAFETY: not safe, deliberately: the read faults and the exception handler reports
+            // it and stops the machine; nothing is read.
+            let value = unsafe { core::ptr::read_volatile(UNMAPPED as *const u64) };
+            crate::println!("capvisor: selftest: read {value:#x}?!");
+        }
+        SelfTest::Undefined => {
+            crate::println!("capvisor: selftest: executing an undefined instruction");
+            // SAFETY: UDF raises an exception that the handler reports before stopping.
+            unsafe { asm!("udf #0", options(nomem, nostack)) };
+        }
+        SelfTest::Panic => panic!("deliberate panic (selftest)"),
+    }
+}

@@ -1,0 +1,81 @@
+//! Turning a manifest into an image file: the kernel, the boot configuration, and (as the system
+//! grows) services and guests, with checksums the kernel verifies at boot.
+
+use crate::kernel::{self, BuiltKernel};
+use crate::toolchain;
+use capvisor_image::writer::{NewEntry, write_image};
+use capvisor_image::{BootConfig, SelfTest};
+use capvisor_manifest::{LogLevel, Manifest, Selftest};
+use std::path::{Path, PathBuf};
+
+/// A built image.
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    /// The image file.
+    pub path: PathBuf,
+    /// The kernel it holds (its ELF file has the symbols).
+    pub kernel: BuiltKernel,
+    /// The manifest it was built from.
+    pub manifest: Manifest,
+}
+
+/// The boot configuration a manifest asks for.
+#[must_use]
+pub fn boot_config(manifest: &Manifest) -> BootConfig {
+    let requirements = manifest.requirements();
+    BootConfig {
+        selftest: match manifest.kernel.selftest {
+            Selftest::None => SelfTest::None,
+            Selftest::DataAbort => SelfTest::DataAbort,
+            Selftest::Undefined => SelfTest::Undefined,
+            Selftest::Panic => SelfTest::Panic,
+        } as u32,
+        log_level: match manifest.kernel.log {
+            LogLevel::Error => 1,
+            LogLevel::Warn => 2,
+            LogLevel::Info => 3,
+            LogLevel::Debug => 4,
+            LogLevel::Trace => 5,
+        },
+        required_features: requirements.features.bits(),
+        min_pa_bits: u32::from(requirements.min_pa_bits),
+        min_cpus: u32::from(requirements.min_cpus),
+        ..BootConfig::default()
+    }
+}
+
+/// Builds the image `manifest_path` describes into `out` (default:
+/// `target/images/<name>.img` in the workspace).
+///
+/// # Errors
+///
+/// A message saying what went wrong: manifest errors (each with file:line:column), a failed
+/// kernel build, or an I/O error naming the file.
+pub fn build(
+    workspace: &Path,
+    manifest_path: &Path,
+    out: Option<&Path>,
+) -> Result<BuiltImage, String> {
+    let manifest = capvisor_manifest::load(manifest_path).map_err(|e| e.to_string())?;
+    let toolchain = toolchain::find().map_err(|e| e.to_string())?;
+    let kernel = kernel::build(workspace, &toolchain).map_err(|e| e.to_string())?;
+    let entries = [NewEntry::boot_config(&boot_config(&manifest))];
+    let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
+    let path = out.map_or_else(
+        || {
+            workspace
+                .join("target/images")
+                .join(format!("{}.img", manifest.name))
+        },
+        Path::to_path_buf,
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(BuiltImage {
+        path,
+        kernel,
+        manifest,
+    })
+}

@@ -1,0 +1,118 @@
+//! Building the EL2 kernel and flattening its ELF file into the bytes an image loads.
+
+use crate::toolchain::{TARGET, Toolchain};
+use capvisor_image::writer::FlatKernel;
+use object::read::elf::ElfFile64;
+use object::{Object, ObjectSegment, ObjectSymbol, elf};
+use std::path::{Path, PathBuf};
+
+/// The kernel's ELF file and its flattened form.
+#[derive(Clone, Debug)]
+pub struct BuiltKernel {
+    /// The linked ELF file, with symbols (for debuggers and symbolization).
+    pub elf: PathBuf,
+    /// The loadable bytes.
+    pub flat: FlatKernel,
+}
+
+/// Why the kernel could not be built or used.
+#[derive(Debug)]
+pub enum KernelError {
+    /// `cargo build` failed; its output was shown.
+    Build(String),
+    /// The ELF file is not what the kernel's linker script makes.
+    Elf(String),
+}
+
+impl std::fmt::Display for KernelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Build(m) => write!(f, "building the kernel failed: {m}"),
+            Self::Elf(m) => write!(f, "the kernel ELF file is unusable: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Builds the kernel (`capvisor-kernel`) for the bare-metal target and flattens it.
+///
+/// # Errors
+///
+/// [`KernelError`] when cargo fails or the result breaks the layout the boot code relies on.
+pub fn build(workspace: &Path, toolchain: &Toolchain) -> Result<BuiltKernel, KernelError> {
+    let target_dir = workspace.join("target").join(format!("aarch64-{}", toolchain.name));
+    let status = toolchain
+        .cargo_build(workspace, "capvisor-kernel", &target_dir)
+        .status()
+        .map_err(|e| KernelError::Build(format!("could not run cargo: {e}")))?;
+    if !status.success() {
+        return Err(KernelError::Build(format!("cargo exited with {status}")));
+    }
+    let elf = target_dir.join(TARGET).join("release/capvisor-kernel");
+    let data = std::fs::read(&elf)
+        .map_err(|e| KernelError::Elf(format!("{}: {e}", elf.display())))?;
+    let flat = flatten(&data).map_err(KernelError::Elf)?;
+    Ok(BuiltKernel { elf, flat })
+}
+
+/// Lays the ELF file's loadable segments out from address 0 and checks the relocations.
+///
+/// # Errors
+///
+/// A message when the file is not a position-independent aarch64 ELF linked at 0 by the
+/// kernel's linker script, or has relocations the entry code cannot apply.
+pub fn flatten(data: &[u8]) -> Result<FlatKernel, String> {
+    let file = ElfFile64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
+    if file.architecture() != object::Architecture::Aarch64 {
+        return Err("not an aarch64 ELF file".into());
+    }
+    let symbol = |name: &str| {
+        file.symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
+            .ok_or_else(|| format!("symbol {name} missing (is this the capvisor kernel?)"))
+    };
+    let (ro_end, image_end, file_end) =
+        (symbol("__ro_end")?, symbol("__image_end")?, symbol("__file_end")?);
+    let mut bytes = vec![0u8; file_end as usize];
+    for segment in file.segments() {
+        let (addr, size) = (segment.address(), segment.size());
+        let contents = segment.data().map_err(|e| e.to_string())?;
+        if addr + contents.len() as u64 > file_end || size > image_end {
+            return Err(format!("segment at {addr:#x} lies beyond __file_end"));
+        }
+        bytes[addr as usize..addr as usize + contents.len()].copy_from_slice(contents);
+    }
+    check_relocations(&file, ro_end)?;
+    Ok(FlatKernel {
+        bytes,
+        ro_size: ro_end,
+        mem_size: image_end,
+    })
+}
+
+fn check_relocations(file: &ElfFile64<'_, object::Endianness>, ro_end: u64) -> Result<(), String> {
+    let Some(relocs) = file.dynamic_relocations() else {
+        return Ok(());
+    };
+    for (offset, reloc) in relocs {
+        let kind = match reloc.flags() {
+            object::RelocationFlags::Elf { r_type } => r_type,
+            _ => 0,
+        };
+        if kind != elf::R_AARCH64_RELATIVE {
+            return Err(format!(
+                "dynamic relocation of type {kind} at {offset:#x}: the entry code applies only \
+                 R_AARCH64_RELATIVE"
+            ));
+        }
+        if offset < ro_end {
+            return Err(format!(
+                "relocation at {offset:#x} falls in the read-only part (below {ro_end:#x}), which \
+                 the image checksum covers: was code built without relocation-model=pie?"
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Booting an image in QEMU: the command line, console streaming and capture, time limits, and
+//! what the exit status means.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use wait_timeout::ChildExt;
+
+/// The CPU models capvisor supports and tests (each has EL2 in QEMU).
+pub const CPU_MODELS: [&str; 5] = ["cortex-a57", "neoverse-n1", "cortex-a710", "neoverse-v1", "max"];
+
+/// How to boot.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The image file.
+    pub image: PathBuf,
+    /// `-cpu` model.
+    pub cpu: String,
+    /// Number of CPUs.
+    pub smp: u32,
+    /// RAM, as QEMU's `-m` takes it.
+    pub mem: String,
+    /// Wait for a debugger on TCP port 1234 before the first instruction.
+    pub gdb: bool,
+    /// Give up after this long (`None`: never).
+    pub timeout: Option<Duration>,
+    /// Print the console to our stdout as it arrives.
+    pub echo: bool,
+    /// Deterministic instruction counting (`-icount shift=0,...`).
+    pub icount: bool,
+    /// More QEMU arguments, appended last.
+    pub extra: Vec<String>,
+    /// The kernel command line (`/chosen/bootargs`).
+    pub append: String,
+}
+
+impl RunConfig {
+    /// Defaults: `-cpu max`, one CPU, 1 GiB, semihosting exit, a 60 s limit, echo on.
+    #[must_use]
+    pub fn new(image: &Path) -> Self {
+        Self {
+            image: image.to_path_buf(),
+            cpu: "max".into(),
+            smp: 1,
+            mem: "1G".into(),
+            gdb: false,
+            timeout: Some(Duration::from_secs(60)),
+            echo: true,
+            icount: false,
+            extra: Vec::new(),
+            append: "capvisor.exit=semihosting".into(),
+        }
+    }
+
+    /// The QEMU command.
+    #[must_use]
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("qemu-system-aarch64");
+        cmd.args(["-M", "virt,virtualization=on,gic-version=3"])
+            .args(["-cpu", &self.cpu])
+            .args(["-smp", &self.smp.to_string()])
+            .args(["-m", &self.mem])
+            .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
+            .args(["-semihosting-config", "enable=on,target=native"])
+            .arg("-no-reboot")
+            .arg("-kernel")
+            .arg(&self.image)
+            .args(["-append", &self.append]);
+        if self.icount {
+            cmd.args(["-icount", "shift=0,align=off,sleep=off", "-seed", "1"])
+                .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"]);
+        }
+        if self.gdb {
+            cmd.args(["-s", "-S"]);
+        }
+        cmd.args(&self.extra);
+        cmd
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// QEMU exited with this status (the kernel's, under semihosting; 0 after SYSTEM_OFF).
+    Exited(i32),
+    /// QEMU was killed by a signal.
+    Killed,
+    /// The time limit passed; QEMU was killed.
+    TimedOut,
+}
+
+impl Ending {
+    /// The exit code `capvisor run` passes on.
+    #[must_use]
+    pub fn code(self) -> i32 {
+        match self {
+            Self::Exited(code) => code,
+            Self::Killed => 128,
+            Self::TimedOut => 124,
+        }
+    }
+
+    /// What the status means, in words.
+    #[must_use]
+    pub fn describe(self) -> String {
+        match self {
+            Self::Exited(0) => "exit status 0 (success)".into(),
+            Self::Exited(1) => "exit status 1 (kernel fault: unexpected exception)".into(),
+            Self::Exited(2) => "exit status 2 (kernel panic)".into(),
+            Self::Exited(3) => "exit status 3 (image or platform refused)".into(),
+            Self::Exited(n) => format!("exit status {n}"),
+            Self::Killed => "QEMU was killed by a signal".into(),
+            Self::TimedOut => "time limit reached; QEMU was stopped".into(),
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// How it ended.
+    pub ending: Ending,
+    /// Everything the console printed.
+    pub console: String,
+}
+
+/// Adds a line of its own after a console line (such as the source location of an address).
+pub type Annotator = Box<dyn Fn(&str) -> Option<String> + Send>;
+
+/// Boots `config` and waits for the end, streaming the console (when echo is on) with the lines
+/// `annotate` adds.
+///
+/// # Errors
+///
+/// A message when QEMU cannot be started (not installed, with how to install it).
+pub fn run(config: &RunConfig, annotate: Option<Annotator>) -> Result<Outcome, String> {
+    let mut child = config
+        .command()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "could not start qemu-system-aarch64 ({e}); install QEMU 10 with `scripts/setup.sh` \
+                 (Debian bookworm-backports' qemu-system-arm)"
+            )
+        })?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let echo = config.echo;
+    let reader = std::thread::spawn(move || {
+        let mut console = String::new();
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            if echo {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                if let Some(note) = annotate.as_ref().and_then(|a| a(&text)) {
+                    let _ = writeln!(out, "{note}");
+                }
+                let _ = out.flush();
+            }
+            console.push_str(&text);
+            line.clear();
+        }
+        console
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let ending = wait(&mut child, config.timeout)?;
+    let console = reader.join().unwrap_or_default();
+    let stderr_text = err_reader.join().unwrap_or_default();
+    if !stderr_text.trim().is_empty() {
+        eprintln!("qemu: {}", stderr_text.trim_end());
+    }
+    Ok(Outcome { ending, console })
+}
+
+fn wait(child: &mut std::process::Child, timeout: Option<Duration>) -> Result<Ending, String> {
+    let status = match timeout {
+        Some(limit) => match child.wait_timeout(limit).map_err(|e| e.to_string())? {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(Ending::TimedOut);
+            }
+        },
+        None => child.wait().map_err(|e| e.to_string())?,
+    };
+    Ok(status.code().map_or(Ending::Killed, Ending::Exited))
+}
