@@ -52,6 +52,45 @@ pub(crate) fn path_at(root: &DeTable<'_>, offset: usize) -> Vec<Step> {
     best
 }
 
+/// The path of the last key named `key` that starts before `offset`: for a key given twice, the
+/// recovered tree keeps the first, and this finds it.
+pub(crate) fn earlier_key(root: &DeTable<'_>, key: &str, offset: usize) -> Vec<Step> {
+    let mut best = (0, Vec::new());
+    let mut current = Vec::new();
+    earlier_in_table(root, key, offset, &mut current, &mut best);
+    best.1
+}
+
+fn earlier_in_table(
+    table: &DeTable<'_>,
+    wanted: &str,
+    offset: usize,
+    current: &mut Vec<Step>,
+    best: &mut (usize, Vec<Step>),
+) {
+    for (key, value) in table.iter() {
+        current.push(Step::Key(key.get_ref().to_string()));
+        let start = key.span().start;
+        if key.get_ref() == wanted && start < offset && (best.1.is_empty() || start >= best.0) {
+            *best = (start, current.clone());
+        }
+        match value.get_ref() {
+            DeValue::Table(table) => earlier_in_table(table, wanted, offset, current, best),
+            DeValue::Array(array) => {
+                for (index, element) in array.iter().enumerate() {
+                    if let DeValue::Table(table) = element.get_ref() {
+                        current.push(Step::Index(index));
+                        earlier_in_table(table, wanted, offset, current, best);
+                        current.pop();
+                    }
+                }
+            }
+            _ => {}
+        }
+        current.pop();
+    }
+}
+
 fn holds(span: std::ops::Range<usize>, offset: usize) -> bool {
     span.start <= offset && offset < span.end
 }
@@ -120,5 +159,10 @@ mod tests {
             "service[1]"
         );
         assert_eq!(render(&path_at(root.get_ref(), text.len())), "");
+        assert_eq!(
+            render(&earlier_key(root.get_ref(), "name", text.len())),
+            "service[1].name"
+        );
+        assert_eq!(render(&earlier_key(root.get_ref(), "name", 3)), "name");
     }
 }

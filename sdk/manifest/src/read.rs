@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::de::DeTable;
 
 use crate::error::{ErrorKind, Location, ManifestError, ManifestErrors};
-use crate::locate::{Step, path_at, render};
+use crate::locate::{Step, earlier_key, path_at, render};
 use crate::schema::RawManifest;
 
 /// Parses `text` as TOML and reads it into the schema.
@@ -28,12 +28,27 @@ pub(crate) fn read(text: &str, file: &Path) -> Result<RawManifest, ManifestError
 
 fn syntax_error(text: &str, file: &Path, error: &toml::de::Error) -> ManifestError {
     let offset = error.span().map_or(0, |span| span.start);
-    // The recovered tree names the key the mistake is in, when there is one (a duplicate key).
+    // The recovered tree names the key the mistake is in, when there is one (a duplicate key, a
+    // value cut short: then the error is just past the value, so look one byte back too).
     let (partial, _) = DeTable::parse_recoverable(text);
+    let mut path = path_at(partial.get_ref(), offset);
+    if path.is_empty() && offset > 0 {
+        path = path_at(partial.get_ref(), offset - 1);
+    }
+    if error.message() == "duplicate key" {
+        let key = error
+            .span()
+            .and_then(|span| text.get(span))
+            .unwrap_or_default();
+        let earlier = earlier_key(partial.get_ref(), key.trim_matches(['"', '\'']), offset);
+        if !earlier.is_empty() {
+            path = earlier;
+        }
+    }
     ManifestError {
         file: file.to_path_buf(),
         location: Some(Location::of_offset(text, offset)),
-        field: render(&path_at(partial.get_ref(), offset)),
+        field: render(&path),
         kind: ErrorKind::Syntax {
             message: error.message().to_owned(),
         },
