@@ -72,7 +72,10 @@ pub fn build(
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    std::fs::write(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Written aside and renamed, so a QEMU already booting the previous file never reads a half.
+    let partial = path.with_extension(format!("img.{}.partial", std::process::id()));
+    std::fs::write(&partial, &bytes).map_err(|e| format!("{}: {e}", partial.display()))?;
+    std::fs::rename(&partial, &path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(BuiltImage {
         path,
         kernel,

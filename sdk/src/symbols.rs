@@ -11,18 +11,24 @@ pub fn kernel_annotator(elf: &Path) -> Option<Annotator> {
     let context = addr2line::Loader::new(elf).ok()?;
     Some(Box::new(move |line: &str| {
         let offset = parse_offset(line)?;
-        let location = context.find_location(offset).ok()??;
-        let function = context
-            .find_frames(offset)
-            .ok()
-            .and_then(|mut frames| frames.next().ok().flatten())
-            .and_then(|frame| frame.function.and_then(|f| f.demangle().ok().map(|n| n.into_owned())));
-        Some(format!(
-            "  -> kernel+{offset:#x} is {} at {}:{}",
-            function.as_deref().unwrap_or("?"),
-            location.file.unwrap_or("?"),
-            location.line.unwrap_or(0)
-        ))
+        let mut frames = context.find_frames(offset).ok()?;
+        let mut chain = Vec::new();
+        while let Ok(Some(frame)) = frames.next() {
+            let function = frame
+                .function
+                .and_then(|f| f.demangle().ok().map(|name| name.into_owned()))
+                .unwrap_or_else(|| "?".into());
+            let at = frame.location.map_or_else(
+                || "?".into(),
+                |l| format!("{}:{}", l.file.unwrap_or("?"), l.line.unwrap_or(0)),
+            );
+            chain.push(format!("{function} at {at}"));
+        }
+        if chain.is_empty() {
+            return None;
+        }
+        // Innermost (possibly inlined) frame first, as a debugger's backtrace shows it.
+        Some(format!("  -> kernel+{offset:#x}: {}", chain.join("\n     inlined into ")))
     }))
 }
 

@@ -1,1 +1,86 @@
-//! Shared helpers for capvisor's QEMU integration tests.
+//! Shared helpers for capvisor's QEMU integration tests: build an image (once per test process),
+//! boot it with a time limit, and what each CPU model really reports.
+
+use capvisor::image::{self, BuiltImage};
+use capvisor::qemu::{self, Outcome, RunConfig};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The workspace root.
+#[must_use]
+pub fn root() -> PathBuf {
+    capvisor::workspace_root()
+}
+
+/// Builds the image of the manifest at `manifest` (relative to the workspace root, or
+/// absolute) into `target/images/`, panicking with the error.
+#[must_use]
+pub fn build(manifest: &str) -> BuiltImage {
+    let root = root();
+    let path = root.join(manifest);
+    image::build(&root, &path, None).unwrap_or_else(|e| panic!("building {manifest}: {e}"))
+}
+
+/// Builds the image of manifest text `toml` written to a fresh temporary directory.
+#[must_use]
+pub fn build_text(name: &str, toml: &str) -> BuiltImage {
+    let dir = root().join("target/test-manifests");
+    std::fs::create_dir_all(&dir).expect("create target/test-manifests");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, toml).expect("write manifest");
+    image::build(&root(), &path, None).unwrap_or_else(|e| panic!("building {name}: {e}"))
+}
+
+/// Boots `image` on `cpu` with `smp` CPUs, 60 s at most, console captured (not echoed unless
+/// `CAPVISOR_TEST_ECHO` is set).
+#[must_use]
+pub fn boot(image: &Path, cpu: &str, smp: u32) -> Outcome {
+    let mut config = RunConfig::new(image);
+    config.cpu = cpu.into();
+    config.smp = smp;
+    config.timeout = Some(Duration::from_secs(60));
+    config.echo = std::env::var_os("CAPVISOR_TEST_ECHO").is_some();
+    qemu::run(&config, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The platform line each model must print: the values QEMU 10.0.2 implements (MIDR from QEMU's
+/// CPU definitions; the rest as in `shared/TOOLCHAIN.md`'s table, read by an independent probe).
+#[must_use]
+pub fn expected_platform_line(cpu: &str) -> &'static str {
+    match cpu {
+        "cortex-a57" => {
+            "capvisor: platform midr=0x411fd070 fwb=0 dic=0 idc=0 vhe=0 pa_bits=44 vmid_bits=8 nv=0 gic=v3"
+        }
+        "neoverse-n1" => {
+            "capvisor: platform midr=0x414fd0c1 fwb=0 dic=0 idc=0 vhe=1 pa_bits=48 vmid_bits=16 nv=0 gic=v3"
+        }
+        "cortex-a710" => {
+            "capvisor: platform midr=0x412fd471 fwb=1 dic=0 idc=1 vhe=1 pa_bits=40 vmid_bits=16 nv=0 gic=v3"
+        }
+        "neoverse-v1" => {
+            "capvisor: platform midr=0x411fd402 fwb=1 dic=1 idc=1 vhe=1 pa_bits=48 vmid_bits=16 nv=2 gic=v3"
+        }
+        "max" => {
+            "capvisor: platform midr=0xf0510 fwb=1 dic=1 idc=1 vhe=1 pa_bits=52 vmid_bits=16 nv=2 gic=v3"
+        }
+        other => panic!("no expectation for CPU model {other}"),
+    }
+}
+
+/// Asserts that the console has a line equal to `line`, showing the console if not.
+pub fn assert_line(outcome: &Outcome, line: &str) {
+    assert!(
+        outcome.console.lines().any(|l| l.trim_end() == line),
+        "expected the line\n  {line}\nin the console:\n{}",
+        outcome.console
+    );
+}
+
+/// Asserts that the console contains `text`, showing the console if not.
+pub fn assert_contains(outcome: &Outcome, text: &str) {
+    assert!(
+        outcome.console.contains(text),
+        "expected {text:?} in the console:\n{}",
+        outcome.console
+    );
+}
