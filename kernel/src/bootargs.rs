@@ -54,6 +54,9 @@ mod tests {
             BootArgs::parse("console=ttyAMA0 capvisor.exit=semihosting").exit,
             ExitMethod::Semihosting
         );
-        assert_eq!(BootArgs::parse("capvisor.exit=bogus").exit, ExitMethod::Psci);
+        assert_eq!(
+            BootArgs::parse("capvisor.exit=bogus").exit,
+            ExitMethod::Psci
+        );
     }
 }

@@ -97,9 +97,10 @@ impl Description {
     pub fn parse(blob: &'static [u8]) -> Result<Self, Error> {
         let fdt = Fdt::new(blob).map_err(Error::Header)?;
         let mut memory = Vec::new();
-        for node in fdt.all_nodes().filter(|n| {
-            n.property("device_type").and_then(|p| p.as_str()) == Some("memory")
-        }) {
+        for node in fdt
+            .all_nodes()
+            .filter(|n| n.property("device_type").and_then(|p| p.as_str()) == Some("memory"))
+        {
             for reg in node.reg().into_iter().flatten() {
                 if let Some(size) = reg.size.filter(|&s| s > 0) {
                     let _ = memory.push(Region {
@@ -118,7 +119,10 @@ impl Description {
             .and_then(|p| p.as_str())
             .map(|path| path.split(':').next().unwrap_or(path))
             .and_then(|path| fdt.find_node(path))
-            .filter(|n| n.compatible().is_some_and(|c| c.all().any(|s| s == "arm,pl011")));
+            .filter(|n| {
+                n.compatible()
+                    .is_some_and(|c| c.all().any(|s| s == "arm,pl011"))
+            });
         let uart = stdout
             .or_else(|| fdt.find_compatible(&["arm,pl011"]))
             .and_then(first_reg)

@@ -80,7 +80,10 @@ pub fn fault_status(fsc: u8) -> FaultStatus {
         0x30 => ("TLB conflict abort", None),
         0x31 => ("unsupported atomic hardware update fault", None),
         0x34 => ("IMPLEMENTATION DEFINED fault (lockdown)", None),
-        0x35 => ("IMPLEMENTATION DEFINED fault (unsupported exclusive or atomic)", None),
+        0x35 => (
+            "IMPLEMENTATION DEFINED fault (unsupported exclusive or atomic)",
+            None,
+        ),
         _ => ("reserved fault status", None),
     };
     FaultStatus { kind, level }
@@ -177,12 +180,18 @@ mod tests {
         // ISV, 4-byte store from w3: SAS=2, SRT=3, WnR, DFSC 0x07.
         let esr = (0x24 << 26) | (1 << 25) | (1 << 24) | (2 << 22) | (3 << 16) | (1 << 6) | 0x07;
         let text = Decoded(esr).to_string();
-        assert!(text.contains("translation fault, level 3; write; ISV=1 size=4B register=x3"), "{text}");
+        assert!(
+            text.contains("translation fault, level 3; write; ISV=1 size=4B register=x3"),
+            "{text}"
+        );
     }
 
     #[test]
     fn undefined_and_sysreg() {
-        assert_eq!(Decoded(0x0200_0000).to_string(), "EC=0x00 (unknown reason) IL=1 ISS=0x000000");
+        assert_eq!(
+            Decoded(0x0200_0000).to_string(),
+            "EC=0x00 (unknown reason) IL=1 ISS=0x000000"
+        );
         // MRS x2, ID_AA64MMFR2_EL1 (S3_0_C0_C7_2) trapped: Op0=3 Op2=2 Op1=0 CRn=0 Rt=2 CRm=7 read.
         let iss = (3 << 20) | (2 << 17) | (2 << 5) | (7 << 1) | 1;
         let text = Decoded((0x18 << 26) | (1 << 25) | iss).to_string();
@@ -192,7 +201,13 @@ mod tests {
     #[test]
     fn fault_levels() {
         assert_eq!(fault_status(0x2b).level, Some(-1));
-        assert_eq!(fault_status(0x0f), FaultStatus { kind: "permission fault", level: Some(3) });
+        assert_eq!(
+            fault_status(0x0f),
+            FaultStatus {
+                kind: "permission fault",
+                level: Some(3)
+            }
+        );
         assert_eq!(fault_status(0x15).level, Some(1));
         assert_eq!(fault_status(0x10).level, None);
     }

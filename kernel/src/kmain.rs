@@ -58,7 +58,11 @@ extern "C" fn primary_main(dtb: usize, base: usize) -> ! {
     // SAFETY: the symbols are the linker's; their addresses are where our sections are.
     let (text_end, ro_end, image_end) =
         unsafe { (symbol(&__text_end), symbol(&__ro_end), symbol(&__image_end)) };
-    let dtb_size = if read_be32(dtb) == 0xd00d_feed { read_be32(dtb + 4) as usize } else { 4096 };
+    let dtb_size = if read_be32(dtb) == 0xd00d_feed {
+        read_be32(dtb + 4) as usize
+    } else {
+        4096
+    };
     let (payload_offset, payload_size) = payload_range(base);
     let platform_regs = cpu::id_registers();
     let ps = Platform::decode(&platform_regs, GicVersion::None).ps_encoding();
@@ -68,9 +72,17 @@ extern "C" fn primary_main(dtb: usize, base: usize) -> ! {
         (base, text_end, mmu::attrs::CODE),
         (text_end, ro_end, mmu::attrs::RODATA),
         (ro_end, image_end, mmu::attrs::RAM),
-        (base + payload_offset, base + payload_offset + payload_size, mmu::attrs::RODATA),
+        (
+            base + payload_offset,
+            base + payload_offset + payload_size,
+            mmu::attrs::RODATA,
+        ),
         (dtb, dtb + dtb_size, mmu::attrs::RODATA),
-        (console::FALLBACK_UART, console::FALLBACK_UART + 4096, mmu::attrs::DEVICE),
+        (
+            console::FALLBACK_UART,
+            console::FALLBACK_UART + 4096,
+            mmu::attrs::DEVICE,
+        ),
     ];
     for (start, end, flags) in mappings {
         if end > start && mmu::identity_map(&mut map, start, end, flags).is_err() {
@@ -151,7 +163,10 @@ fn describe(dt: &Description) {
     }
     println!("capvisor: console pl011 at {}", dt.uart);
     if let (Some(d), Some(r)) = (dt.gicd, dt.gicr) {
-        println!("capvisor: gic {:?} distributor {d} redistributors {r}", dt.gic);
+        println!(
+            "capvisor: gic {:?} distributor {d} redistributors {r}",
+            dt.gic
+        );
     }
     println!(
         "capvisor: timer PPIs {:?}; psci via {:?}; {} cpu(s) in the device tree",

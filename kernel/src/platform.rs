@@ -204,7 +204,10 @@ impl fmt::Display for Unmet {
                 "the image requires a physical address size of at least {need} bits; this CPU has {have}"
             ),
             Self::Cpus { need, have } => {
-                write!(f, "the image requires at least {need} CPUs; {have} are online")
+                write!(
+                    f,
+                    "the image requires at least {need} CPUs; {have} are online"
+                )
             }
         }
     }
@@ -275,7 +278,11 @@ mod tests {
         let p = Platform::decode(&regs, GicVersion::V3);
         assert!(p.fwb && p.dic && p.idc && p.vhe);
         assert_eq!((p.pa_bits, p.vmid_bits, p.nv), (52, 16, 2));
-        assert_eq!(p.ps_encoding(), 5, "52-bit PA is used as 48 without FEAT_LPA descriptors");
+        assert_eq!(
+            p.ps_encoding(),
+            5,
+            "52-bit PA is used as 48 without FEAT_LPA descriptors"
+        );
         assert!(p.features().contains(Feature::Nv2) && p.features().contains(Feature::Nv));
         assert!(p.tlbi_range && !p.xnx && !p.ecv);
     }
@@ -287,10 +294,17 @@ mod tests {
         assert_eq!(p.check(&config, 1), Ok(()));
         config.required_features = FeatureSet::EMPTY.with(Feature::GicV3).with(Feature::Dic).0;
         assert_eq!(p.check(&config, 1), Err(Unmet::Feature(Feature::Dic)));
-        assert!(Unmet::Feature(Feature::Dic).to_string().contains("CTR_EL0.DIC"));
+        assert!(
+            Unmet::Feature(Feature::Dic)
+                .to_string()
+                .contains("CTR_EL0.DIC")
+        );
         config.required_features = 0;
         config.min_pa_bits = 48;
-        assert_eq!(p.check(&config, 1), Err(Unmet::PaBits { need: 48, have: 44 }));
+        assert_eq!(
+            p.check(&config, 1),
+            Err(Unmet::PaBits { need: 48, have: 44 })
+        );
         config.min_pa_bits = 0;
         config.min_cpus = 2;
         assert_eq!(p.check(&config, 1), Err(Unmet::Cpus { need: 2, have: 1 }));

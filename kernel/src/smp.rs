@@ -87,7 +87,10 @@ pub fn start_secondaries(cpus: &[u64], ttbr: u64, ps: u64) -> u32 {
     for &mpidr in cpus.iter().filter(|&&m| m != me) {
         index += 1;
         if index >= boot::MAX_CPUS {
-            println!("capvisor: more than {} CPUs; the rest stay off", boot::MAX_CPUS);
+            println!(
+                "capvisor: more than {} CPUs; the rest stay off",
+                boot::MAX_CPUS
+            );
             break;
         }
         let record = SecondaryBoot {
@@ -151,7 +154,10 @@ fn counter() -> (u64, u64) {
 #[unsafe(no_mangle)]
 extern "C" fn secondary_main(record: &SecondaryBoot) -> ! {
     set_this_cpu(record.cpu);
-    println!("capvisor: cpu {} online (mpidr={:#x}), parked", record.cpu, record.mpidr);
+    println!(
+        "capvisor: cpu {} online (mpidr={:#x}), parked",
+        record.cpu, record.mpidr
+    );
     ONLINE.fetch_add(1, Ordering::AcqRel);
     loop {
         // Parked: nothing wakes it yet; the scheduler will (with an event or an interrupt).

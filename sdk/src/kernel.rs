@@ -41,7 +41,9 @@ impl std::error::Error for KernelError {}
 ///
 /// [`KernelError`] when cargo fails or the result breaks the layout the boot code relies on.
 pub fn build(workspace: &Path, toolchain: &Toolchain) -> Result<BuiltKernel, KernelError> {
-    let target_dir = workspace.join("target").join(format!("aarch64-{}", toolchain.name));
+    let target_dir = workspace
+        .join("target")
+        .join(format!("aarch64-{}", toolchain.name));
     let status = toolchain
         .cargo_build(workspace, "capvisor-kernel", &target_dir)
         .status()
@@ -50,8 +52,8 @@ pub fn build(workspace: &Path, toolchain: &Toolchain) -> Result<BuiltKernel, Ker
         return Err(KernelError::Build(format!("cargo exited with {status}")));
     }
     let elf = target_dir.join(TARGET).join("release/capvisor-kernel");
-    let data = std::fs::read(&elf)
-        .map_err(|e| KernelError::Elf(format!("{}: {e}", elf.display())))?;
+    let data =
+        std::fs::read(&elf).map_err(|e| KernelError::Elf(format!("{}: {e}", elf.display())))?;
     let flat = flatten(&data).map_err(KernelError::Elf)?;
     Ok(BuiltKernel { elf, flat })
 }
@@ -73,8 +75,11 @@ pub fn flatten(data: &[u8]) -> Result<FlatKernel, String> {
             .map(|s| s.address())
             .ok_or_else(|| format!("symbol {name} missing (is this the capvisor kernel?)"))
     };
-    let (ro_end, image_end, file_end) =
-        (symbol("__ro_end")?, symbol("__image_end")?, symbol("__file_end")?);
+    let (ro_end, image_end, file_end) = (
+        symbol("__ro_end")?,
+        symbol("__image_end")?,
+        symbol("__file_end")?,
+    );
     let mut bytes = vec![0u8; file_end as usize];
     for segment in file.segments() {
         let (addr, size) = (segment.address(), segment.size());

@@ -8,7 +8,13 @@ use std::time::Duration;
 use wait_timeout::ChildExt;
 
 /// The CPU models capvisor supports and tests (each has EL2 in QEMU).
-pub const CPU_MODELS: [&str; 5] = ["cortex-a57", "neoverse-n1", "cortex-a710", "neoverse-v1", "max"];
+pub const CPU_MODELS: [&str; 5] = [
+    "cortex-a57",
+    "neoverse-n1",
+    "cortex-a710",
+    "neoverse-v1",
+    "max",
+];
 
 /// How to boot.
 #[derive(Clone, Debug)]

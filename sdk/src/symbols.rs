@@ -28,14 +28,20 @@ pub fn kernel_annotator(elf: &Path) -> Option<Annotator> {
             return None;
         }
         // Innermost (possibly inlined) frame first, as a debugger's backtrace shows it.
-        Some(format!("  -> kernel+{offset:#x}: {}", chain.join("\n     inlined into ")))
+        Some(format!(
+            "  -> kernel+{offset:#x}: {}",
+            chain.join("\n     inlined into ")
+        ))
     }))
 }
 
 /// The offset in a `(kernel+0x…)` marker.
 fn parse_offset(line: &str) -> Option<u64> {
     let start = line.find("(kernel+0x")? + "(kernel+0x".len();
-    let hex: String = line[start..].chars().take_while(char::is_ascii_hexdigit).collect();
+    let hex: String = line[start..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
     u64::from_str_radix(&hex, 16).ok()
 }
 
@@ -43,7 +49,10 @@ fn parse_offset(line: &str) -> Option<u64> {
 mod tests {
     #[test]
     fn parses_offsets() {
-        assert_eq!(super::parse_offset("ELR_EL2=0x40001234 (kernel+0x1234)  SPSR"), Some(0x1234));
+        assert_eq!(
+            super::parse_offset("ELR_EL2=0x40001234 (kernel+0x1234)  SPSR"),
+            Some(0x1234)
+        );
         assert_eq!(super::parse_offset("no marker"), None);
     }
 }

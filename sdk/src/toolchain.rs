@@ -37,14 +37,19 @@ impl std::fmt::Display for NoToolchain {
 impl std::error::Error for NoToolchain {}
 
 fn sysroot(rustc: &Path) -> Option<PathBuf> {
-    let out = Command::new(rustc).args(["--print", "sysroot"]).output().ok()?;
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
 fn has_core_source(sysroot: &Path) -> bool {
-    sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").is_file()
+    sysroot
+        .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+        .is_file()
 }
 
 /// Finds the toolchain to use: `CAPVISOR_RUSTC` if set, else rustup's compiler with `rust-src`,
@@ -67,7 +72,10 @@ pub fn find() -> Result<Toolchain, NoToolchain> {
     }
     let candidates: Vec<(PathBuf, &'static str)> = match std::env::var_os("CAPVISOR_RUSTC") {
         Some(r) => vec![(PathBuf::from(r), "custom")],
-        None => vec![(host_rustc, "rustup"), (PathBuf::from("/usr/bin/rustc"), "debian")],
+        None => vec![
+            (host_rustc, "rustup"),
+            (PathBuf::from("/usr/bin/rustc"), "debian"),
+        ],
     };
     for (rustc, name) in candidates {
         if sysroot(&rustc).is_some_and(|s| has_core_source(&s)) {
@@ -94,7 +102,10 @@ impl Toolchain {
         cmd.current_dir(workspace)
             .env("RUSTC", &self.rustc)
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_TARGET_AARCH64_UNKNOWN_NONE_SOFTFLOAT_LINKER", &self.linker)
+            .env(
+                "CARGO_TARGET_AARCH64_UNKNOWN_NONE_SOFTFLOAT_LINKER",
+                &self.linker,
+            )
             // Variables a surrounding `cargo test` sets for the host must not leak into this
             // build.
             .env_remove("RUSTC_WRAPPER")
@@ -104,7 +115,15 @@ impl Toolchain {
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_BUILD_RUSTFLAGS")
             .env_remove("CARGO_LLVM_COV")
-            .args(["build", "--release", "--locked", "-p", package, "--target", TARGET])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                package,
+                "--target",
+                TARGET,
+            ])
             .arg("--target-dir")
             .arg(target_dir)
             .args(["-Z", "build-std=core,compiler_builtins"])

@@ -10,14 +10,27 @@ fn boots(cpu: &str, smp: u32) {
     assert_line(&outcome, expected_platform_line(cpu));
     assert_line(
         &outcome,
-        &format!("capvisor: {smp} cpu(s) online; secondaries parked until the scheduler needs them"),
+        &format!(
+            "capvisor: {smp} cpu(s) online; secondaries parked until the scheduler needs them"
+        ),
     );
     for cpu in 1..smp {
-        assert_line(&outcome, &format!("capvisor: cpu {cpu} online (mpidr={cpu:#x}), parked"));
+        assert_line(
+            &outcome,
+            &format!("capvisor: cpu {cpu} online (mpidr={cpu:#x}), parked"),
+        );
     }
-    assert_line(&outcome, "capvisor: image verified (kernel and payload checksums match)");
+    assert_line(
+        &outcome,
+        "capvisor: image verified (kernel and payload checksums match)",
+    );
     assert_line(&outcome, "capvisor: boot complete");
-    assert_eq!(outcome.ending, Ending::Exited(0), "console:\n{}", outcome.console);
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
 }
 
 macro_rules! boot_tests {

@@ -77,16 +77,28 @@ fn corruption_is_refused() {
     let image = sample();
     let mut bad = image.clone();
     bad[200] ^= 1;
-    assert!(matches!(ImageView::parse(&bad), Err(ImageError::KernelChecksum { .. })));
+    assert!(matches!(
+        ImageView::parse(&bad),
+        Err(ImageError::KernelChecksum { .. })
+    ));
     let mut bad = image.clone();
     let last = bad.len() - 1;
     bad[last] ^= 1;
-    assert!(matches!(ImageView::parse(&bad), Err(ImageError::PayloadChecksum { .. })));
+    assert!(matches!(
+        ImageView::parse(&bad),
+        Err(ImageError::PayloadChecksum { .. })
+    ));
     let bad = &image[..image.len() - 1];
-    assert!(matches!(ImageView::parse(bad), Err(ImageError::Truncated { .. })));
+    assert!(matches!(
+        ImageView::parse(bad),
+        Err(ImageError::Truncated { .. })
+    ));
     let mut bad = image.clone();
     bad[56] = 0;
-    assert_eq!(ImageView::parse(&bad).unwrap_err(), ImageError::NotArm64Image);
+    assert_eq!(
+        ImageView::parse(&bad).unwrap_err(),
+        ImageError::NotArm64Image
+    );
     let mut bad = image;
     bad[64] = b'X';
     assert_eq!(ImageView::parse(&bad).unwrap_err(), ImageError::NotCapvisor);
@@ -115,6 +127,9 @@ fn feature_names_round_trip() {
     }
     let set = FeatureSet::EMPTY.with(Feature::Fwb).with(Feature::Dic);
     let have = FeatureSet::EMPTY.with(Feature::Fwb);
-    assert_eq!(set.missing_from(have).collect::<Vec<_>>(), vec![Feature::Dic]);
+    assert_eq!(
+        set.missing_from(have).collect::<Vec<_>>(),
+        vec![Feature::Dic]
+    );
     assert_eq!(FeatureSet(1 << 40).unknown_bits(), 1 << 40);
 }

@@ -81,8 +81,9 @@ fn align_up(value: u64, align: u64) -> u64 {
 /// A [`WriteError`] when the kernel lacks its headers or an entry is malformed.
 pub fn write_image(kernel: &FlatKernel, entries: &[NewEntry]) -> Result<Vec<u8>, WriteError> {
     let mut image = kernel.bytes.clone();
-    let linux =
-        LinuxImageHeader::read_from_prefix(&image).map_err(|_| WriteError::KernelHeaderMissing)?.0;
+    let linux = LinuxImageHeader::read_from_prefix(&image)
+        .map_err(|_| WriteError::KernelHeaderMissing)?
+        .0;
     if linux.magic != ARM64_IMAGE_MAGIC || image.len() < CHECKSUM_START {
         return Err(WriteError::KernelHeaderMissing);
     }

@@ -1,7 +1,8 @@
 //! Reads of the CPU's identification and control registers.
 
 use aarch64_cpu::registers::{
-    ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, MIDR_EL1, MPIDR_EL1, Readable,
+    ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, MIDR_EL1, MPIDR_EL1,
+    Readable,
 };
 use core::arch::asm;
 

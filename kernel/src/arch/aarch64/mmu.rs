@@ -58,7 +58,8 @@ impl Translation<El23Attributes> for PoolTranslation {
         // SAFETY: only the address of the pool is taken, no reference; each index is handed out
         // once (`next` only grows), so the page is used by this table alone. The pool is in
         // zero-initialised data, so the page is zeroed as `allocate_table` requires.
-        let page = unsafe { (&raw mut TABLE_POOL.0[self.next]).cast::<PageTable<El23Attributes>>() };
+        let page =
+            unsafe { (&raw mut TABLE_POOL.0[self.next]).cast::<PageTable<El23Attributes>>() };
         self.next += 1;
         let page = NonNull::new(page).expect("static addresses are not null");
         // Identity mapped: the physical address is the virtual one.

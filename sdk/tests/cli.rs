@@ -1,0 +1,79 @@
+//! The `capvisor` command as a user runs it: `capvisor run` builds the default image, boots it,
+//! streams the console and exits with the system's status.
+
+use std::process::Command;
+
+fn capvisor(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_capvisor"))
+        .args(args)
+        .output()
+        .expect("run capvisor");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run_cpu(cpu: &str, expect: &str) {
+    let (code, stdout, stderr) = capvisor(&["run", "--cpu", cpu, "--timeout", "60"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("capvisor: platform "))
+        .unwrap_or_else(|| panic!("no platform line in:\n{stdout}"));
+    assert!(line.contains(expect), "{line}");
+    assert!(line.ends_with(" gic=v3"), "{line}");
+    assert!(
+        stderr.contains("capvisor: exit status 0 (success)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn run_cortex_a710_has_fwb_without_dic() {
+    run_cpu("cortex-a710", " fwb=1 dic=0 ");
+}
+
+#[test]
+fn run_neoverse_n1_has_neither() {
+    run_cpu("neoverse-n1", " fwb=0 dic=0 ");
+}
+
+#[test]
+fn run_max_has_fwb_and_dic() {
+    run_cpu("max", " fwb=1 dic=1 ");
+}
+
+#[test]
+fn run_passes_on_the_kernel_fault_status() {
+    let (code, stdout, stderr) = capvisor(&[
+        "run",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/images/fault-data-abort.toml"
+        ),
+    ]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // The faulting address is resolved to its source line.
+    assert!(
+        stdout.contains("inlined into capvisor_kernel::selftest::run at "),
+        "{stdout}"
+    );
+    assert!(stdout.contains("kernel/src/selftest.rs:"), "{stdout}");
+}
+
+#[test]
+fn bad_manifest_is_a_clear_error() {
+    let (code, _, stderr) = capvisor(&["run", "images/does-not-exist.toml"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("capvisor: error: "), "{stderr}");
+    assert!(stderr.contains("does-not-exist.toml"), "{stderr}");
+}
+
+#[test]
+fn unknown_cpu_count_is_refused_by_clap() {
+    let (code, _, stderr) = capvisor(&["run", "--smp", "0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--smp"), "{stderr}");
+}

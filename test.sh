@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs capvisor's whole test suite, installing what is missing first: formatting, host unit and
+# property tests, bounded fuzzing of every decoder of untrusted bytes, and the QEMU integration
+# tests (every CPU model, one and two CPUs). Ends with the test runner's summary line.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh
+export CARGO_TERM_COLOR=never
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "fuzzing decoders for a bounded time"
+scripts/fuzz-all.sh
+
+step "tests: host unit/property tests and QEMU boots"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo test --locked --workspace --doc
+  cargo nextest run --locked --workspace --no-fail-fast
+else
+  echo "cargo-nextest not found; using cargo test"
+  cargo test --locked --workspace --no-fail-fast
+fi
