@@ -86,15 +86,37 @@ impl Feature {
     }
 }
 
-// The tables above must agree: position `n` of ALL and NAMES is the feature with bit `n`.
+// The tables above must agree: position `n` of ALL and NAMES is the feature with bit `n`. And the
+// kernel reads the mask through `capvisor_image::Feature`, so every bit and name must be the same
+// there: checked at compile time, not kept in sync by hand.
 const _: () = {
     assert!(Feature::ALL.len() == Feature::NAMES.len());
+    assert!(Feature::ALL.len() == capvisor_image::Feature::ALL.len());
     let mut index = 0;
     while index < Feature::ALL.len() {
         assert!(Feature::ALL[index] as usize == index);
+        let image = capvisor_image::Feature::ALL[index];
+        assert!(image as usize == index);
+        assert!(same_str(Feature::ALL[index].name(), image.name()));
         index += 1;
     }
 };
+
+/// String equality usable in a constant.
+const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut index = 0;
+    while index < a.len() {
+        if a[index] != b[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
+}
 
 impl fmt::Display for Feature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
