@@ -14,7 +14,6 @@ use s2walk::{
     Access, Fault, GuestMemory, Ipa, Machine, OutputAddr, PaBits, ReadError, S2Config, Translation,
     Vtcr, Vttbr,
 };
-use serde_json::{Map, Value};
 use std::fmt::{self, Write as _};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -176,7 +175,10 @@ pub fn answer(input: &str) -> Result<Vec<String>, InputError> {
     let cases = parse_cases(input, true)?;
     Ok(cases
         .iter()
-        .filter_map(|case| case.query.map(|(ipa, access)| result_json(&case.walk(ipa, access))))
+        .filter_map(|case| {
+            case.query
+                .map(|(ipa, access)| result_json(&case.walk(ipa, access)))
+        })
         .collect())
 }
 
@@ -200,12 +202,19 @@ pub fn run(args: S2walkArgs) -> ExitCode {
     let text = match read_input(args.input.as_ref()) {
         Ok(text) => text,
         Err(e) => {
-            let what = args.input.as_ref().map_or("standard input".into(), |p| p.display().to_string());
+            let what = args
+                .input
+                .as_ref()
+                .map_or("standard input".into(), |p| p.display().to_string());
             eprintln!("capvisor s2walk: cannot read {what}: {e}");
             return ExitCode::from(1);
         }
     };
-    let output = if args.dump { dump(&text, args.max_descriptors) } else { answer(&text) };
+    let output = if args.dump {
+        dump(&text, args.max_descriptors)
+    } else {
+        answer(&text)
+    };
     match output {
         Ok(lines) => {
             let mut out = std::io::stdout().lock();
@@ -239,7 +248,13 @@ fn entry_line(out: &mut String, start_level: i8, entry: &Entry) {
     );
     let _ = match entry.kind {
         EntryKind::Table { next } => write!(out, "table -> {:#x}", next.get()),
-        EntryKind::Leaf { oa, perms, memattr, af, contiguous } => write!(
+        EntryKind::Leaf {
+            oa,
+            perms,
+            memattr,
+            af,
+            contiguous,
+        } => write!(
             out,
             "{} -> {:#x}  {}{}{}{}  memattr {:#x}  af {}{}",
             if entry.level == 3 { "page" } else { "block" },
@@ -254,7 +269,11 @@ fn entry_line(out: &mut String, start_level: i8, entry: &Entry) {
         ),
         EntryKind::Reserved => write!(out, "reserved encoding at this level (translation fault)"),
         EntryKind::AddressSize { addr } => {
-            write!(out, "address {:#x} above the output size (address size fault)", addr.get())
+            write!(
+                out,
+                "address {:#x} above the output size (address size fault)",
+                addr.get()
+            )
         }
         EntryKind::Unreadable => write!(out, "unreadable (external abort); rest of table skipped"),
     };
@@ -263,7 +282,9 @@ fn entry_line(out: &mut String, start_level: i8, entry: &Entry) {
 fn visit_end_line(end: VisitEnd, budget: usize) -> Option<String> {
     match end {
         VisitEnd::Complete => None,
-        VisitEnd::BudgetExhausted => Some(format!("  ... stopped after reading {budget} descriptors")),
+        VisitEnd::BudgetExhausted => {
+            Some(format!("  ... stopped after reading {budget} descriptors"))
+        }
     }
 }
 

@@ -59,8 +59,12 @@ fn parse_u64(value: &Value) -> Result<u64, String> {
             }
             u64::from_str_radix(&clean, 16).map_err(|_| format!("{s:?} is not a 64-bit hex number"))
         }
-        Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a 64-bit unsigned integer")),
-        other => Err(format!("expected a hex string like \"0x1000\", found {other}")),
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| format!("{n} is not a 64-bit unsigned integer")),
+        other => Err(format!(
+            "expected a hex string like \"0x1000\", found {other}"
+        )),
     }
 }
 
@@ -77,9 +81,15 @@ fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
         })
         .collect::<Result<_, _>>()?;
     if digits.len() % 2 != 0 {
-        return Err(format!("{} hex digits: bytes need an even number", digits.len()));
+        return Err(format!(
+            "{} hex digits: bytes need an even number",
+            digits.len()
+        ));
     }
-    Ok(digits.chunks(2).map(|pair| (pair[0] << 4) | pair[1]).collect())
+    Ok(digits
+        .chunks(2)
+        .map(|pair| (pair[0] << 4) | pair[1])
+        .collect())
 }
 
 fn parse_memory(f: &mut Fields<'_>) -> RegionMemory {
@@ -88,13 +98,19 @@ fn parse_memory(f: &mut Fields<'_>) -> RegionMemory {
         return memory;
     };
     let Some(regions) = value.as_array() else {
-        f.problem("memory", "expected an array of {\"base\":\"0x…\",\"hex\":\"…\"}");
+        f.problem(
+            "memory",
+            "expected an array of {\"base\":\"0x…\",\"hex\":\"…\"}",
+        );
         return memory;
     };
     for (i, region) in regions.iter().enumerate() {
         let path = |field: &str| format!("memory[{i}].{field}");
         let Some(object) = region.as_object() else {
-            f.problem(&format!("memory[{i}]"), "expected an object with \"base\" and \"hex\"");
+            f.problem(
+                &format!("memory[{i}]"),
+                "expected an object with \"base\" and \"hex\"",
+            );
             continue;
         };
         let base = match object.get("base") {
@@ -104,8 +120,13 @@ fn parse_memory(f: &mut Fields<'_>) -> RegionMemory {
                 None
             }
         };
-        let bytes = match object.get("hex").map(|v| v.as_str().ok_or("expected a string of hex digits")) {
-            Some(Ok(text)) => parse_hex_bytes(text).map_err(|e| f.problem(&path("hex"), e)).ok(),
+        let bytes = match object
+            .get("hex")
+            .map(|v| v.as_str().ok_or("expected a string of hex digits"))
+        {
+            Some(Ok(text)) => parse_hex_bytes(text)
+                .map_err(|e| f.problem(&path("hex"), e))
+                .ok(),
             Some(Err(e)) => {
                 f.problem(&path("hex"), e);
                 None
@@ -117,7 +138,10 @@ fn parse_memory(f: &mut Fields<'_>) -> RegionMemory {
         };
         if let (Some(base), Some(bytes)) = (base, bytes) {
             if bytes.len() as u128 + u128::from(base) > 1u128 << 64 {
-                f.problem(&path("hex"), "region runs past the end of the 64-bit address space");
+                f.problem(
+                    &path("hex"),
+                    "region runs past the end of the 64-bit address space",
+                );
             } else {
                 memory.regions.push((base, bytes));
             }
@@ -131,7 +155,10 @@ const FEATURES: &str = "lpa2, ttst, xnx, hafdbs, fault_txsz_below_min, fault_txs
 fn parse_machine(f: &mut Fields<'_>) -> Option<Machine> {
     let bits = f.get("pa_bits", true)?;
     let Some(pa_bits) = bits.as_u64().and_then(pa_bits_of) else {
-        f.problem("pa_bits", format!("{bits} is not a PA size (32, 36, 40, 42, 44, 48 or 52)"));
+        f.problem(
+            "pa_bits",
+            format!("{bits} is not a PA size (32, 36, 40, 42, 44, 48 or 52)"),
+        );
         return None;
     };
     let mut machine = Machine::new(pa_bits);
@@ -139,7 +166,10 @@ fn parse_machine(f: &mut Fields<'_>) -> Option<Machine> {
         return Some(machine);
     };
     let Some(features) = features.as_object() else {
-        f.problem("features", format!("expected an object of booleans ({FEATURES})"));
+        f.problem(
+            "features",
+            format!("expected an object of booleans ({FEATURES})"),
+        );
         return None;
     };
     for (key, value) in features {
@@ -169,19 +199,35 @@ fn parse_access(f: &mut Fields<'_>, required: bool) -> Option<Access> {
         Some("exec_el1") => Some(Access::ExecEl1),
         Some("exec_el0") => Some(Access::ExecEl0),
         _ => {
-            f.problem("access", format!("{value} is not \"read\", \"write\", \"exec_el1\" or \"exec_el0\""));
+            f.problem(
+                "access",
+                format!("{value} is not \"read\", \"write\", \"exec_el1\" or \"exec_el0\""),
+            );
             None
         }
     }
 }
 
 fn parse_case(case: usize, value: &Value, require_query: bool) -> Result<Case, Vec<CaseError>> {
-    let name = value.get("name").and_then(Value::as_str).map(str::to_string);
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let Some(object) = value.as_object() else {
         let problem = format!("expected a JSON object, found {value}");
-        return Err(vec![CaseError { case, name, field: String::new(), problem }]);
+        return Err(vec![CaseError {
+            case,
+            name,
+            field: String::new(),
+            problem,
+        }]);
     };
-    let mut f = Fields { case, name, object, errors: Vec::new() };
+    let mut f = Fields {
+        case,
+        name,
+        object,
+        errors: Vec::new(),
+    };
     let vtcr = f.u64_field("vtcr", true);
     let vttbr = f.u64_field("vttbr", true);
     let machine = parse_machine(&mut f);
@@ -207,11 +253,16 @@ fn parse_case(case: usize, value: &Value, require_query: bool) -> Result<Case, V
 /// # Errors
 /// [`InputError`]: not JSON, not objects, or every malformed field of every case.
 pub fn parse_cases(input: &str, require_query: bool) -> Result<Vec<Case>, InputError> {
-    let value: Value = serde_json::from_str(input).map_err(|e| InputError::Syntax(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(input).map_err(|e| InputError::Syntax(e.to_string()))?;
     let items = match value {
         Value::Array(items) => items,
         object @ Value::Object(_) => vec![object],
-        other => return Err(InputError::Shape(format!("expected a case object or an array of them, found {other}"))),
+        other => {
+            return Err(InputError::Shape(format!(
+                "expected a case object or an array of them, found {other}"
+            )));
+        }
     };
     let mut cases = Vec::new();
     let mut errors = Vec::new();
@@ -221,5 +272,9 @@ pub fn parse_cases(input: &str, require_query: bool) -> Result<Vec<Case>, InputE
             Err(mut e) => errors.append(&mut e),
         }
     }
-    if errors.is_empty() { Ok(cases) } else { Err(InputError::Cases(errors)) }
+    if errors.is_empty() {
+        Ok(cases)
+    } else {
+        Err(InputError::Cases(errors))
+    }
 }
