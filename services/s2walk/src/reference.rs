@@ -213,7 +213,8 @@ fn s2_start_level(walkparams: &S2TTWParams) -> i64 {
 fn s2_invalid_sl(machine: &Machine, walkparams: &S2TTWParams) -> bool {
     match walkparams.tgx {
         TGx::Kb4 => match (walkparams.sl2 << 2) | walkparams.sl0 {
-            0b101 | 0b111 | 0b110 => true,
+            0b101 | 0b111 => true, // '1x1'
+            0b110 => true,         // '11x' ('111' matched above)
             0b100 => pamax(machine) < 52,
             0b010 => pamax(machine) < 44,
             0b011 => !machine.ttst,

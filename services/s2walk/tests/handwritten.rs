@@ -10,7 +10,6 @@ use s2walk::{Access, Fault, FaultKind, Ipa, Machine, PaBits, Translation, Vtcr, 
 
 const AF: u64 = 1 << 10;
 const RW: u64 = 0b11 << 6;
-const RO: u64 = 0b01 << 6;
 const WB: u64 = 0xf << 2;
 const PAGE: u64 = 0b11;
 const BLOCK: u64 = 0b01;
