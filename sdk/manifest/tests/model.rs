@@ -134,3 +134,26 @@ fn columns_count_characters_not_bytes() {
         "two 2-byte characters precede the error"
     );
 }
+
+#[test]
+fn the_reference_example_is_valid_but_for_the_guest_files() {
+    let reference = std::fs::read_to_string("../../docs/manifest.md").expect("docs/manifest.md");
+    let example = reference
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a toml example in docs/manifest.md");
+    // As if the example were images/example.toml: the guest kernel and initrd are build outputs
+    // that do not exist here; everything else must hold.
+    let errors = parse(example, Path::new("../../images/example.toml"))
+        .expect_err("the example's guest files are not built here");
+    let fields: Vec<&str> = errors.errors().iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["guest[0].kernel", "guest[0].initrd"], "{errors}");
+    assert!(
+        errors
+            .errors()
+            .iter()
+            .all(|e| matches!(e.kind, capvisor_manifest::ErrorKind::FileNotFound { .. })),
+        "{errors}"
+    );
+}
