@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use capvisor::qemu::{self, RunConfig};
-use capvisor::{image, symbols, workspace_root};
+use capvisor::{image, s2walk_cmd, symbols, workspace_root};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,8 @@ enum Commands {
     },
     /// Build an image and boot it in QEMU, streaming its console; exits with the system's status.
     Run(RunArgs),
+    /// Walk AArch64 stage-2 translation tables given as JSON cases (see docs/s2walk.md).
+    S2walk(s2walk_cmd::S2walkArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +78,7 @@ fn main() -> ExitCode {
             }
         }
         Commands::Run(args) => run(&root, args),
+        Commands::S2walk(args) => s2walk_cmd::run(args),
     }
 }
 
