@@ -30,10 +30,13 @@ pub(crate) struct Checker<'a> {
     errors: Vec<ManifestError>,
     /// Bounds every size and region: `[platform].min_pa_bits` or [`DEFAULT_PA_BITS`].
     pa_bits: u8,
-    /// Declared names, for resolving references.
+    /// Declared services, in order, for resolving references and listing them in messages.
     services: Vec<String>,
+    /// Declared devices, each with whether it is declared `cacheable`.
     devices: BTreeMap<String, bool>,
+    /// Declared carve-outs, each with whether it is a cacheable PFNMAP.
     carveouts: BTreeMap<String, bool>,
+    /// `[platform].requires`, for the cacheable-mapping rule.
     requires: FeatureSet,
     /// Who holds each granted interrupt, to refuse a second grant.
     irq_holders: BTreeMap<u32, String>,
