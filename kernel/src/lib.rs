@@ -8,4 +8,6 @@
 
 pub mod bootargs;
 pub mod esr;
+pub mod memmap;
 pub mod platform;
+pub mod stage2;
