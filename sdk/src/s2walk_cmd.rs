@@ -235,14 +235,17 @@ pub fn run(args: S2walkArgs) -> ExitCode {
 /// Formats a dump line for one visited entry (used by [`dump`]).
 fn entry_line(out: &mut String, start_level: i8, entry: &Entry) {
     let indent = usize::try_from(entry.level - start_level).unwrap_or(0) * 2;
+    let value = match entry.kind {
+        EntryKind::Unreadable => String::from("(unreadable)      "),
+        _ => format!("{:#018x}", entry.descriptor),
+    };
     let _ = write!(
         out,
-        "  {:indent$}L{}[{}] @{:#x} = {:#018x}  ipa {:#x} +{:#x}  ",
+        "  {:indent$}L{}[{}] @{:#x} = {value}  ipa {:#x} +{:#x}  ",
         "",
         entry.level,
         entry.index,
         entry.addr.get(),
-        entry.descriptor,
         entry.ipa,
         1u64 << entry.size_bits,
     );
