@@ -63,9 +63,9 @@ pub struct ManifestError {
 
 /// What was wrong with a manifest: the closed set of manifest mistakes.
 ///
-/// The first group comes from reading the TOML into the schema (only the first such error is
-/// reported, since the document's shape is unknown past it); the rest are semantic checks, all of
-/// which run and are reported together.
+/// The first group, `Io` to `Schema`, comes from reading the TOML into the schema: only the first
+/// such error is reported, since the document's shape is unknown past it. The rest are semantic
+/// checks, all of which run and are reported together.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     /// The manifest file could not be read.
@@ -92,13 +92,6 @@ pub enum ErrorKind {
         /// What the schema expects, e.g. `an integer`.
         expected: String,
     },
-    /// A string outside a closed set of choices (self-test, log level, memory type, board).
-    UnknownValue {
-        /// The string given.
-        found: String,
-        /// The valid choices.
-        expected: Vec<String>,
-    },
     /// Any other shape error the TOML reader reports.
     Schema {
         /// The reader's description.
@@ -108,6 +101,13 @@ pub enum ErrorKind {
     InvalidName {
         /// The name given.
         name: String,
+    },
+    /// A string outside a closed set of choices (self-test, log level, memory type, board).
+    UnknownValue {
+        /// The string given.
+        found: String,
+        /// The valid choices.
+        expected: Vec<String>,
     },
     /// Two services, guests, devices or carve-outs with one name.
     DuplicateName {

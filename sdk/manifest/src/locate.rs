@@ -52,6 +52,56 @@ pub(crate) fn path_at(root: &DeTable<'_>, offset: usize) -> Vec<Step> {
     best
 }
 
+/// The shallowest value whose span is exactly `span`, with its path. (An array of tables and its
+/// first element share the span of the first `[[header]]`; the array is the one meant.)
+pub(crate) fn value_at<'t, 'i>(
+    root: &'t DeTable<'i>,
+    span: &std::ops::Range<usize>,
+) -> Option<(Vec<Step>, &'t DeValue<'i>)> {
+    let mut found = None;
+    let mut current = Vec::new();
+    value_in_table(root, span, &mut current, &mut found);
+    found
+}
+
+fn value_in_table<'t, 'i>(
+    table: &'t DeTable<'i>,
+    span: &std::ops::Range<usize>,
+    current: &mut Vec<Step>,
+    found: &mut Option<(Vec<Step>, &'t DeValue<'i>)>,
+) {
+    for (key, value) in table.iter() {
+        current.push(Step::Key(key.get_ref().to_string()));
+        value_in_value(value, span, current, found);
+        current.pop();
+    }
+}
+
+fn value_in_value<'t, 'i>(
+    value: &'t Spanned<DeValue<'i>>,
+    span: &std::ops::Range<usize>,
+    current: &mut Vec<Step>,
+    found: &mut Option<(Vec<Step>, &'t DeValue<'i>)>,
+) {
+    let shallower = found
+        .as_ref()
+        .is_none_or(|(path, _)| current.len() < path.len());
+    if value.span() == *span && shallower {
+        *found = Some((current.clone(), value.get_ref()));
+    }
+    match value.get_ref() {
+        DeValue::Table(table) => value_in_table(table, span, current, found),
+        DeValue::Array(array) => {
+            for (index, element) in array.iter().enumerate() {
+                current.push(Step::Index(index));
+                value_in_value(element, span, current, found);
+                current.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The path of the last key named `key` that starts before `offset`: for a key given twice, the
 /// recovered tree keeps the first, and this finds it.
 pub(crate) fn earlier_key(root: &DeTable<'_>, key: &str, offset: usize) -> Vec<Step> {

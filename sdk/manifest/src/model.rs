@@ -6,8 +6,6 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
-
 use crate::feature::{FeatureSet, Requirements};
 
 /// The page size all manifest sizes and addresses are multiples of: the 4K granule.
@@ -29,6 +27,20 @@ pub const SPI_RANGE: (u32, u32) = (32, 1019);
 
 /// The most vCPUs a guest may have.
 pub const MAX_VCPUS: u8 = 8;
+
+/// A closed set of strings a manifest field may hold.
+pub(crate) trait Choice: Copy + Default + 'static {
+    /// Every choice with its manifest spelling.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
+/// The choice spelt `name`.
+pub(crate) fn choice_named<T: Choice>(name: &str) -> Option<T> {
+    T::CHOICES
+        .iter()
+        .find(|(spelling, _)| *spelling == name)
+        .map(|(_, choice)| *choice)
+}
 
 /// A validated image manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,8 +106,7 @@ pub struct Kernel {
 }
 
 /// A built-in kernel self-test: a deliberate fault that shows the kernel's fault reporting.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Selftest {
     /// No self-test: start the system.
     #[default]
@@ -106,6 +117,15 @@ pub enum Selftest {
     Undefined,
     /// A deliberate Rust panic, to show the symbolized location.
     Panic,
+}
+
+impl Choice for Selftest {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("none", Selftest::None),
+        ("data-abort", Selftest::DataAbort),
+        ("undefined", Selftest::Undefined),
+        ("panic", Selftest::Panic),
+    ];
 }
 
 impl Selftest {
@@ -121,8 +141,7 @@ impl Selftest {
 }
 
 /// A log level, from the least to the most verbose.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LogLevel {
     /// Errors only.
     Error,
@@ -137,13 +156,26 @@ pub enum LogLevel {
     Trace,
 }
 
+impl Choice for LogLevel {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("error", LogLevel::Error),
+        ("warn", LogLevel::Warn),
+        ("info", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+    ];
+}
+
 /// The board the image is built for.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Board {
     /// QEMU's `virt` machine with `virtualization=on` and GICv3 (also what U-Boot boots there).
     #[default]
     QemuVirt,
+}
+
+impl Choice for Board {
+    const CHOICES: &'static [(&'static str, Self)] = &[("qemu-virt", Board::QemuVirt)];
 }
 
 /// What the system needs of the platform; the kernel refuses to start a system whose
@@ -280,8 +312,7 @@ pub struct Passthrough {
 }
 
 /// A stage-2 memory type for device memory (DESIGN.md, rules 3–5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MemType {
     /// Device-nGnRE, the default for device memory.
     #[default]
@@ -291,6 +322,14 @@ pub enum MemType {
     /// Normal write-back: only for devices declared cacheable, and only with FEAT_S2FWB and
     /// CTR_EL0.DIC.
     NormalWb,
+}
+
+impl Choice for MemType {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("device-ngnre", MemType::DeviceNgnre),
+        ("normal-nc", MemType::NormalNc),
+        ("normal-wb", MemType::NormalWb),
+    ];
 }
 
 impl MemType {

@@ -7,10 +7,10 @@
 use std::path::Path;
 
 use serde::Deserialize;
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
 use crate::error::{ErrorKind, Location, ManifestError, ManifestErrors};
-use crate::locate::{Step, earlier_key, path_at, render};
+use crate::locate::{Step, earlier_key, path_at, render, value_at};
 use crate::schema::RawManifest;
 
 /// Parses `text` as TOML and reads it into the schema.
@@ -86,8 +86,17 @@ fn schema_error(
         .strip_prefix("invalid type: ")
         .and_then(|rest| rest.split_once(", expected "))
     {
+        // Serde names what it found in its own terms (`map`, `sequence`); the tree says what was
+        // written.
+        let found = match value_at(tree.get_ref(), &span) {
+            Some((value_path, value)) => {
+                path = value_path;
+                describe(value, text.get(span.clone()).unwrap_or_default())
+            }
+            None => found.to_owned(),
+        };
         ErrorKind::WrongType {
-            found: found.to_owned(),
+            found,
             expected: friendly_expectation(expected),
         }
     } else {
@@ -100,6 +109,20 @@ fn schema_error(
         location: Some(Location::of_offset(text, span.start)),
         field: render(&path),
         kind,
+    }
+}
+
+/// What a value is, as a person would say it: `integer 12`, `a date-time`, `an array of tables`.
+fn describe(value: &DeValue<'_>, written: &str) -> String {
+    match value {
+        DeValue::String(text) => format!("string {text:?}"),
+        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+            format!("{} `{written}`", value.type_str())
+        }
+        DeValue::Datetime(_) => format!("date-time `{written}`"),
+        DeValue::Array(_) if written.starts_with("[[") => "an array of tables".to_owned(),
+        DeValue::Array(_) => "an array".to_owned(),
+        DeValue::Table(_) => "a table".to_owned(),
     }
 }
 

@@ -1,16 +1,17 @@
 //! The manifest as written: serde types that mirror the TOML, with spans kept for checking.
 //!
-//! Every table denies unknown fields. Values that semantic checks need to point at are kept as
-//! `Spanned`; integers are read as `i64` (TOML's integer type) so that an out-of-range value is a
-//! precise semantic error rather than a type error.
+//! Every table denies unknown fields, and is read through [`Table`] so that an array in its place
+//! is a type error. Values that semantic checks need to point at are kept as `Spanned`; integers
+//! are read as `i64` (TOML's integer type) and closed sets of words as strings, so that an
+//! out-of-range number or unknown word is a precise semantic error, reported with the others,
+//! rather than a reading error that stops at the first.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde::de::{self, Visitor};
 use toml::Spanned;
-
-use crate::model::{Board, LogLevel, MemType, Selftest};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -18,36 +19,31 @@ use crate::model::{Board, LogLevel, MemType, Selftest};
 pub(crate) struct RawManifest {
     pub name: Spanned<String>,
     pub description: Option<String>,
+    pub kernel: Option<Table<RawKernel>>,
+    pub platform: Option<Table<RawPlatform>>,
     #[serde(default)]
-    pub kernel: RawKernel,
+    pub device: Vec<Spanned<Table<RawDevice>>>,
     #[serde(default)]
-    pub platform: RawPlatform,
+    pub carveout: Vec<Spanned<Table<RawCarveout>>>,
     #[serde(default)]
-    pub device: Vec<Spanned<RawDevice>>,
+    pub service: Vec<Spanned<Table<RawService>>>,
     #[serde(default)]
-    pub carveout: Vec<Spanned<RawCarveout>>,
-    #[serde(default)]
-    pub service: Vec<Spanned<RawService>>,
-    #[serde(default)]
-    pub guest: Vec<Spanned<RawGuest>>,
+    pub guest: Vec<Spanned<Table<RawGuest>>>,
 }
 
 /// `[kernel]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKernel {
-    #[serde(default)]
-    pub selftest: Selftest,
-    #[serde(default)]
-    pub log: LogLevel,
+    pub selftest: Option<Spanned<String>>,
+    pub log: Option<Spanned<String>>,
 }
 
 /// `[platform]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPlatform {
-    #[serde(default)]
-    pub board: Board,
+    pub board: Option<Spanned<String>>,
     #[serde(default)]
     pub requires: Vec<Spanned<String>>,
     pub min_pa_bits: Option<Spanned<i64>>,
@@ -89,7 +85,7 @@ pub(crate) struct RawService {
     #[serde(default = "yes")]
     pub start: bool,
     #[serde(default)]
-    pub caps: Vec<Spanned<RawGrant>>,
+    pub caps: Vec<Spanned<Table<RawGrant>>>,
 }
 
 fn yes() -> bool {
@@ -122,7 +118,7 @@ pub(crate) struct RawGuest {
     #[serde(default)]
     pub ram_identity: bool,
     #[serde(default)]
-    pub devices: Vec<RawPassthrough>,
+    pub devices: Vec<Table<RawPassthrough>>,
     #[serde(default)]
     pub carveouts: Vec<Spanned<String>>,
     pub vmm: Spanned<String>,
@@ -133,9 +129,42 @@ pub(crate) struct RawGuest {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPassthrough {
     pub device: Spanned<String>,
-    pub memtype: Option<Spanned<MemType>>,
+    pub memtype: Option<Spanned<String>>,
     #[serde(default = "yes")]
     pub irqs: bool,
+}
+
+/// A value that must be a TOML table. Serde's derived structs also accept an array of their
+/// fields in order, which in a manifest is only ever a mistake.
+#[derive(Debug, Default)]
+pub(crate) struct Table<T>(pub T);
+
+impl<T> std::ops::Deref for Table<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Table<T> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(TableVisitor(PhantomData))
+    }
+}
+
+struct TableVisitor<T>(PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for TableVisitor<T> {
+    type Value = Table<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Table<T>, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Table)
+    }
 }
 
 /// A size as written: a string with an optional unit, or a TOML integer of bytes.

@@ -13,13 +13,13 @@ use toml::Spanned;
 use crate::error::{ErrorKind, Location, ManifestError};
 use crate::feature::{Feature, FeatureSet};
 use crate::model::{
-    Capability, Carveout, CrateRef, DEFAULT_PA_BITS, DEFAULT_STACK, Device, DeviceLocator, Guest,
-    Kernel, MAX_VCPUS, Manifest, MemType, PA_BITS, PAGE_SIZE, Passthrough, Platform, SPI_RANGE,
-    Service,
+    Capability, Carveout, Choice, CrateRef, DEFAULT_PA_BITS, DEFAULT_STACK, Device, DeviceLocator,
+    Guest, Kernel, MAX_VCPUS, Manifest, MemType, PA_BITS, PAGE_SIZE, Passthrough, Platform,
+    SPI_RANGE, Service, choice_named,
 };
 use crate::schema::{
-    RawCarveout, RawDevice, RawGrant, RawGuest, RawManifest, RawPassthrough, RawPlatform,
-    RawService, RawSize,
+    RawCarveout, RawDevice, RawGrant, RawGuest, RawKernel, RawManifest, RawPassthrough,
+    RawPlatform, RawService, RawSize, Table,
 };
 
 /// The state of one validation run.
@@ -62,7 +62,8 @@ pub(crate) fn check(
         irq_holders: BTreeMap::new(),
     };
     checker.name(&raw.name, "name");
-    let platform = checker.platform(&raw.platform);
+    let kernel = checker.kernel(raw.kernel.as_deref().unwrap_or(&RawKernel::default()));
+    let platform = checker.platform(raw.platform.as_deref().unwrap_or(&RawPlatform::default()));
     let devices = checker.devices(&raw.device);
     let carveouts = checker.carveouts(&raw.carveout);
     let services = checker.services(&raw.service);
@@ -76,10 +77,7 @@ pub(crate) fn check(
         name: raw.name.into_inner(),
         description: raw.description,
         dir,
-        kernel: Kernel {
-            selftest: raw.kernel.selftest,
-            log: raw.kernel.log,
-        },
+        kernel,
         platform,
         devices,
         carveouts,
@@ -202,6 +200,32 @@ impl Checker<'_> {
         joined
     }
 
+    /// A word from a closed set, or the set's default when absent.
+    fn choice<T: Choice>(&mut self, raw: Option<&Spanned<String>>, field: &str) -> T {
+        let Some(raw) = raw else {
+            return T::default();
+        };
+        if let Some(choice) = choice_named(raw.get_ref()) {
+            return choice;
+        }
+        let kind = ErrorKind::UnknownValue {
+            found: raw.get_ref().clone(),
+            expected: T::CHOICES
+                .iter()
+                .map(|(name, _)| (*name).to_owned())
+                .collect(),
+        };
+        self.error(raw.span(), field.to_owned(), kind);
+        T::default()
+    }
+
+    fn kernel(&mut self, raw: &RawKernel) -> Kernel {
+        Kernel {
+            selftest: self.choice(raw.selftest.as_ref(), "kernel.selftest"),
+            log: self.choice(raw.log.as_ref(), "kernel.log"),
+        }
+    }
+
     fn platform(&mut self, raw: &RawPlatform) -> Platform {
         let mut requires = FeatureSet::EMPTY;
         for (index, name) in raw.requires.iter().enumerate() {
@@ -237,14 +261,14 @@ impl Checker<'_> {
                 .map_or(1, |cpus| cpus as u8)
         });
         Platform {
-            board: raw.board,
+            board: self.choice(raw.board.as_ref(), "platform.board"),
             requires,
             min_pa_bits,
             min_cpus,
         }
     }
 
-    fn devices(&mut self, raw: &[Spanned<RawDevice>]) -> Vec<Device> {
+    fn devices(&mut self, raw: &[Spanned<Table<RawDevice>>]) -> Vec<Device> {
         self.unique_names("device", raw.iter().map(|device| &device.get_ref().name));
         let mut devices = Vec::new();
         for (index, spanned) in raw.iter().enumerate() {
@@ -270,7 +294,7 @@ impl Checker<'_> {
         devices
     }
 
-    fn carveouts(&mut self, raw: &[Spanned<RawCarveout>]) -> Vec<Carveout> {
+    fn carveouts(&mut self, raw: &[Spanned<Table<RawCarveout>>]) -> Vec<Carveout> {
         self.unique_names(
             "carveout",
             raw.iter().map(|carveout| &carveout.get_ref().name),
@@ -344,7 +368,7 @@ impl Checker<'_> {
         Some(address)
     }
 
-    fn services(&mut self, raw: &[Spanned<RawService>]) -> Vec<Service> {
+    fn services(&mut self, raw: &[Spanned<Table<RawService>>]) -> Vec<Service> {
         self.unique_names("service", raw.iter().map(|service| &service.get_ref().name));
         raw.iter()
             .enumerate()
@@ -403,7 +427,7 @@ impl Checker<'_> {
     /// One capability grant of service `holder`.
     fn grant(
         &mut self,
-        grant: &Spanned<RawGrant>,
+        grant: &Spanned<Table<RawGrant>>,
         field: String,
         holder: &str,
     ) -> Option<Capability> {
@@ -511,7 +535,7 @@ impl Checker<'_> {
         }
     }
 
-    fn guests(&mut self, raw: &[Spanned<RawGuest>]) -> Vec<Guest> {
+    fn guests(&mut self, raw: &[Spanned<Table<RawGuest>>]) -> Vec<Guest> {
         self.unique_names("guest", raw.iter().map(|guest| &guest.get_ref().name));
         let mut vmm_of: BTreeMap<String, String> = BTreeMap::new();
         let mut passed_to: BTreeMap<String, String> = BTreeMap::new();
@@ -601,6 +625,7 @@ impl Checker<'_> {
         guest: &str,
         passed_to: &mut BTreeMap<String, String>,
     ) -> Option<Passthrough> {
+        let memtype: MemType = self.choice(raw.memtype.as_ref(), &format!("{field}.memtype"));
         let device = self.known_device(&raw.device, format!("{field}.device"))?;
         if let Some(other) = passed_to.get(&device) {
             let kind = ErrorKind::DeviceTwice {
@@ -611,10 +636,6 @@ impl Checker<'_> {
             return None;
         }
         passed_to.insert(device.clone(), guest.to_owned());
-        let memtype = raw
-            .memtype
-            .as_ref()
-            .map_or(MemType::default(), |memtype| *memtype.get_ref());
         if memtype == MemType::NormalWb {
             let span = raw.memtype.as_ref().map_or(0..0, Spanned::span);
             let field = format!("{field}.memtype");
