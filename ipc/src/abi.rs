@@ -201,20 +201,38 @@ impl Field {
     }
 }
 
-const LENGTH: Field = Field { shift: 0, width: 10 };
-const EXTRA_CAPS: Field = Field { shift: 10, width: 2 };
-const CAPS_UNWRAPPED: Field = Field { shift: 12, width: 3 };
-const RESERVED: Field = Field { shift: 15, width: 1 };
-const LABEL: Field = Field { shift: 16, width: 48 };
+const LENGTH: Field = Field {
+    shift: 0,
+    width: 10,
+};
+const EXTRA_CAPS: Field = Field {
+    shift: 10,
+    width: 2,
+};
+const CAPS_UNWRAPPED: Field = Field {
+    shift: 12,
+    width: 3,
+};
+const RESERVED: Field = Field {
+    shift: 15,
+    width: 1,
+};
+const LABEL: Field = Field {
+    shift: 16,
+    width: 48,
+};
 
 const _: () = {
     assert!(LENGTH.fits(MSG_MAX_BYTES as u64));
     assert!(EXTRA_CAPS.fits(MAX_CAPS as u64));
     assert!(CAPS_UNWRAPPED.width as usize == MAX_CAPS);
     // The fields tile the word exactly.
-    let all = LENGTH.mask() | EXTRA_CAPS.mask() | CAPS_UNWRAPPED.mask() | RESERVED.mask() | LABEL.mask();
+    let all =
+        LENGTH.mask() | EXTRA_CAPS.mask() | CAPS_UNWRAPPED.mask() | RESERVED.mask() | LABEL.mask();
     assert!(all == u64::MAX);
-    assert!(LENGTH.mask() & EXTRA_CAPS.mask() == 0 && EXTRA_CAPS.mask() & CAPS_UNWRAPPED.mask() == 0);
+    assert!(
+        LENGTH.mask() & EXTRA_CAPS.mask() == 0 && EXTRA_CAPS.mask() & CAPS_UNWRAPPED.mask() == 0
+    );
     assert!(CAPS_UNWRAPPED.mask() & RESERVED.mask() == 0 && RESERVED.mask() & LABEL.mask() == 0);
 };
 
@@ -244,7 +262,11 @@ impl MessageInfo {
     ///
     /// # Errors
     /// [`MessageInfoError`] when a field is out of range.
-    pub const fn new(label: u64, length: usize, extra_caps: usize) -> Result<Self, MessageInfoError> {
+    pub const fn new(
+        label: u64,
+        length: usize,
+        extra_caps: usize,
+    ) -> Result<Self, MessageInfoError> {
         if !LABEL.fits(label) {
             return Err(MessageInfoError::LabelTooLarge);
         }
@@ -396,23 +418,50 @@ mod tests {
     #[test]
     fn message_info_fields_round_trip() {
         let info = MessageInfo::new(0xABCD_1234, 300, 2).unwrap();
-        assert_eq!((info.label(), info.length(), info.extra_caps()), (0xABCD_1234, 300, 2));
+        assert_eq!(
+            (info.label(), info.length(), info.extra_caps()),
+            (0xABCD_1234, 300, 2)
+        );
         assert_eq!(MessageInfo::decode(info.raw()), Ok(info));
         let unwrapped = info.with_caps_unwrapped(0b10).unwrap();
         assert_eq!(unwrapped.caps_unwrapped(), 0b10);
-        assert_eq!(info.with_caps_unwrapped(0b100), Err(MessageInfoError::UnwrappedWithoutCap));
+        assert_eq!(
+            info.with_caps_unwrapped(0b100),
+            Err(MessageInfoError::UnwrappedWithoutCap)
+        );
     }
 
     #[test]
     fn message_info_rejects_out_of_range_fields() {
-        assert_eq!(MessageInfo::new(1 << 48, 0, 0), Err(MessageInfoError::LabelTooLarge));
-        assert_eq!(MessageInfo::new(0, MSG_MAX_BYTES + 1, 0), Err(MessageInfoError::LengthTooLarge));
-        assert_eq!(MessageInfo::new(0, 0, MAX_CAPS + 1), Err(MessageInfoError::TooManyCaps));
-        assert_eq!(MessageInfo::decode(1 << 15), Err(MessageInfoError::ReservedBitsSet));
-        assert_eq!(MessageInfo::decode(1023), Err(MessageInfoError::LengthTooLarge));
+        assert_eq!(
+            MessageInfo::new(1 << 48, 0, 0),
+            Err(MessageInfoError::LabelTooLarge)
+        );
+        assert_eq!(
+            MessageInfo::new(0, MSG_MAX_BYTES + 1, 0),
+            Err(MessageInfoError::LengthTooLarge)
+        );
+        assert_eq!(
+            MessageInfo::new(0, 0, MAX_CAPS + 1),
+            Err(MessageInfoError::TooManyCaps)
+        );
+        assert_eq!(
+            MessageInfo::decode(1 << 15),
+            Err(MessageInfoError::ReservedBitsSet)
+        );
+        assert_eq!(
+            MessageInfo::decode(1023),
+            Err(MessageInfoError::LengthTooLarge)
+        );
         // The two-bit field holds exactly MAX_CAPS at most.
-        assert_eq!(MessageInfo::decode(0b11 << 10).map(MessageInfo::extra_caps), Ok(MAX_CAPS));
-        assert_eq!(MessageInfo::decode(0b1 << 12), Err(MessageInfoError::UnwrappedWithoutCap));
+        assert_eq!(
+            MessageInfo::decode(0b11 << 10).map(MessageInfo::extra_caps),
+            Ok(MAX_CAPS)
+        );
+        assert_eq!(
+            MessageInfo::decode(0b1 << 12),
+            Err(MessageInfoError::UnwrappedWithoutCap)
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
 /// An address in a capability space (seL4's `seL4_CPtr`). Meaningful only to its holder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(transparent)]
 pub struct CPtr(u64);
 
@@ -177,7 +179,10 @@ impl<T: ObjectType> Cap<T> {
     /// unsafe: the kernel checks every invocation and answers `KernelError::WrongType`.
     #[must_use]
     pub const fn from_cptr(cptr: CPtr) -> Self {
-        Self { cptr, kind: PhantomData }
+        Self {
+            cptr,
+            kind: PhantomData,
+        }
     }
 
     /// The capability pointer.
@@ -189,7 +194,10 @@ impl<T: ObjectType> Cap<T> {
     /// Forgets the static type, keeping the kind as a value.
     #[must_use]
     pub const fn erase(self) -> AnyCap {
-        AnyCap { cptr: self.cptr, kind: T::KIND }
+        AnyCap {
+            cptr: self.cptr,
+            kind: T::KIND,
+        }
     }
 }
 
@@ -239,7 +247,10 @@ impl AnyCap {
         if self.kind == T::KIND {
             Ok(Cap::from_cptr(self.cptr))
         } else {
-            Err(WrongObjectType { expected: T::KIND, found: self.kind })
+            Err(WrongObjectType {
+                expected: T::KIND,
+                found: self.kind,
+            })
         }
     }
 }
@@ -270,7 +281,11 @@ impl Rights {
     /// # Errors
     /// [`UnknownRights`] when a bit outside [`Rights::ALL`] is set.
     pub const fn from_bits(bits: u8) -> Result<Self, UnknownRights> {
-        if bits & !Self::ALL.0 == 0 { Ok(Self(bits)) } else { Err(UnknownRights(bits)) }
+        if bits & !Self::ALL.0 == 0 {
+            Ok(Self(bits))
+        } else {
+            Err(UnknownRights(bits))
+        }
     }
 
     /// The raw bits.
@@ -357,9 +372,15 @@ mod tests {
         assert_eq!(any.downcast::<Frame>().unwrap().cptr(), CPtr::new(5));
         assert_eq!(
             any.downcast::<Endpoint>(),
-            Err(WrongObjectType { expected: ObjectKind::Endpoint, found: ObjectKind::Frame })
+            Err(WrongObjectType {
+                expected: ObjectKind::Endpoint,
+                found: ObjectKind::Frame
+            })
         );
-        assert_eq!(Cap::<Vcpu>::from_cptr(CPtr::new(9)).erase().kind(), ObjectKind::Vcpu);
+        assert_eq!(
+            Cap::<Vcpu>::from_cptr(CPtr::new(9)).erase().kind(),
+            ObjectKind::Vcpu
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -56,7 +57,11 @@ impl HostedKernel {
     #[must_use]
     pub fn endpoint(&self) -> HostedEndpoint {
         let (sender, receiver) = async_channel::unbounded();
-        HostedEndpoint { kernel: self.clone(), sender, receiver }
+        HostedEndpoint {
+            kernel: self.clone(),
+            sender,
+            receiver,
+        }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ObjectKind>> {
@@ -65,14 +70,21 @@ impl HostedKernel {
     }
 
     /// Copies a message as the kernel would: payload, badge, and the capabilities that resolve.
-    fn deliver(&self, info: MessageInfo, from: &IpcBuffer, badge: Badge) -> (MessageInfo, Box<IpcBuffer>) {
+    fn deliver(
+        &self,
+        info: MessageInfo,
+        from: &IpcBuffer,
+        badge: Badge,
+    ) -> (MessageInfo, Box<IpcBuffer>) {
         let mut to = Box::new(IpcBuffer::default());
         to.bytes_mut()[..info.length()].copy_from_slice(from.payload(info));
         to.badge = badge.raw();
         let table = self.table();
         let mut transferred = 0;
         for i in 0..info.extra_caps() {
-            let Some(kind) = table.get(&from.caps[i]) else { break };
+            let Some(kind) = table.get(&from.caps[i]) else {
+                break;
+            };
             to.caps[i] = from.caps[i];
             to.cap_kinds[i] = u64::from(kind.code());
             transferred += 1;
@@ -101,7 +113,9 @@ pub struct HostedEndpoint {
 
 impl std::fmt::Debug for Envelope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Envelope").field("info", &self.info).finish_non_exhaustive()
+        f.debug_struct("Envelope")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,13 +123,21 @@ impl HostedEndpoint {
     /// A client capability to this endpoint, minted with `badge`.
     #[must_use]
     pub fn client(&self, badge: Badge) -> HostedClient {
-        HostedClient { kernel: self.kernel.clone(), sender: self.sender.clone(), badge }
+        HostedClient {
+            kernel: self.kernel.clone(),
+            sender: self.sender.clone(),
+            badge,
+        }
     }
 
     /// The server's side. Only one server loop should receive on an endpoint at a time.
     #[must_use]
     pub fn server(&self) -> HostedServer {
-        HostedServer { kernel: self.kernel.clone(), receiver: self.receiver.clone(), pending: None }
+        HostedServer {
+            kernel: self.kernel.clone(),
+            receiver: self.receiver.clone(),
+            pending: None,
+        }
     }
 }
 
@@ -128,11 +150,25 @@ pub struct HostedClient {
 }
 
 impl Transport for HostedClient {
-    async fn call(&mut self, info: MessageInfo, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
+    async fn call(
+        &mut self,
+        info: MessageInfo,
+        buffer: &mut IpcBuffer,
+    ) -> Result<MessageInfo, TransportError> {
         let (info, message) = self.kernel.deliver(info, buffer, self.badge);
         let (reply, replies) = async_channel::bounded(1);
-        self.sender.send(Envelope { info, message, reply }).await.map_err(|_| TransportError::Disconnected)?;
-        let (info, message) = replies.recv().await.map_err(|_| TransportError::Disconnected)?;
+        self.sender
+            .send(Envelope {
+                info,
+                message,
+                reply,
+            })
+            .await
+            .map_err(|_| TransportError::Disconnected)?;
+        let (info, message) = replies
+            .recv()
+            .await
+            .map_err(|_| TransportError::Disconnected)?;
         *buffer = *message;
         Ok(info)
     }
@@ -148,13 +184,21 @@ pub struct HostedServer {
 
 impl ServerTransport for HostedServer {
     async fn recv(&mut self, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
-        let envelope = self.receiver.recv().await.map_err(|_| TransportError::Disconnected)?;
+        let envelope = self
+            .receiver
+            .recv()
+            .await
+            .map_err(|_| TransportError::Disconnected)?;
         *buffer = *envelope.message;
         self.pending = Some(envelope.reply);
         Ok(envelope.info)
     }
 
-    async fn reply_recv(&mut self, reply: MessageInfo, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
+    async fn reply_recv(
+        &mut self,
+        reply: MessageInfo,
+        buffer: &mut IpcBuffer,
+    ) -> Result<MessageInfo, TransportError> {
         if let Some(caller) = self.pending.take() {
             let delivered = self.kernel.deliver(reply, buffer, Badge::NONE);
             // The caller may have gone away; as with seL4, the reply is then dropped.
@@ -168,10 +212,10 @@ impl ServerTransport for HostedServer {
 /// non-`Send` tasks through the executor it is given).
 pub fn block_on<F, Fut>(task: F) -> Fut::Output
 where
-    F: FnOnce(Arc<async_executor::LocalExecutor<'static>>) -> Fut,
+    F: FnOnce(Rc<async_executor::LocalExecutor<'static>>) -> Fut,
     Fut: Future,
 {
-    let executor = Arc::new(async_executor::LocalExecutor::new());
+    let executor = Rc::new(async_executor::LocalExecutor::new());
     futures_lite::future::block_on(executor.run(task(executor.clone())))
 }
 

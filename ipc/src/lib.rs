@@ -28,7 +28,9 @@ pub mod abi;
 pub mod cap;
 #[cfg(feature = "hosted")]
 pub mod hosted;
+pub mod local;
 pub mod protocol;
 pub mod protocols;
+pub mod ring;
 pub mod transport;
 pub mod types;

@@ -96,7 +96,10 @@ impl Version {
     }
 
     const fn from_wire(raw: u16) -> Self {
-        Self { major: (raw >> 8) as u8, minor: raw as u8 }
+        Self {
+            major: (raw >> 8) as u8,
+            minor: raw as u8,
+        }
     }
 
     /// Whether a server of this version accepts a request from a client of version `client`.
@@ -177,10 +180,15 @@ crate::stable_codes! {
 }
 
 /// Encodes `header` and `payload` into `buffer`, returning the payload length.
-fn encode<T: Serialize>(header: WireHeader, payload: &T, buffer: &mut IpcBuffer) -> Result<usize, WireError> {
+fn encode<T: Serialize>(
+    header: WireHeader,
+    payload: &T,
+    buffer: &mut IpcBuffer,
+) -> Result<usize, WireError> {
     let bytes = buffer.bytes_mut();
     bytes[..HEADER_BYTES].copy_from_slice(header.as_bytes());
-    let used = postcard::to_slice(payload, &mut bytes[HEADER_BYTES..]).map_err(|_| WireError::TooLarge)?;
+    let used =
+        postcard::to_slice(payload, &mut bytes[HEADER_BYTES..]).map_err(|_| WireError::TooLarge)?;
     Ok(HEADER_BYTES + used.len())
 }
 
@@ -202,7 +210,11 @@ pub fn split_header(payload: &[u8]) -> Result<(&WireHeader, &[u8]), WireError> {
 /// [`WireError::Malformed`] or [`WireError::TrailingBytes`].
 pub fn decode_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(|_| WireError::Malformed)?;
-    if rest.is_empty() { Ok(value) } else { Err(WireError::TrailingBytes) }
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(WireError::TrailingBytes)
+    }
 }
 
 /// A protocol's constants, implemented by the `Protocol` marker that `protocol!` generates.
@@ -227,8 +239,11 @@ pub fn encode_request<P: Protocol>(
     caps: &[CPtr],
     buffer: &mut IpcBuffer,
 ) -> Result<MessageInfo, WireError> {
-    let header =
-        WireHeader { version: U16::new(P::VERSION.to_wire()), flags: U16::new(0), generation: U32::new(expected.0) };
+    let header = WireHeader {
+        version: U16::new(P::VERSION.to_wire()),
+        flags: U16::new(0),
+        generation: U32::new(expected.0),
+    };
     let length = encode(header, request, buffer)?;
     for (slot, cap) in buffer.caps.iter_mut().zip(caps) {
         *slot = cap.raw();
@@ -240,7 +255,10 @@ pub fn encode_request<P: Protocol>(
 ///
 /// # Errors
 /// [`WireError::BadCapKind`] when a kind is not an [`ObjectKind`].
-pub fn received_caps(info: MessageInfo, buffer: &IpcBuffer) -> Result<heapless::Vec<AnyCap, MAX_CAPS>, WireError> {
+pub fn received_caps(
+    info: MessageInfo,
+    buffer: &IpcBuffer,
+) -> Result<heapless::Vec<AnyCap, MAX_CAPS>, WireError> {
     let mut caps = heapless::Vec::new();
     for i in 0..info.extra_caps() {
         if info.caps_unwrapped() & (1 << i) != 0 {
@@ -248,7 +266,9 @@ pub fn received_caps(info: MessageInfo, buffer: &IpcBuffer) -> Result<heapless::
             // endpoints to their own server, so there is nothing typed to hand out for it.
             continue;
         }
-        let kind = u16::try_from(buffer.cap_kinds[i]).ok().and_then(ObjectKind::from_code);
+        let kind = u16::try_from(buffer.cap_kinds[i])
+            .ok()
+            .and_then(ObjectKind::from_code);
         let kind = kind.ok_or(WireError::BadCapKind)?;
         // Cannot overflow: at most MAX_CAPS iterations.
         let _ = caps.push(AnyCap::new(CPtr::new(buffer.caps[i]), kind));
@@ -275,7 +295,11 @@ impl Context {
     /// A context for a message from a client with `badge` that transferred `received`.
     #[must_use]
     pub fn new(badge: Badge, received: heapless::Vec<AnyCap, MAX_CAPS>) -> Self {
-        Self { badge, received, reply_caps: heapless::Vec::new() }
+        Self {
+            badge,
+            received,
+            reply_caps: heapless::Vec::new(),
+        }
     }
 
     /// The badge of the capability the client called through: who is asking.
@@ -297,7 +321,10 @@ impl Context {
     pub fn grant<T: ObjectType>(&mut self, cap: Cap<T>) -> Result<Transferred<T>, TooManyCaps> {
         let index = self.reply_caps.len() as u8;
         self.reply_caps.push(cap.cptr()).map_err(|_| TooManyCaps)?;
-        Ok(Transferred { index, kind: PhantomData })
+        Ok(Transferred {
+            index,
+            kind: PhantomData,
+        })
     }
 
     /// Capabilities attached to the reply.
@@ -366,8 +393,11 @@ pub fn encode_reply<P: Protocol>(
     server: Generation,
     buffer: &mut IpcBuffer,
 ) -> MessageInfo {
-    let header =
-        WireHeader { version: U16::new(P::VERSION.to_wire()), flags: U16::new(0), generation: U32::new(server.0) };
+    let header = WireHeader {
+        version: U16::new(P::VERSION.to_wire()),
+        flags: U16::new(0),
+        generation: U32::new(server.0),
+    };
     let encoded = reply.and_then(|reply| encode(header, reply, buffer));
     let (status, length, caps) = match encoded {
         Ok(length) => (0, length, caps),
@@ -385,10 +415,11 @@ pub fn encode_reply<P: Protocol>(
 }
 
 /// A rejection without a header, checked at compile time.
-const REJECT_TOO_LARGE: MessageInfo = match MessageInfo::new(WireError::TooLarge.code() as u64, 0, 0) {
-    Ok(info) => info,
-    Err(_) => panic!("a header-less rejection is a valid message-info word"),
-};
+const REJECT_TOO_LARGE: MessageInfo =
+    match MessageInfo::new(WireError::TooLarge.code() as u64, 0, 0) {
+        Ok(info) => info,
+        Err(_) => panic!("a header-less rejection is a valid message-info word"),
+    };
 
 /// Why a client's call failed, other than the service's own error.
 ///
@@ -483,8 +514,12 @@ impl<T: Transport> ClientCore<T> {
     /// # Errors
     /// [`CallError::NoSuchCap`] when the index is out of range or the kernel-attested kind is not `O`.
     pub fn take<O: ObjectType>(&self, transferred: Transferred<O>) -> Result<Cap<O>, CallError> {
-        let any = self.received.get(usize::from(transferred.index)).ok_or(CallError::NoSuchCap(None))?;
-        any.downcast().map_err(|wrong| CallError::NoSuchCap(Some(wrong)))
+        let any = self
+            .received
+            .get(usize::from(transferred.index))
+            .ok_or(CallError::NoSuchCap(None))?;
+        any.downcast()
+            .map_err(|wrong| CallError::NoSuchCap(Some(wrong)))
     }
 
     /// Sends `request` and decodes the reply; the building block of the generated stubs.
@@ -494,9 +529,11 @@ impl<T: Transport> ClientCore<T> {
     pub async fn call<P: Protocol>(&mut self, request: &P::Request) -> Result<P::Reply, CallError> {
         self.received.clear();
         let caps = core::mem::take(&mut self.send_caps);
-        let info = encode_request::<P>(request, self.generation, &caps, &mut self.buffer).map_err(CallError::Encode)?;
+        let info = encode_request::<P>(request, self.generation, &caps, &mut self.buffer)
+            .map_err(CallError::Encode)?;
         let reply = self.transport.call(info, &mut self.buffer).await?;
-        let (header, rest) = split_header(self.buffer.payload(reply)).map_err(CallError::BadReply)?;
+        let (header, rest) =
+            split_header(self.buffer.payload(reply)).map_err(CallError::BadReply)?;
         let server = Generation(header.generation.get());
         if server == Generation::ANY {
             return Err(CallError::BadReply(WireError::StaleGeneration));
@@ -509,8 +546,12 @@ impl<T: Transport> ClientCore<T> {
             }
         }
         if reply.label() != 0 {
-            let code = u16::try_from(reply.label()).ok().and_then(WireError::from_code);
-            return Err(CallError::Rejected(code.ok_or(CallError::BadReply(WireError::BadStatus))?));
+            let code = u16::try_from(reply.label())
+                .ok()
+                .and_then(WireError::from_code);
+            return Err(CallError::Rejected(
+                code.ok_or(CallError::BadReply(WireError::BadStatus))?,
+            ));
         }
         if Version::from_wire(header.version.get()).major != P::VERSION.major {
             return Err(CallError::BadReply(WireError::UnsupportedVersion));

@@ -43,7 +43,10 @@ impl From<MessageInfoError> for TransportError {
 }
 
 /// A client's side of one endpoint capability.
-#[allow(async_fn_in_trait, reason = "single-threaded executors on both transports; no Send bound wanted")]
+#[allow(
+    async_fn_in_trait,
+    reason = "single-threaded executors on both transports; no Send bound wanted"
+)]
 pub trait Transport {
     /// Sends the message in `buffer` (described by `info`) and waits for the reply, which overwrites
     /// `buffer`; returns the reply's validated message-info word. On return, `buffer.caps[..n]` and
@@ -51,11 +54,18 @@ pub trait Transport {
     ///
     /// # Errors
     /// [`TransportError`] when the call could not be made or the reply's info word is malformed.
-    async fn call(&mut self, info: MessageInfo, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError>;
+    async fn call(
+        &mut self,
+        info: MessageInfo,
+        buffer: &mut IpcBuffer,
+    ) -> Result<MessageInfo, TransportError>;
 }
 
 /// A server's side of one endpoint capability.
-#[allow(async_fn_in_trait, reason = "single-threaded executors on both transports; no Send bound wanted")]
+#[allow(
+    async_fn_in_trait,
+    reason = "single-threaded executors on both transports; no Send bound wanted"
+)]
 pub trait ServerTransport {
     /// Waits for a message; it overwrites `buffer` (`buffer.badge` is the sender's badge) and its
     /// validated message-info word is returned. The server now holds the reply capability for it.
@@ -70,5 +80,9 @@ pub trait ServerTransport {
     ///
     /// # Errors
     /// [`TransportError`] when receiving failed.
-    async fn reply_recv(&mut self, reply: MessageInfo, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError>;
+    async fn reply_recv(
+        &mut self,
+        reply: MessageInfo,
+        buffer: &mut IpcBuffer,
+    ) -> Result<MessageInfo, TransportError>;
 }

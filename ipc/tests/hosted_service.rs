@@ -25,11 +25,19 @@ struct RamService {
 
 impl RamService {
     fn new(free_pages: u64) -> Self {
-        Self { free_pages, ranges: BTreeMap::new(), mapped: BTreeSet::new() }
+        Self {
+            free_pages,
+            ranges: BTreeMap::new(),
+            mapped: BTreeSet::new(),
+        }
     }
 
     fn owner_check(ctx: &Context, vm: VmId) -> Result<(), MemError> {
-        if ctx.badge().raw() == u64::from(vm.raw()) { Ok(()) } else { Err(MemError::NotPermitted) }
+        if ctx.badge().raw() == u64::from(vm.raw()) {
+            Ok(())
+        } else {
+            Err(MemError::NotPermitted)
+        }
     }
 
     fn unmap_all(&mut self, vm: VmId) -> u64 {
@@ -42,10 +50,19 @@ impl RamService {
 }
 
 impl memmgr::Handler for RamService {
-    async fn add_ram(&mut self, ctx: &mut Context, vm: VmId, base: Ipa, size: u64) -> Result<(), MemError> {
+    async fn add_ram(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        base: Ipa,
+        size: u64,
+    ) -> Result<(), MemError> {
         Self::owner_check(ctx, vm)?;
-        let (start, end) = (base.raw(), base.raw().checked_add(size).ok_or(MemError::BadRange)?);
-        if size == 0 || start % PAGE != 0 || size % PAGE != 0 {
+        let (start, end) = (
+            base.raw(),
+            base.raw().checked_add(size).ok_or(MemError::BadRange)?,
+        );
+        if size == 0 || !start.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
             return Err(MemError::BadRange);
         }
         let ranges = self.ranges.entry(vm).or_default();
@@ -73,12 +90,23 @@ impl memmgr::Handler for RamService {
         if self.mapped.contains(&(vm, page)) {
             return Ok(FaultOutcome::AlreadyMapped);
         }
-        self.free_pages = self.free_pages.checked_sub(1).ok_or(MemError::OutOfMemory)?;
+        self.free_pages = self
+            .free_pages
+            .checked_sub(1)
+            .ok_or(MemError::OutOfMemory)?;
         self.mapped.insert((vm, page));
-        Ok(FaultOutcome::Mapped { base: Ipa::new(page), size: PAGE })
+        Ok(FaultOutcome::Mapped {
+            base: Ipa::new(page),
+            size: PAGE,
+        })
     }
 
-    async fn reset_vcpu(&mut self, ctx: &mut Context, vm: VmId, _vcpu: VcpuId) -> Result<ResetPolicy, MemError> {
+    async fn reset_vcpu(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        _vcpu: VcpuId,
+    ) -> Result<ResetPolicy, MemError> {
         // This test service models a CPU without FEAT_S2FWB.
         Self::owner_check(ctx, vm)?;
         self.unmap_all(vm);
@@ -95,7 +123,10 @@ impl memmgr::Handler for RamService {
 const VM: VmId = VmId::new(7);
 const SERVER: Generation = Generation::new(1);
 
-fn memmgr_server(kernel: &HostedKernel, pages: u64) -> (HostedEndpoint, std::thread::JoinHandle<TransportError>) {
+fn memmgr_server(
+    kernel: &HostedKernel,
+    pages: u64,
+) -> (HostedEndpoint, std::thread::JoinHandle<TransportError>) {
     let endpoint = kernel.endpoint();
     let mut server = endpoint.server();
     let thread = hosted::spawn(move || async move {
@@ -112,28 +143,58 @@ fn a_vmm_maps_guest_ram_on_faults_through_the_client_stub() {
     let vcpu = VcpuId::new(0);
     hosted::block_on(|_| async {
         let mut vmm = memmgr::Client::new(endpoint.client(Badge::new(7)), Generation::ANY);
-        vmm.add_ram(VM, Ipa::new(0x4000_0000), 4 * PAGE).await.unwrap();
-        assert_eq!(vmm.core().generation(), SERVER, "the first reply names the server instance");
+        vmm.add_ram(VM, Ipa::new(0x4000_0000), 4 * PAGE)
+            .await
+            .unwrap();
+        assert_eq!(
+            vmm.core().generation(),
+            SERVER,
+            "the first reply names the server instance"
+        );
         assert_eq!(
             vmm.add_ram(VM, Ipa::new(0x4000_1000), PAGE).await,
             Err(Error::Service(MemError::BadRange)),
             "overlapping range"
         );
-        let fault = vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_1234), Access::Write).await;
-        assert_eq!(fault, Ok(FaultOutcome::Mapped { base: Ipa::new(0x4000_1000), size: PAGE }));
-        let again = vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_1ff8), Access::Read).await;
+        let fault = vmm
+            .handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_1234), Access::Write)
+            .await;
+        assert_eq!(
+            fault,
+            Ok(FaultOutcome::Mapped {
+                base: Ipa::new(0x4000_1000),
+                size: PAGE
+            })
+        );
+        let again = vmm
+            .handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_1ff8), Access::Read)
+            .await;
         assert_eq!(again, Ok(FaultOutcome::AlreadyMapped));
-        let mmio = vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x0900_0000), Access::Read).await;
+        let mmio = vmm
+            .handle_stage2_fault(VM, vcpu, Ipa::new(0x0900_0000), Access::Read)
+            .await;
         assert_eq!(mmio, Err(Error::Service(MemError::NotGuestRam)));
-        vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_2000), Access::Read).await.unwrap();
-        let full = vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_3000), Access::Read).await;
+        vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_2000), Access::Read)
+            .await
+            .unwrap();
+        let full = vmm
+            .handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_3000), Access::Read)
+            .await;
         assert_eq!(full, Err(Error::Service(MemError::OutOfMemory)));
-        assert_eq!(vmm.reset_vcpu(VM, vcpu).await, Ok(ResetPolicy::DropAllMappings));
-        vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_3000), Access::Read).await.unwrap();
+        assert_eq!(
+            vmm.reset_vcpu(VM, vcpu).await,
+            Ok(ResetPolicy::DropAllMappings)
+        );
+        vmm.handle_stage2_fault(VM, vcpu, Ipa::new(0x4000_3000), Access::Read)
+            .await
+            .unwrap();
         assert_eq!(vmm.release_vm(VM).await, Ok(PAGE));
 
         let mut intruder = memmgr::Client::new(endpoint.client(Badge::new(8)), Generation::ANY);
-        assert_eq!(intruder.release_vm(VM).await, Err(Error::Service(MemError::NotPermitted)));
+        assert_eq!(
+            intruder.release_vm(VM).await,
+            Err(Error::Service(MemError::NotPermitted))
+        );
     });
     drop(endpoint);
     assert_eq!(server.join().unwrap(), TransportError::Disconnected);
@@ -150,27 +211,48 @@ fn malformed_and_foreign_requests_get_typed_rejections() {
         // A header (version 1.0, generation ANY) and then a variant index that no request has.
         let bad_variant = [0, 1, 0, 0, 0, 0, 0, 0, 0x7f];
         buffer.bytes_mut()[..9].copy_from_slice(&bad_variant);
-        let reply = raw.call(MessageInfo::new(memmgr_label, 9, 0).unwrap(), &mut buffer).await.unwrap();
+        let reply = raw
+            .call(MessageInfo::new(memmgr_label, 9, 0).unwrap(), &mut buffer)
+            .await
+            .unwrap();
         assert_eq!(reply.label(), u64::from(WireError::Malformed.code()));
         buffer.bytes_mut()[..9].copy_from_slice(&bad_variant);
-        let reply = raw.call(MessageInfo::new(memmgr_label, 3, 0).unwrap(), &mut buffer).await.unwrap();
+        let reply = raw
+            .call(MessageInfo::new(memmgr_label, 3, 0).unwrap(), &mut buffer)
+            .await
+            .unwrap();
         assert_eq!(reply.label(), u64::from(WireError::Truncated.code()));
         // A valid `ReleaseVm { vm: 7 }` labelled as the device broker's protocol.
         let release = [0, 1, 0, 0, 0, 0, 0, 0, 3, 7];
         buffer.bytes_mut()[..10].copy_from_slice(&release);
-        let reply = raw.call(MessageInfo::new(3, 10, 0).unwrap(), &mut buffer).await.unwrap();
+        let reply = raw
+            .call(MessageInfo::new(3, 10, 0).unwrap(), &mut buffer)
+            .await
+            .unwrap();
         assert_eq!(reply.label(), u64::from(WireError::WrongProtocol.code()));
         // The same request with a byte after it.
         buffer.bytes_mut()[..11].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 3, 7, 0]);
-        let reply = raw.call(MessageInfo::new(memmgr_label, 11, 0).unwrap(), &mut buffer).await.unwrap();
+        let reply = raw
+            .call(MessageInfo::new(memmgr_label, 11, 0).unwrap(), &mut buffer)
+            .await
+            .unwrap();
         assert_eq!(reply.label(), u64::from(WireError::TrailingBytes.code()));
         // From a client of a newer major version.
         buffer.bytes_mut()[..10].copy_from_slice(&[0, 2, 0, 0, 0, 0, 0, 0, 3, 7]);
-        let reply = raw.call(MessageInfo::new(memmgr_label, 10, 0).unwrap(), &mut buffer).await.unwrap();
-        assert_eq!(reply.label(), u64::from(WireError::UnsupportedVersion.code()));
+        let reply = raw
+            .call(MessageInfo::new(memmgr_label, 10, 0).unwrap(), &mut buffer)
+            .await
+            .unwrap();
+        assert_eq!(
+            reply.label(),
+            u64::from(WireError::UnsupportedVersion.code())
+        );
         // And the well-formed request is served (the service's answer: VM 7 has no RAM yet).
         buffer.bytes_mut()[..10].copy_from_slice(&release);
-        let reply = raw.call(MessageInfo::new(memmgr_label, 10, 0).unwrap(), &mut buffer).await.unwrap();
+        let reply = raw
+            .call(MessageInfo::new(memmgr_label, 10, 0).unwrap(), &mut buffer)
+            .await
+            .unwrap();
         assert_eq!(reply.label(), 0);
     });
 }
@@ -195,13 +277,26 @@ fn a_restarted_server_is_detected_by_its_generation() {
     drop(vmm);
     let mut vmm = memmgr::Client::new(endpoint.client(Badge::new(7)), known);
     hosted::block_on(|_| async {
-        let stale = vmm.handle_stage2_fault(VM, VcpuId::new(0), Ipa::new(0), Access::Read).await;
-        assert_eq!(stale, Err(Error::Call(CallError::ServerRestarted(Generation::new(2)))));
+        let stale = vmm
+            .handle_stage2_fault(VM, VcpuId::new(0), Ipa::new(0), Access::Read)
+            .await;
+        assert_eq!(
+            stale,
+            Err(Error::Call(CallError::ServerRestarted(Generation::new(2))))
+        );
         // The VMM re-establishes its state in the new instance and carries on.
         assert_eq!(vmm.core().generation(), Generation::new(2));
         vmm.add_ram(VM, Ipa::new(0), PAGE).await.unwrap();
-        let mapped = vmm.handle_stage2_fault(VM, VcpuId::new(0), Ipa::new(0), Access::Read).await;
-        assert_eq!(mapped, Ok(FaultOutcome::Mapped { base: Ipa::new(0), size: PAGE }));
+        let mapped = vmm
+            .handle_stage2_fault(VM, VcpuId::new(0), Ipa::new(0), Access::Read)
+            .await;
+        assert_eq!(
+            mapped,
+            Ok(FaultOutcome::Mapped {
+                base: Ipa::new(0),
+                size: PAGE
+            })
+        );
     });
     drop((vmm, endpoint));
     assert_eq!(first.join().unwrap(), TransportError::Disconnected);
@@ -216,7 +311,11 @@ struct Broker {
 }
 
 impl devbroker::Handler for Broker {
-    async fn list_regions(&mut self, _ctx: &mut Context, start: u32) -> Result<RegionPage, BrokerError> {
+    async fn list_regions(
+        &mut self,
+        _ctx: &mut Context,
+        start: u32,
+    ) -> Result<RegionPage, BrokerError> {
         let uart = RegionInfo {
             id: RegionId::new(0),
             base: PhysAddr::new(0x0900_0000),
@@ -224,8 +323,15 @@ impl devbroker::Handler for Broker {
             cacheable: false,
             allows_uncached: false,
         };
-        let regions = if start == 0 { [uart].into_iter().collect() } else { heapless::Vec::new() };
-        Ok(RegionPage { regions, next: None })
+        let regions = if start == 0 {
+            [uart].into_iter().collect()
+        } else {
+            heapless::Vec::new()
+        };
+        Ok(RegionPage {
+            regions,
+            next: None,
+        })
     }
 
     async fn grant_region(
@@ -243,19 +349,38 @@ impl devbroker::Handler for Broker {
         if std::mem::replace(&mut self.granted, true) {
             return Err(BrokerError::AlreadyGranted);
         }
-        let frame = ctx.grant(self.uart).map_err(|_| BrokerError::NotPermitted)?;
-        Ok(RegionGrant { frame, memory_type, size: PAGE })
+        let frame = ctx
+            .grant(self.uart)
+            .map_err(|_| BrokerError::NotPermitted)?;
+        Ok(RegionGrant {
+            frame,
+            memory_type,
+            size: PAGE,
+        })
     }
 
-    async fn grant_irq(&mut self, ctx: &mut Context, intid: Intid) -> Result<Transferred<IrqHandler>, BrokerError> {
+    async fn grant_irq(
+        &mut self,
+        ctx: &mut Context,
+        intid: Intid,
+    ) -> Result<Transferred<IrqHandler>, BrokerError> {
         if intid != Intid::new(33) {
             return Err(BrokerError::NoSuchIrq);
         }
-        ctx.grant(self.uart_irq).map_err(|_| BrokerError::NotPermitted)
+        ctx.grant(self.uart_irq)
+            .map_err(|_| BrokerError::NotPermitted)
     }
 
-    async fn release_region(&mut self, _ctx: &mut Context, _region: RegionId) -> Result<(), BrokerError> {
-        if std::mem::replace(&mut self.granted, false) { Ok(()) } else { Err(BrokerError::NotGranted) }
+    async fn release_region(
+        &mut self,
+        _ctx: &mut Context,
+        _region: RegionId,
+    ) -> Result<(), BrokerError> {
+        if std::mem::replace(&mut self.granted, false) {
+            Ok(())
+        } else {
+            Err(BrokerError::NotGranted)
+        }
     }
 }
 
@@ -264,7 +389,11 @@ fn granted_capabilities_arrive_typed_and_kind_checked() {
     let kernel = HostedKernel::new();
     let endpoint = kernel.endpoint();
     let mut server = endpoint.server();
-    let broker = Broker { uart: kernel.create(), uart_irq: kernel.create(), granted: false };
+    let broker = Broker {
+        uart: kernel.create(),
+        uart_irq: kernel.create(),
+        granted: false,
+    };
     let (uart, uart_irq) = (broker.uart, broker.uart_irq);
     let _thread = hosted::spawn(move || async move {
         let mut broker = broker;
@@ -275,24 +404,39 @@ fn granted_capabilities_arrive_typed_and_kind_checked() {
         let page = vmm.list_regions(0).await.unwrap();
         assert_eq!(page.regions.len(), 1);
         assert_eq!(
-            vmm.grant_region(RegionId::new(0), MemoryType::NormalWriteBack).await,
+            vmm.grant_region(RegionId::new(0), MemoryType::NormalWriteBack)
+                .await,
             Err(Error::Service(BrokerError::MemoryTypeRefused))
         );
-        let grant = vmm.grant_region(RegionId::new(0), MemoryType::DeviceNgnre).await.unwrap();
+        let grant = vmm
+            .grant_region(RegionId::new(0), MemoryType::DeviceNgnre)
+            .await
+            .unwrap();
         assert_eq!(vmm.core().take(grant.frame), Ok(uart));
         // The payload's index cannot be reinterpreted as another kind of capability.
         let forged: Transferred<Frame> = postcard::from_bytes(&[grant.frame.index()]).unwrap();
         let wrong = vmm.core().take(forged).unwrap_err();
-        assert!(matches!(wrong, CallError::NoSuchCap(Some(w)) if w.found == ObjectKind::DeviceFrame));
+        assert!(
+            matches!(wrong, CallError::NoSuchCap(Some(w)) if w.found == ObjectKind::DeviceFrame)
+        );
 
         let irq = vmm.grant_irq(Intid::new(33)).await.unwrap();
         assert_eq!(vmm.core().take(irq), Ok(uart_irq));
-        assert_eq!(vmm.grant_irq(Intid::new(34)).await, Err(Error::Service(BrokerError::NoSuchIrq)));
+        assert_eq!(
+            vmm.grant_irq(Intid::new(34)).await,
+            Err(Error::Service(BrokerError::NoSuchIrq))
+        );
         vmm.release_region(RegionId::new(0)).await.unwrap();
 
         // A deleted capability is not transferred: the reply arrives without it.
         kernel.delete(uart);
-        let grant = vmm.grant_region(RegionId::new(0), MemoryType::DeviceNgnre).await.unwrap();
-        assert_eq!(vmm.core().take(grant.frame), Err(CallError::NoSuchCap(None)));
+        let grant = vmm
+            .grant_region(RegionId::new(0), MemoryType::DeviceNgnre)
+            .await
+            .unwrap();
+        assert_eq!(
+            vmm.core().take(grant.frame),
+            Err(CallError::NoSuchCap(None))
+        );
     });
 }

@@ -50,7 +50,11 @@ impl GpRegister {
     /// # Errors
     /// [`BadRegister`] when `n > 31`.
     pub const fn new(n: u8) -> Result<Self, BadRegister> {
-        if n <= 31 { Ok(Self(n)) } else { Err(BadRegister(n)) }
+        if n <= 31 {
+            Ok(Self(n))
+        } else {
+            Err(BadRegister(n))
+        }
     }
 
     /// The register number.
@@ -328,9 +332,17 @@ mod tests {
         let iss = (1 << 24) | (0b10 << 22) | (1 << 21) | (7 << 16) | (1 << 15) | (1 << 6);
         let access = DataAccess::from_iss(iss).unwrap();
         assert!(access.write && access.sign_extend && access.sixty_four && !access.acquire_release);
-        assert_eq!((access.size, access.register.index()), (AccessSize::Word, 7));
+        assert_eq!(
+            (access.size, access.register.index()),
+            (AccessSize::Word, 7)
+        );
         assert_eq!(DataAccess::from_iss(iss & !(1 << 24)), None);
-        assert_eq!(DataAccess::from_iss((1 << 24) | (31 << 16)).unwrap().register, GpRegister::XZR);
+        assert_eq!(
+            DataAccess::from_iss((1 << 24) | (31 << 16))
+                .unwrap()
+                .register,
+            GpRegister::XZR
+        );
     }
 
     #[test]
@@ -338,7 +350,10 @@ mod tests {
         // MRS x3, CNTVCT_EL0: op0 3, op1 3, CRn 14, CRm 0, op2 2, direction read.
         let iss = (3 << 20) | (2 << 17) | (3 << 14) | (14 << 10) | (3 << 5) | 1;
         let access = SysRegAccess::from_iss(iss);
-        assert_eq!((access.op0, access.op1, access.crn, access.crm, access.op2), (3, 3, 14, 0, 2));
+        assert_eq!(
+            (access.op0, access.op1, access.crn, access.crm, access.op2),
+            (3, 3, 14, 0, 2)
+        );
         assert_eq!(access.register.index(), 3);
         assert!(!access.write);
     }
@@ -346,6 +361,9 @@ mod tests {
     #[test]
     fn register_numbers_above_31_do_not_decode() {
         assert!(postcard::from_bytes::<GpRegister>(&[32]).is_err());
-        assert_eq!(postcard::from_bytes::<GpRegister>(&[31]).unwrap(), GpRegister::XZR);
+        assert_eq!(
+            postcard::from_bytes::<GpRegister>(&[31]).unwrap(),
+            GpRegister::XZR
+        );
     }
 }
