@@ -14,17 +14,6 @@ use crate::regs::{Granule, Machine, PaBits, Vtcr, Vttbr};
 /// The final lookup level (FINAL_LEVEL).
 pub(crate) const FINAL_LEVEL: i8 = 3;
 
-/// Where a descriptor keeps output-address bits above bit 47.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum HighBits {
-    /// Only bits [47:0] exist.
-    None,
-    /// 64KB granule: OA[51:48] in descriptor bits [15:12] (FEAT_LPA).
-    Lpa64K,
-    /// VTCR_EL2.DS = 1: OA[49:48] in bits [49:48], OA[51:50] in bits [9:8] (FEAT_LPA2).
-    Ds,
-}
-
 /// A decoded, validated stage-2 configuration: everything about a walk except its input address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct S2Config {
@@ -37,7 +26,14 @@ pub struct S2Config {
     pub(crate) base: u64,
     pub(crate) base_out_of_range: bool,
     pub(crate) oa_low_mask: u64,
-    pub(crate) high_bits: HighBits,
+    /// Output-address bits above bit 47 kept elsewhere in a descriptor:
+    /// `((desc >> high_shift) & high_mask) << high_pos`. With 64KB (FEAT_LPA), OA[51:48] is in
+    /// bits [15:12]; with DS (FEAT_LPA2), OA[51:50] is in bits [9:8] (OA[49:48] stay in place).
+    pub(crate) high_shift: u32,
+    pub(crate) high_mask: u64,
+    pub(crate) high_pos: u32,
+    /// log2 of the entries a Contiguous run covers, by `level + 1` (0 where the bit is RES0).
+    pub(crate) contiguous: [u8; 5],
     /// Bit `level + 1` is set where a block descriptor (0b01) is a leaf.
     pub(crate) block_levels: u8,
     pub(crate) ha: bool,
@@ -165,6 +161,16 @@ fn block_levels(machine: &Machine, granule: Granule, ds: bool) -> u8 {
     }
 }
 
+/// AArch64.ContiguousBit and ContiguousSize: log2 of the entries in a contiguous run per level
+/// (index `level + 1`), 0 where the Contiguous bit is RES0 (4KB level 0, 16KB and 64KB level 1).
+const fn contiguous_sizes(granule: Granule) -> [u8; 5] {
+    match granule {
+        Granule::K4 => [0, 0, 4, 4, 4],
+        Granule::K16 => [0, 0, 0, 5, 7],
+        Granule::K64 => [0, 0, 0, 5, 5],
+    }
+}
+
 impl S2Config {
     /// Decodes and checks a stage-2 configuration as AArch64.S2Translate does before it walks.
     ///
@@ -213,6 +219,11 @@ impl S2Config {
         }
 
         let oasize = output_size(machine, vtcr.ps(), granule, ds);
+        let (high_shift, high_mask, high_pos) = match (granule, ds) {
+            (Granule::K64, _) => (12, 0xf, 48),
+            (_, true) => (8, 0b11, 50),
+            (_, false) => (0, 0, 0),
+        };
         let base = table_base(
             machine,
             vttbr.get(),
@@ -230,11 +241,10 @@ impl S2Config {
             base,
             base_out_of_range: base >> oasize != 0,
             oa_low_mask: if ds { (1 << 50) - 1 } else { (1 << 48) - 1 },
-            high_bits: match (granule, ds) {
-                (Granule::K64, _) => HighBits::Lpa64K,
-                (_, true) => HighBits::Ds,
-                (_, false) => HighBits::None,
-            },
+            high_shift,
+            high_mask,
+            high_pos,
+            contiguous: contiguous_sizes(granule),
             block_levels: block_levels(machine, granule, ds),
             ha,
             hd,

@@ -15,10 +15,10 @@
 //! FEAT_D128, FEAT_HAFT, alignment faults (they depend on the access size, not on the tables),
 //! big-endian table walks (SCTLR_EL2.EE is taken as 0).
 
-use crate::config::{FINAL_LEVEL, HighBits, S2Config};
+use crate::config::{FINAL_LEVEL, S2Config};
 use crate::fault::{Fault, FaultKind};
 use crate::memory::GuestMemory;
-use crate::regs::{Access, Granule, Ipa, Machine, OutputAddr, Vtcr, Vttbr};
+use crate::regs::{Access, Ipa, Machine, OutputAddr, Vtcr, Vttbr};
 
 /// Descriptor bit 10, AF.
 const AF: u64 = 1 << 10;
@@ -181,7 +181,7 @@ impl S2Config {
                 lsb -= self.stride;
                 addr = next | (((ipa >> lsb) & table_mask) << 3);
             } else if table_or_page || (desc & 0b11 == 0b01 && self.block_allowed(level)) {
-                return self.leaf(desc, addr, level, ipa, access);
+                return self.leaf(desc, addr, (level, lsb), ipa, access);
             } else {
                 return Err(Fault::new(FaultKind::Translation, level));
             }
@@ -193,11 +193,7 @@ impl S2Config {
     /// Output-address bits above bit 47 held elsewhere in the descriptor.
     #[inline(always)]
     pub(crate) fn high_bits(&self, desc: u64) -> u64 {
-        match self.high_bits {
-            HighBits::None => 0,
-            HighBits::Lpa64K => ((desc >> 12) & 0xf) << 48,
-            HighBits::Ds => ((desc >> 8) & 0b11) << 50,
-        }
+        ((desc >> self.high_shift) & self.high_mask) << self.high_pos
     }
 
     /// log2 of the number of entries a Contiguous run covers (AArch64.ContiguousBit and
@@ -207,13 +203,8 @@ impl S2Config {
         if desc & CONTIGUOUS == 0 {
             return 0;
         }
-        match (self.granule, level) {
-            (Granule::K64, 1) | (Granule::K16, 1) | (Granule::K4, 0) => 0,
-            (Granule::K4, _) => 4,
-            (Granule::K16, 2) => 5,
-            (Granule::K16, _) => 7,
-            (Granule::K64, _) => 5,
-        }
+        let index = usize::try_from(level + 1).unwrap_or(0);
+        u32::from(self.contiguous.get(index).copied().unwrap_or(0))
     }
 
     /// AArch64.S2ApplyOutputPerms (with FEAT_XNX's XN[1:0] and FEAT_HAFDBS's DBM).
@@ -235,11 +226,10 @@ impl S2Config {
         &self,
         desc: u64,
         addr: u64,
-        level: i8,
+        (level, size_bits): (i8, u32),
         ipa: u64,
         access: Access,
     ) -> Result<Translation, Fault> {
-        let size_bits = self.translation_bits(level);
         let base = (desc & self.oa_low_mask & !((1 << size_bits) - 1)) | self.high_bits(desc);
         let ia_msb = size_bits + self.contiguous_bits(desc, level);
         let low = (1u64 << ia_msb) - 1;
