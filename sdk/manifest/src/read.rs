@@ -2,7 +2,7 @@
 //!
 //! The reader reports a message and a byte span. The span gives the line and column and, through
 //! the document's span tree, the field path; the message, whose shapes are serde's standard ones
-//! (`unknown field`, `missing field`, `invalid type`, `unknown variant`), gives the kind.
+//! (`unknown field`, `missing field`, `invalid type`), gives the kind.
 
 use std::path::Path;
 
@@ -76,12 +76,6 @@ fn schema_error(
         ErrorKind::UnknownField {
             expected: quoted(rest).into_iter().skip(1).collect(),
         }
-    } else if let Some(rest) = message.strip_prefix("unknown variant ") {
-        let mut names = quoted(rest).into_iter();
-        ErrorKind::UnknownValue {
-            found: names.next().unwrap_or_default(),
-            expected: names.collect(),
-        }
     } else if let Some((found, expected)) = message
         .strip_prefix("invalid type: ")
         .and_then(|rest| rest.split_once(", expected "))
@@ -143,7 +137,6 @@ fn friendly_expectation(expected: &str) -> String {
         "a sequence" => "an array".to_owned(),
         "a string" => "a string".to_owned(),
         other if other.starts_with("struct ") || other == "a map" => "a table".to_owned(),
-        other if other.starts_with("enum ") => "a string".to_owned(),
         other => other.to_owned(),
     }
 }
