@@ -68,8 +68,13 @@ fn parse_u64(value: &Value) -> Result<u64, String> {
     }
 }
 
-/// Little-endian bytes from hex digits (whitespace and `_` ignored).
+/// Little-endian bytes from hex digits (whitespace, `_` and a leading `0x` ignored).
 fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim_start();
+    let text = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
     let digits: Vec<u8> = text
         .bytes()
         .filter(|b| !b.is_ascii_whitespace() && *b != b'_')
@@ -154,7 +159,10 @@ const FEATURES: &str = "lpa2, ttst, xnx, hafdbs, fault_txsz_below_min, fault_txs
 
 fn parse_machine(f: &mut Fields<'_>) -> Option<Machine> {
     let bits = f.get("pa_bits", true)?;
-    let Some(pa_bits) = bits.as_u64().and_then(pa_bits_of) else {
+    let number = bits
+        .as_u64()
+        .or_else(|| bits.as_str().and_then(|s| s.trim().parse().ok()));
+    let Some(pa_bits) = number.and_then(pa_bits_of) else {
         f.problem(
             "pa_bits",
             format!("{bits} is not a PA size (32, 36, 40, 42, 44, 48 or 52)"),

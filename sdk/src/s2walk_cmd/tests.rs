@@ -206,3 +206,15 @@ fn dump_shows_the_tree() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn lenient_spellings_are_accepted() {
+    let leaf = 0x4000_0000 | (1 << 10) | (0b11 << 6) | 0b11;
+    let strict = case_4k(leaf, IPA, "read");
+    let expected = answer(&strict).expect("well formed");
+    let lenient = strict
+        .replace(r#""pa_bits":48"#, r#""pa_bits":"48""#)
+        .replace(r#""hex":""#, r#""hex":"0x"#)
+        .replace(r#""ipa":"0x40403045""#, r#""ipa":1077948485"#);
+    assert_eq!(answer(&lenient).expect("still well formed"), expected);
+}
