@@ -112,4 +112,39 @@ proptest! {
         prop_assert_eq!(&errors.errors()[0].kind, &ErrorKind::UnalignedSize { size: bytes });
         prop_assert_eq!(errors.errors()[0].field.as_str(), "service[0].memory");
     }
+
+    /// Carve-outs are accepted exactly when no two overlap; each one that overlaps an earlier one
+    /// is reported once.
+    #[test]
+    fn carveout_overlaps_are_found(regions in prop::collection::vec((0u64..64, 1u64..8), 1..7)) {
+        let mut text = String::from("name = \"gen\"\n");
+        for (index, (page, pages)) in regions.iter().enumerate() {
+            text.push_str(&format!(
+                "[[carveout]]\nname = \"c{index}\"\nbase = {}\nsize = {}\n",
+                0x4000_0000 + page * PAGE_SIZE,
+                pages * PAGE_SIZE
+            ));
+        }
+        let overlapping = (0..regions.len())
+            .filter(|&later| {
+                (0..later).any(|earlier| {
+                    let (a, a_len) = regions[earlier];
+                    let (b, b_len) = regions[later];
+                    a < b + b_len && b < a + a_len
+                })
+            })
+            .count();
+        match parse_checked(&text) {
+            Ok(manifest) => {
+                prop_assert_eq!(overlapping, 0);
+                prop_assert_eq!(manifest.carveouts.len(), regions.len());
+            }
+            Err(errors) => {
+                prop_assert_eq!(errors.errors().len(), overlapping);
+                for error in errors.errors() {
+                    prop_assert!(matches!(error.kind, ErrorKind::Overlap { .. }), "{}", error);
+                }
+            }
+        }
+    }
 }
