@@ -26,6 +26,8 @@ mod protocol_macro;
 
 pub mod abi;
 pub mod cap;
+#[cfg(feature = "checks")]
+pub mod checks;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 pub mod local;

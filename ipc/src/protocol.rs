@@ -473,6 +473,45 @@ impl<E> From<CallError> for Error<E> {
     }
 }
 
+/// Decodes a server's reply to a request of protocol `P`, from hostile bytes, for a client that
+/// expects server instance `expected`; learns the generation when `expected` is [`Generation::ANY`], and
+/// updates it when the server restarted.
+///
+/// # Errors
+/// [`CallError::ServerRestarted`], [`CallError::Rejected`] or [`CallError::BadReply`].
+pub fn decode_reply<P: Protocol>(
+    reply: MessageInfo,
+    buffer: &IpcBuffer,
+    expected: &mut Generation,
+) -> Result<(P::Reply, heapless::Vec<AnyCap, MAX_CAPS>), CallError> {
+    let (header, rest) = split_header(buffer.payload(reply)).map_err(CallError::BadReply)?;
+    let server = Generation(header.generation.get());
+    if server == Generation::ANY {
+        return Err(CallError::BadReply(WireError::StaleGeneration));
+    }
+    if *expected != server {
+        let restarted = *expected != Generation::ANY;
+        *expected = server;
+        if restarted {
+            return Err(CallError::ServerRestarted(server));
+        }
+    }
+    if reply.label() != 0 {
+        let code = u16::try_from(reply.label())
+            .ok()
+            .and_then(WireError::from_code);
+        return Err(CallError::Rejected(
+            code.ok_or(CallError::BadReply(WireError::BadStatus))?,
+        ));
+    }
+    if Version::from_wire(header.version.get()).major != P::VERSION.major {
+        return Err(CallError::BadReply(WireError::UnsupportedVersion));
+    }
+    let value = decode_exact(rest).map_err(CallError::BadReply)?;
+    let received = received_caps(reply, buffer).map_err(CallError::BadReply)?;
+    Ok((value, received))
+}
+
 /// The protocol-independent part of a client stub: transport, expected generation, message buffer and
 /// the capabilities the last reply transferred.
 #[derive(Debug)]
@@ -532,32 +571,8 @@ impl<T: Transport> ClientCore<T> {
         let info = encode_request::<P>(request, self.generation, &caps, &mut self.buffer)
             .map_err(CallError::Encode)?;
         let reply = self.transport.call(info, &mut self.buffer).await?;
-        let (header, rest) =
-            split_header(self.buffer.payload(reply)).map_err(CallError::BadReply)?;
-        let server = Generation(header.generation.get());
-        if server == Generation::ANY {
-            return Err(CallError::BadReply(WireError::StaleGeneration));
-        }
-        if self.generation != server {
-            let restarted = self.generation != Generation::ANY;
-            self.generation = server;
-            if restarted {
-                return Err(CallError::ServerRestarted(server));
-            }
-        }
-        if reply.label() != 0 {
-            let code = u16::try_from(reply.label())
-                .ok()
-                .and_then(WireError::from_code);
-            return Err(CallError::Rejected(
-                code.ok_or(CallError::BadReply(WireError::BadStatus))?,
-            ));
-        }
-        if Version::from_wire(header.version.get()).major != P::VERSION.major {
-            return Err(CallError::BadReply(WireError::UnsupportedVersion));
-        }
-        let value = decode_exact(rest).map_err(CallError::BadReply)?;
-        self.received = received_caps(reply, &self.buffer).map_err(CallError::BadReply)?;
+        let (value, received) = decode_reply::<P>(reply, &self.buffer, &mut self.generation)?;
+        self.received = received;
         Ok(value)
     }
 }

@@ -1,0 +1,193 @@
+//! Properties every decoder of untrusted bytes must hold, shared by the property tests and the
+//! cargo-fuzz targets (feature `checks`). Each function takes arbitrary bytes, must never panic on
+//! its own account, and asserts (panics) only when a property is violated.
+//!
+//! - [`message_info`]: a raw message-info word either is rejected or round-trips field by field.
+//! - [`request`] / [`reply`]: a hostile message either is rejected with a typed error or decodes to a
+//!   value that re-encodes to a message decoding to the same value (one message, one meaning).
+//! - [`ring`]: a hostile producer interleaved with an honest one never makes the consumer return more
+//!   than a slot, never un-breaks a broken ring, and without hostile writes the ring is a FIFO.
+
+use core::fmt::Debug;
+
+use crate::abi::{IpcBuffer, MAX_CAPS, MSG_MAX_BYTES, MessageInfo};
+use crate::protocol::{self, CallError, Generation, Protocol};
+use crate::ring::{Consumer, Producer, Ring, RingError};
+
+/// Checks one raw message-info word.
+pub fn message_info(raw: u64) {
+    let Ok(info) = MessageInfo::decode(raw) else {
+        return;
+    };
+    assert!(info.length() <= MSG_MAX_BYTES && info.extra_caps() <= MAX_CAPS);
+    let rebuilt = MessageInfo::new(info.label(), info.length(), info.extra_caps())
+        .and_then(|built| built.with_caps_unwrapped(info.caps_unwrapped()))
+        .expect("a decoded word's fields are in range");
+    assert_eq!(rebuilt, info);
+}
+
+/// Takes a little-endian number from the front of `data`.
+fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
+    let mut bytes = [0u8; N];
+    let n = data.len().min(N);
+    bytes[..n].copy_from_slice(&data[..n]);
+    *data = &data[n..];
+    bytes
+}
+
+/// Builds a hostile message: a control byte (capabilities, unwrapped bits, foreign label), capability
+/// kinds, then the payload.
+fn hostile_message(mut data: &[u8], label: u64) -> (MessageInfo, IpcBuffer) {
+    let [control] = take::<1>(&mut data);
+    let kinds = take::<MAX_CAPS>(&mut data);
+    let mut buffer = IpcBuffer::default();
+    let length = data.len().min(MSG_MAX_BYTES);
+    buffer.bytes_mut()[..length].copy_from_slice(&data[..length]);
+    let caps = usize::from(control & 0b11);
+    for (i, kind) in kinds.iter().enumerate() {
+        buffer.caps[i] = i as u64 + 1;
+        buffer.cap_kinds[i] = u64::from(*kind % 16);
+    }
+    let label = if control & 0x80 != 0 {
+        label ^ u64::from(control)
+    } else {
+        label
+    };
+    let info = MessageInfo::new(label, length, caps)
+        .and_then(|info| info.with_caps_unwrapped((control >> 2) & 0b111 & ((1 << caps) - 1)))
+        .expect("built within range");
+    buffer.badge = u64::from(control);
+    (info, buffer)
+}
+
+/// Checks the request decoder of protocol `P` on hostile bytes; returns whether they decoded.
+pub fn request<P: Protocol>(data: &[u8]) -> bool
+where
+    P::Request: PartialEq + Debug,
+{
+    let server = Generation::new(1);
+    let (info, buffer) = hostile_message(data, u64::from(P::ID.raw()));
+    let Ok((request, context)) = protocol::decode_request::<P>(info, &buffer, server) else {
+        return false;
+    };
+    assert_eq!(
+        info.label(),
+        u64::from(P::ID.raw()),
+        "only this protocol's label decodes"
+    );
+    assert!(context.received().len() <= info.extra_caps());
+    let mut again = IpcBuffer::default();
+    let info = protocol::encode_request::<P>(&request, server, &[], &mut again)
+        .expect("a decoded request fits again");
+    let (decoded, _) = protocol::decode_request::<P>(info, &again, server).expect("re-encoded");
+    assert_eq!(decoded, request);
+    true
+}
+
+/// Checks the reply decoder of protocol `P` on hostile bytes; returns whether they decoded.
+pub fn reply<P: Protocol>(mut data: &[u8]) -> bool
+where
+    P::Reply: PartialEq + Debug,
+{
+    let status = u16::from_le_bytes(take::<2>(&mut data));
+    let expected = Generation::new(u32::from(take::<1>(&mut data)[0] % 3));
+    let (info, buffer) = hostile_message(data, u64::from(status));
+    let mut learned = expected;
+    match protocol::decode_reply::<P>(info, &buffer, &mut learned) {
+        Ok((reply, received)) => {
+            assert_eq!(info.label(), 0, "only a success status carries a reply");
+            assert!(received.len() <= info.extra_caps());
+            assert_ne!(learned, Generation::ANY);
+            let mut again = IpcBuffer::default();
+            let info = protocol::encode_reply::<P>(Ok(&reply), &[], learned, &mut again);
+            let mut same = learned;
+            let (decoded, _) =
+                protocol::decode_reply::<P>(info, &again, &mut same).expect("re-encoded");
+            assert_eq!((decoded, same), (reply, learned));
+            true
+        }
+        Err(CallError::ServerRestarted(new)) => {
+            assert!(expected != Generation::ANY && learned == new);
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Checks the ring consumer against a hostile producer. Each operation is a byte and its arguments:
+/// an honest push, a hostile store to `head`, `tail`, a slot's length or data, or a pop.
+pub fn ring(mut data: &[u8]) {
+    type Shared = Ring<4, 2>;
+    let ring = <Shared as zerocopy::FromZeros>::new_zeroed();
+    ring.initialise();
+    let (Ok(mut producer), Ok(mut consumer)) = (Producer::attach(&ring), Consumer::attach(&ring))
+    else {
+        unreachable!("a freshly initialised ring attaches");
+    };
+    // What an honest FIFO would hold, while no hostile store has happened.
+    let mut model: heapless::Deque<([u8; 16], usize), 4> = heapless::Deque::new();
+    let mut hostile = false;
+    let mut broken = false;
+    let mut counter = 0u8;
+    while let [op, rest @ ..] = data {
+        data = rest;
+        let [a] = take::<1>(&mut data);
+        let value = u32::from_le_bytes(take::<4>(&mut data));
+        let header = &ring.header;
+        let relaxed = core::sync::atomic::Ordering::Relaxed;
+        match op % 6 {
+            0 => {
+                counter = counter.wrapping_add(1);
+                let length = usize::from(a) % 17;
+                let message = [counter; 16];
+                let pushed = producer.push(&message[..length]);
+                if pushed.is_ok() && !hostile {
+                    assert!(
+                        model.push_back((message, length)).is_ok(),
+                        "pushed past capacity"
+                    );
+                }
+            }
+            1 => (header.head.store(value, relaxed), hostile = true).1,
+            2 => (header.tail.store(value, relaxed), hostile = true).1,
+            3 => {
+                (
+                    ring.slots[usize::from(a) % 4].length.store(value, relaxed),
+                    hostile = true,
+                )
+                    .1
+            }
+            4 => {
+                (
+                    ring.slots[usize::from(a) % 4].data[0].store(u64::from(value), relaxed),
+                    hostile = true,
+                )
+                    .1
+            }
+            _ => {
+                let mut out = [0u8; 16];
+                let room = usize::from(a) % 17;
+                let popped = consumer.pop(&mut out[..room]);
+                if broken {
+                    assert_eq!(popped, Err(RingError::Broken), "a broken ring stays broken");
+                }
+                match popped {
+                    Ok(Some(length)) => {
+                        assert!(length <= room && length <= Shared::SLOT_BYTES);
+                        if !hostile {
+                            let (message, expected) = model.pop_front().expect("popped from empty");
+                            assert_eq!(&out[..length], &message[..expected]);
+                        }
+                    }
+                    Ok(None) => assert!(hostile || model.is_empty(), "lost a message"),
+                    Err(RingError::BufferTooSmall { needed }) => assert!(needed > room),
+                    Err(RingError::BadIndex | RingError::BadLength | RingError::Broken) => {
+                        assert!(hostile, "an honest ring broke");
+                        broken = true;
+                    }
+                    Err(other) => panic!("a consumer cannot fail with {other:?}"),
+                }
+            }
+        }
+    }
+}
