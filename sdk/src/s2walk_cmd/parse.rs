@@ -85,7 +85,7 @@ fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
             _ => Err(format!("{:?} is not a hex digit", char::from(b))),
         })
         .collect::<Result<_, _>>()?;
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!(
             "{} hex digits: bytes need an even number",
             digits.len()
