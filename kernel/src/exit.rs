@@ -20,6 +20,8 @@ pub enum Status {
     Panic = 2,
     /// The image or the platform was refused (bad image, unmet requirements, bad device tree).
     Refused = 3,
+    /// A service stopped the system reporting a failure (`DebugHalt` with a non-zero status).
+    ServiceFailure = 4,
 }
 
 /// Chooses how to exit.

@@ -4,9 +4,10 @@
 use crate::arch::aarch64::{cpu, mmu};
 use crate::devicetree::{Description, PsciMethod};
 use crate::exit::{self, Status};
-use crate::{console, println, selftest, smp};
+use crate::{console, println, selftest, services, smp};
 use capvisor_image::{BootConfig, CHECKSUM_START, ImageView, SelfTest};
 use capvisor_kernel::bootargs::BootArgs;
+use capvisor_kernel::memmap::{MemoryMap, Range};
 use capvisor_kernel::platform::{GicVersion, Platform};
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -153,8 +154,93 @@ fn boot_with(
         exit::fail(Status::Refused);
     }
     selftest::run(SelfTest::from_u32(config.selftest).unwrap_or(SelfTest::None));
+    let mut memory = free_memory(dt, base, dtb);
+    for range in memory.free() {
+        // Free RAM is disjoint from everything mapped so far (the image, the device tree, the
+        // console), so this never changes a live mapping.
+        if mmu::identity_map(
+            map,
+            range.start as usize,
+            range.end as usize,
+            mmu::attrs::RAM,
+        )
+        .is_err()
+        {
+            println!(
+                "capvisor: cannot map RAM {:#x}..{:#x}",
+                range.start, range.end
+            );
+            exit::fail(Status::Refused);
+        }
+    }
+    let view = image_view(base);
+    match services::load_all(
+        &view,
+        &mut memory,
+        platform.fwb,
+        (platform.idc, platform.dic),
+    ) {
+        Ok(0) => {}
+        Ok(count) => {
+            println!(
+                "capvisor: loaded {count} service(s); {} MiB of RAM free",
+                memory.free_bytes() >> 20
+            );
+            println!("capvisor: boot complete");
+            services::start(ps, platform.vmid_bits == 16, platform.fwb)
+        }
+        Err((name, e)) => {
+            println!("capvisor: refusing to start: service '{name}' cannot be loaded: {e:?}");
+            exit::fail(Status::Refused)
+        }
+    }
     println!("capvisor: boot complete");
     exit::success()
+}
+
+/// RAM from the device tree, minus the image (with its payload) and the device tree.
+fn free_memory(dt: &Description, base: usize, dtb: usize) -> MemoryMap {
+    let ram: heapless::Vec<Range, 8> = dt
+        .memory
+        .iter()
+        .map(|r| Range {
+            start: r.base as u64,
+            end: (r.base + r.size) as u64,
+        })
+        .collect();
+    let mut memory = MemoryMap::new(&ram);
+    // SAFETY: the Linux header's image_size field, inside our own read-only text.
+    let image_size = unsafe { core::ptr::read_volatile((base + 16) as *const u64) };
+    memory.reserve(Range {
+        start: base as u64,
+        end: base as u64 + image_size,
+    });
+    let dtb_size = u64::from(read_be32(dtb + 4));
+    memory.reserve(Range {
+        start: dtb as u64,
+        end: dtb as u64 + dtb_size,
+    });
+    memory
+}
+
+/// The image, already verified by `check_image`.
+fn image_view(base: usize) -> ImageView<'static> {
+    let (ro, payload) = image_parts(base);
+    ImageView::parse_split(ro, payload).unwrap_or_else(|_| exit::fail(Status::Refused))
+}
+
+fn image_parts(base: usize) -> (&'static [u8], &'static [u8]) {
+    // SAFETY: the headers are the first bytes of our own text, mapped read-only.
+    let ro_size = unsafe { core::ptr::read_volatile((base + 64 + 16) as *const u64) } as usize;
+    let (payload_offset, payload_size) = payload_range(base);
+    // SAFETY: the read-only part and the payload are mapped read-only and never written; their
+    // extents come from the header, which `ImageView::parse_split` checks against each other.
+    unsafe {
+        (
+            core::slice::from_raw_parts(base as *const u8, ro_size.max(CHECKSUM_START)),
+            core::slice::from_raw_parts((base + payload_offset) as *const u8, payload_size),
+        )
+    }
 }
 
 fn describe(dt: &Description) {
@@ -178,18 +264,7 @@ fn describe(dt: &Description) {
 
 /// Verifies the image's checksums and reads its boot configuration; a bad image stops here.
 fn check_image(base: usize) -> BootConfig {
-    // SAFETY: the headers are the first bytes of our own text, mapped read-only.
-    let ro_size = unsafe { core::ptr::read_volatile((base + 64 + 16) as *const u64) } as usize;
-    let (payload_offset, payload_size) = payload_range(base);
-    // SAFETY: the read-only part and the payload are mapped read-only and never written; the
-    // header bounds them (checked below against what is mapped by `parse_split`'s own checks
-    // on the header fields).
-    let (ro, payload) = unsafe {
-        (
-            core::slice::from_raw_parts(base as *const u8, ro_size.max(CHECKSUM_START)),
-            core::slice::from_raw_parts((base + payload_offset) as *const u8, payload_size),
-        )
-    };
+    let (ro, payload) = image_parts(base);
     match ImageView::parse_split(ro, payload).and_then(|view| view.boot_config()) {
         Ok(config) => {
             println!("capvisor: image verified (kernel and payload checksums match)");

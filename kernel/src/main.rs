@@ -22,6 +22,8 @@ mod kmain;
 #[cfg(target_os = "none")]
 mod selftest;
 #[cfg(target_os = "none")]
+mod services;
+#[cfg(target_os = "none")]
 mod smp;
 
 #[cfg(target_os = "none")]

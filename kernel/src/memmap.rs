@@ -51,10 +51,16 @@ impl MemoryMap {
                 continue;
             }
             if r.start < cut_start {
-                let _ = next.push(Range { start: r.start, end: cut_start });
+                let _ = next.push(Range {
+                    start: r.start,
+                    end: cut_start,
+                });
             }
             if cut_end < r.end {
-                let _ = next.push(Range { start: cut_end, end: r.end });
+                let _ = next.push(Range {
+                    start: cut_end,
+                    end: r.end,
+                });
             }
         }
         self.free = next;
@@ -108,7 +114,11 @@ mod tests {
         map.reserve(r(0x4800_0000, 0x4810_0000));
         assert_eq!(
             map.free(),
-            &[r(0x4000_0000, 0x4020_0000), r(0x4030_1000, 0x4800_0000), r(0x4810_0000, 0x8000_0000)]
+            &[
+                r(0x4000_0000, 0x4020_0000),
+                r(0x4030_1000, 0x4800_0000),
+                r(0x4810_0000, 0x8000_0000)
+            ]
         );
         let big = map.alloc(512, 2 << 20).unwrap();
         assert_eq!(big, 0x4000_0000);

@@ -5,6 +5,7 @@
 //! primary cleans it to the point of coherency first). Each secondary turns on the same EL2
 //! translation, says it is online, and waits in WFE for work.
 
+use crate::arch::aarch64::el0::PerCpu;
 use crate::arch::aarch64::{boot, cpu, mmu};
 use crate::println;
 use core::arch::asm;
@@ -49,21 +50,48 @@ static mut RECORDS: [SecondaryBoot; boot::MAX_CPUS] = [SecondaryBoot {
 /// CPUs running, the primary included.
 static ONLINE: AtomicU32 = AtomicU32::new(1);
 
-/// The index of the CPU this runs on (kept in TPIDR_EL2).
+static mut PER_CPU: [PerCpu; boot::MAX_CPUS] = [const {
+    PerCpu {
+        current: core::ptr::null_mut(),
+        index: 0,
+        stack_top: 0,
+    }
+}; boot::MAX_CPUS];
+
+/// This CPU's record (TPIDR_EL2 holds its address).
 #[must_use]
-pub fn this_cpu() -> u64 {
+pub fn per_cpu() -> *mut PerCpu {
     let value: u64;
     // SAFETY: reading TPIDR_EL2 has no side effects.
     unsafe { asm!("mrs {}, tpidr_el2", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
+    value as *mut PerCpu
+}
+
+/// The index of the CPU this runs on; 0 before the per-CPU record is set up.
+#[must_use]
+pub fn this_cpu() -> u64 {
+    let record = per_cpu();
+    if record.is_null() {
+        return 0;
+    }
+    // SAFETY: a non-null TPIDR_EL2 always points at this CPU's PER_CPU element; `index` is
+    // written once, before TPIDR_EL2 is set.
+    unsafe { (*record).index }
 }
 
 fn set_this_cpu(index: u64) {
+    // SAFETY: each CPU writes only its own element, before it publishes it in TPIDR_EL2.
+    let record = unsafe { &raw mut PER_CPU[index as usize] };
+    // SAFETY: as above; nothing else refers to this element yet.
+    unsafe {
+        (*record).index = index;
+        (*record).stack_top = stack_top(index as usize);
+    }
     // SAFETY: TPIDR_EL2 is the kernel's own per-CPU word; nothing else uses it.
-    unsafe { asm!("msr tpidr_el2, {}", in(reg) index, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("msr tpidr_el2, {}", in(reg) record, options(nomem, nostack, preserves_flags)) };
 }
 
-/// Marks the running CPU as CPU 0.
+/// Sets up CPU 0's per-CPU record.
 pub fn init_primary() {
     set_this_cpu(0);
 }

@@ -56,7 +56,11 @@ pub fn leaf_attributes(access: S2Access, memtype: MemType, fwb: bool) -> u64 {
     let s2ap = u64::from(access.read) | (u64::from(access.write) << 1);
     // Device memory is not shareable-attributed (SH is ignored for Device); RAM is inner
     // shareable so all CPUs see one coherent view.
-    let sh: u64 = if memtype == MemType::DeviceNgnre { 0 } else { 0b11 };
+    let sh: u64 = if memtype == MemType::DeviceNgnre {
+        0
+    } else {
+        0b11
+    };
     // XN[1:0] = 0b10: not executable at EL1 or EL0 (0b00: executable at both).
     let xn: u64 = if access.exec { 0 } else { 0b10 };
     (memattr << 2) | (s2ap << 6) | (sh << 8) | (1 << 10) | (xn << 53)
@@ -114,7 +118,11 @@ pub fn vttbr(root: u64, vmid: u16) -> u64 {
 mod tests {
     use super::*;
 
-    const RW: S2Access = S2Access { read: true, write: true, exec: false };
+    const RW: S2Access = S2Access {
+        read: true,
+        write: true,
+        exec: false,
+    };
 
     #[test]
     fn ram_without_fwb_is_normal_wb_inner_shareable() {
@@ -142,7 +150,11 @@ mod tests {
     #[test]
     fn exec_and_read_only() {
         let d = leaf_attributes(
-            S2Access { read: true, write: false, exec: true },
+            S2Access {
+                read: true,
+                write: false,
+                exec: true,
+            },
             MemType::NormalWriteBack,
             false,
         );

@@ -2,9 +2,9 @@
 //! grows) services and guests, with checksums the kernel verifies at boot.
 
 use crate::kernel::{self, BuiltKernel};
-use crate::toolchain;
+use crate::{services, toolchain};
 use capvisor_image::writer::{NewEntry, write_image};
-use capvisor_image::{BootConfig, SelfTest};
+use capvisor_image::{BootConfig, EntryKind, SelfTest};
 use capvisor_manifest::{LogLevel, Manifest, Selftest};
 use std::path::{Path, PathBuf};
 
@@ -59,7 +59,16 @@ pub fn build(
     let manifest = capvisor_manifest::load(manifest_path).map_err(|e| e.to_string())?;
     let toolchain = toolchain::find().map_err(|e| e.to_string())?;
     let kernel = kernel::build(workspace, &toolchain).map_err(|e| e.to_string())?;
-    let entries = [NewEntry::boot_config(&boot_config(&manifest))];
+    let mut entries = vec![NewEntry::boot_config(&boot_config(&manifest))];
+    for service in services::build_all(workspace, &toolchain, &manifest)? {
+        let bytes =
+            std::fs::read(&service.elf).map_err(|e| format!("{}: {e}", service.elf.display()))?;
+        entries.push(NewEntry {
+            kind: EntryKind::ServiceElf,
+            name: service.name,
+            bytes,
+        });
+    }
     let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
     let path = out.map_or_else(
         || {

@@ -35,17 +35,24 @@ impl std::fmt::Display for KernelError {
 
 impl std::error::Error for KernelError {}
 
+/// Where bare-metal builds with `toolchain` go.
+#[must_use]
+pub fn target_dir(workspace: &Path, toolchain: &Toolchain) -> PathBuf {
+    workspace
+        .join("target")
+        .join(format!("aarch64-{}", toolchain.name))
+}
+
 /// Builds the kernel (`capvisor-kernel`) for the bare-metal target and flattens it.
 ///
 /// # Errors
 ///
 /// [`KernelError`] when cargo fails or the result breaks the layout the boot code relies on.
 pub fn build(workspace: &Path, toolchain: &Toolchain) -> Result<BuiltKernel, KernelError> {
-    let target_dir = workspace
-        .join("target")
-        .join(format!("aarch64-{}", toolchain.name));
+    let target_dir = target_dir(workspace, toolchain);
     let status = toolchain
-        .cargo_build(workspace, "capvisor-kernel", &target_dir)
+        .cargo_build(workspace, &target_dir)
+        .args(["--locked", "-p", "capvisor-kernel"])
         .status()
         .map_err(|e| KernelError::Build(format!("could not run cargo: {e}")))?;
     if !status.success() {

@@ -6,6 +6,7 @@ pub mod image;
 pub mod kernel;
 pub mod qemu;
 pub mod s2walk_cmd;
+pub mod services;
 pub mod symbols;
 pub mod toolchain;
 

@@ -94,10 +94,10 @@ pub fn find() -> Result<Toolchain, NoToolchain> {
 }
 
 impl Toolchain {
-    /// A `cargo build` command for bare-metal package `package`, release profile, into
-    /// `target_dir`.
+    /// A `cargo build` command for the bare-metal target, release profile, into `target_dir`;
+    /// the caller adds what to build (`-p NAME` or `--manifest-path FILE`).
     #[must_use]
-    pub fn cargo_build(&self, workspace: &Path, package: &str, target_dir: &Path) -> Command {
+    pub fn cargo_build(&self, workspace: &Path, target_dir: &Path) -> Command {
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cmd.current_dir(workspace)
             .env("RUSTC", &self.rustc)
@@ -115,15 +115,7 @@ impl Toolchain {
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("CARGO_BUILD_RUSTFLAGS")
             .env_remove("CARGO_LLVM_COV")
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "-p",
-                package,
-                "--target",
-                TARGET,
-            ])
+            .args(["build", "--release", "--target", TARGET])
             .arg("--target-dir")
             .arg(target_dir)
             .args(["-Z", "build-std=core,compiler_builtins"])

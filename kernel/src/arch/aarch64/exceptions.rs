@@ -41,6 +41,14 @@ global_asm!(
     b       exception_common
 .endm
 
+/* From a thread at EL0: its registers go to its own context, not the stack (see el0.rs). */
+.macro LOWER kind
+    .balign 0x80
+    stp     x0, x1, [sp, #-16]!
+    mov     x1, #\kind
+    b       lower_common
+.endm
+
     .section .text.vectors, "ax"
     .balign 0x800
     .global exception_vectors
@@ -53,10 +61,10 @@ exception_vectors:
     VECTOR 5
     VECTOR 6
     VECTOR 7
-    VECTOR 8
-    VECTOR 9
-    VECTOR 10
-    VECTOR 11
+    LOWER 8
+    LOWER 9
+    LOWER 10
+    LOWER 11
     VECTOR 12
     VECTOR 13
     VECTOR 14

@@ -155,6 +155,18 @@ pub fn clean_dcache_range(start: usize, end: usize) {
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
 
+/// Cleans the data cache lines of `[start, end)` to the point of unification, so instruction
+/// fetches of code written through the data side see it (unless CTR_EL0.IDC says they do).
+pub fn clean_dcache_to_pou(start: usize, end: usize) {
+    let line = super::cpu::dcache_line_size();
+    let mut addr = start & !(line - 1);
+    while addr < end {
+        // SAFETY: DC CVAU writes dirty lines back to the point of unification; no data changes.
+        unsafe { asm!("dc cvau, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+}
+
 /// Turns the MMU and caches on with `map` as the translation.
 ///
 /// # Safety

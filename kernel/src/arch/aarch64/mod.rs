@@ -3,5 +3,7 @@
 
 pub mod boot;
 pub mod cpu;
+pub mod el0;
 pub mod exceptions;
 pub mod mmu;
+pub mod stage2;

@@ -1,0 +1,124 @@
+//! Running threads at EL0 and taking their exceptions: the per-CPU record, a thread's saved
+//! context, the lower-EL vector path and the return to EL0.
+//!
+//! Services run with HCR_EL2.{VM, TGE, DC} (and RW) set, as seL4 runs native threads on ARMv8.0
+//! without VHE (DESIGN "How EL0 services run"): every EL0 exception is taken to EL2 (TGE), stage
+//! 1 of EL1&0 is off and its memory type is Normal write-back (DC, Arm ARM D24.2.48 HCR_EL2.DC),
+//! and the service's address space is a stage-2 table tagged with its own VMID (VM). With
+//! HCR_EL2.E2H = 0 none of these is overridden (DC is ignored only when {E2H, TGE} = {1, 1}).
+
+use core::arch::global_asm;
+
+/// A thread's registers while it is not running.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadContext {
+    /// x0 to x30.
+    pub x: [u64; 31],
+    /// SP_EL0.
+    pub sp: u64,
+    /// ELR_EL2: where it resumes.
+    pub pc: u64,
+    /// SPSR_EL2: the state it resumes in.
+    pub spsr: u64,
+}
+
+const _: () = assert!(size_of::<ThreadContext>() == 34 * 8);
+
+/// SPSR for EL0t, AArch64, interrupts unmasked (they are taken to EL2 under TGE).
+pub const SPSR_EL0T: u64 = 0;
+
+/// HCR_EL2 for a service thread: RW (EL1 is AArch64), VM, TGE, DC; E2H clear. Also TSC (SMC
+/// traps to EL2) so a service cannot call firmware directly.
+pub const HCR_SERVICE: u64 = (1 << 31) | (1 << 27) | (1 << 12) | (1 << 19) | 1;
+
+/// Per-CPU data; TPIDR_EL2 holds its address. `current` is first: the vector code reads it.
+#[repr(C)]
+#[derive(Debug)]
+pub struct PerCpu {
+    /// The context the lower-EL vectors save into.
+    pub current: *mut ThreadContext,
+    /// This CPU's index.
+    pub index: u64,
+    /// The top of this CPU's kernel stack.
+    pub stack_top: u64,
+}
+
+global_asm!(
+    r#"
+    .section .text.el0, "ax"
+    /* Lower-EL entry (from the vector table): x0, x1 were pushed; x1 = vector kind. Saves the
+       thread's registers into PerCpu.current, pops the stack back to its top, and calls
+       handle_lower_exception(kind, context), which never returns (it leaves by enter_el0). */
+    .global lower_common
+lower_common:
+    mrs     x0, tpidr_el2
+    ldr     x0, [x0]
+    stp     x2, x3, [x0, #16]
+    stp     x4, x5, [x0, #32]
+    stp     x6, x7, [x0, #48]
+    stp     x8, x9, [x0, #64]
+    stp     x10, x11, [x0, #80]
+    stp     x12, x13, [x0, #96]
+    stp     x14, x15, [x0, #112]
+    stp     x16, x17, [x0, #128]
+    stp     x18, x19, [x0, #144]
+    stp     x20, x21, [x0, #160]
+    stp     x22, x23, [x0, #176]
+    stp     x24, x25, [x0, #192]
+    stp     x26, x27, [x0, #208]
+    stp     x28, x29, [x0, #224]
+    mrs     x2, sp_el0
+    stp     x30, x2, [x0, #240]
+    mrs     x2, elr_el2
+    mrs     x3, spsr_el2
+    stp     x2, x3, [x0, #256]
+    ldp     x2, x3, [sp], #16
+    stp     x2, x3, [x0, #0]
+    mov     x2, x0
+    mov     x0, x1
+    mov     x1, x2
+    bl      handle_lower_exception
+    b       .
+
+    /* enter_el0(context, stack_top): resets this CPU's kernel stack and returns to the thread. */
+    .global enter_el0
+enter_el0:
+    mov     sp, x1
+    ldp     x2, x3, [x0, #248]
+    msr     sp_el0, x2
+    msr     elr_el2, x3
+    ldr     x2, [x0, #264]
+    msr     spsr_el2, x2
+    ldp     x2, x3, [x0, #16]
+    ldp     x4, x5, [x0, #32]
+    ldp     x6, x7, [x0, #48]
+    ldp     x8, x9, [x0, #64]
+    ldp     x10, x11, [x0, #80]
+    ldp     x12, x13, [x0, #96]
+    ldp     x14, x15, [x0, #112]
+    ldp     x16, x17, [x0, #128]
+    ldp     x18, x19, [x0, #144]
+    ldp     x20, x21, [x0, #160]
+    ldp     x22, x23, [x0, #176]
+    ldp     x24, x25, [x0, #192]
+    ldp     x26, x27, [x0, #208]
+    ldp     x28, x29, [x0, #224]
+    ldr     x30, [x0, #240]
+    ldp     x0, x1, [x0, #0]
+    eret
+    /* No straight-line speculation past the ERET. */
+    dsb     nsh
+    isb
+"#
+);
+
+unsafe extern "C" {
+    /// Restores `context` and returns to EL0, with this CPU's kernel stack reset to `stack_top`.
+    ///
+    /// # Safety
+    ///
+    /// HCR_EL2 and VTTBR_EL2 must be set for the thread, and PerCpu.current must point at
+    /// `context` (its exceptions are saved there). Nothing on the current stack stays valid.
+    pub fn enter_el0(context: *const ThreadContext, stack_top: u64) -> !;
+}

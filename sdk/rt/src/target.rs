@@ -1,0 +1,113 @@
+//! The bare-metal runtime: entry, system calls, panic handler.
+
+use core::arch::{asm, global_asm};
+
+/// Syscall numbers (see `docs/ipc.md`).
+const SYS_YIELD: u64 = 11;
+const SYS_DEBUG_WRITE: u64 = 12;
+const SYS_DEBUG_HALT: u64 = 13;
+
+global_asm!(
+    r#"
+    .section .text.start, "ax"
+    .global _start
+_start:
+    /* x0 = IPC buffer address, SP = stack top (set by the kernel). */
+    mov     x29, xzr
+    mov     x30, xzr
+    bl      __capvisor_rt_start
+    udf     #0
+"#
+);
+
+unsafe extern "Rust" {
+    fn __capvisor_service_main() -> u64;
+}
+
+static mut IPC_BUFFER: u64 = 0;
+
+/// The address of this thread's IPC buffer.
+pub fn ipc_buffer() -> u64 {
+    // SAFETY: written once at start, before any other code runs; read-only afterwards.
+    unsafe { IPC_BUFFER }
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn __capvisor_rt_start(ipc_buffer: u64) -> ! {
+    // SAFETY: single-threaded start-up: nothing else runs yet.
+    unsafe { IPC_BUFFER = ipc_buffer };
+    // SAFETY: `service!` defines the function with this signature.
+    let status = unsafe { __capvisor_service_main() };
+    if status != 0 {
+        let mut text = [0u8; 48];
+        debug_write(format_status(&mut text, status));
+    }
+    stop()
+}
+
+fn format_status(buf: &mut [u8; 48], status: u64) -> &str {
+    let prefix = b"main returned status ";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 20];
+    let mut n = status;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[prefix.len() + i] = digits[len - 1 - i];
+    }
+    buf[prefix.len() + len] = b'\n';
+    core::str::from_utf8(&buf[..prefix.len() + len + 1]).unwrap_or("main returned\n")
+}
+
+/// Stops this service: a deliberate undefined instruction, which the kernel reports and which
+/// ends only this service.
+pub fn stop() -> ! {
+    loop {
+        // SAFETY: UDF traps to the kernel, which stops this thread; it never returns here.
+        unsafe { asm!("udf #1", options(nomem, nostack)) };
+    }
+}
+
+/// Writes `text` (at most 1 KiB) to the console, prefixed with the service's name.
+pub fn debug_write(text: &str) {
+    // SAFETY: the kernel reads `len` bytes at `ptr` through this service's own translation and
+    // writes only x7 (the status).
+    unsafe {
+        asm!("svc #0", inout("x0") text.as_ptr() => _, in("x1") text.len(),
+             inout("x7") SYS_DEBUG_WRITE => _, options(nostack));
+    }
+}
+
+/// Stops the whole system with `status` (0: success), for test images.
+pub fn debug_halt(status: u64) -> ! {
+    loop {
+        // SAFETY: the kernel stops the machine; it does not return.
+        unsafe {
+            asm!("svc #0", in("x0") status, inout("x7") SYS_DEBUG_HALT => _, options(nostack));
+        }
+    }
+}
+
+/// Gives the rest of the time slice to the next runnable thread.
+pub fn yield_now() {
+    // SAFETY: the kernel saves and restores every register but x7 (the status).
+    unsafe { asm!("svc #0", inout("x7") SYS_YIELD => _, options(nostack)) };
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    debug_write("panicked");
+    if let Some(location) = info.location() {
+        debug_write(" at ");
+        debug_write(location.file());
+    }
+    debug_write("\n");
+    stop()
+}

@@ -1,0 +1,68 @@
+//! EL0 services run in their own stage-2 address spaces: they print through the kernel, take
+//! turns by yielding, and a service that touches memory it has no mapping for is stopped alone,
+//! reported by name with its decoded fault, while the others go on.
+
+use capvisor::qemu::Ending;
+use capvisor_tests::{assert_contains, assert_line, boot, build};
+
+fn services_run(cpu: &str) {
+    let image = build("tests/images/el0-services.toml");
+    let outcome = boot(&image.path, cpu, 1);
+    assert_line(
+        &outcome,
+        "capvisor: loaded 2 service(s); 1015 MiB of RAM free",
+    );
+    assert_line(&outcome, "[hello] hello from EL0");
+    assert_line(&outcome, "[faulter] about to touch an unmapped address");
+    // A stage-2 translation fault at level 1 (the services' tables start at level 1 and the
+    // address is in no mapped 1 GiB region), with the load's syndrome: 8 bytes into x8.
+    assert_contains(
+        &outcome,
+        "capvisor: service 'faulter' faulted and was stopped: EC=0x24 (data abort from a lower EL) \
+         IL=1 ISS=0x1c88005: DFSC=0x05 translation fault, level 1; read; ISV=1 size=8B register=x8",
+    );
+    assert_contains(&outcome, "far=0x1000000000");
+    assert!(
+        !outcome.console.contains("still running after the fault"),
+        "{}",
+        outcome.console
+    );
+    for round in ["first", "second", "third"] {
+        assert_line(&outcome, &format!("[hello] {round} round after yielding"));
+    }
+    assert_line(
+        &outcome,
+        "capvisor: service 'hello' halted the system with status 0",
+    );
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+}
+
+#[test]
+fn services_run_on_cortex_a57() {
+    services_run("cortex-a57");
+}
+
+#[test]
+fn services_run_on_neoverse_n1() {
+    services_run("neoverse-n1");
+}
+
+#[test]
+fn services_run_on_cortex_a710() {
+    services_run("cortex-a710");
+}
+
+#[test]
+fn services_run_on_neoverse_v1() {
+    services_run("neoverse-v1");
+}
+
+#[test]
+fn services_run_on_max() {
+    services_run("max");
+}
