@@ -1,0 +1,9 @@
+//! Fuzzes s2walk replies as its clients decode them: rejected with an error or round-tripped, never a panic.
+#![no_main]
+
+use capvisor_ipc::{checks, protocols};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = checks::reply::<protocols::s2walk::S2Walk>(data);
+});
