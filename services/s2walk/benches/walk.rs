@@ -2,8 +2,12 @@
 //! each with a pre-decoded configuration (as the shadow stage-2 path uses it), plus the cost of
 //! decoding VTCR_EL2/VTTBR_EL2 on every walk and the reference model for comparison.
 //!
+//! Time is this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), so a loaded machine slows the run
+//! down without changing the figures much.
+//!
 //! `cargo bench -p s2walk --bench walk`; figures go to docs/benchmarks.md.
 
+use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use s2walk::{
     Access, Ipa, Machine, OutputAddr, PaBits, S2Config, Vtcr, Vttbr, WordMemory, reference,
@@ -11,6 +15,79 @@ use s2walk::{
 
 const AF_RW_WB: u64 = (1 << 10) | (0b11 << 6) | (0xf << 2);
 const BATCH: usize = 4096;
+
+/// Nanoseconds of CPU time used by the calling thread.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call, and
+    // CLOCK_THREAD_CPUTIME_ID is a clock every Linux supports.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Criterion measurement: CPU time of the benchmark thread, in nanoseconds.
+struct ThreadCpuTime;
+
+struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, typical_ns: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = match typical_ns {
+            t if t < 1e3 => (1.0, "ns cpu"),
+            t if t < 1e6 => (1e-3, "us cpu"),
+            _ => (1e-6, "ms cpu"),
+        };
+        values.iter_mut().for_each(|v| *v *= factor);
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let per = match throughput {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
+                *n as f64
+            }
+        };
+        values.iter_mut().for_each(|v| *v = per * 1e9 / *v / 1e6);
+        "Mwalks/s (cpu)"
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_ns()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_ns().saturating_sub(start)
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, value: &u64) -> f64 {
+        *value as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
 
 struct Setup {
     name: &'static str,
@@ -70,7 +147,15 @@ fn sixty_four_k() -> Setup {
     }
 }
 
-fn bench(c: &mut Criterion) {
+/// What a caller uses of a walk: the output address and permissions, or the fault code.
+fn digest(result: Result<s2walk::Translation, s2walk::Fault>) -> u64 {
+    match result {
+        Ok(t) => t.oa.get() ^ u64::from(t.perms.write),
+        Err(f) => u64::from(f.fsc()),
+    }
+}
+
+fn bench(c: &mut Criterion<ThreadCpuTime>) {
     let machine = Machine::new(PaBits::Bits48);
     let vttbr = Vttbr::new(0);
     let mut group = c.benchmark_group("s2walk");
@@ -83,44 +168,47 @@ fn bench(c: &mut Criterion) {
                 .walk(&mem, *ipa, Access::Read)
                 .expect("every benchmark IPA maps");
         }
+        // Each walk's result is consumed as a caller would (output address, a permission, or
+        // the fault code), and the batch's digest returned for criterion to black-box.
         group.bench_function(BenchmarkId::new("walk", setup.name), |b| {
             b.iter(|| {
-                for ipa in &setup.ipas {
-                    let _ = black_box(config.walk(&mem, black_box(*ipa), Access::Read));
-                }
+                setup.ipas.iter().fold(0, |acc, ipa| {
+                    acc ^ digest(config.walk(&mem, black_box(*ipa), Access::Read))
+                })
             });
         });
         group.bench_function(BenchmarkId::new("decode_and_walk", setup.name), |b| {
             b.iter(|| {
-                for ipa in &setup.ipas {
-                    let _ = black_box(s2walk::walk(
+                setup.ipas.iter().fold(0, |acc, ipa| {
+                    let vtcr = black_box(setup.vtcr);
+                    acc ^ digest(s2walk::walk(
                         &machine,
-                        black_box(setup.vtcr),
+                        vtcr,
                         vttbr,
                         &mem,
                         *ipa,
                         Access::Read,
-                    ));
-                }
+                    ))
+                })
             });
         });
         group.bench_function(BenchmarkId::new("reference", setup.name), |b| {
             b.iter(|| {
-                for ipa in &setup.ipas {
-                    let _ = black_box(reference::s2_translate(
-                        &machine,
-                        setup.vtcr,
-                        vttbr,
-                        &mem,
-                        *ipa,
-                        Access::Read,
-                    ));
-                }
+                setup.ipas.iter().fold(0, |acc, ipa| {
+                    let vtcr = black_box(setup.vtcr);
+                    let result =
+                        reference::s2_translate(&machine, vtcr, vttbr, &mem, *ipa, Access::Read);
+                    acc ^ digest(result)
+                })
             });
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = bench
+}
 criterion_main!(benches);
