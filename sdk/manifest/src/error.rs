@@ -254,13 +254,13 @@ pub enum ErrorKind {
 
 impl fmt::Display for ManifestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:", self.file.display())?;
+        write!(f, "{}:", Escaped(&self.file.display().to_string()))?;
         if let Some(location) = self.location {
             write!(f, "{location}:")?;
         }
         write!(f, " error: ")?;
         if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
+            write!(f, "{}: ", Escaped(&self.field))?;
         }
         write!(f, "{}", self.kind)
     }
@@ -300,11 +300,38 @@ impl fmt::Display for Bytes {
     }
 }
 
+/// Writes text with control characters escaped (`\n`, `\u{7f}`), so that a name or path taken from a
+/// manifest cannot break an error across lines.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    /// One line: values quoted from the manifest are escaped.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Escaped(&Message(self).to_string()).fmt(f)
+    }
+}
+
+/// The message of an error kind, before escaping.
+struct Message<'a>(&'a ErrorKind);
+
 // One flat, exhaustive match (longer than the usual function) so that no kind can exist without its
 // message; each arm is one message.
-impl fmt::Display for ErrorKind {
+impl fmt::Display for Message<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        match self.0 {
             ErrorKind::Io { message } => write!(f, "cannot read the manifest: {message}"),
             ErrorKind::Syntax { message } => write!(f, "invalid TOML: {message}"),
             ErrorKind::UnknownField { expected } => {
