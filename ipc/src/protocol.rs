@@ -19,7 +19,7 @@ use zerocopy::byteorder::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::abi::{IpcBuffer, MAX_CAPS, MSG_MAX_BYTES, MessageInfo};
-use crate::cap::{AnyCap, Badge, CPtr, Cap, ObjectKind, ObjectType, WrongObjectType};
+use crate::cap::{AnyCap, Badge, CPtr, Cap, Endpoint, ObjectKind, ObjectType, WrongObjectType};
 use crate::transport::{Transport, TransportError};
 
 /// A protocol's number: the label of its requests, so one endpoint can serve several protocols.
@@ -128,6 +128,38 @@ impl Generation {
     #[must_use]
     pub const fn raw(self) -> u32 {
         self.0
+    }
+}
+
+/// A handle to a service, as a supervisor hands it to a client: the endpoint capability and the
+/// generation of the server instance behind it. A client built from it ([`ClientCore::new`] with
+/// [`ServiceHandle::generation`]) is told when that instance is replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceHandle {
+    endpoint: Cap<Endpoint>,
+    generation: Generation,
+}
+
+impl ServiceHandle {
+    /// A handle to the server instance `generation` behind `endpoint`.
+    #[must_use]
+    pub const fn new(endpoint: Cap<Endpoint>, generation: Generation) -> Self {
+        Self {
+            endpoint,
+            generation,
+        }
+    }
+
+    /// The endpoint capability.
+    #[must_use]
+    pub const fn endpoint(self) -> Cap<Endpoint> {
+        self.endpoint
+    }
+
+    /// The server instance's generation.
+    #[must_use]
+    pub const fn generation(self) -> Generation {
+        self.generation
     }
 }
 
@@ -251,19 +283,18 @@ pub fn encode_request<P: Protocol>(
     MessageInfo::new(u64::from(P::ID.0), length, caps.len()).map_err(|_| WireError::TooLarge)
 }
 
-/// The capabilities a message transferred, with the kinds the kernel attested.
+/// The capabilities a message transferred, with the kinds the kernel attested, by position (a
+/// [`Transferred`] index); `None` where a capability arrived unwrapped, as a badge rather than a slot
+/// (the protocols here never send a server its own endpoint, so there is nothing typed to hand out).
 ///
 /// # Errors
 /// [`WireError::BadCapKind`] when a kind is not an [`ObjectKind`].
-pub fn received_caps(
-    info: MessageInfo,
-    buffer: &IpcBuffer,
-) -> Result<heapless::Vec<AnyCap, MAX_CAPS>, WireError> {
-    let mut caps = heapless::Vec::new();
+pub fn received_caps(info: MessageInfo, buffer: &IpcBuffer) -> Result<ReceivedCaps, WireError> {
+    let mut caps = ReceivedCaps::new();
     for i in 0..info.extra_caps() {
         if info.caps_unwrapped() & (1 << i) != 0 {
-            // An unwrapped capability arrived as a badge, not a slot; the protocols here never send
-            // endpoints to their own server, so there is nothing typed to hand out for it.
+            // Cannot overflow: at most MAX_CAPS iterations.
+            let _ = caps.push(None);
             continue;
         }
         let kind = u16::try_from(buffer.cap_kinds[i])
@@ -271,16 +302,19 @@ pub fn received_caps(
             .and_then(ObjectKind::from_code);
         let kind = kind.ok_or(WireError::BadCapKind)?;
         // Cannot overflow: at most MAX_CAPS iterations.
-        let _ = caps.push(AnyCap::new(CPtr::new(buffer.caps[i]), kind));
+        let _ = caps.push(Some(AnyCap::new(CPtr::new(buffer.caps[i]), kind)));
     }
     Ok(caps)
 }
+
+/// The capabilities one message transferred, by position.
+pub type ReceivedCaps = heapless::Vec<Option<AnyCap>, MAX_CAPS>;
 
 /// What a handler learns about the message it is serving, and how it attaches capabilities to its reply.
 #[derive(Debug)]
 pub struct Context {
     badge: Badge,
-    received: heapless::Vec<AnyCap, MAX_CAPS>,
+    received: ReceivedCaps,
     reply_caps: heapless::Vec<CPtr, MAX_CAPS>,
 }
 
@@ -294,7 +328,7 @@ pub struct TooManyCaps;
 impl Context {
     /// A context for a message from a client with `badge` that transferred `received`.
     #[must_use]
-    pub fn new(badge: Badge, received: heapless::Vec<AnyCap, MAX_CAPS>) -> Self {
+    pub fn new(badge: Badge, received: ReceivedCaps) -> Self {
         Self {
             badge,
             received,
@@ -308,9 +342,9 @@ impl Context {
         self.badge
     }
 
-    /// Capabilities the request transferred, with attested kinds.
+    /// Capabilities the request transferred, by position, with attested kinds (`None`: unwrapped).
     #[must_use]
-    pub fn received(&self) -> &[AnyCap] {
+    pub fn received(&self) -> &[Option<AnyCap>] {
         &self.received
     }
 
@@ -483,7 +517,7 @@ pub fn decode_reply<P: Protocol>(
     reply: MessageInfo,
     buffer: &IpcBuffer,
     expected: &mut Generation,
-) -> Result<(P::Reply, heapless::Vec<AnyCap, MAX_CAPS>), CallError> {
+) -> Result<(P::Reply, ReceivedCaps), CallError> {
     let (header, rest) = split_header(buffer.payload(reply)).map_err(CallError::BadReply)?;
     let server = Generation(header.generation.get());
     if server == Generation::ANY {
@@ -520,7 +554,7 @@ pub struct ClientCore<T> {
     generation: Generation,
     buffer: IpcBuffer,
     send_caps: heapless::Vec<CPtr, MAX_CAPS>,
-    received: heapless::Vec<AnyCap, MAX_CAPS>,
+    received: ReceivedCaps,
 }
 
 impl<T: Transport> ClientCore<T> {
@@ -556,6 +590,8 @@ impl<T: Transport> ClientCore<T> {
         let any = self
             .received
             .get(usize::from(transferred.index))
+            .copied()
+            .flatten()
             .ok_or(CallError::NoSuchCap(None))?;
         any.downcast()
             .map_err(|wrong| CallError::NoSuchCap(Some(wrong)))
@@ -574,5 +610,104 @@ impl<T: Transport> ClientCore<T> {
         let (value, received) = decode_reply::<P>(reply, &self.buffer, &mut self.generation)?;
         self.received = received;
         Ok(value)
+    }
+}
+
+#[cfg(test)]
+#[allow(dead_code, reason = "the test protocol's generated client and handler are not exercised here")]
+mod tests {
+    use super::*;
+    use crate::stable_codes;
+
+    stable_codes! {
+        /// Test errors.
+        pub enum BigError: u16 {
+            /// Never.
+            Never = 1,
+        }
+    }
+
+    crate::protocol! {
+        /// A protocol whose replies can exceed the message registers.
+        protocol Big {
+            id: ProtocolId::new(0x1ff),
+            version: Version::new(2, 3),
+            error: BigError,
+        }
+        /// Returns two arrays of the given word.
+        fn big(word: u64) -> ([u64; 32], [u64; 32]) as Big;
+    }
+
+    #[test]
+    fn versions_accept_older_minors_of_the_same_major_only() {
+        let server = Version::new(2, 3);
+        assert!(server.accepts(Version::new(2, 0)) && server.accepts(Version::new(2, 3)));
+        assert!(!server.accepts(Version::new(2, 4)) && !server.accepts(Version::new(1, 3)));
+        assert_eq!(Version::from_wire(server.to_wire()), server);
+    }
+
+    #[test]
+    fn a_reply_too_large_for_the_registers_becomes_a_rejection() {
+        let mut buffer = IpcBuffer::default();
+        let small = Reply::Big(Ok(([1; 32], [1; 32])));
+        let info = encode_reply::<Big>(Ok(&small), &[], Generation::new(4), &mut buffer);
+        assert_eq!(info.label(), 0);
+        let huge = Reply::Big(Ok(([u64::MAX; 32], [u64::MAX; 32])));
+        let info = encode_reply::<Big>(Ok(&huge), &[CPtr::new(3)], Generation::new(4), &mut buffer);
+        assert_eq!(info.label(), u64::from(WireError::TooLarge.code()));
+        assert_eq!((info.length(), info.extra_caps()), (HEADER_BYTES, 0));
+        let mut expected = Generation::new(4);
+        let decoded = decode_reply::<Big>(info, &buffer, &mut expected);
+        assert_eq!(
+            decoded.unwrap_err(),
+            CallError::Rejected(WireError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn received_capabilities_keep_their_positions_around_unwrapped_ones() {
+        let mut buffer = IpcBuffer::default();
+        buffer.caps = [11, 12, 13];
+        buffer.cap_kinds = [0, u64::from(ObjectKind::Frame.code()), 0];
+        let info = MessageInfo::new(0, 0, 2)
+            .unwrap()
+            .with_caps_unwrapped(0b01)
+            .unwrap();
+        let received = received_caps(info, &buffer).unwrap();
+        assert_eq!(
+            received.as_slice(),
+            &[None, Some(AnyCap::new(CPtr::new(12), ObjectKind::Frame))]
+        );
+        buffer.cap_kinds[1] = 99;
+        assert_eq!(received_caps(info, &buffer), Err(WireError::BadCapKind));
+    }
+
+    #[test]
+    fn a_request_for_another_generation_is_stale_but_any_is_accepted() {
+        let mut buffer = IpcBuffer::default();
+        let request = Request::Big { word: 5 };
+        let info = encode_request::<Big>(&request, Generation::new(7), &[], &mut buffer).unwrap();
+        assert_eq!(
+            decode_request::<Big>(info, &buffer, Generation::new(8)).unwrap_err(),
+            WireError::StaleGeneration
+        );
+        assert_eq!(
+            decode_request::<Big>(info, &buffer, Generation::new(7))
+                .unwrap()
+                .0,
+            request
+        );
+        let info = encode_request::<Big>(&request, Generation::ANY, &[], &mut buffer).unwrap();
+        assert_eq!(
+            decode_request::<Big>(info, &buffer, Generation::new(8))
+                .unwrap()
+                .0,
+            request
+        );
+        buffer.bytes_mut()[2] = 1;
+        assert_eq!(
+            decode_request::<Big>(info, &buffer, Generation::new(8)).unwrap_err(),
+            WireError::ReservedFlags
+        );
     }
 }

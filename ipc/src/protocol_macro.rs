@@ -3,17 +3,46 @@
 
 /// Declares an IPC protocol in the current module.
 ///
-/// ```ignore
-/// capvisor_ipc::protocol! {
-///     /// The protocol marker's documentation.
-///     protocol Echo {
-///         id: ProtocolId::new(0x100),
-///         version: Version::new(1, 0),
-///         error: EchoError,
+/// ```
+/// mod echo {
+///     use capvisor_ipc::protocol::{Context, ProtocolId, Version};
+///
+///     capvisor_ipc::stable_codes! {
+///         /// Echo's errors.
+///         pub enum EchoError: u16 {
+///             /// Zero is not echoed.
+///             Zero = 1,
+///         }
 ///     }
-///     /// Documentation shared by the request variant, the client method and the handler method.
-///     fn echo(value: u32) -> u32 as Echo;
+///
+///     capvisor_ipc::protocol! {
+///         /// The protocol marker's documentation.
+///         protocol Echo {
+///             id: ProtocolId::new(0x100),
+///             version: Version::new(1, 0),
+///             error: EchoError,
+///         }
+///         /// Documentation shared by the request variant, the client method and the handler method.
+///         fn echo(value: u32) -> u32 as Echo;
+///     }
+///
+///     /// A server implements the generated trait.
+///     pub struct Server;
+///
+///     impl Handler for Server {
+///         async fn echo(&mut self, _ctx: &mut Context, value: u32) -> Result<u32, EchoError> {
+///             if value == 0 { Err(EchoError::Zero) } else { Ok(value) }
+///         }
+///     }
 /// }
+///
+/// use capvisor_ipc::cap::Badge;
+/// use capvisor_ipc::protocol::Context;
+///
+/// let mut ctx = Context::new(Badge::NONE, Default::default());
+/// let request = echo::Request::Echo { value: 5 };
+/// let reply = futures_lite::future::block_on(echo::dispatch(&mut echo::Server, &mut ctx, request));
+/// assert_eq!(reply, echo::Reply::Echo(Ok(5)));
 /// ```
 ///
 /// generates, next to the declaration:
