@@ -80,6 +80,8 @@ write("4k.json", [
          tree4(l2=0x40000000 | AF | RW | WB | XN0 | B), IPA4, "exec_el0"),
     case("4k 1GB block at level 1, XN[1:0]=0b01: EL1 may not fetch", V4, 0x1000, 48,
          tree4(l1=0x40000000 | AF | RW | WB | XN0 | B), IPA4, "exec_el1"),
+    case("4k permission fault at level 2: instruction fetch from Device memory, XN clear", V4,
+         0x1000, 48, tree4(l2=0x40000000 | AF | RW | (0x1 << 2) | B), IPA4, "exec_el1"),
     case("4k 1GB block at level 1, AF clear but VTCR.HA set", vtcr(16, 2, 0, 5, 1 << 21), 0x1000,
          48, tree4(l1=0x40000000 | RO | B), IPA4, "read"),
 ])
@@ -106,7 +108,7 @@ write("16k.json", [
     case("16k access flag fault at level 2", V16, 0x4000, 48, tree16(l2=0x60000000 | RW | B),
          IPA16, "read"),
     case("16k permission fault at level 3: XN forbids an EL1 fetch", V16, 0x4000, 48,
-         tree16(l3=0x77000000 | AF | RW | XN1 | P), IPA16, "exec_el1"),
+         tree16(l3=0x77000000 | AF | RW | WB | XN1 | P), IPA16, "exec_el1"),
     case("16k external abort at level 3", V16, 0x4000, 48, tree16(skip=(3,)), IPA16, "read"),
     case("16k level 1 block needs DS: translation fault at level 1", vtcr(17, 2, 2, 5), 0x4000, 48,
          [region(0x4000, {0: 0x40000000 | AF | RW | B})], 0x123, "read"),

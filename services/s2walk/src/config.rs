@@ -84,7 +84,7 @@ fn invalid_sl(machine: &Machine, granule: Granule, ds: bool, sl2: bool, sl0: u32
         (Granule::K4, false, 0b10) => pamax < 44,
         (Granule::K4, false, 0b11) => !machine.ttst,
         (Granule::K4, false, _) => false,
-        (Granule::K16, _, 0b11) => !ds,
+        (Granule::K16, _, 0b11) => !ds || pamax < 52,
         (Granule::K16, _, 0b10) => pamax < 42,
         (Granule::K64, _, 0b11) => true,
         (Granule::K64, _, 0b10) => pamax < 44,

@@ -221,7 +221,7 @@ fn s2_invalid_sl(machine: &Machine, walkparams: &S2TTWParams) -> bool {
             _ => false,
         },
         TGx::Kb16 => match walkparams.sl0 {
-            0b11 => walkparams.ds == 0,
+            0b11 => walkparams.ds == 0 || pamax(machine) < 52,
             0b10 => pamax(machine) < 42,
             _ => false,
         },
@@ -615,7 +615,8 @@ fn s2_walk(
     }
 }
 
-/// AArch64.S2CheckPermissions (no FEAT_S2PIE, no FEAT_S2POE, not a stage 1 walk).
+/// AArch64.S2CheckPermissions (no FEAT_S2PIE, no FEAT_S2POE, not a stage 1 walk): an
+/// instruction fetch faults on Device memory, then on execute-never; data accesses on S2AP.
 fn s2_check_permissions(
     mut fault: FaultRecord,
     walkstate: &TTWState,
@@ -624,9 +625,11 @@ fn s2_check_permissions(
     let r = walkstate.permissions.s2ap & 1 == 1;
     let w = walkstate.permissions.s2ap & 2 == 2;
     let perms = output_permissions(&walkstate.permissions);
+    // S2DecodeMemAttrs (FWB = 0): MemAttr '00xx' is MemType_Device.
+    let device = slice(walkstate.memattrs, 3, 2) == 0b00;
     let failed = match access {
-        Access::ExecEl1 => !perms.exec_el1,
-        Access::ExecEl0 => !perms.exec_el0,
+        Access::ExecEl1 => device || !perms.exec_el1,
+        Access::ExecEl0 => device || !perms.exec_el0,
         Access::Write => !w,
         Access::Read => !r,
     };

@@ -153,6 +153,14 @@ fn compose_traced<N: GuestMemory, H: GuestMemory>(
         .walk(host_mem, l1_ipa, access)
         .map_err(|fault| ShadowFault::Host { l1_ipa, fault })?;
     let size_bits = first.size_bits.min(second.size_bits);
+    let memattr = combine_memattr(first.memattr, second.memattr);
+    let mut perms = first.perms.intersect(&second.perms);
+    if memattr >> 2 == 0 {
+        // Device at either stage: instruction fetches fault (AArch64.S2CheckPermissions), so
+        // the entry must not allow them; a fetch misses the cache and walks for the right fault.
+        perms.exec_el1 = false;
+        perms.exec_el0 = false;
+    }
     let base = |x: u64| x & !((1u64 << size_bits) - 1);
     Ok(ShadowEntry {
         vmid,
@@ -160,8 +168,8 @@ fn compose_traced<N: GuestMemory, H: GuestMemory>(
         l1_ipa: base(first.oa.get()),
         pa: base(second.oa.get()),
         size_bits,
-        perms: first.perms.intersect(&second.perms),
-        memattr: combine_memattr(first.memattr, second.memattr),
+        perms,
+        memattr,
     })
 }
 

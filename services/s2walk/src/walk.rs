@@ -24,6 +24,8 @@ use crate::regs::{Access, Ipa, Machine, OutputAddr, Vtcr, Vttbr};
 const AF: u64 = 1 << 10;
 /// Descriptor bit 51, DBM.
 const DBM: u64 = 1 << 51;
+/// Descriptor bits [5:4], MemAttr[3:2]: 0b00 is Device memory (HCR_EL2.FWB = 0).
+const DEVICE_MASK: u64 = 0b11 << 4;
 /// Descriptor bit 52, Contiguous.
 const CONTIGUOUS: u64 = 1 << 52;
 
@@ -241,7 +243,10 @@ impl S2Config {
             return Err(Fault::new(FaultKind::AccessFlag, level));
         }
         let perms = self.permissions(desc);
-        if !perms.allow(access) {
+        // AArch64.S2CheckPermissions: an instruction fetch from memory stage 2 makes Device
+        // (MemAttr[3:2] = 0b00 with HCR_EL2.FWB = 0) is a Permission fault whatever XN says.
+        let fetch = matches!(access, Access::ExecEl1 | Access::ExecEl0);
+        if !perms.allow(access) || (fetch && desc & DEVICE_MASK == 0) {
             return Err(Fault::new(FaultKind::Permission, level));
         }
         Ok(Translation {

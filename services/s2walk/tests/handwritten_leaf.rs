@@ -16,6 +16,8 @@ const PAGE: u64 = 0b11;
 const BLOCK: u64 = 0b01;
 const XN0: u64 = 1 << 53;
 const XN1: u64 = 1 << 54;
+/// MemAttr 0b1111: Normal, Write-Back (instruction fetches from Device memory always fault).
+const WB: u64 = 0xf << 2;
 
 fn vtcr(t0sz: u64, sl0: u64, tg0: u64, ps: u64) -> u64 {
     t0sz | (sl0 << 6) | (tg0 << 14) | (ps << 16)
@@ -87,12 +89,12 @@ fn permission_fault_at_each_leaf_level() {
             both(&m, V39, 0x1000, &wo, IPA39, Access::Read),
             fault(FaultKind::Permission, level)
         );
-        let none = tree(level, 0x4000_0000 | AF | kind);
+        let none = tree(level, 0x4000_0000 | AF | WB | kind);
         assert!(
             both(&m, V39, 0x1000, &none, IPA39, Access::ExecEl1).is_ok(),
             "fetch ignores S2AP"
         );
-        let xn = tree(level, 0x4000_0000 | AF | RW | XN1 | kind);
+        let xn = tree(level, 0x4000_0000 | AF | RW | WB | XN1 | kind);
         assert_eq!(
             both(&m, V39, 0x1000, &xn, IPA39, Access::ExecEl1),
             fault(FaultKind::Permission, level)
@@ -109,7 +111,7 @@ fn permission_fault_at_each_leaf_level() {
 #[test]
 fn xnx_splits_el1_and_el0() {
     let m = machine(48);
-    let el1_only_forbidden = tree(3, 0x4000_0000 | AF | RW | XN0 | PAGE);
+    let el1_only_forbidden = tree(3, 0x4000_0000 | AF | RW | WB | XN0 | PAGE);
     let t =
         both(&m, V39, 0x1000, &el1_only_forbidden, IPA39, Access::ExecEl0).expect("EL0 may run");
     assert!(!t.perms.exec_el1 && t.perms.exec_el0);
@@ -117,7 +119,7 @@ fn xnx_splits_el1_and_el0() {
         both(&m, V39, 0x1000, &el1_only_forbidden, IPA39, Access::ExecEl1),
         fault(FaultKind::Permission, 3)
     );
-    let el0_forbidden = tree(3, 0x4000_0000 | AF | RW | XN0 | XN1 | PAGE);
+    let el0_forbidden = tree(3, 0x4000_0000 | AF | RW | WB | XN0 | XN1 | PAGE);
     let t = both(&m, V39, 0x1000, &el0_forbidden, IPA39, Access::ExecEl1).expect("EL1 may run");
     assert!(t.perms.exec_el1 && !t.perms.exec_el0);
     let mut no_xnx = m;
@@ -132,6 +134,29 @@ fn xnx_splits_el1_and_el0() {
     )
     .expect("XN[0] ignored");
     assert!(t.perms.exec_el1 && t.perms.exec_el0);
+}
+
+/// AArch64.S2CheckPermissions: an instruction fetch from memory stage 2 makes Device
+/// (MemAttr[3:2] = 0b00) is a Permission fault even where XN allows execution; data accesses
+/// are unaffected.
+#[test]
+fn fetch_from_device_memory_is_a_permission_fault() {
+    let m = machine(48);
+    for memattr in [0b0000, 0b0001, 0b0011] {
+        let mem = tree(2, 0x4000_0000 | AF | RW | (memattr << 2) | BLOCK);
+        assert_eq!(
+            both(&m, V39, 0x1000, &mem, IPA39, Access::ExecEl1),
+            fault(FaultKind::Permission, 2)
+        );
+        assert_eq!(
+            both(&m, V39, 0x1000, &mem, IPA39, Access::ExecEl0),
+            fault(FaultKind::Permission, 2)
+        );
+        let t = both(&m, V39, 0x1000, &mem, IPA39, Access::Read).expect("data reads are fine");
+        assert_eq!(t.memattr, memattr as u8);
+    }
+    let normal_nc = tree(2, 0x4000_0000 | AF | RW | (0b0101 << 2) | BLOCK);
+    assert!(both(&m, V39, 0x1000, &normal_nc, IPA39, Access::ExecEl1).is_ok());
 }
 
 /// AArch64.S2ApplyOutputPerms: with VTCR_EL2.{HA,HD} = {1,1}, DBM = 1 makes S2AP[1] effectively
