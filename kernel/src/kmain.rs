@@ -1,7 +1,7 @@
 //! The primary CPU's boot sequence: page tables, console, device tree, image check, platform
 //! line, secondary CPUs, requirements, then the image's work.
 
-use crate::arch::aarch64::{cpu, mmu};
+use crate::arch::aarch64::{cpu, gic, mmu};
 use crate::devicetree::{Description, PsciMethod};
 use crate::exit::{self, Status};
 use crate::{console, println, selftest, services, smp};
@@ -182,6 +182,7 @@ fn boot_with(
     ) {
         Ok(0) => {}
         Ok(count) => {
+            start_interrupts(map, dt, cpus);
             println!(
                 "capvisor: loaded {count} service(s); {} MiB of RAM free",
                 memory.free_bytes() >> 20
@@ -197,6 +198,37 @@ fn boot_with(
     println!("capvisor: boot complete");
     exit::success()
 }
+
+/// Maps the GIC and sets it up with the time-slice timer; a platform without a GICv3 is refused.
+fn start_interrupts(map: &mut mmu::KernelMap, dt: &Description, cpus: u32) {
+    let (Some(gicd), Some(gicr)) = (dt.gicd, dt.gicr) else {
+        println!(
+            "capvisor: services need a GICv3 (distributor and redistributors) for time slices"
+        );
+        exit::fail(Status::Refused)
+    };
+    for region in [gicd, gicr] {
+        if mmu::identity_map(
+            map,
+            region.base,
+            region.base + region.size,
+            mmu::attrs::DEVICE,
+        )
+        .is_err()
+        {
+            exit::fail(Status::Refused);
+        }
+    }
+    // SAFETY: the device tree's GICv3 regions, mapped as Device memory just above; only the
+    // kernel uses them.
+    if unsafe { gic::init(gicd.base, gicr.base, cpus as usize, TIME_SLICE_US) }.is_err() {
+        println!("capvisor: the GICv3 at {gicd} could not be set up");
+        exit::fail(Status::Refused);
+    }
+}
+
+/// A thread's time slice, in microseconds.
+const TIME_SLICE_US: u64 = 10_000;
 
 /// RAM from the device tree, minus the image (with its payload) and the device tree.
 fn free_memory(dt: &Description, base: usize, dtb: usize) -> MemoryMap {

@@ -10,6 +10,7 @@
 //! no lock yet; the object-model work replaces it with the big kernel lock.
 
 use crate::arch::aarch64::el0::{self, HCR_SERVICE, SPSR_EL0T, ThreadContext};
+use crate::arch::aarch64::gic::{self, Interrupt};
 use crate::arch::aarch64::stage2::{AddressSpace, MapError};
 use crate::exit::{self, Status};
 use crate::{console, println, smp};
@@ -19,6 +20,7 @@ use capvisor_kernel::esr;
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::stage2::{self, MemType, S2Access};
 use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 use elf::ElfBytes;
 use elf::abi::{EM_AARCH64, PF_R, PF_W, PF_X, PT_LOAD};
 use elf::endian::LittleEndian;
@@ -56,6 +58,8 @@ struct Service {
 
 static mut SERVICES: Vec<Service, MAX_SERVICES> = Vec::new();
 static mut CURRENT: usize = 0;
+/// Whether the first time slice was started.
+static SLICE_STARTED: AtomicBool = AtomicBool::new(false);
 /// HCR_EL2 for services: [`HCR_SERVICE`], plus FWB (bit 46) when the descriptors use the FWB
 /// encoding (they must agree: Arm ARM D8.6.5).
 static mut HCR: u64 = HCR_SERVICE;
@@ -291,7 +295,10 @@ fn run_next(from: usize) -> ! {
 
 fn enter(index: usize) -> ! {
     // SAFETY: CPU 0 only (module invariant).
-    unsafe { CURRENT = index };
+    let previous = unsafe { core::mem::replace(&mut *(&raw mut CURRENT), index) };
+    if previous != index || !SLICE_STARTED.swap(true, Ordering::Relaxed) {
+        gic::start_slice();
+    }
     let service = &mut services()[index];
     let record = smp::per_cpu();
     // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 are set for the service
@@ -329,6 +336,16 @@ extern "C" fn handle_lower_exception(kind: u64, context: &mut ThreadContext) -> 
     let (esr, far) = esr_far();
     if kind == 8 && esr::class(esr) == 0x15 {
         return syscall(index, context);
+    }
+    if kind == 9 {
+        return match gic::take() {
+            // The slice is over: the next service runs (round robin) with a fresh slice.
+            Interrupt::Tick => {
+                SLICE_STARTED.store(false, Ordering::Relaxed);
+                run_next(index + 1)
+            }
+            Interrupt::Other(_) | Interrupt::None => enter(index),
+        };
     }
     let name = services()[index].name;
     console::print(format_args!(

@@ -66,3 +66,37 @@ fn services_run_on_neoverse_v1() {
 fn services_run_on_max() {
     services_run("max");
 }
+
+/// The spinner never yields and runs first: the hello service gets to run (and finish) only
+/// because the EL2 timer ends the spinner's time slice.
+fn preempts(cpu: &str) {
+    let image = build("tests/images/el0-preempt.toml");
+    let outcome = boot(&image.path, cpu, 1);
+    assert_line(&outcome, "[spinner] spinning without yielding");
+    assert_line(&outcome, "[hello] third round after yielding");
+    assert_line(
+        &outcome,
+        "capvisor: service 'hello' halted the system with status 0",
+    );
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+}
+
+#[test]
+fn time_slices_preempt_on_cortex_a57() {
+    preempts("cortex-a57");
+}
+
+#[test]
+fn time_slices_preempt_on_cortex_a710() {
+    preempts("cortex-a710");
+}
+
+#[test]
+fn time_slices_preempt_on_max() {
+    preempts("max");
+}

@@ -5,5 +5,6 @@ pub mod boot;
 pub mod cpu;
 pub mod el0;
 pub mod exceptions;
+pub mod gic;
 pub mod mmu;
 pub mod stage2;
