@@ -666,9 +666,11 @@ mod tests {
 
     #[test]
     fn received_capabilities_keep_their_positions_around_unwrapped_ones() {
-        let mut buffer = IpcBuffer::default();
-        buffer.caps = [11, 12, 13];
-        buffer.cap_kinds = [0, u64::from(ObjectKind::Frame.code()), 0];
+        let mut buffer = IpcBuffer {
+            caps: [11, 12, 13],
+            cap_kinds: [0, u64::from(ObjectKind::Frame.code()), 0],
+            ..IpcBuffer::default()
+        };
         let info = MessageInfo::new(0, 0, 2)
             .unwrap()
             .with_caps_unwrapped(0b01)
