@@ -23,7 +23,8 @@ use std::thread::JoinHandle;
 
 use crate::abi::{IpcBuffer, MessageInfo};
 use crate::cap::{Badge, Cap, ObjectKind, ObjectType};
-use crate::transport::{ServerTransport, Transport, TransportError};
+use crate::local::NotificationWord;
+use crate::transport::{ServerTransport, Signal, Transport, TransportError, Wait};
 
 /// The hosted stand-in for the kernel's capability table.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +63,21 @@ impl HostedKernel {
             sender,
             receiver,
         }
+    }
+
+    /// A new notification object: the signalling capability (cloneable) and the waiting one.
+    #[must_use]
+    pub fn notification(&self) -> (HostedSignal, HostedWaiter) {
+        let word = Arc::new(NotificationWord::new());
+        // At most one wake-up token is pending; the word itself carries the bits.
+        let (wake, woken) = async_channel::bounded(1);
+        (
+            HostedSignal {
+                word: word.clone(),
+                wake,
+            },
+            HostedWaiter { word, woken },
+        )
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ObjectKind>> {
@@ -229,4 +245,49 @@ where
     Fut::Output: Send + 'static,
 {
     std::thread::spawn(move || block_on(|_| task()))
+}
+
+/// A notification capability for signalling.
+#[derive(Debug, Clone)]
+pub struct HostedSignal {
+    word: Arc<NotificationWord>,
+    wake: async_channel::Sender<()>,
+}
+
+impl Signal for HostedSignal {
+    fn signal(&self, bits: u64) -> Result<(), TransportError> {
+        if self.word.signal(bits) {
+            // The word was empty, so the waiter may be asleep: leave a token. A full channel already
+            // holds one, and the waiter takes the whole word when it wakes, so nothing is lost.
+            let _ = self.wake.try_send(());
+        }
+        Ok(())
+    }
+}
+
+/// A notification capability for waiting.
+#[derive(Debug)]
+pub struct HostedWaiter {
+    word: Arc<NotificationWord>,
+    woken: async_channel::Receiver<()>,
+}
+
+impl Wait for HostedWaiter {
+    async fn wait(&mut self) -> Result<u64, TransportError> {
+        loop {
+            let bits = self.word.take();
+            if bits != 0 {
+                return Ok(bits);
+            }
+            // A stale token (its bits already taken) only costs one more look at the word.
+            self.woken
+                .recv()
+                .await
+                .map_err(|_| TransportError::Disconnected)?;
+        }
+    }
+
+    fn poll(&mut self) -> Result<u64, TransportError> {
+        Ok(self.word.take())
+    }
 }

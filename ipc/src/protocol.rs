@@ -614,7 +614,10 @@ impl<T: Transport> ClientCore<T> {
 }
 
 #[cfg(test)]
-#[allow(dead_code, reason = "the test protocol's generated client and handler are not exercised here")]
+#[allow(
+    dead_code,
+    reason = "the test protocol's generated client and handler are not exercised here"
+)]
 mod tests {
     use super::*;
     use crate::stable_codes;

@@ -9,6 +9,9 @@
 //! a service's `Handler` runs in host unit tests), and the EL0 one over `svc`, which comes with the
 //! kernel's syscall path and lives in the SDK's runtime (it needs the runtime's `unsafe` glue).
 //!
+//! Notifications, the asynchronous half of the design (interrupts and wake-ups as bits in a word), are
+//! [`Signal`] and [`Wait`].
+//!
 //! The futures are not `Send`: EL0 services run single-threaded executors, and the hosted transport
 //! drives each side on its own thread with a local executor.
 
@@ -85,4 +88,32 @@ pub trait ServerTransport {
         reply: MessageInfo,
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError>;
+}
+
+/// The signalling side of a notification capability (seL4's `Signal`): never blocks.
+pub trait Signal {
+    /// ORs `bits` into the notification word, waking its waiter.
+    ///
+    /// # Errors
+    /// [`TransportError`] when the capability is invalid.
+    fn signal(&self, bits: u64) -> Result<(), TransportError>;
+}
+
+/// The waiting side of a notification capability (seL4's `Wait` and `Poll`).
+#[allow(
+    async_fn_in_trait,
+    reason = "single-threaded executors on both transports; no Send bound wanted"
+)]
+pub trait Wait {
+    /// Waits until the word is non-zero, then takes (and clears) it.
+    ///
+    /// # Errors
+    /// [`TransportError`] when the capability is invalid or every signaller is gone.
+    async fn wait(&mut self) -> Result<u64, TransportError>;
+
+    /// Takes the word without blocking (0 when nothing was signalled).
+    ///
+    /// # Errors
+    /// [`TransportError`] when the capability is invalid.
+    fn poll(&mut self) -> Result<u64, TransportError>;
 }

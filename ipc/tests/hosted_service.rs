@@ -440,3 +440,78 @@ fn granted_capabilities_arrive_typed_and_kind_checked() {
         );
     });
 }
+
+#[test]
+fn notifications_wake_a_waiter_and_accumulate_bits() {
+    use capvisor_ipc::transport::{Signal, Wait};
+
+    let kernel = HostedKernel::new();
+    let (signal, mut waiter) = kernel.notification();
+    assert_eq!(waiter.poll(), Ok(0));
+    signal.signal(0b100).unwrap();
+    signal.signal(0b001).unwrap();
+    assert_eq!(
+        hosted::block_on(|_| async { waiter.wait().await }),
+        Ok(0b101)
+    );
+    // A signaller on another thread wakes a waiter that is already asleep.
+    let remote = signal.clone();
+    let thread = std::thread::spawn(move || {
+        for bit in 0..64 {
+            remote.signal(1 << bit).unwrap();
+        }
+    });
+    let mut seen = 0u64;
+    hosted::block_on(|_| async {
+        while seen != u64::MAX {
+            seen |= waiter.wait().await.unwrap();
+        }
+    });
+    thread.join().unwrap();
+    drop(signal);
+    assert_eq!(
+        hosted::block_on(|_| async { waiter.wait().await }),
+        Err(TransportError::Disconnected)
+    );
+}
+
+#[test]
+fn one_server_loop_serves_many_client_threads() {
+    let kernel = HostedKernel::new();
+    let (endpoint, server) = memmgr_server(&kernel, 64);
+    let clients: Vec<_> = (1..=4u32)
+        .map(|vm| {
+            let transport = endpoint.client(Badge::new(u64::from(vm)));
+            std::thread::spawn(move || {
+                hosted::block_on(|_| async move {
+                    let vm = VmId::new(vm);
+                    let mut client = memmgr::Client::new(transport, Generation::ANY);
+                    client.add_ram(vm, Ipa::new(0), 16 * PAGE).await.unwrap();
+                    for page in 0..16 {
+                        let ipa = Ipa::new(page * PAGE + 8);
+                        let outcome = client
+                            .handle_stage2_fault(vm, VcpuId::new(0), ipa, Access::Write)
+                            .await;
+                        assert_eq!(
+                            outcome,
+                            Ok(FaultOutcome::Mapped {
+                                base: Ipa::new(page * PAGE),
+                                size: PAGE
+                            })
+                        );
+                    }
+                    client.release_vm(vm).await.unwrap()
+                })
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(
+            client.join().unwrap(),
+            16 * PAGE,
+            "each VM's pages are its own"
+        );
+    }
+    drop(endpoint);
+    assert_eq!(server.join().unwrap(), TransportError::Disconnected);
+}
