@@ -9,5 +9,6 @@
 pub mod bootargs;
 pub mod esr;
 pub mod memmap;
+pub mod object;
 pub mod platform;
 pub mod stage2;

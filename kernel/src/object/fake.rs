@@ -1,0 +1,178 @@
+//! A host fake of [`Effects`] for tests and the fuzz target: it records what the kernel asked for
+//! and keeps one IPC buffer per thread index, checking what a real glue would check.
+//!
+//! The fake's stage-2 "table" is the list of live mappings; mapping over a live one fails as a real
+//! table walk would, so tests can assert that revoke and delete leave no mapping behind.
+
+use capvisor_ipc::abi::{IpcBuffer, KernelError};
+use capvisor_ipc::types::{Ipa, PhysAddr};
+
+use super::MAX_THREADS;
+use super::arena::{SpaceRef, ThreadRef};
+use super::effects::{Effects, UserBuffer, Vmid};
+use crate::stage2::{MemType, S2Access};
+
+/// One live mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FakeMapping {
+    /// The space.
+    pub space: SpaceRef,
+    /// First IPA.
+    pub ipa: Ipa,
+    /// Physical address.
+    pub pa: PhysAddr,
+    /// Bytes.
+    pub size: u64,
+    /// Access.
+    pub access: S2Access,
+    /// Memory type.
+    pub memtype: MemType,
+}
+
+/// The fake glue.
+#[derive(Debug)]
+pub struct FakeEffects {
+    /// Live mappings.
+    pub mappings: heapless::Vec<FakeMapping, 256>,
+    /// Number of `unmap` calls.
+    pub unmaps: usize,
+    /// Spaces created and not yet destroyed.
+    pub live_spaces: usize,
+    /// Next VMID to hand out.
+    next_vmid: u16,
+    /// Frames cleared, by count.
+    pub cleared_frames: usize,
+    /// Per thread index: its IPC buffer contents.
+    pub buffers: [IpcBuffer; MAX_THREADS],
+    /// `thread_start` calls: the last `(pc, sp)` per thread index.
+    pub starts: [Option<(u64, u64)>; MAX_THREADS],
+    /// Acknowledged interrupts, by count.
+    pub irq_acks: heapless::Vec<u32, 64>,
+    /// When set, `map` fails with this error (to test error propagation).
+    pub fail_map: Option<KernelError>,
+}
+
+impl Default for FakeEffects {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeEffects {
+    /// A fake with nothing mapped.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            mappings: heapless::Vec::new(),
+            unmaps: 0,
+            live_spaces: 0,
+            next_vmid: 1,
+            cleared_frames: 0,
+            buffers: core::array::from_fn(|_| IpcBuffer::default()),
+            starts: [None; MAX_THREADS],
+            irq_acks: heapless::Vec::new(),
+            fail_map: None,
+        }
+    }
+
+    /// The IPC buffer of `thread` (by index).
+    pub fn buffer(&mut self, thread: ThreadRef) -> &mut IpcBuffer {
+        let index = thread.index() % MAX_THREADS;
+        // In range by the modulo.
+        &mut self.buffers[index]
+    }
+
+    fn check(buffer: UserBuffer) -> Result<usize, KernelError> {
+        let addr = buffer.addr.raw();
+        if buffer.space.is_none() || addr == 0 || !addr.is_multiple_of(8) || addr >= 1 << 40 {
+            return Err(KernelError::BadAddress);
+        }
+        Ok(buffer.thread.index() % MAX_THREADS)
+    }
+
+    /// The live mappings in `space`.
+    pub fn mappings_in(&self, space: SpaceRef) -> impl Iterator<Item = &FakeMapping> {
+        self.mappings.iter().filter(move |m| m.space == space)
+    }
+}
+
+impl Effects for FakeEffects {
+    fn map(
+        &mut self,
+        space: SpaceRef,
+        ipa: Ipa,
+        pa: PhysAddr,
+        size: u64,
+        access: S2Access,
+        memtype: MemType,
+    ) -> Result<(), KernelError> {
+        if let Some(error) = self.fail_map {
+            return Err(error);
+        }
+        let end = ipa.raw().saturating_add(size);
+        let overlaps = self
+            .mappings_in(space)
+            .any(|m| ipa.raw() < m.ipa.raw().saturating_add(m.size) && m.ipa.raw() < end);
+        if overlaps {
+            return Err(KernelError::SlotOccupied);
+        }
+        self.mappings
+            .push(FakeMapping {
+                space,
+                ipa,
+                pa,
+                size,
+                access,
+                memtype,
+            })
+            .map_err(|_| KernelError::NotEnoughMemory)
+    }
+
+    fn unmap(&mut self, space: SpaceRef, ipa: Ipa, size: u64) {
+        self.unmaps += 1;
+        self.mappings
+            .retain(|m| !(m.space == space && m.ipa == ipa && m.size == size));
+    }
+
+    fn space_created(&mut self, _space: SpaceRef, _vm: bool) -> Result<Vmid, KernelError> {
+        let vmid = Vmid::new(self.next_vmid);
+        self.next_vmid = self
+            .next_vmid
+            .checked_add(1)
+            .ok_or(KernelError::NotEnoughMemory)?;
+        self.live_spaces += 1;
+        Ok(vmid)
+    }
+
+    fn space_destroyed(&mut self, space: SpaceRef, _vmid: Vmid) {
+        self.live_spaces = self.live_spaces.saturating_sub(1);
+        self.mappings.retain(|m| m.space != space);
+    }
+
+    fn clear_frame(&mut self, _pa: PhysAddr, _size: u64) {
+        self.cleared_frames += 1;
+    }
+
+    fn read_ipc_buffer(&mut self, buffer: UserBuffer) -> Result<IpcBuffer, KernelError> {
+        let index = Self::check(buffer)?;
+        Ok(self.buffers[index].clone())
+    }
+
+    fn write_ipc_buffer(
+        &mut self,
+        buffer: UserBuffer,
+        data: &IpcBuffer,
+    ) -> Result<(), KernelError> {
+        let index = Self::check(buffer)?;
+        self.buffers[index] = data.clone();
+        Ok(())
+    }
+
+    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64) {
+        self.starts[thread.index() % MAX_THREADS] = Some((pc, sp));
+    }
+
+    fn irq_ack(&mut self, intid: u32) {
+        let _ = self.irq_acks.push(intid);
+    }
+}

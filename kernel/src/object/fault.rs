@@ -1,0 +1,98 @@
+//! Service faults: the glue reports a thread's fault, the kernel sends it to the thread's fault
+//! endpoint as a `Fault` protocol request (seL4's model), and the handler's reply resumes or stops
+//! the thread.
+//!
+//! The faulting thread behaves as if it had called its fault endpoint with the kernel-made message:
+//! it waits in the endpoint's queue until the handler receives, then for the reply. A reply that
+//! decodes to `ServiceResolution::Resume` makes it ready again, re-executing the faulting
+//! instruction (the glue's saved context is untouched); any other reply stops it (inactive). A
+//! thread without a live fault endpoint is stopped at once, and the glue reports it
+//! ([`FaultOutcome::NoHandler`]) at warning level: a service's fault is never an ERROR of the
+//! kernel. If the fault endpoint is deleted while the message is queued, the thread stays stopped.
+
+use capvisor_ipc::abi::MessageInfo;
+use capvisor_ipc::protocol::{decode_exact, split_header};
+use capvisor_ipc::protocols::fault::{Reply, ServiceFault, ServiceResolution};
+
+use super::Kernel;
+use super::arena::ThreadRef;
+use super::effects::Effects;
+use super::syscall::Schedule;
+use super::thread::{FaultRecord, SendInfo, ThreadState};
+
+/// What became of a reported fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOutcome {
+    /// The fault message went (or is queued) to the thread's fault endpoint.
+    Sent,
+    /// The thread has no live fault endpoint: it is stopped; the glue reports it.
+    NoHandler,
+}
+
+impl Kernel {
+    /// Thread `thread` faulted at `pc` (the glue saved its context and will not run it until the
+    /// kernel makes it ready again).
+    pub fn handle_fault(
+        &mut self,
+        thread: ThreadRef,
+        pc: u64,
+        fault: ServiceFault,
+        fx: &mut impl Effects,
+    ) -> (FaultOutcome, Schedule) {
+        let Ok(t) = self.threads.get_mut(thread) else {
+            return (FaultOutcome::NoHandler, self.decide());
+        };
+        let endpoint = t
+            .fault_endpoint
+            .filter(|(ep, _)| self.endpoints.get(*ep).is_ok());
+        t.regs_pending = false;
+        self.unlink_thread(thread);
+        let Some((endpoint, badge)) = endpoint else {
+            return (FaultOutcome::NoHandler, self.decide());
+        };
+        if let Ok(t) = self.threads.get_mut(thread) {
+            t.fault = Some(FaultRecord { pc, fault });
+        }
+        self.send_ipc(
+            thread,
+            endpoint,
+            SendInfo {
+                badge,
+                can_grant: false,
+                is_call: true,
+            },
+            true,
+            fx,
+        );
+        (FaultOutcome::Sent, self.decide())
+    }
+
+    /// `server` replied to the faulted `caller`: resume or stop it.
+    pub(super) fn resolve_fault(
+        &mut self,
+        server: ThreadRef,
+        caller: ThreadRef,
+        fx: &mut impl Effects,
+    ) {
+        let resume = self.outgoing(server, fx).is_ok_and(|message| {
+            message.info.label() == 0 && decodes_to_resume(message.info, &message.body)
+        });
+        if let Ok(c) = self.threads.get_mut(caller) {
+            c.fault = None;
+            c.state = ThreadState::Inactive;
+        }
+        if resume {
+            self.make_ready(caller);
+        }
+    }
+}
+
+fn decodes_to_resume(info: MessageInfo, body: &capvisor_ipc::abi::IpcBuffer) -> bool {
+    let Ok((_, payload)) = split_header(body.payload(info)) else {
+        return false;
+    };
+    matches!(
+        decode_exact::<Reply>(payload),
+        Ok(Reply::Service(Ok(ServiceResolution::Resume)))
+    )
+}

@@ -1,0 +1,308 @@
+//! Address spaces, vCPUs, and mapping frames into address spaces under the memory-type rules.
+//!
+//! The rules (DESIGN.md, "Layers and trust" and stage-2 rules 3–7), checked in this order:
+//! 1. a frame capability maps once (`InvalidArgument` while it is mapped; copy it to map again);
+//! 2. the access asked for is R/W/X only and non-empty (`InvalidArgument`), and within the
+//!    capability's rights (`InsufficientRights`);
+//! 3. memory mapped cacheable by its owner (RAM, a cacheable PFNMAP) is never mapped non-cacheable
+//!    (`MismatchedAttributes`); any other type the frame does not carry is `MemoryTypeNotAllowed`;
+//! 4. device memory is mapped cacheable only with FEAT_S2FWB and CTR_EL0.DIC
+//!    (`CacheableDeviceUnsupported`);
+//! 5. nothing is executable unless it is RAM mapped write-back (`ExecuteFromDevice`);
+//! 6. the IPA is aligned to the frame's size (`AlignmentError`) and inside the space
+//!    (`BadAddress`).
+//!
+//! Only then does the glue write the descriptor ([`Effects::map`]); the mapping is recorded on the
+//! capability, so deleting or revoking it unmaps (see `delete.rs`). The mapped space is named by a
+//! capability to an `AddressSpace` or `Vm` with `WRITE`.
+
+use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::cap::{CPtr, Rights};
+use capvisor_ipc::types::Ipa;
+
+use super::capability::{FrameCap, Mapping, Object};
+use super::cspace::SlotId;
+use super::effects::{Effects, Vmid};
+use super::{Kernel, PlatformFeatures, ThreadRef};
+use crate::stage2::{MemType, S2Access};
+
+/// An address space (service or VM): the glue owns its tables; the kernel its VMID and lifetime.
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub(super) vmid: Vmid,
+    pub(super) caps: u32,
+}
+
+/// A vCPU (its execution comes with the VM work).
+#[derive(Debug, Clone)]
+pub struct Vcpu {
+    pub(super) caps: u32,
+}
+
+/// The memory type with ABI code `code`: 0 Normal write-back, 1 Normal non-cacheable, 2
+/// Device-nGnRE (the order of `capvisor_ipc::types::MemoryType`).
+///
+/// # Errors
+/// [`KernelError::InvalidArgument`] for any other code.
+pub fn memtype_from_code(code: u64) -> Result<MemType, KernelError> {
+    match code {
+        0 => Ok(MemType::NormalWriteBack),
+        1 => Ok(MemType::NormalNonCacheable),
+        2 => Ok(MemType::DeviceNgnre),
+        _ => Err(KernelError::InvalidArgument),
+    }
+}
+
+/// Checks rules 1–5 for mapping `frame` (held with `rights`) with `access` and `memtype`.
+///
+/// # Errors
+/// As the module doc lists.
+pub fn check_mapping(
+    features: PlatformFeatures,
+    frame: &FrameCap,
+    rights: Rights,
+    access: u64,
+    memtype: MemType,
+) -> Result<S2Access, KernelError> {
+    if frame.mapping.is_some() {
+        return Err(KernelError::InvalidArgument);
+    }
+    let rwx = Rights::READ.union(Rights::WRITE).union(Rights::EXECUTE);
+    let access = u8::try_from(access)
+        .ok()
+        .and_then(|a| Rights::from_bits(a).ok())
+        .ok_or(KernelError::InvalidArgument)?;
+    if access == Rights::NONE || !rwx.contains(access) {
+        return Err(KernelError::InvalidArgument);
+    }
+    if !rights.contains(access) {
+        return Err(KernelError::InsufficientRights);
+    }
+    if frame.memory.cacheable() && memtype != MemType::NormalWriteBack {
+        return Err(KernelError::MismatchedAttributes);
+    }
+    if !frame.memory.allowed().contains(memtype) {
+        return Err(KernelError::MemoryTypeNotAllowed);
+    }
+    if frame.memory.is_device()
+        && memtype == MemType::NormalWriteBack
+        && !features.cacheable_device()
+    {
+        return Err(KernelError::CacheableDeviceUnsupported);
+    }
+    let execute = access.contains(Rights::EXECUTE);
+    if execute && (frame.memory.is_device() || memtype != MemType::NormalWriteBack) {
+        return Err(KernelError::ExecuteFromDevice);
+    }
+    Ok(S2Access {
+        read: access.contains(Rights::READ),
+        write: access.contains(Rights::WRITE),
+        exec: execute,
+    })
+}
+
+impl Kernel {
+    /// `Map`: maps the frame in `frame_slot` into the space `space_cptr` names (in the caller's
+    /// CSpace) at `ipa`.
+    ///
+    /// # Errors
+    /// The rules of the module doc; `WrongType`/`InsufficientRights` for the space capability; the
+    /// glue's errors from [`Effects::map`].
+    pub(super) fn map_frame(
+        &mut self,
+        caller: ThreadRef,
+        frame_slot: SlotId,
+        args: [u64; 4],
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let [space_cptr, ipa, access, memtype] = args;
+        let cap = *self.slots.cap(frame_slot).ok_or(KernelError::EmptySlot)?;
+        let Object::Frame(frame) = cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        let (_, space_cap) = self.lookup(caller, CPtr::new(space_cptr))?;
+        let (Object::AddressSpace(space) | Object::Vm(space)) = space_cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !space_cap.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        let memtype = memtype_from_code(memtype)?;
+        let s2 = check_mapping(self.features, &frame, cap.rights, access, memtype)?;
+        let size = frame.size.bytes();
+        if !ipa.is_multiple_of(size) {
+            return Err(KernelError::AlignmentError);
+        }
+        let limit = 1u64
+            .checked_shl(u32::from(self.features.ipa_bits))
+            .unwrap_or(u64::MAX);
+        if ipa.checked_add(size).is_none_or(|end| end > limit) {
+            return Err(KernelError::BadAddress);
+        }
+        fx.map(space, Ipa::new(ipa), frame.base, size, s2, memtype)?;
+        if let Some(Capability {
+            object: Object::Frame(f),
+            ..
+        }) = self.slots.cap_mut(frame_slot)
+        {
+            f.mapping = Some(Mapping {
+                space,
+                ipa: Ipa::new(ipa),
+            });
+        }
+        Ok(())
+    }
+
+    /// `Unmap`: removes the frame capability's mapping, if it has one.
+    ///
+    /// # Errors
+    /// [`KernelError::WrongType`] for a capability that is not a frame.
+    pub(super) fn unmap_frame(
+        &mut self,
+        frame_slot: SlotId,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let Some(Capability {
+            object: Object::Frame(frame),
+            ..
+        }) = self.slots.cap_mut(frame_slot)
+        else {
+            return Err(KernelError::WrongType);
+        };
+        let (mapping, size) = (frame.mapping.take(), frame.size.bytes());
+        if let Some(mapping) = mapping
+            && self.spaces.get(mapping.space).is_ok()
+        {
+            fx.unmap(mapping.space, mapping.ipa, size);
+        }
+        Ok(())
+    }
+}
+
+use super::capability::Capability;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object::capability::{DeviceAttributes, FrameMemory, FrameSize};
+    use capvisor_ipc::types::PhysAddr;
+
+    const R: u64 = 1;
+    const RW: u64 = 3;
+    const RX: u64 = 5;
+
+    fn frame(memory: FrameMemory) -> FrameCap {
+        FrameCap {
+            base: PhysAddr::new(0x4000_0000),
+            size: FrameSize::Page4K,
+            memory,
+            mapping: None,
+        }
+    }
+
+    fn both() -> PlatformFeatures {
+        PlatformFeatures {
+            fwb: true,
+            dic: true,
+            ipa_bits: 40,
+        }
+    }
+
+    #[test]
+    fn ram_is_write_back_only_and_executable() {
+        let ram = frame(FrameMemory::Ram);
+        let f = both();
+        assert!(
+            check_mapping(f, &ram, Rights::ALL, RX, MemType::NormalWriteBack)
+                .is_ok_and(|a| a.exec && !a.write)
+        );
+        assert_eq!(
+            check_mapping(f, &ram, Rights::ALL, R, MemType::NormalNonCacheable),
+            Err(KernelError::MismatchedAttributes)
+        );
+        assert_eq!(
+            check_mapping(f, &ram, Rights::READ, RW, MemType::NormalWriteBack),
+            Err(KernelError::InsufficientRights)
+        );
+        assert_eq!(
+            check_mapping(f, &ram, Rights::ALL, 0, MemType::NormalWriteBack),
+            Err(KernelError::InvalidArgument)
+        );
+        assert_eq!(
+            check_mapping(f, &ram, Rights::ALL, 8, MemType::NormalWriteBack),
+            Err(KernelError::InvalidArgument)
+        );
+        assert_eq!(
+            check_mapping(f, &ram, Rights::ALL, 1 << 9, MemType::NormalWriteBack),
+            Err(KernelError::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn device_memory_types_follow_the_grant() {
+        let f = both();
+        let mmio = frame(FrameMemory::Device(DeviceAttributes::Uncached {
+            normal_nc: false,
+        }));
+        assert!(check_mapping(f, &mmio, Rights::ALL, RW, MemType::DeviceNgnre).is_ok());
+        assert_eq!(
+            check_mapping(f, &mmio, Rights::ALL, RW, MemType::NormalNonCacheable),
+            Err(KernelError::MemoryTypeNotAllowed)
+        );
+        assert_eq!(
+            check_mapping(f, &mmio, Rights::ALL, RW, MemType::NormalWriteBack),
+            Err(KernelError::MemoryTypeNotAllowed)
+        );
+        assert_eq!(
+            check_mapping(f, &mmio, Rights::ALL, RX, MemType::DeviceNgnre),
+            Err(KernelError::ExecuteFromDevice)
+        );
+        let nc = frame(FrameMemory::Device(DeviceAttributes::Uncached {
+            normal_nc: true,
+        }));
+        assert!(check_mapping(f, &nc, Rights::ALL, RW, MemType::NormalNonCacheable).is_ok());
+        assert_eq!(
+            check_mapping(f, &nc, Rights::ALL, RX, MemType::NormalNonCacheable),
+            Err(KernelError::ExecuteFromDevice)
+        );
+    }
+
+    #[test]
+    fn cacheable_device_needs_fwb_and_dic() {
+        let pfnmap = frame(FrameMemory::Device(DeviceAttributes::Cacheable));
+        assert!(check_mapping(both(), &pfnmap, Rights::ALL, RW, MemType::NormalWriteBack).is_ok());
+        for (fwb, dic) in [(false, false), (true, false), (false, true)] {
+            let f = PlatformFeatures {
+                fwb,
+                dic,
+                ipa_bits: 40,
+            };
+            assert_eq!(
+                check_mapping(f, &pfnmap, Rights::ALL, RW, MemType::NormalWriteBack),
+                Err(KernelError::CacheableDeviceUnsupported)
+            );
+        }
+        assert_eq!(
+            check_mapping(both(), &pfnmap, Rights::ALL, RW, MemType::DeviceNgnre),
+            Err(KernelError::MismatchedAttributes)
+        );
+        assert_eq!(
+            check_mapping(both(), &pfnmap, Rights::ALL, RX, MemType::NormalWriteBack),
+            Err(KernelError::ExecuteFromDevice)
+        );
+    }
+
+    #[test]
+    fn a_mapped_capability_does_not_map_twice() {
+        let mut ram = frame(FrameMemory::Ram);
+        ram.mapping = Some(Mapping {
+            space: <crate::object::SpaceRef as crate::object::arena::ArenaRef>::from_parts(0, 0),
+            ipa: Ipa::new(0),
+        });
+        assert_eq!(
+            check_mapping(both(), &ram, Rights::ALL, R, MemType::NormalWriteBack),
+            Err(KernelError::InvalidArgument)
+        );
+        assert_eq!(memtype_from_code(3), Err(KernelError::InvalidArgument));
+    }
+}

@@ -1,0 +1,278 @@
+//! The syscall entry point: decodes the registers of an `svc`, dispatches, and tells the glue what
+//! to run next.
+//!
+//! # Contract with the glue
+//! - **Registers.** The glue saves a thread's full context (x0–x30, SP_EL0, ELR, SPSR) per thread
+//!   index on every trap. On an `svc` it copies x0–x7 into a [`SyscallRegs`] and calls
+//!   [`Kernel::handle_syscall`]. When the call returns, `regs` holds the current thread's results
+//!   if it is still runnable (copy them back into its saved x0–x7); if it blocked, `regs` is
+//!   unspecified and must not be copied.
+//! - **Results of blocked threads.** A thread that blocked in a syscall gets its results later,
+//!   when another thread's syscall (or an interrupt, or a deletion) wakes it. The kernel keeps them
+//!   in the thread; before returning to EL0 in any thread `t`, the glue calls
+//!   [`Kernel::take_syscall_result`]`(t)` and, when it is `Some`, writes those x0–x7 into `t`'s saved
+//!   context. (`None` means the thread was preempted or resumed after a fault: its context is
+//!   exactly as saved.)
+//! - **Scheduling.** [`Schedule::Resume`]: return to the same thread. [`Schedule::Switch`]: call
+//!   [`Kernel::pick_next`] and switch to the thread it returns (or idle on `None`).
+//! - **Result registers.** `x7` = 0 or a `KernelError` code; after IPC, `x0` = badge, `x1` = the
+//!   message-info word, `x2`–`x5` = the first message words (the rest, and capabilities, in the IPC
+//!   buffer). After a capability invocation, `x1` = a message-info word with label 0 and the length
+//!   of the returned words, which are in `x2`–`x5`.
+//! - Every input is untrusted: no register value can make this panic or corrupt kernel state.
+
+use capvisor_ipc::abi::{KernelError, MSG_REGS_IN_CPU, MessageInfo, Syscall};
+use capvisor_ipc::cap::{Badge, CPtr, Rights};
+
+use super::Kernel;
+use super::arena::ThreadRef;
+use super::capability::Object;
+use super::effects::Effects;
+use super::thread::{SendInfo, ThreadState};
+
+/// x0–x7 of a syscall, in and out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyscallRegs(pub [u64; 8]);
+
+impl SyscallRegs {
+    /// `x0`: the capability pointer on entry.
+    #[must_use]
+    pub const fn cptr(&self) -> CPtr {
+        CPtr::new(self.0[0])
+    }
+
+    /// `x1`: the raw message-info word.
+    #[must_use]
+    pub const fn info(&self) -> u64 {
+        self.0[1]
+    }
+
+    /// `x2`–`x5`: the message words in registers.
+    #[must_use]
+    pub const fn words(&self) -> [u64; MSG_REGS_IN_CPU] {
+        [self.0[2], self.0[3], self.0[4], self.0[5]]
+    }
+
+    /// `x7`: the syscall number on entry, the error code on return.
+    #[must_use]
+    pub const fn number(&self) -> u64 {
+        self.0[7]
+    }
+
+    /// Results that report `error`.
+    #[must_use]
+    pub const fn error(error: KernelError) -> Self {
+        Self([0, 0, 0, 0, 0, 0, 0, error.code() as u64])
+    }
+
+    /// Results of a successful syscall: badge, message info and the words in registers.
+    #[must_use]
+    pub const fn message(badge: Badge, info: MessageInfo, words: [u64; MSG_REGS_IN_CPU]) -> Self {
+        Self([
+            badge.raw(),
+            info.raw(),
+            words[0],
+            words[1],
+            words[2],
+            words[3],
+            0,
+            0,
+        ])
+    }
+
+    /// The error code in `x7` (`None` for success).
+    #[must_use]
+    pub fn error_code(&self) -> Option<KernelError> {
+        u16::try_from(self.0[7])
+            .ok()
+            .and_then(KernelError::from_code)
+    }
+}
+
+/// What the glue does after a kernel entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Return to the thread that entered the kernel.
+    Resume,
+    /// Call [`Kernel::pick_next`] and switch (or idle).
+    Switch,
+}
+
+/// An empty successful result (x1 = label 0, length 0).
+pub(super) const SUCCESS: SyscallRegs = SyscallRegs([0; 8]);
+
+impl Kernel {
+    /// Handles one `svc` of thread `current`, whose x0–x7 are `regs`. See the module doc for the
+    /// exact contract.
+    pub fn handle_syscall(
+        &mut self,
+        current: ThreadRef,
+        regs: &mut SyscallRegs,
+        fx: &mut impl Effects,
+    ) -> Schedule {
+        match self.threads.get_mut(current) {
+            Ok(thread) if thread.state == ThreadState::Ready => {
+                thread.regs = *regs;
+                thread.regs_pending = false;
+                // The glue says which thread trapped: that is the one running on this CPU.
+                self.sched.set_current(current);
+            }
+            // The glue ran a thread the kernel does not consider runnable: reschedule.
+            _ => return Schedule::Switch,
+        }
+        if let Err(error) = self.dispatch(current, *regs, fx) {
+            self.set_result(current, SyscallRegs::error(error));
+        }
+        if let Ok(thread) = self.threads.get_mut(current)
+            && thread.state == ThreadState::Ready
+            && thread.regs_pending
+        {
+            *regs = thread.regs;
+            thread.regs_pending = false;
+        }
+        self.decide()
+    }
+
+    /// The results a woken thread must see in x0–x7, once (see the module doc).
+    pub fn take_syscall_result(&mut self, thread: ThreadRef) -> Option<SyscallRegs> {
+        let t = self.threads.get_mut(thread).ok()?;
+        if !t.regs_pending {
+            return None;
+        }
+        t.regs_pending = false;
+        Some(t.regs)
+    }
+
+    fn dispatch(
+        &mut self,
+        current: ThreadRef,
+        regs: SyscallRegs,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let number = Syscall::from_code(regs.number()).ok_or(KernelError::InvalidSyscall)?;
+        match number {
+            Syscall::Call => self.sys_send(current, regs, true, true, fx),
+            Syscall::Send => self.sys_send(current, regs, false, true, fx),
+            Syscall::NbSend => self.sys_send(current, regs, false, false, fx),
+            Syscall::Recv => self.sys_recv(current, regs.cptr(), true, fx),
+            Syscall::NbRecv => self.sys_recv(current, regs.cptr(), false, fx),
+            Syscall::Reply => {
+                MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+                self.reply(current, fx);
+                self.set_result(current, SUCCESS);
+                Ok(())
+            }
+            Syscall::ReplyRecv => {
+                MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+                // Check the receive capability first, so a bad one fails before the reply is spent.
+                self.receive_object(current, regs.cptr())?;
+                self.reply(current, fx);
+                self.sys_recv(current, regs.cptr(), true, fx)
+            }
+            Syscall::Signal => self.sys_signal(current, regs.cptr()),
+            Syscall::Wait => self.sys_wait(current, regs.cptr(), true),
+            Syscall::Poll => self.sys_wait(current, regs.cptr(), false),
+            Syscall::Yield => {
+                self.set_result(current, SUCCESS);
+                self.yield_current(current);
+                Ok(())
+            }
+        }
+    }
+
+    fn sys_send(
+        &mut self,
+        current: ThreadRef,
+        regs: SyscallRegs,
+        call: bool,
+        blocking: bool,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let info = MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+        let (slot, cap) = self.lookup(current, regs.cptr())?;
+        let Object::Endpoint(endpoint) = cap.object else {
+            return self.invoke(current, slot, info, fx);
+        };
+        if !cap.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        let can_grant = cap.rights.contains(Rights::GRANT);
+        self.check_send(current, info, can_grant, fx)?;
+        let send = SendInfo {
+            badge: cap.badge,
+            can_grant,
+            is_call: call,
+        };
+        let delivered = self.send_ipc(current, endpoint, send, blocking, fx);
+        if !call && (delivered || !blocking) {
+            self.set_result(current, SUCCESS);
+        }
+        Ok(())
+    }
+
+    fn sys_recv(
+        &mut self,
+        current: ThreadRef,
+        cptr: CPtr,
+        blocking: bool,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        match self.receive_object(current, cptr)? {
+            (Object::Endpoint(endpoint), rights) => {
+                let can_grant_reply =
+                    rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY);
+                self.recv_ipc(current, endpoint, can_grant_reply, blocking, fx);
+                Ok(())
+            }
+            (Object::Notification(notification), _) => {
+                self.wait_notification(current, notification, blocking)
+            }
+            _ => Err(KernelError::WrongType),
+        }
+    }
+
+    /// The endpoint or notification a receive names, with the rights checked.
+    fn receive_object(
+        &self,
+        current: ThreadRef,
+        cptr: CPtr,
+    ) -> Result<(Object, Rights), KernelError> {
+        let (_, cap) = self.lookup(current, cptr)?;
+        if !matches!(cap.object, Object::Endpoint(_) | Object::Notification(_)) {
+            return Err(KernelError::WrongType);
+        }
+        if !cap.rights.contains(Rights::READ) {
+            return Err(KernelError::InsufficientRights);
+        }
+        Ok((cap.object, cap.rights))
+    }
+
+    fn sys_signal(&mut self, current: ThreadRef, cptr: CPtr) -> Result<(), KernelError> {
+        let (_, cap) = self.lookup(current, cptr)?;
+        let Object::Notification(notification) = cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !cap.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        self.signal(notification, cap.badge);
+        self.set_result(current, SUCCESS);
+        Ok(())
+    }
+
+    fn sys_wait(
+        &mut self,
+        current: ThreadRef,
+        cptr: CPtr,
+        blocking: bool,
+    ) -> Result<(), KernelError> {
+        let (_, cap) = self.lookup(current, cptr)?;
+        let Object::Notification(notification) = cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !cap.rights.contains(Rights::READ) {
+            return Err(KernelError::InsufficientRights);
+        }
+        self.wait_notification(current, notification, blocking)
+    }
+}

@@ -1,0 +1,137 @@
+//! Thread invocations: configure, resume, suspend.
+//!
+//! `ThreadConfigure` (label [`THREAD_CONFIGURE`](super::invoke::THREAD_CONFIGURE)) takes seven
+//! words: entry PC, stack pointer, IPC buffer address (0: none; else 8-byte aligned and inside the
+//! IPA space), `priority | max_priority << 8`, the CSpace's CNode CPtr, the AddressSpace CPtr, and
+//! the fault endpoint CPtr (0: none). All CPtrs are in the caller's CSpace. Only an inactive thread
+//! (never resumed, or suspended) is configured, so the glue never resets the context of a thread
+//! that is blocked in a syscall. Neither priority may exceed the caller's maximum priority
+//! (seL4's MCP), so a service can never create a thread more important than itself.
+//!
+//! `Resume` makes an inactive thread ready (a thread stopped after a fault restarts at the
+//! faulting instruction); `Suspend` takes a thread out of whatever it waits for. Both need `WRITE`
+//! on the thread capability, as does configure.
+
+use capvisor_ipc::abi::{IpcBuffer, KernelError};
+use capvisor_ipc::cap::{CPtr, Rights};
+use capvisor_ipc::types::Ipa;
+
+use super::Kernel;
+use super::arena::ThreadRef;
+use super::capability::Object;
+use super::effects::Effects;
+use super::invoke::Args;
+use super::syscall::SyscallRegs;
+use super::thread::ThreadState;
+
+impl Kernel {
+    pub(super) fn configure_thread(
+        &mut self,
+        caller: ThreadRef,
+        thread: ThreadRef,
+        rights: Rights,
+        args: &Args,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let [pc, sp, ipc_buffer, priorities, cspace, space, fault] = args.take()?;
+        if !rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        if self.threads.get(thread)?.state != ThreadState::Inactive {
+            return Err(KernelError::IllegalOperation);
+        }
+        if priorities >> 16 != 0 {
+            return Err(KernelError::InvalidArgument);
+        }
+        let (priority, max_priority) = (priorities as u8, (priorities >> 8) as u8);
+        let caller_max = self.threads.get(caller)?.max_priority;
+        if priority > caller_max || max_priority > caller_max {
+            return Err(KernelError::RangeError);
+        }
+        self.check_ipc_buffer(ipc_buffer)?;
+        let Object::CNode(cspace) = self.lookup(caller, CPtr::new(cspace))?.1.object else {
+            return Err(KernelError::WrongType);
+        };
+        let Object::AddressSpace(space) = self.lookup(caller, CPtr::new(space))?.1.object else {
+            return Err(KernelError::WrongType);
+        };
+        let fault_endpoint = match fault {
+            0 => None,
+            cptr => {
+                let (_, cap) = self.lookup(caller, CPtr::new(cptr))?;
+                let Object::Endpoint(endpoint) = cap.object else {
+                    return Err(KernelError::WrongType);
+                };
+                if !cap.rights.contains(Rights::WRITE) {
+                    return Err(KernelError::InsufficientRights);
+                }
+                Some((endpoint, cap.badge))
+            }
+        };
+        let t = self.threads.get_mut(thread)?;
+        t.priority = priority;
+        t.max_priority = max_priority;
+        t.cspace = Some(cspace);
+        t.space = Some(space);
+        t.ipc_buffer = Ipa::new(ipc_buffer);
+        t.fault_endpoint = fault_endpoint;
+        t.fault = None;
+        t.regs_pending = false;
+        fx.thread_start(thread, pc, sp);
+        Ok(())
+    }
+
+    /// An IPC buffer address: 0, or 8-byte aligned with the whole buffer inside the IPA space.
+    pub(super) fn check_ipc_buffer(&self, addr: u64) -> Result<(), KernelError> {
+        if addr == 0 {
+            return Ok(());
+        }
+        if !addr.is_multiple_of(8) {
+            return Err(KernelError::AlignmentError);
+        }
+        let limit = 1u64
+            .checked_shl(u32::from(self.features.ipa_bits))
+            .unwrap_or(u64::MAX);
+        let size = core::mem::size_of::<IpcBuffer>() as u64;
+        if addr.checked_add(size).is_none_or(|end| end > limit) {
+            return Err(KernelError::BadAddress);
+        }
+        Ok(())
+    }
+
+    pub(super) fn resume_thread(
+        &mut self,
+        thread: ThreadRef,
+        rights: Rights,
+    ) -> Result<(), KernelError> {
+        if !rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        let t = self.threads.get_mut(thread)?;
+        if t.state == ThreadState::Inactive {
+            t.fault = None;
+            self.make_ready(thread);
+        }
+        Ok(())
+    }
+
+    pub(super) fn suspend_thread(
+        &mut self,
+        thread: ThreadRef,
+        rights: Rights,
+    ) -> Result<(), KernelError> {
+        if !rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        let t = self.threads.get_mut(thread)?;
+        let in_syscall =
+            !matches!(t.state, ThreadState::Inactive | ThreadState::Ready) && t.fault.is_none();
+        t.fault = None;
+        self.unlink_thread(thread);
+        if in_syscall {
+            // Its blocked syscall ends: when resumed, it sees `Cancelled`, not its own arguments.
+            self.set_result(thread, SyscallRegs::error(KernelError::Cancelled));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,313 @@
+//! Host tests of the object model, driven through the same entry points the glue uses.
+//!
+//! [`World`] boots a kernel with a root thread over the fake effects and lets a test act as any
+//! ready thread: make syscalls, invoke capabilities, create and configure threads.
+
+mod caps;
+mod frames;
+mod ipc;
+mod props;
+mod sched;
+mod syscalls;
+
+use capvisor_ipc::abi::{Invocation, KernelError, MessageInfo, Syscall};
+use capvisor_ipc::cap::{ObjectKind, Rights};
+use capvisor_ipc::types::PhysAddr;
+
+use super::boot::{RootBoot, RootDevice, RootLayout, RootRam};
+use super::capability::{Capability, DeviceAttributes, Object};
+use super::fake::FakeEffects;
+use super::invoke::THREAD_CONFIGURE;
+use super::syscall::{Schedule, SyscallRegs};
+use super::{Kernel, PlatformFeatures, ThreadRef};
+
+/// RAM given to the root: 16 MiB.
+pub const RAM_BASE: u64 = 0x4000_0000;
+pub const RAM_SIZE: u64 = 16 << 20;
+/// Root CNode slots the tests use for their own objects.
+pub const FREE: u64 = 16;
+
+/// Slots of the boot layout below.
+pub const UNTYPED: u64 = RootLayout::FIRST_UNTYPED;
+pub const MMIO_UNTYPED: u64 = UNTYPED + 1;
+pub const NC_UNTYPED: u64 = UNTYPED + 2;
+pub const PFNMAP_UNTYPED: u64 = UNTYPED + 3;
+
+pub const IPC_BUFFER: u64 = 0x10_0000;
+
+pub struct World {
+    pub k: Box<Kernel>,
+    pub fx: Box<FakeEffects>,
+    pub root: ThreadRef,
+    pub layout: RootLayout,
+}
+
+pub fn features() -> PlatformFeatures {
+    PlatformFeatures {
+        fwb: true,
+        dic: true,
+        ipa_bits: 40,
+    }
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_features(features())
+    }
+
+    pub fn with_features(features: PlatformFeatures) -> Self {
+        let mut k = Box::new(Kernel::new(features));
+        let mut fx = Box::new(FakeEffects::new());
+        let ram = [RootRam {
+            base: PhysAddr::new(RAM_BASE),
+            size: RAM_SIZE,
+        }];
+        let devices = [
+            RootDevice {
+                base: PhysAddr::new(0x0900_0000),
+                size: 0x1000,
+                attributes: DeviceAttributes::Uncached { normal_nc: false },
+            },
+            RootDevice {
+                base: PhysAddr::new(0x1000_0000),
+                size: 0x10_0000,
+                attributes: DeviceAttributes::Uncached { normal_nc: true },
+            },
+            RootDevice {
+                base: PhysAddr::new(0x8000_0000),
+                size: 0x20_0000,
+                attributes: DeviceAttributes::Cacheable,
+            },
+        ];
+        let boot = RootBoot {
+            ram: &ram,
+            devices: &devices,
+            entry: 0x1000,
+            stack: 0x8000,
+            ipc_buffer: IPC_BUFFER,
+        };
+        let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
+        assert_eq!(k.pick_next(), Some(layout.thread));
+        Self {
+            k,
+            fx,
+            root: layout.thread,
+            layout,
+        }
+    }
+
+    /// Thread `t` makes syscall `number`; returns its registers afterwards and the decision.
+    pub fn syscall(
+        &mut self,
+        t: ThreadRef,
+        number: Syscall,
+        cptr: u64,
+        info: MessageInfo,
+        words: [u64; 4],
+    ) -> (SyscallRegs, Schedule) {
+        let mut regs = SyscallRegs([
+            cptr,
+            info.raw(),
+            words[0],
+            words[1],
+            words[2],
+            words[3],
+            0,
+            number.code(),
+        ]);
+        let schedule = self.k.handle_syscall(t, &mut regs, &mut *self.fx);
+        self.k.check_invariants().unwrap();
+        (regs, schedule)
+    }
+
+    /// Thread `t` invokes capability `cptr` with `label` and `args`; returns the result words.
+    pub fn invoke_as(
+        &mut self,
+        t: ThreadRef,
+        cptr: u64,
+        label: u64,
+        args: &[u64],
+    ) -> Result<[u64; 4], KernelError> {
+        let mut words = [0; 4];
+        for (i, &a) in args.iter().enumerate() {
+            if i < 4 {
+                words[i] = a;
+            } else {
+                self.fx.buffer(t).msg[i] = a;
+            }
+        }
+        let info = MessageInfo::new(label, args.len() * 8, 0).unwrap();
+        let (regs, _) = self.syscall(t, Syscall::Call, cptr, info, words);
+        match regs.error_code() {
+            Some(error) => Err(error),
+            None => Ok([regs.0[2], regs.0[3], regs.0[4], regs.0[5]]),
+        }
+    }
+
+    pub fn invoke(
+        &mut self,
+        cptr: u64,
+        invocation: Invocation,
+        args: &[u64],
+    ) -> Result<[u64; 4], KernelError> {
+        self.invoke_as(self.root, cptr, invocation.code(), args)
+    }
+
+    /// Retypes from the root's RAM untyped into its own CNode.
+    pub fn retype(
+        &mut self,
+        kind: u64,
+        size_bits: u64,
+        dest: u64,
+        count: u64,
+    ) -> Result<(), KernelError> {
+        self.invoke(
+            UNTYPED,
+            Invocation::Retype,
+            &[kind, size_bits, 0, dest, count],
+        )
+        .map(|_| ())
+    }
+
+    pub fn kind(kind: ObjectKind) -> u64 {
+        u64::from(kind.code())
+    }
+
+    /// The capability at `index` of the root's CNode.
+    pub fn cap(&self, index: u64) -> Option<Capability> {
+        let cnode = self.root_cnode();
+        self.k
+            .cnode_slot(cnode, index)
+            .ok()
+            .and_then(|s| self.k.slots.cap(s).copied())
+    }
+
+    pub fn root_cnode(&self) -> super::CNodeRef {
+        self.k.threads.get(self.root).unwrap().cspace.unwrap()
+    }
+
+    /// Creates a thread at `dest` (root CNode index), sharing the root's CSpace and space, with
+    /// `priority`, and resumes it.
+    pub fn spawn(&mut self, dest: u64, priority: u8) -> ThreadRef {
+        self.retype(Self::kind(ObjectKind::Thread), 0, dest, 1)
+            .unwrap();
+        let ipc = IPC_BUFFER + 0x1000 * dest;
+        let args = [
+            0x2000,
+            0x9000,
+            ipc,
+            u64::from(priority) | 0xff00,
+            RootLayout::CNODE,
+            RootLayout::SPACE,
+            0,
+        ];
+        self.invoke_as(self.root, dest, THREAD_CONFIGURE, &args)
+            .unwrap();
+        self.invoke(dest, Invocation::Resume, &[]).unwrap();
+        let Some(Capability {
+            object: Object::Thread(t),
+            ..
+        }) = self.cap(dest)
+        else {
+            panic!("no thread")
+        };
+        t
+    }
+
+    pub fn rights(bits: &[Rights]) -> u64 {
+        u64::from(bits.iter().fold(Rights::NONE, |a, b| a.union(*b)).bits())
+    }
+}
+
+pub fn info(label: u64, length: usize, caps: usize) -> MessageInfo {
+    MessageInfo::new(label, length, caps).unwrap()
+}
+
+#[test]
+fn root_thread_gets_its_capabilities() {
+    let w = World::new();
+    assert_eq!(
+        w.cap(RootLayout::CNODE).map(|c| c.object.kind_code()),
+        Some(ObjectKind::CNode.code())
+    );
+    assert_eq!(
+        w.cap(RootLayout::SPACE).map(|c| c.object.kind_code()),
+        Some(13)
+    );
+    assert_eq!(
+        w.cap(RootLayout::THREAD).map(|c| c.object),
+        Some(Object::Thread(w.root))
+    );
+    assert_eq!(
+        w.cap(RootLayout::IRQ_CONTROL).map(|c| c.object),
+        Some(Object::IrqControl)
+    );
+    assert!(matches!(
+        w.cap(UNTYPED).map(|c| c.object),
+        Some(Object::Untyped(_))
+    ));
+    assert_eq!(w.layout.first_device, UNTYPED + 1);
+    assert_eq!(w.layout.first_free, UNTYPED + 4);
+    assert_eq!(w.fx.starts[w.root.index()], Some((0x1000, 0x8000)));
+    assert_eq!(w.fx.live_spaces, 1);
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn a_second_root_or_a_bad_region_is_refused() {
+    let mut w = World::new();
+    let boot = RootBoot {
+        ram: &[],
+        devices: &[],
+        entry: 0,
+        stack: 0,
+        ipc_buffer: 0,
+    };
+    assert_eq!(
+        w.k.create_root_thread(&boot, &mut *w.fx),
+        Err(KernelError::IllegalOperation)
+    );
+    let mut k = Box::new(Kernel::new(features()));
+    let mut fx = Box::new(FakeEffects::new());
+    let bad = [RootRam {
+        base: PhysAddr::new(0x1001),
+        size: 0x1000,
+    }];
+    let boot = RootBoot {
+        ram: &bad,
+        devices: &[],
+        entry: 0,
+        stack: 0,
+        ipc_buffer: 0,
+    };
+    assert_eq!(
+        k.create_root_thread(&boot, &mut *fx),
+        Err(KernelError::AlignmentError)
+    );
+    let empty = [RootRam {
+        base: PhysAddr::new(0x1000),
+        size: 0,
+    }];
+    let boot = RootBoot {
+        ram: &empty,
+        devices: &[],
+        entry: 0,
+        stack: 0,
+        ipc_buffer: 0,
+    };
+    assert_eq!(
+        k.create_root_thread(&boot, &mut *fx),
+        Err(KernelError::RangeError)
+    );
+    let boot = RootBoot {
+        ram: &[],
+        devices: &[],
+        entry: 0,
+        stack: 0,
+        ipc_buffer: 0x1004,
+    };
+    assert_eq!(
+        k.create_root_thread(&boot, &mut *fx),
+        Err(KernelError::AlignmentError)
+    );
+}

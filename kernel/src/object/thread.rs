@@ -1,0 +1,271 @@
+//! Threads (TCBs) and the intrusive thread queues that ready lists, endpoints and notifications
+//! share.
+//!
+//! Invariant: a thread is linked into at most one queue, and its [`ThreadState`] names it: `Ready`
+//! → the ready queue of its priority; `BlockedSend`/`BlockedRecv` → that endpoint's queue;
+//! `BlockedNotification` → that notification's queue; any other state → no queue.
+
+use capvisor_ipc::cap::Badge;
+use capvisor_ipc::protocols::fault::ServiceFault;
+use capvisor_ipc::types::Ipa;
+
+use super::arena::{Arena, CNodeRef, EndpointRef, NotificationRef, SpaceRef, ThreadRef};
+use super::syscall::SyscallRegs;
+use super::{Kernel, MAX_THREADS};
+
+pub(super) const NIL: u16 = u16::MAX;
+
+/// What a thread is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadState {
+    /// Not runnable: never resumed, suspended, or stopped after a fault.
+    Inactive,
+    /// Runnable, in the ready queue of its priority.
+    Ready,
+    /// Waiting for a receiver on an endpoint.
+    BlockedSend(EndpointRef),
+    /// Waiting for a sender on an endpoint.
+    BlockedRecv(EndpointRef),
+    /// Waiting for the reply to a call (or to its fault message).
+    BlockedReply,
+    /// Waiting for a notification.
+    BlockedNotification(NotificationRef),
+}
+
+/// A queued sender's message, as the kernel needs it when a receiver arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct SendInfo {
+    /// Badge of the capability sent on.
+    pub badge: Badge,
+    /// The sender's capability had `GRANT`: capabilities may be transferred.
+    pub can_grant: bool,
+    /// A call: the sender waits for a reply.
+    pub is_call: bool,
+}
+
+/// A fault the kernel is delivering on the thread's behalf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct FaultRecord {
+    /// Where it faulted.
+    pub pc: u64,
+    /// What happened.
+    pub fault: ServiceFault,
+}
+
+/// A thread control block.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub(super) state: ThreadState,
+    pub(super) priority: u8,
+    pub(super) max_priority: u8,
+    pub(super) cspace: Option<CNodeRef>,
+    pub(super) space: Option<SpaceRef>,
+    pub(super) ipc_buffer: Ipa,
+    pub(super) fault_endpoint: Option<(EndpointRef, Badge)>,
+    /// x0–x7 as of the thread's last syscall; results are written here for the glue to collect.
+    pub(super) regs: SyscallRegs,
+    pub(super) regs_pending: bool,
+    /// The thread this one must reply to (the one-shot reply capability).
+    pub(super) caller: Option<ThreadRef>,
+    /// The reply may transfer capabilities.
+    pub(super) reply_can_grant: bool,
+    pub(super) send: SendInfo,
+    /// A blocked receiver's capability had `GRANT`/`GRANT_REPLY` (its reply may carry capabilities).
+    pub(super) recv_can_grant: bool,
+    pub(super) fault: Option<FaultRecord>,
+    pub(super) slice: u32,
+    pub(super) next: u16,
+    pub(super) prev: u16,
+    pub(super) caps: u32,
+}
+
+impl Thread {
+    /// A new, inactive thread at priority 0.
+    #[must_use]
+    pub(super) fn new() -> Self {
+        Self {
+            state: ThreadState::Inactive,
+            priority: 0,
+            max_priority: 0,
+            cspace: None,
+            space: None,
+            ipc_buffer: Ipa::new(0),
+            fault_endpoint: None,
+            regs: SyscallRegs::default(),
+            regs_pending: false,
+            caller: None,
+            reply_can_grant: false,
+            send: SendInfo::default(),
+            recv_can_grant: false,
+            fault: None,
+            slice: 0,
+            next: NIL,
+            prev: NIL,
+            caps: 0,
+        }
+    }
+
+    /// The thread's priority.
+    #[must_use]
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+}
+
+/// A FIFO of threads linked through their TCBs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Queue {
+    head: u16,
+    tail: u16,
+}
+
+impl Queue {
+    pub(super) const EMPTY: Self = Self {
+        head: NIL,
+        tail: NIL,
+    };
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+
+    /// The first thread.
+    pub(super) fn front(&self, threads: &Arena<Thread, MAX_THREADS>) -> Option<ThreadRef> {
+        threads
+            .at::<ThreadRef>(usize::from(self.head))
+            .map(|(r, _)| r)
+    }
+
+    /// Appends `thread` (which must be in no queue).
+    pub(super) fn push_back(
+        &mut self,
+        threads: &mut Arena<Thread, MAX_THREADS>,
+        thread: ThreadRef,
+    ) {
+        let index = thread.index() as u16;
+        let old_tail = self.tail;
+        if let Some(t) = threads.at_mut(thread.index()) {
+            t.next = NIL;
+            t.prev = old_tail;
+        } else {
+            return;
+        }
+        match threads.at_mut(usize::from(old_tail)) {
+            Some(tail) => tail.next = index,
+            None => self.head = index,
+        }
+        self.tail = index;
+    }
+
+    /// Unlinks `thread` from this queue.
+    pub(super) fn remove(&mut self, threads: &mut Arena<Thread, MAX_THREADS>, thread: ThreadRef) {
+        let Some(t) = threads.at_mut(thread.index()) else {
+            return;
+        };
+        let (next, prev) = (t.next, t.prev);
+        t.next = NIL;
+        t.prev = NIL;
+        match threads.at_mut(usize::from(prev)) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match threads.at_mut(usize::from(next)) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    /// Removes and returns the first thread.
+    pub(super) fn pop_front(
+        &mut self,
+        threads: &mut Arena<Thread, MAX_THREADS>,
+    ) -> Option<ThreadRef> {
+        let first = self.front(threads)?;
+        self.remove(threads, first);
+        Some(first)
+    }
+
+    /// The threads in order (bounded by the arena's capacity, whatever the links say).
+    pub(super) fn iter<'a>(
+        &self,
+        threads: &'a Arena<Thread, MAX_THREADS>,
+    ) -> impl Iterator<Item = ThreadRef> + 'a {
+        let mut at = self.head;
+        core::iter::from_fn(move || {
+            let (r, t) = threads.at::<ThreadRef>(usize::from(at))?;
+            at = t.next;
+            Some(r)
+        })
+        .take(MAX_THREADS)
+    }
+}
+
+impl Kernel {
+    /// Takes a thread out of whatever queue its state names, leaving it `Inactive`.
+    pub(super) fn unlink_thread(&mut self, thread: ThreadRef) {
+        let Ok(state) = self.threads.get(thread).map(|t| t.state) else {
+            return;
+        };
+        match state {
+            ThreadState::Ready => self.sched.remove(&mut self.threads, thread),
+            ThreadState::BlockedSend(ep) | ThreadState::BlockedRecv(ep) => {
+                if let Ok(endpoint) = self.endpoints.get_mut(ep) {
+                    endpoint.queue.remove(&mut self.threads, thread);
+                }
+            }
+            ThreadState::BlockedNotification(n) => {
+                if let Ok(notification) = self.notifications.get_mut(n) {
+                    notification.queue.remove(&mut self.threads, thread);
+                }
+            }
+            ThreadState::Inactive | ThreadState::BlockedReply => {}
+        }
+        if let Ok(t) = self.threads.get_mut(thread) {
+            t.state = ThreadState::Inactive;
+        }
+    }
+
+    /// Records syscall results for `thread` (x0..x7 as `regs`) for the glue to collect.
+    pub(super) fn set_result(&mut self, thread: ThreadRef, regs: SyscallRegs) {
+        if let Ok(t) = self.threads.get_mut(thread) {
+            t.regs = regs;
+            t.regs_pending = true;
+        }
+    }
+
+    /// Wakes a blocked thread with an error code as its syscall result.
+    pub(super) fn wake_with_error(
+        &mut self,
+        thread: ThreadRef,
+        error: capvisor_ipc::abi::KernelError,
+    ) {
+        self.unlink_thread(thread);
+        // A faulted thread whose handler went away stays stopped: it has no syscall to fail.
+        if self
+            .threads
+            .get_mut(thread)
+            .is_ok_and(|t| t.fault.take().is_some())
+        {
+            return;
+        }
+        self.set_result(thread, SyscallRegs::error(error));
+        self.make_ready(thread);
+    }
+
+    /// Destroys a thread whose last capability was deleted: it leaves every queue, a caller waiting
+    /// for its reply is woken with `Cancelled`, and its arena entry is freed.
+    pub(super) fn destroy_thread(&mut self, thread: ThreadRef) {
+        self.unlink_thread(thread);
+        let caller = self.threads.get(thread).ok().and_then(|t| t.caller);
+        if let Some(caller) = caller
+            && self
+                .threads
+                .get(caller)
+                .is_ok_and(|c| c.state == ThreadState::BlockedReply)
+        {
+            self.wake_with_error(caller, capvisor_ipc::abi::KernelError::Cancelled);
+        }
+        self.sched.forget(thread);
+        self.threads.free(thread);
+    }
+}

@@ -1,0 +1,287 @@
+//! Moving one message from a sender to a receiver: message words, badge and capabilities.
+//!
+//! The first [`MSG_REGS_IN_CPU`] words travel in x2–x5; the rest, and capabilities, in the IPC
+//! buffers, which are read and written only when the message needs them (a short message without
+//! capabilities never touches memory). Capabilities move only when the sender's capability had
+//! `GRANT` (or, in a reply, the server received with `GRANT`/`GRANT_REPLY`); each arrives in the
+//! receiver's window starting at its buffer's `receive_slot`, as a child of the sender's capability
+//! in the derivation tree, so revoking the sender's (or an ancestor) removes it. A capability to the
+//! very endpoint the message arrives through is "unwrapped": the receiver gets its badge instead.
+//!
+//! Failure rules (seL4's): a capability that no longer resolves, or a receive slot that is not
+//! empty, ends the transfer there (the receiver's `extra_caps` says how many arrived); a receiver
+//! whose IPC buffer cannot be accessed gets only the words that fit in registers and no
+//! capabilities. The sender learned about its own bad capabilities and buffer when it sent.
+
+use capvisor_ipc::abi::{IpcBuffer, KernelError, MAX_CAPS, MSG_REGS_IN_CPU, MessageInfo};
+use capvisor_ipc::cap::{Badge, CPtr, Rights};
+use capvisor_ipc::protocol::{Generation, encode_request};
+use capvisor_ipc::protocols::fault::{Fault, Request};
+use capvisor_ipc::types::ThreadId;
+
+use super::Kernel;
+use super::arena::{EndpointRef, ThreadRef};
+use super::capability::{Capability, Object};
+use super::cspace::SlotId;
+use super::effects::{Effects, UserBuffer};
+use super::syscall::SyscallRegs;
+use super::thread::SendInfo;
+
+const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;
+
+/// A message being sent: its info word and all its words (and the sender's capability pointers).
+pub(super) struct Message {
+    pub info: MessageInfo,
+    pub body: IpcBuffer,
+}
+
+impl Kernel {
+    /// Looks up `cptr` in `thread`'s capability space.
+    ///
+    /// # Errors
+    /// [`KernelError::InvalidSlot`] (no CSpace, null or out-of-range pointer), [`KernelError::Revoked`]
+    /// (the CSpace was deleted), [`KernelError::EmptySlot`].
+    pub(super) fn lookup(
+        &self,
+        thread: ThreadRef,
+        cptr: CPtr,
+    ) -> Result<(SlotId, Capability), KernelError> {
+        let slot = self.lookup_slot(thread, cptr)?;
+        let cap = self.slots.cap(slot).ok_or(KernelError::EmptySlot)?;
+        Ok((slot, *cap))
+    }
+
+    /// The slot `cptr` names in `thread`'s capability space (empty or not).
+    ///
+    /// # Errors
+    /// As [`Kernel::lookup`], except an empty slot is fine.
+    pub(super) fn lookup_slot(&self, thread: ThreadRef, cptr: CPtr) -> Result<SlotId, KernelError> {
+        let cspace = self
+            .threads
+            .get(thread)?
+            .cspace
+            .ok_or(KernelError::InvalidSlot)?;
+        self.cnodes.get(cspace)?.lookup(cptr)
+    }
+
+    /// Where `thread`'s IPC buffer is.
+    ///
+    /// # Errors
+    /// [`KernelError::BadAddress`] when the thread configured none.
+    pub(super) fn user_buffer(&self, thread: ThreadRef) -> Result<UserBuffer, KernelError> {
+        let t = self.threads.get(thread)?;
+        if t.ipc_buffer.raw() == 0 {
+            return Err(KernelError::BadAddress);
+        }
+        Ok(UserBuffer {
+            thread,
+            space: t.space,
+            addr: t.ipc_buffer,
+        })
+    }
+
+    /// The message `thread` is sending: its fault message, or its registers and (when the message is
+    /// longer than the registers or carries capabilities) its IPC buffer.
+    ///
+    /// # Errors
+    /// [`KernelError::InvalidMessageInfo`] for a malformed x1; the buffer's errors.
+    pub(super) fn outgoing(
+        &self,
+        thread: ThreadRef,
+        fx: &mut impl Effects,
+    ) -> Result<Message, KernelError> {
+        let t = self.threads.get(thread)?;
+        if let Some(record) = t.fault {
+            let mut body = IpcBuffer::default();
+            let thread_id = ThreadId::new(thread.index() as u32);
+            let request = Request::Service {
+                thread: thread_id,
+                pc: record.pc,
+                fault: record.fault,
+            };
+            // A service fault message is a few dozen bytes, far below the buffer's size.
+            let info = encode_request::<Fault>(&request, Generation::ANY, &[], &mut body)
+                .map_err(|_| KernelError::InvalidMessageInfo)?;
+            return Ok(Message { info, body });
+        }
+        let regs = t.regs;
+        let info = MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+        let mut body = if info.length() > REGISTER_BYTES || info.extra_caps() > 0 {
+            fx.read_ipc_buffer(self.user_buffer(thread)?)?
+        } else {
+            IpcBuffer::default()
+        };
+        body.msg[..MSG_REGS_IN_CPU].copy_from_slice(&regs.words());
+        Ok(Message { info, body })
+    }
+
+    /// Checks a send before the sender commits to it: the message info, the buffer, and every
+    /// capability it names.
+    ///
+    /// # Errors
+    /// [`KernelError::InsufficientRights`] when capabilities are sent without `GRANT`; the errors
+    /// of [`Kernel::outgoing`] and of looking up each capability.
+    pub(super) fn check_send(
+        &self,
+        thread: ThreadRef,
+        info: MessageInfo,
+        can_grant: bool,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        if info.extra_caps() > 0 && !can_grant {
+            return Err(KernelError::InsufficientRights);
+        }
+        let message = self.outgoing(thread, fx)?;
+        for &cptr in message.body.caps.iter().take(info.extra_caps()) {
+            self.lookup(thread, CPtr::new(cptr))?;
+        }
+        Ok(())
+    }
+
+    /// Delivers `sender`'s message to `receiver` (both already out of any queue), setting the
+    /// receiver's syscall results. `endpoint` is the endpoint it travels through (for unwrapping).
+    pub(super) fn transfer(
+        &mut self,
+        sender: ThreadRef,
+        receiver: ThreadRef,
+        send: SendInfo,
+        endpoint: Option<EndpointRef>,
+        fx: &mut impl Effects,
+    ) {
+        let message = match self.outgoing(sender, fx) {
+            Ok(message) => message,
+            // The sender's buffer went away while it was queued: what its registers hold still goes.
+            Err(_) => self.register_message(sender),
+        };
+        let info = message.info;
+        let wants_caps = send.can_grant && info.extra_caps() > 0;
+        let mut receive_buffer = if info.length() > REGISTER_BYTES || wants_caps {
+            self.user_buffer(receiver)
+                .and_then(|b| fx.read_ipc_buffer(b))
+                .ok()
+        } else {
+            None
+        };
+        let (mut length, mut count, mut unwrapped) = (info.length(), 0, 0);
+        match receive_buffer.as_mut() {
+            Some(buffer) => {
+                if wants_caps {
+                    (count, unwrapped) =
+                        self.transfer_caps(sender, receiver, &message, endpoint, buffer);
+                }
+                buffer.msg[MSG_REGS_IN_CPU..].copy_from_slice(&message.body.msg[MSG_REGS_IN_CPU..]);
+                buffer.badge = send.badge.raw();
+            }
+            None => length = length.min(REGISTER_BYTES),
+        }
+        let delivered = MessageInfo::new(info.label(), length, count)
+            .and_then(|i| i.with_caps_unwrapped(unwrapped))
+            .unwrap_or(info);
+        if let Some(buffer) = receive_buffer.as_mut() {
+            buffer.tag = delivered.raw();
+            if let Ok(b) = self.user_buffer(receiver) {
+                // It was just read successfully; a failure now leaves the registers' part delivered.
+                let _ = fx.write_ipc_buffer(b, buffer);
+            }
+        }
+        let mut words = [0; MSG_REGS_IN_CPU];
+        words.copy_from_slice(&message.body.msg[..MSG_REGS_IN_CPU]);
+        self.set_result(receiver, SyscallRegs::message(send.badge, delivered, words));
+    }
+
+    /// The registers-only part of a sender's message (its buffer is unavailable).
+    fn register_message(&self, sender: ThreadRef) -> Message {
+        let regs = self.threads.get(sender).map(|t| t.regs).unwrap_or_default();
+        let decoded = MessageInfo::decode(regs.info()).ok();
+        let label = decoded.map_or(0, MessageInfo::label);
+        let length = decoded.map_or(0, |i| i.length().min(REGISTER_BYTES));
+        let info = MessageInfo::new(label, length, 0).unwrap_or(EMPTY_INFO);
+        let mut body = IpcBuffer::default();
+        body.msg[..MSG_REGS_IN_CPU].copy_from_slice(&regs.words());
+        Message { info, body }
+    }
+
+    /// Installs the message's capabilities in the receiver's window; returns how many arrived and
+    /// which of them were unwrapped.
+    fn transfer_caps(
+        &mut self,
+        sender: ThreadRef,
+        receiver: ThreadRef,
+        message: &Message,
+        endpoint: Option<EndpointRef>,
+        buffer: &mut IpcBuffer,
+    ) -> (usize, u8) {
+        let (mut count, mut unwrapped, mut installed) = (0, 0u8, 0u64);
+        let receive_slot = buffer.receive_slot;
+        for i in 0..message.info.extra_caps().min(MAX_CAPS) {
+            let Ok((source, cap)) = self.lookup(sender, CPtr::new(message.body.caps[i])) else {
+                break;
+            };
+            if endpoint.is_some_and(|ep| cap.object == Object::Endpoint(ep)) {
+                buffer.caps[i] = cap.badge.raw();
+                buffer.cap_kinds[i] = u64::from(cap.object.kind_code());
+                unwrapped |= 1 << i;
+                count += 1;
+                continue;
+            }
+            let Some(index) = receive_slot.checked_add(installed) else {
+                break;
+            };
+            let Ok(dest) = self.lookup_slot(receiver, CPtr::new(index)) else {
+                break;
+            };
+            let Ok(derived) = cap.derive(Rights::ALL, None) else {
+                break;
+            };
+            if self.install(dest, derived, Some(source)).is_err() {
+                break;
+            }
+            buffer.caps[i] = index;
+            buffer.cap_kinds[i] = u64::from(cap.object.kind_code());
+            installed += 1;
+            count += 1;
+        }
+        (count, unwrapped)
+    }
+
+    /// Sends a reply from `server` to its caller, if it has one; a stale or absent caller makes this
+    /// a no-op (the reply capability is one-shot and silently spent, as in seL4).
+    pub(super) fn reply(&mut self, server: ThreadRef, fx: &mut impl Effects) {
+        let Ok(t) = self.threads.get_mut(server) else {
+            return;
+        };
+        let (caller, can_grant) = (t.caller.take(), t.reply_can_grant);
+        let Some(caller) = caller else { return };
+        let waiting = self
+            .threads
+            .get(caller)
+            .is_ok_and(|c| c.state == super::thread::ThreadState::BlockedReply);
+        if !waiting {
+            return;
+        }
+        if self.threads.get(caller).is_ok_and(|c| c.fault.is_some()) {
+            self.resolve_fault(server, caller, fx);
+            return;
+        }
+        self.transfer(
+            server,
+            caller,
+            SendInfo {
+                badge: Badge::NONE,
+                can_grant,
+                is_call: false,
+            },
+            None,
+            fx,
+        );
+        if let Ok(c) = self.threads.get_mut(caller) {
+            c.state = super::thread::ThreadState::Inactive;
+        }
+        self.make_ready(caller);
+    }
+}
+
+const EMPTY_INFO: MessageInfo = match MessageInfo::new(0, 0, 0) {
+    Ok(info) => info,
+    Err(_) => panic!("an empty message-info word is valid"),
+};
