@@ -60,6 +60,24 @@ fn min_iasize(machine: &Machine, granule: Granule) -> u32 {
     }
 }
 
+/// AArch64.S2TxSZFaults and the clamping that follows it in AArch64.S2Translate: the input
+/// size T0SZ gives, `None` where it is out of range and the machine faults on that.
+fn input_size(machine: &Machine, granule: Granule, ds: bool, t0sz: u32) -> Option<u32> {
+    let (min, max) = (
+        min_iasize(machine, granule),
+        max_iasize(machine, granule, ds),
+    );
+    let requested = 64 - t0sz;
+    if requested > max {
+        // T0SZ below the minimum: a fault with FEAT_LPA, else IMPLEMENTATION DEFINED.
+        (!(machine.fault_txsz_below_min || machine.lpa())).then_some(max)
+    } else if requested < min {
+        (!machine.fault_txsz_above_max).then_some(min)
+    } else {
+        Some(requested)
+    }
+}
+
 /// AArch64.S2StartLevel for the 64-bit descriptor format; `None` for the reserved SL2:SL0
 /// encodings, which AArch64.S2InvalidSL rejects before the start level is used.
 fn start_level(granule: Granule, sl2: bool, sl0: u32) -> Option<i8> {
@@ -189,24 +207,7 @@ impl S2Config {
         let ha = machine.hafdbs && vtcr.ha();
         let hd = ha && vtcr.hd();
 
-        let (min, max) = (
-            min_iasize(machine, granule),
-            max_iasize(machine, granule, ds),
-        );
-        let requested = 64 - vtcr.t0sz();
-        let iasize = if requested > max {
-            if machine.fault_txsz_below_min || machine.lpa() {
-                return Err(level0);
-            }
-            max
-        } else if requested < min {
-            if machine.fault_txsz_above_max {
-                return Err(level0);
-            }
-            min
-        } else {
-            requested
-        };
+        let iasize = input_size(machine, granule, ds, vtcr.t0sz()).ok_or(level0)?;
 
         let granule_bits = granule.bits();
         let stride = granule_bits - 3;

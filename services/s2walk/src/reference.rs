@@ -597,21 +597,34 @@ fn s2_walk(
             break;
         }
     }
-    let oa = stage_oa(ipa, walkparams.tgx, &walkstate);
-    // AArch64.ContiguousBitFaults: IMPLEMENTATION DEFINED, chosen FALSE.
-    // AArch64.BlocknTFaults: FALSE without FEAT_BBM's nT.
-    // Detect Address Size Fault by final output.
-    if s2_oa_out_of_range(machine, walkparams, oa) {
-        fault.statuscode = Status::AddressSize;
-    } else if slice(descriptor, 10, 10) == 0 && walkparams.ha == 0 {
-        // Check descriptor AF bit.
-        fault.statuscode = Status::AccessFlag;
-    }
+    fault.statuscode = s2_walk_leaf_checks(machine, ipa, walkparams, &walkstate, descriptor);
     WalkOutcome {
         fault,
         walkstate,
         descriptor,
         descaddress: leafaddress,
+    }
+}
+
+/// The end of AArch64.S2Walk, after the leaf is found.
+fn s2_walk_leaf_checks(
+    machine: &Machine,
+    ipa: u64,
+    walkparams: &S2TTWParams,
+    walkstate: &TTWState,
+    descriptor: u64,
+) -> Status {
+    let oa = stage_oa(ipa, walkparams.tgx, walkstate);
+    // AArch64.ContiguousBitFaults: IMPLEMENTATION DEFINED, chosen FALSE.
+    // AArch64.BlocknTFaults: FALSE without FEAT_BBM's nT.
+    // Detect Address Size Fault by final output.
+    if s2_oa_out_of_range(machine, walkparams, oa) {
+        Status::AddressSize
+    } else if slice(descriptor, 10, 10) == 0 && walkparams.ha == 0 {
+        // Check descriptor AF bit.
+        Status::AccessFlag
+    } else {
+        Status::None
     }
 }
 
