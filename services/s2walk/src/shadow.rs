@@ -259,9 +259,9 @@ impl<const N: usize> ShadowCache<N> {
         let entry = compose_traced(stages, vmid, l2_ipa, access, &mut tables)?;
         // A stale entry for the same range (e.g. with fewer permissions) goes first.
         self.invalidate_where(|c| c.entry.covers(vmid, l2_ipa.get()));
-        if N > 0 {
-            let slot = self.next % N;
-            self.slots[slot] = Some(Cached { entry, tables });
+        let slot = self.next % N.max(1);
+        if let Some(free) = self.slots.get_mut(slot) {
+            *free = Some(Cached { entry, tables });
             self.next = (slot + 1) % N;
         }
         Ok(entry)
