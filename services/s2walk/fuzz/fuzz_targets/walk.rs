@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use s2walk::{Access, Ipa, Machine, OutputAddr, PaBits, S2Config, SliceMemory, Vtcr, Vttbr, reference};
+use s2walk::{
+    Access, Ipa, Machine, OutputAddr, PaBits, S2Config, SliceMemory, Vtcr, Vttbr, reference,
+};
 
 fn word(data: &[u8], at: usize) -> u64 {
     let mut raw = [0u8; 8];
@@ -14,8 +16,13 @@ fn word(data: &[u8], at: usize) -> u64 {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (vtcr, mut vttbr, ipa, flags, base) =
-        (word(data, 0), word(data, 8), word(data, 16), word(data, 24), word(data, 32));
+    let (vtcr, mut vttbr, ipa, flags, base) = (
+        word(data, 0),
+        word(data, 8),
+        word(data, 16),
+        word(data, 24),
+        word(data, 32),
+    );
     let bytes = data.get(40..).unwrap_or(&[]);
     let mut machine = Machine::new(PaBits::ALL[(flags % 7) as usize]);
     machine.lpa2 = flags & (1 << 8) != 0;
