@@ -183,6 +183,7 @@ fn boot_with(
         Ok(0) => {}
         Ok(count) => {
             start_interrupts(map, dt, cpus);
+            cpu::enable_el0_counter();
             println!(
                 "capvisor: loaded {count} service(s); {} MiB of RAM free",
                 memory.free_bytes() >> 20
@@ -287,8 +288,9 @@ fn describe(dt: &Description) {
         );
     }
     println!(
-        "capvisor: timer PPIs {:?}; psci via {:?}; {} cpu(s) in the device tree",
+        "capvisor: timer PPIs {:?} at {} Hz; psci via {:?}; {} cpu(s) in the device tree",
         dt.timer_irqs.as_slice(),
+        cpu::counter_frequency(),
         dt.psci,
         dt.cpus.len()
     );

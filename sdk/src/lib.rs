@@ -2,6 +2,7 @@
 //! the `capvisor` command and the integration tests.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod image;
 pub mod kernel;
 pub mod qemu;

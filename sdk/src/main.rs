@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use capvisor::qemu::{self, RunConfig};
-use capvisor::{image, s2walk_cmd, symbols, workspace_root};
+use capvisor::{bench, image, s2walk_cmd, symbols, workspace_root};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,15 @@ enum Commands {
     },
     /// Build an image and boot it in QEMU, streaming its console; exits with the system's status.
     Run(RunArgs),
+    /// Boot the benchmark image under QEMU -icount shift=0 and report instruction counts.
+    Bench {
+        /// QEMU CPU model.
+        #[arg(long, default_value = "max")]
+        cpu: String,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Walk AArch64 stage-2 translation tables given as JSON cases (see docs/s2walk.md).
     S2walk(s2walk_cmd::S2walkArgs),
 }
@@ -79,6 +88,17 @@ fn main() -> ExitCode {
         }
         Commands::Run(args) => run(&root, args),
         Commands::S2walk(args) => s2walk_cmd::run(args),
+        Commands::Bench { cpu, json } => match bench::run(&root, &cpu) {
+            Ok(results) if json => {
+                println!("{}", bench::to_json(&cpu, &results));
+                ExitCode::SUCCESS
+            }
+            Ok(results) => {
+                print!("{}", bench::to_table(&cpu, &results));
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
     }
 }
 

@@ -77,3 +77,23 @@ fn unknown_cpu_count_is_refused_by_clap() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--smp"), "{stderr}");
 }
+
+#[test]
+fn bench_reports_json_with_floors() {
+    let (code, stdout, stderr) = capvisor(&["bench", "--json", "--cpu", "cortex-a57"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let json: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(json["cpu"], "cortex-a57");
+    let results = json["results"].as_array().expect("results");
+    let null = results
+        .iter()
+        .find(|r| r["name"] == "null_syscall")
+        .expect("null_syscall");
+    let (instructions, floor) = (
+        null["instructions"].as_u64().unwrap(),
+        null["floor"].as_u64().unwrap(),
+    );
+    // A round trip EL0 -> EL2 -> EL0 takes at least the exception entry and return.
+    assert!(instructions > floor + 20, "{null}");
+    assert_eq!(null["net"].as_u64().unwrap(), instructions - floor);
+}

@@ -14,3 +14,18 @@ pub fn debug_halt(status: u64) -> ! {
 pub fn yield_now() {
     std::thread::yield_now();
 }
+
+/// Nanoseconds since the first call (the host has no instruction counter).
+pub fn counter() -> u64 {
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
+/// The host counter's frequency: [`counter`] counts nanoseconds.
+pub fn counter_frequency() -> u64 {
+    1_000_000_000
+}

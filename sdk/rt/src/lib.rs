@@ -17,6 +17,9 @@
 //! rest of the system goes on.
 #![cfg_attr(target_os = "none", no_std)]
 
+mod line;
+pub use line::Line;
+
 #[cfg(target_os = "none")]
 mod target;
 #[cfg(target_os = "none")]

@@ -111,3 +111,22 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     debug_write("\n");
     stop()
 }
+
+/// The virtual counter (CNTVCT_EL0), which the kernel lets services read; under QEMU
+/// `-icount shift=0` it counts instructions.
+pub fn counter() -> u64 {
+    let value: u64;
+    // SAFETY: reading the counter has no side effects; the ISB keeps it from being read early.
+    unsafe {
+        asm!("isb", "mrs {}, cntvct_el0", out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// The counter's frequency (CNTFRQ_EL0), in Hz.
+pub fn counter_frequency() -> u64 {
+    let value: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}

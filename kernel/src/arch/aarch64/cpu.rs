@@ -39,3 +39,28 @@ pub fn dcache_line_size() -> usize {
 pub fn mpidr() -> u64 {
     MPIDR_EL1.get() & 0xff_00ff_ffff
 }
+
+/// The generic counter's frequency (CNTFRQ_EL0), in Hz.
+#[must_use]
+pub fn counter_frequency() -> u64 {
+    let value: u64;
+    // SAFETY: reading CNTFRQ_EL0 has no side effects.
+    unsafe { asm!("mrs {}, cntfrq_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Lets EL0 read the virtual counter (CNTKCTL_EL1.EL0VCTEN, which governs EL0 in the EL1&0
+/// regime with HCR_EL2.E2H = 0) and makes it equal to the physical count (CNTVOFF_EL2 = 0), so
+/// services can time themselves.
+pub fn enable_el0_counter() {
+    // SAFETY: these only affect counter visibility and the virtual offset for EL1&0.
+    unsafe {
+        asm!(
+            "msr cntvoff_el2, xzr",
+            "msr cntkctl_el1, {}",
+            "isb",
+            in(reg) 1u64 << 1,
+            options(nostack, preserves_flags)
+        );
+    }
+}
