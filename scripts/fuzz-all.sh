@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of the project for a bounded time each (FUZZ_SECONDS, default 20),
+# Runs every cargo-fuzz target of the project for a bounded time each (FUZZ_SECONDS, default 8),
 # failing on the first crash. Longer runs: scripts/fuzz.sh <crate-dir> <target> <seconds>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${FUZZ_SECONDS:-20}
+seconds=${FUZZ_SECONDS:-8}
 found=0
 for dir in $(find . -path ./target -prune -o -type d -name fuzz -print | sort); do
   [ -f "$dir/Cargo.toml" ] || continue
