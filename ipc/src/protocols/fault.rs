@@ -359,6 +359,21 @@ mod tests {
     }
 
     #[test]
+    fn an_emulation_reply_with_too_many_register_writes_does_not_decode() {
+        // Emulate (variant 1), five writes of x0 = 0, advance_pc = true.
+        let mut bytes = vec![1u8, 5];
+        bytes.extend_from_slice(&[0, 0].repeat(5));
+        bytes.push(1);
+        assert!(postcard::from_bytes::<Resolution>(&bytes).is_err());
+        bytes[1] = 4;
+        bytes.drain(10..12);
+        let resolution = postcard::from_bytes::<Resolution>(&bytes).unwrap();
+        assert!(
+            matches!(resolution, Resolution::Emulate { ref writes, advance_pc: true } if writes.len() == 4)
+        );
+    }
+
+    #[test]
     fn register_numbers_above_31_do_not_decode() {
         assert!(postcard::from_bytes::<GpRegister>(&[32]).is_err());
         assert_eq!(
