@@ -61,8 +61,10 @@ pub fn build(
     let kernel = kernel::build(workspace, &toolchain).map_err(|e| e.to_string())?;
     let mut entries = vec![NewEntry::boot_config(&boot_config(&manifest))];
     for service in services::build_all(workspace, &toolchain, &manifest)? {
-        let bytes =
+        let elf =
             std::fs::read(&service.elf).map_err(|e| format!("{}: {e}", service.elf.display()))?;
+        let bytes = services::loadable_elf(&elf)
+            .map_err(|e| format!("service {}: {}: {e}", service.name, service.elf.display()))?;
         entries.push(NewEntry {
             kind: EntryKind::ServiceElf,
             name: service.name,

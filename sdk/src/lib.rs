@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod image;
+pub mod inspect;
 pub mod kernel;
 pub mod qemu;
 pub mod s2walk_cmd;

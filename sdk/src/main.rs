@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use capvisor::qemu::{self, RunConfig};
-use capvisor::{bench, image, s2walk_cmd, symbols, workspace_root};
+use capvisor::{bench, image, inspect, s2walk_cmd, symbols, workspace_root};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,11 @@ enum Commands {
     },
     /// Build an image and boot it in QEMU, streaming its console; exits with the system's status.
     Run(RunArgs),
+    /// Show what is inside an image file, checking it as the kernel does.
+    Inspect {
+        /// The image file (e.g. target/images/hello.img).
+        image: PathBuf,
+    },
     /// Boot the benchmark image under QEMU -icount shift=0 and report instruction counts.
     Bench {
         /// QEMU CPU model.
@@ -88,6 +93,19 @@ fn main() -> ExitCode {
         }
         Commands::Run(args) => run(&root, args),
         Commands::S2walk(args) => s2walk_cmd::run(args),
+        Commands::Inspect { image } => match std::fs::read(&image) {
+            Ok(bytes) => match inspect::report(&bytes) {
+                Ok(text) => {
+                    print!("{}: {text}", image.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!(
+                    "{}: not a valid capvisor image: {e}",
+                    image.display()
+                )),
+            },
+            Err(e) => fail(&format!("{}: {e}", image.display())),
+        },
         Commands::Bench { cpu, json } => match bench::run(&root, &cpu) {
             Ok(results) if json => {
                 println!("{}", bench::to_json(&cpu, &results));

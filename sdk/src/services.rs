@@ -78,3 +78,77 @@ pub fn build_all(
     }
     Ok(built)
 }
+
+/// The loadable part of an ELF64 little-endian file: its header, its program headers and the
+/// bytes of its PT_LOAD segments, without sections (debug information stays in the file the
+/// build left, for debuggers). What the kernel's loader reads is unchanged.
+///
+/// # Errors
+///
+/// A message when the file is not an ELF64 little-endian file with program headers.
+pub fn loadable_elf(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    };
+    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Err("not an ELF64 little-endian file".into());
+    }
+    let phoff = u64_at(0x20).ok_or("truncated ELF header")? as usize;
+    let phentsize = u16_at(0x36).ok_or("truncated ELF header")? as usize;
+    let phnum = u16_at(0x38).ok_or("truncated ELF header")? as usize;
+    if phentsize != 56 || phnum == 0 {
+        return Err("no ELF64 program headers".into());
+    }
+    let headers = bytes
+        .get(phoff..phoff + phnum * 56)
+        .ok_or("program headers lie outside the file")?;
+    let mut out = bytes[..64].to_vec();
+    // No section headers: e_shoff = 0, e_shnum = 0, e_shstrndx = 0; program headers follow.
+    out[0x28..0x30].fill(0);
+    out[0x3c..0x40].fill(0);
+    out[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+    let mut table = headers.to_vec();
+    let mut data = Vec::new();
+    let data_start = 64 + table.len();
+    for entry in table.chunks_exact_mut(56) {
+        let p_type = u32::from_le_bytes(entry[0..4].try_into().unwrap_or([0; 4]));
+        let offset = u64::from_le_bytes(entry[8..16].try_into().unwrap_or([0; 8])) as usize;
+        let filesz = u64::from_le_bytes(entry[32..40].try_into().unwrap_or([0; 8])) as usize;
+        if p_type != 1 {
+            entry[32..40].fill(0);
+            entry[8..16].fill(0);
+            continue;
+        }
+        let segment = bytes
+            .get(offset..offset + filesz)
+            .ok_or("a segment lies outside the file")?;
+        // Keep each segment at its offset modulo the page size, as loaders expect.
+        let aligned = (data_start + data.len()).div_ceil(4096) * 4096 + offset % 4096;
+        data.resize(aligned - data_start, 0);
+        entry[8..16].copy_from_slice(&(aligned as u64).to_le_bytes());
+        data.extend_from_slice(segment);
+    }
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loadable_elf;
+
+    #[test]
+    fn refuses_what_is_not_elf64() {
+        assert!(loadable_elf(b"not an elf").is_err());
+        let mut header = vec![0x7f, b'E', b'L', b'F', 2, 1];
+        header.resize(64, 0);
+        assert!(loadable_elf(&header).is_err(), "no program headers");
+    }
+}

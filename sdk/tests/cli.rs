@@ -97,3 +97,33 @@ fn bench_reports_json_with_floors() {
     assert!(instructions > floor + 20, "{null}");
     assert_eq!(null["net"].as_u64().unwrap(), instructions - floor);
 }
+
+#[test]
+fn inspect_lists_entries_and_refuses_corruption() {
+    let (code, _, stderr) = capvisor(&["build", "-o", "../target/images/inspect-test.img"]);
+    assert_eq!(code, 0, "{stderr}");
+    let image = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/images/inspect-test.img"
+    );
+    let (code, stdout, stderr) = capvisor(&["inspect", image]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("capvisor image, layout version 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("entry 0: boot-config"), "{stdout}");
+    let mut bytes = std::fs::read(image).unwrap();
+    bytes[200] ^= 0xff;
+    let corrupt = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/images/inspect-corrupt.img"
+    );
+    std::fs::write(corrupt, &bytes).unwrap();
+    let (code, _, stderr) = capvisor(&["inspect", corrupt]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("not a valid capvisor image: kernel checksum mismatch"),
+        "{stderr}"
+    );
+}
