@@ -114,80 +114,97 @@ where
     }
 }
 
-/// Checks the ring consumer against a hostile producer. Each operation is a byte and its arguments:
-/// an honest push, a hostile store to `head`, `tail`, a slot's length or data, or a pop.
+type Shared = Ring<4, 2>;
+
+/// One run of [`ring`]: both ends, and what an honest FIFO would hold while no hostile store happened.
+struct RingRun<'a> {
+    ring: &'a Shared,
+    producer: Producer<'a, 4, 2>,
+    consumer: Consumer<'a, 4, 2>,
+    model: heapless::Deque<([u8; 16], usize), 4>,
+    hostile: bool,
+    broken: bool,
+    counter: u8,
+}
+
+impl RingRun<'_> {
+    fn push(&mut self, length: u8) {
+        self.counter = self.counter.wrapping_add(1);
+        let length = usize::from(length) % 17;
+        let message = [self.counter; 16];
+        let pushed = self.producer.push(&message[..length]);
+        if pushed.is_ok() && !self.hostile {
+            assert!(
+                self.model.push_back((message, length)).is_ok(),
+                "pushed past capacity"
+            );
+        }
+    }
+
+    fn hostile_store(&mut self, op: u8, slot: u8, value: u32) {
+        let relaxed = core::sync::atomic::Ordering::Relaxed;
+        let slot = &self.ring.slots[usize::from(slot) % 4];
+        match op {
+            1 => self.ring.header.head.store(value, relaxed),
+            2 => self.ring.header.tail.store(value, relaxed),
+            3 => slot.length.store(value, relaxed),
+            _ => slot.data[0].store(u64::from(value), relaxed),
+        }
+        self.hostile = true;
+    }
+
+    fn pop(&mut self, room: u8) {
+        let mut out = [0u8; 16];
+        let room = usize::from(room) % 17;
+        let popped = self.consumer.pop(&mut out[..room]);
+        if self.broken {
+            assert_eq!(popped, Err(RingError::Broken), "a broken ring stays broken");
+        }
+        match popped {
+            Ok(Some(length)) => {
+                assert!(length <= room && length <= Shared::SLOT_BYTES);
+                if !self.hostile {
+                    let (message, expected) = self.model.pop_front().expect("popped from empty");
+                    assert_eq!(&out[..length], &message[..expected]);
+                }
+            }
+            Ok(None) => assert!(self.hostile || self.model.is_empty(), "lost a message"),
+            Err(RingError::BufferTooSmall { needed }) => assert!(needed > room),
+            Err(RingError::BadIndex | RingError::BadLength | RingError::Broken) => {
+                assert!(self.hostile, "an honest ring broke");
+                self.broken = true;
+            }
+            Err(other) => panic!("a consumer cannot fail with {other:?}"),
+        }
+    }
+}
+
+/// Checks the ring consumer against a hostile producer. Each operation is a byte and its arguments
+/// (one byte, one `u32`): an honest push, a hostile store to `head`, `tail`, a slot's length or data,
+/// or a pop.
 pub fn ring(mut data: &[u8]) {
-    type Shared = Ring<4, 2>;
     let ring = <Shared as zerocopy::FromZeros>::new_zeroed();
     ring.initialise();
-    let (Ok(mut producer), Ok(mut consumer)) = (Producer::attach(&ring), Consumer::attach(&ring))
-    else {
+    let (Ok(producer), Ok(consumer)) = (Producer::attach(&ring), Consumer::attach(&ring)) else {
         unreachable!("a freshly initialised ring attaches");
     };
-    // What an honest FIFO would hold, while no hostile store has happened.
-    let mut model: heapless::Deque<([u8; 16], usize), 4> = heapless::Deque::new();
-    let mut hostile = false;
-    let mut broken = false;
-    let mut counter = 0u8;
+    let mut run = RingRun {
+        ring: &ring,
+        producer,
+        consumer,
+        model: heapless::Deque::new(),
+        hostile: false,
+        broken: false,
+        counter: 0,
+    };
     while let [op, rest @ ..] = data {
         data = rest;
-        let [a] = take::<1>(&mut data);
+        let [argument] = take::<1>(&mut data);
         let value = u32::from_le_bytes(take::<4>(&mut data));
-        let header = &ring.header;
-        let relaxed = core::sync::atomic::Ordering::Relaxed;
         match op % 6 {
-            0 => {
-                counter = counter.wrapping_add(1);
-                let length = usize::from(a) % 17;
-                let message = [counter; 16];
-                let pushed = producer.push(&message[..length]);
-                if pushed.is_ok() && !hostile {
-                    assert!(
-                        model.push_back((message, length)).is_ok(),
-                        "pushed past capacity"
-                    );
-                }
-            }
-            1 => (header.head.store(value, relaxed), hostile = true).1,
-            2 => (header.tail.store(value, relaxed), hostile = true).1,
-            3 => {
-                (
-                    ring.slots[usize::from(a) % 4].length.store(value, relaxed),
-                    hostile = true,
-                )
-                    .1
-            }
-            4 => {
-                (
-                    ring.slots[usize::from(a) % 4].data[0].store(u64::from(value), relaxed),
-                    hostile = true,
-                )
-                    .1
-            }
-            _ => {
-                let mut out = [0u8; 16];
-                let room = usize::from(a) % 17;
-                let popped = consumer.pop(&mut out[..room]);
-                if broken {
-                    assert_eq!(popped, Err(RingError::Broken), "a broken ring stays broken");
-                }
-                match popped {
-                    Ok(Some(length)) => {
-                        assert!(length <= room && length <= Shared::SLOT_BYTES);
-                        if !hostile {
-                            let (message, expected) = model.pop_front().expect("popped from empty");
-                            assert_eq!(&out[..length], &message[..expected]);
-                        }
-                    }
-                    Ok(None) => assert!(hostile || model.is_empty(), "lost a message"),
-                    Err(RingError::BufferTooSmall { needed }) => assert!(needed > room),
-                    Err(RingError::BadIndex | RingError::BadLength | RingError::Broken) => {
-                        assert!(hostile, "an honest ring broke");
-                        broken = true;
-                    }
-                    Err(other) => panic!("a consumer cannot fail with {other:?}"),
-                }
-            }
+            0 => run.push(argument),
+            5 => run.pop(argument),
+            store => run.hostile_store(store, argument, value),
         }
     }
 }

@@ -46,6 +46,7 @@
 /// ```
 ///
 /// generates, next to the declaration:
+/// - `const ID` and `const VERSION`;
 /// - `struct Echo` implementing [`Protocol`](crate::protocol::Protocol) (id, version, the two enums);
 /// - `enum Request { Echo { value: u32 } }` and `enum Reply { Echo(Result<u32, EchoError>) }`, postcard
 ///   encoded (append methods only at the end within a major version: postcard numbers variants by position);
@@ -76,9 +77,14 @@ macro_rules! protocol {
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub struct $protocol;
 
+        /// This protocol's id (its requests' label).
+        pub const ID: $crate::protocol::ProtocolId = $id;
+        /// This protocol's version.
+        pub const VERSION: $crate::protocol::Version = $version;
+
         impl $crate::protocol::Protocol for $protocol {
-            const ID: $crate::protocol::ProtocolId = $id;
-            const VERSION: $crate::protocol::Version = $version;
+            const ID: $crate::protocol::ProtocolId = ID;
+            const VERSION: $crate::protocol::Version = VERSION;
             type Request = Request;
             type Reply = Reply;
         }
