@@ -3,7 +3,8 @@
 #
 #   scripts/fuzz.sh <fuzz-crate-dir> <target> <seconds>
 #
-# <fuzz-crate-dir> is the cargo-fuzz crate (its own workspace, e.g. services/s2walk/fuzz).
+# <fuzz-crate-dir> is the cargo-fuzz crate (its own workspace), inside the crate it fuzzes, as
+# `cargo fuzz init` lays it out (e.g. services/s2walk/fuzz); <target> is a [[bin]] of it.
 # Installs cargo-fuzz if it is missing. cargo-fuzz needs nightly-only flags (sanitizers);
 # RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Exits non-zero when the target
 # crashes (libFuzzer leaves the reproducer under <fuzz-crate-dir>/artifacts/<target>/).
@@ -33,9 +34,14 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     fi
 fi
 
+# An absolute CARGO_TARGET_DIR given by the caller is kept; otherwise the fuzz crate (its own
+# workspace, built with sanitizer flags) builds in its own target/ directory.
+case "${CARGO_TARGET_DIR:-}" in
+    /*) ;;
+    *) unset CARGO_TARGET_DIR ;;
+esac
 cd "$dir"
-# The fuzz crate is its own workspace: keep its build out of the main target dir's lock.
-export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export RUSTC_BOOTSTRAP=1
 mkdir -p "corpus/$target"
 echo "fuzz.sh: fuzzing $dir:$target for ${seconds}s" >&2
