@@ -27,8 +27,8 @@ pub struct S2Config {
     pub(crate) base_out_of_range: bool,
     pub(crate) oa_low_mask: u64,
     /// Output-address bits above bit 47 kept elsewhere in a descriptor:
-    /// `((desc >> high_shift) & high_mask) << high_pos`. With 64KB (FEAT_LPA), OA[51:48] is in
-    /// bits [15:12]; with DS (FEAT_LPA2), OA[51:50] is in bits [9:8] (OA[49:48] stay in place).
+    /// `((desc >> high_shift) & high_mask) << high_pos`. With 64KB (FEAT_LPA), OA\[51:48\] is in
+    /// bits \[15:12\]; with DS (FEAT_LPA2), OA\[51:50\] is in bits \[9:8\] (OA\[49:48\] stay in place).
     pub(crate) high_shift: u32,
     pub(crate) high_mask: u64,
     pub(crate) high_pos: u32,

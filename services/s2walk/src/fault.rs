@@ -50,7 +50,7 @@ impl Fault {
 
     /// The 6-bit fault status code (ESR_ELx.ISS.DFSC/IFSC) hardware reports for this fault.
     ///
-    /// Levels 0..=3 are encoded in bits [1:0] of the kind's base code. Level -1 (FEAT_LPA2) has
+    /// Levels 0..=3 are encoded in bits \[1:0\] of the kind's base code. Level -1 (FEAT_LPA2) has
     /// its own codes: 0b101001 address size, 0b101011 translation, 0b010011 external abort on
     /// walk. Access flag and permission faults only happen at a leaf, which is never at level -1;
     /// should one be asked for anyway the level-0 code is returned rather than an invalid one.

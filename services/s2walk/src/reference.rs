@@ -371,7 +371,7 @@ fn decode_descriptor_type(
 }
 
 /// The high output-address bits shared by AArch64.NextTableBase and AArch64.LeafBase. The
-/// IMPLEMENTATION DEFINED "descriptor[15:12] for 64KB OA" is TRUE: those bits are OA[51:48]
+/// IMPLEMENTATION DEFINED "descriptor\[15:12\] for 64KB OA" is TRUE: those bits are OA\[51:48\]
 /// with a 64KB granule even below 52-bit PAMax, so a non-zero value there is out of range.
 fn high_oa_bits(desc: u64, ds: u64, tgx: TGx) -> u64 {
     if tgx == TGx::Kb64 {

@@ -42,7 +42,7 @@ impl OutputAddr {
     }
 }
 
-/// A VMID as held in VTTBR_EL2.VMID (bits [63:48]; 8-bit VMIDs use bits [55:48]).
+/// A VMID as held in VTTBR_EL2.VMID (bits \[63:48\]; 8-bit VMIDs use bits \[55:48\]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Vmid(u16);
 
@@ -168,7 +168,7 @@ pub struct Machine {
     pub lpa2: bool,
     /// FEAT_TTST: small translation tables (SL0 = 0b11 with 4KB, larger maximum T0SZ).
     pub ttst: bool,
-    /// FEAT_XNX: stage-2 XN[0] splits execute-never between EL1 and EL0.
+    /// FEAT_XNX: stage-2 XN\[0\] splits execute-never between EL1 and EL0.
     pub xnx: bool,
     /// FEAT_HAFDBS: VTCR_EL2.HA and VTCR_EL2.HD are honoured.
     pub hafdbs: bool,
@@ -223,49 +223,49 @@ impl Vtcr {
         (self.0 >> lsb) & ((1 << width) - 1)
     }
 
-    /// T0SZ, bits [5:0].
+    /// T0SZ, bits \[5:0\].
     #[must_use]
     pub const fn t0sz(self) -> u32 {
         self.field(0, 6) as u32
     }
 
-    /// SL0, bits [7:6].
+    /// SL0, bits \[7:6\].
     #[must_use]
     pub const fn sl0(self) -> u32 {
         self.field(6, 2) as u32
     }
 
-    /// TG0, bits [15:14], decoded.
+    /// TG0, bits \[15:14\], decoded.
     #[must_use]
     pub const fn granule(self) -> Granule {
         Granule::from_tg0(self.field(14, 2))
     }
 
-    /// PS, bits [18:16].
+    /// PS, bits \[18:16\].
     #[must_use]
     pub const fn ps(self) -> u32 {
         self.field(16, 3) as u32
     }
 
-    /// HA, bit [21].
+    /// HA, bit \[21\].
     #[must_use]
     pub const fn ha(self) -> bool {
         self.field(21, 1) != 0
     }
 
-    /// HD, bit [22].
+    /// HD, bit \[22\].
     #[must_use]
     pub const fn hd(self) -> bool {
         self.field(22, 1) != 0
     }
 
-    /// DS, bit [32] (FEAT_LPA2).
+    /// DS, bit \[32\] (FEAT_LPA2).
     #[must_use]
     pub const fn ds(self) -> bool {
         self.field(32, 1) != 0
     }
 
-    /// SL2, bit [33] (FEAT_LPA2).
+    /// SL2, bit \[33\] (FEAT_LPA2).
     #[must_use]
     pub const fn sl2(self) -> bool {
         self.field(33, 1) != 0
@@ -289,7 +289,7 @@ impl Vttbr {
         self.0
     }
 
-    /// VMID, bits [63:48].
+    /// VMID, bits \[63:48\].
     #[must_use]
     pub const fn vmid(self) -> Vmid {
         Vmid((self.0 >> 48) as u16)

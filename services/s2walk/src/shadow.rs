@@ -95,7 +95,7 @@ pub enum ShadowFault {
     },
 }
 
-/// Combines two stage-2 MemAttr[3:0] values (HCR_EL2.FWB = 0 encoding) into the one that
+/// Combines two stage-2 MemAttr\[3:0\] values (HCR_EL2.FWB = 0 encoding) into the one that
 /// honours both, as the Arm ARM combines stages (S2CombineS1MemAttrs, CombineS1S2Device):
 /// Device beats Normal, the more restrictive Device type wins (nGnRnE < nGnRE < nGRE < GRE),
 /// and Normal cacheability is the lesser of the two, inner and outer separately

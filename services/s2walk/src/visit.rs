@@ -24,7 +24,7 @@ pub enum EntryKind {
         oa: OutputAddr,
         /// S2AP/XN permissions.
         perms: Permissions,
-        /// MemAttr[3:0].
+        /// MemAttr\[3:0\].
         memattr: u8,
         /// The Access flag.
         af: bool,

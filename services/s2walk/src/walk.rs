@@ -24,7 +24,7 @@ use crate::regs::{Access, Ipa, Machine, OutputAddr, Vtcr, Vttbr};
 const AF: u64 = 1 << 10;
 /// Descriptor bit 51, DBM.
 const DBM: u64 = 1 << 51;
-/// Descriptor bits [5:4], MemAttr[3:2]: 0b00 is Device memory (HCR_EL2.FWB = 0).
+/// Descriptor bits \[5:4\], MemAttr\[3:2\]: 0b00 is Device memory (HCR_EL2.FWB = 0).
 const DEVICE_MASK: u64 = 0b11 << 4;
 /// Descriptor bit 52, Contiguous.
 const CONTIGUOUS: u64 = 1 << 52;
@@ -32,11 +32,11 @@ const CONTIGUOUS: u64 = 1 << 52;
 /// The stage-2 permissions of a mapping (what S2AP and XN allow, before any access is checked).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Permissions {
-    /// S2AP[0]: data reads allowed.
+    /// S2AP\[0\]: data reads allowed.
     pub read: bool,
-    /// S2AP[1] (or DBM with hardware dirty-state management): data writes allowed.
+    /// S2AP\[1\] (or DBM with hardware dirty-state management): data writes allowed.
     pub write: bool,
-    /// Instruction fetches at EL1 allowed (XN[1:0], FEAT_XNX).
+    /// Instruction fetches at EL1 allowed (XN\[1:0\], FEAT_XNX).
     pub exec_el1: bool,
     /// Instruction fetches at EL0 allowed.
     pub exec_el0: bool,
@@ -78,7 +78,7 @@ pub struct Translation {
     pub size_bits: u32,
     /// The leaf's permissions.
     pub perms: Permissions,
-    /// The leaf's MemAttr[3:0] (descriptor bits [5:2]), raw.
+    /// The leaf's MemAttr\[3:0\] (descriptor bits \[5:2\]), raw.
     pub memattr: u8,
     /// The leaf descriptor as read (for callers that manage AF/dirty state in software).
     pub descriptor: u64,
@@ -209,7 +209,7 @@ impl S2Config {
         u32::from(self.contiguous.get(index).copied().unwrap_or(0))
     }
 
-    /// AArch64.S2ApplyOutputPerms (with FEAT_XNX's XN[1:0] and FEAT_HAFDBS's DBM).
+    /// AArch64.S2ApplyOutputPerms (with FEAT_XNX's XN\[1:0\] and FEAT_HAFDBS's DBM).
     #[inline(always)]
     pub(crate) fn permissions(&self, desc: u64) -> Permissions {
         let xn = desc & (1 << 54) != 0;
