@@ -155,6 +155,21 @@ proptest! {
     }
 
     #[test]
+    fn rights_and_object_kinds_decode_only_defined_values(bits in any::<u8>(), code in any::<u16>()) {
+        use capvisor_ipc::cap::{ObjectKind, Rights};
+        let rights = postcard::from_bytes::<Rights>(&[bits]);
+        prop_assert_eq!(rights.is_ok(), bits & !Rights::ALL.bits() == 0);
+        if let Ok(rights) = rights {
+            prop_assert_eq!(rights.bits(), bits);
+            prop_assert!(Rights::ALL.contains(rights));
+        }
+        match ObjectKind::from_code(code) {
+            Some(kind) => prop_assert_eq!(kind.code(), code),
+            None => prop_assert!(ObjectKind::ALL.iter().all(|kind| kind.code() != code)),
+        }
+    }
+
+    #[test]
     fn service_errors_round_trip(code in 1u16..=7) {
         let error = devbroker::BrokerError::from_code(code).unwrap();
         let reply = devbroker::Reply::GrantIrq(Err(error));
