@@ -73,6 +73,8 @@ pub struct RootLayout {
     pub thread: ThreadRef,
     /// Its address space (the glue maps its image here).
     pub space: SpaceRef,
+    /// Its CNode.
+    pub cnode: CNodeRef,
     /// Slot of the first RAM untyped.
     pub first_untyped: u64,
     /// Slot of the first device untyped.
@@ -164,6 +166,7 @@ impl Kernel {
         Ok(RootLayout {
             thread,
             space,
+            cnode,
             first_untyped: RootLayout::FIRST_UNTYPED,
             first_device: RootLayout::FIRST_UNTYPED + boot.ram.len() as u64,
             first_free: index,
@@ -195,5 +198,11 @@ impl Kernel {
     /// As `CNode::slot`; `Revoked` when the CNode is gone.
     pub fn cnode_slot(&self, cnode: CNodeRef, index: u64) -> Result<SlotId, KernelError> {
         self.cnodes.get(cnode)?.slot(index)
+    }
+
+    /// The capability in a slot (for the glue's loader and diagnostics).
+    #[must_use]
+    pub fn capability(&self, slot: SlotId) -> Option<&Capability> {
+        self.slots.cap(slot)
     }
 }

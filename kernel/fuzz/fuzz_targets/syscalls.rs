@@ -1,0 +1,188 @@
+//! Drives the kernel's syscall entry with arbitrary registers and IPC buffer contents from
+//! several threads, interleaved with timer ticks, interrupts and faults, against the fake effects.
+//! Nothing may panic, and the object model's invariants must hold after every step.
+//!
+//! Input: a sequence of 96-byte steps. Byte 0 picks the thread and byte 1 the event (mostly a
+//! syscall); bytes 8..72 are x0–x7; bytes 72..96 are three words written into the thread's IPC
+//! buffer (capability pointers to transfer, the receive slot and message words beyond x5).
+#![no_main]
+
+use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
+use capvisor_ipc::cap::ObjectKind;
+use capvisor_ipc::protocols::fault::ServiceFault;
+use capvisor_ipc::types::{Esr, PhysAddr};
+use capvisor_kernel::object::fake::FakeEffects;
+use capvisor_kernel::object::{
+    Capability, DeviceAttributes, Kernel, Object, PlatformFeatures, RootBoot, RootDevice,
+    RootLayout, RootRam, Schedule, SyscallRegs, ThreadRef,
+};
+use libfuzzer_sys::fuzz_target;
+
+const STEP: usize = 96;
+const THREAD_CONFIGURE: u64 = 20;
+
+fn word(bytes: &[u8], at: usize) -> u64 {
+    let mut raw = [0; 8];
+    raw.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(raw)
+}
+
+/// The root invokes `cptr` with `label` and `args` (setup only; it must succeed).
+fn invoke(
+    k: &mut Kernel,
+    fx: &mut FakeEffects,
+    root: ThreadRef,
+    cptr: u64,
+    label: u64,
+    args: &[u64],
+) {
+    let mut regs = SyscallRegs([0; 8]);
+    for (i, &a) in args.iter().enumerate() {
+        if i < 4 {
+            regs.0[2 + i] = a;
+        } else {
+            fx.buffer(root).msg[i] = a;
+        }
+    }
+    regs.0[0] = cptr;
+    regs.0[1] = MessageInfo::new(label, args.len() * 8, 0)
+        .map(MessageInfo::raw)
+        .unwrap_or(0);
+    regs.0[7] = Syscall::Call.code();
+    k.handle_syscall(root, &mut regs, fx);
+    assert_eq!(regs.error_code(), None, "setup invocation {label} failed");
+}
+
+/// A root with RAM and device untyped, two endpoints, a notification, a frame and two more
+/// threads sharing its CSpace.
+fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
+    let features = PlatformFeatures {
+        fwb: false,
+        dic: true,
+        ipa_bits: 40,
+    };
+    let mut k = Box::new(Kernel::new(features));
+    let mut fx = Box::new(FakeEffects::new());
+    let ram = [RootRam {
+        base: PhysAddr::new(0x4000_0000),
+        size: 8 << 20,
+    }];
+    let devices = [RootDevice {
+        base: PhysAddr::new(0x0900_0000),
+        size: 0x10_0000,
+        attributes: DeviceAttributes::Uncached { normal_nc: true },
+    }];
+    let boot = RootBoot {
+        ram: &ram,
+        devices: &devices,
+        entry: 0x1000,
+        stack: 0x8000,
+        ipc_buffer: 0x10_0000,
+    };
+    let layout = k.create_root_thread(&boot, &mut *fx).expect("root");
+    let root = layout.thread;
+    let untyped = RootLayout::FIRST_UNTYPED;
+    let kind = |k: ObjectKind| u64::from(k.code());
+    invoke(
+        &mut k,
+        &mut fx,
+        root,
+        untyped,
+        Invocation::Retype.code(),
+        &[kind(ObjectKind::Endpoint), 0, 0, 10, 2],
+    );
+    invoke(
+        &mut k,
+        &mut fx,
+        root,
+        untyped,
+        Invocation::Retype.code(),
+        &[kind(ObjectKind::Notification), 0, 0, 12, 1],
+    );
+    invoke(
+        &mut k,
+        &mut fx,
+        root,
+        untyped,
+        Invocation::Retype.code(),
+        &[kind(ObjectKind::Frame), 12, 0, 13, 2],
+    );
+    invoke(
+        &mut k,
+        &mut fx,
+        root,
+        untyped,
+        Invocation::Retype.code(),
+        &[kind(ObjectKind::Thread), 0, 0, 15, 2],
+    );
+    for (slot, ipc) in [(15, 0x11_0000), (16, 0x12_0000)] {
+        let args = [
+            0x2000,
+            0x9000,
+            ipc,
+            100 | 200 << 8,
+            RootLayout::CNODE,
+            RootLayout::SPACE,
+            10,
+        ];
+        invoke(&mut k, &mut fx, root, slot, THREAD_CONFIGURE, &args);
+        invoke(&mut k, &mut fx, root, slot, Invocation::Resume.code(), &[]);
+    }
+    let thread = |k: &Kernel, index| match k
+        .cnode_slot(layout.cnode, index)
+        .ok()
+        .and_then(|s| k.capability(s))
+    {
+        Some(Capability {
+            object: Object::Thread(t),
+            ..
+        }) => *t,
+        _ => panic!("no thread at {index}"),
+    };
+    let threads = [root, thread(&k, 15), thread(&k, 16)];
+    (k, fx, threads)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (mut k, mut fx, threads) = boot();
+    k.check_invariants().expect("boot state");
+    for step in data.chunks_exact(STEP) {
+        let thread = threads[usize::from(step[0]) % threads.len()];
+        match step[1] % 16 {
+            0 => {
+                let _ = k.timer_tick();
+            }
+            1 => {
+                let _ = k.handle_irq(u32::from(step[2]));
+            }
+            2 => {
+                let fault = ServiceFault::Exception {
+                    esr: Esr::new(word(step, 8)),
+                };
+                let _ = k.handle_fault(thread, word(step, 16), fault, &mut *fx);
+            }
+            _ => {
+                let buffer = fx.buffer(thread);
+                buffer.caps = [word(step, 72) % 64, word(step, 80) % 64, word(step, 88)];
+                buffer.receive_slot = word(step, 88) % 1100;
+                buffer.msg[4] = word(step, 72);
+                buffer.msg[5] = word(step, 80);
+                let mut regs = SyscallRegs(core::array::from_fn(|i| word(step, 8 + 8 * i)));
+                // Small capability pointers and syscall numbers reach more code than random ones.
+                if step[1] & 0x80 == 0 {
+                    regs.0[0] %= 40;
+                    regs.0[7] %= 13;
+                }
+                if k.handle_syscall(thread, &mut regs, &mut *fx) == Schedule::Switch {
+                    let _ = k.pick_next();
+                }
+            }
+        }
+        for &t in &threads {
+            let _ = k.take_syscall_result(t);
+        }
+        if let Err(broken) = k.check_invariants() {
+            panic!("invariant broken: {broken}");
+        }
+    }
+});
