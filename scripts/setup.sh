@@ -7,6 +7,7 @@
 #     Debian's rustc-web + rust-web-src;
 #   - QEMU 10 (qemu-system-aarch64) from bookworm-backports: bookworm's own 7.2 lacks CPU models
 #     with FWB+DIC and FEAT_NV2;
+#   - U-Boot for QEMU's virt board (Debian's u-boot-qemu), for the `booti` boot path;
 #   - cargo-nextest is used when present (`./test.sh` falls back to `cargo test`).
 set -uo pipefail
 
@@ -64,5 +65,10 @@ if [ -z "$major" ] || [ "$major" -lt 10 ]; then
     || die "could not install qemu-system-arm from bookworm-backports"
   major=$(qemu_major)
   [ -n "$major" ] && [ "$major" -ge 10 ] || die "qemu-system-aarch64 is still older than 10 (${major:-none})"
+fi
+# 4. U-Boot for QEMU's virt board, for the hardware-like `booti` boot path (tests and --uboot).
+if [ ! -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ]; then
+  say "installing Debian's u-boot-qemu (U-Boot for QEMU's virt board)"
+  apt_install u-boot-qemu || die "could not install u-boot-qemu"
 fi
 exit 0

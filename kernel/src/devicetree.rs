@@ -52,6 +52,9 @@ pub struct Description {
     pub cpus: Vec<u64, MAX_CPUS>,
     /// `/chosen/bootargs`.
     pub bootargs: &'static str,
+    /// Memory the boot loader or firmware keeps (`/memreserve/` entries and `/reserved-memory`
+    /// children); the kernel never allocates from it.
+    pub reserved: Vec<Region, 16>,
 }
 
 /// What is wrong with a device tree.
@@ -149,8 +152,27 @@ impl Description {
                 .and_then(|c| c.property("bootargs"))
                 .and_then(|p| p.as_str())
                 .unwrap_or(""),
+            reserved: reserved(&fdt),
         })
     }
+}
+
+fn reserved(fdt: &Fdt<'_>) -> Vec<Region, 16> {
+    let mut regions = Vec::new();
+    for entry in fdt.memory_reservations() {
+        let _ = regions.push(Region {
+            base: entry.address() as usize,
+            size: entry.size(),
+        });
+    }
+    if let Some(node) = fdt.find_node("/reserved-memory") {
+        for child in node.children() {
+            if let Some(region) = first_reg(child) {
+                let _ = regions.push(region);
+            }
+        }
+    }
+    regions
 }
 
 fn timer_irqs(fdt: &Fdt<'_>) -> Vec<u32, 5> {

@@ -68,6 +68,12 @@ struct RunArgs {
     /// Deterministic instruction counting (QEMU -icount shift=0).
     #[arg(long)]
     icount: bool,
+    /// Boot through U-Boot's `booti`, as on a board (Debian's u-boot-qemu by default).
+    #[arg(long)]
+    uboot: bool,
+    /// The U-Boot binary for --uboot.
+    #[arg(long, value_name = "FILE", default_value = capvisor::qemu::DEBIAN_UBOOT)]
+    uboot_bin: PathBuf,
     /// Extra QEMU arguments, after `--`.
     #[arg(last = true)]
     qemu_args: Vec<String>,
@@ -138,6 +144,7 @@ fn run(root: &std::path::Path, args: RunArgs) -> ExitCode {
     config.mem = args.mem;
     config.gdb = args.gdb;
     config.icount = args.icount;
+    config.uboot = args.uboot.then_some(args.uboot_bin);
     config.extra = args.qemu_args;
     config.timeout = (args.timeout > 0 && !args.gdb).then(|| Duration::from_secs(args.timeout));
     eprintln!(

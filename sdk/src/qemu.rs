@@ -1,7 +1,7 @@
 //! Booting an image in QEMU: the command line, console streaming and capture, time limits, and
 //! what the exit status means.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -39,7 +39,14 @@ pub struct RunConfig {
     pub extra: Vec<String>,
     /// The kernel command line (`/chosen/bootargs`).
     pub append: String,
+    /// Boot through this U-Boot binary (`booti`, as on a board) instead of QEMU's `-kernel`.
+    pub uboot: Option<PathBuf>,
 }
+
+/// Where Debian's `u-boot-qemu` puts U-Boot for QEMU's arm64 `virt` board.
+pub const DEBIAN_UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+/// Where the U-Boot path places the image (2 MiB aligned, clear of U-Boot's device tree).
+pub const UBOOT_LOAD_ADDRESS: u64 = 0x4040_0000;
 
 impl RunConfig {
     /// Defaults: `-cpu max`, one CPU, 1 GiB, semihosting exit, a 60 s limit, echo on.
@@ -56,6 +63,7 @@ impl RunConfig {
             icount: false,
             extra: Vec::new(),
             append: "capvisor.exit=semihosting".into(),
+            uboot: None,
         }
     }
 
@@ -69,10 +77,19 @@ impl RunConfig {
             .args(["-m", &self.mem])
             .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
             .args(["-semihosting-config", "enable=on,target=native"])
-            .arg("-no-reboot")
-            .arg("-kernel")
-            .arg(&self.image)
-            .args(["-append", &self.append]);
+            .arg("-no-reboot");
+        if let Some(uboot) = &self.uboot {
+            // U-Boot is the firmware; the image waits in RAM for `booti`, as a board's would
+            // after `load` from storage.
+            cmd.arg("-bios").arg(uboot).arg("-device").arg(format!(
+                "loader,file={},addr={UBOOT_LOAD_ADDRESS:#x},force-raw=on",
+                self.image.display()
+            ));
+        } else {
+            cmd.arg("-kernel")
+                .arg(&self.image)
+                .args(["-append", &self.append]);
+        }
         if self.icount {
             cmd.args(["-icount", "shift=0,align=off,sleep=off", "-seed", "1"])
                 .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"]);
@@ -143,7 +160,7 @@ pub type Annotator = Box<dyn Fn(&str) -> Option<String> + Send>;
 pub fn run(config: &RunConfig, annotate: Option<Annotator>) -> Result<Outcome, String> {
     let mut child = config
         .command()
-        .stdin(Stdio::null())
+        .stdin(if config.uboot.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -155,26 +172,15 @@ pub fn run(config: &RunConfig, annotate: Option<Annotator>) -> Result<Outcome, S
         })?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
-    let echo = config.echo;
-    let reader = std::thread::spawn(move || {
-        let mut console = String::new();
-        let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-            let text = String::from_utf8_lossy(&line).into_owned();
-            if echo {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text.as_bytes());
-                if let Some(note) = annotate.as_ref().and_then(|a| a(&text)) {
-                    let _ = writeln!(out, "{note}");
-                }
-                let _ = out.flush();
-            }
-            console.push_str(&text);
-            line.clear();
-        }
-        console
+    let stdin = child.stdin.take();
+    let booti = config.uboot.as_ref().map(|_| {
+        format!(
+            "setenv bootargs {}; booti {UBOOT_LOAD_ADDRESS:#x} - ${{fdtcontroladdr}}\n",
+            config.append
+        )
     });
+    let echo = config.echo;
+    let reader = std::thread::spawn(move || read_console(stdout, stdin, booti, echo, annotate));
     let err_reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
@@ -187,6 +193,58 @@ pub fn run(config: &RunConfig, annotate: Option<Annotator>) -> Result<Outcome, S
         eprintln!("qemu: {}", stderr_text.trim_end());
     }
     Ok(Outcome { ending, console })
+}
+
+/// Reads the console to its end: echoes it (with annotations after complete lines) and, on the
+/// U-Boot path, answers U-Boot's autoboot countdown and prompt with the `booti` command.
+fn read_console(
+    mut stdout: std::process::ChildStdout,
+    mut stdin: Option<std::process::ChildStdin>,
+    mut booti: Option<String>,
+    echo: bool,
+    annotate: Option<Annotator>,
+) -> String {
+    let mut console = String::new();
+    let mut pending = String::new();
+    let mut interrupted = false;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match stdout.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
+        console.push_str(&text);
+        if echo {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(text.as_bytes());
+            pending.push_str(&text);
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                if let Some(note) = annotate.as_ref().and_then(|a| a(&line)) {
+                    let _ = writeln!(out, "{note}");
+                }
+            }
+            let _ = out.flush();
+        }
+        if let (Some(input), Some(command)) = (stdin.as_mut(), booti.as_ref()) {
+            if !interrupted && console.contains("Hit any key to stop autoboot") {
+                let _ = input.write_all(b"\n");
+                let _ = input.flush();
+                interrupted = true;
+            } else if interrupted
+                && console
+                    .rsplit("Hit any key")
+                    .next()
+                    .is_some_and(|t| t.contains("=> "))
+            {
+                let _ = input.write_all(command.as_bytes());
+                let _ = input.flush();
+                booti = None;
+            }
+        }
+    }
+    console
 }
 
 fn wait(child: &mut std::process::Child, timeout: Option<Duration>) -> Result<Ending, String> {

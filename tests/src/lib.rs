@@ -43,6 +43,17 @@ pub fn boot(image: &Path, cpu: &str, smp: u32) -> Outcome {
     qemu::run(&config, None).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Boots `image` through U-Boot's `booti` (Debian's u-boot-qemu), as a board would.
+#[must_use]
+pub fn boot_uboot(image: &Path, cpu: &str) -> Outcome {
+    let mut config = RunConfig::new(image);
+    config.cpu = cpu.into();
+    config.timeout = Some(Duration::from_secs(90));
+    config.echo = std::env::var_os("CAPVISOR_TEST_ECHO").is_some();
+    config.uboot = Some(qemu::DEBIAN_UBOOT.into());
+    qemu::run(&config, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The platform line each model must print: the values QEMU 10.0.2 implements (MIDR from QEMU's
 /// CPU definitions; the rest as in `shared/TOOLCHAIN.md`'s table, read by an independent probe).
 #[must_use]

@@ -8,10 +8,7 @@ use capvisor_tests::{assert_contains, assert_line, boot, build};
 fn services_run(cpu: &str) {
     let image = build("tests/images/el0-services.toml");
     let outcome = boot(&image.path, cpu, 1);
-    assert_line(
-        &outcome,
-        "capvisor: loaded 2 service(s); 1015 MiB of RAM free",
-    );
+    assert_contains(&outcome, "capvisor: loaded 2 service(s); ");
     assert_line(&outcome, "[hello] hello from EL0");
     assert_line(&outcome, "[faulter] about to touch an unmapped address");
     // A stage-2 translation fault at level 1 (the services' tables start at level 1 and the
