@@ -53,9 +53,8 @@ fn invoke(
     assert_eq!(regs.error_code(), None, "setup invocation {label} failed");
 }
 
-/// A root with RAM and device untyped, two endpoints, a notification, a frame and two more
-/// threads sharing its CSpace.
-fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
+/// A root with RAM and device untyped (and nothing else yet).
+fn boot_root() -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
     let features = PlatformFeatures {
         fwb: false,
         dic: true,
@@ -80,41 +79,31 @@ fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
         ipc_buffer: 0x10_0000,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).expect("root");
+    (k, fx, layout)
+}
+
+/// The root, plus two endpoints (slots 10, 11), a notification (12), two frames (13, 14) and two
+/// more threads (15, 16) sharing its CSpace, faulting to the first endpoint.
+fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
+    let (mut k, mut fx, layout) = boot_root();
     let root = layout.thread;
-    let untyped = RootLayout::FIRST_UNTYPED;
+    let retype = Invocation::Retype.code();
     let kind = |k: ObjectKind| u64::from(k.code());
-    invoke(
-        &mut k,
-        &mut fx,
-        root,
-        untyped,
-        Invocation::Retype.code(),
-        &[kind(ObjectKind::Endpoint), 0, 0, 10, 2],
-    );
-    invoke(
-        &mut k,
-        &mut fx,
-        root,
-        untyped,
-        Invocation::Retype.code(),
-        &[kind(ObjectKind::Notification), 0, 0, 12, 1],
-    );
-    invoke(
-        &mut k,
-        &mut fx,
-        root,
-        untyped,
-        Invocation::Retype.code(),
-        &[kind(ObjectKind::Frame), 12, 0, 13, 2],
-    );
-    invoke(
-        &mut k,
-        &mut fx,
-        root,
-        untyped,
-        Invocation::Retype.code(),
-        &[kind(ObjectKind::Thread), 0, 0, 15, 2],
-    );
+    for args in [
+        [kind(ObjectKind::Endpoint), 0, 0, 10, 2],
+        [kind(ObjectKind::Notification), 0, 0, 12, 1],
+        [kind(ObjectKind::Frame), 12, 0, 13, 2],
+        [kind(ObjectKind::Thread), 0, 0, 15, 2],
+    ] {
+        invoke(
+            &mut k,
+            &mut fx,
+            root,
+            RootLayout::FIRST_UNTYPED,
+            retype,
+            &args,
+        );
+    }
     for (slot, ipc) in [(15, 0x11_0000), (16, 0x12_0000)] {
         let args = [
             0x2000,
@@ -143,41 +132,46 @@ fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
     (k, fx, threads)
 }
 
+/// One step of the input.
+fn step(k: &mut Kernel, fx: &mut FakeEffects, thread: ThreadRef, step: &[u8]) {
+    match step[1] % 16 {
+        0 => {
+            let _ = k.timer_tick();
+        }
+        1 => {
+            let _ = k.handle_irq(u32::from(step[2]));
+        }
+        2 => {
+            let fault = ServiceFault::Exception {
+                esr: Esr::new(word(step, 8)),
+            };
+            let _ = k.handle_fault(thread, word(step, 16), fault, fx);
+        }
+        _ => {
+            let buffer = fx.buffer(thread);
+            buffer.caps = [word(step, 72) % 64, word(step, 80) % 64, word(step, 88)];
+            buffer.receive_slot = word(step, 88) % 1100;
+            buffer.msg[4] = word(step, 72);
+            buffer.msg[5] = word(step, 80);
+            let mut regs = SyscallRegs(core::array::from_fn(|i| word(step, 8 + 8 * i)));
+            // Small capability pointers and syscall numbers reach more code than random ones.
+            if step[1] & 0x80 == 0 {
+                regs.0[0] %= 40;
+                regs.0[7] %= 13;
+            }
+            if k.handle_syscall(thread, &mut regs, fx) == Schedule::Switch {
+                let _ = k.pick_next();
+            }
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let (mut k, mut fx, threads) = boot();
     k.check_invariants().expect("boot state");
-    for step in data.chunks_exact(STEP) {
-        let thread = threads[usize::from(step[0]) % threads.len()];
-        match step[1] % 16 {
-            0 => {
-                let _ = k.timer_tick();
-            }
-            1 => {
-                let _ = k.handle_irq(u32::from(step[2]));
-            }
-            2 => {
-                let fault = ServiceFault::Exception {
-                    esr: Esr::new(word(step, 8)),
-                };
-                let _ = k.handle_fault(thread, word(step, 16), fault, &mut *fx);
-            }
-            _ => {
-                let buffer = fx.buffer(thread);
-                buffer.caps = [word(step, 72) % 64, word(step, 80) % 64, word(step, 88)];
-                buffer.receive_slot = word(step, 88) % 1100;
-                buffer.msg[4] = word(step, 72);
-                buffer.msg[5] = word(step, 80);
-                let mut regs = SyscallRegs(core::array::from_fn(|i| word(step, 8 + 8 * i)));
-                // Small capability pointers and syscall numbers reach more code than random ones.
-                if step[1] & 0x80 == 0 {
-                    regs.0[0] %= 40;
-                    regs.0[7] %= 13;
-                }
-                if k.handle_syscall(thread, &mut regs, &mut *fx) == Schedule::Switch {
-                    let _ = k.pick_next();
-                }
-            }
-        }
+    for chunk in data.chunks_exact(STEP) {
+        let thread = threads[usize::from(chunk[0]) % threads.len()];
+        step(&mut k, &mut fx, thread, chunk);
         for &t in &threads {
             let _ = k.take_syscall_result(t);
         }

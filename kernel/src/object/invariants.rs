@@ -27,18 +27,7 @@ impl Kernel {
     fn check_counts(&self) -> Result<(), &'static str> {
         let mut counts = Counts::default();
         for (_, cap) in self.slots.occupied() {
-            let live = match cap.object {
-                Object::Untyped(r) => self.untyped.get(r).is_ok(),
-                Object::Endpoint(r) => self.endpoints.get(r).is_ok(),
-                Object::Notification(r) => self.notifications.get(r).is_ok(),
-                Object::CNode(r) => self.cnodes.get(r).is_ok(),
-                Object::Thread(r) => self.threads.get(r).is_ok(),
-                Object::AddressSpace(r) | Object::Vm(r) => self.spaces.get(r).is_ok(),
-                Object::Vcpu(r) => self.vcpus.get(r).is_ok(),
-                Object::IrqHandler(r) => self.irqs.get(r).is_ok(),
-                Object::Frame(_) | Object::IrqControl => true,
-            };
-            if !live {
+            if !self.is_live(&cap.object) {
                 return Err("a capability names a freed object");
             }
             counts.add(&cap.object);
@@ -85,6 +74,20 @@ impl Kernel {
             return Err("an object with no capability is still alive");
         }
         Ok(())
+    }
+
+    fn is_live(&self, object: &Object) -> bool {
+        match *object {
+            Object::Untyped(r) => self.untyped.get(r).is_ok(),
+            Object::Endpoint(r) => self.endpoints.get(r).is_ok(),
+            Object::Notification(r) => self.notifications.get(r).is_ok(),
+            Object::CNode(r) => self.cnodes.get(r).is_ok(),
+            Object::Thread(r) => self.threads.get(r).is_ok(),
+            Object::AddressSpace(r) | Object::Vm(r) => self.spaces.get(r).is_ok(),
+            Object::Vcpu(r) => self.vcpus.get(r).is_ok(),
+            Object::IrqHandler(r) => self.irqs.get(r).is_ok(),
+            Object::Frame(_) | Object::IrqControl => true,
+        }
     }
 
     fn check_queues(&self) -> Result<(), &'static str> {

@@ -27,7 +27,7 @@ use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo};
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
 
 use super::Kernel;
-use super::arena::ThreadRef;
+use super::arena::{IrqHandlerRef, ThreadRef};
 use super::capability::{Capability, Object, ObjectType};
 use super::cspace::SlotId;
 use super::effects::Effects;
@@ -136,34 +136,8 @@ impl Kernel {
             ) => {
                 self.invoke_cnode(caller, cap, invocation, args, fx)?;
             }
-            (Invocation::Retype, _) => {
-                let [kind, size_bits, dest, first, count] = args.take()?;
-                let dest = match dest {
-                    0 => self
-                        .threads
-                        .get(caller)?
-                        .cspace
-                        .ok_or(KernelError::InvalidSlot)?,
-                    cptr => match self.lookup(caller, CPtr::new(cptr))?.1.object {
-                        Object::CNode(cnode) => cnode,
-                        _ => return Err(KernelError::WrongType),
-                    },
-                };
-                if !matches!(cap.object, Object::Untyped(_)) {
-                    return Err(KernelError::IllegalOperation);
-                }
-                let kind = ObjectType::from_code(kind)?;
-                self.retype(
-                    slot,
-                    Retype {
-                        kind,
-                        size_bits,
-                        dest,
-                        first,
-                        count,
-                    },
-                    fx,
-                )?;
+            (Invocation::Retype, Object::Untyped(_)) => {
+                self.invoke_retype(caller, slot, args, fx)?
             }
             (Invocation::Map, Object::Frame(_)) => {
                 self.map_frame(caller, slot, args.take()?, fx)?
@@ -173,15 +147,7 @@ impl Kernel {
                 self.issue_irq_handler(caller, slot, args)?
             }
             (Invocation::IrqSetNotification, Object::IrqHandler(handler)) => {
-                let [cptr] = args.take()?;
-                let (_, target) = self.lookup(caller, CPtr::new(cptr))?;
-                let Object::Notification(notification) = target.object else {
-                    return Err(KernelError::WrongType);
-                };
-                if !target.rights.contains(Rights::WRITE) {
-                    return Err(KernelError::InsufficientRights);
-                }
-                self.irqs.get_mut(handler)?.notification = Some((notification, target.badge));
+                self.irq_set_notification(caller, handler, args)?;
             }
             (Invocation::IrqAck, Object::IrqHandler(handler)) => {
                 fx.irq_ack(self.irqs.get(handler)?.intid)
@@ -252,6 +218,57 @@ impl Kernel {
             }
             _ => Err(KernelError::IllegalOperation),
         }
+    }
+
+    fn invoke_retype(
+        &mut self,
+        caller: ThreadRef,
+        slot: SlotId,
+        args: &Args,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let [kind, size_bits, dest, first, count] = args.take()?;
+        let dest = match dest {
+            0 => self
+                .threads
+                .get(caller)?
+                .cspace
+                .ok_or(KernelError::InvalidSlot)?,
+            cptr => match self.lookup(caller, CPtr::new(cptr))?.1.object {
+                Object::CNode(cnode) => cnode,
+                _ => return Err(KernelError::WrongType),
+            },
+        };
+        let kind = ObjectType::from_code(kind)?;
+        self.retype(
+            slot,
+            Retype {
+                kind,
+                size_bits,
+                dest,
+                first,
+                count,
+            },
+            fx,
+        )
+    }
+
+    fn irq_set_notification(
+        &mut self,
+        caller: ThreadRef,
+        handler: IrqHandlerRef,
+        args: &Args,
+    ) -> Result<(), KernelError> {
+        let [cptr] = args.take()?;
+        let (_, target) = self.lookup(caller, CPtr::new(cptr))?;
+        let Object::Notification(notification) = target.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !target.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        self.irqs.get_mut(handler)?.notification = Some((notification, target.badge));
+        Ok(())
     }
 
     fn issue_irq_handler(

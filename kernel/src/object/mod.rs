@@ -121,14 +121,15 @@ impl PlatformFeatures {
     }
 }
 
-impl From<&Platform> for PlatformFeatures {
-    fn from(platform: &Platform) -> Self {
-        // Service and guest IPA spaces are as wide as the physical address space, at most 48 bits
-        // (no LPA2 in the glue's tables).
+impl PlatformFeatures {
+    /// The features of `platform`, for stage-2 tables that translate `ipa_bits`-bit IPAs (the
+    /// glue's table configuration, e.g. 39 for a 4K granule starting at level 1).
+    #[must_use]
+    pub fn for_platform(platform: &Platform, ipa_bits: u8) -> Self {
         Self {
             fwb: platform.fwb,
             dic: platform.dic,
-            ipa_bits: platform.pa_bits.min(48),
+            ipa_bits,
         }
     }
 }

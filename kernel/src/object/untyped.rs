@@ -69,7 +69,42 @@ impl Untyped {
     }
 }
 
-/// A checked retype request.
+/// Checks that `untyped` can make `request`'s objects; returns log2 of one object's charge.
+fn check_request(untyped: &Untyped, request: &Retype) -> Result<u32, KernelError> {
+    let kind_ok = match untyped.device {
+        Some(_) => matches!(request.kind, ObjectType::DeviceFrame | ObjectType::Untyped),
+        None => request.kind != ObjectType::DeviceFrame,
+    };
+    if !kind_ok {
+        return Err(KernelError::InvalidArgument);
+    }
+    let bits = request.kind.charge(request.size_bits)?;
+    let single = matches!(
+        request.kind,
+        ObjectType::CNode | ObjectType::AddressSpace | ObjectType::Vm
+    );
+    if request.count == 0 || request.count > MAX_RETYPE || (single && request.count != 1) {
+        return Err(KernelError::RangeError);
+    }
+    Ok(bits)
+}
+
+/// Where `count` objects of `1 << bits` bytes go: the first one's offset and the new watermark.
+/// The physical address is aligned, not the offset: a 2 MiB frame is 2 MiB-aligned in memory.
+fn placement(untyped: &Untyped, bits: u32, count: u64) -> Result<(u64, u64), KernelError> {
+    let base = untyped.base.raw();
+    let aligned = base
+        .checked_add(untyped.watermark)
+        .and_then(|pa| pa.checked_next_multiple_of(1u64 << bits))
+        .map(|pa| pa - base)
+        .ok_or(KernelError::NotEnoughMemory)?;
+    let end = (count << bits)
+        .checked_add(aligned)
+        .filter(|&e| e <= untyped.size);
+    Ok((aligned, end.ok_or(KernelError::NotEnoughMemory)?))
+}
+
+/// A retype request (the invocation's arguments, decoded).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Retype {
     pub kind: ObjectType,
@@ -100,36 +135,10 @@ impl Kernel {
             return Err(KernelError::InsufficientRights);
         }
         let untyped = self.untyped.get(untyped_ref)?.clone();
-        let kind_ok = match untyped.device {
-            Some(_) => matches!(request.kind, ObjectType::DeviceFrame | ObjectType::Untyped),
-            None => request.kind != ObjectType::DeviceFrame,
-        };
-        if !kind_ok {
-            return Err(KernelError::InvalidArgument);
-        }
-        let bits = request.kind.charge(request.size_bits)?;
-        let single = matches!(
-            request.kind,
-            ObjectType::CNode | ObjectType::AddressSpace | ObjectType::Vm
-        );
-        if request.count == 0 || request.count > MAX_RETYPE || (single && request.count != 1) {
-            return Err(KernelError::RangeError);
-        }
+        let bits = check_request(&untyped, &request)?;
         let dest = *self.cnodes.get(request.dest)?;
         let slots = self.destination_slots(&dest, request.first, request.count)?;
-        let object_size = 1u64 << bits;
-        // Align the physical address, not the offset: a 2 MiB frame must be 2 MiB-aligned in memory.
-        let aligned = untyped
-            .base
-            .raw()
-            .checked_add(untyped.watermark)
-            .and_then(|pa| pa.checked_next_multiple_of(object_size))
-            .map(|pa| pa - untyped.base.raw())
-            .ok_or(KernelError::NotEnoughMemory)?;
-        let end = (request.count << bits)
-            .checked_add(aligned)
-            .filter(|&e| e <= untyped.size);
-        let end = end.ok_or(KernelError::NotEnoughMemory)?;
+        let (aligned, end) = placement(&untyped, bits, request.count)?;
         self.check_capacity(request.kind, request.count, request.size_bits)?;
         for (i, &dest_slot) in slots.iter().enumerate() {
             let offset = aligned + ((i as u64) << bits);
