@@ -2,9 +2,19 @@
 //! several threads, interleaved with timer ticks, interrupts and faults, against the fake effects.
 //! Nothing may panic, and the object model's invariants must hold after every step.
 //!
-//! Input: a sequence of 96-byte steps. Byte 0 picks the thread and byte 1 the event (mostly a
-//! syscall); bytes 8..72 are x0–x7; bytes 72..96 are three words written into the thread's IPC
-//! buffer (capability pointers to transfer, the receive slot and message words beyond x5).
+//! Input: a sequence of 40-byte steps, compact so that short inputs already make several calls:
+//!
+//! | bytes | meaning |
+//! |---|---|
+//! | 0 | the thread (mod 3) |
+//! | 1 | the event: tick, interrupt, fault, or (mostly) a syscall; bit 7 keeps x0/x7 raw |
+//! | 2 | x0, the capability pointer |
+//! | 3 | x7, the syscall number |
+//! | 4..12 | x1, the message-info word (bit 7 of byte 1 clear: rebuilt as a valid word) |
+//! | 12..28 | x2–x5, four 32-bit words |
+//! | 28..31 | IPC buffer: the three capability pointers to transfer |
+//! | 31 | IPC buffer: the receive slot |
+//! | 32..40 | IPC buffer: message words 4 and 5 (32 bits each) |
 #![no_main]
 
 use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
@@ -18,13 +28,51 @@ use capvisor_kernel::object::{
 };
 use libfuzzer_sys::fuzz_target;
 
-const STEP: usize = 96;
+const STEP: usize = 40;
 const THREAD_CONFIGURE: u64 = 20;
 
 fn word(bytes: &[u8], at: usize) -> u64 {
     let mut raw = [0; 8];
     raw.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(raw)
+}
+
+fn half(bytes: &[u8], at: usize) -> u64 {
+    let mut raw = [0; 4];
+    raw.copy_from_slice(&bytes[at..at + 4]);
+    u64::from(u32::from_le_bytes(raw))
+}
+
+/// x0–x7 of a syscall step.
+fn registers(step: &[u8]) -> SyscallRegs {
+    let raw = step[1] & 0x80 != 0;
+    let info = word(step, 4);
+    let info = if raw {
+        info
+    } else {
+        // label (16 bits), length (0..=520 bytes), capabilities (0..=3)
+        let (label, length, caps) = (
+            info & 0xffff,
+            ((info >> 16) & 0x3ff) % 521,
+            (info >> 26) & 3,
+        );
+        MessageInfo::new(label, length as usize, caps as usize).map_or(info, MessageInfo::raw)
+    };
+    let (cptr, number) = if raw {
+        (word(step, 4), u64::from(step[3]))
+    } else {
+        (u64::from(step[2] % 40), u64::from(step[3] % 13))
+    };
+    SyscallRegs([
+        cptr,
+        info,
+        half(step, 12),
+        half(step, 16),
+        half(step, 20),
+        half(step, 24),
+        0,
+        number,
+    ])
 }
 
 /// The root invokes `cptr` with `label` and `args` (setup only; it must succeed).
@@ -143,22 +191,21 @@ fn step(k: &mut Kernel, fx: &mut FakeEffects, thread: ThreadRef, step: &[u8]) {
         }
         2 => {
             let fault = ServiceFault::Exception {
-                esr: Esr::new(word(step, 8)),
+                esr: Esr::new(word(step, 4)),
             };
-            let _ = k.handle_fault(thread, word(step, 16), fault, fx);
+            let _ = k.handle_fault(thread, half(step, 12), fault, fx);
         }
         _ => {
             let buffer = fx.buffer(thread);
-            buffer.caps = [word(step, 72) % 64, word(step, 80) % 64, word(step, 88)];
-            buffer.receive_slot = word(step, 88) % 1100;
-            buffer.msg[4] = word(step, 72);
-            buffer.msg[5] = word(step, 80);
-            let mut regs = SyscallRegs(core::array::from_fn(|i| word(step, 8 + 8 * i)));
-            // Small capability pointers and syscall numbers reach more code than random ones.
-            if step[1] & 0x80 == 0 {
-                regs.0[0] %= 40;
-                regs.0[7] %= 13;
-            }
+            buffer.caps = [
+                u64::from(step[28]),
+                u64::from(step[29]),
+                u64::from(step[30]),
+            ];
+            buffer.receive_slot = u64::from(step[31]);
+            buffer.msg[4] = half(step, 32);
+            buffer.msg[5] = half(step, 36);
+            let mut regs = registers(step);
             if k.handle_syscall(thread, &mut regs, fx) == Schedule::Switch {
                 let _ = k.pick_next();
             }
