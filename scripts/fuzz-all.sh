@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 seconds=${FUZZ_SECONDS:-8}
 # One target directory for every fuzz crate: libFuzzer's C++ and the shared dependencies are
 # built once with the instrumentation flags, not once per crate.
-export FUZZ_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target/fuzz}"
+export CARGO_TARGET_DIR="$PWD/target/fuzz"
 found=0
 for dir in $(find . -path ./target -prune -o -type d -name fuzz -print | sort); do
   [ -f "$dir/Cargo.toml" ] || continue
