@@ -82,12 +82,14 @@ pub struct Arena<T, const N: usize> {
 
 impl<T, const N: usize> Arena<T, N> {
     /// An empty arena.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
-            entries: core::array::from_fn(|_| Entry {
-                generation: 0,
-                value: None,
-            }),
+            entries: [const {
+                Entry {
+                    generation: 0,
+                    value: None,
+                }
+            }; N],
         }
     }
 

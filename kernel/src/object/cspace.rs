@@ -77,7 +77,7 @@ pub struct SlotTable {
 impl SlotTable {
     /// Every slot empty.
     #[must_use]
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Self {
             entries: [EMPTY; MAX_SLOTS],
         }

@@ -122,6 +122,13 @@ impl PlatformFeatures {
 }
 
 impl PlatformFeatures {
+    /// Nothing known yet (for a static `Kernel` before boot): every mapping is refused.
+    pub const UNKNOWN: Self = Self {
+        fwb: false,
+        dic: false,
+        ipa_bits: 0,
+    };
+
     /// The features of `platform`, for stage-2 tables that translate `ipa_bits`-bit IPAs (the
     /// glue's table configuration, e.g. 39 for a 4K granule starting at level 1).
     #[must_use]
@@ -153,8 +160,12 @@ pub struct Kernel {
 impl Kernel {
     /// An empty kernel for a platform with `features`. No thread exists until
     /// [`Kernel::create_root_thread`].
+    ///
+    /// `Kernel` is large (about 300 KiB: the slot table dominates), so the glue keeps it in a
+    /// static, never on a kernel stack: this is a `const fn` for exactly that, and
+    /// [`Kernel::set_features`] fills in what is only known at boot.
     #[must_use]
-    pub fn new(features: PlatformFeatures) -> Self {
+    pub const fn new(features: PlatformFeatures) -> Self {
         Self {
             features,
             slots: cspace::SlotTable::new(),
@@ -168,6 +179,18 @@ impl Kernel {
             irqs: Arena::new(),
             sched: sched::Scheduler::new(),
         }
+    }
+
+    /// Sets the platform features (boot only: before the root thread exists).
+    ///
+    /// # Errors
+    /// [`KernelError::IllegalOperation`] once a thread exists.
+    pub fn set_features(&mut self, features: PlatformFeatures) -> Result<(), KernelError> {
+        if self.threads.iter::<ThreadRef>().next().is_some() {
+            return Err(KernelError::IllegalOperation);
+        }
+        self.features = features;
+        Ok(())
     }
 
     /// The platform features this kernel checks mappings against.

@@ -311,3 +311,21 @@ fn a_second_root_or_a_bad_region_is_refused() {
         Err(KernelError::AlignmentError)
     );
 }
+
+/// The glue keeps the kernel in a static: `Kernel::new` must be usable in a constant.
+static STATIC_KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
+
+#[test]
+fn the_kernel_fits_a_static_and_takes_its_features_at_boot() {
+    assert!(STATIC_KERNEL.current().is_none());
+    let size = core::mem::size_of::<Kernel>();
+    assert!(size < 512 * 1024, "{size} bytes");
+    let mut w = World::new();
+    assert_eq!(
+        w.k.set_features(features()),
+        Err(KernelError::IllegalOperation)
+    );
+    let mut k = Box::new(Kernel::new(PlatformFeatures::UNKNOWN));
+    k.set_features(features()).unwrap();
+    assert_eq!(k.features(), features());
+}
