@@ -90,6 +90,13 @@ fn retype_errors() {
         w.invoke(MMIO_UNTYPED, Invocation::Retype, &[frame, 12, 0, EP, 1]),
         Err(KernelError::InvalidArgument)
     );
+}
+
+#[test]
+fn retype_memory_and_argument_errors() {
+    let mut w = World::new();
+    let ep = World::kind(ObjectKind::Endpoint);
+    let frame = World::kind(ObjectKind::Frame);
     // 16 MiB holds eight 2 MiB frames, not nine; a failed retype changes nothing.
     assert_eq!(
         w.retype(frame, 21, EP, 9),
@@ -150,6 +157,15 @@ fn copy_and_mint_narrow_rights_and_badge_once() {
     )
     .unwrap();
     assert_eq!(w.cap(EP + 2).unwrap().rights, Rights::READ);
+}
+
+#[test]
+fn mint_badges_once_and_copy_reports_each_error() {
+    let mut w = World::new();
+    w.retype(World::kind(ObjectKind::Endpoint), 0, EP, 1)
+        .unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Copy, &[EP + 1, EP, 0x1f])
+        .unwrap();
     w.invoke(RootLayout::CNODE, Invocation::Mint, &[EP + 3, EP, 0x1f, 42])
         .unwrap();
     assert_eq!(w.cap(EP + 3).unwrap().badge.raw(), 42);
@@ -197,6 +213,12 @@ fn copy_and_mint_narrow_rights_and_badge_once() {
         w.invoke(RootLayout::CNODE, Invocation::Mint, &[EP + 4, EP, 0x1f]),
         Err(KernelError::TruncatedMessage)
     );
+}
+
+#[test]
+fn cnode_operations_need_write_and_a_cnode() {
+    let mut w = World::new();
+    let read = World::rights(&[Rights::READ]);
     // CNode operations need WRITE on the CNode capability.
     w.invoke(
         RootLayout::CNODE,

@@ -83,68 +83,72 @@ fn full_words(regs: &SyscallRegs, buffer: &IpcBuffer) -> IpcBuffer {
     message
 }
 
+/// The client calls with a typed memmgr request and, in round 0, its frame capability.
+fn client_calls(w: &mut World, client: ThreadRef, round: u64) -> memmgr::Request {
+    let request = memmgr::Request::AddRam {
+        vm: VmId::new(7),
+        base: Ipa::new(round << 21),
+        size: 1 << 21,
+    };
+    let frame = [capvisor_ipc::cap::CPtr::new(THEIR_FRAME)];
+    let caps: &[capvisor_ipc::cap::CPtr] = if round == 0 { &frame } else { &[] };
+    let buffer = w.fx.buffer(client);
+    let info = encode_request::<MemMgr>(&request, Generation::ANY, caps, buffer).unwrap();
+    let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
+    w.syscall(client, Syscall::Call, THEIR_EP, info, words);
+    assert_eq!(w.k.thread_state(client), Ok(ThreadState::BlockedReply));
+    request
+}
+
+/// The server was woken with the badge, the request and (round 0) the frame in its window.
+fn server_got(w: &mut World, server: ThreadRef, request: &memmgr::Request, round: u64) {
+    let got =
+        w.k.take_syscall_result(server)
+            .expect("the server was woken");
+    assert_eq!((got.error_code(), got.0[0]), (None, BADGE));
+    let got_info = MessageInfo::decode(got.info()).unwrap();
+    let message = full_words(&got, w.fx.buffer(server));
+    let (decoded, context) =
+        decode_request::<MemMgr>(got_info, &message, Generation::new(1)).unwrap();
+    assert_eq!(&decoded, request);
+    assert_eq!(context.badge().raw(), BADGE);
+    if round == 0 {
+        let received = context.received();
+        assert_eq!(received.len(), 1);
+        assert_eq!(
+            received[0].map(|c| (c.kind(), c.cptr().raw())),
+            Some((ObjectKind::Frame, WINDOW))
+        );
+    }
+}
+
+/// The server replies and waits again in one syscall; the client gets the typed reply.
+fn server_replies(w: &mut World, server: ThreadRef, client: ThreadRef) {
+    let reply = memmgr::Reply::AddRam(Ok(()));
+    let buffer = w.fx.buffer(server);
+    let info = encode_reply::<MemMgr>(Ok(&reply), &[], Generation::new(1), buffer);
+    let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
+    w.syscall(server, Syscall::ReplyRecv, THEIR_EP, info, words);
+    let back =
+        w.k.take_syscall_result(client)
+            .expect("the client got its reply");
+    assert_eq!((back.error_code(), back.0[0]), (None, 0));
+    let back_info = MessageInfo::decode(back.info()).unwrap();
+    let message = full_words(&back, w.fx.buffer(client));
+    let (_, payload) = split_header(message.payload(back_info)).unwrap();
+    assert_eq!(decode_exact::<memmgr::Reply>(payload).unwrap(), reply);
+}
+
 #[test]
 fn two_services_ping_pong_typed_messages_with_a_capability() {
     let (mut w, client, server) = client_server();
     let empty = MessageInfo::new(0, 0, 0).unwrap();
     let (_, schedule) = w.syscall(server, Syscall::Recv, THEIR_EP, empty, [0; 4]);
-    assert_eq!(
-        w.k.thread_state(server),
-        Ok(ThreadState::BlockedRecv(endpoint(&w)))
-    );
-    assert_eq!(
-        schedule,
-        Schedule::Switch,
-        "the root was current; it stays best, but the server blocked"
-    );
+    assert_eq!(schedule, Schedule::Switch, "the server blocked");
     for round in 0..3u64 {
-        // The client calls with a typed memmgr request and, the first time, its frame capability.
-        let request = memmgr::Request::AddRam {
-            vm: VmId::new(7),
-            base: Ipa::new(round << 21),
-            size: 1 << 21,
-        };
-        let caps: &[capvisor_ipc::cap::CPtr] = if round == 0 {
-            &[capvisor_ipc::cap::CPtr::new(THEIR_FRAME)]
-        } else {
-            &[]
-        };
-        let buffer = w.fx.buffer(client);
-        let info = encode_request::<MemMgr>(&request, Generation::ANY, caps, buffer).unwrap();
-        let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
-        let (_, _) = w.syscall(client, Syscall::Call, THEIR_EP, info, words);
-        assert_eq!(w.k.thread_state(client), Ok(ThreadState::BlockedReply));
-        // The server wakes with the badge, the message and (round 0) the frame in its window.
-        let got =
-            w.k.take_syscall_result(server)
-                .expect("the server was woken");
-        assert_eq!(got.error_code(), None);
-        assert_eq!(got.0[0], BADGE);
-        let got_info = MessageInfo::decode(got.info()).unwrap();
-        let message = full_words(&got, w.fx.buffer(server));
-        let (decoded, context) =
-            decode_request::<MemMgr>(got_info, &message, Generation::new(1)).unwrap();
-        assert_eq!(decoded, request);
-        assert_eq!(context.badge().raw(), BADGE);
-        if round == 0 {
-            assert_eq!(context.received().len(), 1);
-            assert_eq!(context.received()[0].unwrap().kind(), ObjectKind::Frame);
-            assert_eq!(context.received()[0].unwrap().cptr().raw(), WINDOW);
-        }
-        // The server replies and waits again, in one syscall.
-        let reply = memmgr::Reply::AddRam(Ok(()));
-        let buffer = w.fx.buffer(server);
-        let info = encode_reply::<MemMgr>(Ok(&reply), &[], Generation::new(1), buffer);
-        let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
-        w.syscall(server, Syscall::ReplyRecv, THEIR_EP, info, words);
-        let back =
-            w.k.take_syscall_result(client)
-                .expect("the client got its reply");
-        assert_eq!((back.error_code(), back.0[0]), (None, 0));
-        let back_info = MessageInfo::decode(back.info()).unwrap();
-        let message = full_words(&back, w.fx.buffer(client));
-        let (_, payload) = split_header(message.payload(back_info)).unwrap();
-        assert_eq!(decode_exact::<memmgr::Reply>(payload).unwrap(), reply);
+        let request = client_calls(&mut w, client, round);
+        server_got(&mut w, server, &request, round);
+        server_replies(&mut w, server, client);
         assert_eq!(
             w.k.thread_state(server),
             Ok(ThreadState::BlockedRecv(endpoint(&w)))
@@ -160,6 +164,10 @@ fn two_services_ping_pong_typed_messages_with_a_capability() {
     .unwrap();
     let server_window = w.k.cnode_slot(cnode(&w, SERVER_CNODE), WINDOW).unwrap();
     assert!(w.k.slots.cap(server_window).is_none());
+    let client_frame =
+        w.k.cnode_slot(cnode(&w, CLIENT_CNODE), THEIR_FRAME)
+            .unwrap();
+    assert!(w.k.slots.cap(client_frame).is_none());
 }
 
 fn endpoint(w: &World) -> crate::object::EndpointRef {
@@ -452,6 +460,21 @@ fn notifications_or_badges_and_wait_takes_the_word() {
     assert_eq!(regs.0[0], 0b11);
     let (regs, _) = w.syscall(root, Syscall::Poll, NOTIFICATION, info(0, 0, 0), [0; 4]);
     assert_eq!((regs.error_code(), regs.0[0]), (None, 0));
+}
+
+#[test]
+fn notification_waiters_errors_and_deletion() {
+    let mut w = World::new();
+    w.retype(World::kind(ObjectKind::Notification), 0, NOTIFICATION, 1)
+        .unwrap();
+    let mint = capvisor_ipc::abi::Invocation::Mint;
+    w.invoke(
+        RootLayout::CNODE,
+        mint,
+        &[NOTIFICATION + 2, NOTIFICATION, 0x1f, 0b10],
+    )
+    .unwrap();
+    let root = w.root;
     // A waiter is woken by the next signal with its badge.
     let waiter = w.spawn(FREE + 10, 10);
     w.syscall(waiter, Syscall::Wait, NOTIFICATION, info(0, 0, 0), [0; 4]);
@@ -660,4 +683,51 @@ fn a_fault_without_a_handler_stops_the_thread() {
     assert_eq!(w.k.thread_state(faulty), Ok(ThreadState::Inactive));
     assert!(w.k.take_syscall_result(faulty).is_none());
     w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn a_reply_carries_capabilities_only_when_the_server_may_grant_replies() {
+    let (mut w, client, server) = client_server();
+    // The server gets a frame of its own to hand back.
+    w.invoke(
+        SERVER_CNODE,
+        capvisor_ipc::abi::Invocation::Copy,
+        &[THEIR_FRAME, FRAME, 0x1f],
+    )
+    .unwrap();
+    w.fx.buffer(client).receive_slot = WINDOW;
+    w.syscall(client, Syscall::Call, THEIR_EP, info(1, 0, 0), [0; 4]);
+    w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
+    w.fx.buffer(server).caps = [THEIR_FRAME, 0, 0];
+    w.syscall(server, Syscall::Reply, 0, info(0, 0, 1), [0; 4]);
+    let back = w.k.take_syscall_result(client).unwrap();
+    assert_eq!(MessageInfo::decode(back.info()).unwrap().extra_caps(), 1);
+    assert_eq!(w.fx.buffer(client).caps[0], WINDOW);
+    let window = w.k.cnode_slot(cnode(&w, CLIENT_CNODE), WINDOW).unwrap();
+    assert!(matches!(
+        w.k.slots.cap(window).map(|c| c.object),
+        Some(Object::Frame(_))
+    ));
+    // A server that received through a capability without GRANT/GRANT_REPLY replies without them.
+    w.invoke(
+        SERVER_CNODE,
+        capvisor_ipc::abi::Invocation::Delete,
+        &[THEIR_EP],
+    )
+    .unwrap();
+    let read = World::rights(&[Rights::READ]);
+    w.invoke(
+        SERVER_CNODE,
+        capvisor_ipc::abi::Invocation::Copy,
+        &[THEIR_EP, EP, read],
+    )
+    .unwrap();
+    w.fx.buffer(client).receive_slot = WINDOW + 1;
+    w.syscall(client, Syscall::Call, THEIR_EP, info(1, 0, 0), [0; 4]);
+    w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
+    w.syscall(server, Syscall::Reply, 0, info(0, 0, 1), [0; 4]);
+    let back = w.k.take_syscall_result(client).unwrap();
+    assert_eq!(MessageInfo::decode(back.info()).unwrap().extra_caps(), 0);
+    let window = w.k.cnode_slot(cnode(&w, CLIENT_CNODE), WINDOW + 1).unwrap();
+    assert!(w.k.slots.cap(window).is_none());
 }

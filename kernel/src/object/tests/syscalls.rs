@@ -51,6 +51,15 @@ fn configure_checks_every_argument() {
         configure(&mut w, [0, 0, 0, 0, c, s, 999]),
         Err(KernelError::EmptySlot)
     );
+}
+
+#[test]
+fn configure_needs_rights_and_applies_to_inactive_threads() {
+    let mut w = World::new();
+    w.retype(World::kind(ObjectKind::Thread), 0, T, 1).unwrap();
+    w.retype(World::kind(ObjectKind::Endpoint), 0, T + 1, 1)
+        .unwrap();
+    let (c, s) = (RootLayout::CNODE, RootLayout::SPACE);
     let read = World::rights(&[Rights::READ]);
     w.invoke(RootLayout::CNODE, Invocation::Copy, &[T + 2, T + 1, read])
         .unwrap();
