@@ -75,6 +75,7 @@ pub use capability::{
 };
 pub use effects::{Effects, UserBuffer, Vmid};
 pub use fault::FaultOutcome;
+pub use invoke::THREAD_CONFIGURE;
 pub use irq::IrqOutcome;
 pub use syscall::{Schedule, SyscallRegs};
 

@@ -4,9 +4,9 @@
 //! # Contract with the glue
 //! - **Registers.** The glue saves a thread's full context (x0–x30, SP_EL0, ELR, SPSR) per thread
 //!   index on every trap. On an `svc` it copies x0–x7 into a [`SyscallRegs`] and calls
-//!   [`Kernel::handle_syscall`]. When the call returns, `regs` holds the current thread's results
-//!   if it is still runnable (copy them back into its saved x0–x7); if it blocked, `regs` is
-//!   unspecified and must not be copied.
+//!   [`Kernel::handle_syscall`]. When the call returns, the glue copies `regs` back into the
+//!   thread's saved x0–x7, always: they are the thread's results if it is still runnable, and
+//!   exactly what it passed in (untouched) if it blocked.
 //! - **Results of blocked threads.** A thread that blocked in a syscall gets its results later,
 //!   when another thread's syscall (or an interrupt, or a deletion) wakes it. The kernel keeps them
 //!   in the thread; before returning to EL0 in any thread `t`, the glue calls

@@ -1,0 +1,150 @@
+//! The object model used only through its public API, the way the EL2 glue uses it: a simulated
+//! glue keeps each thread's saved x0–x7, runs whatever `pick_next` chooses, copies `regs` back
+//! after every syscall and collects woken threads' results with `take_syscall_result`.
+//!
+//! The root service creates an endpoint and a client thread by invocations, then serves the
+//! client's calls; the client suspends itself after five round trips and the CPU goes idle.
+
+use std::collections::HashMap;
+
+use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
+use capvisor_ipc::cap::ObjectKind;
+use capvisor_ipc::types::PhysAddr;
+use capvisor_kernel::object::fake::FakeEffects;
+use capvisor_kernel::object::{
+    Kernel, PlatformFeatures, RootBoot, RootLayout, RootRam, Schedule, SyscallRegs,
+    THREAD_CONFIGURE, ThreadRef,
+};
+
+const EP: u64 = 16;
+const CLIENT: u64 = 17;
+
+fn regs(number: Syscall, cptr: u64, label: u64, words: &[u64]) -> [u64; 8] {
+    let info = MessageInfo::new(label, words.len() * 8, 0).unwrap().raw();
+    let mut regs = [cptr, info, 0, 0, 0, 0, 0, number.code()];
+    for (i, w) in words.iter().take(4).enumerate() {
+        regs[2 + i] = *w;
+    }
+    regs
+}
+
+struct Glue {
+    k: Box<Kernel>,
+    fx: Box<FakeEffects>,
+    saved: HashMap<ThreadRef, [u64; 8]>,
+    running: Option<ThreadRef>,
+}
+
+impl Glue {
+    /// The thread `running` makes a syscall with message `words`; the glue follows the contract
+    /// of `syscall.rs`. Words beyond x2–x5 go in the thread's IPC buffer, as user code puts them.
+    fn svc(&mut self, number: Syscall, cptr: u64, label: u64, words: &[u64]) {
+        let thread = self.running.expect("a thread is running");
+        for (i, w) in words.iter().enumerate().skip(4) {
+            self.fx.buffer(thread).msg[i] = *w;
+        }
+        let call = regs(number, cptr, label, words);
+        let mut regs = SyscallRegs(call);
+        let schedule = self.k.handle_syscall(thread, &mut regs, &mut *self.fx);
+        // Unchanged when the thread blocked, its results otherwise: always safe to copy back.
+        self.saved.insert(thread, regs.0);
+        if schedule == Schedule::Switch {
+            self.switch();
+        }
+    }
+
+    fn switch(&mut self) {
+        self.running = self.k.pick_next();
+        if let Some(next) = self.running
+            && let Some(result) = self.k.take_syscall_result(next)
+        {
+            self.saved.insert(next, result.0);
+        }
+    }
+}
+
+#[test]
+fn a_simulated_glue_runs_a_server_and_a_client() {
+    let mut k = Box::new(Kernel::new(PlatformFeatures::UNKNOWN));
+    k.set_features(PlatformFeatures {
+        fwb: true,
+        dic: true,
+        ipa_bits: 39,
+    })
+    .unwrap();
+    let mut fx = Box::new(FakeEffects::new());
+    let ram = [RootRam {
+        base: PhysAddr::new(0x4000_0000),
+        size: 1 << 20,
+    }];
+    let boot = RootBoot {
+        ram: &ram,
+        devices: &[],
+        entry: 0x20_0000,
+        stack: 0x40_0000,
+        ipc_buffer: 0x10_0000,
+    };
+    let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
+    let root = layout.thread;
+    let mut glue = Glue {
+        k,
+        fx,
+        saved: HashMap::new(),
+        running: None,
+    };
+    glue.switch();
+    assert_eq!(glue.running, Some(root));
+
+    // The root creates an endpoint and a thread, configures the thread and resumes it.
+    let untyped = RootLayout::FIRST_UNTYPED;
+    let kind = |k: ObjectKind| u64::from(k.code());
+    let retype = Invocation::Retype.code();
+    glue.svc(
+        Syscall::Call,
+        untyped,
+        retype,
+        &[kind(ObjectKind::Endpoint), 0, 0, EP, 1],
+    );
+    glue.svc(
+        Syscall::Call,
+        untyped,
+        retype,
+        &[kind(ObjectKind::Thread), 0, 0, CLIENT, 1],
+    );
+    let configure = [
+        0x20_0000,
+        0x40_0000,
+        0x11_0000,
+        100,
+        RootLayout::CNODE,
+        RootLayout::SPACE,
+        0,
+    ];
+    glue.svc(Syscall::Call, CLIENT, THREAD_CONFIGURE, &configure);
+    glue.svc(Syscall::Call, CLIENT, Invocation::Resume.code(), &[]);
+    assert_eq!(glue.saved[&root][7], 0, "every setup invocation succeeded");
+    assert_eq!(glue.running, Some(root), "the client has a lower priority");
+
+    // The root waits; the client runs and calls; the root answers with ten times the number.
+    glue.svc(Syscall::Recv, EP, 0, &[]);
+    let client = glue.running.expect("the client runs while the root waits");
+    assert_ne!(client, root);
+    let mut replies = Vec::new();
+    for round in 0..5 {
+        glue.svc(Syscall::Call, EP, 1, &[round]);
+        assert_eq!(glue.running, Some(root));
+        let request = glue.saved[&root];
+        assert_eq!((request[7], request[2]), (0, round));
+        glue.svc(Syscall::ReplyRecv, EP, 0, &[round * 10]);
+        assert_eq!(glue.running, Some(client));
+        replies.push(glue.saved[&client][2]);
+    }
+    assert_eq!(replies, [0, 10, 20, 30, 40]);
+
+    // The client suspends itself; nothing is left to run.
+    glue.svc(Syscall::Call, CLIENT, Invocation::Suspend.code(), &[]);
+    assert_eq!(glue.running, None);
+    assert_eq!(glue.k.timer_tick(), Schedule::Switch);
+    assert_eq!(glue.k.pick_next(), None);
+    glue.k.check_invariants().unwrap();
+}
