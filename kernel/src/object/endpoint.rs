@@ -80,7 +80,7 @@ impl Kernel {
 
     /// A server about to receive spends the reply capability it still holds: that caller is
     /// woken with `Cancelled`.
-    fn spend_reply(&mut self, server: ThreadRef) {
+    pub(super) fn spend_reply(&mut self, server: ThreadRef) {
         let previous = self
             .threads
             .get_mut(server)
@@ -140,6 +140,10 @@ impl Kernel {
         fx: &mut impl Effects,
     ) {
         self.spend_reply(receiver);
+        if let Some(signal) = self.take_bound_word(receiver) {
+            self.set_result(receiver, signal);
+            return;
+        }
         let Some(sender) = self.waiting(endpoint, false) else {
             if blocking {
                 if let Ok(r) = self.threads.get_mut(receiver) {

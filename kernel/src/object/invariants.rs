@@ -21,7 +21,26 @@ impl Kernel {
         {
             return Err("an untyped's watermark is above its size");
         }
-        self.check_queues()
+        self.check_queues()?;
+        self.check_bindings()
+    }
+
+    fn check_bindings(&self) -> Result<(), &'static str> {
+        for (t, thread) in self.threads.iter::<ThreadRef>() {
+            if let Some(n) = thread.bound
+                && self.notifications.get(n).map(|n| n.bound) != Ok(Some(t))
+            {
+                return Err("a thread's bound notification does not name it");
+            }
+        }
+        for (n, notification) in self.notifications.iter::<NotificationRef>() {
+            if let Some(t) = notification.bound
+                && self.threads.get(t).map(|t| t.bound) != Ok(Some(n))
+            {
+                return Err("a notification's bound thread does not name it");
+            }
+        }
+        Ok(())
     }
 
     fn check_counts(&self) -> Result<(), &'static str> {

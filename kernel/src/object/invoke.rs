@@ -38,6 +38,10 @@ use super::untyped::Retype;
 /// number is proposed for it (see the architecture doc).
 pub const THREAD_CONFIGURE: u64 = 20;
 
+/// The label of the bind-notification invocation on a Thread (one word: the notification CPtr,
+/// with `READ`; 0 unbinds). Proposed for `Invocation` like [`THREAD_CONFIGURE`].
+pub const THREAD_BIND_NOTIFICATION: u64 = 21;
+
 /// Argument words an invocation can take.
 pub(super) const ARG_WORDS: usize = 8;
 
@@ -87,6 +91,13 @@ impl Kernel {
                     return Err(KernelError::IllegalOperation);
                 };
                 self.configure_thread(caller, thread, cap.rights, &args, fx)?;
+                Results::new()
+            }
+            None if info.label() == THREAD_BIND_NOTIFICATION => {
+                let Object::Thread(thread) = cap.object else {
+                    return Err(KernelError::IllegalOperation);
+                };
+                self.bind_thread(caller, thread, cap.rights, &args)?;
                 Results::new()
             }
             None => return Err(KernelError::IllegalOperation),

@@ -75,8 +75,9 @@ pub use capability::{
 };
 pub use effects::{Effects, UserBuffer, Vmid};
 pub use fault::FaultOutcome;
-pub use invoke::THREAD_CONFIGURE;
+pub use invoke::{THREAD_BIND_NOTIFICATION, THREAD_CONFIGURE};
 pub use irq::IrqOutcome;
+pub use notification::NOTIFICATION_LABEL;
 pub use syscall::{Schedule, SyscallRegs};
 
 use arena::Arena;

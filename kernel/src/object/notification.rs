@@ -5,6 +5,14 @@
 //! into the word. A wait takes the word if it is non-zero, else blocks (or, polling, returns 0).
 //! Signalling with badge 0 wakes a waiter but sets no bit (seL4's behaviour). Deleting the last
 //! capability wakes the waiters with `Cancelled`.
+//!
+//! A notification can be bound to one thread (`ThreadBindNotification`, seL4's
+//! `TCB_BindNotification`), so a server waits for messages and signals in one `Recv` on its
+//! endpoint: a signal with no `Wait`er wakes the bound thread if it is receiving on an endpoint, and
+//! a `Recv` takes a pending word first. Either way the thread sees the word in x0 and
+//! [`NOTIFICATION_LABEL`] as the message label, so it cannot mistake a signal for a message.
+//!
+//! Invariant: `notification.bound == Some(t)` iff `t.bound == Some(notification)`.
 
 use capvisor_ipc::abi::{KernelError, MessageInfo};
 use capvisor_ipc::cap::Badge;
@@ -20,6 +28,7 @@ pub struct Notification {
     pub(super) word: u64,
     pub(super) queue: Queue,
     pub(super) caps: u32,
+    pub(super) bound: Option<ThreadRef>,
 }
 
 impl Notification {
@@ -28,9 +37,19 @@ impl Notification {
             word: 0,
             queue: Queue::EMPTY,
             caps: 0,
+            bound: None,
         }
     }
 }
+
+/// The label of a bound notification's word delivered by `Recv` (the largest label: no protocol
+/// or invocation uses it).
+pub const NOTIFICATION_LABEL: u64 = MessageInfo::MAX_LABEL;
+
+const DELIVERED: MessageInfo = match MessageInfo::new(NOTIFICATION_LABEL, 0, 0) {
+    Ok(info) => info,
+    Err(_) => panic!("the largest label is valid"),
+};
 
 const EMPTY: MessageInfo = match MessageInfo::new(0, 0, 0) {
     Ok(info) => info,
@@ -47,15 +66,72 @@ impl Kernel {
         let Ok(n) = self.notifications.get_mut(notification) else {
             return;
         };
-        match n.queue.pop_front(&mut self.threads) {
-            Some(waiter) => {
-                if let Ok(t) = self.threads.get_mut(waiter) {
-                    t.state = ThreadState::Inactive;
-                }
-                self.set_result(waiter, woken(badge.raw()));
-                self.make_ready(waiter);
+        if let Some(waiter) = n.queue.pop_front(&mut self.threads) {
+            if let Ok(t) = self.threads.get_mut(waiter) {
+                t.state = ThreadState::Inactive;
             }
-            None => n.word |= badge.raw(),
+            self.set_result(waiter, woken(badge.raw()));
+            self.make_ready(waiter);
+            return;
+        }
+        let bound = n.bound;
+        let receiving = bound.filter(|&t| {
+            matches!(
+                self.threads.get(t).map(|t| t.state),
+                Ok(ThreadState::BlockedRecv(_))
+            )
+        });
+        match receiving {
+            Some(thread) => {
+                self.unlink_thread(thread);
+                self.spend_reply(thread);
+                self.set_result(thread, SyscallRegs::message(badge, DELIVERED, [0; 4]));
+                self.make_ready(thread);
+            }
+            None => {
+                if let Ok(n) = self.notifications.get_mut(notification) {
+                    n.word |= badge.raw();
+                }
+            }
+        }
+    }
+
+    /// A receiver's bound notification word, taken, if it is non-zero.
+    pub(super) fn take_bound_word(&mut self, thread: ThreadRef) -> Option<SyscallRegs> {
+        let bound = self.threads.get(thread).ok()?.bound?;
+        let n = self.notifications.get_mut(bound).ok()?;
+        let word = core::mem::take(&mut n.word);
+        (word != 0).then(|| SyscallRegs::message(Badge::new(word), DELIVERED, [0; 4]))
+    }
+
+    /// Binds `notification` to `thread`.
+    ///
+    /// # Errors
+    /// [`KernelError::InvalidArgument`] when either is already bound.
+    pub(super) fn bind(
+        &mut self,
+        thread: ThreadRef,
+        notification: NotificationRef,
+    ) -> Result<(), KernelError> {
+        let already = self.threads.get(thread)?.bound.is_some()
+            || self.notifications.get(notification)?.bound.is_some();
+        if already {
+            return Err(KernelError::InvalidArgument);
+        }
+        self.threads.get_mut(thread)?.bound = Some(notification);
+        self.notifications.get_mut(notification)?.bound = Some(thread);
+        Ok(())
+    }
+
+    /// Unbinds whatever notification `thread` has.
+    pub(super) fn unbind(&mut self, thread: ThreadRef) {
+        let bound = self
+            .threads
+            .get_mut(thread)
+            .ok()
+            .and_then(|t| t.bound.take());
+        if let Some(n) = bound.and_then(|n| self.notifications.get_mut(n).ok()) {
+            n.bound = None;
         }
     }
 
@@ -95,6 +171,10 @@ impl Kernel {
             }
             self.wake_with_error(thread, KernelError::Cancelled);
         }
-        self.notifications.free(notification);
+        if let Some(n) = self.notifications.free(notification)
+            && let Some(t) = n.bound.and_then(|t| self.threads.get_mut(t).ok())
+        {
+            t.bound = None;
+        }
     }
 }

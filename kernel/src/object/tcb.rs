@@ -99,6 +99,31 @@ impl Kernel {
         Ok(())
     }
 
+    pub(super) fn bind_thread(
+        &mut self,
+        caller: ThreadRef,
+        thread: ThreadRef,
+        rights: Rights,
+        args: &Args,
+    ) -> Result<(), KernelError> {
+        let [cptr] = args.take()?;
+        if !rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        if cptr == 0 {
+            self.unbind(thread);
+            return Ok(());
+        }
+        let (_, cap) = self.lookup(caller, CPtr::new(cptr))?;
+        let Object::Notification(notification) = cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !cap.rights.contains(Rights::READ) {
+            return Err(KernelError::InsufficientRights);
+        }
+        self.bind(thread, notification)
+    }
+
     pub(super) fn resume_thread(
         &mut self,
         thread: ThreadRef,

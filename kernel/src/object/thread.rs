@@ -73,6 +73,8 @@ pub struct Thread {
     /// A blocked receiver's capability had `GRANT`/`GRANT_REPLY` (its reply may carry capabilities).
     pub(super) recv_can_grant: bool,
     pub(super) fault: Option<FaultRecord>,
+    /// The notification bound to this thread (delivered through `Recv` on any endpoint).
+    pub(super) bound: Option<NotificationRef>,
     pub(super) slice: u32,
     pub(super) next: u16,
     pub(super) prev: u16,
@@ -98,6 +100,7 @@ impl Thread {
             send: SendInfo::default(),
             recv_can_grant: false,
             fault: None,
+            bound: None,
             slice: 0,
             next: NIL,
             prev: NIL,
@@ -265,6 +268,7 @@ impl Kernel {
         {
             self.wake_with_error(caller, capvisor_ipc::abi::KernelError::Cancelled);
         }
+        self.unbind(thread);
         self.sched.forget(thread);
         self.threads.free(thread);
     }

@@ -731,3 +731,98 @@ fn a_reply_carries_capabilities_only_when_the_server_may_grant_replies() {
     let window = w.k.cnode_slot(cnode(&w, CLIENT_CNODE), WINDOW + 1).unwrap();
     assert!(w.k.slots.cap(window).is_none());
 }
+
+#[test]
+fn a_bound_notification_wakes_a_receiving_server_and_is_taken_first() {
+    use crate::object::{NOTIFICATION_LABEL, THREAD_BIND_NOTIFICATION};
+    let (mut w, client, server) = client_server();
+    w.retype(World::kind(ObjectKind::Notification), 0, NOTIFICATION, 1)
+        .unwrap();
+    let mint = capvisor_ipc::abi::Invocation::Mint;
+    w.invoke(
+        RootLayout::CNODE,
+        mint,
+        &[NOTIFICATION + 1, NOTIFICATION, 0x1f, 0b100],
+    )
+    .unwrap();
+    let bind = |w: &mut World, cptr| w.invoke_as(w.root, SERVER, THREAD_BIND_NOTIFICATION, &[cptr]);
+    // Errors: not a notification, no READ, already bound.
+    assert_eq!(bind(&mut w, EP), Err(KernelError::WrongType));
+    let write_only = World::rights(&[Rights::WRITE]);
+    let copy = capvisor_ipc::abi::Invocation::Copy;
+    w.invoke(
+        RootLayout::CNODE,
+        copy,
+        &[NOTIFICATION + 2, NOTIFICATION, write_only],
+    )
+    .unwrap();
+    assert_eq!(
+        bind(&mut w, NOTIFICATION + 2),
+        Err(KernelError::InsufficientRights)
+    );
+    bind(&mut w, NOTIFICATION).unwrap();
+    assert_eq!(
+        bind(&mut w, NOTIFICATION),
+        Err(KernelError::InvalidArgument)
+    );
+    // A signal wakes the server out of its endpoint receive, marked as a notification.
+    w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
+    let root = w.root;
+    w.syscall(
+        root,
+        Syscall::Signal,
+        NOTIFICATION + 1,
+        info(0, 0, 0),
+        [0; 4],
+    );
+    let got = w.k.take_syscall_result(server).unwrap();
+    assert_eq!((got.error_code(), got.0[0]), (None, 0b100));
+    assert_eq!(
+        MessageInfo::decode(got.info()).unwrap().label(),
+        NOTIFICATION_LABEL
+    );
+    // A word pending when the server receives comes first; then messages flow as before.
+    w.syscall(
+        root,
+        Syscall::Signal,
+        NOTIFICATION + 1,
+        info(0, 0, 0),
+        [0; 4],
+    );
+    w.syscall(client, Syscall::Send, THEIR_EP, info(7, 0, 0), [0; 4]);
+    let (got, _) = w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
+    assert_eq!(
+        MessageInfo::decode(got.info()).unwrap().label(),
+        NOTIFICATION_LABEL
+    );
+    let (got, _) = w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
+    assert_eq!(
+        (got.0[0], MessageInfo::decode(got.info()).unwrap().label()),
+        (BADGE, 7)
+    );
+    // Unbinding (0) and deleting keep both sides consistent (the invariants check it).
+    bind(&mut w, 0).unwrap();
+    bind(&mut w, NOTIFICATION).unwrap();
+    w.invoke(
+        RootLayout::CNODE,
+        capvisor_ipc::abi::Invocation::Revoke,
+        &[NOTIFICATION],
+    )
+    .unwrap();
+    w.invoke(
+        RootLayout::CNODE,
+        capvisor_ipc::abi::Invocation::Delete,
+        &[NOTIFICATION],
+    )
+    .unwrap();
+    w.retype(World::kind(ObjectKind::Notification), 0, NOTIFICATION, 1)
+        .unwrap();
+    bind(&mut w, NOTIFICATION).unwrap();
+    w.invoke(
+        RootLayout::CNODE,
+        capvisor_ipc::abi::Invocation::Delete,
+        &[SERVER],
+    )
+    .unwrap();
+    w.k.check_invariants().unwrap();
+}
