@@ -1,8 +1,8 @@
 //! The side effects the object model asks of the EL2 glue: stage-2 tables, IPC buffer access,
 //! frame clearing, thread start and interrupt acknowledgement.
 //!
-//! Every method runs under the big kernel lock and must not call back into the [`Kernel`]
-//! (super::Kernel). The kernel calls a method only after every check of the operation passed, so a
+//! Every method runs under the big kernel lock and must not call back into the
+//! [`Kernel`](super::Kernel). The kernel calls a method only after every check of the operation passed, so a
 //! failing effect leaves the object model unchanged (the kernel returns its error to the caller).
 
 use capvisor_ipc::abi::{IpcBuffer, KernelError};

@@ -17,6 +17,7 @@
 //! | IrqHandler | `IrqSetNotification` | notification CPtr (its badge is what the interrupt signals) |
 //! | IrqHandler | `IrqAck` | — |
 //! | Thread | `Resume`, `Suspend`; [`THREAD_CONFIGURE`] | see `tcb.rs` |
+//! | Thread | [`THREAD_BIND_NOTIFICATION`] | notification CPtr with `READ` (0: unbind) |
 //!
 //! CNode mutations need `WRITE` on the CNode capability; `Retype` needs `WRITE` on the untyped. Too
 //! few argument words is [`KernelError::TruncatedMessage`]; an invocation the object does not
