@@ -6,8 +6,9 @@
 //! 1. removes it from the derivation tree (its children move up to its parent);
 //! 2. unmaps the frame it mapped, if any (the glue invalidates the TLB before returning);
 //! 3. destroys the object when this was its last capability: an endpoint or notification wakes its
-//!    waiters with `Cancelled`; a thread leaves every queue; an address space is torn down by the
-//!    glue; a CNode's slots are deleted in turn.
+//!    waiters with `Cancelled`; a thread leaves every queue; an address space's threads are stopped
+//!    (so no thread ever runs without a live space) and the glue tears it down; a CNode's slots are
+//!    deleted in turn.
 //!
 //! CNode destruction can cascade (a CNode may hold the last capability to another CNode). The cascade
 //! runs from a worklist, never by recursion, so kernel stack use is bounded.
@@ -17,11 +18,11 @@
 
 use capvisor_ipc::abi::KernelError;
 
-use super::arena::UntypedRef;
+use super::arena::{SpaceRef, ThreadRef, UntypedRef};
 use super::capability::{Capability, Object};
 use super::cspace::SlotId;
 use super::effects::Effects;
-use super::{Kernel, MAX_CNODES, MAX_SLOTS};
+use super::{Kernel, MAX_CNODES, MAX_SLOTS, MAX_THREADS};
 
 impl Kernel {
     /// The capability count of the arena object `object` names (`None` for frames and IrqControl,
@@ -121,6 +122,7 @@ impl Kernel {
             }
             Object::AddressSpace(r) | Object::Vm(r) => {
                 if let Some(space) = self.spaces.free(r) {
+                    self.stop_threads_in(r);
                     fx.space_destroyed(r, space.vmid);
                 }
             }
@@ -134,6 +136,21 @@ impl Kernel {
                 self.irqs.free(r);
             }
             Object::Frame(_) | Object::IrqControl => {}
+        }
+    }
+
+    /// Stops every thread that runs in `space` (which is being destroyed) and detaches it.
+    fn stop_threads_in(&mut self, space: SpaceRef) {
+        for index in 0..MAX_THREADS {
+            let Some((thread, t)) = self.threads.at::<ThreadRef>(index) else {
+                continue;
+            };
+            if t.space == Some(space) {
+                let _ = self.stop_thread(thread);
+                if let Ok(t) = self.threads.get_mut(thread) {
+                    t.space = None;
+                }
+            }
         }
     }
 

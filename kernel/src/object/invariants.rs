@@ -150,6 +150,13 @@ impl Kernel {
         if queued != in_queue_states || queued > MAX_THREADS {
             return Err("a thread's state names a queue it is not in");
         }
+        let spaceless = self.threads.iter::<ThreadRef>().any(|(_, t)| {
+            t.state != ThreadState::Inactive
+                && t.space.is_none_or(|space| self.spaces.get(space).is_err())
+        });
+        if spaceless {
+            return Err("a thread that is not inactive has no live address space");
+        }
         Ok(())
     }
 }

@@ -132,11 +132,16 @@ impl Kernel {
         if !rights.contains(Rights::WRITE) {
             return Err(KernelError::InsufficientRights);
         }
-        let t = self.threads.get_mut(thread)?;
-        if t.state == ThreadState::Inactive {
-            t.fault = None;
-            self.make_ready(thread);
+        let t = self.threads.get(thread)?;
+        if t.state != ThreadState::Inactive {
+            return Ok(());
         }
+        // A thread runs only in a live address space: the glue never switches to one without.
+        if t.space.is_none_or(|space| self.spaces.get(space).is_err()) {
+            return Err(KernelError::InvalidArgument);
+        }
+        self.threads.get_mut(thread)?.fault = None;
+        self.make_ready(thread);
         Ok(())
     }
 
@@ -148,6 +153,12 @@ impl Kernel {
         if !rights.contains(Rights::WRITE) {
             return Err(KernelError::InsufficientRights);
         }
+        self.stop_thread(thread)
+    }
+
+    /// Takes a thread out of whatever it runs or waits for; a syscall it was blocked in ends with
+    /// `Cancelled`.
+    pub(super) fn stop_thread(&mut self, thread: ThreadRef) -> Result<(), KernelError> {
         let t = self.threads.get_mut(thread)?;
         let in_syscall =
             !matches!(t.state, ThreadState::Inactive | ThreadState::Ready) && t.fault.is_none();

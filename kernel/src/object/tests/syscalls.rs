@@ -112,10 +112,40 @@ fn a_thread_the_kernel_does_not_run_cannot_make_syscalls() {
         regs.0[0], 1,
         "registers of a thread that is not running are untouched"
     );
-    // A thread without a CSpace gets InvalidSlot for every capability.
+    // An unconfigured thread has no address space, so it cannot be resumed.
+    assert_eq!(
+        w.invoke(T, Invocation::Resume, &[]),
+        Err(KernelError::InvalidArgument)
+    );
+}
+
+#[test]
+fn deleting_a_space_stops_its_threads() {
+    let mut w = World::new();
+    let space = u64::from(crate::object::capability::ADDRESS_SPACE_KIND);
+    w.retype(space, 0, T + 1, 1).unwrap();
+    w.retype(World::kind(ObjectKind::Notification), 0, T + 2, 1)
+        .unwrap();
+    w.retype(World::kind(ObjectKind::Thread), 0, T, 1).unwrap();
+    let args = [0, 0, 0, 10, RootLayout::CNODE, T + 1, 0];
+    w.invoke_as(w.root, T, THREAD_CONFIGURE, &args).unwrap();
     w.invoke(T, Invocation::Resume, &[]).unwrap();
-    let (regs, _) = w.syscall(t, Syscall::Signal, 1, info(0, 0, 0), [0; 4]);
-    assert_eq!(regs.error_code(), Some(KernelError::InvalidSlot));
+    let Object::Thread(t) = w.cap(T).unwrap().object else {
+        unreachable!()
+    };
+    w.syscall(t, Syscall::Wait, T + 2, info(0, 0, 0), [0; 4]);
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[T + 1])
+        .unwrap();
+    assert_eq!(w.k.thread_state(t), Ok(ThreadState::Inactive));
+    assert_eq!(w.k.thread_space(t), Ok(None));
+    assert_eq!(
+        w.k.take_syscall_result(t).and_then(|r| r.error_code()),
+        Some(KernelError::Cancelled)
+    );
+    assert_eq!(
+        w.invoke(T, Invocation::Resume, &[]),
+        Err(KernelError::InvalidArgument)
+    );
 }
 
 #[test]
