@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod doctor;
 pub mod image;
 pub mod inspect;
 pub mod kernel;
+pub mod new_service;
 pub mod qemu;
 pub mod s2walk_cmd;
 pub mod services;

@@ -2,7 +2,7 @@
 #![forbid(unsafe_code)]
 
 use capvisor::qemu::{self, RunConfig};
-use capvisor::{bench, image, inspect, s2walk_cmd, symbols, workspace_root};
+use capvisor::{bench, doctor, image, inspect, new_service, s2walk_cmd, symbols, workspace_root};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,11 @@ enum Commands {
     },
     /// Build an image and boot it in QEMU, streaming its console; exits with the system's status.
     Run(RunArgs),
+    /// Check that this machine can build and boot images, and say how to fix what is missing.
+    Doctor,
+    /// Create something new.
+    #[command(subcommand)]
+    New(NewCommand),
     /// Show what is inside an image file, checking it as the kernel does.
     Inspect {
         /// The image file (e.g. target/images/hello.img).
@@ -44,6 +49,16 @@ enum Commands {
     },
     /// Walk AArch64 stage-2 translation tables given as JSON cases (see docs/s2walk.md).
     S2walk(s2walk_cmd::S2walkArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum NewCommand {
+    /// A service crate (services/NAME) that builds and runs out of the box, added to the
+    /// workspace, with an image manifest (images/NAME.toml) that boots it.
+    Service {
+        /// The service's name: lowercase letters, digits and '-'.
+        name: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +114,23 @@ fn main() -> ExitCode {
         }
         Commands::Run(args) => run(&root, args),
         Commands::S2walk(args) => s2walk_cmd::run(args),
+        Commands::Doctor => {
+            if doctor::report(&doctor::checks()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Commands::New(NewCommand::Service { name }) => match new_service::create(&root, &name) {
+            Ok(created) => {
+                println!("capvisor: created {}", created.crate_dir.display());
+                println!("capvisor: created {}", created.manifest.display());
+                println!("capvisor: run it with: capvisor run images/{name}.toml");
+                println!("capvisor: test it on the host with: cargo test -p {name}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
         Commands::Inspect { image } => match std::fs::read(&image) {
             Ok(bytes) => match inspect::report(&bytes) {
                 Ok(text) => {

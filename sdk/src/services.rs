@@ -46,7 +46,9 @@ pub fn build_all(
         let mut cargo = toolchain.cargo_build(workspace, &target);
         let package = match &service.crate_ref {
             CrateRef::Name(name) => {
-                cargo.args(["--locked", "-p", name]);
+                // Not --locked: a service just added (`capvisor new service`) is not in
+                // Cargo.lock until cargo records it.
+                cargo.args(["-p", name]);
                 name.clone()
             }
             CrateRef::Path(dir) => {

@@ -127,3 +127,27 @@ fn inspect_lists_entries_and_refuses_corruption() {
         "{stderr}"
     );
 }
+
+#[test]
+fn doctor_reports_a_ready_machine() {
+    let (code, stdout, _) = capvisor(&["doctor"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("ok       QEMU 10"), "{stdout}");
+    assert!(
+        stdout.contains("capvisor doctor: ready to build and boot images"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn new_service_refuses_bad_names_and_existing_services() {
+    let (code, _, stderr) = capvisor(&["new", "service", "Bad_Name"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("use lowercase letters, digits and '-'"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = capvisor(&["new", "service", "bench"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("services/bench already exists"), "{stderr}");
+}
