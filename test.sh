@@ -15,6 +15,9 @@ cargo fmt --all -- --check
 step "fuzzing decoders for a bounded time"
 scripts/fuzz-all.sh
 
+step "s2walk: one million random walks against the Arm ARM reference model (release build)"
+S2WALK_PROPTEST_CASES=1000000 cargo test --locked --release -q -p s2walk --test proptest_reference
+
 step "tests: host unit/property tests and QEMU boots"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo test --locked --workspace --doc
