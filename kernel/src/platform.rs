@@ -133,7 +133,7 @@ impl Platform {
             (Feature::Xnx, self.xnx),
             (Feature::TlbiRange, self.tlbi_range),
             (Feature::Ecv, self.ecv),
-            (Feature::GicV3, self.gic == GicVersion::V3),
+            (Feature::Gicv3, self.gic == GicVersion::V3),
         ];
         for (feature, present) in has {
             if present {
@@ -150,7 +150,7 @@ impl Platform {
     /// [`Unmet`] naming the first requirement that does not hold.
     pub fn check(&self, config: &BootConfig, cpus: u32) -> Result<(), Unmet> {
         let required = FeatureSet(config.required_features);
-        if let Some(feature) = required.missing_from(self.features()).next() {
+        if let Some(feature) = required.missing_from(self.features()).iter().next() {
             return Err(Unmet::Feature(feature));
         }
         if u32::from(self.pa_bits) < config.min_pa_bits {
@@ -292,7 +292,7 @@ mod tests {
         let p = Platform::decode(&cortex_a57(), GicVersion::V3);
         let mut config = BootConfig::default();
         assert_eq!(p.check(&config, 1), Ok(()));
-        config.required_features = FeatureSet::EMPTY.with(Feature::GicV3).with(Feature::Dic).0;
+        config.required_features = FeatureSet::EMPTY.with(Feature::Gicv3).with(Feature::Dic).0;
         assert_eq!(p.check(&config, 1), Err(Unmet::Feature(Feature::Dic)));
         assert!(
             Unmet::Feature(Feature::Dic)

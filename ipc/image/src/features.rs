@@ -1,32 +1,38 @@
-//! Platform features a system image may require, with stable bit numbers shared by the SDK
-//! (which packs a manifest's `requires` list) and the kernel (which checks them at boot).
+//! Platform features a system image may require, with stable bit numbers: the one definition
+//! shared by the manifest (which names them), the SDK (which packs a manifest's `requires` list
+//! into the image) and the kernel (which checks them against the ID registers at boot).
+//!
+//! The bit numbers are part of the image format: a bit is never renumbered or reused; new
+//! features take new bits. Names and registers follow the Arm ARM (DDI 0487).
 
-/// A CPU or platform feature an image can require.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use core::fmt;
+
+/// A CPU or platform feature an image can require. The discriminant is its bit number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
 pub enum Feature {
-    /// FEAT_S2FWB: stage 2 forced write-back.
+    /// `fwb`: FEAT_S2FWB, stage 2 forced write-back (ID_AA64MMFR2_EL1.FWB).
     Fwb = 0,
-    /// CTR_EL0.DIC: no instruction cache invalidation needed for coherence.
+    /// `dic`: no instruction-cache invalidation needed for coherence to PoU (CTR_EL0.DIC).
     Dic = 1,
-    /// CTR_EL0.IDC: no data cache clean needed for instruction coherence.
+    /// `idc`: no data-cache clean needed for instruction-to-data coherence (CTR_EL0.IDC).
     Idc = 2,
-    /// FEAT_VHE.
+    /// `vhe`: FEAT_VHE (ID_AA64MMFR1_EL1.VH).
     Vhe = 3,
-    /// 16-bit VMIDs (FEAT_VMID16).
+    /// `vmid16`: FEAT_VMID16, 16-bit VMIDs (ID_AA64MMFR1_EL1.VMIDBits).
     Vmid16 = 4,
-    /// FEAT_NV (nested virtualization, first version) or better.
+    /// `nv`: FEAT_NV or better (ID_AA64MMFR2_EL1.NV).
     Nv = 5,
-    /// FEAT_NV2.
+    /// `nv2`: FEAT_NV2 (ID_AA64MMFR2_EL1.NV).
     Nv2 = 6,
-    /// FEAT_XNX: separate EL0/EL1 execute-never at stage 2.
+    /// `xnx`: FEAT_XNX, separate EL0/EL1 execute-never at stage 2 (ID_AA64MMFR1_EL1.XNX).
     Xnx = 7,
-    /// FEAT_TLBIRANGE: TLB range invalidation.
+    /// `tlbirange`: FEAT_TLBIRANGE (ID_AA64ISAR0_EL1.TLB).
     TlbiRange = 8,
-    /// FEAT_ECV: enhanced counter virtualization.
+    /// `ecv`: FEAT_ECV, enhanced counter virtualization (ID_AA64MMFR0_EL1.ECV).
     Ecv = 9,
-    /// A GICv3 interrupt controller with its system-register CPU interface.
-    GicV3 = 10,
+    /// `gicv3`: a GICv3 interrupt controller with its system-register CPU interface.
+    Gicv3 = 10,
 }
 
 impl Feature {
@@ -42,28 +48,37 @@ impl Feature {
         Self::Xnx,
         Self::TlbiRange,
         Self::Ecv,
-        Self::GicV3,
+        Self::Gicv3,
     ];
 
-    /// The name used in manifests and messages.
+    /// The manifest names of [`Feature::ALL`], in the same order.
+    pub const NAMES: &'static [&'static str] = &[
+        "fwb",
+        "dic",
+        "idc",
+        "vhe",
+        "vmid16",
+        "nv",
+        "nv2",
+        "xnx",
+        "tlbirange",
+        "ecv",
+        "gicv3",
+    ];
+
+    /// Its bit number in a [`FeatureSet`]; stable across releases.
     #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Fwb => "fwb",
-            Self::Dic => "dic",
-            Self::Idc => "idc",
-            Self::Vhe => "vhe",
-            Self::Vmid16 => "vmid16",
-            Self::Nv => "nv",
-            Self::Nv2 => "nv2",
-            Self::Xnx => "xnx",
-            Self::TlbiRange => "tlbirange",
-            Self::Ecv => "ecv",
-            Self::GicV3 => "gicv3",
-        }
+    pub const fn bit(self) -> u32 {
+        self as u32
     }
 
-    /// The feature with this manifest name.
+    /// The name used in a manifest's `requires` list.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// The feature a manifest name stands for.
     #[must_use]
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
@@ -83,41 +98,86 @@ impl Feature {
             Self::Xnx => "FEAT_XNX",
             Self::TlbiRange => "FEAT_TLBIRANGE",
             Self::Ecv => "FEAT_ECV",
-            Self::GicV3 => "GICv3",
+            Self::Gicv3 => "GICv3",
         }
     }
 }
 
-/// A set of [`Feature`]s, as a bit mask.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+// Position `n` of ALL and NAMES is the feature with bit `n`: checked at compile time.
+const _: () = {
+    assert!(Feature::ALL.len() == Feature::NAMES.len());
+    let mut index = 0;
+    while index < Feature::ALL.len() {
+        assert!(Feature::ALL[index] as usize == index);
+        index += 1;
+    }
+};
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A set of [`Feature`]s as a bit mask (`1 << feature.bit()`). Bits that name no feature are
+/// kept, so a newer image's requirements are never silently dropped by an older reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FeatureSet(pub u64);
 
 impl FeatureSet {
     /// The empty set.
     pub const EMPTY: Self = Self(0);
 
+    /// The set with the given mask.
+    #[must_use]
+    pub const fn from_bits(bits: u64) -> Self {
+        Self(bits)
+    }
+
+    /// The bit mask, for packing into the image.
+    #[must_use]
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
     /// This set with `feature` added.
     #[must_use]
     pub const fn with(self, feature: Feature) -> Self {
-        Self(self.0 | 1 << feature as u8)
+        Self(self.0 | 1 << feature.bit())
     }
 
     /// Whether `feature` is in the set.
     #[must_use]
     pub const fn contains(self, feature: Feature) -> bool {
-        self.0 & (1 << feature as u8) != 0
+        self.0 & (1 << feature.bit()) != 0
     }
 
-    /// The features of `self` that `available` lacks.
-    pub fn missing_from(self, available: Self) -> impl Iterator<Item = Feature> {
-        Feature::ALL
-            .into_iter()
-            .filter(move |&f| self.contains(f) && !available.contains(f))
+    /// The features (and unknown bits) of `self` that `available` lacks.
+    #[must_use]
+    pub const fn missing_from(self, available: Self) -> Self {
+        Self(self.0 & !available.0)
+    }
+
+    /// Whether the set is empty.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The known features in the set, in bit order.
+    pub fn iter(self) -> impl Iterator<Item = Feature> {
+        Feature::ALL.into_iter().filter(move |&f| self.contains(f))
     }
 
     /// Bits that name no feature.
     #[must_use]
     pub const fn unknown_bits(self) -> u64 {
         self.0 & !((1 << Feature::ALL.len()) - 1)
+    }
+}
+
+impl FromIterator<Feature> for FeatureSet {
+    fn from_iter<I: IntoIterator<Item = Feature>>(features: I) -> Self {
+        features.into_iter().fold(Self::EMPTY, Self::with)
     }
 }
