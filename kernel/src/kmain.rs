@@ -174,22 +174,17 @@ fn boot_with(
         }
     }
     let view = image_view(base);
-    match services::load_all(
-        &view,
-        &mut memory,
-        platform.fwb,
-        (platform.idc, platform.dic),
-    ) {
-        Ok(0) => {}
-        Ok(count) => {
+    match services::load_all(&view, &mut memory, &platform) {
+        Ok((0, _)) => {}
+        Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);
             cpu::enable_el0_counter();
             println!(
-                "capvisor: loaded {count} service(s); {} MiB of RAM free",
-                memory.free_bytes() >> 20
+                "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
+                untyped >> 20
             );
             println!("capvisor: boot complete");
-            services::start(ps, platform.vmid_bits == 16, platform.fwb)
+            services::start(ps, platform.vmid_bits == 16, platform.fwb, count)
         }
         Err((name, e)) => {
             println!("capvisor: refusing to start: service '{name}' cannot be loaded: {e:?}");
@@ -222,14 +217,14 @@ fn start_interrupts(map: &mut mmu::KernelMap, dt: &Description, cpus: u32) {
     }
     // SAFETY: the device tree's GICv3 regions, mapped as Device memory just above; only the
     // kernel uses them.
-    if unsafe { gic::init(gicd.base, gicr.base, cpus as usize, TIME_SLICE_US) }.is_err() {
+    if unsafe { gic::init(gicd.base, gicr.base, cpus as usize, TICK_US) }.is_err() {
         println!("capvisor: the GICv3 at {gicd} could not be set up");
         exit::fail(Status::Refused);
     }
 }
 
-/// A thread's time slice, in microseconds.
-const TIME_SLICE_US: u64 = 10_000;
+/// A scheduler tick, in microseconds: a time slice is `TIME_SLICE_TICKS` (5) ticks, 10 ms.
+const TICK_US: u64 = 2_000;
 
 /// RAM from the device tree, minus the image (with its payload) and the device tree.
 fn free_memory(dt: &Description, base: usize, dtb: usize) -> MemoryMap {

@@ -40,6 +40,18 @@ impl MemoryMap {
         Self { free }
     }
 
+    /// A map with no free memory.
+    #[must_use]
+    pub const fn empty() -> Self {
+        Self { free: Vec::new() }
+    }
+
+    /// Whether `[start, end)` lies inside one free range.
+    #[must_use]
+    pub fn contains(&self, start: u64, end: u64) -> bool {
+        self.free.iter().any(|r| r.start <= start && end <= r.end)
+    }
+
     /// Takes `reserved` (aligned outwards to pages) out of the free ranges.
     pub fn reserve(&mut self, reserved: Range) {
         let cut_start = reserved.start / PAGE * PAGE;

@@ -17,7 +17,7 @@ pub enum MemType {
 }
 
 /// What a stage-2 mapping allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct S2Access {
     /// Readable.
     pub read: bool,

@@ -188,7 +188,7 @@ impl Kernel {
             t.space = Some(space);
             t.ipc_buffer = Ipa::new(boot.ipc_buffer);
         }
-        fx.thread_start(thread, boot.entry, boot.stack);
+        fx.thread_start(thread, boot.entry, boot.stack, boot.ipc_buffer);
         self.make_ready(thread);
     }
 

@@ -90,8 +90,9 @@ pub trait Effects {
     -> Result<(), KernelError>;
 
     /// A thread was configured: its next run starts at `pc` with stack pointer `sp` (the glue
-    /// resets the thread's saved register context).
-    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64);
+    /// resets the thread's saved register context and passes `ipc_buffer`, the buffer address the
+    /// thread was configured with, 0 for none, in `x0`: the runtime's entry convention).
+    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64, ipc_buffer: u64);
 
     /// An IRQ handler acknowledged interrupt `intid`: unmask it so it can fire again.
     fn irq_ack(&mut self, intid: u32);

@@ -46,6 +46,8 @@ pub struct FakeEffects {
     pub buffers: [IpcBuffer; MAX_THREADS],
     /// `thread_start` calls: the last `(pc, sp)` per thread index.
     pub starts: [Option<(u64, u64)>; MAX_THREADS],
+    /// The IPC buffer address each thread was last started with.
+    pub start_buffers: [u64; MAX_THREADS],
     /// Acknowledged interrupts, by count.
     pub irq_acks: heapless::Vec<u32, 64>,
     /// When set, `map` fails with this error (to test error propagation).
@@ -70,6 +72,7 @@ impl FakeEffects {
             cleared_frames: 0,
             buffers: core::array::from_fn(|_| IpcBuffer::default()),
             starts: [None; MAX_THREADS],
+            start_buffers: [0; MAX_THREADS],
             irq_acks: heapless::Vec::new(),
             fail_map: None,
         }
@@ -168,8 +171,9 @@ impl Effects for FakeEffects {
         Ok(())
     }
 
-    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64) {
+    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64, ipc_buffer: u64) {
         self.starts[thread.index() % MAX_THREADS] = Some((pc, sp));
+        self.start_buffers[thread.index() % MAX_THREADS] = ipc_buffer;
     }
 
     fn irq_ack(&mut self, intid: u32) {

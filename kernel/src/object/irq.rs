@@ -34,6 +34,15 @@ pub enum IrqOutcome {
 }
 
 impl Kernel {
+    /// Whether an interrupt can still wake a thread: some handler delivers to a notification.
+    /// With no thread ready and none of these, nothing can ever run again (one CPU runs threads).
+    #[must_use]
+    pub fn interrupts_deliver(&self) -> bool {
+        self.irqs
+            .iter::<IrqHandlerRef>()
+            .any(|(_, h)| h.notification.is_some())
+    }
+
     /// Creates the handler object for `intid`.
     ///
     /// # Errors

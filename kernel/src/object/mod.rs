@@ -69,6 +69,7 @@ mod tests;
 pub use arena::{
     CNodeRef, EndpointRef, IrqHandlerRef, NotificationRef, SpaceRef, ThreadRef, UntypedRef, VcpuRef,
 };
+pub use boot::ROOT_CNODE_SLOTS;
 pub use boot::{RootBoot, RootDevice, RootLayout, RootRam};
 pub use capability::{
     Capability, DeviceAttributes, FrameCap, FrameSize, MemTypes, Object, ObjectType,

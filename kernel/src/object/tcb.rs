@@ -77,7 +77,7 @@ impl Kernel {
         t.fault_endpoint = fault_endpoint;
         t.fault = None;
         t.regs_pending = false;
-        fx.thread_start(thread, pc, sp);
+        fx.thread_start(thread, pc, sp, ipc_buffer);
         Ok(())
     }
 

@@ -97,8 +97,12 @@ pub fn debug_halt(status: u64) -> ! {
 
 /// Gives the rest of the time slice to the next runnable thread.
 pub fn yield_now() {
-    // SAFETY: the kernel saves and restores every register but x7 (the status).
-    unsafe { asm!("svc #0", inout("x7") SYS_YIELD => _, options(nostack)) };
+    // SAFETY: like every object-model syscall, Yield returns its results in x0–x7 (all zero
+    // here) and preserves every other register.
+    unsafe {
+        asm!("svc #0", out("x0") _, out("x1") _, out("x2") _, out("x3") _, out("x4") _,
+             out("x5") _, out("x6") _, inout("x7") SYS_YIELD => _, options(nostack));
+    }
 }
 
 #[panic_handler]

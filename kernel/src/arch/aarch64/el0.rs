@@ -25,6 +25,16 @@ pub struct ThreadContext {
 
 const _: () = assert!(size_of::<ThreadContext>() == 34 * 8);
 
+impl ThreadContext {
+    /// All registers zero.
+    pub const ZERO: Self = Self {
+        x: [0; 31],
+        sp: 0,
+        pc: 0,
+        spsr: 0,
+    };
+}
+
 /// SPSR for EL0t, AArch64, interrupts unmasked (they are taken to EL2 under TGE).
 pub const SPSR_EL0T: u64 = 0;
 

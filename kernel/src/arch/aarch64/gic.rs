@@ -69,6 +69,21 @@ pub fn start_slice() {
     }
 }
 
+/// Unmasks (`enabled`) or masks an SGI, PPI or SPI on CPU 0, the CPU that runs threads: the glue
+/// masks an interrupt it hands to the object model until its handler acknowledges it.
+pub fn set_enabled(intid: u32, enabled: bool) {
+    let id = match intid {
+        0..16 => IntId::sgi(intid),
+        16..32 => IntId::ppi(intid - 16),
+        32..1020 => IntId::spi(intid - 32),
+        _ => return,
+    };
+    if let Some(gic) = GIC.lock().as_mut() {
+        // An interrupt ID the GIC does not implement is left alone: there is nothing to mask.
+        let _ = gic.enable_interrupt(id, Some(0), enabled);
+    }
+}
+
 /// An interrupt that was pending, acknowledged and ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interrupt {

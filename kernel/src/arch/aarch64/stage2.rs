@@ -166,6 +166,29 @@ impl AddressSpace {
         true
     }
 
+    /// Invalidates every TLB entry of this space's VMID (stage 2 and combined), for a space
+    /// being destroyed: its VMID may be reused at once.
+    pub fn invalidate_all(&self) {
+        // SAFETY: as in `invalidate_ipa`: VTTBR_EL2 is switched to this space's VMID and back
+        // while no EL1&0 code runs; TLBI VMALLS12E1IS drops all its stage-1 and stage-2
+        // entries on every CPU of the domain once the DSB completes.
+        unsafe {
+            asm!(
+                "mrs {saved}, vttbr_el2",
+                "msr vttbr_el2, {target}",
+                "isb",
+                "tlbi vmalls12e1is",
+                "dsb ish",
+                "isb",
+                "msr vttbr_el2, {saved}",
+                "isb",
+                saved = out(reg) _,
+                target = in(reg) self.vttbr(),
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+
     /// TLBI by IPA for this space's VMID, whichever VMID is loaded now.
     fn invalidate_ipa(&self, ipa: u64) {
         // SAFETY: VTTBR_EL2 only affects the EL1&0 regime, which is not running while the kernel

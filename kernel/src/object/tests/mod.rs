@@ -249,6 +249,7 @@ fn root_thread_gets_its_capabilities() {
     assert_eq!(w.layout.first_device, UNTYPED + 1);
     assert_eq!(w.layout.first_free, UNTYPED + 4);
     assert_eq!(w.fx.starts[w.root.index()], Some((0x1000, 0x8000)));
+    assert_eq!(w.fx.start_buffers[w.root.index()], IPC_BUFFER);
     assert_eq!(w.fx.live_spaces, 1);
     w.k.check_invariants().unwrap();
 }

@@ -1,0 +1,267 @@
+//! The glue's half of the object model: the [`Effects`] the kernel asks for (stage-2 tables per
+//! address space, VMIDs, IPC buffer access, frame clearing, thread start, interrupt unmasking) and
+//! every thread's saved registers, indexed by the thread's arena index.
+//!
+//! Invariants: `spaces[i]` is the table of the live [`SpaceRef`] with arena index `i` (the kernel
+//! calls `space_created` before naming a space and `space_destroyed` when it dies); a VMID is in
+//! `vmids` exactly while a space holds it; the kernel reads or writes only physical memory inside
+//! `ram` (all of it identity-mapped read/write at boot), so a device frame mapped where an IPC
+//! buffer should be is refused, never dereferenced.
+
+use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
+use crate::arch::aarch64::gic;
+use crate::arch::aarch64::stage2::{AddressSpace, MapError};
+use capvisor_ipc::abi::{IpcBuffer, KernelError};
+use capvisor_ipc::types::{Ipa, PhysAddr};
+use capvisor_kernel::memmap::MemoryMap;
+use capvisor_kernel::object::{
+    Effects, MAX_SPACES, MAX_THREADS, SpaceRef, ThreadRef, UserBuffer, Vmid,
+};
+use capvisor_kernel::stage2::{self, MemType, S2Access};
+use zerocopy::{FromZeros, IntoBytes};
+
+use super::{IPA_BITS, PAGE};
+
+/// VMIDs the glue hands out: 1 to 255 (8-bit VMIDs work on every CPU; 0 is never used).
+const VMIDS: usize = 256;
+
+/// The glue's state beside the kernel's.
+pub struct Glue {
+    /// Pages for stage-2 tables (reserved at boot, before the rest of RAM went to the root).
+    pub tables: MemoryMap,
+    /// RAM the kernel maps read/write (all free RAM at boot).
+    pub ram: MemoryMap,
+    spaces: [Option<AddressSpace>; MAX_SPACES],
+    vmids: [bool; VMIDS],
+    /// Saved registers per thread index.
+    pub contexts: [ThreadContext; MAX_THREADS],
+    /// Image service names per thread index (threads the services create have none).
+    pub names: [Option<&'static str>; MAX_THREADS],
+    /// Whether a thread's console output is at a line start (where its name prefix goes).
+    pub line_start: [bool; MAX_THREADS],
+    /// Whether descriptors use the FEAT_S2FWB encoding.
+    pub fwb: bool,
+}
+
+impl Glue {
+    /// No spaces, no threads.
+    pub const fn new() -> Self {
+        Self {
+            tables: MemoryMap::empty(),
+            ram: MemoryMap::empty(),
+            spaces: [const { None }; MAX_SPACES],
+            vmids: [false; VMIDS],
+            contexts: [ThreadContext::ZERO; MAX_THREADS],
+            names: [None; MAX_THREADS],
+            line_start: [true; MAX_THREADS],
+            fwb: false,
+        }
+    }
+
+    /// The table of a live space.
+    pub fn space(&mut self, space: SpaceRef) -> Option<&mut AddressSpace> {
+        self.spaces.get_mut(space.index())?.as_mut()
+    }
+
+    /// The saved registers of a thread.
+    pub fn context(&mut self, thread: ThreadRef) -> &mut ThreadContext {
+        // Thread indices are below MAX_THREADS (the kernel's arena capacity).
+        let index = thread.index() % MAX_THREADS;
+        &mut self.contexts[index]
+    }
+
+    /// Calls `each(physical address, offset, length)` for the pieces of `[addr, addr + len)` in
+    /// `space`, after checking that every page of it is mapped with `need` and is kernel RAM.
+    pub fn user_range(
+        &mut self,
+        space: SpaceRef,
+        addr: u64,
+        len: u64,
+        need: S2Access,
+        mut each: impl FnMut(u64, usize, usize),
+    ) -> Result<(), KernelError> {
+        let end = addr.checked_add(len).ok_or(KernelError::BadAddress)?;
+        let ram = &self.ram;
+        let table = self
+            .spaces
+            .get_mut(space.index())
+            .and_then(Option::as_mut)
+            .ok_or(KernelError::BadAddress)?;
+        for pass in 0..2 {
+            let mut at = addr;
+            while at < end {
+                let chunk = (PAGE - (at & (PAGE - 1))).min(end - at);
+                let granted = table.access(at & !(PAGE - 1)).unwrap_or_default();
+                let pa = table.translate(at).ok_or(KernelError::BadAddress)?;
+                let allowed = (granted.read || !need.read) && (granted.write || !need.write);
+                if !allowed || !ram.contains(pa, pa + chunk) {
+                    return Err(KernelError::BadAddress);
+                }
+                if pass == 1 {
+                    each(pa, (at - addr) as usize, chunk as usize);
+                }
+                at += chunk;
+            }
+        }
+        Ok(())
+    }
+
+    fn buffer_range(
+        &mut self,
+        buffer: UserBuffer,
+        each: impl FnMut(u64, usize, usize),
+    ) -> Result<(), KernelError> {
+        let space = buffer.space.ok_or(KernelError::BadAddress)?;
+        let read_write = S2Access {
+            read: true,
+            write: true,
+            exec: false,
+        };
+        let len = size_of::<IpcBuffer>() as u64;
+        self.user_range(space, buffer.addr.raw(), len, read_write, each)
+    }
+
+    fn allocate_vmid(&mut self) -> Option<u16> {
+        let (index, used) = self
+            .vmids
+            .iter_mut()
+            .enumerate()
+            .skip(1)
+            .find(|(_, u)| !**u)?;
+        *used = true;
+        u16::try_from(index).ok()
+    }
+}
+
+fn kernel_error(error: MapError) -> KernelError {
+    match error {
+        MapError::BadAddress => KernelError::BadAddress,
+        MapError::AlreadyMapped => KernelError::SlotOccupied,
+        MapError::OutOfMemory => KernelError::NotEnoughMemory,
+    }
+}
+
+impl Effects for Glue {
+    fn map(
+        &mut self,
+        space: SpaceRef,
+        ipa: Ipa,
+        pa: PhysAddr,
+        size: u64,
+        access: S2Access,
+        memtype: MemType,
+    ) -> Result<(), KernelError> {
+        let attributes = stage2::leaf_attributes(access, memtype, self.fwb);
+        let tables = &mut self.tables;
+        let table = self
+            .spaces
+            .get_mut(space.index())
+            .and_then(Option::as_mut)
+            .ok_or(KernelError::BadAddress)?;
+        let pages = size / PAGE;
+        for n in 0..pages {
+            let offset = n * PAGE;
+            let mapped = table.map_page(ipa.raw() + offset, pa.raw() + offset, attributes, tables);
+            if let Err(error) = mapped {
+                // All or nothing: take back the pages mapped so far.
+                for back in 0..n {
+                    table.unmap_page(ipa.raw() + back * PAGE);
+                }
+                return Err(kernel_error(error));
+            }
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, space: SpaceRef, ipa: Ipa, size: u64) {
+        if let Some(table) = self.space(space) {
+            for n in 0..size / PAGE {
+                table.unmap_page(ipa.raw() + n * PAGE);
+            }
+        }
+    }
+
+    fn space_created(&mut self, space: SpaceRef, _vm: bool) -> Result<Vmid, KernelError> {
+        let slot = self
+            .spaces
+            .get(space.index())
+            .ok_or(KernelError::NotEnoughMemory)?;
+        if slot.is_some() {
+            return Err(KernelError::IllegalOperation);
+        }
+        let vmid = self.allocate_vmid().ok_or(KernelError::NotEnoughMemory)?;
+        match AddressSpace::new(vmid, IPA_BITS, &mut self.tables) {
+            Ok(table) => {
+                self.spaces[space.index()] = Some(table);
+                Ok(Vmid::new(vmid))
+            }
+            Err(_) => {
+                self.vmids[usize::from(vmid)] = false;
+                Err(KernelError::NotEnoughMemory)
+            }
+        }
+    }
+
+    fn space_destroyed(&mut self, space: SpaceRef, vmid: Vmid) {
+        if let Some(table) = self.spaces.get_mut(space.index()).and_then(Option::take) {
+            // No stale translation may outlive the VMID's reuse. The table pages are not
+            // returned to the pool yet (the pool only grows smaller; see the architecture doc).
+            table.invalidate_all();
+        }
+        if let Some(used) = self.vmids.get_mut(usize::from(vmid.raw())) {
+            *used = false;
+        }
+    }
+
+    fn clear_frame(&mut self, pa: PhysAddr, size: u64) {
+        if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
+            // SAFETY: the range is kernel-mapped RAM (checked above) retyped into a new frame
+            // that no capability names yet, so nothing else uses it.
+            unsafe { core::ptr::write_bytes(pa.raw() as *mut u8, 0, size as usize) };
+        }
+    }
+
+    fn read_ipc_buffer(&mut self, buffer: UserBuffer) -> Result<IpcBuffer, KernelError> {
+        let mut data = IpcBuffer::new_zeroed();
+        let bytes = data.as_mut_bytes();
+        self.buffer_range(buffer, |pa, offset, len| {
+            if let Some(dest) = bytes.get_mut(offset..offset + len) {
+                // SAFETY: `pa..pa + len` is kernel-mapped RAM the thread maps read/write
+                // (checked by `user_range`); a racing writer can only change the bytes read.
+                unsafe { core::ptr::copy_nonoverlapping(pa as *const u8, dest.as_mut_ptr(), len) };
+            }
+        })?;
+        Ok(data)
+    }
+
+    fn write_ipc_buffer(
+        &mut self,
+        buffer: UserBuffer,
+        data: &IpcBuffer,
+    ) -> Result<(), KernelError> {
+        let bytes = data.as_bytes();
+        self.buffer_range(buffer, |pa, offset, len| {
+            if let Some(source) = bytes.get(offset..offset + len) {
+                // SAFETY: as in `read_ipc_buffer`: RAM the thread maps read/write, never kernel
+                // memory.
+                unsafe { core::ptr::copy_nonoverlapping(source.as_ptr(), pa as *mut u8, len) };
+            }
+        })
+    }
+
+    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64, ipc_buffer: u64) {
+        let context = self.context(thread);
+        *context = ThreadContext {
+            pc,
+            sp,
+            spsr: SPSR_EL0T,
+            ..ThreadContext::ZERO
+        };
+        context.x[0] = ipc_buffer;
+        self.line_start[thread.index() % MAX_THREADS] = true;
+    }
+
+    fn irq_ack(&mut self, intid: u32) {
+        gic::set_enabled(intid, true);
+    }
+}

@@ -1,0 +1,285 @@
+//! EL0 services on the kernel object model (`capvisor_kernel::object`): the boot that turns the
+//! image's services into threads with their own CNodes and address spaces, and the glue that
+//! runs them ([`glue`] for the kernel's effects, [`trap`] for exceptions and scheduling).
+//!
+//! Address-space layout of a service (stage 1 is off for EL0, so a virtual address is an IPA):
+//! its ELF segments where they are linked (below [`STACK_TOP`] - stack), a stack ending at
+//! [`STACK_TOP`], and its IPC buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC
+//! buffer's address and SP = [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
+//!
+//! The first image service is the root: the kernel loads its ELF into pages taken from the
+//! memory map, sets aside a pool for stage-2 tables, and gives it every other free RAM range as
+//! untyped memory (`Kernel::create_root_thread`). Further image services are made from the
+//! root's untyped by invocations made in its name ([`spawn`]).
+//!
+//! # The kernel's place and the lock
+//! `Kernel` is over 300 KiB, far more than a 64 KiB boot stack, so it lives in a `static`
+//! initialised at build time (`Kernel::new` is `const`); it is never built on a stack. Its
+//! features are set once the platform is known (`Kernel::set_features`). Only CPU 0 runs
+//! threads and secondaries are parked, so CPU 0's non-reentrant exception path (IRQs masked at
+//! EL2) is the big kernel lock: [`state`] hands out the kernel and the glue only there.
+
+mod glue;
+mod loader;
+mod spawn;
+mod trap;
+
+use crate::arch::aarch64::el0::HCR_SERVICE;
+use crate::arch::aarch64::stage2::MapError;
+use crate::{exit, println};
+use capvisor_image::{EntryKind, ImageView};
+use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::types::{Ipa, PhysAddr};
+use capvisor_kernel::memmap::MemoryMap;
+use capvisor_kernel::object::{Effects, Kernel, PlatformFeatures, RootBoot, RootLayout, RootRam};
+use capvisor_kernel::platform::Platform;
+use capvisor_kernel::stage2::{self, MemType, S2Access};
+use core::arch::asm;
+use glue::Glue;
+use heapless::Vec;
+use loader::ServiceImage;
+
+/// Input address bits of a service's address space (39: one level-1 root table).
+pub const IPA_BITS: u32 = 39;
+/// The top of a service's stack.
+pub const STACK_TOP: u64 = 0x40_0000_0000;
+/// Stack pages.
+pub const STACK_PAGES: u64 = 16;
+/// Where a service's IPC buffer is mapped.
+pub const IPC_BUFFER: u64 = 0x40_0010_0000;
+/// The most services an image may have.
+pub const MAX_SERVICES: usize = 16;
+/// Pages set aside for stage-2 tables of every space (4 MiB; a space with an image, a stack and
+/// an IPC buffer needs 7).
+const TABLE_POOL_PAGES: u64 = 1024;
+const PAGE: u64 = 4096;
+
+/// Write `x1` bytes at `x0` to the console, prefixed by the service's name (glue syscall, not in
+/// `capvisor_ipc::abi::Syscall`: the object model answers it `InvalidSyscall`).
+pub const SYS_DEBUG_WRITE: u64 = 12;
+/// Stop the system with status `x0` (0: success), for test images (glue syscall).
+pub const SYS_DEBUG_HALT: u64 = 13;
+
+static mut KERNEL: Kernel = Kernel::new(PlatformFeatures {
+    fwb: false,
+    dic: false,
+    ipa_bits: 0,
+});
+static mut GLUE: Glue = Glue::new();
+/// HCR_EL2 for services: [`HCR_SERVICE`], plus FWB (bit 46) when the descriptors use the FWB
+/// encoding (they must agree: Arm ARM D8.6.5).
+static mut HCR: u64 = HCR_SERVICE;
+
+/// The kernel and the glue, under the big kernel lock (see the module doc).
+fn state() -> (&'static mut Kernel, &'static mut Glue) {
+    // SAFETY: only CPU 0 calls this, at boot or in its exception path, which runs with IRQs
+    // masked and leaves by `enter_el0` without returning; no caller keeps the references across
+    // another call (each exception path starts afresh).
+    unsafe { (&mut *(&raw mut KERNEL), &mut *(&raw mut GLUE)) }
+}
+
+/// Why a service could not be loaded.
+#[derive(Clone, Copy, Debug)]
+pub enum LoadError {
+    /// The ELF file is malformed.
+    Elf(&'static str),
+    /// A segment lies where it may not (beyond the address space, over the stack).
+    Layout(u64),
+    /// Out of memory or address space.
+    Map(MapError),
+    /// The object model refused an operation.
+    Kernel(KernelError),
+    /// Too many services.
+    TooMany,
+}
+
+impl From<MapError> for LoadError {
+    fn from(e: MapError) -> Self {
+        Self::Map(e)
+    }
+}
+
+impl From<KernelError> for LoadError {
+    fn from(e: KernelError) -> Self {
+        Self::Kernel(e)
+    }
+}
+
+/// Creates every service in the image, in image order (the first is the root); returns how many
+/// and the RAM given to the root as untyped, in bytes.
+///
+/// # Errors
+///
+/// The first service that cannot be loaded, with its name.
+pub fn load_all(
+    image: &ImageView<'static>,
+    memory: &mut MemoryMap,
+    platform: &Platform,
+) -> Result<(usize, u64), (&'static str, LoadError)> {
+    let mut entries = image.entries().filter(|e| e.kind == EntryKind::ServiceElf);
+    let Some(first) = entries.next() else {
+        return Ok((0, 0));
+    };
+    let (kernel, glue) = state();
+    glue.fwb = platform.fwb;
+    glue.ram = memory.clone();
+    let features = PlatformFeatures::for_platform(platform, IPA_BITS as u8);
+    kernel
+        .set_features(features)
+        .map_err(|e| (first.name, e.into()))?;
+    let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
+    let (layout, untyped) =
+        boot_root(kernel, glue, &root_image, memory, platform.idc).map_err(|e| (first.name, e))?;
+    glue.names[layout.thread.index()] = Some(first.name);
+    let mut root = spawn::Root {
+        kernel,
+        glue,
+        layout,
+    };
+    let mut count = 1;
+    for entry in entries {
+        if count >= MAX_SERVICES {
+            return Err((entry.name, LoadError::TooMany));
+        }
+        let base = layout.first_free + 3 * (count as u64 - 1);
+        let service = ServiceImage::parse(entry.bytes)
+            .and_then(|image| root.spawn(base, &image, platform.idc))
+            .map_err(|e| (entry.name, e))?;
+        root.glue.names[service.index()] = Some(entry.name);
+        count += 1;
+    }
+    clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
+    sync_instructions(platform.dic);
+    Ok((count, untyped))
+}
+
+/// Loads the root's image into pages from `memory`, sets aside the table pool, and creates the
+/// root thread with the rest of RAM as untyped; returns its layout and the untyped bytes.
+fn boot_root(
+    kernel: &mut Kernel,
+    glue: &mut Glue,
+    image: &ServiceImage,
+    memory: &mut MemoryMap,
+    idc: bool,
+) -> Result<(RootLayout, u64), LoadError> {
+    let pages = image.pages().count() as u64 + STACK_PAGES + 1;
+    let base = memory
+        .alloc(pages, PAGE)
+        .ok_or(LoadError::Map(MapError::OutOfMemory))?;
+    let pool = memory
+        .alloc(TABLE_POOL_PAGES, PAGE)
+        .ok_or(LoadError::Map(MapError::OutOfMemory))?;
+    glue.tables = MemoryMap::new(&[capvisor_kernel::memmap::Range {
+        start: pool,
+        end: pool + TABLE_POOL_PAGES * PAGE,
+    }]);
+    let mut ram: Vec<RootRam, { capvisor_kernel::memmap::MAX_RANGES }> = Vec::new();
+    for range in memory.free() {
+        let region = RootRam {
+            base: PhysAddr::new(range.start),
+            size: range.end - range.start,
+        };
+        ram.push(region).map_err(|_| LoadError::TooMany)?;
+    }
+    let boot = RootBoot {
+        ram: &ram,
+        devices: &[],
+        entry: image.entry,
+        stack: STACK_TOP,
+        ipc_buffer: IPC_BUFFER,
+    };
+    let layout = kernel.create_root_thread(&boot, glue)?;
+    map_root(glue, &layout, image, base, idc)?;
+    Ok((layout, memory.free_bytes()))
+}
+
+/// Maps the root's image, stack and IPC buffer at consecutive pages from `base` (the root has
+/// no capabilities to these pages: they are not part of its untyped memory).
+fn map_root(
+    glue: &mut Glue,
+    layout: &RootLayout,
+    image: &ServiceImage,
+    base: u64,
+    idc: bool,
+) -> Result<(), LoadError> {
+    let read_write = S2Access {
+        read: true,
+        write: true,
+        exec: false,
+    };
+    let stack = STACK_TOP - STACK_PAGES * PAGE;
+    let zeroed = (0..STACK_PAGES)
+        .map(|n| (stack + n * PAGE, read_write))
+        .chain([(IPC_BUFFER, read_write)]);
+    for (n, (ipa, access)) in image.pages().chain(zeroed).enumerate() {
+        let pa = base + n as u64 * PAGE;
+        spawn::write_page(
+            glue,
+            pa,
+            |page| {
+                page.fill(0);
+                image.fill(ipa, page);
+            },
+            idc,
+        )?;
+        let (ipa, pa) = (Ipa::new(ipa), PhysAddr::new(pa));
+        glue.map(
+            layout.space,
+            ipa,
+            pa,
+            PAGE,
+            access,
+            MemType::NormalWriteBack,
+        )?;
+    }
+    Ok(())
+}
+
+/// Zeroes the root's IPC buffer, which carried the boot invocations' extra words, so the root
+/// starts with a clean buffer like every other service.
+fn clear_root_buffer(root: &mut spawn::Root<'_>) -> Result<(), LoadError> {
+    let buffer = capvisor_kernel::object::UserBuffer {
+        thread: root.layout.thread,
+        space: Some(root.layout.space),
+        addr: Ipa::new(IPC_BUFFER),
+    };
+    let empty = capvisor_ipc::abi::IpcBuffer::default();
+    root.glue.write_ipc_buffer(buffer, &empty)?;
+    Ok(())
+}
+
+/// Code was written through the kernel's data side and cleaned to PoU page by page (unless
+/// CTR_EL0.IDC): invalidate the instruction cache unless CTR_EL0.DIC (Arm ARM D7.5.2
+/// "Instruction cache maintenance").
+fn sync_instructions(dic: bool) {
+    // SAFETY: cache maintenance and barriers change no memory contents.
+    unsafe {
+        if !dic {
+            asm!("ic ialluis", options(nostack, preserves_flags));
+        }
+        asm!("dsb ish", "isb", options(nostack, preserves_flags));
+    }
+}
+
+/// Runs the services; never returns. `ps` is the PARange encoding for VTCR_EL2.PS; `fwb` must
+/// be the platform's (the descriptors' encoding).
+pub fn start(ps: u64, vmid16: bool, fwb: bool, count: usize) -> ! {
+    // SAFETY: CPU 0 only (module invariant), before any service runs.
+    unsafe { HCR = HCR_SERVICE | (u64::from(fwb) << 46) };
+    let Some(vtcr) = stage2::vtcr(IPA_BITS, ps, vmid16) else {
+        println!("capvisor: no stage-2 configuration for {IPA_BITS}-bit service address spaces");
+        exit::fail(exit::Status::Refused)
+    };
+    // SAFETY: VTCR_EL2 only affects the EL1&0 regime, which nothing runs in yet; every service
+    // space is built for this configuration (4K granule, start level 1).
+    unsafe { asm!("msr vtcr_el2, {}", "isb", in(reg) vtcr, options(nostack, preserves_flags)) };
+    println!("capvisor: starting {count} service(s) at EL0");
+    crate::arch::aarch64::gic::start_slice();
+    trap::schedule()
+}
+
+/// HCR_EL2 for services.
+fn hcr() -> u64 {
+    // SAFETY: written once in `start`, before any service runs; read-only afterwards.
+    unsafe { HCR }
+}

@@ -1,0 +1,227 @@
+//! Creating the image's further services at boot, by acting for the root thread: every object
+//! and mapping comes from the root's untyped memory through the same checked invocations a root
+//! service would make (`Retype`, `Copy`, `Map`, `Move`, `ThreadConfigure`, `Resume`), so a boot
+//! service holds nothing a running service could not have been given.
+//!
+//! Layout, for the `n`th further service (`n` from 0, in image order):
+//! - the root's slots `first_free + 3n`, `+ 1`, `+ 2` hold its CNode, AddressSpace and Thread (so
+//!   the root can later stop, inspect or revoke what it was given);
+//! - its own CNode has [`CHILD_CNODE_BITS`] radix bits: slot 1 its CNode, 2 its AddressSpace, 3
+//!   its Thread, [`FIRST_GRANT`]… the capabilities its manifest grants, [`FIRST_FRAME`]… the
+//!   frames of its image, stack and IPC buffer, in that order;
+//! - the root's slot [`SCRATCH`] (its CNode's last) is used while frames are made and is empty
+//!   afterwards.
+
+use super::glue::Glue;
+use super::loader::ServiceImage;
+use super::{IPC_BUFFER, LoadError, PAGE, STACK_PAGES, STACK_TOP};
+use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo, Syscall};
+use capvisor_ipc::cap::{ObjectKind, Rights};
+use capvisor_ipc::types::Ipa;
+use capvisor_kernel::object::boot::ROOT_CNODE_SLOTS;
+use capvisor_kernel::object::{
+    Effects, Kernel, Object, RootLayout, SyscallRegs, ThreadRef, UserBuffer,
+};
+use capvisor_kernel::stage2::S2Access;
+
+/// Radix bits of a boot service's CNode (512 slots).
+pub const CHILD_CNODE_BITS: u64 = 9;
+/// The first slot of a boot service's granted capabilities.
+pub const FIRST_GRANT: u64 = 4;
+/// The first slot of a boot service's frames.
+pub const FIRST_FRAME: u64 = 64;
+/// The root's slot used while frames are made.
+pub const SCRATCH: u64 = ROOT_CNODE_SLOTS as u64 - 1;
+/// The label of `ThreadConfigure` (see `kernel/src/object/tcb.rs`).
+const THREAD_CONFIGURE: u64 = 20;
+/// The kind code of a service AddressSpace.
+const ADDRESS_SPACE_KIND: u64 = 13;
+
+/// The root thread, invoked on by the glue at boot.
+pub struct Root<'a> {
+    /// The kernel.
+    pub kernel: &'a mut Kernel,
+    /// The glue's effects.
+    pub glue: &'a mut Glue,
+    /// The root's layout.
+    pub layout: RootLayout,
+}
+
+impl Root<'_> {
+    /// Invokes the root's capability `cptr` with `label` and `args`, as if the root called it.
+    ///
+    /// # Errors
+    /// The invocation's error.
+    pub fn invoke(
+        &mut self,
+        cptr: u64,
+        label: u64,
+        args: &[u64],
+    ) -> Result<[u64; MSG_REGS_IN_CPU], KernelError> {
+        let mut words = [0; MSG_REGS_IN_CPU];
+        for (word, arg) in words.iter_mut().zip(args) {
+            *word = *arg;
+        }
+        if args.len() > MSG_REGS_IN_CPU {
+            let buffer = self.buffer();
+            let mut data = self.glue.read_ipc_buffer(buffer)?;
+            for (word, arg) in data.msg.iter_mut().zip(args).skip(MSG_REGS_IN_CPU) {
+                *word = *arg;
+            }
+            self.glue.write_ipc_buffer(buffer, &data)?;
+        }
+        let info = MessageInfo::new(label, args.len() * 8, 0)
+            .map_err(|_| KernelError::InvalidMessageInfo)?;
+        let [w0, w1, w2, w3] = words;
+        let mut regs = SyscallRegs([cptr, info.raw(), w0, w1, w2, w3, 0, Syscall::Call.code()]);
+        self.kernel
+            .handle_syscall(self.layout.thread, &mut regs, self.glue);
+        match regs.error_code() {
+            Some(error) => Err(error),
+            None => Ok([regs.0[2], regs.0[3], regs.0[4], regs.0[5]]),
+        }
+    }
+
+    fn buffer(&self) -> UserBuffer {
+        UserBuffer {
+            thread: self.layout.thread,
+            space: Some(self.layout.space),
+            addr: Ipa::new(IPC_BUFFER),
+        }
+    }
+
+    /// Retypes one object from the first RAM untyped with room for it.
+    fn retype(&mut self, kind: u64, bits: u64, cnode: u64, index: u64) -> Result<(), KernelError> {
+        let mut last = KernelError::NotEnoughMemory;
+        for untyped in self.layout.first_untyped..self.layout.first_device {
+            match self.invoke(
+                untyped,
+                Invocation::Retype.code(),
+                &[kind, bits, cnode, index, 1],
+            ) {
+                Err(KernelError::NotEnoughMemory) => last = KernelError::NotEnoughMemory,
+                other => return other.map(|_| ()),
+            }
+        }
+        Err(last)
+    }
+
+    /// The object in the root's slot `index`.
+    pub fn object(&self, index: u64) -> Option<Object> {
+        let slot = self.kernel.cnode_slot(self.layout.cnode, index).ok()?;
+        self.kernel.capability(slot).map(|c| c.object)
+    }
+
+    /// Creates a service from `image` with its objects at the root's slots `base..base + 3`.
+    ///
+    /// # Errors
+    /// The first invocation that failed, or a malformed image.
+    pub fn spawn(
+        &mut self,
+        base: u64,
+        image: &ServiceImage,
+        idc: bool,
+    ) -> Result<ThreadRef, LoadError> {
+        let (cnode, space, thread) = (base, base + 1, base + 2);
+        let all = u64::from(Rights::ALL.bits());
+        self.retype(
+            u64::from(ObjectKind::CNode.code()),
+            CHILD_CNODE_BITS,
+            0,
+            cnode,
+        )?;
+        self.retype(ADDRESS_SPACE_KIND, 0, 0, space)?;
+        self.retype(u64::from(ObjectKind::Thread.code()), 0, 0, thread)?;
+        for (dest, source) in [(1, cnode), (2, space), (3, thread)] {
+            self.invoke(cnode, Invocation::Copy.code(), &[dest, source, all])?;
+        }
+        let mut frame = FIRST_FRAME;
+        for (ipa, access) in image.pages() {
+            self.frame(
+                cnode,
+                space,
+                frame,
+                ipa,
+                access,
+                |page| image.fill(ipa, page),
+                idc,
+            )?;
+            frame += 1;
+        }
+        let read_write = S2Access {
+            read: true,
+            write: true,
+            exec: false,
+        };
+        let stack = STACK_TOP - STACK_PAGES * PAGE;
+        let zeroed = (0..STACK_PAGES)
+            .map(|n| stack + n * PAGE)
+            .chain([IPC_BUFFER]);
+        for ipa in zeroed {
+            self.frame(cnode, space, frame, ipa, read_write, |_| {}, idc)?;
+            frame += 1;
+        }
+        let priorities = 255 | 255 << 8;
+        let configure = [
+            image.entry,
+            STACK_TOP,
+            IPC_BUFFER,
+            priorities,
+            cnode,
+            space,
+            0,
+        ];
+        self.invoke(thread, THREAD_CONFIGURE, &configure)?;
+        self.invoke(thread, Invocation::Resume.code(), &[])?;
+        match self.object(thread) {
+            Some(Object::Thread(created)) => Ok(created),
+            _ => Err(LoadError::Kernel(KernelError::Revoked)),
+        }
+    }
+
+    /// Makes a frame, fills it, maps it at `ipa` in the space at root slot `space`, and moves its
+    /// capability to slot `dest` of the CNode at root slot `cnode`.
+    #[allow(clippy::too_many_arguments)]
+    fn frame(
+        &mut self,
+        cnode: u64,
+        space: u64,
+        dest: u64,
+        ipa: u64,
+        access: S2Access,
+        fill: impl FnOnce(&mut [u8; PAGE as usize]),
+        idc: bool,
+    ) -> Result<(), LoadError> {
+        self.retype(u64::from(ObjectKind::Frame.code()), 12, 0, SCRATCH)?;
+        let Some(Object::Frame(frame)) = self.object(SCRATCH) else {
+            return Err(LoadError::Kernel(KernelError::WrongType));
+        };
+        write_page(self.glue, frame.base.raw(), fill, idc)?;
+        let bits =
+            u64::from(access.read) | u64::from(access.write) << 1 | u64::from(access.exec) << 2;
+        self.invoke(SCRATCH, Invocation::Map.code(), &[space, ipa, bits, 0])?;
+        self.invoke(cnode, Invocation::Move.code(), &[dest, SCRATCH])?;
+        Ok(())
+    }
+}
+
+/// Fills the (zeroed) RAM page at `pa` and cleans it to the point of unification, so the code
+/// in it is visible to instruction fetches (unless CTR_EL0.IDC makes that unnecessary).
+pub fn write_page(
+    glue: &Glue,
+    pa: u64,
+    fill: impl FnOnce(&mut [u8; PAGE as usize]),
+    idc: bool,
+) -> Result<(), LoadError> {
+    if !glue.ram.contains(pa, pa + PAGE) {
+        return Err(LoadError::Kernel(KernelError::BadAddress));
+    }
+    // SAFETY: `pa` is a page of kernel-mapped RAM (checked above) that a new frame capability
+    // names and no thread maps yet, so nothing else accesses it.
+    let page = unsafe { &mut *(pa as *mut [u8; PAGE as usize]) };
+    fill(page);
+    if !idc {
+        crate::arch::aarch64::mmu::clean_dcache_to_pou(pa as usize, (pa + PAGE) as usize);
+    }
+    Ok(())
+}

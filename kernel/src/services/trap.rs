@@ -1,0 +1,252 @@
+//! Running threads and taking their exceptions: every `svc` but the glue's debug calls goes to
+//! `Kernel::handle_syscall`, timer ticks to `timer_tick`, other interrupts to `handle_irq`, and
+//! any other exception to `handle_fault`; the kernel's [`Schedule`] says whether the same thread
+//! goes on or `pick_next` chooses. With nothing ready the CPU idles in WFI, unless no thread can
+//! ever be woken again (no interrupt delivers to a notification), which ends the system.
+//!
+//! The glue's syscalls, checked before the object model sees the `svc`:
+//! - `DebugWrite` (12): `x1` bytes (at most 1 KiB) at `x0`, read through the thread's own
+//!   stage-2 table, printed with a `[name]` prefix at each line start; `x7` = 0.
+//! - `DebugHalt` (13): stops the system with status `x0` (0 success), for test images.
+
+use super::glue::Glue;
+use super::{SYS_DEBUG_HALT, SYS_DEBUG_WRITE, hcr, state};
+use crate::arch::aarch64::el0::{self, ThreadContext};
+use crate::arch::aarch64::gic::{self, Interrupt};
+use crate::exit::{self, Status};
+use crate::{console, println, smp};
+use capvisor_ipc::protocols::fault::ServiceFault;
+use capvisor_ipc::types::Esr;
+use capvisor_kernel::esr;
+use capvisor_kernel::object::thread::ThreadState;
+use capvisor_kernel::object::{
+    FaultOutcome, IrqOutcome, Kernel, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
+};
+use capvisor_kernel::stage2::S2Access;
+use core::arch::asm;
+use core::fmt;
+
+/// The most bytes one `DebugWrite` prints.
+const DEBUG_WRITE_MAX: u64 = 1024;
+/// Exception class of an SVC from AArch64.
+const EC_SVC64: u8 = 0x15;
+/// `lower_common`'s vector kinds: synchronous and IRQ from a lower EL (AArch64).
+const KIND_SYNC: u64 = 8;
+const KIND_IRQ: u64 = 9;
+
+/// A thread's name for the console: its image service's, or its index.
+struct Name(Option<&'static str>, usize);
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(name) => f.write_str(name),
+            None => write!(f, "thread {}", self.1),
+        }
+    }
+}
+
+fn name(glue: &Glue, thread: ThreadRef) -> Name {
+    let index = thread.index() % MAX_THREADS;
+    Name(glue.names[index], index)
+}
+
+/// Runs the thread the kernel picks, or idles; never returns.
+pub fn schedule() -> ! {
+    loop {
+        let (kernel, _) = state();
+        match kernel.pick_next() {
+            Some(thread) => enter(thread),
+            None => idle(),
+        }
+    }
+}
+
+/// Waits for an interrupt with nothing to run, and hands it to the kernel.
+fn idle() {
+    let (kernel, _) = state();
+    if !kernel.interrupts_deliver() {
+        println!("capvisor: no service left to run");
+        exit::success()
+    }
+    // SAFETY: WFI only waits; a pending interrupt ends it even with IRQs masked at EL2.
+    unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+    let _ = interrupt(kernel);
+}
+
+/// Returns to `thread` at EL0, with the results of a syscall that completed while it waited.
+fn enter(thread: ThreadRef) -> ! {
+    let (kernel, glue) = state();
+    if let Some(regs) = kernel.take_syscall_result(thread) {
+        glue.context(thread).x[..8].copy_from_slice(&regs.0);
+    }
+    let space = kernel
+        .thread_space(thread)
+        .ok()
+        .flatten()
+        .filter(|s| kernel.space_vmid(*s).is_ok());
+    let Some(vttbr) = space.and_then(|s| glue.space(s)).map(|s| s.vttbr()) else {
+        // A thread whose space was deleted cannot run: it is stopped as if it had faulted.
+        let pc = glue.context(thread).pc;
+        fault(kernel, glue, thread, (0, 0), pc)
+    };
+    let context: *mut ThreadContext = glue.context(thread);
+    let record = smp::per_cpu();
+    // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 are set for the thread
+    // (VM+TGE+DC, its space's VMID and tables) before its context is restored by ERET, and its
+    // exceptions are saved into the same context (PerCpu.current).
+    unsafe {
+        (*record).current = context;
+        asm!(
+            "msr hcr_el2, {hcr}",
+            "msr vttbr_el2, {vttbr}",
+            "isb",
+            hcr = in(reg) hcr(),
+            vttbr = in(reg) vttbr,
+            options(nostack, preserves_flags)
+        );
+        el0::enter_el0(context, (*record).stack_top)
+    }
+}
+
+fn follow(schedule: Schedule, thread: ThreadRef) -> ! {
+    match schedule {
+        Schedule::Resume => enter(thread),
+        Schedule::Switch => self::schedule(),
+    }
+}
+
+fn esr_far() -> (u64, u64) {
+    let (esr, far): (u64, u64);
+    // SAFETY: reading syndrome registers has no side effects.
+    unsafe {
+        asm!("mrs {}, esr_el2", "mrs {}, far_el2", out(reg) esr, out(reg) far,
+             options(nomem, nostack, preserves_flags));
+    }
+    (esr, far)
+}
+
+/// Every exception from EL0 arrives here (from `lower_common`), with the thread's registers
+/// already saved in its context (the glue's, which `_context` points at).
+#[unsafe(no_mangle)]
+extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) -> ! {
+    let (kernel, glue) = state();
+    let Some(thread) = kernel.current() else {
+        schedule()
+    };
+    let (esr, far) = esr_far();
+    if kind == KIND_SYNC && esr::class(esr) == EC_SVC64 {
+        syscall(kernel, glue, thread)
+    }
+    if kind == KIND_IRQ {
+        follow(interrupt(kernel), thread)
+    }
+    let pc = glue.context(thread).pc;
+    fault(kernel, glue, thread, (esr, far), pc)
+}
+
+/// Takes the pending interrupt: a tick charges the running thread's slice; another interrupt is
+/// masked and handed to its handler's notification.
+fn interrupt(kernel: &mut Kernel) -> Schedule {
+    match gic::take() {
+        Interrupt::Tick => {
+            gic::start_slice();
+            kernel.timer_tick()
+        }
+        Interrupt::Other(intid) => {
+            gic::set_enabled(intid, false);
+            match kernel.handle_irq(intid) {
+                IrqOutcome::Delivered(schedule) => schedule,
+                IrqOutcome::Unhandled => Schedule::Resume,
+            }
+        }
+        Interrupt::None => Schedule::Resume,
+    }
+}
+
+fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
+    let context = glue.context(thread);
+    let [x0, x1] = [context.x[0], context.x[1]];
+    match context.x[7] {
+        SYS_DEBUG_WRITE => {
+            debug_write(kernel, glue, thread, x0, x1);
+            glue.context(thread).x[7] = 0;
+            enter(thread)
+        }
+        SYS_DEBUG_HALT => {
+            let name = name(glue, thread);
+            println!("capvisor: service '{name}' halted the system with status {x0}");
+            if x0 == 0 {
+                exit::success()
+            }
+            exit::fail(Status::ServiceFailure)
+        }
+        _ => {
+            let mut regs = SyscallRegs([0; 8]);
+            regs.0.copy_from_slice(&context.x[..8]);
+            let schedule = kernel.handle_syscall(thread, &mut regs, glue);
+            if kernel.thread_state(thread) == Ok(ThreadState::Ready) {
+                glue.context(thread).x[..8].copy_from_slice(&regs.0);
+            }
+            follow(schedule, thread)
+        }
+    }
+}
+
+/// A synchronous exception other than SVC: the kernel sends it to the thread's fault endpoint,
+/// or stops the thread, which is then reported here (never as a kernel error).
+fn fault(
+    kernel: &mut Kernel,
+    glue: &mut Glue,
+    thread: ThreadRef,
+    (esr, far): (u64, u64),
+    pc: u64,
+) -> ! {
+    let report = ServiceFault::Exception { esr: Esr::new(esr) };
+    let (outcome, schedule) = kernel.handle_fault(thread, pc, report, glue);
+    if outcome == FaultOutcome::NoHandler {
+        let name = name(glue, thread);
+        console::print(format_args!(
+            "capvisor: service '{name}' faulted and was stopped: {}; pc={pc:#x} far={far:#x}\n",
+            esr::Decoded(esr),
+        ));
+    }
+    follow(schedule, thread)
+}
+
+/// Prints up to [`DEBUG_WRITE_MAX`] bytes of a thread's memory, read through its own stage-2
+/// table; an address it does not map readable ends the text.
+fn debug_write(kernel: &Kernel, glue: &mut Glue, thread: ThreadRef, address: u64, length: u64) {
+    let Some(space) = kernel.thread_space(thread).ok().flatten() else {
+        return;
+    };
+    let mut line: heapless::Vec<u8, { DEBUG_WRITE_MAX as usize }> = heapless::Vec::new();
+    let readable = S2Access {
+        read: true,
+        write: false,
+        exec: false,
+    };
+    for offset in 0..length.min(DEBUG_WRITE_MAX) {
+        let Some(at) = address.checked_add(offset) else {
+            break;
+        };
+        let read = glue.user_range(space, at, 1, readable, |pa, _, _| {
+            // SAFETY: `pa` is kernel-mapped RAM the thread maps readable (checked by
+            // `user_range`).
+            let _ = line.push(unsafe { (pa as *const u8).read_volatile() });
+        });
+        if read.is_err() {
+            break;
+        }
+    }
+    let text = core::str::from_utf8(&line).unwrap_or("<not UTF-8>\n");
+    let index = thread.index() % MAX_THREADS;
+    let name = name(glue, thread);
+    for piece in text.split_inclusive('\n') {
+        if glue.line_start[index] {
+            console::print(format_args!("[{name}] "));
+        }
+        console::print(format_args!("{piece}"));
+        glue.line_start[index] = piece.ends_with('\n');
+    }
+}
