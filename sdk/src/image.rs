@@ -71,6 +71,11 @@ pub fn build(
             bytes,
         });
     }
+    entries.push(NewEntry {
+        kind: EntryKind::Manifest,
+        name: capvisor_image::grants::GRANTS_ENTRY.to_string(),
+        bytes: capvisor_image::grants::encode(&grants(&manifest)?),
+    });
     let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
     let path = out.map_or_else(
         || {
@@ -92,4 +97,29 @@ pub fn build(
         kernel,
         manifest,
     })
+}
+
+/// The manifest's endpoint grants, by service index in image (manifest) order.
+///
+/// # Errors
+/// A grant naming a service the manifest lacks (validation normally refuses it first).
+pub fn grants(manifest: &Manifest) -> Result<Vec<capvisor_image::grants::Grant>, String> {
+    let index = |name: &str| {
+        let found = manifest.services.iter().position(|s| s.name == name);
+        found
+            .and_then(|i| u8::try_from(i).ok())
+            .ok_or_else(|| format!("no service named '{name}' to grant an endpoint of"))
+    };
+    let mut grants = Vec::new();
+    for (granter, service) in manifest.services.iter().enumerate() {
+        for cap in &service.caps {
+            if let capvisor_manifest::Capability::Endpoint(target) = cap {
+                grants.push(capvisor_image::grants::Grant {
+                    granter: u8::try_from(granter).map_err(|_| "too many services".to_string())?,
+                    target: index(target)?,
+                });
+            }
+        }
+    }
+    Ok(grants)
 }

@@ -19,6 +19,7 @@
 
 mod crc;
 mod features;
+pub mod grants;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;
 

@@ -20,6 +20,7 @@
 //! EL2) is the big kernel lock: [`state`] hands out the kernel and the glue only there.
 
 mod glue;
+mod grants;
 mod loader;
 mod spawn;
 mod trap;
@@ -89,8 +90,10 @@ pub enum LoadError {
     Map(MapError),
     /// The object model refused an operation.
     Kernel(KernelError),
-    /// Too many services.
+    /// Too many services or grants.
     TooMany,
+    /// The image's grants entry is malformed.
+    Grants(capvisor_image::grants::GrantError),
 }
 
 impl From<MapError> for LoadError {
@@ -148,6 +151,11 @@ pub fn load_all(
         root.glue.names[service.index()] = Some(entry.name);
         count += 1;
     }
+    let grants = image
+        .entries()
+        .find(|e| e.kind == EntryKind::Manifest && e.name == capvisor_image::grants::GRANTS_ENTRY)
+        .map(|e| e.bytes);
+    grants::apply(&mut root, grants, count).map_err(|e| (first.name, e))?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     sync_instructions(platform.dic);
     Ok((count, untyped))

@@ -91,7 +91,13 @@ impl Root<'_> {
     }
 
     /// Retypes one object from the first RAM untyped with room for it.
-    fn retype(&mut self, kind: u64, bits: u64, cnode: u64, index: u64) -> Result<(), KernelError> {
+    pub fn retype(
+        &mut self,
+        kind: u64,
+        bits: u64,
+        cnode: u64,
+        index: u64,
+    ) -> Result<(), KernelError> {
         let mut last = KernelError::NotEnoughMemory;
         for untyped in self.layout.first_untyped..self.layout.first_device {
             match self.invoke(

@@ -24,6 +24,11 @@ pub use line::Line;
 mod target;
 #[cfg(target_os = "none")]
 pub use target::*;
+/// Typed system calls (bare metal only: the host build has no kernel).
+#[cfg(target_os = "none")]
+pub mod sys;
+pub use capvisor_ipc::abi::{KernelError, MessageInfo};
+pub use capvisor_ipc::cap::{CPtr, Rights};
 
 #[cfg(not(target_os = "none"))]
 mod host;

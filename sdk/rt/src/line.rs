@@ -59,6 +59,24 @@ impl Line {
     }
 }
 
+impl core::fmt::Write for Line {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        self.push(text);
+        Ok(())
+    }
+}
+
+/// Formats a line (at most 256 bytes) and writes it with `debug_write`.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let mut line = $crate::Line::new();
+        let _ = core::fmt::Write::write_fmt(&mut line, format_args!($($arg)*));
+        line.push("\n");
+        $crate::debug_write(line.as_str());
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::Line;

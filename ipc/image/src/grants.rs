@@ -1,0 +1,94 @@
+//! The endpoint grants of an image's manifest, as the kernel reads them at boot: the payload
+//! entry of kind `Manifest` named [`GRANTS_ENTRY`] holds one two-byte record per grant,
+//! `[granter, target]`, both service indices in image order (0 is the root). The granter holds
+//! a badged capability to an endpoint that the target receives on (`caps = [{ endpoint = "…" }]`
+//! in the manifest; `docs/architecture.md` has the slots).
+
+/// The name of the grants entry.
+pub const GRANTS_ENTRY: &str = "grants";
+/// The most grants an image may carry.
+pub const MAX_GRANTS: usize = 64;
+
+/// One grant: service `granter` may call the endpoint of service `target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The service that gets the capability (image order).
+    pub granter: u8,
+    /// The service whose endpoint it names (image order).
+    pub target: u8,
+}
+
+/// Why a grants entry was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantError {
+    /// Not a whole number of records, or more than [`MAX_GRANTS`].
+    Length,
+    /// A record names a service the image does not have.
+    NoSuchService(u8),
+    /// A service granted its own endpoint.
+    SelfGrant(u8),
+}
+
+/// Decodes and checks a grants entry for an image of `services` services.
+///
+/// # Errors
+/// [`GrantError`] for a malformed entry.
+pub fn decode(
+    bytes: &[u8],
+    services: usize,
+) -> Result<impl Iterator<Item = Grant> + '_, GrantError> {
+    if bytes.len() % 2 != 0 || bytes.len() / 2 > MAX_GRANTS {
+        return Err(GrantError::Length);
+    }
+    for record in bytes.chunks_exact(2) {
+        let (granter, target) = (record[0], record[1]);
+        for index in [granter, target] {
+            if usize::from(index) >= services {
+                return Err(GrantError::NoSuchService(index));
+            }
+        }
+        if granter == target {
+            return Err(GrantError::SelfGrant(granter));
+        }
+    }
+    Ok(bytes.chunks_exact(2).map(|r| Grant {
+        granter: r[0],
+        target: r[1],
+    }))
+}
+
+/// Encodes grants (the SDK's side).
+#[cfg(any(test, feature = "std"))]
+#[must_use]
+pub fn encode(grants: &[Grant]) -> std::vec::Vec<u8> {
+    grants.iter().flat_map(|g| [g.granter, g.target]).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let grants = [
+            Grant {
+                granter: 1,
+                target: 0,
+            },
+            Grant {
+                granter: 0,
+                target: 2,
+            },
+        ];
+        let bytes = encode(&grants);
+        let decoded: std::vec::Vec<Grant> = decode(&bytes, 3).unwrap().collect();
+        assert_eq!(decoded, grants);
+        assert_eq!(decode(&bytes, 2).err(), Some(GrantError::NoSuchService(2)));
+        assert_eq!(decode(&[1], 3).err(), Some(GrantError::Length));
+        assert_eq!(decode(&[1, 1], 3).err(), Some(GrantError::SelfGrant(1)));
+        assert_eq!(
+            decode(&[0; 2 * (MAX_GRANTS + 1)], 3).err(),
+            Some(GrantError::Length)
+        );
+    }
+}
