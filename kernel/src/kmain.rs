@@ -187,7 +187,7 @@ fn boot_with(
             services::start(ps, platform.vmid_bits == 16, platform.fwb, count)
         }
         Err((name, e)) => {
-            println!("capvisor: refusing to start: service '{name}' cannot be loaded: {e:?}");
+            println!("capvisor: refusing to start: service '{name}' cannot be loaded: {e}");
             exit::fail(Status::Refused)
         }
     }

@@ -61,11 +61,7 @@ pub const SYS_DEBUG_WRITE: u64 = 12;
 /// Stop the system with status `x0` (0: success), for test images (glue syscall).
 pub const SYS_DEBUG_HALT: u64 = 13;
 
-static mut KERNEL: Kernel = Kernel::new(PlatformFeatures {
-    fwb: false,
-    dic: false,
-    ipa_bits: 0,
-});
+static mut KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
 static mut GLUE: Glue = Glue::new();
 /// HCR_EL2 for services: [`HCR_SERVICE`], plus FWB (bit 46) when the descriptors use the FWB
 /// encoding (they must agree: Arm ARM D8.6.5).
@@ -94,6 +90,19 @@ pub enum LoadError {
     TooMany,
     /// The image's grants entry is malformed.
     Grants(capvisor_image::grants::GrantError),
+}
+
+impl core::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Elf(what) => write!(f, "malformed ELF file: {what}"),
+            Self::Layout(address) => write!(f, "a segment at {address:#x} is out of place"),
+            Self::Map(error) => write!(f, "cannot map it: {error:?}"),
+            Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
+            Self::TooMany => f.write_str("too many services or grants"),
+            Self::Grants(error) => write!(f, "malformed grants entry: {error:?}"),
+        }
+    }
 }
 
 impl From<MapError> for LoadError {

@@ -20,7 +20,7 @@ use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::Ipa;
 use capvisor_kernel::object::boot::ROOT_CNODE_SLOTS;
 use capvisor_kernel::object::{
-    Effects, Kernel, Object, RootLayout, SyscallRegs, ThreadRef, UserBuffer,
+    Effects, Kernel, Object, RootLayout, SyscallRegs, THREAD_CONFIGURE, ThreadRef, UserBuffer,
 };
 use capvisor_kernel::stage2::S2Access;
 
@@ -32,8 +32,6 @@ pub const FIRST_GRANT: u64 = 4;
 pub const FIRST_FRAME: u64 = 64;
 /// The root's slot used while frames are made.
 pub const SCRATCH: u64 = ROOT_CNODE_SLOTS as u64 - 1;
-/// The label of `ThreadConfigure` (see `kernel/src/object/tcb.rs`).
-const THREAD_CONFIGURE: u64 = 20;
 /// The kind code of a service AddressSpace.
 const ADDRESS_SPACE_KIND: u64 = 13;
 

@@ -18,7 +18,6 @@ use crate::{console, println, smp};
 use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::Esr;
 use capvisor_kernel::esr;
-use capvisor_kernel::object::thread::ThreadState;
 use capvisor_kernel::object::{
     FaultOutcome, IrqOutcome, Kernel, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
 };
@@ -185,9 +184,9 @@ fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
             let mut regs = SyscallRegs([0; 8]);
             regs.0.copy_from_slice(&context.x[..8]);
             let schedule = kernel.handle_syscall(thread, &mut regs, glue);
-            if kernel.thread_state(thread) == Ok(ThreadState::Ready) {
-                glue.context(thread).x[..8].copy_from_slice(&regs.0);
-            }
+            // Always (the kernel's contract): its results if it still runs, its own arguments,
+            // unchanged, if it blocked.
+            glue.context(thread).x[..8].copy_from_slice(&regs.0);
             follow(schedule, thread)
         }
     }
