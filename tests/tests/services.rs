@@ -97,3 +97,23 @@ fn time_slices_preempt_on_cortex_a710() {
 fn time_slices_preempt_on_max() {
     preempts("max");
 }
+
+/// The only service faults (as the root, with all RAM as untyped): with nothing ready and no
+/// interrupt that could wake a thread, the kernel reports it and powers off (status 0).
+#[test]
+fn no_service_left_ends_the_system_on_cortex_a57() {
+    let image = build("tests/images/el0-stopped.toml");
+    let outcome = boot(&image.path, "cortex-a57", 1);
+    assert_line(&outcome, "[faulter] about to touch an unmapped address");
+    assert_contains(
+        &outcome,
+        "capvisor: service 'faulter' faulted and was stopped: EC=0x24",
+    );
+    assert_line(&outcome, "capvisor: no service left to run");
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+}

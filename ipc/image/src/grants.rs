@@ -37,7 +37,7 @@ pub fn decode(
     bytes: &[u8],
     services: usize,
 ) -> Result<impl Iterator<Item = Grant> + '_, GrantError> {
-    if bytes.len() % 2 != 0 || bytes.len() / 2 > MAX_GRANTS {
+    if !bytes.len().is_multiple_of(2) || bytes.len() / 2 > MAX_GRANTS {
         return Err(GrantError::Length);
     }
     for record in bytes.chunks_exact(2) {

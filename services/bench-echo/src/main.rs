@@ -8,8 +8,11 @@
 
 capvisor_rt::service!(run);
 
+#[cfg(target_os = "none")]
 const SETUP: u64 = 1;
+#[cfg(target_os = "none")]
 const ECHO: u64 = 2;
+#[cfg(target_os = "none")]
 const NOTIFY: u64 = 3;
 
 #[cfg(target_os = "none")]

@@ -5,11 +5,16 @@
 capvisor_rt::service!(run);
 
 /// Message labels (shared with `pong`).
+#[cfg(target_os = "none")]
 const PING: u64 = 1;
+#[cfg(target_os = "none")]
 const NOTIFY: u64 = 2;
+#[cfg(target_os = "none")]
 const FRAME: u64 = 3;
+#[cfg(target_os = "none")]
 const TOUCH: u64 = 4;
 /// Where the shared frame is mapped, in both services.
+#[cfg(target_os = "none")]
 const SHARED: u64 = 0x1_0000_0000;
 
 #[cfg(target_os = "none")]
