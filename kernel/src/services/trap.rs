@@ -16,7 +16,7 @@ use crate::arch::aarch64::gic::{self, Interrupt};
 use crate::exit::{self, Status};
 use crate::{console, println, smp};
 use capvisor_ipc::protocols::fault::ServiceFault;
-use capvisor_ipc::types::Esr;
+use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr;
 use capvisor_kernel::object::{
     FaultOutcome, IrqOutcome, Kernel, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
@@ -29,6 +29,9 @@ use core::fmt;
 const DEBUG_WRITE_MAX: u64 = 1024;
 /// Exception class of an SVC from AArch64.
 const EC_SVC64: u8 = 0x15;
+/// Exception classes of an instruction and a data abort from a lower EL.
+const EC_INSTRUCTION_ABORT_LOWER: u8 = 0x20;
+const EC_DATA_ABORT_LOWER: u8 = 0x24;
 /// `lower_common`'s vector kinds: synchronous and IRQ from a lower EL (AArch64).
 const KIND_SYNC: u64 = 8;
 const KIND_IRQ: u64 = 9;
@@ -201,8 +204,7 @@ fn fault(
     (esr, far): (u64, u64),
     pc: u64,
 ) -> ! {
-    let report = ServiceFault::Exception { esr: Esr::new(esr) };
-    let (outcome, schedule) = kernel.handle_fault(thread, pc, report, glue);
+    let (outcome, schedule) = kernel.handle_fault(thread, pc, service_fault(esr, far), glue);
     if outcome == FaultOutcome::NoHandler {
         let name = name(glue, thread);
         console::print(format_args!(
@@ -211,6 +213,23 @@ fn fault(
         ));
     }
     follow(schedule, thread)
+}
+
+/// The fault as the `Fault` protocol reports it. Stage 1 is off for EL0, so FAR_EL2 holds the
+/// service's IPA for an abort (Arm ARM D24.2.40 FAR_EL2); ISS.WnR tells a write from a read
+/// (D24.2.39, data aborts).
+fn service_fault(esr: u64, far: u64) -> ServiceFault {
+    let access = match esr::class(esr) {
+        EC_INSTRUCTION_ABORT_LOWER => Access::Execute,
+        EC_DATA_ABORT_LOWER if esr & (1 << 6) != 0 => Access::Write,
+        EC_DATA_ABORT_LOWER => Access::Read,
+        _ => return ServiceFault::Exception { esr: Esr::new(esr) },
+    };
+    ServiceFault::Memory {
+        address: Ipa::new(far),
+        access,
+        esr: Esr::new(esr),
+    }
 }
 
 /// Prints up to [`DEBUG_WRITE_MAX`] bytes of a thread's memory, read through its own stage-2
