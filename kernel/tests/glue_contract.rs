@@ -83,6 +83,7 @@ fn a_simulated_glue_runs_a_server_and_a_client() {
         entry: 0x20_0000,
         stack: 0x40_0000,
         ipc_buffer: 0x10_0000,
+        priority: 255,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
     let root = layout.thread;

@@ -76,6 +76,11 @@ pub fn build(
         name: capvisor_image::grants::GRANTS_ENTRY.to_string(),
         bytes: capvisor_image::grants::encode(&grants(&manifest)?),
     });
+    entries.push(NewEntry {
+        kind: EntryKind::Manifest,
+        name: capvisor_image::priorities::PRIORITIES_ENTRY.to_string(),
+        bytes: manifest.services.iter().map(|s| s.priority).collect(),
+    });
     let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
     let path = out.map_or_else(
         || {

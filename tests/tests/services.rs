@@ -117,3 +117,33 @@ fn no_service_left_ends_the_system_on_cortex_a57() {
         outcome.console
     );
 }
+
+/// With equal priorities the root (first in the image) runs first (`services_run`); here the
+/// second service has the higher manifest priority and runs before the root says hello.
+#[test]
+fn manifest_priorities_order_the_services_on_cortex_a57() {
+    let image = build("tests/images/el0-priorities.toml");
+    let outcome = boot(&image.path, "cortex-a57", 1);
+    let position = |text: &str| {
+        outcome
+            .console
+            .find(text)
+            .unwrap_or_else(|| panic!("no {text:?} in:\n{}", outcome.console))
+    };
+    assert!(
+        position("[faulter] about to touch an unmapped address")
+            < position("[hello] hello from EL0"),
+        "{}",
+        outcome.console
+    );
+    assert_line(
+        &outcome,
+        "capvisor: service 'hello' halted the system with status 0",
+    );
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+}

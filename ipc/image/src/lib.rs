@@ -20,6 +20,7 @@
 mod crc;
 mod features;
 pub mod grants;
+pub mod priorities;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;
 

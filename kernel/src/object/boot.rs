@@ -1,7 +1,7 @@
 //! Creating the root service's thread with its initial capabilities.
 //!
-//! The root thread gets a CNode of [`ROOT_CNODE_SLOTS`] slots, an address space, priority 255 with
-//! maximum priority 255, and these capabilities (all rights, no badge, each a root of the
+//! The root thread gets a CNode of [`ROOT_CNODE_SLOTS`] slots, an address space, the priority the
+//! glue gives ([`RootBoot::priority`]) with maximum priority 255, and these capabilities (all rights, no badge, each a root of the
 //! derivation tree):
 //!
 //! | slot | capability |
@@ -64,6 +64,8 @@ pub struct RootBoot<'a> {
     pub stack: u64,
     /// IPC buffer address (0: none).
     pub ipc_buffer: u64,
+    /// Its priority (its maximum priority is always 255, so it can create any thread).
+    pub priority: u8,
 }
 
 /// Where the root service's capabilities are.
@@ -182,7 +184,7 @@ impl Kernel {
         fx: &mut impl Effects,
     ) {
         if let Ok(t) = self.threads.get_mut(thread) {
-            t.priority = u8::MAX;
+            t.priority = boot.priority;
             t.max_priority = u8::MAX;
             t.cspace = Some(cnode);
             t.space = Some(space);

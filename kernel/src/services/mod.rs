@@ -90,6 +90,8 @@ pub enum LoadError {
     TooMany,
     /// The image's grants entry is malformed.
     Grants(capvisor_image::grants::GrantError),
+    /// The image's priorities entry does not have one byte per service.
+    Priorities,
 }
 
 impl core::fmt::Display for LoadError {
@@ -101,6 +103,7 @@ impl core::fmt::Display for LoadError {
             Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
             Self::TooMany => f.write_str("too many services or grants"),
             Self::Grants(error) => write!(f, "malformed grants entry: {error:?}"),
+            Self::Priorities => f.write_str("the priorities entry does not match the services"),
         }
     }
 }
@@ -132,6 +135,11 @@ pub fn load_all(
     let Some(first) = entries.next() else {
         return Ok((0, 0));
     };
+    let services = image
+        .entries()
+        .filter(|e| e.kind == EntryKind::ServiceElf)
+        .count();
+    let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
     let (kernel, glue) = state();
     glue.fwb = platform.fwb;
     glue.ram = memory.clone();
@@ -140,8 +148,14 @@ pub fn load_all(
         .set_features(features)
         .map_err(|e| (first.name, e.into()))?;
     let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
-    let (layout, untyped) =
-        boot_root(kernel, glue, &root_image, memory, platform.idc).map_err(|e| (first.name, e))?;
+    let (layout, untyped) = boot_root(
+        kernel,
+        glue,
+        &root_image,
+        memory,
+        (priorities[0], platform.idc),
+    )
+    .map_err(|e| (first.name, e))?;
     glue.names[layout.thread.index()] = Some(first.name);
     let mut root = spawn::Root {
         kernel,
@@ -155,19 +169,41 @@ pub fn load_all(
         }
         let base = layout.first_free + 3 * (count as u64 - 1);
         let service = ServiceImage::parse(entry.bytes)
-            .and_then(|image| root.spawn(base, &image, platform.idc))
+            .and_then(|image| root.spawn(base, &image, (priorities[count], platform.idc)))
             .map_err(|e| (entry.name, e))?;
         root.glue.names[service.index()] = Some(entry.name);
         count += 1;
     }
-    let grants = image
-        .entries()
-        .find(|e| e.kind == EntryKind::Manifest && e.name == capvisor_image::grants::GRANTS_ENTRY)
-        .map(|e| e.bytes);
+    let grants = manifest_entry(image, capvisor_image::grants::GRANTS_ENTRY);
     grants::apply(&mut root, grants, count).map_err(|e| (first.name, e))?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     sync_instructions(platform.dic);
     Ok((count, untyped))
+}
+
+/// The image's `Manifest` entry named `name`, if it has one.
+fn manifest_entry(image: &ImageView<'static>, name: &str) -> Option<&'static [u8]> {
+    image
+        .entries()
+        .find(|e| e.kind == EntryKind::Manifest && e.name == name)
+        .map(|e| e.bytes)
+}
+
+/// Each service's priority from the manifest (image order); 255 for every service of an image
+/// that carries none.
+fn priorities(
+    image: &ImageView<'static>,
+    services: usize,
+) -> Result<[u8; MAX_SERVICES], LoadError> {
+    let mut priorities = [u8::MAX; MAX_SERVICES];
+    if let Some(bytes) = manifest_entry(image, capvisor_image::priorities::PRIORITIES_ENTRY) {
+        let decoded = capvisor_image::priorities::decode(bytes, services)
+            .map_err(|_| LoadError::Priorities)?;
+        for (slot, priority) in priorities.iter_mut().zip(decoded) {
+            *slot = *priority;
+        }
+    }
+    Ok(priorities)
 }
 
 /// Loads the root's image into pages from `memory`, sets aside the table pool, and creates the
@@ -177,7 +213,7 @@ fn boot_root(
     glue: &mut Glue,
     image: &ServiceImage,
     memory: &mut MemoryMap,
-    idc: bool,
+    (priority, idc): (u8, bool),
 ) -> Result<(RootLayout, u64), LoadError> {
     let pages = image.pages().count() as u64 + STACK_PAGES + 1;
     let base = memory
@@ -204,6 +240,7 @@ fn boot_root(
         entry: image.entry,
         stack: STACK_TOP,
         ipc_buffer: IPC_BUFFER,
+        priority,
     };
     let layout = kernel.create_root_thread(&boot, glue)?;
     map_root(glue, &layout, image, base, idc)?;

@@ -116,7 +116,8 @@ impl Root<'_> {
         self.kernel.capability(slot).map(|c| c.object)
     }
 
-    /// Creates a service from `image` with its objects at the root's slots `base..base + 3`.
+    /// Creates a service from `image`, at `priority`, with its objects at the root's slots
+    /// `base..base + 3`.
     ///
     /// # Errors
     /// The first invocation that failed, or a malformed image.
@@ -124,7 +125,7 @@ impl Root<'_> {
         &mut self,
         base: u64,
         image: &ServiceImage,
-        idc: bool,
+        (priority, idc): (u8, bool),
     ) -> Result<ThreadRef, LoadError> {
         let (cnode, space, thread) = (base, base + 1, base + 2);
         let all = u64::from(Rights::ALL.bits());
@@ -165,7 +166,8 @@ impl Root<'_> {
             self.frame(cnode, space, frame, ipa, read_write, |_| {}, idc)?;
             frame += 1;
         }
-        let priorities = 255 | 255 << 8;
+        // Its manifest priority, which is also its maximum: it cannot make a thread above itself.
+        let priorities = u64::from(priority) | u64::from(priority) << 8;
         let configure = [
             image.entry,
             STACK_TOP,

@@ -85,6 +85,7 @@ impl World {
             entry: 0x1000,
             stack: 0x8000,
             ipc_buffer: IPC_BUFFER,
+            priority: 255,
         };
         let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
         assert_eq!(k.pick_next(), Some(layout.thread));
@@ -224,6 +225,23 @@ pub fn info(label: u64, length: usize, caps: usize) -> MessageInfo {
 }
 
 #[test]
+fn the_root_runs_at_the_priority_the_glue_gives() {
+    let mut k = Box::new(Kernel::new(features()));
+    let mut fx = Box::new(FakeEffects::new());
+    let boot = RootBoot {
+        ram: &[],
+        devices: &[],
+        entry: 0x1000,
+        stack: 0x8000,
+        ipc_buffer: 0,
+        priority: 100,
+    };
+    let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
+    let root = k.threads.get(layout.thread).unwrap();
+    assert_eq!((root.priority, root.max_priority), (100, 255));
+}
+
+#[test]
 fn root_thread_gets_its_capabilities() {
     let w = World::new();
     assert_eq!(
@@ -263,6 +281,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         entry: 0,
         stack: 0,
         ipc_buffer: 0,
+        priority: 255,
     };
     assert_eq!(
         w.k.create_root_thread(&boot, &mut *w.fx),
@@ -280,6 +299,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         entry: 0,
         stack: 0,
         ipc_buffer: 0,
+        priority: 255,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -295,6 +315,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         entry: 0,
         stack: 0,
         ipc_buffer: 0,
+        priority: 255,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -306,6 +327,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         entry: 0,
         stack: 0,
         ipc_buffer: 0x1004,
+        priority: 255,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
