@@ -67,6 +67,23 @@ pub fn encode(grants: &[Grant]) -> std::vec::Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes: decoding never panics, and what it accepts names only existing services,
+        /// never one granting itself, and encodes back to the same bytes.
+        #[test]
+        fn decoding_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..160), services in 0usize..20) {
+            if let Ok(grants) = decode(&bytes, services) {
+                let grants: std::vec::Vec<Grant> = grants.collect();
+                for g in &grants {
+                    prop_assert!(usize::from(g.granter) < services && usize::from(g.target) < services);
+                    prop_assert_ne!(g.granter, g.target);
+                }
+                prop_assert_eq!(&encode(&grants), &bytes);
+            }
+        }
+    }
 
     #[test]
     fn round_trip_and_refusals() {

@@ -125,6 +125,7 @@ fn boot_root() -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
         entry: 0x1000,
         stack: 0x8000,
         ipc_buffer: 0x10_0000,
+        priority: 255,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).expect("root");
     (k, fx, layout)
