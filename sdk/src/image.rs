@@ -78,6 +78,11 @@ pub fn build(
     });
     entries.push(NewEntry {
         kind: EntryKind::Manifest,
+        name: capvisor_image::grants::UNTYPED_ENTRY.to_string(),
+        bytes: capvisor_image::grants::encode_untyped(&untyped_grants(&manifest)?),
+    });
+    entries.push(NewEntry {
+        kind: EntryKind::Manifest,
         name: capvisor_image::priorities::PRIORITIES_ENTRY.to_string(),
         bytes: manifest.services.iter().map(|s| s.priority).collect(),
     });
@@ -123,6 +128,25 @@ pub fn grants(manifest: &Manifest) -> Result<Vec<capvisor_image::grants::Grant>,
                     granter: u8::try_from(granter).map_err(|_| "too many services".to_string())?,
                     target: index(target)?,
                 });
+            }
+        }
+    }
+    Ok(grants)
+}
+
+/// The manifest's untyped grants, split into power-of-two pieces, in manifest order.
+///
+/// # Errors
+/// More than 256 services.
+pub fn untyped_grants(
+    manifest: &Manifest,
+) -> Result<Vec<capvisor_image::grants::UntypedGrant>, String> {
+    let mut grants = Vec::new();
+    for (index, service) in manifest.services.iter().enumerate() {
+        let index = u8::try_from(index).map_err(|_| "too many services".to_string())?;
+        for cap in &service.caps {
+            if let capvisor_manifest::Capability::Untyped(bytes) = cap {
+                grants.extend(capvisor_image::grants::untyped_pieces(index, *bytes));
             }
         }
     }

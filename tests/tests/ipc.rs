@@ -16,6 +16,11 @@ fn ping_pong(cpu: &str) {
             &format!("[ping] pong answered {} to ping {n}", n * 10),
         );
     }
+    // Kind 3 is a notification, made from the 64 KiB untyped pong's manifest asks for.
+    assert_line(
+        &outcome,
+        "[pong] retyped an object of kind 3 from its untyped",
+    );
     assert_line(&outcome, "[ping] bad slot: Some(InvalidSlot)");
     assert_line(&outcome, "[ping] wrong type: Some(WrongType)");
     assert_line(

@@ -1,5 +1,6 @@
-//! The manifest's endpoint grants, made at boot (`caps = [{ endpoint = "X" }]`): one endpoint
-//! per service that is granted to anyone, retyped from the root's untyped.
+//! The manifest's endpoint and untyped grants, made at boot (`caps = [{ endpoint = "X" }]`,
+//! `{ untyped = "…" }`): one endpoint per service that is granted to anyone, and the untyped
+//! pieces, all retyped from the root's untyped.
 //!
 //! Slots (service `i` in image order; the root is 0):
 //! - the root keeps each original endpoint at [`ROOT_ENDPOINTS`]` + i` (so it can revoke them);
@@ -8,11 +9,12 @@
 //!   endpoint (all rights, no badge: it receives there) when some service was granted it; the
 //!   following slots hold the endpoints its manifest grants, in manifest order, each minted with
 //!   WRITE and GRANT (call, send, transfer capabilities) and badge `i + 1`, so the receiver knows
-//!   the caller.
+//!   the caller; then the untyped RAM its manifest asks for (`caps = [{ untyped = "…" }]`), one
+//!   slot per power-of-two piece, largest first, retyped from the root's untyped.
 
 use super::spawn::{FIRST_FRAME, FIRST_GRANT, Root};
 use super::{LoadError, MAX_SERVICES};
-use capvisor_image::grants::{self, Grant};
+use capvisor_image::grants::{self, Grant, UntypedGrant};
 use capvisor_ipc::abi::Invocation;
 use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_kernel::object::{ROOT_CNODE_SLOTS, RootLayout};
@@ -32,41 +34,76 @@ fn window(root: &Root<'_>, index: usize) -> (u64, u64, u64) {
     }
 }
 
-/// Makes the grants of `entry` (the image's grants entry, if any) for `services` services.
+/// Makes the endpoint grants of `endpoints` and then the untyped of `untyped` (the image's
+/// entries, if any) for `services` services.
 ///
 /// # Errors
 /// A malformed entry; a window overflow; the first invocation that failed.
-pub fn apply(root: &mut Root<'_>, entry: Option<&[u8]>, services: usize) -> Result<(), LoadError> {
-    let Some(bytes) = entry else {
-        return Ok(());
-    };
-    let decoded = grants::decode(bytes, services.min(MAX_SERVICES)).map_err(LoadError::Grants)?;
+pub fn apply(
+    root: &mut Root<'_>,
+    (endpoints, untyped): (Option<&[u8]>, Option<&[u8]>),
+    services: usize,
+) -> Result<(), LoadError> {
+    let services = services.min(MAX_SERVICES);
     let mut next = [1u64; MAX_SERVICES];
-    let mut made = [false; MAX_SERVICES];
-    for Grant { granter, target } in decoded {
-        let (granter, target) = (usize::from(granter), usize::from(target));
-        let original = ROOT_ENDPOINTS + target as u64;
-        if !made[target] {
-            let kind = u64::from(ObjectKind::Endpoint.code());
-            root.retype(kind, 0, 0, original)?;
-            let (cnode, base, _) = window(root, target);
-            let all = u64::from(Rights::ALL.bits());
-            root.invoke(cnode, Invocation::Copy.code(), &[base, original, all])?;
-            made[target] = true;
+    if let Some(bytes) = endpoints {
+        let decoded = grants::decode(bytes, services).map_err(LoadError::Grants)?;
+        for grant in decoded {
+            endpoint(root, grant, &mut next)?;
         }
-        let (cnode, base, size) = window(root, granter);
-        if next[granter] >= size {
-            return Err(LoadError::TooMany);
-        }
-        let rights = u64::from(Rights::WRITE.union(Rights::GRANT).bits());
-        let badge = granter as u64 + 1;
-        let dest = base + next[granter];
-        root.invoke(
-            cnode,
-            Invocation::Mint.code(),
-            &[dest, original, rights, badge],
-        )?;
-        next[granter] += 1;
     }
+    if let Some(bytes) = untyped {
+        let decoded = grants::decode_untyped(bytes, services).map_err(LoadError::Grants)?;
+        for UntypedGrant { service, size_bits } in decoded {
+            let service = usize::from(service);
+            let dest = next_slot(root, service, &mut next)?;
+            let (cnode, _, _) = window(root, service);
+            let kind = u64::from(ObjectKind::Untyped.code());
+            root.retype(kind, u64::from(size_bits), cnode, dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// The next free slot of service `index`'s grant window.
+fn next_slot(
+    root: &Root<'_>,
+    index: usize,
+    next: &mut [u64; MAX_SERVICES],
+) -> Result<u64, LoadError> {
+    let (_, base, size) = window(root, index);
+    let offset = next.get_mut(index).ok_or(LoadError::TooMany)?;
+    if *offset >= size {
+        return Err(LoadError::TooMany);
+    }
+    *offset += 1;
+    Ok(base + *offset - 1)
+}
+
+/// One endpoint grant: the target's endpoint (made on first use) minted into the granter's
+/// window.
+fn endpoint(
+    root: &mut Root<'_>,
+    Grant { granter, target }: Grant,
+    next: &mut [u64; MAX_SERVICES],
+) -> Result<(), LoadError> {
+    let (granter, target) = (usize::from(granter), usize::from(target));
+    let original = ROOT_ENDPOINTS + target as u64;
+    if root.object(original).is_none() {
+        let kind = u64::from(ObjectKind::Endpoint.code());
+        root.retype(kind, 0, 0, original)?;
+        let (cnode, base, _) = window(root, target);
+        let all = u64::from(Rights::ALL.bits());
+        root.invoke(cnode, Invocation::Copy.code(), &[base, original, all])?;
+    }
+    let dest = next_slot(root, granter, next)?;
+    let (cnode, _, _) = window(root, granter);
+    let rights = u64::from(Rights::WRITE.union(Rights::GRANT).bits());
+    let badge = granter as u64 + 1;
+    root.invoke(
+        cnode,
+        Invocation::Mint.code(),
+        &[dest, original, rights, badge],
+    )?;
     Ok(())
 }

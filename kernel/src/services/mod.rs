@@ -174,8 +174,11 @@ pub fn load_all(
         root.glue.names[service.index()] = Some(entry.name);
         count += 1;
     }
-    let grants = manifest_entry(image, capvisor_image::grants::GRANTS_ENTRY);
-    grants::apply(&mut root, grants, count).map_err(|e| (first.name, e))?;
+    let entries = (
+        manifest_entry(image, capvisor_image::grants::GRANTS_ENTRY),
+        manifest_entry(image, capvisor_image::grants::UNTYPED_ENTRY),
+    );
+    grants::apply(&mut root, entries, count).map_err(|e| (first.name, e))?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     sync_instructions(platform.dic);
     Ok((count, untyped))

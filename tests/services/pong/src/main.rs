@@ -32,10 +32,15 @@ fn run() -> u64 {
 
 #[cfg(target_os = "none")]
 fn serve() -> Result<(), capvisor_rt::KernelError> {
+    use capvisor_ipc::abi::Invocation;
     use capvisor_rt::{CPtr, KernelError, MessageInfo, println, sys};
     // A boot service's slots (kernel/src/services/spawn.rs, grants.rs): 2 its AddressSpace, 4
-    // its own endpoint. Received capabilities go from slot 100 on.
-    let (space, endpoint) = (CPtr::new(2), CPtr::new(4));
+    // its own endpoint, 5 the 64 KiB untyped its manifest asks for. Received capabilities go
+    // from slot 100 on.
+    let (space, endpoint, untyped) = (CPtr::new(2), CPtr::new(4), CPtr::new(5));
+    sys::retype(untyped, 3, 0, CPtr::NULL, 200, 1)?;
+    let identify = sys::invoke(CPtr::new(200), Invocation::Identify.code(), &[])?;
+    println!("retyped an object of kind {} from its untyped", identify[0]);
     let mut receive = 100;
     let mut notification = CPtr::NULL;
     sys::with_ipc_buffer(|buffer| buffer.receive_slot = receive);
