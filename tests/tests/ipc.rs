@@ -55,6 +55,7 @@ fn ping_pong(cpu: &str) {
         "{}",
         outcome.console
     );
+    assert_line(&outcome, "[ping] created and deleted 1100 address spaces");
     assert_line(&outcome, "[ping] done");
     assert_line(
         &outcome,

@@ -74,7 +74,6 @@ pub struct UntypedGrant {
 }
 
 /// Splits `bytes` (a multiple of 4 KiB) into untyped pieces for `service`, largest first.
-#[must_use]
 pub fn untyped_pieces(service: u8, bytes: u64) -> impl Iterator<Item = UntypedGrant> {
     (12..=47u8)
         .rev()

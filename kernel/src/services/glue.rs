@@ -10,7 +10,7 @@
 
 use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
 use crate::arch::aarch64::gic;
-use crate::arch::aarch64::stage2::{AddressSpace, MapError};
+use crate::arch::aarch64::stage2::{AddressSpace, MapError, TablePages};
 use capvisor_ipc::abi::{IpcBuffer, KernelError};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
@@ -22,13 +22,49 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use super::{IPA_BITS, PAGE};
 
+/// Most table pages the pool can take back (its size: every page it can ever hand out).
+const POOL_PAGES: usize = super::TABLE_POOL_PAGES as usize;
+
+/// The stage-2 table pages: a range set aside at boot, and the pages of destroyed spaces.
+pub struct TablePool {
+    fresh: MemoryMap,
+    reused: heapless::Vec<u64, POOL_PAGES>,
+}
+
+impl TablePool {
+    const fn new() -> Self {
+        Self {
+            fresh: MemoryMap::empty(),
+            reused: heapless::Vec::new(),
+        }
+    }
+
+    /// A pool of the pages in `[start, end)`.
+    pub fn set_range(&mut self, start: u64, end: u64) {
+        self.fresh = MemoryMap::new(&[capvisor_kernel::memmap::Range { start, end }]);
+    }
+
+    /// Takes back a page of a destroyed space.
+    fn give_back(&mut self, page: u64) {
+        // Every page came from this pool's range, so the list never holds more than it has
+        // handed out; a full list (impossible) would only leak the page.
+        let _ = self.reused.push(page);
+    }
+}
+
+impl TablePages for TablePool {
+    fn take_page(&mut self) -> Option<u64> {
+        self.reused.pop().or_else(|| self.fresh.take_page())
+    }
+}
+
 /// VMIDs the glue hands out: 1 to 255 (8-bit VMIDs work on every CPU; 0 is never used).
 const VMIDS: usize = 256;
 
 /// The glue's state beside the kernel's.
 pub struct Glue {
     /// Pages for stage-2 tables (reserved at boot, before the rest of RAM went to the root).
-    pub tables: MemoryMap,
+    pub tables: TablePool,
     /// RAM the kernel maps read/write (all free RAM at boot).
     pub ram: MemoryMap,
     spaces: [Option<AddressSpace>; MAX_SPACES],
@@ -47,7 +83,7 @@ impl Glue {
     /// No spaces, no threads.
     pub const fn new() -> Self {
         Self {
-            tables: MemoryMap::empty(),
+            tables: TablePool::new(),
             ram: MemoryMap::empty(),
             spaces: [const { None }; MAX_SPACES],
             vmids: [false; VMIDS],
@@ -204,9 +240,10 @@ impl Effects for Glue {
 
     fn space_destroyed(&mut self, space: SpaceRef, vmid: Vmid) {
         if let Some(table) = self.spaces.get_mut(space.index()).and_then(Option::take) {
-            // No stale translation may outlive the VMID's reuse. The table pages are not
-            // returned to the pool yet (the pool only grows smaller; see the architecture doc).
+            // No stale translation may outlive the VMID's reuse, and no walk may use a table
+            // page after it is reused: invalidate first, then hand the pages back.
             table.invalidate_all();
+            table.table_pages(|page| self.tables.give_back(page));
         }
         if let Some(used) = self.vmids.get_mut(usize::from(vmid.raw())) {
             *used = false;

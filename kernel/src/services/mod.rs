@@ -51,7 +51,7 @@ pub const IPC_BUFFER: u64 = 0x40_0010_0000;
 /// The most services an image may have.
 pub const MAX_SERVICES: usize = 16;
 /// Pages set aside for stage-2 tables of every space (4 MiB; a space with an image, a stack and
-/// an IPC buffer needs 7).
+/// an IPC buffer needs 7). A destroyed space's pages return to the pool.
 const TABLE_POOL_PAGES: u64 = 1024;
 const PAGE: u64 = 4096;
 
@@ -225,10 +225,7 @@ fn boot_root(
     let pool = memory
         .alloc(TABLE_POOL_PAGES, PAGE)
         .ok_or(LoadError::Map(MapError::OutOfMemory))?;
-    glue.tables = MemoryMap::new(&[capvisor_kernel::memmap::Range {
-        start: pool,
-        end: pool + TABLE_POOL_PAGES * PAGE,
-    }]);
+    glue.tables.set_range(pool, pool + TABLE_POOL_PAGES * PAGE);
     let mut ram: Vec<RootRam, { capvisor_kernel::memmap::MAX_RANGES }> = Vec::new();
     for range in memory.free() {
         let region = RootRam {

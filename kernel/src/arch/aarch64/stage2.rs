@@ -2,8 +2,8 @@
 //! VMID, with TLB maintenance that always targets that VMID.
 //!
 //! Tables are 4K-granule, walked from the start level VTCR_EL2 gives (`capvisor_kernel::stage2`
-//! has the encodings). Table pages come from the boot memory map, zeroed, and are reached through
-//! the kernel's identity map. Writes are made visible to the table walker with DSB ISHST (the
+//! has the encodings). Table pages come from a [`TablePages`] source (the boot memory map, or
+//! the glue's pool), zeroed, and are reached through the kernel's identity map. Writes are made visible to the table walker with DSB ISHST (the
 //! walks are inner-shareable write-back, Arm ARM D8.2.6, so no cache maintenance is needed).
 //! Removing a valid entry is break-before-make: invalid first, then TLBI by IPA for the VMID,
 //! then (for combined stage-1+2 entries) TLBI VMALLE1IS (Arm ARM D8.13.5 "TLB maintenance
@@ -38,8 +38,20 @@ fn table(pa: u64) -> *mut u64 {
     pa as *mut u64
 }
 
-fn zeroed_page(memory: &mut MemoryMap) -> Result<u64, MapError> {
-    let pa = memory.alloc(1, 4096).ok_or(MapError::OutOfMemory)?;
+/// Where table pages come from: the boot memory map, or the glue's pool of reusable pages.
+pub trait TablePages {
+    /// A free 4 KiB page of kernel-mapped RAM that nothing else uses.
+    fn take_page(&mut self) -> Option<u64>;
+}
+
+impl TablePages for MemoryMap {
+    fn take_page(&mut self) -> Option<u64> {
+        self.alloc(1, 4096)
+    }
+}
+
+fn zeroed_page(memory: &mut impl TablePages) -> Result<u64, MapError> {
+    let pa = memory.take_page().ok_or(MapError::OutOfMemory)?;
     // SAFETY: the page was just taken from the free memory map, so nothing else uses it; RAM is
     // identity mapped read/write in the kernel's map.
     unsafe { core::ptr::write_bytes(table(pa), 0, ENTRIES) };
@@ -52,7 +64,7 @@ impl AddressSpace {
     /// # Errors
     ///
     /// [`MapError::OutOfMemory`] when no page is left for the root table.
-    pub fn new(vmid: u16, ipa_bits: u32, memory: &mut MemoryMap) -> Result<Self, MapError> {
+    pub fn new(vmid: u16, ipa_bits: u32, memory: &mut impl TablePages) -> Result<Self, MapError> {
         Ok(Self {
             root: zeroed_page(memory)?,
             vmid,
@@ -73,7 +85,11 @@ impl AddressSpace {
     }
 
     /// The leaf entry for `ipa`, creating tables on the way when `memory` is given.
-    fn leaf(&mut self, ipa: u64, mut memory: Option<&mut MemoryMap>) -> Result<*mut u64, MapError> {
+    fn leaf<P: TablePages>(
+        &mut self,
+        ipa: u64,
+        mut memory: Option<&mut P>,
+    ) -> Result<*mut u64, MapError> {
         if ipa >> self.ipa_bits != 0 || ipa & 0xfff != 0 {
             return Err(MapError::BadAddress);
         }
@@ -110,7 +126,7 @@ impl AddressSpace {
         ipa: u64,
         pa: u64,
         attributes: u64,
-        memory: &mut MemoryMap,
+        memory: &mut impl TablePages,
     ) -> Result<(), MapError> {
         let entry = self.leaf(ipa, Some(memory))?;
         // SAFETY: `entry` is a level-3 entry of this space.
@@ -129,7 +145,7 @@ impl AddressSpace {
     /// The output address `ipa`'s page maps to, if mapped.
     #[must_use]
     pub fn translate(&mut self, ipa: u64) -> Option<u64> {
-        let entry = self.leaf(ipa & !0xfff, None).ok()?;
+        let entry = self.leaf::<MemoryMap>(ipa & !0xfff, None).ok()?;
         // SAFETY: `entry` is a level-3 entry of this space.
         let value = unsafe { entry.read_volatile() };
         (value & 3 == PAGE).then_some((value & OA_MASK) | (ipa & 0xfff))
@@ -138,7 +154,7 @@ impl AddressSpace {
     /// The access a mapped page at `ipa` allows.
     #[must_use]
     pub fn access(&mut self, ipa: u64) -> Option<stage2::S2Access> {
-        let entry = self.leaf(ipa & !0xfff, None).ok()?;
+        let entry = self.leaf::<MemoryMap>(ipa & !0xfff, None).ok()?;
         // SAFETY: `entry` is a level-3 entry of this space.
         let value = unsafe { entry.read_volatile() };
         (value & 3 == PAGE).then(|| stage2::S2Access {
@@ -150,7 +166,7 @@ impl AddressSpace {
 
     /// Unmaps the page at `ipa`, if mapped, and invalidates the TLB for it before returning.
     pub fn unmap_page(&mut self, ipa: u64) -> bool {
-        let Ok(entry) = self.leaf(ipa, None) else {
+        let Ok(entry) = self.leaf::<MemoryMap>(ipa, None) else {
             return false;
         };
         // SAFETY: `entry` is a level-3 entry of this space.
@@ -164,6 +180,27 @@ impl AddressSpace {
         }
         self.invalidate_ipa(ipa);
         true
+    }
+
+    /// Calls `each` with every table page of this space (the root last), for a space being
+    /// destroyed: after [`AddressSpace::invalidate_all`] the walker can no longer use them.
+    pub fn table_pages(&self, mut each: impl FnMut(u64)) {
+        self.visit_tables(self.root, stage2::start_level(self.ipa_bits), &mut each);
+    }
+
+    fn visit_tables(&self, table_pa: u64, level: u8, each: &mut impl FnMut(u64)) {
+        if level < 3 {
+            for index in 0..ENTRIES {
+                // SAFETY: `table_pa` is a table page of this space (the root, or the output of a
+                // table descriptor we wrote); the index is below 512.
+                let value = unsafe { table(table_pa).add(index).read_volatile() };
+                if value & 3 == TABLE {
+                    // At most three levels below the root: the recursion is bounded.
+                    self.visit_tables(value & OA_MASK, level + 1, each);
+                }
+            }
+        }
+        each(table_pa);
     }
 
     /// Invalidates every TLB entry of this space's VMID (stage 2 and combined), for a space

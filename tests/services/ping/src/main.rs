@@ -13,6 +13,9 @@ const NOTIFY: u64 = 2;
 const FRAME: u64 = 3;
 #[cfg(target_os = "none")]
 const TOUCH: u64 = 4;
+/// Address spaces created and deleted one after the other (the table pool has 1024 pages).
+#[cfg(target_os = "none")]
+const SPACES: u64 = 1100;
 /// Where the shared frame is mapped, in both services.
 #[cfg(target_os = "none")]
 const SHARED: u64 = 0x1_0000_0000;
@@ -80,6 +83,13 @@ fn steps() -> Result<(), capvisor_rt::KernelError> {
     for _ in 0..3 {
         capvisor_rt::yield_now();
     }
+    // More address spaces than the kernel's 4 MiB table pool has pages: each one's tables must
+    // go back to the pool (and its VMID be reused) when it is deleted.
+    for _ in 0..SPACES {
+        retype(13, 0, 950)?;
+        sys::delete(cnode, 950)?;
+    }
+    println!("created and deleted {SPACES} address spaces");
     println!("done");
     Ok(())
 }
