@@ -140,6 +140,35 @@ impl Root<'_> {
         for (dest, source) in [(1, cnode), (2, space), (3, thread)] {
             self.invoke(cnode, Invocation::Copy.code(), &[dest, source, all])?;
         }
+        self.memory(cnode, space, image, idc)?;
+        // Its manifest priority, which is also its maximum: it cannot make a thread above itself.
+        let priorities = u64::from(priority) | u64::from(priority) << 8;
+        let configure = [
+            image.entry,
+            STACK_TOP,
+            IPC_BUFFER,
+            priorities,
+            cnode,
+            space,
+            0,
+        ];
+        self.invoke(thread, THREAD_CONFIGURE, &configure)?;
+        self.invoke(thread, Invocation::Resume.code(), &[])?;
+        match self.object(thread) {
+            Some(Object::Thread(created)) => Ok(created),
+            _ => Err(LoadError::Kernel(KernelError::Revoked)),
+        }
+    }
+
+    /// Gives the service at root slots `cnode`, `space` its image, stack and IPC buffer pages,
+    /// from its CNode's slot [`FIRST_FRAME`] on.
+    fn memory(
+        &mut self,
+        cnode: u64,
+        space: u64,
+        image: &ServiceImage,
+        idc: bool,
+    ) -> Result<(), LoadError> {
         let mut frame = FIRST_FRAME;
         for (ipa, access) in image.pages() {
             self.frame(
@@ -166,23 +195,7 @@ impl Root<'_> {
             self.frame(cnode, space, frame, ipa, read_write, |_| {}, idc)?;
             frame += 1;
         }
-        // Its manifest priority, which is also its maximum: it cannot make a thread above itself.
-        let priorities = u64::from(priority) | u64::from(priority) << 8;
-        let configure = [
-            image.entry,
-            STACK_TOP,
-            IPC_BUFFER,
-            priorities,
-            cnode,
-            space,
-            0,
-        ];
-        self.invoke(thread, THREAD_CONFIGURE, &configure)?;
-        self.invoke(thread, Invocation::Resume.code(), &[])?;
-        match self.object(thread) {
-            Some(Object::Thread(created)) => Ok(created),
-            _ => Err(LoadError::Kernel(KernelError::Revoked)),
-        }
+        Ok(())
     }
 
     /// Makes a frame, fills it, maps it at `ipa` in the space at root slot `space`, and moves its
