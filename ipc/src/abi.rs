@@ -108,6 +108,11 @@ crate::stable_codes! {
         Identify = 18,
         /// Vm: clean+invalidate to PoC or invalidate the instruction cache for a range of the VM's IPA space.
         CacheMaintenance = 19,
+        /// Thread: set entry point, stack, IPC buffer, priority, CSpace, address space and fault
+        /// endpoint (see `kernel/src/object/tcb.rs` for the argument words).
+        ThreadConfigure = 20,
+        /// Thread: bind (or, with 0, unbind) a notification that `Recv` also waits on.
+        ThreadBindNotification = 21,
     }
 }
 

@@ -107,6 +107,8 @@ crate::stable_codes! {
         IrqHandler = 11,
         /// The right to create `IrqHandler` capabilities.
         IrqControl = 12,
+        /// A service's stage-2 address space (with its VMID).
+        AddressSpace = 13,
     }
 }
 
@@ -155,6 +157,8 @@ object_types! {
     IrqHandler,
     /// Marker for [`ObjectKind::IrqControl`].
     IrqControl,
+    /// Marker for [`ObjectKind::AddressSpace`].
+    AddressSpace,
 }
 
 /// A capability to an object of type `T`.

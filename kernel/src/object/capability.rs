@@ -13,10 +13,9 @@ use super::arena::{
 };
 use crate::stage2::MemType;
 
-/// The object-kind code of a service address space. `capvisor_ipc::cap::ObjectKind` has no such
-/// kind yet; this code is proposed for it (see the architecture doc) and is what `Retype` takes and
-/// what the kernel reports for such capabilities.
-pub const ADDRESS_SPACE_KIND: u16 = 13;
+/// The object-kind code of a service address space (`ObjectKind::AddressSpace`): what `Retype`
+/// takes and what the kernel reports for such capabilities.
+pub const ADDRESS_SPACE_KIND: u16 = ObjectKind::AddressSpace.code();
 
 /// A set of stage-2 memory types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,14 +288,11 @@ pub enum ObjectType {
 }
 
 impl ObjectType {
-    /// The type with `ObjectKind` code (or [`ADDRESS_SPACE_KIND`]) `code`.
+    /// The type with `ObjectKind` code `code`.
     ///
     /// # Errors
     /// [`KernelError::InvalidArgument`] for a code that names no retypable kind.
     pub fn from_code(code: u64) -> Result<Self, KernelError> {
-        if code == u64::from(ADDRESS_SPACE_KIND) {
-            return Ok(Self::AddressSpace);
-        }
         let kind = u16::try_from(code)
             .ok()
             .and_then(ObjectKind::from_code)
@@ -311,6 +307,7 @@ impl ObjectType {
             ObjectKind::Vm => Self::Vm,
             ObjectKind::Vcpu => Self::Vcpu,
             ObjectKind::Thread => Self::Thread,
+            ObjectKind::AddressSpace => Self::AddressSpace,
             ObjectKind::Reply | ObjectKind::IrqHandler | ObjectKind::IrqControl => {
                 return Err(KernelError::InvalidArgument);
             }

@@ -35,13 +35,12 @@ use super::effects::Effects;
 use super::syscall::SyscallRegs;
 use super::untyped::Retype;
 
-/// The label of the thread-configure invocation. `capvisor_ipc::abi::Invocation` lacks it; this
-/// number is proposed for it (see the architecture doc).
-pub const THREAD_CONFIGURE: u64 = 20;
+/// The label of the thread-configure invocation (`Invocation::ThreadConfigure`).
+pub const THREAD_CONFIGURE: u64 = Invocation::ThreadConfigure.code();
 
 /// The label of the bind-notification invocation on a Thread (one word: the notification CPtr,
-/// with `READ`; 0 unbinds). Proposed for `Invocation` like [`THREAD_CONFIGURE`].
-pub const THREAD_BIND_NOTIFICATION: u64 = 21;
+/// with `READ`; 0 unbinds): `Invocation::ThreadBindNotification`.
+pub const THREAD_BIND_NOTIFICATION: u64 = Invocation::ThreadBindNotification.code();
 
 /// Argument words an invocation can take.
 pub(super) const ARG_WORDS: usize = 8;
@@ -86,21 +85,21 @@ impl Kernel {
         let cap = *self.slots.cap(slot).ok_or(KernelError::EmptySlot)?;
         let results = match Invocation::from_code(info.label()) {
             Some(Invocation::Identify) => identify(&cap),
-            Some(invocation) => self.invoke_object(caller, slot, cap, invocation, &args, fx)?,
-            None if info.label() == THREAD_CONFIGURE => {
+            Some(Invocation::ThreadConfigure) => {
                 let Object::Thread(thread) = cap.object else {
                     return Err(KernelError::IllegalOperation);
                 };
                 self.configure_thread(caller, thread, cap.rights, &args, fx)?;
                 Results::new()
             }
-            None if info.label() == THREAD_BIND_NOTIFICATION => {
+            Some(Invocation::ThreadBindNotification) => {
                 let Object::Thread(thread) = cap.object else {
                     return Err(KernelError::IllegalOperation);
                 };
                 self.bind_thread(caller, thread, cap.rights, &args)?;
                 Results::new()
             }
+            Some(invocation) => self.invoke_object(caller, slot, cap, invocation, &args, fx)?,
             None => return Err(KernelError::IllegalOperation),
         };
         let mut words = [0; MSG_REGS_IN_CPU];

@@ -13,7 +13,7 @@ use capvisor_ipc::cap::{CPtr, Rights};
 use core::arch::asm;
 
 /// The label of the thread-configure invocation (see `kernel/src/object/tcb.rs`).
-pub const THREAD_CONFIGURE: u64 = 20;
+pub const THREAD_CONFIGURE: u64 = Invocation::ThreadConfigure.code();
 
 /// A message that arrived, or the results of an invocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
