@@ -226,7 +226,8 @@ fn start_interrupts(map: &mut mmu::KernelMap, dt: &Description, cpus: u32) {
 /// A scheduler tick, in microseconds: a time slice is `TIME_SLICE_TICKS` (5) ticks, 10 ms.
 const TICK_US: u64 = 2_000;
 
-/// RAM from the device tree, minus the image (with its payload) and the device tree.
+/// RAM from the device tree, minus the image (with its payload), the device tree, and what the
+/// boot loader or firmware reserves (`/memreserve/`, `/reserved-memory`).
 fn free_memory(dt: &Description, base: usize, dtb: usize) -> MemoryMap {
     let ram: heapless::Vec<Range, 8> = dt
         .memory
@@ -248,6 +249,12 @@ fn free_memory(dt: &Description, base: usize, dtb: usize) -> MemoryMap {
         start: dtb as u64,
         end: dtb as u64 + dtb_size,
     });
+    for region in &dt.reserved {
+        memory.reserve(Range {
+            start: region.base as u64,
+            end: (region.base + region.size) as u64,
+        });
+    }
     memory
 }
 

@@ -78,12 +78,6 @@ impl AddressSpace {
         stage2::vttbr(self.root, self.vmid)
     }
 
-    /// The VMID.
-    #[must_use]
-    pub fn vmid(&self) -> u16 {
-        self.vmid
-    }
-
     /// The leaf entry for `ipa`, creating tables on the way when `memory` is given.
     fn leaf<P: TablePages>(
         &mut self,
