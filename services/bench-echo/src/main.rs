@@ -9,11 +9,10 @@
 capvisor_rt::service!(run);
 
 #[cfg(target_os = "none")]
-const SETUP: u64 = 1;
+#[path = "../../bench_protocol.rs"]
+mod protocol;
 #[cfg(target_os = "none")]
-const ECHO: u64 = 2;
-#[cfg(target_os = "none")]
-const NOTIFY: u64 = 3;
+use protocol::{ECHO, NOTIFY, SETUP};
 
 #[cfg(target_os = "none")]
 fn run() -> u64 {

@@ -9,6 +9,10 @@
 
 capvisor_rt::service!(run);
 
+#[cfg(target_os = "none")]
+#[path = "../../bench_protocol.rs"]
+mod protocol;
+
 const ITERATIONS: u64 = 1000;
 const WARM_UP: u64 = 16;
 
@@ -31,9 +35,7 @@ mod peer {
     use super::{ITERATIONS, WARM_UP, measure, report};
     use capvisor_rt::{CPtr, KernelError, MessageInfo, Rights, sys};
 
-    const SETUP: u64 = 1;
-    const ECHO: u64 = 2;
-    const NOTIFY: u64 = 3;
+    use super::protocol::{ECHO, NOTIFY, SETUP};
 
     /// `ipc_call_reply`: a call answered by the peer's ReplyRecv (two thread switches).
     /// `notification_signal_wake`: signal the peer's notification, then wait for its answer on

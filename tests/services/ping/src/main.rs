@@ -4,21 +4,15 @@
 
 capvisor_rt::service!(run);
 
-/// Message labels (shared with `pong`).
 #[cfg(target_os = "none")]
-const PING: u64 = 1;
+#[path = "../../pingpong_protocol.rs"]
+mod protocol;
 #[cfg(target_os = "none")]
-const NOTIFY: u64 = 2;
-#[cfg(target_os = "none")]
-const FRAME: u64 = 3;
-#[cfg(target_os = "none")]
-const TOUCH: u64 = 4;
+use protocol::{FRAME, NOTIFY, PING, SHARED, TOUCH};
+
 /// Address spaces created and deleted one after the other (the table pool has 1024 pages).
 #[cfg(target_os = "none")]
 const SPACES: u64 = 1100;
-/// Where the shared frame is mapped, in both services.
-#[cfg(target_os = "none")]
-const SHARED: u64 = 0x1_0000_0000;
 
 #[cfg(target_os = "none")]
 fn run() -> u64 {

@@ -6,15 +6,10 @@
 capvisor_rt::service!(run);
 
 #[cfg(target_os = "none")]
-const PING: u64 = 1;
+#[path = "../../pingpong_protocol.rs"]
+mod protocol;
 #[cfg(target_os = "none")]
-const NOTIFY: u64 = 2;
-#[cfg(target_os = "none")]
-const FRAME: u64 = 3;
-#[cfg(target_os = "none")]
-const TOUCH: u64 = 4;
-#[cfg(target_os = "none")]
-const SHARED: u64 = 0x1_0000_0000;
+use protocol::{FRAME, NOTIFY, PING, SHARED, TOUCH};
 
 #[cfg(target_os = "none")]
 fn run() -> u64 {
