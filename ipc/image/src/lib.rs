@@ -20,12 +20,17 @@
 mod crc;
 mod features;
 pub mod grants;
+mod guest;
 pub mod priorities;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;
 
 pub use crc::crc32;
 pub use features::{Feature, FeatureSet};
+pub use guest::{
+    GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE, GuestConfig, GuestConfigError,
+    MAX_GUEST_VCPUS,
+};
 
 use core::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -147,6 +152,8 @@ pub enum EntryKind {
     GuestDtb = 5,
     /// The compiled manifest (postcard), for the root service.
     Manifest = 6,
+    /// A guest's configuration, a [`GuestConfig`]; named after the guest.
+    Guest = 7,
 }
 
 impl EntryKind {
@@ -160,6 +167,7 @@ impl EntryKind {
             4 => Self::GuestInitrd,
             5 => Self::GuestDtb,
             6 => Self::Manifest,
+            7 => Self::Guest,
             _ => return None,
         })
     }

@@ -213,6 +213,13 @@ pub enum ErrorKind {
     },
     /// A device with both `path` and `compatible`, or neither.
     NotOneLocator,
+    /// A guest with both `kernel` and `crate`, or neither.
+    NotOneKernel,
+    /// A guest whose `memmgr` is its `vmm`.
+    VmmIsMemmgr {
+        /// The service.
+        service: String,
+    },
     /// A Normal write-back (cacheable) passthrough of a device not declared `cacheable`.
     DeviceNotCacheable {
         /// The device.
@@ -448,6 +455,16 @@ impl fmt::Display for Message<'_> {
             ErrorKind::NotOneLocator => write!(
                 f,
                 "a device is located by exactly one of `path` (device-tree node) or `compatible`"
+            ),
+            ErrorKind::NotOneKernel => write!(
+                f,
+                "a guest's kernel is exactly one of `kernel` (an arm64 Image file) or `crate` (a \
+                 guest crate the SDK builds)"
+            ),
+            ErrorKind::VmmIsMemmgr { service } => write!(
+                f,
+                "service `{service}` is both the guest's VMM and its memory manager; expected two \
+                 services"
             ),
             ErrorKind::DeviceNotCacheable { device } => write!(
                 f,

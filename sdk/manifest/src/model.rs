@@ -278,8 +278,8 @@ pub enum Capability {
 pub struct Guest {
     /// The guest's name.
     pub name: String,
-    /// The kernel image (an arm64 `Image`), joined to the manifest's directory.
-    pub kernel: PathBuf,
+    /// The guest kernel: an arm64 `Image` file or a guest crate the SDK builds into one.
+    pub kernel: GuestKernel,
     /// The initial RAM disk.
     pub initrd: Option<PathBuf>,
     /// A device tree to give the guest instead of the generated one.
@@ -298,6 +298,21 @@ pub struct Guest {
     pub carveouts: Vec<String>,
     /// The service that is this guest's VMM.
     pub vmm: String,
+    /// The memory manager service the VMM gets guest RAM from.
+    pub memmgr: String,
+}
+
+/// The memory manager a guest uses when its `memmgr` is not given.
+pub const DEFAULT_MEMMGR: &str = "memmgr";
+
+/// Where a guest's kernel comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestKernel {
+    /// An arm64 `Image` file, joined to the manifest's directory (`kernel = "…"`).
+    Image(PathBuf),
+    /// A bare-metal guest crate the SDK builds and flattens into an `Image` (`crate = "…"`, as
+    /// for services: a package name or a crate directory).
+    Crate(CrateRef),
 }
 
 /// A device passed through to a guest.

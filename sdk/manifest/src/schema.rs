@@ -108,7 +108,9 @@ pub(crate) struct RawGrant {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawGuest {
     pub name: Spanned<String>,
-    pub kernel: Spanned<String>,
+    pub kernel: Option<Spanned<String>>,
+    #[serde(rename = "crate")]
+    pub crate_name: Option<Spanned<String>>,
     pub initrd: Option<Spanned<String>>,
     pub dtb: Option<Spanned<String>>,
     #[serde(default)]
@@ -122,6 +124,7 @@ pub(crate) struct RawGuest {
     #[serde(default)]
     pub carveouts: Vec<Spanned<String>>,
     pub vmm: Spanned<String>,
+    pub memmgr: Option<Spanned<String>>,
 }
 
 /// One element of a guest's `devices`.

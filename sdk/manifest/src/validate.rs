@@ -13,9 +13,9 @@ use toml::Spanned;
 use crate::error::{ErrorKind, Location, ManifestError};
 use crate::feature::{Feature, FeatureSet};
 use crate::model::{
-    Capability, Carveout, Choice, CrateRef, DEFAULT_PA_BITS, DEFAULT_STACK, Device, DeviceLocator,
-    Guest, Kernel, MAX_VCPUS, Manifest, MemType, PA_BITS, PAGE_SIZE, Passthrough, Platform,
-    SPI_RANGE, Service, choice_named,
+    Capability, Carveout, Choice, CrateRef, DEFAULT_MEMMGR, DEFAULT_PA_BITS, DEFAULT_STACK, Device,
+    DeviceLocator, Guest, GuestKernel, Kernel, MAX_VCPUS, Manifest, MemType, PA_BITS, PAGE_SIZE,
+    Passthrough, Platform, SPI_RANGE, Service, choice_named,
 };
 use crate::schema::{
     RawCarveout, RawDevice, RawGrant, RawGuest, RawKernel, RawManifest, RawPassthrough,
@@ -540,8 +540,8 @@ impl Checker<'_> {
         let mut vmm_of: BTreeMap<String, String> = BTreeMap::new();
         let mut passed_to: BTreeMap<String, String> = BTreeMap::new();
         let mut guests = Vec::new();
-        for (index, guest) in raw.iter().enumerate() {
-            let guest = guest.get_ref();
+        for (index, spanned) in raw.iter().enumerate() {
+            let guest = spanned.get_ref();
             let prefix = format!("guest[{index}]");
             let vmm = self.known_service(&guest.vmm, format!("{prefix}.vmm"));
             if let Some(vmm) = &vmm {
@@ -564,19 +564,70 @@ impl Checker<'_> {
                     self.passthrough(passthrough, field, guest.name.get_ref(), &mut passed_to)
                 })
                 .collect();
-            guests.push(self.guest(guest, &prefix, devices, vmm.unwrap_or_default()));
+            let memmgr = self.guest_memmgr(spanned, &prefix, vmm.as_deref());
+            let mut guest = self.guest(spanned, &prefix, devices, vmm.unwrap_or_default());
+            guest.memmgr = memmgr;
+            guests.push(guest);
         }
         guests
     }
 
+    /// A guest's memory manager: `memmgr`, or [`DEFAULT_MEMMGR`] (reported at the guest's table
+    /// when it is not declared), a service other than its VMM.
+    fn guest_memmgr(
+        &mut self,
+        spanned: &Spanned<Table<RawGuest>>,
+        prefix: &str,
+        vmm: Option<&str>,
+    ) -> String {
+        let field = format!("{prefix}.memmgr");
+        let raw = spanned
+            .get_ref()
+            .memmgr
+            .clone()
+            .unwrap_or_else(|| Spanned::new(spanned.span(), DEFAULT_MEMMGR.to_owned()));
+        let Some(memmgr) = self.known_service(&raw, field.clone()) else {
+            return raw.get_ref().clone();
+        };
+        if vmm == Some(memmgr.as_str()) {
+            let kind = ErrorKind::VmmIsMemmgr {
+                service: memmgr.clone(),
+            };
+            self.error(raw.span(), field, kind);
+        }
+        memmgr
+    }
+
+    /// A guest's kernel: exactly one of an `Image` file and a guest crate.
+    fn guest_kernel(&mut self, spanned: &Spanned<Table<RawGuest>>, prefix: &str) -> GuestKernel {
+        let raw = spanned.get_ref();
+        match (&raw.kernel, &raw.crate_name) {
+            (Some(kernel), None) => {
+                GuestKernel::Image(self.file(kernel, format!("{prefix}.kernel")))
+            }
+            (None, Some(name)) => {
+                GuestKernel::Crate(self.crate_ref(name, format!("{prefix}.crate")))
+            }
+            (Some(kernel), Some(_)) => {
+                self.error(kernel.span(), prefix.to_owned(), ErrorKind::NotOneKernel);
+                GuestKernel::Image(PathBuf::new())
+            }
+            (None, None) => {
+                self.error(spanned.span(), prefix.to_owned(), ErrorKind::NotOneKernel);
+                GuestKernel::Image(PathBuf::new())
+            }
+        }
+    }
+
     fn guest(
         &mut self,
-        raw: &RawGuest,
+        spanned: &Spanned<Table<RawGuest>>,
         prefix: &str,
         devices: Vec<Passthrough>,
         vmm: String,
     ) -> Guest {
-        let kernel = self.file(&raw.kernel, format!("{prefix}.kernel"));
+        let raw = spanned.get_ref();
+        let kernel = self.guest_kernel(spanned, prefix);
         let initrd = raw
             .initrd
             .as_ref()
@@ -614,6 +665,7 @@ impl Checker<'_> {
             devices,
             carveouts,
             vmm,
+            memmgr: String::new(),
         }
     }
 

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use capvisor_manifest::{
-    Board, Capability, CrateRef, DEFAULT_STACK, DeviceLocator, Feature, LogLevel, MemType,
-    Passthrough, Selftest, load, parse,
+    Board, Capability, CrateRef, DEFAULT_STACK, DeviceLocator, Feature, GuestKernel, LogLevel,
+    MemType, Passthrough, Selftest, load, parse,
 };
 
 #[test]
@@ -66,8 +66,9 @@ fn complete_manifest_reads_every_field() {
     let linux = manifest.guest("linux").expect("linux");
     assert_eq!(
         linux.kernel,
-        PathBuf::from("tests/accepted/../fixtures/Image")
+        GuestKernel::Image(PathBuf::from("tests/accepted/../fixtures/Image"))
     );
+    assert_eq!(linux.memmgr, "memmgr");
     assert_eq!(
         linux.initrd.as_deref(),
         Some(Path::new("tests/accepted/../fixtures/initrd.cpio"))

@@ -1,0 +1,303 @@
+//! A guest's configuration as the image carries it: the payload entry of kind
+//! [`EntryKind::Guest`](crate::EntryKind::Guest), named after the guest, holds one
+//! [`GuestConfig`]; the guest's kernel (and initrd and device tree, if any) are the entries of
+//! kinds `GuestKernel`, `GuestInitrd` and `GuestDtb` with the same name. The VMM service named in
+//! the configuration reads it, checked once by [`GuestConfig::decode`].
+
+use core::fmt;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The layout version of [`GuestConfig`].
+pub const GUEST_CONFIG_VERSION: u32 = 1;
+/// The most vCPUs a guest may have.
+pub const MAX_GUEST_VCPUS: u32 = 8;
+/// `flags` bit 0: guest RAM is mapped at IPA = PA.
+pub const GUEST_FLAG_RAM_IDENTITY: u32 = 1 << 0;
+/// Guest RAM's IPA unless the guest asks for an identity map (`docs/guests.md`).
+pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+
+/// One guest: who runs it, its vCPUs and its RAM. Little-endian, 72 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GuestConfig {
+    /// [`GUEST_CONFIG_VERSION`].
+    pub version: u32,
+    /// Number of vCPUs, 1 to [`MAX_GUEST_VCPUS`].
+    pub vcpus: u32,
+    /// The guest's VMM: a service index in image order.
+    pub vmm: u32,
+    /// The memory manager the VMM asks for guest RAM: a service index in image order.
+    pub memmgr: u32,
+    /// [`GUEST_FLAG_RAM_IDENTITY`]; other bits zero.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub reserved0: u32,
+    /// Guest RAM's IPA: [`GUEST_RAM_BASE`] unless `ram_identity` (then 0: the memory manager
+    /// decides, IPA = PA).
+    pub ram_base: u64,
+    /// Bytes of guest RAM, a non-zero multiple of 4K.
+    pub ram_size: u64,
+    /// Reserved, zero.
+    pub reserved: [u64; 4],
+}
+
+const _: () = assert!(size_of::<GuestConfig>() == 72);
+
+/// Why a guest configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestConfigError {
+    /// The entry is not exactly one [`GuestConfig`] long.
+    Size(usize),
+    /// The version is not [`GUEST_CONFIG_VERSION`].
+    Version(u32),
+    /// vCPUs 0 or more than [`MAX_GUEST_VCPUS`].
+    Vcpus(u32),
+    /// A service index not below the image's number of services, or the VMM and memory manager
+    /// the same service.
+    Service(u32),
+    /// Unknown flag bits or non-zero reserved fields.
+    Reserved,
+    /// RAM empty, not 4K aligned, or wrapping the address space.
+    Ram {
+        /// The base.
+        base: u64,
+        /// The size.
+        size: u64,
+    },
+}
+
+impl fmt::Display for GuestConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Size(n) => write!(
+                f,
+                "guest configuration is {n} bytes, expected {}",
+                size_of::<GuestConfig>()
+            ),
+            Self::Version(v) => write!(
+                f,
+                "guest configuration version {v}, expected {GUEST_CONFIG_VERSION}"
+            ),
+            Self::Vcpus(n) => write!(f, "{n} vCPUs, expected 1 to {MAX_GUEST_VCPUS}"),
+            Self::Service(i) => write!(f, "service index {i} is not a usable service"),
+            Self::Reserved => f.write_str("unknown flags or non-zero reserved fields"),
+            Self::Ram { base, size } => {
+                write!(
+                    f,
+                    "guest RAM {size:#x} bytes at {base:#x} is not page-aligned memory"
+                )
+            }
+        }
+    }
+}
+
+impl GuestConfig {
+    /// Reads and checks a configuration for an image of `services` services.
+    ///
+    /// # Errors
+    ///
+    /// A [`GuestConfigError`] saying the first thing found wrong.
+    pub fn decode(bytes: &[u8], services: usize) -> Result<Self, GuestConfigError> {
+        let config =
+            Self::read_from_bytes(bytes).map_err(|_| GuestConfigError::Size(bytes.len()))?;
+        if config.version != GUEST_CONFIG_VERSION {
+            return Err(GuestConfigError::Version(config.version));
+        }
+        if config.vcpus == 0 || config.vcpus > MAX_GUEST_VCPUS {
+            return Err(GuestConfigError::Vcpus(config.vcpus));
+        }
+        for index in [config.vmm, config.memmgr] {
+            if index as usize >= services {
+                return Err(GuestConfigError::Service(index));
+            }
+        }
+        if config.vmm == config.memmgr {
+            return Err(GuestConfigError::Service(config.vmm));
+        }
+        if config.flags & !GUEST_FLAG_RAM_IDENTITY != 0
+            || config.reserved0 != 0
+            || config.reserved != [0; 4]
+        {
+            return Err(GuestConfigError::Reserved);
+        }
+        let aligned = (config.ram_base | config.ram_size) % 4096 == 0;
+        if config.ram_size == 0
+            || !aligned
+            || config.ram_base.checked_add(config.ram_size).is_none()
+        {
+            return Err(GuestConfigError::Ram {
+                base: config.ram_base,
+                size: config.ram_size,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Whether guest RAM is mapped at IPA = PA.
+    #[must_use]
+    pub fn ram_identity(&self) -> bool {
+        self.flags & GUEST_FLAG_RAM_IDENTITY != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> GuestConfig {
+        GuestConfig {
+            version: 1,
+            vcpus: 1,
+            vmm: 1,
+            memmgr: 0,
+            flags: 0,
+            reserved0: 0,
+            ram_base: GUEST_RAM_BASE,
+            ram_size: 16 << 20,
+            reserved: [0; 4],
+        }
+    }
+
+    fn decode(config: GuestConfig) -> Result<GuestConfig, GuestConfigError> {
+        GuestConfig::decode(config.as_bytes(), 2)
+    }
+
+    #[test]
+    fn layout_is_little_endian_and_fixed() {
+        let bytes = valid().as_bytes().to_vec();
+        assert_eq!(bytes.len(), 72);
+        assert_eq!(&bytes[0..4], &[1, 0, 0, 0]);
+        assert_eq!(&bytes[24..32], &0x4000_0000u64.to_le_bytes());
+        assert_eq!(&bytes[32..40], &(16u64 << 20).to_le_bytes());
+    }
+
+    #[test]
+    fn accepts_a_valid_configuration() {
+        assert_eq!(decode(valid()), Ok(valid()));
+        let identity = GuestConfig {
+            flags: GUEST_FLAG_RAM_IDENTITY,
+            ram_base: 0,
+            vcpus: 8,
+            ..valid()
+        };
+        assert!(decode(identity).unwrap().ram_identity());
+    }
+
+    #[test]
+    fn refuses_bad_configurations() {
+        let bytes = valid().as_bytes().to_vec();
+        assert_eq!(
+            GuestConfig::decode(&bytes[..71], 2),
+            Err(GuestConfigError::Size(71))
+        );
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            GuestConfig::decode(&long, 2),
+            Err(GuestConfigError::Size(73))
+        );
+        let cases = [
+            (
+                GuestConfig {
+                    version: 2,
+                    ..valid()
+                },
+                GuestConfigError::Version(2),
+            ),
+            (
+                GuestConfig {
+                    vcpus: 0,
+                    ..valid()
+                },
+                GuestConfigError::Vcpus(0),
+            ),
+            (
+                GuestConfig {
+                    vcpus: 9,
+                    ..valid()
+                },
+                GuestConfigError::Vcpus(9),
+            ),
+            (
+                GuestConfig { vmm: 2, ..valid() },
+                GuestConfigError::Service(2),
+            ),
+            (
+                GuestConfig {
+                    memmgr: 7,
+                    ..valid()
+                },
+                GuestConfigError::Service(7),
+            ),
+            (
+                GuestConfig {
+                    memmgr: 1,
+                    ..valid()
+                },
+                GuestConfigError::Service(1),
+            ),
+            (
+                GuestConfig {
+                    flags: 2,
+                    ..valid()
+                },
+                GuestConfigError::Reserved,
+            ),
+            (
+                GuestConfig {
+                    reserved0: 1,
+                    ..valid()
+                },
+                GuestConfigError::Reserved,
+            ),
+            (
+                GuestConfig {
+                    reserved: [0, 0, 0, 1],
+                    ..valid()
+                },
+                GuestConfigError::Reserved,
+            ),
+            (
+                GuestConfig {
+                    ram_size: 0,
+                    ..valid()
+                },
+                GuestConfigError::Ram {
+                    base: GUEST_RAM_BASE,
+                    size: 0,
+                },
+            ),
+            (
+                GuestConfig {
+                    ram_size: 4095,
+                    ..valid()
+                },
+                GuestConfigError::Ram {
+                    base: GUEST_RAM_BASE,
+                    size: 4095,
+                },
+            ),
+            (
+                GuestConfig {
+                    ram_base: u64::MAX - 4095,
+                    ..valid()
+                },
+                GuestConfigError::Ram {
+                    base: u64::MAX - 4095,
+                    size: 16 << 20,
+                },
+            ),
+        ];
+        for (config, error) in cases {
+            assert_eq!(decode(config), Err(error), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn errors_read_as_sentences() {
+        assert_eq!(
+            GuestConfigError::Vcpus(9).to_string(),
+            "9 vCPUs, expected 1 to 8"
+        );
+    }
+}
