@@ -1,8 +1,8 @@
-//! Turning a manifest into an image file: the kernel, the boot configuration, and (as the system
-//! grows) services and guests, with checksums the kernel verifies at boot.
+//! Turning a manifest into an image file: the kernel, the boot configuration, the services and the
+//! guests, with checksums the kernel verifies at boot.
 
 use crate::kernel::{self, BuiltKernel};
-use crate::{services, toolchain};
+use crate::{guests, services, toolchain};
 use capvisor_image::writer::{NewEntry, write_image};
 use capvisor_image::{BootConfig, EntryKind, SelfTest};
 use capvisor_manifest::{LogLevel, Manifest, Selftest};
@@ -86,6 +86,7 @@ pub fn build(
         name: capvisor_image::priorities::PRIORITIES_ENTRY.to_string(),
         bytes: manifest.services.iter().map(|s| s.priority).collect(),
     });
+    entries.extend(guests::entries(workspace, &toolchain, &manifest)?);
     let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
     let path = out.map_or_else(
         || {

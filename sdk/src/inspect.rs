@@ -1,6 +1,8 @@
 //! `capvisor inspect IMAGEFILE`: what is inside an image, checked as the kernel checks it.
 
-use capvisor_image::{BootConfig, EntryKind, Feature, FeatureSet, ImageView, SelfTest};
+use capvisor_image::{
+    BootConfig, EntryKind, Feature, FeatureSet, GuestConfig, ImageView, SelfTest,
+};
 use std::fmt::Write;
 
 /// A report of the image in `bytes`, or why it is not a valid capvisor image.
@@ -46,6 +48,7 @@ pub fn report(bytes: &[u8]) -> Result<String, String> {
     }
     let config = view.boot_config().map_err(|e| e.to_string())?;
     describe_config(&mut out, &config);
+    describe_guests(&mut out, &view)?;
     Ok(out)
 }
 
@@ -57,7 +60,55 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::GuestInitrd => "guest-initrd",
         EntryKind::GuestDtb => "guest-dtb",
         EntryKind::Manifest => "manifest",
+        EntryKind::Guest => "guest",
     }
+}
+
+/// One line per guest, its configuration checked as its VMM checks it.
+fn describe_guests(out: &mut String, view: &ImageView<'_>) -> Result<(), String> {
+    let services = view
+        .entries()
+        .filter(|e| e.kind == EntryKind::ServiceElf)
+        .count();
+    for entry in view.entries().filter(|e| e.kind == EntryKind::Guest) {
+        let config = GuestConfig::decode(entry.bytes, services)
+            .map_err(|e| format!("guest \"{}\": {e}", entry.name))?;
+        let has = |kind| {
+            view.entries()
+                .any(|e| e.kind == kind && e.name == entry.name)
+        };
+        let ram = if config.ram_identity() {
+            "identity-mapped".to_string()
+        } else {
+            format!("at IPA {:#x}", config.ram_base)
+        };
+        let _ = writeln!(
+            out,
+            "  guest \"{}\": {} vCPU(s), {} KiB RAM {ram}, VMM service {}, memmgr service {}, \
+             kernel {}, initrd {}, dtb {}",
+            entry.name,
+            config.vcpus,
+            config.ram_size / 1024,
+            config.vmm,
+            config.memmgr,
+            if has(EntryKind::GuestKernel) {
+                "yes"
+            } else {
+                "MISSING"
+            },
+            if has(EntryKind::GuestInitrd) {
+                "yes"
+            } else {
+                "no"
+            },
+            if has(EntryKind::GuestDtb) {
+                "yes"
+            } else {
+                "no"
+            },
+        );
+    }
+    Ok(())
 }
 
 fn describe_config(out: &mut String, config: &BootConfig) {
@@ -119,12 +170,35 @@ mod tests {
             required_features: FeatureSet::EMPTY.with(Feature::Fwb).0,
             ..BootConfig::default()
         };
-        let svc = NewEntry {
+        let service = |name: &str| NewEntry {
             kind: EntryKind::ServiceElf,
-            name: "hello".into(),
+            name: name.into(),
             bytes: vec![1; 10],
         };
-        write_image(&kernel, &[NewEntry::boot_config(&config), svc]).unwrap()
+        let guest = capvisor_image::GuestConfig {
+            version: 1,
+            vcpus: 2,
+            vmm: 0,
+            memmgr: 1,
+            flags: 0,
+            reserved0: 0,
+            ram_base: 0x4000_0000,
+            ram_size: 16 << 20,
+            reserved: [0; 4],
+        };
+        let guest_entry = |kind, bytes| NewEntry {
+            kind,
+            name: "mmu".into(),
+            bytes,
+        };
+        let entries = [
+            NewEntry::boot_config(&config),
+            service("hello"),
+            service("memmgr"),
+            guest_entry(EntryKind::GuestKernel, vec![0; 64]),
+            guest_entry(EntryKind::Guest, guest.as_bytes().to_vec()),
+        ];
+        write_image(&kernel, &entries).unwrap()
     }
 
     #[test]
@@ -132,6 +206,13 @@ mod tests {
         let text = report(&image()).unwrap();
         assert!(text.contains("entry 1: service-elf   \"hello\""), "{text}");
         assert!(text.contains("requires: features [fwb]"), "{text}");
+        assert!(
+            text.contains(
+                "guest \"mmu\": 2 vCPU(s), 16384 KiB RAM at IPA 0x40000000, VMM service 0, \
+                 memmgr service 1, kernel yes, initrd no, dtb no"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -72,15 +72,52 @@ pub fn build(workspace: &Path, toolchain: &Toolchain) -> Result<BuiltKernel, Ker
 /// A message when the file is not a position-independent aarch64 ELF linked at 0 by the
 /// kernel's linker script, or has relocations the entry code cannot apply.
 pub fn flatten(data: &[u8]) -> Result<FlatKernel, String> {
+    let file = parse_aarch64(data)?;
+    let flat = flatten_linked_at(&file, 0)?;
+    check_relocations(&file, flat.ro_size)?;
+    Ok(flat)
+}
+
+/// Parses an aarch64 ELF64 file.
+///
+/// # Errors
+///
+/// A message when it is not one.
+pub(crate) fn parse_aarch64(data: &[u8]) -> Result<ElfFile64<'_, object::Endianness>, String> {
     let file = ElfFile64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
     if file.architecture() != object::Architecture::Aarch64 {
         return Err("not an aarch64 ELF file".into());
     }
+    Ok(file)
+}
+
+/// The address of symbol `name`.
+///
+/// # Errors
+///
+/// A message when the file does not define it.
+pub(crate) fn symbol(file: &ElfFile64<'_, object::Endianness>, name: &str) -> Result<u64, String> {
+    file.symbols()
+        .find(|s| s.name() == Ok(name))
+        .map(|s| s.address())
+        .ok_or_else(|| format!("symbol {name} missing (not linked with a capvisor linker script?)"))
+}
+
+/// Lays the loadable segments of an ELF file linked at `base` out from offset 0, up to its
+/// `__file_end` symbol, with the sizes its `__ro_end` and `__image_end` symbols give: the shape
+/// of the kernel (linked at 0) and of a guest kernel (linked at its load address) alike.
+///
+/// # Errors
+///
+/// A message when a symbol is missing or a segment lies outside `base..__file_end`.
+pub(crate) fn flatten_linked_at(
+    file: &ElfFile64<'_, object::Endianness>,
+    base: u64,
+) -> Result<FlatKernel, String> {
     let symbol = |name: &str| {
-        file.symbols()
-            .find(|s| s.name() == Ok(name))
-            .map(|s| s.address())
-            .ok_or_else(|| format!("symbol {name} missing (is this the capvisor kernel?)"))
+        symbol(file, name)?
+            .checked_sub(base)
+            .ok_or_else(|| format!("symbol {name} lies below the link address {base:#x}"))
     };
     let (ro_end, image_end, file_end) = (
         symbol("__ro_end")?,
@@ -91,12 +128,18 @@ pub fn flatten(data: &[u8]) -> Result<FlatKernel, String> {
     for segment in file.segments() {
         let (addr, size) = (segment.address(), segment.size());
         let contents = segment.data().map_err(|e| e.to_string())?;
-        if addr + contents.len() as u64 > file_end || size > image_end {
+        if contents.is_empty() {
+            // Zero-initialised memory only (.bss, a stack): nothing to place.
+            continue;
+        }
+        let offset = addr
+            .checked_sub(base)
+            .ok_or_else(|| format!("segment at {addr:#x} lies below the link address {base:#x}"))?;
+        if offset + contents.len() as u64 > file_end || size > image_end {
             return Err(format!("segment at {addr:#x} lies beyond __file_end"));
         }
-        bytes[addr as usize..addr as usize + contents.len()].copy_from_slice(contents);
+        bytes[offset as usize..offset as usize + contents.len()].copy_from_slice(contents);
     }
-    check_relocations(&file, ro_end)?;
     Ok(FlatKernel {
         bytes,
         ro_size: ro_end,

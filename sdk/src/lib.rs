@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod doctor;
+pub mod guests;
 pub mod image;
 pub mod inspect;
 pub mod kernel;

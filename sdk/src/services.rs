@@ -40,45 +40,58 @@ pub fn build_all(
     toolchain: &Toolchain,
     manifest: &Manifest,
 ) -> Result<Vec<BuiltService>, String> {
-    let target = target_dir(workspace, toolchain);
     let mut built = Vec::new();
     for service in &manifest.services {
-        let mut cargo = toolchain.cargo_build(workspace, &target);
-        let package = match &service.crate_ref {
-            CrateRef::Name(name) => {
-                // Not --locked: a service just added (`capvisor new service`) is not in
-                // Cargo.lock until cargo records it.
-                cargo.args(["-p", name]);
-                name.clone()
-            }
-            CrateRef::Path(dir) => {
-                cargo.arg("--manifest-path").arg(dir.join("Cargo.toml"));
-                package_name(dir)?
-            }
-        };
-        let status = cargo
-            .status()
-            .map_err(|e| format!("service {}: could not run cargo: {e}", service.name))?;
-        if !status.success() {
-            return Err(format!(
-                "service {}: cargo build failed ({status})",
-                service.name
-            ));
-        }
-        let elf = target.join(TARGET).join("release").join(&package);
-        if !elf.is_file() {
-            return Err(format!(
-                "service {}: crate {package} built no binary named {package} (a service is a \
-                 binary crate; see docs/services.md)",
-                service.name
-            ));
-        }
+        let what = format!("service {}", service.name);
+        let elf = build_crate(workspace, toolchain, &service.crate_ref, &what)?;
         built.push(BuiltService {
             name: service.name.clone(),
             elf,
         });
     }
     Ok(built)
+}
+
+/// Builds the binary crate `crate_ref` for the bare-metal target and returns its ELF file;
+/// `what` ("service x", "guest y") starts every message.
+///
+/// # Errors
+///
+/// A message when cargo fails or the crate has no binary of its package's name.
+pub fn build_crate(
+    workspace: &Path,
+    toolchain: &Toolchain,
+    crate_ref: &CrateRef,
+    what: &str,
+) -> Result<PathBuf, String> {
+    let target = target_dir(workspace, toolchain);
+    let mut cargo = toolchain.cargo_build(workspace, &target);
+    let package = match crate_ref {
+        CrateRef::Name(name) => {
+            // Not --locked: a service just added (`capvisor new service`) is not in Cargo.lock
+            // until cargo records it.
+            cargo.args(["-p", name]);
+            name.clone()
+        }
+        CrateRef::Path(dir) => {
+            cargo.arg("--manifest-path").arg(dir.join("Cargo.toml"));
+            package_name(dir)?
+        }
+    };
+    let status = cargo
+        .status()
+        .map_err(|e| format!("{what}: could not run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("{what}: cargo build failed ({status})"));
+    }
+    let elf = target.join(TARGET).join("release").join(&package);
+    if !elf.is_file() {
+        return Err(format!(
+            "{what}: crate {package} built no binary named {package} (services and guests are \
+             binary crates; see docs/services.md and docs/guests.md)"
+        ));
+    }
+    Ok(elf)
 }
 
 /// The loadable part of an ELF64 little-endian file: its header, its program headers and the

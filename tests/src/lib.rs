@@ -95,3 +95,64 @@ pub fn assert_contains(outcome: &Outcome, text: &str) {
         outcome.console
     );
 }
+
+/// Builds the test guest crate `package` (under `tests/guests/`) for the bare-metal target and
+/// flattens it into an arm64 `Image` at `target/guests/<package>.img`, panicking with the error.
+#[must_use]
+pub fn build_guest(package: &str) -> PathBuf {
+    let root = root();
+    let toolchain = capvisor::toolchain::find().unwrap_or_else(|e| panic!("{e}"));
+    let image = capvisor::guests::build_package(&root, &toolchain, package)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = root.join("target/guests");
+    std::fs::create_dir_all(&dir).expect("create target/guests");
+    let path = dir.join(format!("{package}.img"));
+    std::fs::write(&path, image).expect("write the guest Image");
+    path
+}
+
+/// How a guest booted directly on QEMU ended: its console and QEMU's exit status (`None` when
+/// the 60 s limit killed it).
+#[derive(Clone, Debug)]
+pub struct GuestRun {
+    /// Everything the guest printed.
+    pub console: String,
+    /// QEMU's exit status.
+    pub status: Option<i32>,
+}
+
+/// Boots the guest `Image` at `image` on bare `qemu-system-aarch64 -M virt -cpu <cpu>` (no
+/// hypervisor: the guest starts at EL1, and QEMU answers PSCI calls made with `hvc`).
+#[must_use]
+pub fn boot_guest_native(image: &Path, cpu: &str) -> GuestRun {
+    let output = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "qemu-system-aarch64",
+            "-M",
+            "virt",
+            "-cpu",
+            cpu,
+            "-m",
+            "128M",
+        ])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(image)
+        .output()
+        .unwrap_or_else(|e| panic!("running qemu-system-aarch64: {e}"));
+    let console = String::from_utf8_lossy(&output.stdout).into_owned();
+    if std::env::var_os("CAPVISOR_TEST_ECHO").is_some() {
+        print!("{console}");
+    }
+    let status = output.status.code().filter(|&code| code != 124);
+    GuestRun { console, status }
+}

@@ -133,6 +133,12 @@ impl GuestConfig {
         Ok(config)
     }
 
+    /// Its bytes, as the image holds them.
+    #[must_use]
+    pub fn to_bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+
     /// Whether guest RAM is mapped at IPA = PA.
     #[must_use]
     pub fn ram_identity(&self) -> bool {

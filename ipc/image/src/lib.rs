@@ -84,6 +84,14 @@ pub struct LinuxImageHeader {
     pub res5: u32,
 }
 
+impl LinuxImageHeader {
+    /// The header at the start of `bytes`, if they are that long (its magic unchecked).
+    #[must_use]
+    pub fn read(bytes: &[u8]) -> Option<Self> {
+        Self::read_from_prefix(bytes).ok().map(|(header, _)| header)
+    }
+}
+
 /// capvisor's own header, right after the Linux header.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

@@ -1,0 +1,205 @@
+//! An image's guests: each manifest `[[guest]]`'s kernel (an arm64 `Image` file, or a guest crate
+//! built for the bare-metal target and flattened into one), its initrd and device tree, and its
+//! [`GuestConfig`], as payload entries named after the guest (`docs/guests.md`).
+
+use crate::kernel::{flatten_linked_at, parse_aarch64, symbol};
+use crate::services::build_crate;
+use crate::toolchain::Toolchain;
+use capvisor_image::writer::NewEntry;
+use capvisor_image::{
+    ARM64_IMAGE_MAGIC, EntryKind, GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE,
+    GuestConfig, LinuxImageHeader,
+};
+use capvisor_manifest::{Guest, GuestKernel, Manifest};
+use object::Object;
+use std::path::Path;
+
+/// The payload entries of every guest of `manifest`, in manifest order: per guest its kernel,
+/// its initrd and device tree if declared, and its configuration.
+///
+/// # Errors
+///
+/// A message naming the guest whose kernel could not be built or read.
+pub fn entries(
+    workspace: &Path,
+    toolchain: &Toolchain,
+    manifest: &Manifest,
+) -> Result<Vec<NewEntry>, String> {
+    let mut entries = Vec::new();
+    for guest in &manifest.guests {
+        let entry = |kind, bytes| NewEntry {
+            kind,
+            name: guest.name.clone(),
+            bytes,
+        };
+        entries.push(entry(
+            EntryKind::GuestKernel,
+            kernel(workspace, toolchain, guest)?,
+        ));
+        if let Some(initrd) = &guest.initrd {
+            entries.push(entry(EntryKind::GuestInitrd, read(initrd)?));
+        }
+        if let Some(dtb) = &guest.dtb {
+            entries.push(entry(EntryKind::GuestDtb, read(dtb)?));
+        }
+        let config = config(manifest, guest)?;
+        entries.push(entry(EntryKind::Guest, config.to_bytes().to_vec()));
+    }
+    Ok(entries)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The guest's kernel `Image`, checked to be one.
+fn kernel(workspace: &Path, toolchain: &Toolchain, guest: &Guest) -> Result<Vec<u8>, String> {
+    let what = format!("guest {}", guest.name);
+    let bytes = match &guest.kernel {
+        GuestKernel::Image(path) => read(path)?,
+        GuestKernel::Crate(crate_ref) => {
+            let elf = build_crate(workspace, toolchain, crate_ref, &what)?;
+            flat_image(&read(&elf)?).map_err(|e| format!("{what}: {}: {e}", elf.display()))?
+        }
+    };
+    check_image(&bytes).map_err(|e| format!("{what}: {e}"))?;
+    Ok(bytes)
+}
+
+/// Builds the guest crate of workspace package `package` into an arm64 `Image`.
+///
+/// # Errors
+///
+/// A message when the build fails or its result is not a guest kernel.
+pub fn build_package(
+    workspace: &Path,
+    toolchain: &Toolchain,
+    package: &str,
+) -> Result<Vec<u8>, String> {
+    let crate_ref = capvisor_manifest::CrateRef::Name(package.into());
+    let elf = build_crate(workspace, toolchain, &crate_ref, package)?;
+    let image = flat_image(&read(&elf)?).map_err(|e| format!("{}: {e}", elf.display()))?;
+    check_image(&image).map_err(|e| format!("{package}: {e}"))?;
+    Ok(image)
+}
+
+/// Flattens a guest ELF file linked at its load address (`__image_start`, the guest runtime's
+/// linker script) into the arm64 `Image` a VMM loads there.
+///
+/// # Errors
+///
+/// A message when the file is not such an ELF file or has dynamic relocations.
+pub fn flat_image(elf: &[u8]) -> Result<Vec<u8>, String> {
+    let file = parse_aarch64(elf)?;
+    if file
+        .dynamic_relocations()
+        .is_some_and(|mut r| r.next().is_some())
+    {
+        return Err("a guest is linked at its load address, without dynamic relocations".into());
+    }
+    let base = symbol(&file, "__image_start")?;
+    Ok(flatten_linked_at(&file, base)?.bytes)
+}
+
+/// Checks that `bytes` start with an arm64 `Image` header (Linux
+/// Documentation/arch/arm64/booting.rst) whose sizes fit.
+///
+/// # Errors
+///
+/// A message saying what is wrong.
+pub fn check_image(bytes: &[u8]) -> Result<LinuxImageHeader, String> {
+    let header = LinuxImageHeader::read(bytes)
+        .ok_or_else(|| "the kernel is shorter than an arm64 Image header".to_string())?;
+    if header.magic != ARM64_IMAGE_MAGIC {
+        return Err("the kernel is not an arm64 Image (magic ARM\\x64 missing)".into());
+    }
+    if header.image_size != 0 && header.image_size < bytes.len() as u64 {
+        return Err(format!(
+            "the Image header's image_size {:#x} is smaller than the file ({:#x} bytes)",
+            header.image_size,
+            bytes.len()
+        ));
+    }
+    Ok(header)
+}
+
+/// The configuration of `guest`: service indices in image (manifest) order.
+///
+/// # Errors
+///
+/// A VMM or memory manager the manifest lacks (validation refuses it first).
+pub fn config(manifest: &Manifest, guest: &Guest) -> Result<GuestConfig, String> {
+    let index = |name: &str| {
+        let found = manifest.services.iter().position(|s| s.name == name);
+        found
+            .and_then(|i| u32::try_from(i).ok())
+            .ok_or_else(|| format!("guest {}: no service named '{name}'", guest.name))
+    };
+    Ok(GuestConfig {
+        version: GUEST_CONFIG_VERSION,
+        vcpus: u32::from(guest.vcpus),
+        vmm: index(&guest.vmm)?,
+        memmgr: index(&guest.memmgr)?,
+        flags: if guest.ram_identity {
+            GUEST_FLAG_RAM_IDENTITY
+        } else {
+            0
+        },
+        reserved0: 0,
+        ram_base: if guest.ram_identity {
+            0
+        } else {
+            GUEST_RAM_BASE
+        },
+        ram_size: guest.memory,
+        reserved: [0; 4],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+name = "g"
+[[service]]
+name = "vmm"
+crate = "svc-vmm"
+priority = 100
+memory = "64K"
+[[service]]
+name = "memmgr"
+crate = "svc-memmgr"
+priority = 200
+memory = "64K"
+[[guest]]
+name = "mmu"
+crate = "guest-mmu"
+memory = "16M"
+vcpus = 2
+vmm = "vmm"
+"#;
+
+    #[test]
+    fn config_names_services_by_image_index() {
+        let manifest = capvisor_manifest::parse(MANIFEST, Path::new("g.toml")).unwrap();
+        let config = config(&manifest, &manifest.guests[0]).unwrap();
+        assert_eq!((config.vmm, config.memmgr, config.vcpus), (0, 1, 2));
+        assert_eq!((config.ram_base, config.ram_size), (0x4000_0000, 16 << 20));
+        assert_eq!(GuestConfig::decode(config.to_bytes(), 2), Ok(config));
+    }
+
+    #[test]
+    fn check_image_wants_the_magic() {
+        let mut bytes = vec![0u8; 64];
+        assert!(check_image(&bytes).is_err());
+        bytes[56..60].copy_from_slice(&ARM64_IMAGE_MAGIC.to_le_bytes());
+        assert!(check_image(&bytes).is_ok());
+        assert!(check_image(&bytes[..63]).is_err());
+    }
+
+    #[test]
+    fn flat_image_refuses_non_elf() {
+        assert!(flat_image(b"not an ELF file").is_err());
+    }
+}
