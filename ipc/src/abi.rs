@@ -113,6 +113,105 @@ crate::stable_codes! {
         ThreadConfigure = 20,
         /// Thread: bind (or, with 0, unbind) a notification that `Recv` also waits on.
         ThreadBindNotification = 21,
+        /// Thread: bind a vCPU (the thread then runs it at EL1 in its VM); the thread must be
+        /// inactive and configured with a `Vm` as its address space.
+        ThreadBindVcpu = 22,
+    }
+}
+
+crate::stable_codes! {
+    /// Register numbers of `VcpuReadRegisters` / `VcpuWriteRegisters` (word 0), besides
+    /// x0–x30, which are numbers 0–30.
+    ///
+    /// # Errors
+    /// Any other number is [`KernelError::InvalidArgument`].
+    pub enum VcpuRegister: u64 {
+        /// The guest's PC (ELR_EL2 while it is out).
+        Pc = 32,
+        /// The guest's PSTATE (SPSR_EL2 while it is out): only EL1h, EL1t and EL0t in AArch64 are
+        /// accepted on write, with the flags and DAIF as given.
+        Pstate = 33,
+        /// SP_EL0.
+        SpEl0 = 34,
+        /// SP_EL1.
+        SpEl1 = 35,
+        /// SCTLR_EL1.
+        SctlrEl1 = 36,
+        /// VBAR_EL1.
+        VbarEl1 = 37,
+        /// ESR_EL1.
+        EsrEl1 = 38,
+        /// FAR_EL1.
+        FarEl1 = 39,
+        /// ELR_EL1.
+        ElrEl1 = 40,
+        /// SPSR_EL1.
+        SpsrEl1 = 41,
+        /// CNTVOFF_EL2: the guest's virtual counter is the physical counter minus this.
+        Cntvoff = 42,
+        /// Write-only: reset the whole vCPU (every general and EL1 system register, FP/SIMD and the
+        /// virtual timer) to its reset state: EL1h with DAIF masked, MMU and caches off
+        /// (SCTLR_EL1's RES1 bits only), everything else zero. The value written is ignored.
+        Reset = 63,
+    }
+}
+
+crate::stable_codes! {
+    /// Operations of the `CacheMaintenance` invocation (word 0).
+    ///
+    /// On a **Frame** (words: op, then a `Vm` CPtr or 0 naming the VM the work is for, for its trace):
+    /// `CleanInvalidatePoc` and `InvalidateIcache` over the whole frame. On a **Vm** (words: op,
+    /// IPA, size): `CleanInvalidatePoc` of the mapped pages in the range, `InvalidateIcache`
+    /// (whole instruction cache, inner shareable), `TlbInvalidateIpa` for the range and
+    /// `TlbInvalidateVmid` for the whole VM.
+    ///
+    /// # Errors
+    /// Any other number is [`KernelError::InvalidArgument`].
+    pub enum CacheOp: u64 {
+        /// Clean and invalidate data cache lines to the point of coherency (DC CIVAC).
+        CleanInvalidatePoc = 1,
+        /// Invalidate the instruction cache to the point of unification.
+        InvalidateIcache = 2,
+        /// Invalidate stage-2 TLB entries by IPA for the VM's VMID (then stage-1 entries).
+        TlbInvalidateIpa = 3,
+        /// Invalidate every TLB entry of the VM's VMID.
+        TlbInvalidateVmid = 4,
+    }
+}
+
+/// The label of a bound notification's delivery through `Recv`: the thread receives a message with
+/// this label and the notification word as its badge (the largest label, never an invocation or a
+/// protocol id).
+pub const BOUND_NOTIFICATION_LABEL: u64 = MessageInfo::MAX_LABEL;
+
+/// Memory-type codes of the `Map` invocation (word 3), in the order of
+/// [`crate::types::MemoryType`] (0 is a valid code here, so this is not a `stable_codes!` enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapMemType {
+    /// Normal write-back (RAM, or a cacheable device region with FWB and DIC).
+    NormalWriteBack = 0,
+    /// Normal non-cacheable.
+    NormalNonCacheable = 1,
+    /// Device-nGnRE.
+    DeviceNgnre = 2,
+}
+
+impl MapMemType {
+    /// The code passed in the `Map` invocation.
+    #[must_use]
+    pub const fn code(self) -> u64 {
+        self as u64
+    }
+
+    /// The type with this code; `None` for any other (the kernel answers `InvalidArgument`).
+    #[must_use]
+    pub const fn from_code(code: u64) -> Option<Self> {
+        match code {
+            0 => Some(Self::NormalWriteBack),
+            1 => Some(Self::NormalNonCacheable),
+            2 => Some(Self::DeviceNgnre),
+            _ => None,
+        }
     }
 }
 

@@ -15,12 +15,16 @@ pub enum ExitMethod {
 pub struct BootArgs {
     /// How to exit.
     pub exit: ExitMethod,
+    /// `capvisor.trace=1`: print every stage-2 mapping change and cache/TLB maintenance operation
+    /// of each VM as it happens (`capvisor run --trace`).
+    pub trace: bool,
 }
 
 impl Default for BootArgs {
     fn default() -> Self {
         Self {
             exit: ExitMethod::Psci,
+            trace: false,
         }
     }
 }
@@ -37,6 +41,9 @@ impl BootArgs {
                     "psci" => args.exit = ExitMethod::Psci,
                     _ => {}
                 }
+            }
+            if let Some(value) = word.strip_prefix("capvisor.trace=") {
+                args.trace = matches!(value, "1" | "on" | "true");
             }
         }
         args
@@ -58,5 +65,8 @@ mod tests {
             BootArgs::parse("capvisor.exit=bogus").exit,
             ExitMethod::Psci
         );
+        assert!(!BootArgs::parse("capvisor.exit=psci").trace);
+        assert!(BootArgs::parse("capvisor.trace=1").trace);
+        assert!(!BootArgs::parse("capvisor.trace=0").trace);
     }
 }

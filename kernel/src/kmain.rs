@@ -133,7 +133,9 @@ fn boot_with(
     }
     // SAFETY: the PL011 the device tree names is mapped as Device memory and only we use it.
     unsafe { console::init(uart.base) };
-    exit::set_method(BootArgs::parse(dt.bootargs).exit);
+    let args = BootArgs::parse(dt.bootargs);
+    exit::set_method(args.exit);
+    services::set_trace(args.trace);
     println!(
         "capvisor {}: EL2, loaded at {base:#x}, device tree at {dtb:#x}",
         env!("CARGO_PKG_VERSION")

@@ -192,7 +192,7 @@ impl SysRegAccess {
 }
 
 /// A guest (vCPU) fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum GuestFault {
     /// A stage-2 data abort: RAM not yet mapped (for the memory manager) or MMIO to emulate.
     DataAbort {
@@ -260,7 +260,8 @@ pub enum Resolution {
     /// Resume the vCPU at the same instruction (e.g. after a mapping was installed).
     Resume,
     /// The handler emulated the instruction: write these registers, then advance the PC by the
-    /// instruction's length (ESR_EL2.IL) if `advance_pc`.
+    /// instruction's length (ESR_EL2.IL) if `advance_pc`. For an HVC the PC already points past
+    /// the instruction (its preferred return address, Arm ARM D1.10.1), so `advance_pc` is ignored.
     Emulate {
         /// Registers to write.
         writes: heapless::Vec<RegisterWrite, MAX_REGISTER_WRITES>,

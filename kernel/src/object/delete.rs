@@ -130,7 +130,13 @@ impl Kernel {
                 self.untyped.free(r);
             }
             Object::Vcpu(r) => {
-                self.vcpus.free(r);
+                // Its thread can no longer run it: stopped and unbound (it may be bound again).
+                if let Some(thread) = self.vcpus.free(r).and_then(|v| v.thread) {
+                    let _ = self.stop_thread(thread);
+                    if let Ok(t) = self.threads.get_mut(thread) {
+                        t.vcpu = None;
+                    }
+                }
             }
             Object::IrqHandler(r) => {
                 self.irqs.free(r);

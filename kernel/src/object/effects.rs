@@ -8,8 +8,47 @@
 use capvisor_ipc::abi::{IpcBuffer, KernelError};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
-use super::arena::{SpaceRef, ThreadRef};
+use capvisor_ipc::abi::{CacheOp, VcpuRegister};
+use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
+
+use super::arena::{SpaceRef, ThreadRef, VcpuRef};
 use crate::stage2::{MemType, S2Access};
+
+/// What a cache or TLB maintenance invocation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceTarget {
+    /// A frame's whole physical range (RAM only), done for the VM `vm` when one was named.
+    Frame {
+        /// The frame's base.
+        pa: PhysAddr,
+        /// Its size.
+        size: u64,
+        /// The VM it is done for (for its trace), if the caller named one.
+        vm: Option<SpaceRef>,
+    },
+    /// An IPA range of a VM (only its mapped pages are touched).
+    Vm {
+        /// The VM.
+        vm: SpaceRef,
+        /// Start of the range.
+        ipa: Ipa,
+        /// Its size.
+        size: u64,
+    },
+}
+
+/// A vCPU register access: read, or write a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterAccess {
+    /// Read general-purpose register `n` (0–30).
+    ReadGp(u8),
+    /// Write general-purpose register `n` (0–30).
+    WriteGp(u8, u64),
+    /// Read a named register.
+    Read(VcpuRegister),
+    /// Write a named register.
+    Write(VcpuRegister, u64),
+}
 
 /// A hardware VMID, assigned by the glue when an address space is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -96,4 +135,38 @@ pub trait Effects {
 
     /// An IRQ handler acknowledged interrupt `intid`: unmask it so it can fire again.
     fn irq_ack(&mut self, intid: u32);
+
+    /// A vCPU object was created: set its EL1 state to the reset state.
+    fn vcpu_created(&mut self, vcpu: VcpuRef);
+
+    /// Reads or writes a register of `vcpu`, run by `thread` (which is not running: the caller is).
+    ///
+    /// # Errors
+    /// [`KernelError::InvalidArgument`] for a value the register may not hold (e.g. a PSTATE that
+    /// is not EL1 or EL0 in AArch64) or a read of a write-only register.
+    fn vcpu_register(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        access: RegisterAccess,
+    ) -> Result<u64, KernelError>;
+
+    /// Applies a fault handler's resolution of `fault` to the vCPU run by `thread` before it is
+    /// made ready again (register writes, PC advance, abort injection).
+    ///
+    /// # Errors
+    /// [`KernelError::InvalidArgument`] when the resolution is not valid for the fault or the vCPU's
+    /// state (e.g. an injected syndrome whose exception class does not match the guest's EL):
+    /// nothing is changed and the vCPU stays stopped.
+    fn resolve_guest_fault(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        fault: &GuestFault,
+        resolution: &Resolution,
+    ) -> Result<(), KernelError>;
+
+    /// Performs cache or TLB maintenance (the object model has checked the capabilities and that
+    /// the operation suits the target).
+    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget);
 }

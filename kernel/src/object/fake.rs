@@ -4,12 +4,13 @@
 //! The fake's stage-2 "table" is the list of live mappings; mapping over a live one fails as a real
 //! table walk would, so tests can assert that revoke and delete leave no mapping behind.
 
-use capvisor_ipc::abi::{IpcBuffer, KernelError};
+use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError, VcpuRegister};
+use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
 use super::MAX_THREADS;
-use super::arena::{SpaceRef, ThreadRef};
-use super::effects::{Effects, UserBuffer, Vmid};
+use super::arena::{SpaceRef, ThreadRef, VcpuRef};
+use super::effects::{Effects, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
 use crate::stage2::{MemType, S2Access};
 
 /// One live mapping.
@@ -52,6 +53,14 @@ pub struct FakeEffects {
     pub irq_acks: heapless::Vec<u32, 64>,
     /// When set, `map` fails with this error (to test error propagation).
     pub fail_map: Option<KernelError>,
+    /// Per vCPU index: its PC and x0 (the registers the tests look at).
+    pub vcpu_regs: [(u64, u64); super::MAX_VCPUS],
+    /// Guest resolutions applied, by count; `refuse_resolution` makes the next ones fail.
+    pub resolutions: usize,
+    /// When set, `resolve_guest_fault` refuses.
+    pub refuse_resolution: bool,
+    /// Maintenance performed, in order.
+    pub maintenance: heapless::Vec<(CacheOp, MaintenanceTarget), 64>,
 }
 
 impl Default for FakeEffects {
@@ -75,6 +84,10 @@ impl FakeEffects {
             start_buffers: [0; MAX_THREADS],
             irq_acks: heapless::Vec::new(),
             fail_map: None,
+            vcpu_regs: [(0, 0); super::MAX_VCPUS],
+            resolutions: 0,
+            refuse_resolution: false,
+            maintenance: heapless::Vec::new(),
         }
     }
 
@@ -178,5 +191,64 @@ impl Effects for FakeEffects {
 
     fn irq_ack(&mut self, intid: u32) {
         let _ = self.irq_acks.push(intid);
+    }
+
+    fn vcpu_created(&mut self, vcpu: VcpuRef) {
+        self.vcpu_regs[vcpu.index() % super::MAX_VCPUS] = (0, 0);
+    }
+
+    fn vcpu_register(
+        &mut self,
+        _thread: ThreadRef,
+        vcpu: VcpuRef,
+        access: RegisterAccess,
+    ) -> Result<u64, KernelError> {
+        let regs = &mut self.vcpu_regs[vcpu.index() % super::MAX_VCPUS];
+        Ok(match access {
+            RegisterAccess::ReadGp(0) => regs.1,
+            RegisterAccess::WriteGp(0, value) => {
+                regs.1 = value;
+                0
+            }
+            RegisterAccess::Read(VcpuRegister::Pc) => regs.0,
+            RegisterAccess::Write(VcpuRegister::Pc, value) => {
+                regs.0 = value;
+                0
+            }
+            RegisterAccess::Write(VcpuRegister::Reset, _) => {
+                *regs = (0, 0);
+                0
+            }
+            _ => 0,
+        })
+    }
+
+    fn resolve_guest_fault(
+        &mut self,
+        _thread: ThreadRef,
+        vcpu: VcpuRef,
+        fault: &GuestFault,
+        resolution: &Resolution,
+    ) -> Result<(), KernelError> {
+        if self.refuse_resolution {
+            return Err(KernelError::InvalidArgument);
+        }
+        self.resolutions += 1;
+        let regs = &mut self.vcpu_regs[vcpu.index() % super::MAX_VCPUS];
+        if let Resolution::Emulate { writes, advance_pc } = resolution {
+            for write in writes {
+                if write.register.index() == 0 {
+                    regs.1 = write.value;
+                }
+            }
+            if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
+                regs.0 += 4;
+            }
+        }
+        Ok(())
+    }
+
+    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget) {
+        let _ = self.maintenance.push((op, target));
     }
 }

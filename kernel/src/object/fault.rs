@@ -12,13 +12,15 @@
 
 use capvisor_ipc::abi::MessageInfo;
 use capvisor_ipc::protocol::{decode_exact, split_header};
-use capvisor_ipc::protocols::fault::{Reply, ServiceFault, ServiceResolution};
+use capvisor_ipc::protocols::fault::{
+    GuestFault, Reply, Resolution, ServiceFault, ServiceResolution,
+};
 
 use super::Kernel;
 use super::arena::ThreadRef;
 use super::effects::Effects;
 use super::syscall::Schedule;
-use super::thread::{FaultRecord, SendInfo, ThreadState};
+use super::thread::{FaultKind, FaultRecord, SendInfo, ThreadState};
 
 /// What became of a reported fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,29 @@ impl Kernel {
         thread: ThreadRef,
         pc: u64,
         fault: ServiceFault,
+        fx: &mut impl Effects,
+    ) -> (FaultOutcome, Schedule) {
+        self.deliver_fault(thread, pc, FaultKind::Service(fault), fx)
+    }
+
+    /// The vCPU that `thread` runs trapped at guest `pc` with `fault` (the glue saved its state):
+    /// the fault goes to the thread's fault endpoint as a `Fault::guest` request, and the thread
+    /// waits for the resolution.
+    pub fn handle_guest_fault(
+        &mut self,
+        thread: ThreadRef,
+        pc: u64,
+        fault: GuestFault,
+        fx: &mut impl Effects,
+    ) -> (FaultOutcome, Schedule) {
+        self.deliver_fault(thread, pc, FaultKind::Guest(fault), fx)
+    }
+
+    fn deliver_fault(
+        &mut self,
+        thread: ThreadRef,
+        pc: u64,
+        fault: FaultKind,
         fx: &mut impl Effects,
     ) -> (FaultOutcome, Schedule) {
         let Ok(t) = self.threads.get_mut(thread) else {
@@ -74,9 +99,23 @@ impl Kernel {
         caller: ThreadRef,
         fx: &mut impl Effects,
     ) {
-        let resume = self.outgoing(server, fx).is_ok_and(|message| {
-            message.info.label() == 0 && decodes_to_resume(message.info, &message.body)
-        });
+        let Ok(c) = self.threads.get(caller) else {
+            return;
+        };
+        let (record, vcpu) = (c.fault, c.vcpu);
+        let reply = self
+            .outgoing(server, fx)
+            .ok()
+            .filter(|message| message.info.label() == 0)
+            .and_then(|message| decode_reply(message.info, &message.body));
+        let resume = match (record.map(|r| r.fault), reply) {
+            (Some(FaultKind::Service(_)), Some(Reply::Service(Ok(ServiceResolution::Resume)))) => {
+                true
+            }
+            (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => vcpu
+                .is_some_and(|vcpu| self.apply_resolution(caller, vcpu, &fault, &resolution, fx)),
+            _ => false,
+        };
         if let Ok(c) = self.threads.get_mut(caller) {
             c.fault = None;
             c.state = ThreadState::Inactive;
@@ -87,12 +126,25 @@ impl Kernel {
     }
 }
 
-fn decodes_to_resume(info: MessageInfo, body: &capvisor_ipc::abi::IpcBuffer) -> bool {
-    let Ok((_, payload)) = split_header(body.payload(info)) else {
-        return false;
-    };
-    matches!(
-        decode_exact::<Reply>(payload),
-        Ok(Reply::Service(Ok(ServiceResolution::Resume)))
-    )
+impl Kernel {
+    /// Lets the glue apply a guest resolution; `false` (the vCPU stays stopped) when it refuses.
+    fn apply_resolution(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: super::VcpuRef,
+        fault: &GuestFault,
+        resolution: &Resolution,
+        fx: &mut impl Effects,
+    ) -> bool {
+        self.vcpus.get(vcpu).is_ok()
+            && fx
+                .resolve_guest_fault(thread, vcpu, fault, resolution)
+                .is_ok()
+    }
+}
+
+/// The fault handler's reply, if it is a well-formed `Fault` protocol reply.
+fn decode_reply(info: MessageInfo, body: &capvisor_ipc::abi::IpcBuffer) -> Option<Reply> {
+    let (_, payload) = split_header(body.payload(info)).ok()?;
+    decode_exact::<Reply>(payload).ok()
 }

@@ -31,12 +31,16 @@ use crate::stage2::{MemType, S2Access};
 pub struct Space {
     pub(super) vmid: Vmid,
     pub(super) caps: u32,
+    /// A VM (its threads run vCPUs at EL1), not a service space.
+    pub(super) vm: bool,
 }
 
-/// A vCPU (its execution comes with the VM work).
+/// A vCPU: the EL1 state the glue keeps for it, run by the thread it is bound to
+/// (`ThreadBindVcpu`, see `vcpu.rs`).
 #[derive(Debug, Clone)]
 pub struct Vcpu {
     pub(super) caps: u32,
+    pub(super) thread: Option<ThreadRef>,
 }
 
 /// The memory type with ABI code `code`: 0 Normal write-back, 1 Normal non-cacheable, 2
@@ -45,11 +49,12 @@ pub struct Vcpu {
 /// # Errors
 /// [`KernelError::InvalidArgument`] for any other code.
 pub fn memtype_from_code(code: u64) -> Result<MemType, KernelError> {
-    match code {
-        0 => Ok(MemType::NormalWriteBack),
-        1 => Ok(MemType::NormalNonCacheable),
-        2 => Ok(MemType::DeviceNgnre),
-        _ => Err(KernelError::InvalidArgument),
+    use capvisor_ipc::abi::MapMemType;
+    match MapMemType::from_code(code) {
+        Some(MapMemType::NormalWriteBack) => Ok(MemType::NormalWriteBack),
+        Some(MapMemType::NormalNonCacheable) => Ok(MemType::NormalNonCacheable),
+        Some(MapMemType::DeviceNgnre) => Ok(MemType::DeviceNgnre),
+        None => Err(KernelError::InvalidArgument),
     }
 }
 

@@ -18,11 +18,12 @@
 //! | IrqHandler | `IrqAck` | — |
 //! | Thread | `Resume`, `Suspend`; [`THREAD_CONFIGURE`] | see `tcb.rs` |
 //! | Thread | [`THREAD_BIND_NOTIFICATION`] | notification CPtr with `READ` (0: unbind) |
+//! | Thread, Vcpu, Frame, Vm | vCPU binding, registers, cache/TLB maintenance | see `vcpu.rs` |
 //!
 //! CNode mutations need `WRITE` on the CNode capability; `Retype` needs `WRITE` on the untyped. Too
 //! few argument words is [`KernelError::TruncatedMessage`]; an invocation the object does not
-//! support is [`KernelError::IllegalOperation`] (the vCPU and cache-maintenance invocations are not
-//! implemented yet and answer that too).
+//! support is [`KernelError::IllegalOperation`] (`VcpuInjectIrq` and `VcpuSetFaultEndpoint` are not
+//! implemented yet and answer that too: a vCPU's faults go to its thread's fault endpoint).
 
 use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo};
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
@@ -168,6 +169,22 @@ impl Kernel {
             }
             (Invocation::Suspend, Object::Thread(thread)) => {
                 self.suspend_thread(thread, cap.rights)?
+            }
+            (Invocation::ThreadBindVcpu, Object::Thread(thread)) => {
+                self.bind_vcpu(caller, thread, cap.rights, args)?
+            }
+            (Invocation::VcpuReadRegisters, Object::Vcpu(_)) => {
+                let value = self.vcpu_registers(cap, false, args, fx)?;
+                let mut results = Results::new();
+                // One word always fits the result registers.
+                let _ = results.push(value);
+                return Ok(results);
+            }
+            (Invocation::VcpuWriteRegisters, Object::Vcpu(_)) => {
+                self.vcpu_registers(cap, true, args, fx)?;
+            }
+            (Invocation::CacheMaintenance, Object::Frame(_) | Object::Vm(_)) => {
+                self.cache_maintenance(caller, cap, args, fx)?
             }
             _ => return Err(KernelError::IllegalOperation),
         }

@@ -62,6 +62,7 @@ mod tcb;
 pub mod thread;
 mod transfer;
 mod untyped;
+mod vcpu;
 
 #[cfg(test)]
 mod tests;
@@ -74,7 +75,7 @@ pub use boot::{RootBoot, RootDevice, RootLayout, RootRam};
 pub use capability::{
     Capability, DeviceAttributes, FrameCap, FrameSize, MemTypes, Object, ObjectType,
 };
-pub use effects::{Effects, UserBuffer, Vmid};
+pub use effects::{Effects, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
 pub use fault::FaultOutcome;
 pub use invoke::{THREAD_BIND_NOTIFICATION, THREAD_CONFIGURE};
 pub use irq::IrqOutcome;

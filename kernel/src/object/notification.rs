@@ -44,7 +44,7 @@ impl Notification {
 
 /// The label of a bound notification's word delivered by `Recv` (the largest label: no protocol
 /// or invocation uses it).
-pub const NOTIFICATION_LABEL: u64 = MessageInfo::MAX_LABEL;
+pub const NOTIFICATION_LABEL: u64 = capvisor_ipc::abi::BOUND_NOTIFICATION_LABEL;
 
 const DELIVERED: MessageInfo = match MessageInfo::new(NOTIFICATION_LABEL, 0, 0) {
     Ok(info) => info,

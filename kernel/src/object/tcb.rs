@@ -52,7 +52,10 @@ impl Kernel {
         let Object::CNode(cspace) = self.lookup(caller, CPtr::new(cspace))?.1.object else {
             return Err(KernelError::WrongType);
         };
-        let Object::AddressSpace(space) = self.lookup(caller, CPtr::new(space))?.1.object else {
+        // A thread in a VM runs the vCPU it is bound to (`ThreadBindVcpu`), never EL0 code.
+        let (Object::AddressSpace(space) | Object::Vm(space)) =
+            self.lookup(caller, CPtr::new(space))?.1.object
+        else {
             return Err(KernelError::WrongType);
         };
         let fault_endpoint = match fault {
@@ -138,6 +141,11 @@ impl Kernel {
         }
         // A thread runs only in a live address space: the glue never switches to one without.
         if t.space.is_none_or(|space| self.spaces.get(space).is_err()) {
+            return Err(KernelError::InvalidArgument);
+        }
+        // A VM's thread runs only with a vCPU; a service space's never has one.
+        let in_vm = t.space.is_some_and(|space| self.space_is_vm(space));
+        if in_vm != t.vcpu.is_some() {
             return Err(KernelError::InvalidArgument);
         }
         self.threads.get_mut(thread)?.fault = None;

@@ -6,10 +6,10 @@
 //! `BlockedNotification` → that notification's queue; any other state → no queue.
 
 use capvisor_ipc::cap::Badge;
-use capvisor_ipc::protocols::fault::ServiceFault;
+use capvisor_ipc::protocols::fault::{GuestFault, ServiceFault};
 use capvisor_ipc::types::Ipa;
 
-use super::arena::{Arena, CNodeRef, EndpointRef, NotificationRef, SpaceRef, ThreadRef};
+use super::arena::{Arena, CNodeRef, EndpointRef, NotificationRef, SpaceRef, ThreadRef, VcpuRef};
 use super::syscall::SyscallRegs;
 use super::{Kernel, MAX_THREADS};
 
@@ -49,7 +49,16 @@ pub(super) struct FaultRecord {
     /// Where it faulted.
     pub pc: u64,
     /// What happened.
-    pub fault: ServiceFault,
+    pub fault: FaultKind,
+}
+
+/// A service thread's fault, or its vCPU's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FaultKind {
+    /// The thread itself faulted at EL0.
+    Service(ServiceFault),
+    /// The vCPU it runs trapped to EL2.
+    Guest(GuestFault),
 }
 
 /// A thread control block.
@@ -75,6 +84,8 @@ pub struct Thread {
     pub(super) fault: Option<FaultRecord>,
     /// The notification bound to this thread (delivered through `Recv` on any endpoint).
     pub(super) bound: Option<NotificationRef>,
+    /// The vCPU this thread runs (its space is then a VM).
+    pub(super) vcpu: Option<VcpuRef>,
     pub(super) slice: u32,
     pub(super) next: u16,
     pub(super) prev: u16,
@@ -101,6 +112,7 @@ impl Thread {
             recv_can_grant: false,
             fault: None,
             bound: None,
+            vcpu: None,
             slice: 0,
             next: NIL,
             prev: NIL,
@@ -269,6 +281,11 @@ impl Kernel {
             self.wake_with_error(caller, capvisor_ipc::abi::KernelError::Cancelled);
         }
         self.unbind(thread);
+        if let Some(vcpu) = self.threads.get(thread).ok().and_then(|t| t.vcpu)
+            && let Ok(v) = self.vcpus.get_mut(vcpu)
+        {
+            v.thread = None;
+        }
         self.sched.forget(thread);
         self.threads.free(thread);
     }

@@ -17,7 +17,7 @@ use capvisor_ipc::abi::{IpcBuffer, KernelError, MAX_CAPS, MSG_REGS_IN_CPU, Messa
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
 use capvisor_ipc::protocol::{Generation, encode_request};
 use capvisor_ipc::protocols::fault::{Fault, Request};
-use capvisor_ipc::types::ThreadId;
+use capvisor_ipc::types::{ThreadId, VcpuId};
 
 use super::Kernel;
 use super::arena::{EndpointRef, ThreadRef};
@@ -25,7 +25,7 @@ use super::capability::{Capability, Object};
 use super::cspace::SlotId;
 use super::effects::{Effects, UserBuffer};
 use super::syscall::SyscallRegs;
-use super::thread::SendInfo;
+use super::thread::{FaultKind, SendInfo};
 
 const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;
 
@@ -93,13 +93,19 @@ impl Kernel {
         let t = self.threads.get(thread)?;
         if let Some(record) = t.fault {
             let mut body = IpcBuffer::default();
-            let thread_id = ThreadId::new(thread.index() as u32);
-            let request = Request::Service {
-                thread: thread_id,
-                pc: record.pc,
-                fault: record.fault,
+            let request = match record.fault {
+                FaultKind::Service(fault) => Request::Service {
+                    thread: ThreadId::new(thread.index() as u32),
+                    pc: record.pc,
+                    fault,
+                },
+                FaultKind::Guest(fault) => Request::Guest {
+                    vcpu: VcpuId::new(t.vcpu.map_or(u32::MAX, |v| v.index() as u32)),
+                    pc: record.pc,
+                    fault,
+                },
             };
-            // A service fault message is a few dozen bytes, far below the buffer's size.
+            // A fault message is at most about a hundred bytes, far below the buffer's size.
             let info = encode_request::<Fault>(&request, Generation::ANY, &[], &mut body)
                 .map_err(|_| KernelError::InvalidMessageInfo)?;
             return Ok(Message { info, body });

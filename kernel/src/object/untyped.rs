@@ -225,7 +225,14 @@ impl Kernel {
                 Object::Notification(self.notifications.alloc(Notification::new())?)
             }
             ObjectType::Thread => Object::Thread(self.threads.alloc(Thread::new())?),
-            ObjectType::Vcpu => Object::Vcpu(self.vcpus.alloc(Vcpu { caps: 0 })?),
+            ObjectType::Vcpu => {
+                let vcpu = self.vcpus.alloc(Vcpu {
+                    caps: 0,
+                    thread: None,
+                })?;
+                fx.vcpu_created(vcpu);
+                Object::Vcpu(vcpu)
+            }
             ObjectType::Untyped => {
                 let size = 1u64 << request.size_bits;
                 Object::Untyped(self.untyped.alloc(Untyped::new(
@@ -274,6 +281,7 @@ impl Kernel {
         let space = self.spaces.alloc(Space {
             vmid: super::Vmid::default(),
             caps: 0,
+            vm,
         })?;
         match fx.space_created(space, vm) {
             Ok(vmid) => {

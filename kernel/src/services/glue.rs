@@ -10,12 +10,14 @@
 
 use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
 use crate::arch::aarch64::gic;
-use crate::arch::aarch64::stage2::{AddressSpace, MapError, TablePages};
-use capvisor_ipc::abi::{IpcBuffer, KernelError};
+use crate::arch::aarch64::stage2::{AddressSpace, BLOCK_SIZE, MapError, TablePages};
+use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError};
+use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
-    Effects, MAX_SPACES, MAX_THREADS, SpaceRef, ThreadRef, UserBuffer, Vmid,
+    Effects, MAX_SPACES, MAX_THREADS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef,
+    UserBuffer, VcpuRef, Vmid,
 };
 use capvisor_kernel::stage2::{self, MemType, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
@@ -77,6 +79,8 @@ pub struct Glue {
     pub line_start: [bool; MAX_THREADS],
     /// Whether descriptors use the FEAT_S2FWB encoding.
     pub fwb: bool,
+    /// vCPU state, VM flags and per-VM counters.
+    pub guests: super::guest::Guests,
 }
 
 impl Glue {
@@ -91,6 +95,7 @@ impl Glue {
             names: [None; MAX_THREADS],
             line_start: [true; MAX_THREADS],
             fwb: false,
+            guests: super::guest::Guests::new(),
         }
     }
 
@@ -194,6 +199,13 @@ impl Effects for Glue {
             .get_mut(space.index())
             .and_then(Option::as_mut)
             .ok_or(KernelError::BadAddress)?;
+        if size == BLOCK_SIZE && (ipa.raw() | pa.raw()) & (BLOCK_SIZE - 1) == 0 {
+            table
+                .map_block(ipa.raw(), pa.raw(), attributes, tables)
+                .map_err(kernel_error)?;
+            self.guests.count(space, "map", ipa.raw(), size);
+            return Ok(());
+        }
         let pages = size / PAGE;
         for n in 0..pages {
             let offset = n * PAGE;
@@ -206,18 +218,23 @@ impl Effects for Glue {
                 return Err(kernel_error(error));
             }
         }
+        self.guests.count(space, "map", ipa.raw(), size);
         Ok(())
     }
 
     fn unmap(&mut self, space: SpaceRef, ipa: Ipa, size: u64) {
         if let Some(table) = self.space(space) {
-            for n in 0..size / PAGE {
-                table.unmap_page(ipa.raw() + n * PAGE);
+            // A 2 MiB frame was mapped as a block when aligned (see `map`), else page by page.
+            if !(size == BLOCK_SIZE && table.unmap_block(ipa.raw())) {
+                for n in 0..size / PAGE {
+                    table.unmap_page(ipa.raw() + n * PAGE);
+                }
             }
         }
+        self.guests.count(space, "unmap", ipa.raw(), size);
     }
 
-    fn space_created(&mut self, space: SpaceRef, _vm: bool) -> Result<Vmid, KernelError> {
+    fn space_created(&mut self, space: SpaceRef, vm: bool) -> Result<Vmid, KernelError> {
         let slot = self
             .spaces
             .get(space.index())
@@ -229,6 +246,8 @@ impl Effects for Glue {
         match AddressSpace::new(vmid, IPA_BITS, &mut self.tables) {
             Ok(table) => {
                 self.spaces[space.index()] = Some(table);
+                self.guests.is_vm[space.index()] = vm;
+                self.guests.stats[space.index()] = super::guest::VmStats::default();
                 Ok(Vmid::new(vmid))
             }
             Err(_) => {
@@ -300,5 +319,32 @@ impl Effects for Glue {
 
     fn irq_ack(&mut self, intid: u32) {
         gic::set_enabled(intid, true);
+    }
+
+    fn vcpu_created(&mut self, vcpu: VcpuRef) {
+        *self.guests.state_mut(vcpu) = crate::arch::aarch64::vcpu::El1State::RESET;
+    }
+
+    fn vcpu_register(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        access: RegisterAccess,
+    ) -> Result<u64, KernelError> {
+        self.guest_register(thread, vcpu, access)
+    }
+
+    fn resolve_guest_fault(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        fault: &GuestFault,
+        resolution: &Resolution,
+    ) -> Result<(), KernelError> {
+        self.guest_resolve(thread, vcpu, fault, resolution)
+    }
+
+    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget) {
+        self.guest_maintenance(op, target);
     }
 }

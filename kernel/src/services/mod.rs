@@ -21,6 +21,7 @@
 
 mod glue;
 mod grants;
+mod guest;
 mod loader;
 mod spawn;
 mod trap;
@@ -330,6 +331,12 @@ pub fn start(ps: u64, vmid16: bool, fwb: bool, count: usize) -> ! {
     println!("capvisor: starting {count} service(s) at EL0");
     crate::arch::aarch64::gic::start_slice();
     trap::schedule()
+}
+
+/// Turns on the per-VM trace of mapping and maintenance operations (`capvisor.trace=1`).
+pub fn set_trace(on: bool) {
+    let (_, glue) = state();
+    glue.guests.trace = on;
 }
 
 /// HCR_EL2 for services.

@@ -10,6 +10,7 @@
 //! - `DebugHalt` (13): stops the system with status `x0` (0 success), for test images.
 
 use super::glue::Glue;
+use super::guest;
 use super::{SYS_DEBUG_HALT, SYS_DEBUG_WRITE, hcr, state};
 use crate::arch::aarch64::el0::{self, ThreadContext};
 use crate::arch::aarch64::gic::{self, Interrupt};
@@ -19,7 +20,7 @@ use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr;
 use capvisor_kernel::object::{
-    FaultOutcome, IrqOutcome, Kernel, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
+    FaultOutcome, IrqOutcome, Kernel, MAX_SPACES, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
 };
 use capvisor_kernel::stage2::S2Access;
 use core::arch::asm;
@@ -66,8 +67,9 @@ pub fn schedule() -> ! {
 
 /// Waits for an interrupt with nothing to run, and hands it to the kernel.
 fn idle() {
-    let (kernel, _) = state();
+    let (kernel, glue) = state();
     if !kernel.interrupts_deliver() {
+        glue.guests.report();
         println!("capvisor: no service left to run");
         exit::success()
     }
@@ -92,18 +94,28 @@ fn enter(thread: ThreadRef) -> ! {
         let pc = glue.context(thread).pc;
         fault(kernel, glue, thread, (0, 0), pc)
     };
+    // A vCPU's thread enters its guest at EL1 with the vCPU's EL1 state loaded and the guest's
+    // HCR_EL2; a service's returns to EL0.
+    let hcr = match kernel.thread_vcpu(thread) {
+        Some(vcpu) => {
+            glue.guests.load(vcpu);
+            guest_hcr()
+        }
+        None => hcr(),
+    };
     let context: *mut ThreadContext = glue.context(thread);
     let record = smp::per_cpu();
     // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 are set for the thread
-    // (VM+TGE+DC, its space's VMID and tables) before its context is restored by ERET, and its
-    // exceptions are saved into the same context (PerCpu.current).
+    // (a service's VM+TGE+DC or a guest's flags, its space's VMID and tables) before its context
+    // is restored by ERET, and its exceptions are saved into the same context (PerCpu.current).
+    // The context's SPSR is EL0t for a service and a mode the kernel validated for a vCPU.
     unsafe {
         (*record).current = context;
         asm!(
             "msr hcr_el2, {hcr}",
             "msr vttbr_el2, {vttbr}",
             "isb",
-            hcr = in(reg) hcr(),
+            hcr = in(reg) hcr,
             vttbr = in(reg) vttbr,
             options(nostack, preserves_flags)
         );
@@ -137,6 +149,9 @@ extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) ->
         schedule()
     };
     let (esr, far) = esr_far();
+    if kernel.thread_vcpu(thread).is_some() {
+        guest_exit(kernel, glue, thread, kind, (esr, far))
+    }
     if kind == KIND_SYNC && esr::class(esr) == EC_SVC64 {
         syscall(kernel, glue, thread)
     }
@@ -145,6 +160,43 @@ extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) ->
     }
     let pc = glue.context(thread).pc;
     fault(kernel, glue, thread, (esr, far), pc)
+}
+
+/// An exception from a guest: interrupts are the kernel's (the tick preempts the vCPU like any
+/// thread); everything else goes to the vCPU thread's fault endpoint, its VMM.
+fn guest_exit(
+    kernel: &mut Kernel,
+    glue: &mut Glue,
+    thread: ThreadRef,
+    kind: u64,
+    (esr, far): (u64, u64),
+) -> ! {
+    if kind == KIND_IRQ {
+        follow(interrupt(kernel), thread)
+    }
+    let context = glue.context(thread);
+    let pc = context.pc;
+    let mut x = [0; 8];
+    x.copy_from_slice(&context.x[..8]);
+    let hpfar = crate::arch::aarch64::vcpu::hpfar();
+    let fault = guest::exit_fault(esr, far, hpfar, &x);
+    if let Some(space) = kernel.thread_space(thread).ok().flatten() {
+        glue.guests.stats[space.index() % MAX_SPACES].exits += 1;
+    }
+    let (outcome, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
+    if outcome == FaultOutcome::NoHandler {
+        console::print(format_args!(
+            "capvisor: a vCPU (thread {}) has no VMM and was stopped: {}; pc={pc:#x}\n",
+            thread.index(),
+            esr::Decoded(esr),
+        ));
+    }
+    follow(schedule, thread)
+}
+
+/// HCR_EL2 for a guest: the guest flags, plus FWB when the descriptors use its encoding.
+fn guest_hcr() -> u64 {
+    crate::arch::aarch64::vcpu::HCR_GUEST | (hcr() & (1 << 46))
 }
 
 /// Takes the pending interrupt: a tick charges the running thread's slice; another interrupt is
@@ -177,6 +229,7 @@ fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
         }
         SYS_DEBUG_HALT => {
             let name = name(glue, thread);
+            glue.guests.report();
             println!("capvisor: service '{name}' halted the system with status {x0}");
             if x0 == 0 {
                 exit::success()

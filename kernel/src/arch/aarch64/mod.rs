@@ -8,3 +8,4 @@ pub mod exceptions;
 pub mod gic;
 pub mod mmu;
 pub mod stage2;
+pub mod vcpu;

@@ -14,6 +14,8 @@ use capvisor_kernel::stage2::{self, BLOCK, OA_MASK, PAGE, TABLE};
 use core::arch::asm;
 
 const ENTRIES: usize = 512;
+/// A level-2 block (4K granule).
+pub const BLOCK_SIZE: u64 = 2 << 20;
 
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,25 +80,29 @@ impl AddressSpace {
         stage2::vttbr(self.root, self.vmid)
     }
 
-    /// The leaf entry for `ipa`, creating tables on the way when `memory` is given.
-    fn leaf<P: TablePages>(
+    /// The entry for `ipa` at `level` (2: a 2 MiB block, 3: a page), creating tables on the way
+    /// when `memory` is given. Without `memory`, a block found above `level` is returned with its
+    /// level (a lookup); with it, a block in the way is [`MapError::AlreadyMapped`].
+    fn entry<P: TablePages>(
         &mut self,
         ipa: u64,
+        level: u8,
         mut memory: Option<&mut P>,
-    ) -> Result<*mut u64, MapError> {
+    ) -> Result<(*mut u64, u8), MapError> {
         if ipa >> self.ipa_bits != 0 || ipa & 0xfff != 0 {
             return Err(MapError::BadAddress);
         }
         let mut current = self.root;
-        for level in stage2::start_level(self.ipa_bits)..3 {
+        for walk in stage2::start_level(self.ipa_bits)..level {
             // SAFETY: `current` is a table page of this space (the root, or a table descriptor's
             // output address that we wrote); the index is below 512.
-            let entry = unsafe { table(current).add(stage2::table_index(ipa, level)) };
+            let entry = unsafe { table(current).add(stage2::table_index(ipa, walk)) };
             // SAFETY: `entry` points into a table page owned by this space.
             let value = unsafe { entry.read_volatile() };
             current = match value & 3 {
                 TABLE => value & OA_MASK,
-                BLOCK => return Err(MapError::AlreadyMapped),
+                BLOCK if memory.is_some() => return Err(MapError::AlreadyMapped),
+                BLOCK => return Ok((entry, walk)),
                 _ => {
                     let memory = memory.as_deref_mut().ok_or(MapError::BadAddress)?;
                     let next = zeroed_page(memory)?;
@@ -106,8 +112,36 @@ impl AddressSpace {
                 }
             };
         }
-        // SAFETY: `current` is a level-3 table of this space.
-        Ok(unsafe { table(current).add(stage2::table_index(ipa, 3)) })
+        // SAFETY: `current` is a table of this space at `level`.
+        Ok((
+            unsafe { table(current).add(stage2::table_index(ipa, level)) },
+            level,
+        ))
+    }
+
+    /// Writes a leaf at `level` (2: block, 3: page) into an invalid entry.
+    fn map_leaf(
+        &mut self,
+        (ipa, pa): (u64, u64),
+        level: u8,
+        attributes: u64,
+        memory: &mut impl TablePages,
+    ) -> Result<(), MapError> {
+        let (entry, _) = self.entry(ipa, level, Some(memory))?;
+        // SAFETY: `entry` is an entry of this space at `level`. A table there (pages mapped or
+        // once mapped below a block-sized range) is not overwritten: that would need the
+        // break-before-make of a table, so it is refused like a live mapping.
+        if unsafe { entry.read_volatile() } & 1 != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        let kind = if level == 3 { PAGE } else { BLOCK };
+        // SAFETY: as above. Mapping into an invalid entry needs no TLB maintenance; the DSB
+        // makes the descriptor visible to the walker before the space is used.
+        unsafe {
+            entry.write_volatile((pa & OA_MASK) | attributes | kind);
+            asm!("dsb ishst", options(nostack, preserves_flags));
+        }
+        Ok(())
     }
 
     /// Maps the 4K page at `ipa` to `pa` with the leaf attribute bits `attributes`.
@@ -122,36 +156,50 @@ impl AddressSpace {
         attributes: u64,
         memory: &mut impl TablePages,
     ) -> Result<(), MapError> {
-        let entry = self.leaf(ipa, Some(memory))?;
-        // SAFETY: `entry` is a level-3 entry of this space.
-        if unsafe { entry.read_volatile() } & 1 != 0 {
-            return Err(MapError::AlreadyMapped);
-        }
-        // SAFETY: as above. Mapping into an invalid entry needs no TLB maintenance; the DSB
-        // makes the descriptor visible to the walker before the space is used.
-        unsafe {
-            entry.write_volatile((pa & OA_MASK) | attributes | PAGE);
-            asm!("dsb ishst", options(nostack, preserves_flags));
-        }
-        Ok(())
+        self.map_leaf((ipa, pa), 3, attributes, memory)
     }
 
-    /// The output address `ipa`'s page maps to, if mapped.
+    /// Maps the 2 MiB block at `ipa` (2 MiB aligned, as `pa` must be) with a level-2 block
+    /// descriptor (Arm ARM D8.3.1, 4K granule: a level-2 block maps 2 MiB).
+    ///
+    /// # Errors
+    ///
+    /// [`MapError::BadAddress`] when either address is not 2 MiB aligned; as [`Self::map_page`].
+    pub fn map_block(
+        &mut self,
+        ipa: u64,
+        pa: u64,
+        attributes: u64,
+        memory: &mut impl TablePages,
+    ) -> Result<(), MapError> {
+        if (ipa | pa) & (BLOCK_SIZE - 1) != 0 {
+            return Err(MapError::BadAddress);
+        }
+        self.map_leaf((ipa, pa), 2, attributes, memory)
+    }
+
+    /// The valid leaf descriptor covering `ipa` and the size it maps, if any.
+    fn lookup(&mut self, ipa: u64) -> Option<(u64, u64)> {
+        let (entry, level) = self.entry::<MemoryMap>(ipa & !0xfff, 3, None).ok()?;
+        // SAFETY: `entry` is a valid-level entry of this space.
+        let value = unsafe { entry.read_volatile() };
+        let size = if level == 3 { 0x1000 } else { BLOCK_SIZE };
+        let leaf = if level == 3 { PAGE } else { BLOCK };
+        (value & 3 == leaf).then_some((value, size))
+    }
+
+    /// The output address `ipa` maps to, if mapped.
     #[must_use]
     pub fn translate(&mut self, ipa: u64) -> Option<u64> {
-        let entry = self.leaf::<MemoryMap>(ipa & !0xfff, None).ok()?;
-        // SAFETY: `entry` is a level-3 entry of this space.
-        let value = unsafe { entry.read_volatile() };
-        (value & 3 == PAGE).then_some((value & OA_MASK) | (ipa & 0xfff))
+        let (value, size) = self.lookup(ipa)?;
+        Some((value & OA_MASK & !(size - 1)) | (ipa & (size - 1)))
     }
 
-    /// The access a mapped page at `ipa` allows.
+    /// The access a mapping at `ipa` allows.
     #[must_use]
     pub fn access(&mut self, ipa: u64) -> Option<stage2::S2Access> {
-        let entry = self.leaf::<MemoryMap>(ipa & !0xfff, None).ok()?;
-        // SAFETY: `entry` is a level-3 entry of this space.
-        let value = unsafe { entry.read_volatile() };
-        (value & 3 == PAGE).then(|| stage2::S2Access {
+        let (value, _) = self.lookup(ipa)?;
+        Some(stage2::S2Access {
             read: value & (1 << 6) != 0,
             write: value & (1 << 7) != 0,
             exec: (value >> 53) & 3 != 0b10,
@@ -160,11 +208,22 @@ impl AddressSpace {
 
     /// Unmaps the page at `ipa`, if mapped, and invalidates the TLB for it before returning.
     pub fn unmap_page(&mut self, ipa: u64) -> bool {
-        let Ok(entry) = self.leaf::<MemoryMap>(ipa, None) else {
+        self.unmap_leaf(ipa, 3)
+    }
+
+    /// Unmaps the 2 MiB block at `ipa`, if mapped, and invalidates the TLB for it before
+    /// returning.
+    pub fn unmap_block(&mut self, ipa: u64) -> bool {
+        self.unmap_leaf(ipa, 2)
+    }
+
+    fn unmap_leaf(&mut self, ipa: u64, level: u8) -> bool {
+        let Ok((entry, found)) = self.entry::<MemoryMap>(ipa, level, None) else {
             return false;
         };
-        // SAFETY: `entry` is a level-3 entry of this space.
-        if unsafe { entry.read_volatile() } & 1 == 0 {
+        let leaf = if level == 3 { PAGE } else { BLOCK };
+        // SAFETY: `entry` is an entry of this space.
+        if found != level || unsafe { entry.read_volatile() } & 3 != leaf {
             return false;
         }
         // SAFETY: break: the entry becomes invalid; the DSB orders it before the TLBI.
@@ -172,8 +231,16 @@ impl AddressSpace {
             entry.write_volatile(0);
             asm!("dsb ishst", options(nostack, preserves_flags));
         }
+        // One TLBI by IPA removes a block's entry too (any address inside it).
         self.invalidate_ipa(ipa);
         true
+    }
+
+    /// Invalidates the TLB entries of `[ipa, ipa + size)` for this space's VMID, page by page.
+    pub fn invalidate_range(&self, ipa: u64, size: u64) {
+        for page in (0..size / 0x1000).map(|n| ipa + n * 0x1000) {
+            self.invalidate_ipa(page);
+        }
     }
 
     /// Calls `each` with every table page of this space (the root last), for a space being

@@ -9,6 +9,7 @@ mod ipc;
 mod props;
 mod sched;
 mod syscalls;
+mod vcpus;
 
 use capvisor_ipc::abi::{Invocation, KernelError, MessageInfo, Syscall};
 use capvisor_ipc::cap::{ObjectKind, Rights};

@@ -1,0 +1,279 @@
+//! A vCPU's EL1 state and the world switch's register work: saving and restoring the EL1 system
+//! registers, the virtual timer, CNTVOFF_EL2 and FP/SIMD.
+//!
+//! The switch is lazy: the CPU keeps the last guest's EL1 state loaded while EL0 services run
+//! (services run with HCR_EL2.TGE = 1 and E2H = 0, so EL1 is never entered and its registers are
+//! not used by them; Arm ARM D1.6 "Effective value of HCR_EL2.TGE"), and it is saved only when
+//! another vCPU is entered or the kernel needs the state in memory (register access, abort
+//! injection). The registers are those a guest at EL1 owns in the EL1&0 regime: the list of
+//! KVM/arm64's `sys_regs` context for a non-VHE host, minus what capvisor traps or does not expose
+//! (debug, PMU, pointer authentication, MTE, SVE).
+
+use core::arch::{asm, global_asm};
+
+/// SCTLR_EL1 at reset: its RES1 bits (29, 28, 23, 22, 20, 11) with the MMU and caches off
+/// (Arm ARM D24.2.161, SCTLR_EL1; KVM uses the same value).
+pub const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+/// PSTATE at reset: EL1h with D, A, I and F masked.
+pub const PSTATE_RESET: u64 = 0x3c5;
+
+/// A vCPU's EL1 system registers, timer and FP/SIMD state while it is not loaded.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug)]
+pub struct El1State {
+    /// Q0–Q31 (as pairs of u64, low first).
+    pub fpsimd: [u64; 64],
+    /// FPCR, FPSR.
+    pub fpcr: u64,
+    /// FPSR.
+    pub fpsr: u64,
+    /// The system registers, in [`SYSREGS`] order.
+    pub sys: [u64; SYSREG_COUNT],
+}
+
+/// Indices into [`El1State::sys`] (the save/restore code stores them in this order, by offset).
+#[allow(
+    dead_code,
+    reason = "every index documents the layout; the assembly uses offsets"
+)]
+pub mod sys {
+    pub const SCTLR: usize = 0;
+    pub const TTBR0: usize = 1;
+    pub const TTBR1: usize = 2;
+    pub const TCR: usize = 3;
+    pub const MAIR: usize = 4;
+    pub const AMAIR: usize = 5;
+    pub const VBAR: usize = 6;
+    pub const CONTEXTIDR: usize = 7;
+    pub const TPIDR_EL1: usize = 8;
+    pub const TPIDR_EL0: usize = 9;
+    pub const TPIDRRO_EL0: usize = 10;
+    pub const SP_EL1: usize = 11;
+    pub const ELR: usize = 12;
+    pub const SPSR: usize = 13;
+    pub const ESR: usize = 14;
+    pub const FAR: usize = 15;
+    pub const AFSR0: usize = 16;
+    pub const AFSR1: usize = 17;
+    pub const PAR: usize = 18;
+    pub const CPACR: usize = 19;
+    pub const CNTKCTL: usize = 20;
+    pub const CSSELR: usize = 21;
+    pub const CNTV_CTL: usize = 22;
+    pub const CNTV_CVAL: usize = 23;
+    pub const CNTVOFF: usize = 24;
+}
+
+/// Number of saved system registers.
+pub const SYSREG_COUNT: usize = 25;
+
+const _: () = assert!(size_of::<El1State>() == (64 + 2 + SYSREG_COUNT) * 8 + 8);
+
+impl El1State {
+    /// The reset state: everything zero but SCTLR_EL1's RES1 bits.
+    pub const RESET: Self = {
+        let mut sys = [0; SYSREG_COUNT];
+        sys[sys::SCTLR] = SCTLR_EL1_RESET;
+        Self {
+            fpsimd: [0; 64],
+            fpcr: 0,
+            fpsr: 0,
+            sys,
+        }
+    };
+}
+
+// The save and restore sequences. System registers are stored in `sys` order; `.arch_extension
+// fp` lets the kernel (built soft-float) name the FP/SIMD registers here, and only here.
+global_asm!(
+    r#"
+    .section .text.vcpu, "ax"
+    .arch_extension fp
+    .arch_extension simd
+
+    /* vcpu_save(state: *mut El1State) */
+    .global vcpu_save
+vcpu_save:
+    stp     q0, q1, [x0, #0]
+    stp     q2, q3, [x0, #32]
+    stp     q4, q5, [x0, #64]
+    stp     q6, q7, [x0, #96]
+    stp     q8, q9, [x0, #128]
+    stp     q10, q11, [x0, #160]
+    stp     q12, q13, [x0, #192]
+    stp     q14, q15, [x0, #224]
+    stp     q16, q17, [x0, #256]
+    stp     q18, q19, [x0, #288]
+    stp     q20, q21, [x0, #320]
+    stp     q22, q23, [x0, #352]
+    stp     q24, q25, [x0, #384]
+    stp     q26, q27, [x0, #416]
+    stp     q28, q29, [x0, #448]
+    stp     q30, q31, [x0, #480]
+    mrs     x1, fpcr
+    mrs     x2, fpsr
+    stp     x1, x2, [x0, #512]
+    add     x0, x0, #528
+    mrs     x1, sctlr_el1
+    mrs     x2, ttbr0_el1
+    stp     x1, x2, [x0, #0]
+    mrs     x1, ttbr1_el1
+    mrs     x2, tcr_el1
+    stp     x1, x2, [x0, #16]
+    mrs     x1, mair_el1
+    mrs     x2, amair_el1
+    stp     x1, x2, [x0, #32]
+    mrs     x1, vbar_el1
+    mrs     x2, contextidr_el1
+    stp     x1, x2, [x0, #48]
+    mrs     x1, tpidr_el1
+    mrs     x2, tpidr_el0
+    stp     x1, x2, [x0, #64]
+    mrs     x1, tpidrro_el0
+    mrs     x2, sp_el1
+    stp     x1, x2, [x0, #80]
+    mrs     x1, elr_el1
+    mrs     x2, spsr_el1
+    stp     x1, x2, [x0, #96]
+    mrs     x1, esr_el1
+    mrs     x2, far_el1
+    stp     x1, x2, [x0, #112]
+    mrs     x1, afsr0_el1
+    mrs     x2, afsr1_el1
+    stp     x1, x2, [x0, #128]
+    mrs     x1, par_el1
+    mrs     x2, cpacr_el1
+    stp     x1, x2, [x0, #144]
+    mrs     x1, cntkctl_el1
+    mrs     x2, csselr_el1
+    stp     x1, x2, [x0, #160]
+    mrs     x1, cntv_ctl_el0
+    mrs     x2, cntv_cval_el0
+    stp     x1, x2, [x0, #176]
+    mrs     x1, cntvoff_el2
+    str     x1, [x0, #192]
+    /* The guest's virtual timer must not fire for it while it is out. */
+    msr     cntv_ctl_el0, xzr
+    isb
+    ret
+
+    /* vcpu_restore(state: *const El1State) */
+    .global vcpu_restore
+vcpu_restore:
+    ldp     q0, q1, [x0, #0]
+    ldp     q2, q3, [x0, #32]
+    ldp     q4, q5, [x0, #64]
+    ldp     q6, q7, [x0, #96]
+    ldp     q8, q9, [x0, #128]
+    ldp     q10, q11, [x0, #160]
+    ldp     q12, q13, [x0, #192]
+    ldp     q14, q15, [x0, #224]
+    ldp     q16, q17, [x0, #256]
+    ldp     q18, q19, [x0, #288]
+    ldp     q20, q21, [x0, #320]
+    ldp     q22, q23, [x0, #352]
+    ldp     q24, q25, [x0, #384]
+    ldp     q26, q27, [x0, #416]
+    ldp     q28, q29, [x0, #448]
+    ldp     q30, q31, [x0, #480]
+    ldp     x1, x2, [x0, #512]
+    msr     fpcr, x1
+    msr     fpsr, x2
+    add     x0, x0, #528
+    ldp     x1, x2, [x0, #0]
+    msr     sctlr_el1, x1
+    msr     ttbr0_el1, x2
+    ldp     x1, x2, [x0, #16]
+    msr     ttbr1_el1, x1
+    msr     tcr_el1, x2
+    ldp     x1, x2, [x0, #32]
+    msr     mair_el1, x1
+    msr     amair_el1, x2
+    ldp     x1, x2, [x0, #48]
+    msr     vbar_el1, x1
+    msr     contextidr_el1, x2
+    ldp     x1, x2, [x0, #64]
+    msr     tpidr_el1, x1
+    msr     tpidr_el0, x2
+    ldp     x1, x2, [x0, #80]
+    msr     tpidrro_el0, x1
+    msr     sp_el1, x2
+    ldp     x1, x2, [x0, #96]
+    msr     elr_el1, x1
+    msr     spsr_el1, x2
+    ldp     x1, x2, [x0, #112]
+    msr     esr_el1, x1
+    msr     far_el1, x2
+    ldp     x1, x2, [x0, #128]
+    msr     afsr0_el1, x1
+    msr     afsr1_el1, x2
+    ldp     x1, x2, [x0, #144]
+    msr     par_el1, x1
+    msr     cpacr_el1, x2
+    ldp     x1, x2, [x0, #160]
+    msr     cntkctl_el1, x1
+    msr     csselr_el1, x2
+    ldr     x1, [x0, #192]
+    msr     cntvoff_el2, x1
+    ldp     x1, x2, [x0, #176]
+    msr     cntv_cval_el0, x2
+    msr     cntv_ctl_el0, x1
+    isb
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn vcpu_save(state: *mut El1State);
+    fn vcpu_restore(state: *const El1State);
+}
+
+/// Saves the CPU's EL1 state into `state`.
+pub fn save(state: &mut El1State) {
+    // SAFETY: reads EL1 system and FP/SIMD registers (accessible at EL2) into `state`, and
+    // disables the virtual timer (the guest's copy of CNTV_CTL is saved first).
+    unsafe { vcpu_save(state) }
+}
+
+/// Loads `state` into the CPU's EL1 registers.
+pub fn restore(state: &El1State) {
+    // SAFETY: writes EL1 system and FP/SIMD registers, which only the EL1&0 regime uses; the
+    // caller enters the guest next (or keeps the state loaded while EL0 services run with TGE).
+    unsafe { vcpu_restore(state) }
+}
+
+/// HCR_EL2 for a guest (Arm ARM D24.2.48): RW (EL1 is AArch64), VM (stage 2), SWIO, PTW (a
+/// stage-1 walk to device memory faults), FMO/IMO/AMO (physical interrupts and SErrors to EL2,
+/// virtual ones to the guest), FB and BSU = inner shareable (broadcast TLB and barrier scope),
+/// TWI/TWE (WFI and WFE trap, so an idle guest yields), TSC (SMC traps: PSCI through the VMM),
+/// TSW (set/way cache maintenance traps: it cannot work under virtualization, Arm ARM D7.5.9),
+/// TIDCP (implementation-defined registers trap). Plus FWB (bit 46) when the stage-2 descriptors
+/// use the FEAT_S2FWB encoding.
+pub const HCR_GUEST: u64 = (1 << 31)
+    | (1 << 22)
+    | (1 << 20)
+    | (1 << 19)
+    | (1 << 14)
+    | (1 << 13)
+    | (0b01 << 10)
+    | (1 << 9)
+    | (1 << 5)
+    | (1 << 4)
+    | (1 << 3)
+    | (1 << 2)
+    | (1 << 1)
+    | 1;
+
+/// HPFAR_EL2: the faulting IPA's page, for stage-2 faults (Arm ARM D24.2.57: FIPA holds
+/// IPA[51:12] in bits [43:4] (with FEAT_LPA, [47:4] for 52 bits)).
+pub fn hpfar() -> u64 {
+    let value: u64;
+    // SAFETY: reading a syndrome register has no side effects.
+    unsafe { asm!("mrs {}, hpfar_el2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// The faulting IPA from HPFAR_EL2 and FAR_EL2's offset within the page.
+pub fn fault_ipa(hpfar: u64, far: u64) -> u64 {
+    (((hpfar >> 4) & ((1 << 44) - 1)) << 12) | (far & 0xfff)
+}

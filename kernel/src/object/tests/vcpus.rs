@@ -1,0 +1,313 @@
+//! vCPUs: binding to a thread in a VM, guest faults to the VMM and their resolutions, registers,
+//! and cache/TLB maintenance checks.
+
+use capvisor_ipc::abi::{CacheOp, Invocation, IpcBuffer, KernelError, MessageInfo, Syscall};
+use capvisor_ipc::cap::ObjectKind;
+use capvisor_ipc::protocol::{Generation, decode_request, encode_reply};
+use capvisor_ipc::protocols::fault::{self, GuestFault, RegisterWrite, Resolution};
+use capvisor_ipc::types::Ipa;
+
+use super::*;
+use crate::object::thread::ThreadState;
+use crate::object::{FaultOutcome, MaintenanceTarget};
+
+const EP: u64 = FREE;
+const FAULT_EP: u64 = FREE + 1;
+const VM: u64 = FREE + 2;
+const VCPU: u64 = FREE + 3;
+const THREAD: u64 = FREE + 4;
+const FRAME: u64 = FREE + 5;
+
+/// A VM with one vCPU run by a thread whose faults go to `EP` with badge 5; returns the thread.
+fn guest() -> (World, ThreadRef) {
+    let mut w = World::new();
+    w.retype(World::kind(ObjectKind::Endpoint), 0, EP, 1)
+        .unwrap();
+    w.invoke(
+        RootLayout::CNODE,
+        Invocation::Mint,
+        &[FAULT_EP, EP, 0x1f, 5],
+    )
+    .unwrap();
+    w.retype(World::kind(ObjectKind::Vm), 0, VM, 1).unwrap();
+    w.retype(World::kind(ObjectKind::Vcpu), 0, VCPU, 1).unwrap();
+    w.retype(World::kind(ObjectKind::Thread), 0, THREAD, 1)
+        .unwrap();
+    let args = [0x4020_0000, 0, 0, 100, RootLayout::CNODE, VM, FAULT_EP];
+    w.invoke_as(w.root, THREAD, THREAD_CONFIGURE, &args)
+        .unwrap();
+    // Not bound yet: a thread in a VM cannot run.
+    assert_eq!(
+        w.invoke(THREAD, Invocation::Resume, &[]),
+        Err(KernelError::InvalidArgument)
+    );
+    w.invoke(THREAD, Invocation::ThreadBindVcpu, &[VCPU])
+        .unwrap();
+    w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
+    let Object::Thread(thread) = w.cap(THREAD).unwrap().object else {
+        unreachable!()
+    };
+    (w, thread)
+}
+
+fn message(regs: &SyscallRegs, buffer: &IpcBuffer) -> IpcBuffer {
+    let mut message = buffer.clone();
+    message.msg[..4].copy_from_slice(&regs.words());
+    message
+}
+
+/// The root receives the guest's fault; returns the decoded request.
+fn receive(w: &mut World) -> fault::Request {
+    let (regs, _) = w.syscall(w.root, Syscall::Recv, EP, info(0, 0, 0), [0; 4]);
+    let regs = match regs.error_code() {
+        None if regs.0[0] == 5 => regs,
+        _ => w.k.take_syscall_result(w.root).unwrap(),
+    };
+    assert_eq!(regs.0[0], 5, "the fault carries the vCPU thread's badge");
+    let root = w.root;
+    let body = message(&regs, w.fx.buffer(root));
+    let info = MessageInfo::decode(regs.info()).unwrap();
+    decode_request::<fault::Fault>(info, &body, Generation::new(1))
+        .unwrap()
+        .0
+}
+
+fn reply(w: &mut World, reply: &fault::Reply) {
+    let root = w.root;
+    let buffer = w.fx.buffer(root);
+    let info = encode_reply::<fault::Fault>(Ok(reply), &[], Generation::new(1), buffer);
+    let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
+    w.syscall(w.root, Syscall::Reply, 0, info, words);
+}
+
+#[test]
+fn binding_needs_an_inactive_thread_in_a_vm_and_a_free_vcpu() {
+    let (mut w, _thread) = guest();
+    // Already bound (and running): refused.
+    assert_eq!(
+        w.invoke(THREAD, Invocation::ThreadBindVcpu, &[VCPU]),
+        Err(KernelError::IllegalOperation)
+    );
+    // A thread in a service space cannot take a vCPU.
+    w.retype(World::kind(ObjectKind::Thread), 0, FREE + 10, 1)
+        .unwrap();
+    let args = [
+        0x2000,
+        0x9000,
+        0,
+        100,
+        RootLayout::CNODE,
+        RootLayout::SPACE,
+        0,
+    ];
+    w.invoke_as(w.root, FREE + 10, THREAD_CONFIGURE, &args)
+        .unwrap();
+    w.retype(World::kind(ObjectKind::Vcpu), 0, FREE + 11, 1)
+        .unwrap();
+    assert_eq!(
+        w.invoke(FREE + 10, Invocation::ThreadBindVcpu, &[FREE + 11]),
+        Err(KernelError::IllegalOperation)
+    );
+    // Not a vCPU.
+    assert_eq!(
+        w.invoke(FREE + 10, Invocation::ThreadBindVcpu, &[EP]),
+        Err(KernelError::WrongType)
+    );
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn a_guest_hvc_goes_to_the_vmm_and_its_emulation_reply_resumes_the_vcpu() {
+    let (mut w, thread) = guest();
+    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    let hvc = GuestFault::Hvc {
+        imm: 0,
+        args: [0x8400_0000, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let (outcome, _) = w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
+    assert_eq!(outcome, FaultOutcome::Sent);
+    let request = receive(&mut w);
+    assert_eq!(
+        request,
+        fault::Request::Guest {
+            vcpu: capvisor_ipc::types::VcpuId::new(vcpu.index() as u32),
+            pc: 0x4020_0010,
+            fault: hvc
+        }
+    );
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::BlockedReply));
+    let mut writes = heapless::Vec::new();
+    writes
+        .push(RegisterWrite {
+            register: fault::GpRegister::new(0).unwrap(),
+            value: 0x1_0001,
+        })
+        .unwrap();
+    let resolution = Resolution::Emulate {
+        writes,
+        advance_pc: true,
+    };
+    reply(&mut w, &fault::Reply::Guest(Ok(resolution)));
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    assert_eq!(w.fx.resolutions, 1);
+    // x0 written; an HVC's PC already points past it, so it is not advanced.
+    assert_eq!(w.fx.vcpu_regs[vcpu.index()], (0, 0x1_0001));
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn a_refused_or_unhandled_resolution_leaves_the_vcpu_stopped() {
+    let (mut w, thread) = guest();
+    let wait = GuestFault::Wait { event: false };
+    w.k.handle_guest_fault(thread, 0x4020_0000, wait, &mut *w.fx);
+    receive(&mut w);
+    reply(
+        &mut w,
+        &fault::Reply::Guest(Err(fault::FaultError::Unhandled)),
+    );
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
+    // The VMM may restart it; then a resolution the glue refuses stops it again.
+    w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
+    w.fx.refuse_resolution = true;
+    w.k.handle_guest_fault(thread, 0x4020_0000, wait, &mut *w.fx);
+    receive(&mut w);
+    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::Resume)));
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
+    // A service resolution for a guest fault is no resolution either.
+    w.fx.refuse_resolution = false;
+    w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
+    w.k.handle_guest_fault(thread, 0x4020_0000, wait, &mut *w.fx);
+    receive(&mut w);
+    reply(
+        &mut w,
+        &fault::Reply::Service(Ok(fault::ServiceResolution::Resume)),
+    );
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn vcpu_registers_need_rights_and_a_bound_vcpu() {
+    let (mut w, thread) = guest();
+    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    w.invoke(VCPU, Invocation::VcpuWriteRegisters, &[32, 0x4020_0000])
+        .unwrap();
+    assert_eq!(
+        w.invoke(VCPU, Invocation::VcpuReadRegisters, &[32]),
+        Ok([0x4020_0000, 0, 0, 0])
+    );
+    assert_eq!(w.fx.vcpu_regs[vcpu.index()].0, 0x4020_0000);
+    assert_eq!(
+        w.invoke(VCPU, Invocation::VcpuReadRegisters, &[63]),
+        Err(KernelError::InvalidArgument)
+    );
+    assert_eq!(
+        w.invoke(VCPU, Invocation::VcpuWriteRegisters, &[32]),
+        Err(KernelError::TruncatedMessage)
+    );
+    // A read-only copy may read but not write.
+    w.invoke(RootLayout::CNODE, Invocation::Copy, &[FREE + 20, VCPU, 0x1])
+        .unwrap();
+    assert!(
+        w.invoke(FREE + 20, Invocation::VcpuReadRegisters, &[0])
+            .is_ok()
+    );
+    assert_eq!(
+        w.invoke(FREE + 20, Invocation::VcpuWriteRegisters, &[0, 1]),
+        Err(KernelError::InsufficientRights)
+    );
+    // An unbound vCPU has no registers to reach.
+    w.retype(World::kind(ObjectKind::Vcpu), 0, FREE + 21, 1)
+        .unwrap();
+    assert_eq!(
+        w.invoke(FREE + 21, Invocation::VcpuReadRegisters, &[0]),
+        Err(KernelError::IllegalOperation)
+    );
+    // Deleting the vCPU stops and unbinds its thread.
+    w.invoke(RootLayout::CNODE, Invocation::Revoke, &[VCPU])
+        .unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU])
+        .unwrap();
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
+    assert_eq!(w.k.thread_vcpu(thread), None);
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn maintenance_is_checked_before_the_glue_does_it() {
+    let (mut w, _thread) = guest();
+    w.retype(World::kind(ObjectKind::Frame), 12, FRAME, 1)
+        .unwrap();
+    let op = CacheOp::CleanInvalidatePoc.code();
+    w.invoke(FRAME, Invocation::CacheMaintenance, &[op, VM])
+        .unwrap();
+    let Some((CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { size, vm, .. })) =
+        w.fx.maintenance.last().copied()
+    else {
+        panic!("no frame maintenance recorded")
+    };
+    assert_eq!(size, 4096);
+    assert!(vm.is_some());
+    // The VM argument must be a VM.
+    assert_eq!(
+        w.invoke(FRAME, Invocation::CacheMaintenance, &[op, EP]),
+        Err(KernelError::WrongType)
+    );
+    // TLB operations are for VMs, not frames; unknown operations are refused.
+    let tlbi = CacheOp::TlbInvalidateVmid.code();
+    assert_eq!(
+        w.invoke(FRAME, Invocation::CacheMaintenance, &[tlbi, 0]),
+        Err(KernelError::InvalidArgument)
+    );
+    assert_eq!(
+        w.invoke(FRAME, Invocation::CacheMaintenance, &[99, 0]),
+        Err(KernelError::InvalidArgument)
+    );
+    // A VM range must be page aligned and inside the IPA space.
+    let ipa = CacheOp::TlbInvalidateIpa.code();
+    w.invoke(
+        VM,
+        Invocation::CacheMaintenance,
+        &[ipa, 0x4000_0000, 0x2000],
+    )
+    .unwrap();
+    assert_eq!(
+        w.fx.maintenance.last().map(|m| m.1),
+        Some(MaintenanceTarget::Vm {
+            vm: match w.cap(VM).unwrap().object {
+                Object::Vm(vm) => vm,
+                _ => unreachable!(),
+            },
+            ipa: Ipa::new(0x4000_0000),
+            size: 0x2000
+        })
+    );
+    assert_eq!(
+        w.invoke(
+            VM,
+            Invocation::CacheMaintenance,
+            &[ipa, 0x4000_0800, 0x1000]
+        ),
+        Err(KernelError::AlignmentError)
+    );
+    assert_eq!(
+        w.invoke(VM, Invocation::CacheMaintenance, &[ipa, 1 << 40, 0x1000]),
+        Err(KernelError::BadAddress)
+    );
+    // Not a VM or a frame (an endpoint would take the label as a message: use a thread).
+    assert_eq!(
+        w.invoke(THREAD, Invocation::CacheMaintenance, &[ipa, 0, 0x1000]),
+        Err(KernelError::IllegalOperation)
+    );
+    // Device frames are never cleaned by the kernel.
+    w.invoke(
+        MMIO_UNTYPED,
+        Invocation::Retype,
+        &[World::kind(ObjectKind::DeviceFrame), 12, 0, FREE + 30, 1],
+    )
+    .unwrap();
+    assert_eq!(
+        w.invoke(FREE + 30, Invocation::CacheMaintenance, &[op, 0]),
+        Err(KernelError::MemoryTypeNotAllowed)
+    );
+}

@@ -1,0 +1,446 @@
+//! The glue's half of guests: vCPU state (registers, world switch), guest exits turned into
+//! `Fault::guest` messages, applying a VMM's resolution (emulation, abort injection), and the
+//! cache/TLB maintenance a memory manager asks for, counted per VM (and traced with
+//! `capvisor.trace=1`).
+
+use super::glue::Glue;
+use crate::arch::aarch64::vcpu::{self, El1State, PSTATE_RESET, sys};
+use crate::console;
+use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
+use capvisor_ipc::protocols::fault::{DataAccess, GuestFault, Resolution, SysRegAccess};
+use capvisor_ipc::types::{Esr, Far, Ipa};
+use capvisor_kernel::object::{
+    MAX_SPACES, MAX_VCPUS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef, VcpuRef,
+};
+use core::arch::asm;
+
+/// Exception classes (ESR_ELx.EC, Arm ARM D24.2.40).
+mod ec {
+    pub const WFX: u8 = 0x01;
+    pub const HVC64: u8 = 0x16;
+    pub const SMC64: u8 = 0x17;
+    pub const SYSREG: u8 = 0x18;
+    pub const IABT_LOWER: u8 = 0x20;
+    pub const IABT_SAME: u8 = 0x21;
+    pub const DABT_LOWER: u8 = 0x24;
+    pub const DABT_SAME: u8 = 0x25;
+}
+
+/// What each VM's memory manager had the kernel do: the per-VM counters that tests and
+/// `capvisor run --trace` read (DESIGN.md stage-2 rules 1–2, vCPU reset).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmStats {
+    /// 4 KiB pages mapped.
+    pub map_pages: u64,
+    /// 2 MiB blocks mapped.
+    pub map_blocks: u64,
+    /// Mappings removed (pages or blocks; each TLB-invalidated before the call returned).
+    pub unmaps: u64,
+    /// Clean+invalidate to PoC operations (frames or ranges).
+    pub clean_poc: u64,
+    /// Instruction-cache invalidations.
+    pub icache: u64,
+    /// TLB invalidations by IPA range asked for.
+    pub tlbi_ipa: u64,
+    /// TLB invalidations of the whole VMID asked for.
+    pub tlbi_vmid: u64,
+    /// Guest exits delivered to the VMM.
+    pub exits: u64,
+}
+
+/// The glue's per-guest state.
+pub struct Guests {
+    /// EL1 state of each vCPU (by arena index) while it is not loaded.
+    pub state: [El1State; MAX_VCPUS],
+    /// The vCPU whose state is in the CPU's EL1 registers.
+    pub loaded: Option<usize>,
+    /// Whether each space (by index) is a VM.
+    pub is_vm: [bool; MAX_SPACES],
+    /// Per space (by index): its counters while it is a VM.
+    pub stats: [VmStats; MAX_SPACES],
+    /// Print each operation as it happens.
+    pub trace: bool,
+}
+
+impl Guests {
+    /// No vCPUs, no VMs.
+    pub const fn new() -> Self {
+        Self {
+            state: [El1State::RESET; MAX_VCPUS],
+            loaded: None,
+            is_vm: [false; MAX_SPACES],
+            stats: [VmStats {
+                map_pages: 0,
+                map_blocks: 0,
+                unmaps: 0,
+                clean_poc: 0,
+                icache: 0,
+                tlbi_ipa: 0,
+                tlbi_vmid: 0,
+                exits: 0,
+            }; MAX_SPACES],
+            trace: false,
+        }
+    }
+
+    /// The saved state of `vcpu`, with the CPU's copy written back first if it is loaded.
+    pub fn state_mut(&mut self, vcpu: VcpuRef) -> &mut El1State {
+        let index = vcpu.index() % MAX_VCPUS;
+        if self.loaded == Some(index) {
+            vcpu::save(&mut self.state[index]);
+            self.loaded = None;
+        }
+        &mut self.state[index]
+    }
+
+    /// Makes `vcpu`'s EL1 state the CPU's (saving the state loaded before, if another's).
+    pub fn load(&mut self, vcpu: VcpuRef) {
+        let index = vcpu.index() % MAX_VCPUS;
+        if self.loaded == Some(index) {
+            return;
+        }
+        if let Some(previous) = self.loaded {
+            vcpu::save(&mut self.state[previous]);
+        }
+        vcpu::restore(&self.state[index]);
+        self.loaded = Some(index);
+    }
+
+    /// Counts (and traces) an operation on VM `space`.
+    pub fn count(&mut self, space: SpaceRef, what: &str, ipa: u64, size: u64) {
+        let index = space.index() % MAX_SPACES;
+        if !self.is_vm[index] {
+            return;
+        }
+        let stats = &mut self.stats[index];
+        match what {
+            "map" if size == 2 << 20 => stats.map_blocks += 1,
+            "map" => stats.map_pages += size / 4096,
+            "unmap" => stats.unmaps += 1,
+            "clean-poc" => stats.clean_poc += 1,
+            "icache" => stats.icache += 1,
+            "tlbi-ipa" => stats.tlbi_ipa += 1,
+            "tlbi-vmid" => stats.tlbi_vmid += 1,
+            _ => {}
+        }
+        if self.trace {
+            console::print(format_args!(
+                "capvisor: trace vm{index} {what} ipa={ipa:#x} size={size:#x}\n"
+            ));
+        }
+    }
+
+    /// Prints every VM's counters (at the end of the system, for tests and users).
+    pub fn report(&self) {
+        for (index, stats) in self.stats.iter().enumerate() {
+            if self.is_vm[index] {
+                console::print(format_args!(
+                    "capvisor: vm{index} stats: map_pages={} map_blocks={} unmaps={} clean_poc={} \
+                     icache={} tlbi_ipa={} tlbi_vmid={} exits={}\n",
+                    stats.map_pages,
+                    stats.map_blocks,
+                    stats.unmaps,
+                    stats.clean_poc,
+                    stats.icache,
+                    stats.tlbi_ipa,
+                    stats.tlbi_vmid,
+                    stats.exits,
+                ));
+            }
+        }
+    }
+}
+
+/// The guest exit with syndrome `esr` (and FAR, HPFAR) as the `Fault` protocol reports it
+/// (ESR_EL2 ISS encodings, Arm ARM D24.2.39); `x` are the guest's x0–x7.
+pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
+    let class = ((esr >> 26) & 0x3f) as u8;
+    let iss = (esr & 0x1ff_ffff) as u32;
+    match class {
+        ec::HVC64 => GuestFault::Hvc {
+            imm: iss as u16,
+            args: *x,
+        },
+        ec::SMC64 => GuestFault::Smc {
+            imm: iss as u16,
+            args: *x,
+        },
+        ec::WFX => GuestFault::Wait {
+            event: iss & 1 == 1,
+        },
+        ec::SYSREG => GuestFault::SysReg(SysRegAccess::from_iss(iss)),
+        ec::DABT_LOWER => GuestFault::DataAbort {
+            ipa: Ipa::new(vcpu::fault_ipa(hpfar, far)),
+            far: Far::new(far),
+            access: DataAccess::from_iss(iss),
+            esr: Esr::new(esr),
+        },
+        ec::IABT_LOWER => GuestFault::InstructionAbort {
+            ipa: Ipa::new(vcpu::fault_ipa(hpfar, far)),
+            far: Far::new(far),
+            esr: Esr::new(esr),
+        },
+        _ => GuestFault::Other { esr: Esr::new(esr) },
+    }
+}
+
+/// PSTATE.M values a vCPU may be in (AArch64 only): EL0t, EL1t, EL1h.
+fn valid_mode(pstate: u64) -> bool {
+    matches!(pstate & 0x1f, 0b00000 | 0b00100 | 0b00101)
+}
+
+/// PSTATE bits a VMM may set: NZCV, DAIF and M[4:0].
+const PSTATE_WRITABLE: u64 = (0xf << 28) | (0xf << 6) | 0x1f;
+
+impl Glue {
+    /// `vcpu_register`.
+    pub fn guest_register(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        access: RegisterAccess,
+    ) -> Result<u64, KernelError> {
+        match access {
+            RegisterAccess::ReadGp(n) => Ok(self.context(thread).x[usize::from(n) % 31]),
+            RegisterAccess::WriteGp(n, value) => {
+                self.context(thread).x[usize::from(n) % 31] = value;
+                Ok(0)
+            }
+            RegisterAccess::Read(register) => self.read_named(thread, vcpu, register),
+            RegisterAccess::Write(register, value) => {
+                self.write_named(thread, vcpu, register, value)?;
+                Ok(0)
+            }
+        }
+    }
+
+    fn read_named(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        register: VcpuRegister,
+    ) -> Result<u64, KernelError> {
+        let context = *self.context(thread);
+        let state = self.guests.state_mut(vcpu);
+        Ok(match register {
+            VcpuRegister::Pc => context.pc,
+            VcpuRegister::Pstate => context.spsr,
+            VcpuRegister::SpEl0 => context.sp,
+            VcpuRegister::Reset => return Err(KernelError::InvalidArgument),
+            other => state.sys[sys_index(other)],
+        })
+    }
+
+    fn write_named(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        register: VcpuRegister,
+        value: u64,
+    ) -> Result<(), KernelError> {
+        match register {
+            VcpuRegister::Pc => self.context(thread).pc = value,
+            VcpuRegister::Pstate => {
+                if value & !PSTATE_WRITABLE != 0 || !valid_mode(value) {
+                    return Err(KernelError::InvalidArgument);
+                }
+                self.context(thread).spsr = value;
+            }
+            VcpuRegister::SpEl0 => self.context(thread).sp = value,
+            VcpuRegister::Reset => {
+                *self.guests.state_mut(vcpu) = El1State::RESET;
+                let context = self.context(thread);
+                *context = crate::arch::aarch64::el0::ThreadContext::ZERO;
+                context.spsr = PSTATE_RESET;
+            }
+            other => self.guests.state_mut(vcpu).sys[sys_index(other)] = value,
+        }
+        Ok(())
+    }
+
+    /// `resolve_guest_fault`.
+    pub fn guest_resolve(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        fault: &GuestFault,
+        resolution: &Resolution,
+    ) -> Result<(), KernelError> {
+        match resolution {
+            Resolution::Resume => Ok(()),
+            Resolution::Emulate { writes, advance_pc } => {
+                let context = self.context(thread);
+                for write in writes {
+                    let n = usize::from(write.register.index());
+                    // x31 is XZR here: writes to it are discarded.
+                    if n < 31 {
+                        context.x[n] = write.value;
+                    }
+                }
+                if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
+                    context.pc = context.pc.wrapping_add(instruction_length(fault));
+                }
+                Ok(())
+            }
+            Resolution::InjectAbort { esr, far } => self.inject_abort(thread, vcpu, *esr, *far),
+        }
+    }
+
+    /// Takes a synchronous exception to the guest's EL1 with `esr` and `far`, as hardware would
+    /// (Arm ARM D1.10.2 "Exception entry"): ELR_EL1 = the faulting PC, SPSR_EL1 = its PSTATE,
+    /// PSTATE = EL1h with DAIF masked, PC = VBAR_EL1 + the vector offset for where it came from
+    /// (0x000 from EL1t, 0x200 from EL1h, 0x400 from EL0 in AArch64, D1.10.2 Table D1-7).
+    ///
+    /// The syndrome must be an abort of the class the guest's EL produces: from EL1 the same-EL
+    /// classes (0x21, 0x25), from EL0 the lower-EL ones (0x20, 0x24), with IL = 1 (a 32-bit
+    /// instruction); anything else is refused and the vCPU stays stopped.
+    fn inject_abort(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+        esr: Esr,
+        far: Far,
+    ) -> Result<(), KernelError> {
+        let context = *self.context(thread);
+        let (esr, far) = (esr.raw(), far.raw());
+        let class = ((esr >> 26) & 0x3f) as u8;
+        let mode = context.spsr & 0x1f;
+        let (allowed, offset) = match mode {
+            0b00101 => ([ec::IABT_SAME, ec::DABT_SAME], 0x200),
+            0b00100 => ([ec::IABT_SAME, ec::DABT_SAME], 0x000),
+            0b00000 => ([ec::IABT_LOWER, ec::DABT_LOWER], 0x400),
+            _ => return Err(KernelError::InvalidArgument),
+        };
+        if !allowed.contains(&class) || esr & (1 << 25) == 0 || esr >> 32 != 0 {
+            return Err(KernelError::InvalidArgument);
+        }
+        let state = self.guests.state_mut(vcpu);
+        state.sys[sys::ESR] = esr;
+        state.sys[sys::FAR] = far;
+        state.sys[sys::ELR] = context.pc;
+        state.sys[sys::SPSR] = context.spsr;
+        let vbar = state.sys[sys::VBAR];
+        let context = self.context(thread);
+        context.spsr = PSTATE_RESET;
+        context.pc = vbar.wrapping_add(offset);
+        Ok(())
+    }
+
+    /// `maintenance`.
+    pub fn guest_maintenance(&mut self, op: CacheOp, target: MaintenanceTarget) {
+        match (op, target) {
+            (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { pa, size, vm }) => {
+                if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
+                    clean_invalidate_poc(pa.raw(), size);
+                }
+                if let Some(vm) = vm {
+                    self.guests.count(vm, "clean-poc", pa.raw(), size);
+                }
+            }
+            (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
+                invalidate_icache();
+                if let Some(vm) = vm {
+                    self.guests.count(vm, "icache", pa.raw(), size);
+                }
+            }
+            (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Vm { vm, ipa, size }) => {
+                let ram = self.ram.clone();
+                if let Some(table) = self.space(vm) {
+                    for page in (0..size / 4096).map(|n| ipa.raw() + n * 4096) {
+                        if let Some(pa) = table.translate(page)
+                            && ram.contains(pa, pa + 4096)
+                        {
+                            clean_invalidate_poc(pa, 4096);
+                        }
+                    }
+                }
+                self.guests.count(vm, "clean-poc", ipa.raw(), size);
+            }
+            (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
+                invalidate_icache();
+                self.guests.count(vm, "icache", ipa.raw(), size);
+            }
+            (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
+                if let Some(table) = self.space(vm) {
+                    table.invalidate_range(ipa.raw(), size);
+                }
+                self.guests.count(vm, "tlbi-ipa", ipa.raw(), size);
+            }
+            (CacheOp::TlbInvalidateVmid, MaintenanceTarget::Vm { vm, .. }) => {
+                if let Some(table) = self.space(vm) {
+                    table.invalidate_all();
+                }
+                self.guests.count(vm, "tlbi-vmid", 0, 0);
+            }
+            // The object model never asks for TLB maintenance on a frame.
+            (CacheOp::TlbInvalidateIpa | CacheOp::TlbInvalidateVmid, _) => {}
+        }
+    }
+}
+
+/// The index in [`El1State::sys`] of a named system register.
+fn sys_index(register: VcpuRegister) -> usize {
+    match register {
+        VcpuRegister::SpEl1 => sys::SP_EL1,
+        VcpuRegister::SctlrEl1 => sys::SCTLR,
+        VcpuRegister::VbarEl1 => sys::VBAR,
+        VcpuRegister::EsrEl1 => sys::ESR,
+        VcpuRegister::FarEl1 => sys::FAR,
+        VcpuRegister::ElrEl1 => sys::ELR,
+        VcpuRegister::SpsrEl1 => sys::SPSR,
+        VcpuRegister::Cntvoff => sys::CNTVOFF,
+        // Handled by the callers (they live in the thread context, or are write-only).
+        VcpuRegister::Pc | VcpuRegister::Pstate | VcpuRegister::SpEl0 | VcpuRegister::Reset => {
+            sys::TPIDR_EL1
+        }
+    }
+}
+
+/// The length of the instruction that trapped: 4 for an A64 instruction (ESR.IL = 1), 2 for a
+/// 16-bit T32 one (only aborts carry their ESR here; other traps are A64).
+fn instruction_length(fault: &GuestFault) -> u64 {
+    match fault {
+        GuestFault::DataAbort { esr, .. }
+        | GuestFault::InstructionAbort { esr, .. }
+        | GuestFault::Other { esr } => {
+            if esr.raw() & (1 << 25) == 0 {
+                2
+            } else {
+                4
+            }
+        }
+        _ => 4,
+    }
+}
+
+/// DC CIVAC over `[pa, pa + size)` through the kernel's identity map of RAM, by the smallest data
+/// cache line (CTR_EL0.DminLine), then DSB SY (Arm ARM D7.5.9.2).
+fn clean_invalidate_poc(pa: u64, size: u64) {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    let line = 4u64 << ((ctr >> 16) & 0xf);
+    let mut at = pa & !(line - 1);
+    while at < pa + size {
+        // SAFETY: `at` is inside RAM the kernel maps (the caller checked); cleaning and
+        // invalidating a line changes no memory contents as seen by any observer.
+        unsafe { asm!("dc civac, {}", in(reg) at, options(nostack, preserves_flags)) };
+        at += line;
+    }
+    // SAFETY: a barrier.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// IC IALLUIS, DSB ISH, ISB: every instruction cache of the inner-shareable domain invalidated to
+/// PoU (Arm ARM D7.5.9.3).
+fn invalidate_icache() {
+    // SAFETY: instruction-cache invalidation and barriers change no memory contents.
+    unsafe {
+        asm!(
+            "ic ialluis",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
