@@ -38,6 +38,12 @@ extern "C" fn __capvisor_rt_start(ipc_buffer: u64) -> ! {
     unsafe { IPC_BUFFER = ipc_buffer };
     // SAFETY: `service!` defines the function with this signature.
     let status = unsafe { __capvisor_service_main() };
+    exit(status)
+}
+
+/// Ends this service with `status` (as its entry function returning it would): a non-zero
+/// status is printed, then the service stops.
+pub fn exit(status: u64) -> ! {
     if status != 0 {
         let mut text = [0u8; 48];
         debug_write(format_status(&mut text, status));

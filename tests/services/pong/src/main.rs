@@ -1,83 +1,107 @@
-//! A test service: answers `ping` on the endpoint the manifest gives it, signals the
-//! notification it is sent, maps and writes the frame it is sent, and finally touches that
-//! frame after `ping` revoked it (which must fault).
+//! A test service: serves the ping/pong protocol (`../pingpong_protocol.rs`) on the endpoint the
+//! manifest gives it with the protocol's generated `serve` loop over the EL0 transport: answers
+//! pings, signals the notification it is sent, maps and writes the frame it is sent, grants a
+//! notification of its own, and finally touches the frame after `ping` revoked it (which must
+//! fault).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-capvisor_rt::service!(run);
+capvisor_rt::service_async!(run);
 
-#[cfg(target_os = "none")]
 #[path = "../../pingpong_protocol.rs"]
+#[allow(dead_code, reason = "shared with ping: pong uses the server side")]
 mod protocol;
-#[cfg(target_os = "none")]
-use protocol::{FRAME, NOTIFY, PING, SHARED, TOUCH};
+
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not serve")
+)]
+mod handler;
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(target_os = "none")]
-fn run() -> u64 {
-    if let Err(error) = serve() {
-        capvisor_rt::println!("unexpected {error:?}");
-    }
-    1
-}
-
-/// Without the kernel there is nothing to serve: the host build does nothing.
-#[cfg(not(target_os = "none"))]
-fn run() -> u64 {
-    0
-}
-
-#[cfg(target_os = "none")]
-fn serve() -> Result<(), capvisor_rt::KernelError> {
+async fn run() -> u64 {
     use capvisor_ipc::abi::Invocation;
-    use capvisor_rt::{CPtr, KernelError, MessageInfo, println, sys};
+    use capvisor_ipc::cap::{Cap, Slot};
+    use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
+    use capvisor_rt::{CPtr, println, sys};
     // A boot service's slots (kernel/src/services/spawn.rs, grants.rs): 2 its AddressSpace, 4
     // its own endpoint, 5 the 64 KiB untyped its manifest asks for. Received capabilities go
     // from slot 100 on.
     let (space, endpoint, untyped) = (CPtr::new(2), CPtr::new(4), CPtr::new(5));
-    sys::retype(untyped, 3, 0, CPtr::NULL, 200, 1)?;
-    let identify = sys::invoke(CPtr::new(200), Invocation::Identify.code(), &[])?;
-    println!("retyped an object of kind {} from its untyped", identify[0]);
-    let mut receive = 100;
-    let mut notification = CPtr::NULL;
-    sys::with_ipc_buffer(|buffer| buffer.receive_slot = receive);
-    let mut message = sys::recv(endpoint)?;
-    loop {
-        let mut reply = [0; 4];
-        let received = sys::with_ipc_buffer(|buffer| (buffer.caps[0], buffer.cap_kinds[0]));
-        match message.info.label() {
-            PING => {
-                let n = message.words[0];
-                println!("ping {n} from badge {}", message.badge);
-                reply[0] = n * 10;
-            }
-            NOTIFY | FRAME if message.info.extra_caps() == 1 => {
-                println!(
-                    "received a capability of kind {} in slot {}",
-                    received.1, received.0
-                );
-                receive += 1;
-                sys::with_ipc_buffer(|buffer| buffer.receive_slot = receive);
-                let cap = CPtr::new(received.0);
-                if message.info.label() == NOTIFY {
-                    notification = cap;
-                    sys::signal(cap)?;
-                } else {
-                    sys::map(cap, space, SHARED, 3, 0)?;
-                    // SAFETY: SHARED is the frame mapped read/write just above.
-                    unsafe { (SHARED as *mut u64).write_volatile(0x1234_5678) };
-                    println!("mapped the frame and wrote to it");
-                }
-            }
-            TOUCH => {
-                println!("signal after revoke: {:?}", sys::signal(notification).err());
-                println!("touching the revoked frame");
-                // SAFETY: reads the frame mapped above; `ping` revoked it, so this must fault.
-                let value = unsafe { (SHARED as *const u64).read_volatile() };
-                println!("still mapped: {value:#x}");
-                return Ok(());
-            }
-            _ => return Err(KernelError::InvalidArgument),
+    let doorbell = CPtr::new(200);
+    if let Err(error) = sys::retype(untyped, 3, 0, CPtr::NULL, doorbell.raw(), 1) {
+        println!("unexpected {error:?}");
+        return 1;
+    }
+    match sys::invoke(doorbell, Invocation::Identify.code(), &[]) {
+        Ok(identify) => println!("retyped an object of kind {} from its untyped", identify[0]),
+        Err(error) => println!("unexpected {error:?}"),
+    }
+    let mut server = EndpointServer::new(
+        Cap::from_cptr(endpoint),
+        ReceiveWindow::new(Slot::new(100), 16),
+    );
+    let platform = el0::Kernel {
+        space: Cap::from_cptr(space),
+    };
+    let mut pong = handler::Pong::new(platform, Cap::from_cptr(doorbell));
+    let error = protocol::serve(&mut server, &mut pong, protocol::GENERATION).await;
+    println!("unexpected {error:?}");
+    1
+}
+
+/// Without the kernel there is nothing to serve: the host program does nothing (the handler is
+/// tested under the hosted transport in `tests.rs`).
+#[cfg(not(target_os = "none"))]
+async fn run() -> u64 {
+    0
+}
+
+/// The platform of the real service: the kernel's syscalls.
+#[cfg(target_os = "none")]
+mod el0 {
+    use capvisor_ipc::cap::{AddressSpace, Cap, Frame, Notification};
+    use capvisor_ipc::transport::{Signal, TransportError};
+    use capvisor_rt::{KernelError, sys};
+
+    use crate::protocol::SHARED;
+
+    /// The kernel, and the address space pong maps frames into.
+    pub struct Kernel {
+        pub space: Cap<AddressSpace>,
+    }
+
+    impl crate::handler::Platform for Kernel {
+        fn log(&mut self, line: core::fmt::Arguments<'_>) {
+            capvisor_rt::println!("{line}");
         }
-        let info = MessageInfo::new(0, 8, 0).map_err(|_| KernelError::InvalidMessageInfo)?;
-        message = sys::reply_recv(endpoint, info, reply)?;
+
+        fn signal(&mut self, notification: Cap<Notification>) -> Result<u64, KernelError> {
+            let notification = capvisor_rt::ipc::Notification::identify(notification)?;
+            let bits = notification.badge().raw();
+            notification.signal(bits).map_err(|error| match error {
+                TransportError::Kernel(error) => error,
+                _ => KernelError::InvalidArgument,
+            })?;
+            Ok(bits)
+        }
+
+        fn map_shared(&mut self, frame: Cap<Frame>) -> Result<(), KernelError> {
+            sys::map(frame.cptr(), self.space.cptr(), SHARED, 3, 0)
+        }
+
+        fn write_shared(&mut self, value: u64) {
+            // SAFETY: SHARED is the frame `map_shared` mapped read/write; nothing else in this
+            // service refers to that memory.
+            unsafe { (SHARED as *mut u64).write_volatile(value) };
+        }
+
+        fn read_shared(&mut self) -> u64 {
+            // SAFETY: as in `write_shared`; once `ping` revoked the frame this read faults
+            // (that is the test), it never reads memory that is not the frame.
+            unsafe { (SHARED as *const u64).read_volatile() }
+        }
     }
 }
