@@ -299,6 +299,19 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes decode or are refused without panicking, and what decodes is valid.
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..100),
+                               services in 0usize..10) {
+            if let Ok(config) = GuestConfig::decode(&bytes, services) {
+                proptest::prop_assert_eq!(config.to_bytes(), &bytes[..]);
+                proptest::prop_assert!((1..=MAX_GUEST_VCPUS).contains(&config.vcpus));
+                proptest::prop_assert!((config.vmm as usize) < services);
+            }
+        }
+    }
+
     #[test]
     fn errors_read_as_sentences() {
         assert_eq!(

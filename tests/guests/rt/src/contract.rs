@@ -17,6 +17,11 @@ pub const CONSOLE_ADDRESS: u64 = 0x0900_0000;
 /// An IPA outside RAM and every emulated device: an access gets a synchronous external abort.
 pub const UNMAPPED_ADDRESS: u64 = 0x10_0000_0000;
 
+// The boot count lies in RAM below the kernel; the unmapped address beyond any test guest's RAM.
+const _: () = assert!(LOAD_ADDRESS == 0x4020_0000);
+const _: () = assert!(BOOT_COUNT_ADDRESS >= RAM_BASE && BOOT_COUNT_ADDRESS + 8 <= LOAD_ADDRESS);
+const _: () = assert!(UNMAPPED_ADDRESS >= RAM_BASE + MIN_RAM_SIZE);
+
 /// PSCI function identifiers (PSCI 1.1, DEN0022D, 5.1 "Function prototypes"), called with
 /// `hvc #0` (SMCCC 1.1, DEN0028).
 pub mod psci {
@@ -61,13 +66,6 @@ pub mod esr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layout_is_consistent() {
-        assert_eq!(LOAD_ADDRESS, 0x4020_0000);
-        assert!(BOOT_COUNT_ADDRESS < LOAD_ADDRESS && BOOT_COUNT_ADDRESS >= RAM_BASE);
-        assert!(UNMAPPED_ADDRESS >= RAM_BASE + MIN_RAM_SIZE);
-    }
 
     #[test]
     fn esr_fields() {
