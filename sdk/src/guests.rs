@@ -48,6 +48,20 @@ pub fn entries(
     Ok(entries)
 }
 
+/// [`entries`] for the manifest file at `manifest_path`.
+///
+/// # Errors
+///
+/// The manifest's errors, or [`entries`]'s.
+pub fn entries_of_file(
+    workspace: &Path,
+    toolchain: &Toolchain,
+    manifest_path: &Path,
+) -> Result<Vec<NewEntry>, String> {
+    let manifest = capvisor_manifest::load(manifest_path).map_err(|e| e.to_string())?;
+    entries(workspace, toolchain, &manifest)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }

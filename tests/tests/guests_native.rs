@@ -4,7 +4,8 @@
 //! must say it skips; the abort guest checks the syndrome QEMU gives for an unmapped address,
 //! which is the one the guest contract asks VMMs to inject (docs/guests.md).
 
-use capvisor_tests::{GuestRun, boot_guest_native, build_guest};
+use capvisor_image::{EntryKind, GuestConfig};
+use capvisor_tests::{GuestRun, boot_guest_native, build_guest, root};
 
 fn run(package: &str) -> GuestRun {
     let image = build_guest(package);
@@ -74,4 +75,25 @@ fn abort_guest_sees_the_contract_syndrome() {
         "{}",
         run.console
     );
+}
+
+/// The SDK's guest entries for `tests/images/guest-mmu.toml`: the kernel is the Image the guest
+/// crate flattens to, and the configuration names the manifest's services by index.
+#[test]
+fn image_entries_of_a_guest_manifest() {
+    let root = root();
+    let toolchain = capvisor::toolchain::find().unwrap_or_else(|e| panic!("{e}"));
+    let manifest = root.join("tests/images/guest-mmu.toml");
+    let entries = capvisor::guests::entries_of_file(&root, &toolchain, &manifest)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<(EntryKind, &str)> = entries.iter().map(|e| (e.kind, e.name.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [(EntryKind::GuestKernel, "mmu"), (EntryKind::Guest, "mmu")]
+    );
+    let image = std::fs::read(build_guest("guest-mmu")).expect("the guest Image");
+    assert_eq!(entries[0].bytes, image);
+    let config = GuestConfig::decode(&entries[1].bytes, 2).expect("a valid configuration");
+    assert_eq!((config.memmgr, config.vmm, config.vcpus), (0, 1, 1));
+    assert_eq!((config.ram_base, config.ram_size), (0x4000_0000, 16 << 20));
 }
