@@ -10,6 +10,23 @@ use capvisor_tests::{assert_contains, assert_line, boot, build};
 fn ping_pong(cpu: &str) {
     let image = build("tests/images/ipc-pingpong.toml");
     let outcome = boot(&image.path, cpu, 1);
+    // Two tasks of ping's executor take turns at their `.await`s: the spawned ticker runs while
+    // the main task is still in its loop (the order within a turn is embassy's run queue's).
+    for line in [
+        "[ping] main turn 1",
+        "[ping] main turn 2",
+        "[ping] main turn 3",
+        "[ping] ticker turn 1",
+        "[ping] ticker turn 2",
+    ] {
+        assert_line(&outcome, line);
+    }
+    let position = |line: &str| outcome.console.find(line).unwrap_or(usize::MAX);
+    assert!(
+        position("[ping] ticker turn 1") < position("[ping] main turn 3"),
+        "{}",
+        outcome.console
+    );
     for n in 1..=3 {
         // The badge is ping's image index + 1: pong knows who called.
         assert_line(&outcome, &format!("[pong] ping {n} from badge 1"));

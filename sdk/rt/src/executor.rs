@@ -20,7 +20,14 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{Context, Poll};
 
 use embassy_executor::raw::{Executor, TaskStorage};
-pub use embassy_executor::{SpawnToken, Spawner};
+pub use embassy_executor::{SpawnError, SpawnToken, Spawner};
+
+/// `embassy-executor` itself, for the `task` attribute's `embassy_executor = …` argument, so a
+/// service declares more tasks without depending on it directly:
+/// `#[capvisor_rt::executor::task(embassy_executor = capvisor_rt::executor::embassy)]`.
+pub use embassy_executor as embassy;
+/// Declares a task function (a static pool of its futures; see `embassy_executor::task`).
+pub use embassy_executor::task;
 
 /// Set by the pender when a task was woken (by another task of this executor, or by itself).
 static WOKEN: AtomicBool = AtomicBool::new(false);
@@ -53,8 +60,7 @@ unsafe impl critical_section::Impl for SingleThread {
     unsafe fn release(_restore: ()) {}
 }
 
-/// The spawner of the running executor, to start more tasks (`#[embassy_executor::task]`
-/// functions; the service then depends on `embassy-executor` itself for the attribute).
+/// The spawner of the running executor, to start more tasks ([`task`] functions).
 ///
 /// # Panics
 /// When called outside [`run`] (no executor is running).

@@ -43,6 +43,7 @@ enum Failure {
     Call(capvisor_ipc::protocol::Error<protocol::PongError>),
     Transport(capvisor_ipc::transport::TransportError),
     TooManyCaps,
+    Spawn(capvisor_rt::executor::SpawnError),
 }
 
 #[cfg(target_os = "none")]
@@ -71,11 +72,37 @@ mod failure {
             Self::Transport(error)
         }
     }
+    impl From<capvisor_rt::executor::SpawnError> for Failure {
+        fn from(error: capvisor_rt::executor::SpawnError) -> Self {
+            Self::Spawn(error)
+        }
+    }
     impl From<TooManyCaps> for Failure {
         fn from(_: TooManyCaps) -> Self {
             Self::TooManyCaps
         }
     }
+}
+
+/// A second task of ping's executor: it runs whenever the main task yields.
+#[cfg(target_os = "none")]
+#[capvisor_rt::executor::task(embassy_executor = capvisor_rt::executor::embassy)]
+async fn ticker(turns: u32) {
+    for turn in 1..=turns {
+        capvisor_rt::println!("ticker turn {turn}");
+        capvisor_rt::executor::yield_task().await;
+    }
+}
+
+/// Two tasks of one executor take turns at their `.await`s.
+#[cfg(target_os = "none")]
+async fn take_turns() -> Result<(), Failure> {
+    capvisor_rt::executor::spawner().spawn(ticker(2)?);
+    for turn in 1..=3 {
+        capvisor_rt::println!("main turn {turn}");
+        capvisor_rt::executor::yield_task().await;
+    }
+    Ok(())
 }
 
 #[cfg(target_os = "none")]
@@ -89,6 +116,7 @@ async fn steps() -> Result<(), Failure> {
     // (kernel/src/services/grants.rs): slot 993 is the first endpoint its manifest grants.
     // Capabilities pong grants in replies land from slot 940 on.
     let (cnode, space) = (CPtr::new(1), CPtr::new(2));
+    take_turns().await?;
     let pong: Cap<Endpoint> = Cap::from_cptr(CPtr::new(993));
     let transport = EndpointClient::new(pong, ReceiveWindow::new(Slot::new(940), 3));
     let mut client = protocol::Client::new(transport, Generation::ANY);
