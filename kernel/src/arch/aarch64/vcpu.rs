@@ -112,8 +112,8 @@ vcpu_save:
     stp     q30, q31, [x0, #480]
     mrs     x1, fpcr
     mrs     x2, fpsr
-    stp     x1, x2, [x0, #512]
-    add     x0, x0, #528
+    add     x0, x0, #512
+    stp     x1, x2, [x0], #16
     mrs     x1, sctlr_el1
     mrs     x2, ttbr0_el1
     stp     x1, x2, [x0, #0]
@@ -176,10 +176,10 @@ vcpu_restore:
     ldp     q26, q27, [x0, #416]
     ldp     q28, q29, [x0, #448]
     ldp     q30, q31, [x0, #480]
-    ldp     x1, x2, [x0, #512]
+    add     x0, x0, #512
+    ldp     x1, x2, [x0], #16
     msr     fpcr, x1
     msr     fpsr, x2
-    add     x0, x0, #528
     ldp     x1, x2, [x0, #0]
     msr     sctlr_el1, x1
     msr     ttbr0_el1, x2
