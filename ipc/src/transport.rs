@@ -6,8 +6,8 @@
 //! [`IpcBuffer`] plus its [`MessageInfo`]; capabilities travel in the buffer's capability slots.
 //!
 //! Two implementations: the hosted one ([`crate::hosted`], feature `hosted`: std threads and channels, so
-//! a service's `Handler` runs in host unit tests), and the EL0 one over `svc`, which comes with the
-//! kernel's syscall path and lives in the SDK's runtime (it needs the runtime's `unsafe` glue).
+//! a service's `Handler` runs in host unit tests), and the EL0 one over `svc`, in the SDK's runtime
+//! (`capvisor_rt::ipc`: it needs the runtime's `unsafe` glue).
 //!
 //! Notifications, the asynchronous half of the design (interrupts and wake-ups as bits in a word), are
 //! [`Signal`] and [`Wait`].
