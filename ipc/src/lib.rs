@@ -25,6 +25,7 @@ mod codes;
 mod protocol_macro;
 
 pub mod abi;
+pub mod bootinfo;
 pub mod cap;
 #[cfg(feature = "checks")]
 pub mod checks;

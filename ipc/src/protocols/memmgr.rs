@@ -72,4 +72,21 @@ crate::protocol! {
     fn reset_vcpu(vm: VmId, vcpu: VcpuId) -> ResetPolicy as ResetVcpu;
     /// Unmaps and frees all RAM of `vm`; returns the bytes freed.
     fn release_vm(vm: VmId) -> u64 as ReleaseVm;
+    /// Copies one of the guest's payloads (from the image) into its RAM at `ipa`; returns its size.
+    /// The VMM decides what goes where; the memory manager, which owns the RAM, writes it (and
+    /// makes sure a guest with its MMU off sees it: rule 1 and the vCPU-reset rule).
+    fn load(vm: VmId, payload: GuestPayload, ipa: Ipa) -> u64 as Load;
+    /// Writes one little-endian word into the guest's RAM at `ipa` (8-byte aligned).
+    fn write_word(vm: VmId, ipa: Ipa, value: u64) -> () as WriteWord;
+}
+
+/// A payload of the guest's image entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestPayload {
+    /// The kernel (an arm64 `Image`).
+    Kernel,
+    /// The device tree.
+    DeviceTree,
+    /// The initial RAM disk.
+    Initrd,
 }

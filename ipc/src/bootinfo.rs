@@ -1,0 +1,126 @@
+//! The boot information page the kernel maps read-only into a service that runs or serves guests
+//! (a VMM, a memory manager) at [`BOOT_INFO`]: the platform's features, the capabilities the kernel
+//! placed in the service's CSpace for each guest, and the guests' payloads (kernel, device tree,
+//! initrd) right after the page, for the memory manager to load.
+//!
+//! The layout is fixed (`zerocopy`, little-endian); a service checks [`BootInfo::MAGIC`] and
+//! [`BootInfo::VERSION`] before it trusts anything else.
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// Where the page is mapped in the service's address space (an IPA; stage 1 is off at EL0).
+pub const BOOT_INFO: u64 = 0x20_0000_0000;
+/// The most guests one page describes.
+pub const MAX_GUESTS: usize = 4;
+/// The most vCPUs per guest.
+pub const MAX_GUEST_VCPUS: usize = 8;
+/// `BootInfo::flags`: FEAT_S2FWB is implemented (and stage-2 descriptors use it).
+pub const FLAG_FWB: u32 = 1 << 0;
+/// `BootInfo::flags`: CTR_EL0.DIC is 1 (no instruction-cache invalidation needed for coherence).
+pub const FLAG_DIC: u32 = 1 << 1;
+/// The badge the kernel gives the fault endpoint of a guest's vCPU `n`: `VCPU_BADGE + n` (above
+/// any service badge, which are service indices + 1).
+pub const VCPU_BADGE: u64 = 0x1000;
+
+/// A payload of a guest, as an offset from [`BOOT_INFO`] and a length (0, 0: none).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct Payload {
+    /// Offset from [`BOOT_INFO`].
+    pub offset: u64,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// One guest, as a VMM or memory manager sees it. Capability pointers are slots of the service's
+/// own CSpace (0: not given to this service).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct GuestInfo {
+    /// The guest's index in the image (its `VmId` in the memory manager's protocol).
+    pub index: u32,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM's first IPA.
+    pub ram_base: u64,
+    /// Guest RAM's size in bytes.
+    pub ram_size: u64,
+    /// Memory manager: the `Vm` capability (all rights). VMM: 0.
+    pub vm: u64,
+    /// Memory manager: the badge the guest's VMM calls it with (the only caller allowed to act on
+    /// this VM). VMM: 0.
+    pub vmm_badge: u64,
+    /// VMM: its endpoint to the memory manager. Memory manager: 0.
+    pub memmgr: u64,
+    /// VMM: each vCPU's capability (read/write its registers).
+    pub vcpu: [u64; MAX_GUEST_VCPUS],
+    /// VMM: the capability of the thread that runs each vCPU (resume, suspend).
+    pub thread: [u64; MAX_GUEST_VCPUS],
+    /// The guest kernel (an arm64 `Image`), mapped for the memory manager only.
+    pub kernel: Payload,
+    /// The guest's device tree, if the manifest gave one.
+    pub dtb: Payload,
+    /// The initial RAM disk, if any.
+    pub initrd: Payload,
+    /// The kernel's `text_offset` (from its Image header): it is loaded at `ram_base + text_offset`.
+    pub text_offset: u64,
+    /// The guest's name, NUL padded.
+    pub name: [u8; 32],
+}
+
+/// The page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct BootInfo {
+    /// [`BootInfo::MAGIC`].
+    pub magic: [u8; 8],
+    /// [`BootInfo::VERSION`].
+    pub version: u32,
+    /// [`FLAG_FWB`], [`FLAG_DIC`].
+    pub flags: u32,
+    /// The service's own endpoint (where VMMs receive their vCPUs' faults), 0 if none.
+    pub endpoint: u64,
+    /// Number of valid entries in `guests`.
+    pub guest_count: u64,
+    /// The guests this service runs or serves.
+    pub guests: [GuestInfo; MAX_GUESTS],
+}
+
+impl BootInfo {
+    /// `CVBOOTI\0`.
+    pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
+    /// The layout version.
+    pub const VERSION: u32 = 1;
+
+    /// The valid guests (an out-of-range count reads as the most there can be).
+    #[must_use]
+    pub fn guests(&self) -> &[GuestInfo] {
+        let count = usize::try_from(self.guest_count).unwrap_or(MAX_GUESTS);
+        &self.guests[..count.min(MAX_GUESTS)]
+    }
+
+    /// Whether the platform has FEAT_S2FWB.
+    #[must_use]
+    pub const fn fwb(&self) -> bool {
+        self.flags & FLAG_FWB != 0
+    }
+
+    /// Whether CTR_EL0.DIC is 1.
+    #[must_use]
+    pub const fn dic(&self) -> bool {
+        self.flags & FLAG_DIC != 0
+    }
+
+    /// The guest name as text.
+    #[must_use]
+    pub fn name(guest: &GuestInfo) -> &str {
+        let end = guest.name.iter().position(|&b| b == 0).unwrap_or(32);
+        core::str::from_utf8(&guest.name[..end]).unwrap_or("?")
+    }
+}
+
+const _: () = assert!(size_of::<BootInfo>() <= 4096);
