@@ -118,6 +118,28 @@ impl memmgr::Handler for RamService {
         self.ranges.remove(&vm).ok_or(MemError::UnknownVm)?;
         Ok(self.unmap_all(vm) * PAGE)
     }
+
+    async fn load(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        _payload: memmgr::GuestPayload,
+        _ipa: Ipa,
+    ) -> Result<u64, MemError> {
+        Self::owner_check(ctx, vm)?;
+        // This model holds no payloads.
+        Ok(0)
+    }
+
+    async fn write_word(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        _ipa: Ipa,
+        _value: u64,
+    ) -> Result<(), MemError> {
+        Self::owner_check(ctx, vm)
+    }
 }
 
 const VM: VmId = VmId::new(7);
