@@ -24,8 +24,17 @@ pub const ROOT_GRANTS: u64 = ROOT_CNODE_SLOTS as u64 - 32;
 /// Where the root keeps the original endpoints (one per service).
 pub const ROOT_ENDPOINTS: u64 = ROOT_GRANTS - MAX_SERVICES as u64;
 
+/// What the grants left: each service's next free grant-window offset, and which slot of a
+/// granter's window holds its endpoint to each target (0: none), for the guests' set-up.
+pub struct Granted {
+    /// Next free offset in each service's grant window.
+    pub next: [u64; MAX_SERVICES],
+    /// `slots[granter][target]`: the granter's slot of the target's endpoint.
+    pub slots: [[u64; MAX_SERVICES]; MAX_SERVICES],
+}
+
 /// Service `index`'s CNode (a capability in the root's CSpace) and grant window.
-fn window(root: &Root<'_>, index: usize) -> (u64, u64, u64) {
+pub fn window(root: &Root<'_>, index: usize) -> (u64, u64, u64) {
     if index == 0 {
         (RootLayout::CNODE, ROOT_GRANTS, 30)
     } else {
@@ -43,30 +52,35 @@ pub fn apply(
     root: &mut Root<'_>,
     (endpoints, untyped): (Option<&[u8]>, Option<&[u8]>),
     services: usize,
-) -> Result<(), LoadError> {
+) -> Result<Granted, LoadError> {
     let services = services.min(MAX_SERVICES);
-    let mut next = [1u64; MAX_SERVICES];
+    let mut granted = Granted {
+        next: [1u64; MAX_SERVICES],
+        slots: [[0; MAX_SERVICES]; MAX_SERVICES],
+    };
+    let next = &mut granted.next;
     if let Some(bytes) = endpoints {
         let decoded = grants::decode(bytes, services).map_err(LoadError::Grants)?;
         for grant in decoded {
-            endpoint(root, grant, &mut next)?;
+            let slot = endpoint(root, grant, next)?;
+            granted.slots[usize::from(grant.granter)][usize::from(grant.target)] = slot;
         }
     }
     if let Some(bytes) = untyped {
         let decoded = grants::decode_untyped(bytes, services).map_err(LoadError::Grants)?;
         for UntypedGrant { service, size_bits } in decoded {
             let service = usize::from(service);
-            let dest = next_slot(root, service, &mut next)?;
+            let dest = next_slot(root, service, next)?;
             let (cnode, _, _) = window(root, service);
             let kind = u64::from(ObjectKind::Untyped.code());
             root.retype(kind, u64::from(size_bits), cnode, dest)?;
         }
     }
-    Ok(())
+    Ok(granted)
 }
 
 /// The next free slot of service `index`'s grant window.
-fn next_slot(
+pub fn next_slot(
     root: &Root<'_>,
     index: usize,
     next: &mut [u64; MAX_SERVICES],
@@ -80,14 +94,9 @@ fn next_slot(
     Ok(base + *offset - 1)
 }
 
-/// One endpoint grant: the target's endpoint (made on first use) minted into the granter's
-/// window.
-fn endpoint(
-    root: &mut Root<'_>,
-    Grant { granter, target }: Grant,
-    next: &mut [u64; MAX_SERVICES],
-) -> Result<(), LoadError> {
-    let (granter, target) = (usize::from(granter), usize::from(target));
+/// Service `target`'s endpoint, made on first use (the original in the root's slot, returned,
+/// and a copy with all rights at the start of the target's window, where it receives).
+pub fn ensure_endpoint(root: &mut Root<'_>, target: usize) -> Result<u64, LoadError> {
     let original = ROOT_ENDPOINTS + target as u64;
     if root.object(original).is_none() {
         let kind = u64::from(ObjectKind::Endpoint.code());
@@ -96,6 +105,18 @@ fn endpoint(
         let all = u64::from(Rights::ALL.bits());
         root.invoke(cnode, Invocation::Copy.code(), &[base, original, all])?;
     }
+    Ok(original)
+}
+
+/// One endpoint grant: the target's endpoint (made on first use) minted into the granter's
+/// window; returns the granter's slot.
+fn endpoint(
+    root: &mut Root<'_>,
+    Grant { granter, target }: Grant,
+    next: &mut [u64; MAX_SERVICES],
+) -> Result<u64, LoadError> {
+    let (granter, target) = (usize::from(granter), usize::from(target));
+    let original = ensure_endpoint(root, target)?;
     let dest = next_slot(root, granter, next)?;
     let (cnode, _, _) = window(root, granter);
     let rights = u64::from(Rights::WRITE.union(Rights::GRANT).bits());
@@ -105,5 +126,5 @@ fn endpoint(
         Invocation::Mint.code(),
         &[dest, original, rights, badge],
     )?;
-    Ok(())
+    Ok(dest)
 }

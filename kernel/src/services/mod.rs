@@ -25,6 +25,7 @@ mod guest;
 mod loader;
 mod spawn;
 mod trap;
+mod vms;
 
 use crate::arch::aarch64::el0::HCR_SERVICE;
 use crate::arch::aarch64::stage2::MapError;
@@ -93,6 +94,8 @@ pub enum LoadError {
     Grants(capvisor_image::grants::GrantError),
     /// The image's priorities entry does not have one byte per service.
     Priorities,
+    /// A guest cannot be set up.
+    Guest(vms::GuestError),
 }
 
 impl core::fmt::Display for LoadError {
@@ -105,6 +108,7 @@ impl core::fmt::Display for LoadError {
             Self::TooMany => f.write_str("too many services or grants"),
             Self::Grants(error) => write!(f, "malformed grants entry: {error:?}"),
             Self::Priorities => f.write_str("the priorities entry does not match the services"),
+            Self::Guest(error) => write!(f, "{error}"),
         }
     }
 }
@@ -149,6 +153,7 @@ pub fn load_all(
         .set_features(features)
         .map_err(|e| (first.name, e.into()))?;
     let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
+    let guests = vms::plan(image, services, memory)?;
     let (layout, untyped) = boot_root(
         kernel,
         glue,
@@ -179,7 +184,8 @@ pub fn load_all(
         manifest_entry(image, capvisor_image::grants::GRANTS_ENTRY),
         manifest_entry(image, capvisor_image::grants::UNTYPED_ENTRY),
     );
-    grants::apply(&mut root, entries, count).map_err(|e| (first.name, e))?;
+    let mut granted = grants::apply(&mut root, entries, count).map_err(|e| (first.name, e))?;
+    vms::create(&mut root, &guests, &mut granted, (platform, &priorities))?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     sync_instructions(platform.dic);
     Ok((count, untyped))

@@ -1,0 +1,355 @@
+//! The image's guests, set up at boot by acting for the root (like [`super::spawn`]): for each
+//! guest a `Vm`, and per vCPU a `Vcpu` and the thread that runs it, configured with the VM as its
+//! address space and its VMM's endpoint (badged [`VCPU_BADGE`]` + n`) as its fault endpoint, and
+//! bound, but not resumed: the VMM starts vCPU 0 when it has loaded the guest.
+//!
+//! What the services get, in their grant windows after the manifest's grants:
+//! - the VMM: each vCPU's and thread's capability (and its own endpoint, made if nobody was
+//!   granted it), and an endpoint to the memory manager (the manifest's grant, or one minted here
+//!   with the VMM's badge);
+//! - the memory manager: the `Vm` capability with all rights.
+//!
+//! And a read-only [`BootInfo`] page at [`BOOT_INFO`] in each of their address spaces saying
+//! where all of that is; the memory manager's is followed by the guests' payloads (kernel, device
+//! tree, initrd), page aligned, for it to load. The pages are taken from the boot memory map
+//! before the root receives the rest as untyped, and the services hold no capability to them.
+
+use super::grants::{self, Granted};
+use super::spawn::Root;
+use super::{LoadError, MAX_SERVICES, PAGE};
+use crate::arch::aarch64::stage2::MapError;
+use capvisor_image::{EntryKind, GuestConfig, ImageView};
+use capvisor_ipc::abi::Invocation;
+use capvisor_ipc::bootinfo::{
+    BOOT_INFO, BootInfo, FLAG_DIC, FLAG_FWB, GuestInfo, MAX_GUEST_VCPUS, MAX_GUESTS, Payload,
+    VCPU_BADGE,
+};
+use capvisor_ipc::cap::{ObjectKind, Rights};
+use capvisor_ipc::types::{Ipa, PhysAddr};
+use capvisor_kernel::memmap::MemoryMap;
+use capvisor_kernel::object::{Effects, Object, RootLayout, THREAD_CONFIGURE};
+use capvisor_kernel::platform::Platform;
+use capvisor_kernel::stage2::{MemType, S2Access};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// One guest of the image, with its payloads.
+#[derive(Clone, Copy)]
+pub struct Guest {
+    /// Its name.
+    pub name: &'static str,
+    /// Its checked configuration.
+    pub config: GuestConfig,
+    /// The kernel, device tree and initrd entries.
+    pub kernel: &'static [u8],
+    /// The device tree, if any.
+    pub dtb: Option<&'static [u8]>,
+    /// The initrd, if any.
+    pub initrd: Option<&'static [u8]>,
+}
+
+/// The guests, and the boot-info pages reserved for the services that serve them.
+pub struct Plan {
+    guests: heapless::Vec<Guest, MAX_GUESTS>,
+    /// Per service index: the physical base and page count of its boot-info region (0: none).
+    regions: [(u64, u64); MAX_SERVICES],
+}
+
+/// Why the guests could not be set up.
+#[derive(Clone, Copy, Debug)]
+pub enum GuestError {
+    /// A guest configuration is malformed.
+    Config(capvisor_image::GuestConfigError),
+    /// A guest has no kernel entry.
+    NoKernel,
+    /// More guests than the kernel supports.
+    TooMany,
+}
+
+impl core::fmt::Display for GuestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Config(error) => write!(f, "malformed guest configuration: {error:?}"),
+            Self::NoKernel => f.write_str("the image has no kernel for it"),
+            Self::TooMany => write!(f, "more than {MAX_GUESTS} guests"),
+        }
+    }
+}
+
+fn pages(bytes: u64) -> u64 {
+    bytes.div_ceil(PAGE)
+}
+
+/// Reads the image's guests and reserves their services' boot-info pages from `memory` (before
+/// the root takes the rest of RAM).
+///
+/// # Errors
+/// The guest's name and what is wrong with it.
+pub fn plan(
+    image: &ImageView<'static>,
+    services: usize,
+    memory: &mut MemoryMap,
+) -> Result<Plan, (&'static str, LoadError)> {
+    let mut plan = Plan {
+        guests: heapless::Vec::new(),
+        regions: [(0, 0); MAX_SERVICES],
+    };
+    let find = |kind: EntryKind, name: &str| {
+        image
+            .entries()
+            .find(|e| e.kind == kind && e.name == name)
+            .map(|e| e.bytes)
+    };
+    let mut sizes = [0u64; MAX_SERVICES];
+    for entry in image.entries().filter(|e| e.kind == EntryKind::Guest) {
+        let fail = |error| (entry.name, LoadError::Guest(error));
+        let config =
+            GuestConfig::decode(entry.bytes, services).map_err(|e| fail(GuestError::Config(e)))?;
+        let guest = Guest {
+            name: entry.name,
+            config,
+            kernel: find(EntryKind::GuestKernel, entry.name)
+                .ok_or_else(|| fail(GuestError::NoKernel))?,
+            dtb: find(EntryKind::GuestDtb, entry.name),
+            initrd: find(EntryKind::GuestInitrd, entry.name),
+        };
+        plan.guests
+            .push(guest)
+            .map_err(|_| fail(GuestError::TooMany))?;
+        let (vmm, memmgr) = (config.vmm as usize, config.memmgr as usize);
+        if vmm >= MAX_SERVICES || memmgr >= MAX_SERVICES {
+            return Err(fail(GuestError::TooMany));
+        }
+        sizes[vmm] = sizes[vmm].max(1);
+        let payloads = [Some(guest.kernel), guest.dtb, guest.initrd];
+        sizes[memmgr] = sizes[memmgr].max(1)
+            + payloads
+                .iter()
+                .flatten()
+                .map(|p| pages(p.len() as u64))
+                .sum::<u64>();
+    }
+    for (service, &count) in sizes.iter().enumerate().filter(|(_, c)| **c > 0) {
+        let base = memory
+            .alloc(count, PAGE)
+            .ok_or(("guests", LoadError::Map(MapError::OutOfMemory)))?;
+        plan.regions[service] = (base, count);
+    }
+    Ok(plan)
+}
+
+/// Root slots used for guest objects: after the services' (3 each).
+fn guest_slots(root: &Root<'_>, guest: usize) -> u64 {
+    root.layout.first_free
+        + 3 * MAX_SERVICES as u64
+        + guest as u64 * (1 + 3 * MAX_GUEST_VCPUS as u64)
+}
+
+/// Creates every guest's objects, gives the VMMs and memory managers their capabilities, and
+/// writes and maps their boot-info pages.
+///
+/// # Errors
+/// The guest's name and the first invocation that failed.
+pub fn create(
+    root: &mut Root<'_>,
+    plan: &Plan,
+    granted: &mut Granted,
+    (platform, priorities): (&Platform, &[u8; MAX_SERVICES]),
+) -> Result<(), (&'static str, LoadError)> {
+    let mut infos = [const { None::<BootInfo> }; MAX_SERVICES];
+    let mut payload_next = [1u64; MAX_SERVICES];
+    let mut flags = 0;
+    if platform.fwb {
+        flags |= FLAG_FWB;
+    }
+    if platform.dic {
+        flags |= FLAG_DIC;
+    }
+    for (index, guest) in plan.guests.iter().enumerate() {
+        let (vmm, memmgr) = (guest.config.vmm as usize, guest.config.memmgr as usize);
+        let mut vmm_info = guest_info(index, guest);
+        let mut mm_info = vmm_info;
+        create_one(
+            root,
+            granted,
+            (index, guest, priorities[vmm]),
+            (&mut vmm_info, &mut mm_info),
+        )
+        .map_err(|e| (guest.name, e))?;
+        // The payloads, page aligned after the memory manager's info page.
+        let (region, _) = plan.regions[memmgr];
+        for (payload, bytes) in [
+            (&mut mm_info.kernel, Some(guest.kernel)),
+            (&mut mm_info.dtb, guest.dtb),
+            (&mut mm_info.initrd, guest.initrd),
+        ] {
+            if let Some(bytes) = bytes {
+                let offset = payload_next[memmgr] * PAGE;
+                copy_to(root, region + offset, bytes);
+                *payload = Payload {
+                    offset,
+                    size: bytes.len() as u64,
+                };
+                payload_next[memmgr] += pages(bytes.len() as u64);
+            }
+        }
+        for (service, info) in [(vmm, vmm_info), (memmgr, mm_info)] {
+            let page = infos[service].get_or_insert_with(|| empty_info(flags));
+            if let Some(slot) = page.guests.get_mut(page.guest_count as usize) {
+                *slot = info;
+                page.guest_count += 1;
+            }
+        }
+        // The VMM receives its vCPUs' faults on its own endpoint: slot 0 of its window.
+        let (_, base, _) = grants::window(root, vmm);
+        if let Some(page) = infos[vmm].as_mut() {
+            page.endpoint = base;
+        }
+    }
+    for (service, info) in infos.iter().enumerate() {
+        if let Some(info) = info {
+            install(root, service, plan.regions[service], info).map_err(|e| ("guests", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn empty_info(flags: u32) -> BootInfo {
+    let mut info = BootInfo::new_zeroed();
+    info.magic = BootInfo::MAGIC;
+    info.version = BootInfo::VERSION;
+    info.flags = flags;
+    info
+}
+
+fn guest_info(index: usize, guest: &Guest) -> GuestInfo {
+    let mut info = GuestInfo::new_zeroed();
+    info.index = index as u32;
+    info.vcpus = guest.config.vcpus;
+    info.ram_base = guest.config.ram_base;
+    info.ram_size = guest.config.ram_size;
+    info.text_offset =
+        capvisor_image::LinuxImageHeader::read(guest.kernel).map_or(0, |header| header.text_offset);
+    let name = guest.name.as_bytes();
+    let len = name.len().min(info.name.len());
+    info.name[..len].copy_from_slice(&name[..len]);
+    info
+}
+
+/// The objects of guest `index`: its VM, and per vCPU a vCPU, a thread and a badged fault
+/// endpoint.
+fn create_one(
+    root: &mut Root<'_>,
+    granted: &mut Granted,
+    (index, guest, priority): (usize, &Guest, u8),
+    (vmm_info, mm_info): (&mut GuestInfo, &mut GuestInfo),
+) -> Result<(), LoadError> {
+    let (vmm, memmgr) = (guest.config.vmm as usize, guest.config.memmgr as usize);
+    let base = guest_slots(root, index);
+    let vm = base;
+    let all = u64::from(Rights::ALL.bits());
+    root.retype(u64::from(ObjectKind::Vm.code()), 0, 0, vm)?;
+    // The memory manager maps the VM's RAM: it holds the VM with all rights.
+    let (mm_cnode, _, _) = grants::window(root, memmgr);
+    let dest = grants::next_slot(root, memmgr, &mut granted.next)?;
+    root.invoke(mm_cnode, Invocation::Copy.code(), &[dest, vm, all])?;
+    mm_info.vm = dest;
+    mm_info.vmm_badge = vmm as u64 + 1;
+    // The VMM's endpoint receives the vCPUs' faults; its endpoint to the memory manager.
+    let endpoint = grants::ensure_endpoint(root, vmm)?;
+    let (vmm_cnode, _, _) = grants::window(root, vmm);
+    vmm_info.memmgr = match granted.slots[vmm][memmgr] {
+        0 => {
+            let memmgr_endpoint = grants::ensure_endpoint(root, memmgr)?;
+            let dest = grants::next_slot(root, vmm, &mut granted.next)?;
+            let rights = u64::from(Rights::WRITE.union(Rights::GRANT).bits());
+            let badge = vmm as u64 + 1;
+            root.invoke(
+                vmm_cnode,
+                Invocation::Mint.code(),
+                &[dest, memmgr_endpoint, rights, badge],
+            )?;
+            granted.slots[vmm][memmgr] = dest;
+            dest
+        }
+        slot => slot,
+    };
+    let vcpus = (guest.config.vcpus as usize).min(MAX_GUEST_VCPUS);
+    // A vCPU below its VMM: the VMM answers its faults before it runs again.
+    let priority = u64::from(priority.saturating_sub(1));
+    for n in 0..vcpus {
+        let (vcpu, thread, fault) = (
+            base + 1 + 3 * n as u64,
+            base + 2 + 3 * n as u64,
+            base + 3 + 3 * n as u64,
+        );
+        root.retype(u64::from(ObjectKind::Vcpu.code()), 0, 0, vcpu)?;
+        root.retype(u64::from(ObjectKind::Thread.code()), 0, 0, thread)?;
+        let rights = u64::from(Rights::WRITE.bits());
+        let badge = VCPU_BADGE + n as u64;
+        root.invoke(
+            RootLayout::CNODE,
+            Invocation::Mint.code(),
+            &[fault, endpoint, rights, badge],
+        )?;
+        // Entry, stack and IPC buffer are the VMM's to set (a guest makes no syscalls); its
+        // CSpace is the VMM's CNode, which it never uses.
+        let configure = [0, 0, 0, priority | priority << 8, vmm_cnode, vm, fault];
+        root.invoke(thread, THREAD_CONFIGURE, &configure)?;
+        root.invoke(thread, Invocation::ThreadBindVcpu.code(), &[vcpu])?;
+        for (source, out) in [
+            (vcpu, &mut vmm_info.vcpu[n]),
+            (thread, &mut vmm_info.thread[n]),
+        ] {
+            let dest = grants::next_slot(root, vmm, &mut granted.next)?;
+            root.invoke(vmm_cnode, Invocation::Copy.code(), &[dest, source, all])?;
+            *out = dest;
+        }
+    }
+    Ok(())
+}
+
+/// Copies `bytes` into kernel-mapped RAM at `pa` (pages reserved by [`plan`]).
+fn copy_to(root: &Root<'_>, pa: u64, bytes: &[u8]) {
+    if root.glue.ram.contains(pa, pa + bytes.len() as u64) || bytes.is_empty() {
+        // SAFETY: the range is RAM reserved by `plan` for this payload (checked inside the
+        // kernel's RAM map above); nothing else uses it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa as *mut u8, bytes.len()) };
+    }
+}
+
+/// Writes `info` into the first page of `service`'s region and maps the region read-only at
+/// [`BOOT_INFO`] in the service's space.
+fn install(
+    root: &mut Root<'_>,
+    service: usize,
+    (base, count): (u64, u64),
+    info: &BootInfo,
+) -> Result<(), LoadError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let bytes = info.as_bytes();
+    copy_to(root, base, bytes);
+    let space_slot = if service == 0 {
+        RootLayout::SPACE
+    } else {
+        root.layout.first_free + 3 * (service as u64 - 1) + 1
+    };
+    let Some(Object::AddressSpace(space)) = root.object(space_slot) else {
+        return Err(LoadError::Kernel(capvisor_ipc::abi::KernelError::WrongType));
+    };
+    let read_only = S2Access {
+        read: true,
+        write: false,
+        exec: false,
+    };
+    for n in 0..count {
+        let (ipa, pa) = (
+            Ipa::new(BOOT_INFO + n * PAGE),
+            PhysAddr::new(base + n * PAGE),
+        );
+        root.glue
+            .map(space, ipa, pa, PAGE, read_only, MemType::NormalWriteBack)?;
+    }
+    Ok(())
+}
