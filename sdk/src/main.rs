@@ -83,6 +83,10 @@ struct RunArgs {
     /// Deterministic instruction counting (QEMU -icount shift=0).
     #[arg(long)]
     icount: bool,
+    /// Print every guest stage-2 mapping change and cache/TLB maintenance operation as the kernel
+    /// performs it, and each VM's counters at the end (kernel argument `capvisor.trace=1`).
+    #[arg(long)]
+    trace: bool,
     /// Boot through U-Boot's `booti`, as on a board (Debian's u-boot-qemu by default).
     #[arg(long)]
     uboot: bool,
@@ -176,6 +180,9 @@ fn run(root: &std::path::Path, args: RunArgs) -> ExitCode {
     config.mem = args.mem;
     config.gdb = args.gdb;
     config.icount = args.icount;
+    if args.trace {
+        config.append.push_str(" capvisor.trace=1");
+    }
     config.uboot = args.uboot.then_some(args.uboot_bin);
     config.extra = args.qemu_args;
     config.timeout = (args.timeout > 0 && !args.gdb).then(|| Duration::from_secs(args.timeout));
