@@ -1,0 +1,236 @@
+//! The memory manager (`svc-memmgr`): serves `capvisor_ipc::protocols::memmgr` to the guests'
+//! VMMs. It owns guest RAM (its manifest's untyped), demand-maps it into each VM on stage-2
+//! faults and writes the guests' payloads; the rules it applies (`DESIGN.md` stage-2 rules 1–2,
+//! vCPU reset) are in [`policy`], tested on the host. This file is the EL0 glue: the boot-info
+//! page, capability discovery and the syscalls behind [`policy::Kernel`].
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+capvisor_rt::service_async!(run);
+
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not serve")
+)]
+mod policy;
+
+#[cfg(test)]
+mod tests;
+
+/// The memory manager's server generation.
+#[cfg(target_os = "none")]
+const GENERATION: capvisor_ipc::protocol::Generation = capvisor_ipc::protocol::Generation::new(1);
+
+#[cfg(target_os = "none")]
+async fn run() -> u64 {
+    use capvisor_ipc::cap::Cap;
+    use capvisor_ipc::protocols::memmgr;
+    use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
+    use capvisor_rt::println;
+
+    let Some(info) = el0::boot_info() else {
+        println!("no valid boot-info page");
+        return 1;
+    };
+    let Some(kernel) = el0::Kernel::discover(&info) else {
+        println!("no endpoint or untyped memory");
+        return 1;
+    };
+    let guests: heapless::Vec<policy::Guest, { policy::MAX_GUESTS }> =
+        info.guests().iter().map(policy::Guest::from_info).collect();
+    let features = policy::Features {
+        fwb: info.fwb(),
+        dic: info.dic(),
+    };
+    let endpoint = kernel.endpoint;
+    let mut manager = policy::MemMgr::new(kernel, features, &guests);
+    let mut server = EndpointServer::new(
+        Cap::from_cptr(capvisor_rt::CPtr::new(endpoint)),
+        ReceiveWindow::NONE,
+    );
+    let error = memmgr::serve(&mut server, &mut manager, GENERATION).await;
+    println!("unexpected {error:?}");
+    1
+}
+
+/// Without the kernel there is nothing to serve: the host program does nothing (the policy is
+/// tested in `tests.rs`).
+#[cfg(not(target_os = "none"))]
+async fn run() -> u64 {
+    0
+}
+
+/// The syscalls behind [`policy::Kernel`].
+#[cfg(target_os = "none")]
+mod el0 {
+    use capvisor_ipc::abi::{CacheOp, Invocation, KernelError};
+    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, Payload};
+    use capvisor_ipc::cap::ObjectKind;
+    use capvisor_rt::{CPtr, Rights, sys};
+    use zerocopy::FromBytes;
+
+    use crate::policy::{FrameSize, Space};
+
+    /// This service's CNode and AddressSpace (`kernel/src/services/spawn.rs`: the same slots for
+    /// the root and for a spawned service).
+    const CNODE: u64 = 1;
+    const SPACE: u64 = 2;
+    /// Slots that may hold the memory manager's own endpoint, in order: the root's grant window
+    /// (`ROOT_GRANTS`, when the memory manager is the image's first service) and a spawned
+    /// service's (`FIRST_GRANT`).
+    const ENDPOINT_SLOTS: [u64; 2] = [992, 4];
+    /// Where untyped memory may be: the root's grant window, then the grant window of a spawned
+    /// service (and the root's own RAM untyped from slot 5).
+    const UNTYPED_RANGES: [(u64, u64); 2] = [(992, 1022), (4, 64)];
+    /// Free slots are looked for from here on (past a spawned service's image frames).
+    const FIRST_FREE: u64 = 64;
+
+    /// Reads and checks the boot-info page.
+    pub fn boot_info() -> Option<BootInfo> {
+        // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in this service's
+        // address space before it starts; it is 4 KiB, never written while this service runs,
+        // and BootInfo is at most a page (const-asserted in capvisor_ipc::bootinfo).
+        let bytes =
+            unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
+        let info = BootInfo::read_from_bytes(bytes).ok()?;
+        (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
+    }
+
+    /// The kind and badge of the capability in `slot`, or the kernel's error.
+    fn identify(slot: u64) -> Result<(u64, u64), KernelError> {
+        let [kind, _, badge, _] = sys::invoke(CPtr::new(slot), Invocation::Identify.code(), &[])?;
+        Ok((kind, badge))
+    }
+
+    /// The kernel, as the memory manager reaches it.
+    #[derive(Debug)]
+    pub struct Kernel {
+        /// This service's endpoint (taken by `run`).
+        pub endpoint: u64,
+        untyped: heapless::Vec<u64, 32>,
+        next_free: u64,
+    }
+
+    impl Kernel {
+        /// Finds this service's endpoint and untyped memory.
+        pub fn discover(info: &BootInfo) -> Option<Self> {
+            let endpoint_kind = u64::from(ObjectKind::Endpoint.code());
+            let untyped_kind = u64::from(ObjectKind::Untyped.code());
+            let endpoint = core::iter::once(info.endpoint)
+                .chain(ENDPOINT_SLOTS)
+                .filter(|&slot| slot != 0)
+                .find(|&slot| identify(slot) == Ok((endpoint_kind, 0)))?;
+            let mut untyped = heapless::Vec::new();
+            for (first, last) in UNTYPED_RANGES {
+                for slot in first..last {
+                    match identify(slot) {
+                        Ok((kind, _)) if kind == untyped_kind => {
+                            let _ = untyped.push(slot);
+                        }
+                        Err(KernelError::InvalidSlot) => break,
+                        _ => {}
+                    }
+                }
+            }
+            (!untyped.is_empty()).then_some(Self {
+                endpoint,
+                untyped,
+                next_free: FIRST_FREE,
+            })
+        }
+
+        /// The next empty slot of this service's CNode.
+        fn free_slot(&mut self) -> Result<u64, KernelError> {
+            loop {
+                let slot = self.next_free;
+                self.next_free += 1;
+                match identify(slot) {
+                    Err(KernelError::EmptySlot) => return Ok(slot),
+                    Err(KernelError::InvalidSlot) => return Err(KernelError::NotEnoughMemory),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    impl crate::policy::Kernel for Kernel {
+        fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError> {
+            let slot = self.free_slot()?;
+            let frame = u64::from(ObjectKind::Frame.code());
+            let mut last = KernelError::NotEnoughMemory;
+            for &untyped in &self.untyped {
+                match sys::retype(CPtr::new(untyped), frame, size.bits(), CPtr::NULL, slot, 1) {
+                    Ok(()) => return Ok(slot),
+                    Err(error) => last = error,
+                }
+            }
+            Err(last)
+        }
+
+        fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {
+            let slot = self.free_slot()?;
+            sys::copy(CPtr::new(CNODE), slot, CPtr::new(frame), Rights::ALL)?;
+            Ok(slot)
+        }
+
+        fn map(
+            &mut self,
+            frame: u64,
+            space: Space,
+            ipa: u64,
+            access: u64,
+        ) -> Result<(), KernelError> {
+            let space = match space {
+                Space::Vm(vm) => vm,
+                Space::Own => SPACE,
+            };
+            sys::map(CPtr::new(frame), CPtr::new(space), ipa, access, 0)
+        }
+
+        fn unmap(&mut self, frame: u64) -> Result<(), KernelError> {
+            sys::unmap(CPtr::new(frame))
+        }
+
+        fn clean_to_poc(&mut self, frame: u64, vm: u64) -> Result<(), KernelError> {
+            let args = [CacheOp::CleanInvalidatePoc.code(), vm];
+            sys::invoke(CPtr::new(frame), Invocation::CacheMaintenance.code(), &args).map(|_| ())
+        }
+
+        fn invalidate_icache(&mut self, frame: u64, vm: u64) -> Result<(), KernelError> {
+            let args = [CacheOp::InvalidateIcache.code(), vm];
+            sys::invoke(CPtr::new(frame), Invocation::CacheMaintenance.code(), &args).map(|_| ())
+        }
+
+        fn invalidate_vm_icache(
+            &mut self,
+            vm: u64,
+            ipa: u64,
+            size: u64,
+        ) -> Result<(), KernelError> {
+            let args = [CacheOp::InvalidateIcache.code(), ipa, size];
+            sys::invoke(CPtr::new(vm), Invocation::CacheMaintenance.code(), &args).map(|_| ())
+        }
+
+        fn write(&mut self, address: u64, bytes: &[u8]) {
+            for (n, byte) in bytes.iter().enumerate() {
+                // SAFETY: the policy writes only inside frames it mapped read/write into this
+                // service's window, which nothing else in this service refers to.
+                unsafe { ((address + n as u64) as *mut u8).write_volatile(*byte) };
+            }
+        }
+
+        fn copy_payload(&mut self, payload: Payload, offset: u64, address: u64, length: u64) {
+            let source = BOOT_INFO + payload.offset + offset;
+            // SAFETY: (1) the kernel maps each payload read-only right after the boot-info page,
+            // `payload.size` bytes from `BOOT_INFO + payload.offset`, and the policy copies
+            // `offset + length <= payload.size` bytes; (2) the destination is inside a frame the
+            // policy mapped read/write into the window; (3) the two never overlap.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    source as *const u8,
+                    address as *mut u8,
+                    length as usize,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The memory manager's policy, apart from the kernel: which frame backs which guest IPA, and
+//! the cache maintenance `DESIGN.md` stage-2 rules 1–2 and the vCPU-reset rule (seed 002) ask
+//! for around each mapping. A [`Kernel`] performs the effects (the EL0 syscalls in `main.rs`, a
+//! recording fake in the tests), so every rule is checked on the host.
+//!
+//! Frames are a small state machine per guest region:
+//! - *allocated*: retyped, mapped read/write into the memory manager's own window (so it can
+//!   write payloads), not in the VM; `needs_clean` (its contents were written through a cacheable
+//!   alias: the kernel zeroed it, or `load`/`write_word` wrote it);
+//! - *mapped*: in the VM, read/write execute-never (a data fault) or read/write/execute (an
+//!   instruction fault);
+//! - a reset without FEAT_S2FWB drops every *mapped* frame back to *allocated*, `needs_clean`.
+//!
+//! Without FWB a frame is cleaned and invalidated to PoC whenever it enters the VM while
+//! `needs_clean` (rule 1: a guest with its MMU off reads memory non-cacheable), and right after a
+//! write while it is in the VM. With FWB the stage-2 descriptors force write-back and no PoC
+//! maintenance is ever made. Executable mappings come only after an instruction-cache
+//! invalidation, unless CTR_EL0.DIC (rule 2).
+
+use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::bootinfo::{GuestInfo, Payload};
+use capvisor_ipc::protocol::Context;
+use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
+use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
+
+/// A 4 KiB page.
+pub const PAGE: u64 = 1 << 12;
+/// A 2 MiB block (a level-2 block mapping with the 4K granule).
+pub const BLOCK: u64 = 1 << 21;
+/// Where the memory manager maps guest frames in its own address space: guest `n` (its place in
+/// the boot-info page) at `WINDOW + n * WINDOW_STRIDE + (ipa % WINDOW_STRIDE)`, which keeps a
+/// block's 2 MiB alignment.
+pub const WINDOW: u64 = 0x30_0000_0000;
+/// The window of one guest (64 GiB: its RAM must fit).
+pub const WINDOW_STRIDE: u64 = 0x10_0000_0000;
+/// Frames the memory manager tracks, for all guests together (16 MiB of RAM in blocks is 8).
+pub const MAX_FRAMES: usize = 192;
+/// Guests one memory manager serves.
+pub const MAX_GUESTS: usize = capvisor_ipc::bootinfo::MAX_GUESTS;
+
+/// Map access bits (`kernel/src/object/invoke.rs`: R=1 W=2 X=4).
+const READ_WRITE: u64 = 0b011;
+const READ_WRITE_EXECUTE: u64 = 0b111;
+
+/// A frame's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameSize {
+    /// 4 KiB.
+    Page,
+    /// 2 MiB.
+    Block,
+}
+
+impl FrameSize {
+    /// Bytes.
+    #[must_use]
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::Page => PAGE,
+            Self::Block => BLOCK,
+        }
+    }
+
+    /// The retype size bits.
+    #[must_use]
+    pub const fn bits(self) -> u64 {
+        match self {
+            Self::Page => 12,
+            Self::Block => 21,
+        }
+    }
+}
+
+/// The address space a mapping goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// A guest's VM (its capability slot).
+    Vm(u64),
+    /// The memory manager's own address space.
+    Own,
+}
+
+/// What the memory manager asks of the kernel (slots are the memory manager's CSpace).
+pub trait Kernel {
+    /// Retypes a RAM frame of `size` from the memory manager's untyped into a free slot.
+    ///
+    /// # Errors
+    /// The kernel's refusal (`NotEnoughMemory` when no untyped has room).
+    fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError>;
+    /// Copies frame capability `frame` into a free slot (a frame capability maps once).
+    ///
+    /// # Errors
+    /// The kernel's refusal, or no free slot.
+    fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError>;
+    /// Maps `frame` at `ipa` of `space` with `access` (R=1 W=2 X=4), Normal write-back.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn map(&mut self, frame: u64, space: Space, ipa: u64, access: u64) -> Result<(), KernelError>;
+    /// Unmaps `frame` (the kernel invalidates the TLB before it returns).
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn unmap(&mut self, frame: u64) -> Result<(), KernelError>;
+    /// Cleans and invalidates `frame` to PoC, for VM `vm` (named for the kernel's trace).
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn clean_to_poc(&mut self, frame: u64, vm: u64) -> Result<(), KernelError>;
+    /// Invalidates the instruction cache for `frame` of VM `vm`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn invalidate_icache(&mut self, frame: u64, vm: u64) -> Result<(), KernelError>;
+    /// Invalidates the instruction cache for VM `vm`'s `[ipa, ipa + size)`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn invalidate_vm_icache(&mut self, vm: u64, ipa: u64, size: u64) -> Result<(), KernelError>;
+    /// Writes `bytes` at `address` of the memory manager's window (mapped by [`Kernel::map`]).
+    fn write(&mut self, address: u64, bytes: &[u8]);
+    /// Copies `length` bytes of `payload` from byte `offset` to `address` of the window.
+    fn copy_payload(&mut self, payload: Payload, offset: u64, address: u64, length: u64);
+}
+
+/// One frame of guest RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Frame {
+    /// The guest's place in the boot-info page.
+    guest: u8,
+    size: FrameSize,
+    /// First IPA.
+    ipa: u64,
+    /// The capability mapped into the VM.
+    vm_cap: u64,
+    /// The copy mapped into the memory manager's window.
+    own_cap: u64,
+    /// In the VM: `Some(executable)`.
+    mapped: Option<bool>,
+    /// Written through a cacheable alias since its last clean to PoC.
+    needs_clean: bool,
+}
+
+/// A guest, as the memory manager serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guest {
+    /// Its `VmId`.
+    pub id: VmId,
+    /// The `Vm` capability.
+    pub vm: u64,
+    /// The badge its VMM calls with.
+    pub vmm_badge: u64,
+    /// First IPA of RAM.
+    pub ram_base: u64,
+    /// Bytes of RAM.
+    pub ram_size: u64,
+    /// Its payloads: kernel, device tree, initrd.
+    pub payloads: [Payload; 3],
+}
+
+impl Guest {
+    /// The guest a boot-info entry describes.
+    #[must_use]
+    pub fn from_info(info: &GuestInfo) -> Self {
+        Self {
+            id: VmId::new(info.index),
+            vm: info.vm,
+            vmm_badge: info.vmm_badge,
+            ram_base: info.ram_base,
+            ram_size: info.ram_size,
+            payloads: [info.kernel, info.dtb, info.initrd],
+        }
+    }
+
+    fn ram_end(&self) -> u64 {
+        self.ram_base.saturating_add(self.ram_size)
+    }
+
+    fn in_ram(&self, ipa: u64, size: u64) -> bool {
+        ipa >= self.ram_base
+            && ipa
+                .checked_add(size)
+                .is_some_and(|end| end <= self.ram_end())
+    }
+
+    /// The frame that backs `ipa`: a block when its 2 MiB region lies wholly in RAM.
+    fn region(&self, ipa: u64) -> (u64, FrameSize) {
+        let block = ipa & !(BLOCK - 1);
+        if self.in_ram(block, BLOCK) {
+            (block, FrameSize::Block)
+        } else {
+            (ipa & !(PAGE - 1), FrameSize::Page)
+        }
+    }
+}
+
+/// The platform features the rules depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Features {
+    /// FEAT_S2FWB.
+    pub fwb: bool,
+    /// CTR_EL0.DIC.
+    pub dic: bool,
+}
+
+/// The memory manager.
+#[derive(Debug)]
+pub struct MemMgr<K> {
+    kernel: K,
+    features: Features,
+    guests: heapless::Vec<Guest, MAX_GUESTS>,
+    frames: heapless::Vec<Frame, MAX_FRAMES>,
+}
+
+fn refused(_: KernelError) -> MemError {
+    MemError::MappingRefused
+}
+
+fn out_of_memory(_: KernelError) -> MemError {
+    MemError::OutOfMemory
+}
+
+impl<K: Kernel> MemMgr<K> {
+    /// A memory manager for `guests` (extra ones beyond [`MAX_GUESTS`] are ignored).
+    pub fn new(kernel: K, features: Features, guests: &[Guest]) -> Self {
+        let mut list = heapless::Vec::new();
+        for guest in guests.iter().take(MAX_GUESTS) {
+            let _ = list.push(*guest);
+        }
+        Self {
+            kernel,
+            features,
+            guests: list,
+            frames: heapless::Vec::new(),
+        }
+    }
+
+    /// The kernel (for the tests' fake).
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// The guest `vm`, if the caller (`badge`) is its VMM.
+    fn guest(&self, ctx: &Context, vm: VmId) -> Result<(usize, Guest), MemError> {
+        let (index, guest) = self
+            .guests
+            .iter()
+            .enumerate()
+            .find(|(_, g)| g.id == vm)
+            .ok_or(MemError::UnknownVm)?;
+        if ctx.badge().raw() != guest.vmm_badge {
+            return Err(MemError::NotPermitted);
+        }
+        Ok((index, *guest))
+    }
+
+    fn window(index: usize, ipa: u64) -> u64 {
+        WINDOW + index as u64 * WINDOW_STRIDE + (ipa % WINDOW_STRIDE)
+    }
+
+    /// The frame backing `ipa` of guest `index`, allocated (and mapped into the window) if new.
+    fn frame(&mut self, index: usize, guest: &Guest, ipa: u64) -> Result<usize, MemError> {
+        let (base, size) = guest.region(ipa);
+        if let Some(found) = self
+            .frames
+            .iter()
+            .position(|f| usize::from(f.guest) == index && f.ipa == base)
+        {
+            return Ok(found);
+        }
+        if self.frames.is_full() {
+            return Err(MemError::OutOfMemory);
+        }
+        let vm_cap = self.kernel.new_frame(size).map_err(out_of_memory)?;
+        let own_cap = self.kernel.copy_frame(vm_cap).map_err(out_of_memory)?;
+        let window = Self::window(index, base);
+        self.kernel
+            .map(own_cap, Space::Own, window, READ_WRITE)
+            .map_err(refused)?;
+        let frame = Frame {
+            guest: index as u8,
+            size,
+            ipa: base,
+            vm_cap,
+            own_cap,
+            mapped: None,
+            // The kernel zeroed it through its cacheable alias.
+            needs_clean: true,
+        };
+        self.frames.push(frame).map_err(|_| MemError::OutOfMemory)?;
+        Ok(self.frames.len() - 1)
+    }
+
+    /// Maps frame `at` into guest `guest`'s VM, executable or not, with the maintenance rules 1–2
+    /// require first.
+    fn enter_vm(&mut self, at: usize, guest: &Guest, execute: bool) -> Result<(), MemError> {
+        let frame = self.frames[at];
+        if frame.mapped.is_some() {
+            // Only a change to executable gets here: break before make (the kernel
+            // invalidates the TLB on unmap).
+            self.kernel.unmap(frame.vm_cap).map_err(refused)?;
+            self.frames[at].mapped = None;
+        }
+        if frame.needs_clean && !self.features.fwb {
+            self.kernel
+                .clean_to_poc(frame.vm_cap, guest.vm)
+                .map_err(refused)?;
+        }
+        self.frames[at].needs_clean = false;
+        if execute && !self.features.dic {
+            self.kernel
+                .invalidate_icache(frame.vm_cap, guest.vm)
+                .map_err(refused)?;
+        }
+        let access = if execute {
+            READ_WRITE_EXECUTE
+        } else {
+            READ_WRITE
+        };
+        self.kernel
+            .map(frame.vm_cap, Space::Vm(guest.vm), frame.ipa, access)
+            .map_err(refused)?;
+        self.frames[at].mapped = Some(execute);
+        Ok(())
+    }
+
+    /// After the memory manager wrote frame `at`: a frame in the VM is made visible now (it will
+    /// not refault); one outside it is cleaned when it enters.
+    fn written(&mut self, at: usize, guest: &Guest) -> Result<(), MemError> {
+        let frame = self.frames[at];
+        match frame.mapped {
+            None => self.frames[at].needs_clean = true,
+            Some(executable) => {
+                if !self.features.fwb {
+                    self.kernel
+                        .clean_to_poc(frame.vm_cap, guest.vm)
+                        .map_err(refused)?;
+                }
+                if executable && !self.features.dic {
+                    self.kernel
+                        .invalidate_icache(frame.vm_cap, guest.vm)
+                        .map_err(refused)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `length` bytes of `source` at `ipa` of guest `index`, frame by frame.
+    fn write_ram(
+        &mut self,
+        (index, guest): (usize, &Guest),
+        ipa: u64,
+        length: u64,
+        mut source: impl FnMut(&mut K, u64, u64, u64),
+    ) -> Result<(), MemError> {
+        if !guest.in_ram(ipa, length) {
+            return Err(MemError::NotGuestRam);
+        }
+        let mut done = 0;
+        while done < length {
+            let at = self.frame(index, guest, ipa + done)?;
+            let frame = self.frames[at];
+            let offset = ipa + done - frame.ipa;
+            let chunk = (frame.size.bytes() - offset).min(length - done);
+            let address = Self::window(index, frame.ipa) + offset;
+            source(&mut self.kernel, done, address, chunk);
+            self.written(at, guest)?;
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Takes every frame of guest `index` out of its VM, to be cleaned when it refaults.
+    fn drop_mappings(&mut self, index: usize) -> Result<u64, MemError> {
+        let mut bytes = 0;
+        for at in 0..self.frames.len() {
+            let frame = self.frames[at];
+            if usize::from(frame.guest) == index && frame.mapped.is_some() {
+                self.kernel.unmap(frame.vm_cap).map_err(refused)?;
+                self.frames[at].mapped = None;
+                self.frames[at].needs_clean = true;
+                bytes += frame.size.bytes();
+            }
+        }
+        Ok(bytes)
+    }
+}
+
+impl<K: Kernel> Handler for MemMgr<K> {
+    async fn add_ram(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        base: Ipa,
+        size: u64,
+    ) -> Result<(), MemError> {
+        // RAM comes from the image (the boot-info page); only that range can be declared.
+        let (_, guest) = self.guest(ctx, vm)?;
+        if base.raw() == guest.ram_base && size == guest.ram_size {
+            Ok(())
+        } else {
+            Err(MemError::BadRange)
+        }
+    }
+
+    async fn handle_stage2_fault(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        _vcpu: VcpuId,
+        ipa: Ipa,
+        access: Access,
+    ) -> Result<FaultOutcome, MemError> {
+        let (index, guest) = self.guest(ctx, vm)?;
+        if !guest.in_ram(ipa.raw(), 1) {
+            return Err(MemError::NotGuestRam);
+        }
+        let at = self.frame(index, &guest, ipa.raw())?;
+        let frame = self.frames[at];
+        let execute = access == Access::Execute;
+        match frame.mapped {
+            Some(true) => return Ok(FaultOutcome::AlreadyMapped),
+            Some(false) if !execute => return Ok(FaultOutcome::AlreadyMapped),
+            _ => {}
+        }
+        self.enter_vm(at, &guest, execute)?;
+        Ok(FaultOutcome::Mapped {
+            base: Ipa::new(frame.ipa),
+            size: frame.size.bytes(),
+        })
+    }
+
+    async fn reset_vcpu(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        _vcpu: VcpuId,
+    ) -> Result<ResetPolicy, MemError> {
+        let (index, guest) = self.guest(ctx, vm)?;
+        match (self.features.fwb, self.features.dic) {
+            (false, _) => {
+                self.drop_mappings(index)?;
+                Ok(ResetPolicy::DropAllMappings)
+            }
+            (true, false) => {
+                self.kernel
+                    .invalidate_vm_icache(guest.vm, guest.ram_base, guest.ram_size)
+                    .map_err(refused)?;
+                Ok(ResetPolicy::InvalidateInstructionCache)
+            }
+            (true, true) => Ok(ResetPolicy::Nothing),
+        }
+    }
+
+    async fn release_vm(&mut self, ctx: &mut Context, vm: VmId) -> Result<u64, MemError> {
+        // The frames stay allocated to the guest (the kernel has no way to give retyped memory
+        // back short of revoking the whole untyped); it only leaves the VM.
+        let (index, _) = self.guest(ctx, vm)?;
+        self.drop_mappings(index)
+    }
+
+    async fn load(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        payload: GuestPayload,
+        ipa: Ipa,
+    ) -> Result<u64, MemError> {
+        let (index, guest) = self.guest(ctx, vm)?;
+        let which = match payload {
+            GuestPayload::Kernel => guest.payloads[0],
+            GuestPayload::DeviceTree => guest.payloads[1],
+            GuestPayload::Initrd => guest.payloads[2],
+        };
+        if which.size == 0 {
+            return Err(MemError::BadRange);
+        }
+        self.write_ram(
+            (index, &guest),
+            ipa.raw(),
+            which.size,
+            |kernel, offset, address, length| {
+                kernel.copy_payload(which, offset, address, length);
+            },
+        )?;
+        Ok(which.size)
+    }
+
+    async fn write_word(
+        &mut self,
+        ctx: &mut Context,
+        vm: VmId,
+        ipa: Ipa,
+        value: u64,
+    ) -> Result<(), MemError> {
+        let (index, guest) = self.guest(ctx, vm)?;
+        if !ipa.raw().is_multiple_of(8) {
+            return Err(MemError::BadRange);
+        }
+        let bytes = value.to_le_bytes();
+        self.write_ram((index, &guest), ipa.raw(), 8, |kernel, _, address, _| {
+            kernel.write(address, &bytes);
+        })
+    }
+}

@@ -1,0 +1,366 @@
+//! The memory manager's rules on the host: a fake kernel records every operation, and each test
+//! checks the sequence a rule of `DESIGN.md` requires (stage-2 rules 1–2, vCPU reset).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::bootinfo::Payload;
+use capvisor_ipc::cap::Badge;
+use capvisor_ipc::protocol::Context;
+use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
+use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
+
+use crate::policy::{BLOCK, Features, FrameSize, Guest, Kernel, MemMgr, PAGE, Space, WINDOW};
+
+const VM: u64 = 40;
+const VMM: u64 = 2;
+const RAM: u64 = 0x4000_0000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    NewFrame(FrameSize, u64),
+    Copy(u64, u64),
+    Map(u64, Space, u64, u64),
+    Unmap(u64),
+    Clean(u64),
+    Icache(u64),
+    VmIcache(u64, u64),
+}
+
+#[derive(Debug, Default)]
+struct Fake {
+    ops: Vec<Op>,
+    next: u64,
+    memory: HashMap<u64, u8>,
+    frames_left: Option<usize>,
+    payload: Vec<u8>,
+}
+
+impl Kernel for Fake {
+    fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError> {
+        if let Some(left) = &mut self.frames_left {
+            if *left == 0 {
+                return Err(KernelError::NotEnoughMemory);
+            }
+            *left -= 1;
+        }
+        self.next += 1;
+        self.ops.push(Op::NewFrame(size, 100 + self.next));
+        Ok(100 + self.next)
+    }
+    fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {
+        self.next += 1;
+        self.ops.push(Op::Copy(frame, 100 + self.next));
+        Ok(100 + self.next)
+    }
+    fn map(&mut self, frame: u64, space: Space, ipa: u64, access: u64) -> Result<(), KernelError> {
+        self.ops.push(Op::Map(frame, space, ipa, access));
+        Ok(())
+    }
+    fn unmap(&mut self, frame: u64) -> Result<(), KernelError> {
+        self.ops.push(Op::Unmap(frame));
+        Ok(())
+    }
+    fn clean_to_poc(&mut self, frame: u64, vm: u64) -> Result<(), KernelError> {
+        assert_eq!(vm, VM);
+        self.ops.push(Op::Clean(frame));
+        Ok(())
+    }
+    fn invalidate_icache(&mut self, frame: u64, vm: u64) -> Result<(), KernelError> {
+        assert_eq!(vm, VM);
+        self.ops.push(Op::Icache(frame));
+        Ok(())
+    }
+    fn invalidate_vm_icache(&mut self, vm: u64, ipa: u64, size: u64) -> Result<(), KernelError> {
+        assert_eq!(vm, VM);
+        self.ops.push(Op::VmIcache(ipa, size));
+        Ok(())
+    }
+    fn write(&mut self, address: u64, bytes: &[u8]) {
+        for (n, byte) in bytes.iter().enumerate() {
+            self.memory.insert(address + n as u64, *byte);
+        }
+    }
+    fn copy_payload(&mut self, payload: Payload, offset: u64, address: u64, length: u64) {
+        assert_eq!(payload.offset, 0x1000);
+        for n in 0..length {
+            let byte = self.payload[(offset + n) as usize];
+            self.memory.insert(address + n, byte);
+        }
+    }
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut context = TaskContext::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the policy never waits"),
+    }
+}
+
+fn guest(ram_size: u64, kernel_size: u64) -> Guest {
+    let kernel = Payload {
+        offset: 0x1000,
+        size: kernel_size,
+    };
+    Guest {
+        id: VmId::new(0),
+        vm: VM,
+        vmm_badge: VMM,
+        ram_base: RAM,
+        ram_size,
+        payloads: [kernel, Payload::default(), Payload::default()],
+    }
+}
+
+fn manager(fwb: bool, dic: bool) -> MemMgr<Fake> {
+    MemMgr::new(
+        Fake::default(),
+        Features { fwb, dic },
+        &[guest(16 << 20, 0x3000)],
+    )
+}
+
+fn vmm() -> Context {
+    Context::new(Badge::new(VMM), Default::default())
+}
+
+fn fault(m: &mut MemMgr<Fake>, ipa: u64, access: Access) -> Result<FaultOutcome, MemError> {
+    block_on(m.handle_stage2_fault(
+        &mut vmm(),
+        VmId::new(0),
+        VcpuId::new(0),
+        Ipa::new(ipa),
+        access,
+    ))
+}
+
+fn take(m: &mut MemMgr<Fake>) -> Vec<Op> {
+    std::mem::take(&mut m.kernel().ops)
+}
+
+#[test]
+fn a_data_fault_without_fwb_cleans_then_maps_a_block_rw_execute_never() {
+    let mut m = manager(false, false);
+    let outcome = fault(&mut m, RAM + 0x1_1234, Access::Write);
+    assert_eq!(
+        outcome,
+        Ok(FaultOutcome::Mapped {
+            base: Ipa::new(RAM),
+            size: BLOCK
+        })
+    );
+    assert_eq!(
+        take(&mut m),
+        [
+            Op::NewFrame(FrameSize::Block, 101),
+            Op::Copy(101, 102),
+            Op::Map(102, Space::Own, WINDOW + RAM, 3),
+            Op::Clean(101),
+            Op::Map(101, Space::Vm(VM), RAM, 3),
+        ]
+    );
+    assert_eq!(
+        fault(&mut m, RAM + 8, Access::Read),
+        Ok(FaultOutcome::AlreadyMapped)
+    );
+    assert!(take(&mut m).is_empty());
+}
+
+#[test]
+fn with_fwb_no_clean_is_ever_made() {
+    let mut m = manager(true, false);
+    fault(&mut m, RAM, Access::Read).unwrap();
+    block_on(m.write_word(&mut vmm(), VmId::new(0), Ipa::new(RAM + 0x10_0000), 1)).unwrap();
+    block_on(m.reset_vcpu(&mut vmm(), VmId::new(0), VcpuId::new(0))).unwrap();
+    fault(&mut m, RAM + BLOCK, Access::Read).unwrap();
+    assert!(!take(&mut m).iter().any(|op| matches!(op, Op::Clean(_))));
+}
+
+#[test]
+fn an_instruction_fault_remaps_executable_after_icache_invalidation_unless_dic() {
+    for dic in [false, true] {
+        let mut m = manager(false, dic);
+        fault(&mut m, RAM, Access::Read).unwrap();
+        take(&mut m);
+        fault(&mut m, RAM + 0x1000, Access::Execute).unwrap();
+        let mut expected = vec![Op::Unmap(101)];
+        if !dic {
+            expected.push(Op::Icache(101));
+        }
+        expected.push(Op::Map(101, Space::Vm(VM), RAM, 7));
+        assert_eq!(take(&mut m), expected, "dic {dic}");
+        assert_eq!(
+            fault(&mut m, RAM, Access::Execute),
+            Ok(FaultOutcome::AlreadyMapped)
+        );
+        assert_eq!(
+            fault(&mut m, RAM, Access::Write),
+            Ok(FaultOutcome::AlreadyMapped)
+        );
+    }
+}
+
+#[test]
+fn regions_not_wholly_in_ram_get_pages() {
+    // 2 MiB + 8 KiB: the first region is a block, the last two pages are pages.
+    let mut m = MemMgr::new(
+        Fake::default(),
+        Features {
+            fwb: true,
+            dic: true,
+        },
+        &[guest(BLOCK + 2 * PAGE, 0)],
+    );
+    let outcome = fault(&mut m, RAM + BLOCK + PAGE + 5, Access::Read);
+    assert_eq!(
+        outcome,
+        Ok(FaultOutcome::Mapped {
+            base: Ipa::new(RAM + BLOCK + PAGE),
+            size: PAGE
+        })
+    );
+    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page, 101));
+    assert_eq!(
+        fault(&mut m, RAM + BLOCK + 2 * PAGE, Access::Read),
+        Err(MemError::NotGuestRam)
+    );
+}
+
+#[test]
+fn requests_are_checked_for_the_caller_vm_and_range() {
+    let mut m = manager(false, false);
+    let stranger = &mut Context::new(Badge::new(7), Default::default());
+    let ipa = Ipa::new(RAM);
+    let vcpu = VcpuId::new(0);
+    assert_eq!(
+        block_on(m.handle_stage2_fault(stranger, VmId::new(0), vcpu, ipa, Access::Read)),
+        Err(MemError::NotPermitted)
+    );
+    assert_eq!(
+        block_on(m.reset_vcpu(stranger, VmId::new(0), vcpu)),
+        Err(MemError::NotPermitted)
+    );
+    assert_eq!(
+        block_on(m.write_word(&mut vmm(), VmId::new(3), ipa, 0)),
+        Err(MemError::UnknownVm)
+    );
+    assert_eq!(
+        fault(&mut m, 0x0900_0000, Access::Write),
+        Err(MemError::NotGuestRam)
+    );
+    assert_eq!(
+        block_on(m.write_word(&mut vmm(), VmId::new(0), Ipa::new(RAM + (16 << 20)), 0)),
+        Err(MemError::NotGuestRam)
+    );
+    assert_eq!(
+        block_on(m.write_word(&mut vmm(), VmId::new(0), Ipa::new(RAM + 4), 0)),
+        Err(MemError::BadRange)
+    );
+    assert_eq!(
+        block_on(m.load(&mut vmm(), VmId::new(0), GuestPayload::DeviceTree, ipa)),
+        Err(MemError::BadRange)
+    );
+    assert!(take(&mut m).is_empty());
+}
+
+#[test]
+fn load_writes_the_payload_and_the_frame_is_cleaned_when_it_enters_the_vm() {
+    let mut m = manager(false, false);
+    m.kernel().payload = (0..0x3000u32).map(|n| n as u8).collect();
+    let size = block_on(m.load(
+        &mut vmm(),
+        VmId::new(0),
+        GuestPayload::Kernel,
+        Ipa::new(RAM + 0x20_0000),
+    ));
+    assert_eq!(size, Ok(0x3000));
+    block_on(m.write_word(&mut vmm(), VmId::new(0), Ipa::new(RAM + 0x10_0000), 0x0102)).unwrap();
+    let memory = &m.kernel().memory;
+    assert_eq!(memory[&(WINDOW + RAM + 0x20_0000 + 0x1234)], 0x34);
+    assert_eq!(memory[&(WINDOW + RAM + 0x10_0000)], 0x02);
+    assert_eq!(memory[&(WINDOW + RAM + 0x10_0001)], 0x01);
+    // Two blocks, not yet in the VM: no maintenance until they are mapped.
+    assert!(take(&mut m).iter().all(|op| matches!(
+        op,
+        Op::NewFrame(..) | Op::Copy(..) | Op::Map(_, Space::Own, ..)
+    )));
+    fault(&mut m, RAM + 0x20_0000, Access::Execute).unwrap();
+    assert_eq!(
+        take(&mut m),
+        [
+            Op::Clean(101),
+            Op::Icache(101),
+            Op::Map(101, Space::Vm(VM), RAM + BLOCK, 7)
+        ]
+    );
+    // A write to a frame in the VM is cleaned (and the I-cache invalidated) at once.
+    block_on(m.write_word(&mut vmm(), VmId::new(0), Ipa::new(RAM + 0x20_0008), 2)).unwrap();
+    assert_eq!(take(&mut m), [Op::Clean(101), Op::Icache(101)]);
+}
+
+#[test]
+fn reset_without_fwb_drops_every_mapping_and_refaults_clean() {
+    let mut m = manager(false, true);
+    fault(&mut m, RAM, Access::Write).unwrap();
+    fault(&mut m, RAM + BLOCK, Access::Execute).unwrap();
+    take(&mut m);
+    let policy = block_on(m.reset_vcpu(&mut vmm(), VmId::new(0), VcpuId::new(0)));
+    assert_eq!(policy, Ok(ResetPolicy::DropAllMappings));
+    assert_eq!(take(&mut m), [Op::Unmap(101), Op::Unmap(103)]);
+    fault(&mut m, RAM, Access::Read).unwrap();
+    assert_eq!(
+        take(&mut m),
+        [Op::Clean(101), Op::Map(101, Space::Vm(VM), RAM, 3)]
+    );
+}
+
+#[test]
+fn reset_with_fwb_invalidates_the_icache_only_and_with_dic_does_nothing() {
+    let mut m = manager(true, false);
+    fault(&mut m, RAM, Access::Write).unwrap();
+    take(&mut m);
+    let policy = block_on(m.reset_vcpu(&mut vmm(), VmId::new(0), VcpuId::new(0)));
+    assert_eq!(policy, Ok(ResetPolicy::InvalidateInstructionCache));
+    assert_eq!(take(&mut m), [Op::VmIcache(RAM, 16 << 20)]);
+
+    let mut m = manager(true, true);
+    fault(&mut m, RAM, Access::Write).unwrap();
+    take(&mut m);
+    let policy = block_on(m.reset_vcpu(&mut vmm(), VmId::new(0), VcpuId::new(0)));
+    assert_eq!(policy, Ok(ResetPolicy::Nothing));
+    assert!(take(&mut m).is_empty());
+}
+
+#[test]
+fn running_out_of_untyped_is_out_of_memory() {
+    let mut m = manager(false, false);
+    m.kernel().frames_left = Some(1);
+    fault(&mut m, RAM, Access::Read).unwrap();
+    assert_eq!(
+        fault(&mut m, RAM + BLOCK, Access::Read),
+        Err(MemError::OutOfMemory)
+    );
+}
+
+#[test]
+fn a_boot_info_entry_becomes_a_guest_and_frames_retype_by_size() {
+    let info = capvisor_ipc::bootinfo::GuestInfo {
+        index: 0,
+        vm: VM,
+        vmm_badge: VMM,
+        ram_base: RAM,
+        ram_size: 16 << 20,
+        kernel: Payload {
+            offset: 0x1000,
+            size: 0x3000,
+        },
+        ..Default::default()
+    };
+    assert_eq!(Guest::from_info(&info), guest(16 << 20, 0x3000));
+    assert_eq!((FrameSize::Page.bits(), FrameSize::Block.bits()), (12, 21));
+}
