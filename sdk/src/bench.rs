@@ -40,13 +40,29 @@ pub fn parse(console: &str) -> Vec<Result> {
         .collect()
 }
 
-/// Builds and boots the benchmark image on `cpu` and returns its results.
+/// The benchmark images: the services' (`images/bench.toml`: syscalls, IPC, notifications) and
+/// the guest's (`images/bench-guest.toml`: guest exits through the EL0 VMM and memory manager).
+pub const IMAGES: [&str; 2] = ["images/bench.toml", "images/bench-guest.toml"];
+
+/// Builds and boots each benchmark image on `cpu` and returns their results, in order.
 ///
 /// # Errors
 ///
-/// A message when the image cannot be built, QEMU fails, or the benchmark does not finish.
+/// A message when an image cannot be built, QEMU fails, or a benchmark does not finish.
 pub fn run(workspace: &Path, cpu: &str) -> std::result::Result<Vec<Result>, String> {
-    let built = image::build(workspace, &workspace.join("images/bench.toml"), None)?;
+    let mut results = Vec::new();
+    for manifest in IMAGES {
+        results.extend(run_image(workspace, manifest, cpu)?);
+    }
+    Ok(results)
+}
+
+fn run_image(
+    workspace: &Path,
+    manifest: &str,
+    cpu: &str,
+) -> std::result::Result<Vec<Result>, String> {
+    let built = image::build(workspace, &workspace.join(manifest), None)?;
     let mut config = RunConfig::new(&built.path);
     config.cpu = cpu.into();
     config.icount = true;
@@ -55,7 +71,7 @@ pub fn run(workspace: &Path, cpu: &str) -> std::result::Result<Vec<Result>, Stri
     let outcome = qemu::run(&config, None)?;
     if outcome.ending != Ending::Exited(0) || !outcome.console.contains("bench: done") {
         return Err(format!(
-            "the benchmark did not finish ({}); console:\n{}",
+            "the benchmark {manifest} did not finish ({}); console:\n{}",
             outcome.ending.describe(),
             outcome.console
         ));
@@ -80,7 +96,7 @@ pub fn to_json(cpu: &str, results: &[Result]) -> String {
         .collect();
     serde_json::json!({
         "cpu": cpu,
-        "qemu": "-icount shift=0,align=off,sleep=off",
+        "qemu": "-icount shift=0,align=off,sleep=off -seed 1 -rtc base=2024-01-01T00:00:00,clock=vm",
         "unit": "instructions per iteration",
         "results": rows,
     })

@@ -91,7 +91,14 @@ impl RunConfig {
                 .args(["-append", &self.append]);
         }
         if self.icount {
-            cmd.args(["-icount", "shift=0,align=off,sleep=off", "-seed", "1"])
+            cmd.args([
+                "-icount",
+                "shift=0,align=off,sleep=off",
+                "-seed",
+                "1",
+                "-rtc",
+                "base=2024-01-01T00:00:00,clock=vm",
+            ])
                 .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"]);
         }
         if self.gdb {
