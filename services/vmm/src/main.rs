@@ -1,3 +1,255 @@
+//! A VMM (`svc-vmm`): boots the first guest of its boot-info page and serves its vCPUs' faults
+//! (`capvisor_ipc::protocols::fault`) on its own endpoint. The logic is in [`vmm`] (and the
+//! device tree writer in [`fdt`]), tested on the host; this file is the EL0 glue: the boot-info
+//! page, the memory manager's client and the vCPU/thread syscalls behind [`vmm::Machine`].
 #![cfg_attr(target_os = "none", no_std, no_main)]
-capvisor_rt::service!(run);
-fn run() -> u64 { 0 }
+
+capvisor_rt::service_async!(run);
+
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not run a guest")
+)]
+mod fdt;
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not run a guest")
+)]
+mod vmm;
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(target_os = "none")]
+async fn run() -> u64 {
+    use capvisor_ipc::bootinfo::{BootInfo, VCPU_BADGE};
+    use capvisor_ipc::cap::Cap;
+    use capvisor_ipc::protocol::{Generation, decode_request};
+    use capvisor_ipc::protocols::fault;
+    use capvisor_ipc::protocols::memmgr;
+    use capvisor_ipc::transport::ServerTransport;
+    use capvisor_rt::ipc::{EndpointClient, EndpointServer, ReceiveWindow};
+    use capvisor_rt::{CPtr, println};
+
+    let Some(info) = el0::boot_info() else {
+        println!("vmm: no valid boot-info page");
+        return 1;
+    };
+    let Some(guest) = info.guests().first().copied() else {
+        println!("vmm: no guest");
+        return 1;
+    };
+    let name = BootInfo::name(&guest);
+    let client = memmgr::Client::new(
+        EndpointClient::new(Cap::from_cptr(CPtr::new(guest.memmgr)), ReceiveWindow::NONE),
+        Generation::ANY,
+    );
+    let machine = el0::Machine {
+        memmgr: client,
+        vm: capvisor_ipc::types::VmId::new(guest.index),
+        vcpu: guest.vcpu,
+        thread: guest.thread,
+    };
+    let config = vmm::GuestConfig {
+        name,
+        ram_base: guest.ram_base,
+        ram_size: guest.ram_size,
+        text_offset: guest.text_offset,
+        vcpus: guest.vcpus,
+    };
+    println!(
+        "vmm: starting guest {name}: {} vCPU(s), RAM {:#x}..{:#x}",
+        config.vcpus,
+        config.ram_base,
+        config.ram_base + config.ram_size
+    );
+    let mut vmm = vmm::Vmm::new(machine, config);
+    if let Err(error) = vmm.boot().await {
+        println!("vmm: guest {name} did not boot: {error:?}");
+        return 1;
+    }
+
+    // The fault loop (fault::serve, except that a reply which cannot be delivered — to a vCPU
+    // that stopped itself with CPU_OFF — does not end it). The vCPU is the one the badge names.
+    let mut server = EndpointServer::new(
+        Cap::from_cptr(CPtr::new(info.endpoint)),
+        ReceiveWindow::NONE,
+    );
+    let generation = Generation::new(1);
+    let mut buffer = capvisor_ipc::abi::IpcBuffer::default();
+    let mut message = server.recv(&mut buffer).await;
+    loop {
+        let info = match message {
+            Ok(info) => info,
+            Err(error) => {
+                println!("vmm: receive failed: {error:?}");
+                message = server.recv(&mut buffer).await;
+                continue;
+            }
+        };
+        let badge = buffer.badge;
+        let reply = match decode_request::<fault::Fault>(info, &buffer, generation) {
+            Ok((fault::Request::Guest { pc, fault, .. }, _)) if badge >= VCPU_BADGE => {
+                let vcpu = (badge - VCPU_BADGE) as u32;
+                let result = vmm.handle(vcpu, pc, fault).await;
+                capvisor_ipc::protocol::encode_reply::<fault::Fault>(
+                    Ok(&fault::Reply::Guest(result)),
+                    &[],
+                    generation,
+                    &mut buffer,
+                )
+            }
+            _ => fault::handle(&mut Refuse, generation, info, &mut buffer).await,
+        };
+        message = match server.reply_recv(reply, &mut buffer).await {
+            Ok(info) => Ok(info),
+            Err(_) => server.recv(&mut buffer).await,
+        };
+    }
+}
+
+/// Faults that are not a guest's (or carry no vCPU badge) are refused.
+#[cfg(target_os = "none")]
+struct Refuse;
+
+#[cfg(target_os = "none")]
+impl capvisor_ipc::protocols::fault::Handler for Refuse {
+    async fn guest(
+        &mut self,
+        _ctx: &mut capvisor_ipc::protocol::Context,
+        _vcpu: capvisor_ipc::types::VcpuId,
+        _pc: u64,
+        _fault: capvisor_ipc::protocols::fault::GuestFault,
+    ) -> Result<
+        capvisor_ipc::protocols::fault::Resolution,
+        capvisor_ipc::protocols::fault::FaultError,
+    > {
+        Err(capvisor_ipc::protocols::fault::FaultError::Unhandled)
+    }
+
+    async fn service(
+        &mut self,
+        _ctx: &mut capvisor_ipc::protocol::Context,
+        _thread: capvisor_ipc::types::ThreadId,
+        _pc: u64,
+        _fault: capvisor_ipc::protocols::fault::ServiceFault,
+    ) -> Result<
+        capvisor_ipc::protocols::fault::ServiceResolution,
+        capvisor_ipc::protocols::fault::FaultError,
+    > {
+        Err(capvisor_ipc::protocols::fault::FaultError::Unhandled)
+    }
+}
+
+/// Without the kernel there is no guest: the host program does nothing (the logic is tested in
+/// `tests.rs`).
+#[cfg(not(target_os = "none"))]
+async fn run() -> u64 {
+    0
+}
+
+/// The syscalls and memory manager calls behind [`vmm::Machine`].
+#[cfg(target_os = "none")]
+mod el0 {
+    use capvisor_ipc::abi::{Invocation, KernelError};
+    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, MAX_GUEST_VCPUS};
+    use capvisor_ipc::protocol::Error;
+    use capvisor_ipc::protocols::memmgr::{
+        Client, FaultOutcome, GuestPayload, MemError, ResetPolicy,
+    };
+    use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
+    use capvisor_rt::ipc::EndpointClient;
+    use capvisor_rt::{CPtr, sys};
+    use zerocopy::FromBytes;
+
+    /// Reads and checks the boot-info page.
+    pub fn boot_info() -> Option<BootInfo> {
+        // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in this service's
+        // address space before it starts; it is never written while this service runs, and
+        // BootInfo is at most a page (const-asserted in capvisor_ipc::bootinfo).
+        let bytes =
+            unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
+        let info = BootInfo::read_from_bytes(bytes).ok()?;
+        (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
+    }
+
+    /// The memory manager and the guest's vCPU and thread capabilities.
+    pub struct Machine {
+        pub memmgr: Client<EndpointClient>,
+        pub vm: VmId,
+        pub vcpu: [u64; MAX_GUEST_VCPUS],
+        pub thread: [u64; MAX_GUEST_VCPUS],
+    }
+
+    impl Machine {
+        fn cap(list: &[u64; MAX_GUEST_VCPUS], vcpu: u32) -> Result<CPtr, KernelError> {
+            match list.get(vcpu as usize) {
+                Some(&cptr) if cptr != 0 => Ok(CPtr::new(cptr)),
+                _ => Err(KernelError::InvalidSlot),
+            }
+        }
+    }
+
+    impl crate::vmm::Machine for Machine {
+        async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {
+            self.memmgr.load(self.vm, payload, Ipa::new(ipa)).await
+        }
+
+        async fn write_word(&mut self, ipa: u64, value: u64) -> Result<(), Error<MemError>> {
+            self.memmgr.write_word(self.vm, Ipa::new(ipa), value).await
+        }
+
+        async fn stage2_fault(
+            &mut self,
+            vcpu: u32,
+            ipa: u64,
+            access: Access,
+        ) -> Result<FaultOutcome, Error<MemError>> {
+            self.memmgr
+                .handle_stage2_fault(self.vm, VcpuId::new(vcpu), Ipa::new(ipa), access)
+                .await
+        }
+
+        async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>> {
+            self.memmgr.reset_vcpu(self.vm, VcpuId::new(vcpu)).await
+        }
+
+        fn read_register(&mut self, vcpu: u32, register: u64) -> Result<u64, KernelError> {
+            let cap = Self::cap(&self.vcpu, vcpu)?;
+            let code = Invocation::VcpuReadRegisters.code();
+            sys::invoke(cap, code, &[register]).map(|words| words[0])
+        }
+
+        fn write_register(
+            &mut self,
+            vcpu: u32,
+            register: u64,
+            value: u64,
+        ) -> Result<(), KernelError> {
+            let cap = Self::cap(&self.vcpu, vcpu)?;
+            let code = Invocation::VcpuWriteRegisters.code();
+            sys::invoke(cap, code, &[register, value]).map(|_| ())
+        }
+
+        fn resume(&mut self, vcpu: u32) -> Result<(), KernelError> {
+            let cap = Self::cap(&self.thread, vcpu)?;
+            sys::invoke(cap, Invocation::Resume.code(), &[]).map(|_| ())
+        }
+
+        fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError> {
+            let cap = Self::cap(&self.thread, vcpu)?;
+            sys::invoke(cap, Invocation::Suspend.code(), &[]).map(|_| ())
+        }
+
+        fn print(&mut self, line: &str) {
+            let mut text = capvisor_rt::Line::new();
+            text.push(line);
+            text.push("\n");
+            capvisor_rt::debug_write(text.as_str());
+        }
+
+        fn power_off(&mut self) {
+            capvisor_rt::debug_halt(0)
+        }
+    }
+}

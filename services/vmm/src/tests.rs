@@ -1,0 +1,409 @@
+//! The VMM's logic on the host: a fake machine records every memory manager call, register
+//! write and thread operation, and each test checks what the guest contract (`docs/guests.md`)
+//! requires.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use capvisor_ipc::abi::{KernelError, VcpuRegister};
+use capvisor_ipc::protocol::Error;
+use capvisor_ipc::protocols::fault::{
+    AccessSize, DataAccess, FaultError, GpRegister, GuestFault, RegisterWrite, Resolution,
+};
+use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
+use capvisor_ipc::types::{Access, Esr, Far, Ipa};
+
+use crate::vmm::{GuestConfig, Machine, Vmm, psci};
+
+const RAM: u64 = 0x4000_0000;
+const PC: u64 = RAM + 0x20_0000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Load(GuestPayload, u64),
+    Fault(u32, u64, Access),
+    Reset(u32),
+    Write(u32, u64, u64),
+    Resume(u32),
+    Suspend(u32),
+    Print(String),
+    PowerOff,
+}
+
+#[derive(Debug, Default)]
+struct Fake {
+    ops: Vec<Op>,
+    memory: BTreeMap<u64, u64>,
+    dtb: bool,
+    pstate: u64,
+    registers: BTreeMap<(u32, u64), u64>,
+}
+
+impl Machine for Fake {
+    async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {
+        self.ops.push(Op::Load(payload, ipa));
+        match payload {
+            GuestPayload::DeviceTree if !self.dtb => Err(Error::Service(MemError::BadRange)),
+            _ => Ok(0x1000),
+        }
+    }
+    async fn write_word(&mut self, ipa: u64, value: u64) -> Result<(), Error<MemError>> {
+        self.memory.insert(ipa, value);
+        Ok(())
+    }
+    async fn stage2_fault(
+        &mut self,
+        vcpu: u32,
+        ipa: u64,
+        access: Access,
+    ) -> Result<FaultOutcome, Error<MemError>> {
+        self.ops.push(Op::Fault(vcpu, ipa, access));
+        Ok(FaultOutcome::AlreadyMapped)
+    }
+    async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>> {
+        self.ops.push(Op::Reset(vcpu));
+        Ok(ResetPolicy::DropAllMappings)
+    }
+    fn read_register(&mut self, vcpu: u32, register: u64) -> Result<u64, KernelError> {
+        if register == VcpuRegister::Pstate.code() {
+            return Ok(self.pstate);
+        }
+        Ok(self.registers.get(&(vcpu, register)).copied().unwrap_or(0))
+    }
+    fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError> {
+        self.ops.push(Op::Write(vcpu, register, value));
+        Ok(())
+    }
+    fn resume(&mut self, vcpu: u32) -> Result<(), KernelError> {
+        self.ops.push(Op::Resume(vcpu));
+        Ok(())
+    }
+    fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError> {
+        self.ops.push(Op::Suspend(vcpu));
+        Ok(())
+    }
+    fn print(&mut self, line: &str) {
+        self.ops.push(Op::Print(line.to_string()));
+    }
+    fn power_off(&mut self) {
+        self.ops.push(Op::PowerOff);
+    }
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the fake never waits"),
+    }
+}
+
+fn booted(vcpus: u32) -> Vmm<'static, Fake> {
+    let config = GuestConfig {
+        name: "t",
+        ram_base: RAM,
+        ram_size: 16 << 20,
+        text_offset: 0x20_0000,
+        vcpus,
+    };
+    let mut vmm = Vmm::new(Fake::default(), config);
+    block_on(vmm.boot()).unwrap();
+    vmm
+}
+
+fn take(vmm: &mut Vmm<'_, Fake>) -> Vec<Op> {
+    std::mem::take(&mut vmm.machine().ops)
+}
+
+fn start_ops(vcpu: u32, entry: u64, x0: u64) -> Vec<Op> {
+    vec![
+        Op::Write(vcpu, VcpuRegister::Reset.code(), 0),
+        Op::Write(vcpu, VcpuRegister::Pc.code(), entry),
+        Op::Write(vcpu, 0, x0),
+        Op::Write(vcpu, 1, 0),
+        Op::Write(vcpu, 2, 0),
+        Op::Write(vcpu, 3, 0),
+        Op::Resume(vcpu),
+    ]
+}
+
+fn x0(value: u64, advance_pc: bool) -> Resolution {
+    let mut writes = heapless::Vec::new();
+    writes
+        .push(RegisterWrite {
+            register: GpRegister::new(0).unwrap(),
+            value,
+        })
+        .unwrap();
+    Resolution::Emulate { writes, advance_pc }
+}
+
+fn nothing(advance_pc: bool) -> Resolution {
+    Resolution::Emulate {
+        writes: heapless::Vec::new(),
+        advance_pc,
+    }
+}
+
+fn hvc(vmm: &mut Vmm<'_, Fake>, vcpu: u32, args: &[u64]) -> Result<Resolution, FaultError> {
+    let mut words = [0; 8];
+    words[..args.len()].copy_from_slice(args);
+    block_on(vmm.handle(
+        vcpu,
+        PC,
+        GuestFault::Hvc {
+            imm: 0,
+            args: words,
+        },
+    ))
+}
+
+#[test]
+fn boot_loads_the_kernel_writes_a_device_tree_and_the_boot_count_and_starts_vcpu_0() {
+    let mut vmm = booted(2);
+    let mut expected = vec![
+        Op::Load(GuestPayload::Kernel, PC),
+        Op::Load(GuestPayload::DeviceTree, RAM),
+    ];
+    expected.extend(start_ops(0, PC, RAM));
+    assert_eq!(take(&mut vmm), expected);
+    let memory = &vmm.machine().memory;
+    assert_eq!(memory[&(RAM + 0x10_0000)], 1);
+    let mut tree = Vec::new();
+    for (ipa, word) in memory.range(RAM..RAM + 0x10_0000) {
+        assert_eq!(*ipa, RAM + tree.len() as u64);
+        tree.extend_from_slice(&word.to_le_bytes());
+    }
+    let tree = fdt::Fdt::new(&tree).unwrap();
+    let region = tree.memory().regions().next().unwrap();
+    assert_eq!(
+        (region.starting_address as u64, region.size),
+        (RAM, Some(16 << 20))
+    );
+    assert_eq!(tree.cpus().count(), 2);
+    let psci = tree.find_node("/psci").unwrap();
+    assert_eq!(psci.property("method").unwrap().as_str(), Some("hvc"));
+    assert!(
+        psci.compatible()
+            .unwrap()
+            .all()
+            .any(|c| c == "arm,psci-1.0")
+    );
+    let uart = tree.find_node("/pl011@9000000").unwrap();
+    let reg = uart.reg().unwrap().next().unwrap();
+    assert_eq!(reg.starting_address as u64, 0x0900_0000);
+    assert_eq!(tree.chosen().bootargs(), Some(""));
+}
+
+#[test]
+fn a_guest_device_tree_is_loaded_instead() {
+    let config = GuestConfig {
+        name: "t",
+        ram_base: RAM,
+        ram_size: 16 << 20,
+        text_offset: 0x20_0000,
+        vcpus: 1,
+    };
+    let mut vmm = Vmm::new(
+        Fake {
+            dtb: true,
+            ..Fake::default()
+        },
+        config,
+    );
+    block_on(vmm.boot()).unwrap();
+    assert_eq!(vmm.machine().memory.len(), 1);
+}
+
+fn data_abort(ipa: u64, access: Option<DataAccess>) -> GuestFault {
+    let iss_write = access.is_some_and(|a| a.write);
+    GuestFault::DataAbort {
+        ipa: Ipa::new(ipa),
+        far: Far::new(ipa),
+        access,
+        esr: Esr::new(0x9200_0000 | if iss_write { 1 << 6 } else { 0 }),
+    }
+}
+
+fn byte_access(write: bool, register: u8) -> Option<DataAccess> {
+    Some(DataAccess {
+        write,
+        size: AccessSize::Byte,
+        register: GpRegister::new(register).unwrap(),
+        sign_extend: false,
+        sixty_four: false,
+        acquire_release: false,
+    })
+}
+
+#[test]
+fn ram_faults_go_to_the_memory_manager() {
+    let mut vmm = booted(1);
+    take(&mut vmm);
+    let fault = data_abort(RAM + 0x1234, byte_access(true, 1));
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(Resolution::Resume));
+    let fault = GuestFault::InstructionAbort {
+        ipa: Ipa::new(PC),
+        far: Far::new(PC),
+        esr: Esr::new(0x8200_0007),
+    };
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(Resolution::Resume));
+    assert_eq!(
+        take(&mut vmm),
+        [
+            Op::Fault(0, RAM + 0x1234, Access::Write),
+            Op::Fault(0, PC, Access::Execute)
+        ]
+    );
+}
+
+#[test]
+fn the_console_prints_lines_and_reads_as_zero() {
+    let mut vmm = booted(1);
+    take(&mut vmm);
+    for byte in b"ok\n" {
+        vmm.machine()
+            .registers
+            .insert((0, 5), u64::from(*byte) | 0x100);
+        let fault = data_abort(0x0900_0000, byte_access(true, 5));
+        assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(nothing(true)));
+    }
+    assert_eq!(take(&mut vmm), [Op::Print("ok".into())]);
+    let fault = data_abort(0x0900_0018, byte_access(false, 0));
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(x0(0, true)));
+}
+
+#[test]
+fn other_addresses_get_the_contract_external_abort() {
+    let mut vmm = booted(1);
+    vmm.machine().pstate = 0x3c5;
+    let fault = data_abort(0x10_0000_0000, None);
+    let expected = Resolution::InjectAbort {
+        esr: Esr::new(0x9600_0010),
+        far: Far::new(0x10_0000_0000),
+    };
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(expected));
+    vmm.machine().pstate = 0;
+    let fault = GuestFault::InstructionAbort {
+        ipa: Ipa::new(0x10_0000_0000),
+        far: Far::new(0x10_0000_0000),
+        esr: Esr::new(0x8200_0010),
+    };
+    let expected = Resolution::InjectAbort {
+        esr: Esr::new(0x8200_0010),
+        far: Far::new(0x10_0000_0000),
+    };
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(expected));
+}
+
+#[test]
+fn psci_version_features_and_unknown_functions() {
+    let mut vmm = booted(1);
+    assert_eq!(hvc(&mut vmm, 0, &[0x8400_0000]), Ok(x0(0x1_0001, false)));
+    let features = u64::from(psci::FEATURES);
+    assert_eq!(hvc(&mut vmm, 0, &[features, 0xC400_0003]), Ok(x0(0, false)));
+    assert_eq!(
+        hvc(&mut vmm, 0, &[features, 0x8400_0001]),
+        Ok(x0(psci::NOT_SUPPORTED, false))
+    );
+    assert_eq!(hvc(&mut vmm, 0, &[0x8400_0055]), Ok(x0(u64::MAX, false)));
+    let smc = GuestFault::Smc {
+        imm: 0,
+        args: [0x8400_0000, 0, 0, 0, 0, 0, 0, 0],
+    };
+    assert_eq!(block_on(vmm.handle(0, PC, smc)), Ok(x0(0x1_0001, true)));
+    let wfi = GuestFault::Wait { event: false };
+    assert_eq!(block_on(vmm.handle(0, PC, wfi)), Ok(nothing(true)));
+}
+
+#[test]
+fn cpu_on_starts_a_secondary_once_and_checks_its_target() {
+    let mut vmm = booted(2);
+    take(&mut vmm);
+    let on = u64::from(psci::CPU_ON_64);
+    assert_eq!(
+        hvc(&mut vmm, 0, &[on, 1, RAM + 0x30_0000, 7]),
+        Ok(x0(0, false))
+    );
+    assert_eq!(take(&mut vmm), start_ops(1, RAM + 0x30_0000, 7));
+    assert_eq!(
+        hvc(&mut vmm, 0, &[on, 1, RAM, 0]),
+        Ok(x0(psci::ALREADY_ON, false))
+    );
+    assert_eq!(
+        hvc(&mut vmm, 0, &[on, 0, RAM, 0]),
+        Ok(x0(psci::ALREADY_ON, false))
+    );
+    assert_eq!(
+        hvc(&mut vmm, 0, &[on, 2, RAM, 0]),
+        Ok(x0(psci::INVALID_PARAMETERS, false))
+    );
+    hvc(&mut vmm, 1, &[u64::from(psci::CPU_OFF)]).unwrap();
+    assert_eq!(take(&mut vmm), [Op::Suspend(1)]);
+    assert_eq!(hvc(&mut vmm, 0, &[on, 1, RAM, 0]), Ok(x0(0, false)));
+}
+
+#[test]
+fn system_reset_stops_the_vcpus_resets_reloads_and_counts_the_boot() {
+    let mut vmm = booted(2);
+    let on = u64::from(psci::CPU_ON_64);
+    hvc(&mut vmm, 0, &[on, 1, RAM, 0]).unwrap();
+    take(&mut vmm);
+    assert_eq!(
+        hvc(&mut vmm, 0, &[u64::from(psci::SYSTEM_RESET)]),
+        Ok(nothing(false))
+    );
+    let ops = take(&mut vmm);
+    assert_eq!(
+        ops[..3],
+        [
+            Op::Suspend(1),
+            Op::Reset(0),
+            Op::Print("vmm: guest t reset (policy DropAllMappings)".into())
+        ]
+    );
+    assert_eq!(ops[3], Op::Load(GuestPayload::Kernel, PC));
+    assert_eq!(ops[ops.len() - 7..], start_ops(0, PC, RAM));
+    assert_eq!(vmm.machine().memory[&(RAM + 0x10_0000)], 2);
+    assert_eq!(vmm.boots(), 2);
+}
+
+#[test]
+fn system_off_prints_and_powers_off() {
+    let mut vmm = booted(1);
+    take(&mut vmm);
+    hvc(&mut vmm, 0, &[u64::from(psci::SYSTEM_OFF)]).unwrap();
+    assert_eq!(
+        take(&mut vmm),
+        [Op::Print("vmm: guest t powered off".into()), Op::PowerOff]
+    );
+}
+
+#[test]
+fn system_registers_read_as_zero_and_other_exits_stop_the_vcpu() {
+    let mut vmm = booted(1);
+    let read = capvisor_ipc::protocols::fault::SysRegAccess::from_iss((3 << 20) | (4 << 5) | 1);
+    assert_eq!(
+        block_on(vmm.handle(0, PC, GuestFault::SysReg(read))),
+        Ok(Resolution::Emulate {
+            writes: heapless::Vec::from_slice(&[RegisterWrite {
+                register: GpRegister::new(4).unwrap(),
+                value: 0
+            }])
+            .unwrap(),
+            advance_pc: true
+        })
+    );
+    let other = GuestFault::Other {
+        esr: Esr::new(0x0200_0000),
+    };
+    assert_eq!(
+        block_on(vmm.handle(0, PC, other)),
+        Err(FaultError::Unhandled)
+    );
+}

@@ -1,0 +1,519 @@
+//! The VMM's logic, apart from the kernel: booting the guest as the guest contract says
+//! (`docs/guests.md`), PSCI 1.1 over HVC/SMC (Arm DEN0022 PSCI 1.1, SMCCC DEN0028 1.1), the
+//! console, and routing every other fault (RAM to the memory manager, the rest an injected
+//! external abort). A [`Machine`] performs the effects (memory manager calls, vCPU registers and
+//! threads, the console), so the rules are tested on the host.
+
+use capvisor_ipc::abi::{KernelError, VcpuRegister};
+use capvisor_ipc::protocol::Error;
+use capvisor_ipc::protocols::fault::{
+    FaultError, GpRegister, GuestFault, RegisterWrite, Resolution,
+};
+use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
+use capvisor_ipc::types::{Access, Esr, Far};
+
+use crate::fdt;
+
+/// The most vCPUs of a guest.
+pub const MAX_VCPUS: usize = capvisor_ipc::bootinfo::MAX_GUEST_VCPUS;
+/// Where the boot count goes, as an offset from RAM base (IPA `0x4010_0000` in the contract).
+pub const BOOT_COUNT_OFFSET: u64 = 0x10_0000;
+
+/// PSCI function IDs (DEN0022 PSCI 1.1, section 5.1; SMC32 and SMC64 forms).
+pub mod psci {
+    /// `PSCI_VERSION`.
+    pub const VERSION: u32 = 0x8400_0000;
+    /// `CPU_OFF`.
+    pub const CPU_OFF: u32 = 0x8400_0002;
+    /// `CPU_ON`, SMC32.
+    pub const CPU_ON_32: u32 = 0x8400_0003;
+    /// `CPU_ON`, SMC64.
+    pub const CPU_ON_64: u32 = 0xC400_0003;
+    /// `SYSTEM_OFF`.
+    pub const SYSTEM_OFF: u32 = 0x8400_0008;
+    /// `SYSTEM_RESET`.
+    pub const SYSTEM_RESET: u32 = 0x8400_0009;
+    /// `PSCI_FEATURES`.
+    pub const FEATURES: u32 = 0x8400_000A;
+    /// `SMCCC_VERSION` (SMCCC 1.1, section 7.2).
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    /// PSCI 1.1 (major 1 in bits 31:16, minor 1).
+    pub const PSCI_1_1: u64 = 0x1_0001;
+    /// SMCCC 1.1.
+    pub const SMCCC_1_1: u64 = 0x1_0001;
+    /// `SUCCESS`.
+    pub const SUCCESS: u64 = 0;
+    /// `NOT_SUPPORTED` (-1).
+    pub const NOT_SUPPORTED: u64 = -1i64 as u64;
+    /// `INVALID_PARAMETERS` (-2).
+    pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
+    /// `ALREADY_ON` (-4).
+    pub const ALREADY_ON: u64 = -4i64 as u64;
+    /// The functions this VMM implements (what `PSCI_FEATURES` answers 0 for).
+    pub const IMPLEMENTED: [u32; 8] = [
+        VERSION,
+        CPU_OFF,
+        CPU_ON_32,
+        CPU_ON_64,
+        SYSTEM_OFF,
+        SYSTEM_RESET,
+        FEATURES,
+        SMCCC_VERSION,
+    ];
+}
+
+/// Exception classes of an injected abort (Arm ARM DDI 0487, ESR_EL1.EC).
+const EC_DATA_SAME_EL: u64 = 0x25;
+const EC_DATA_LOWER_EL: u64 = 0x24;
+const EC_INSTRUCTION_SAME_EL: u64 = 0x21;
+const EC_INSTRUCTION_LOWER_EL: u64 = 0x20;
+/// ESR.IL: a 32-bit instruction.
+const IL: u64 = 1 << 25;
+/// DFSC/IFSC `0b010000`: synchronous external abort, not on a translation table walk.
+const EXTERNAL_ABORT: u64 = 0x10;
+/// ISS.WnR of a data abort.
+const WNR: u64 = 1 << 6;
+/// The PL011 data register (UARTDR) offset.
+const UARTDR: u64 = 0;
+
+/// Why a VMM step failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmError {
+    /// The memory manager refused, or the call failed.
+    Memory(Error<MemError>),
+    /// The kernel refused.
+    Kernel(KernelError),
+}
+
+impl From<Error<MemError>> for VmmError {
+    fn from(error: Error<MemError>) -> Self {
+        Self::Memory(error)
+    }
+}
+
+impl From<KernelError> for VmmError {
+    fn from(error: KernelError) -> Self {
+        Self::Kernel(error)
+    }
+}
+
+/// What the VMM asks of the memory manager and the kernel.
+#[allow(
+    async_fn_in_trait,
+    reason = "single-threaded executor; no Send bound wanted"
+)]
+pub trait Machine {
+    /// `memmgr.load` for this guest.
+    ///
+    /// # Errors
+    /// The memory manager's.
+    async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>>;
+    /// `memmgr.write_word` for this guest.
+    ///
+    /// # Errors
+    /// The memory manager's.
+    async fn write_word(&mut self, ipa: u64, value: u64) -> Result<(), Error<MemError>>;
+    /// `memmgr.handle_stage2_fault` for this guest.
+    ///
+    /// # Errors
+    /// The memory manager's.
+    async fn stage2_fault(
+        &mut self,
+        vcpu: u32,
+        ipa: u64,
+        access: Access,
+    ) -> Result<FaultOutcome, Error<MemError>>;
+    /// `memmgr.reset_vcpu` for this guest.
+    ///
+    /// # Errors
+    /// The memory manager's.
+    async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>>;
+    /// Reads a register of `vcpu` (x0–x30 = 0–30, or a [`VcpuRegister`]).
+    ///
+    /// # Errors
+    /// The kernel's.
+    fn read_register(&mut self, vcpu: u32, register: u64) -> Result<u64, KernelError>;
+    /// Writes a register of `vcpu`.
+    ///
+    /// # Errors
+    /// The kernel's.
+    fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError>;
+    /// Resumes the thread of `vcpu`.
+    ///
+    /// # Errors
+    /// The kernel's.
+    fn resume(&mut self, vcpu: u32) -> Result<(), KernelError>;
+    /// Suspends the thread of `vcpu`.
+    ///
+    /// # Errors
+    /// The kernel's.
+    fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError>;
+    /// Prints one line (without its `\n`).
+    fn print(&mut self, line: &str);
+    /// Stops the whole system with status 0 (a test image runs one guest; see `docs/services.md`).
+    fn power_off(&mut self);
+}
+
+/// The guest this VMM runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestConfig<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// First IPA of RAM.
+    pub ram_base: u64,
+    /// Bytes of RAM.
+    pub ram_size: u64,
+    /// The kernel's `text_offset`.
+    pub text_offset: u64,
+    /// vCPUs (1 to 8).
+    pub vcpus: u32,
+}
+
+/// The VMM of one guest.
+#[derive(Debug)]
+pub struct Vmm<'a, M> {
+    machine: M,
+    guest: GuestConfig<'a>,
+    on: [bool; MAX_VCPUS],
+    boots: u64,
+    line: heapless::Vec<u8, 200>,
+}
+
+impl<'a, M: Machine> Vmm<'a, M> {
+    /// A VMM for `guest`; nothing runs until [`Vmm::boot`].
+    pub fn new(machine: M, guest: GuestConfig<'a>) -> Self {
+        let vcpus = (guest.vcpus as usize).clamp(1, MAX_VCPUS) as u32;
+        Self {
+            machine,
+            guest: GuestConfig { vcpus, ..guest },
+            on: [false; MAX_VCPUS],
+            boots: 0,
+            line: heapless::Vec::new(),
+        }
+    }
+
+    /// The machine (for the tests' fake).
+    pub fn machine(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
+    /// Boot count written so far.
+    #[must_use]
+    pub const fn boots(&self) -> u64 {
+        self.boots
+    }
+
+    fn in_ram(&self, ipa: u64) -> bool {
+        ipa >= self.guest.ram_base && ipa - self.guest.ram_base < self.guest.ram_size
+    }
+
+    /// Loads the kernel and a device tree, writes the boot count and starts vCPU 0 at the
+    /// kernel's entry with `x0` = the device tree (the guest contract).
+    ///
+    /// # Errors
+    /// The first memory manager or kernel refusal.
+    pub async fn boot(&mut self) -> Result<(), VmmError> {
+        let base = self.guest.ram_base;
+        let entry = base + self.guest.text_offset;
+        self.machine.load(GuestPayload::Kernel, entry).await?;
+        match self.machine.load(GuestPayload::DeviceTree, base).await {
+            Ok(_) => {}
+            // The manifest gave no device tree: write the contract's own.
+            Err(Error::Service(MemError::BadRange)) => self.write_device_tree().await?,
+            Err(error) => return Err(error.into()),
+        }
+        self.boots += 1;
+        self.machine
+            .write_word(base + BOOT_COUNT_OFFSET, self.boots)
+            .await?;
+        self.start(0, entry, base)?;
+        Ok(())
+    }
+
+    async fn write_device_tree(&mut self) -> Result<(), VmmError> {
+        let mut tree = [0u8; fdt::MAX_FDT];
+        let guest = self.guest;
+        let size = fdt::write(&mut tree, guest.ram_base, guest.ram_size, guest.vcpus)
+            .ok_or(VmmError::Memory(Error::Service(MemError::BadRange)))?;
+        for (n, chunk) in tree[..size].chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            let ipa = guest.ram_base + n as u64 * 8;
+            self.machine
+                .write_word(ipa, u64::from_le_bytes(word))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Resets `vcpu` (EL1h, DAIF masked, MMU off) and starts it at `entry` with `x0` = `context`.
+    fn start(&mut self, vcpu: u32, entry: u64, context: u64) -> Result<(), KernelError> {
+        let machine = &mut self.machine;
+        machine.write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
+        machine.write_register(vcpu, VcpuRegister::Pc.code(), entry)?;
+        machine.write_register(vcpu, 0, context)?;
+        for register in 1..=3 {
+            machine.write_register(vcpu, register, 0)?;
+        }
+        machine.resume(vcpu)?;
+        self.on[vcpu as usize] = true;
+        Ok(())
+    }
+
+    /// Handles a fault of vCPU `vcpu` (its badge's index).
+    ///
+    /// # Errors
+    /// [`FaultError::Unhandled`]: the kernel stops the vCPU.
+    pub async fn handle(
+        &mut self,
+        vcpu: u32,
+        pc: u64,
+        fault: GuestFault,
+    ) -> Result<Resolution, FaultError> {
+        match fault {
+            GuestFault::DataAbort {
+                ipa,
+                far,
+                access,
+                esr,
+            } => {
+                let write = access.map_or(esr.raw() & WNR != 0, |a| a.write);
+                if self.in_ram(ipa.raw()) {
+                    let kind = if write { Access::Write } else { Access::Read };
+                    return self.map_ram(vcpu, ipa.raw(), kind).await;
+                }
+                let offset = ipa.raw().wrapping_sub(fdt::UART_BASE);
+                match access {
+                    Some(access) if offset < fdt::UART_SIZE => {
+                        self.uart(vcpu, offset, access.write, access.register)
+                    }
+                    _ => self.inject(vcpu, false, far, esr.raw() & WNR),
+                }
+            }
+            GuestFault::InstructionAbort { ipa, far, .. } => {
+                if self.in_ram(ipa.raw()) {
+                    return self.map_ram(vcpu, ipa.raw(), Access::Execute).await;
+                }
+                self.inject(vcpu, true, far, 0)
+            }
+            GuestFault::Hvc { args, .. } => self.psci(vcpu, args, false).await,
+            GuestFault::Smc { args, .. } => self.psci(vcpu, args, true).await,
+            GuestFault::Wait { .. } => Ok(emulate(&[], true)),
+            GuestFault::SysReg(access) => {
+                let writes = if access.write {
+                    &[][..]
+                } else {
+                    &[(access.register, 0)][..]
+                };
+                Ok(emulate(writes, true))
+            }
+            GuestFault::Other { esr } => {
+                say(
+                    &mut self.machine,
+                    format_args!(
+                        "vmm: guest {} vcpu {vcpu}: unhandled exit ESR {:#x} at pc {pc:#x}",
+                        self.guest.name,
+                        esr.raw()
+                    ),
+                );
+                Err(FaultError::Unhandled)
+            }
+        }
+    }
+
+    async fn map_ram(
+        &mut self,
+        vcpu: u32,
+        ipa: u64,
+        access: Access,
+    ) -> Result<Resolution, FaultError> {
+        match self.machine.stage2_fault(vcpu, ipa, access).await {
+            Ok(_) => Ok(Resolution::Resume),
+            Err(error) => {
+                say(
+                    &mut self.machine,
+                    format_args!(
+                        "vmm: guest {}: RAM at {ipa:#x} not mapped: {error:?}",
+                        self.guest.name
+                    ),
+                );
+                Err(FaultError::Unhandled)
+            }
+        }
+    }
+
+    /// The console: a byte written to UARTDR goes into the line, printed at `\n`; every read
+    /// (UARTFR included: TX FIFO never full) is 0.
+    fn uart(
+        &mut self,
+        vcpu: u32,
+        offset: u64,
+        write: bool,
+        register: GpRegister,
+    ) -> Result<Resolution, FaultError> {
+        if !write {
+            return Ok(emulate(&[(register, 0)], true));
+        }
+        if offset == UARTDR {
+            let value = match register.index() {
+                31 => 0,
+                n => self
+                    .machine
+                    .read_register(vcpu, u64::from(n))
+                    .map_err(|_| FaultError::Unhandled)?,
+            };
+            self.console(value as u8);
+        }
+        Ok(emulate(&[], true))
+    }
+
+    fn console(&mut self, byte: u8) {
+        if byte != b'\n' && self.line.push(byte).is_ok() {
+            return;
+        }
+        let text = core::str::from_utf8(&self.line).unwrap_or("(not UTF-8)");
+        self.machine.print(text);
+        self.line.clear();
+        if byte != b'\n' {
+            let _ = self.line.push(byte);
+        }
+    }
+
+    /// A synchronous external abort for the guest, with the syndrome of the guest contract.
+    fn inject(
+        &mut self,
+        vcpu: u32,
+        instruction: bool,
+        far: Far,
+        wnr: u64,
+    ) -> Result<Resolution, FaultError> {
+        let pstate = self
+            .machine
+            .read_register(vcpu, VcpuRegister::Pstate.code())
+            .map_err(|_| FaultError::Unhandled)?;
+        // PSTATE.M[3:2] is the exception level the vCPU was at.
+        let from_el0 = (pstate >> 2) & 0b11 == 0;
+        let class = match (instruction, from_el0) {
+            (false, false) => EC_DATA_SAME_EL,
+            (false, true) => EC_DATA_LOWER_EL,
+            (true, false) => EC_INSTRUCTION_SAME_EL,
+            (true, true) => EC_INSTRUCTION_LOWER_EL,
+        };
+        let esr = (class << 26) | IL | wnr | EXTERNAL_ABORT;
+        Ok(Resolution::InjectAbort {
+            esr: Esr::new(esr),
+            far,
+        })
+    }
+
+    /// PSCI and SMCCC calls (`smc`: the PC is advanced past the SMC).
+    async fn psci(
+        &mut self,
+        vcpu: u32,
+        args: [u64; 8],
+        smc: bool,
+    ) -> Result<Resolution, FaultError> {
+        let function = args[0] as u32;
+        let result = match function {
+            psci::VERSION => psci::PSCI_1_1,
+            psci::SMCCC_VERSION => psci::SMCCC_1_1,
+            psci::FEATURES => {
+                if psci::IMPLEMENTED.contains(&(args[1] as u32)) && args[1] >> 32 == 0 {
+                    psci::SUCCESS
+                } else {
+                    psci::NOT_SUPPORTED
+                }
+            }
+            psci::CPU_ON_32 | psci::CPU_ON_64 => self.cpu_on(args[1], args[2], args[3]),
+            psci::CPU_OFF => {
+                // The vCPU stops here; the reply to its call goes nowhere.
+                let _ = self.machine.suspend(vcpu);
+                self.on[vcpu as usize] = false;
+                return Ok(emulate(&[], smc));
+            }
+            psci::SYSTEM_OFF => {
+                say(
+                    &mut self.machine,
+                    format_args!("vmm: guest {} powered off", self.guest.name),
+                );
+                self.machine.power_off();
+                return Ok(emulate(&[], smc));
+            }
+            psci::SYSTEM_RESET => return self.system_reset(vcpu).await,
+            _ => psci::NOT_SUPPORTED,
+        };
+        Ok(emulate(
+            &[(GpRegister::new(0).unwrap_or(GpRegister::XZR), result)],
+            smc,
+        ))
+    }
+
+    fn cpu_on(&mut self, target: u64, entry: u64, context: u64) -> u64 {
+        // MPIDR of vCPU n: Aff0 = n, the other affinity fields 0.
+        let index = target as usize;
+        if index >= self.guest.vcpus as usize {
+            return psci::INVALID_PARAMETERS;
+        }
+        if self.on[index] {
+            return psci::ALREADY_ON;
+        }
+        match self.start(index as u32, entry, context) {
+            Ok(()) => psci::SUCCESS,
+            Err(_) => psci::INVALID_PARAMETERS,
+        }
+    }
+
+    /// `SYSTEM_RESET`: every vCPU stops, the memory manager applies its reset policy, the
+    /// kernel image is reloaded and vCPU 0 boots again with the next boot count. The caller's
+    /// reply carries no register writes and no PC advance: vCPU 0's new state stands.
+    async fn system_reset(&mut self, caller: u32) -> Result<Resolution, FaultError> {
+        for vcpu in 0..self.guest.vcpus {
+            // vCPU 0, when it is the caller, is blocked on this reply: it is restarted by it.
+            if self.on[vcpu as usize] && !(vcpu == 0 && caller == 0) {
+                let _ = self.machine.suspend(vcpu);
+            }
+            self.on[vcpu as usize] = false;
+        }
+        let policy = match self.machine.reset_vcpu(0).await {
+            Ok(policy) => policy,
+            Err(error) => {
+                say(
+                    &mut self.machine,
+                    format_args!("vmm: reset refused: {error:?}"),
+                );
+                return Err(FaultError::Unhandled);
+            }
+        };
+        say(
+            &mut self.machine,
+            format_args!("vmm: guest {} reset (policy {policy:?})", self.guest.name),
+        );
+        if let Err(error) = self.boot().await {
+            say(
+                &mut self.machine,
+                format_args!("vmm: reboot failed: {error:?}"),
+            );
+            return Err(FaultError::Unhandled);
+        }
+        Ok(emulate(&[], false))
+    }
+}
+
+/// Prints one formatted line through `machine`.
+fn say<M: Machine>(machine: &mut M, line: core::fmt::Arguments<'_>) {
+    let mut text: heapless::String<160> = heapless::String::new();
+    let _ = core::fmt::write(&mut text, line);
+    machine.print(&text);
+}
+
+/// An emulation reply writing `writes`.
+fn emulate(writes: &[(GpRegister, u64)], advance_pc: bool) -> Resolution {
+    let mut list = heapless::Vec::new();
+    for &(register, value) in writes {
+        let _ = list.push(RegisterWrite { register, value });
+    }
+    Resolution::Emulate {
+        writes: list,
+        advance_pc,
+    }
+}
