@@ -21,6 +21,14 @@ crate::stable_codes! {
         NotNested = 2,
         /// The caller does not own this VM.
         NotPermitted = 3,
+        /// An argument is out of range: a PA size the walker does not implement, or a base that
+        /// is not page-aligned.
+        BadArgument = 4,
+        /// The request needs a frame capability and carries none, or the kernel refused to map
+        /// it.
+        MissingFrame = 5,
+        /// The walker has no room left for another VM or page.
+        Full = 6,
     }
 }
 
@@ -73,4 +81,13 @@ crate::protocol! {
     fn walk(vm: VmId, vtcr: Vtcr, vttbr: Vttbr, ipa: Ipa, access: Access) -> WalkOutcome as Walk;
     /// Drops shadow stage-2 entries after a guest TLBI: one IPA, or the whole VMID when `ipa` is `None`.
     fn invalidate(vm: VmId, vttbr: Vttbr, ipa: Option<Ipa>) -> () as Invalidate;
+    /// Makes `vm` nested for the caller (its badge owns it from now on): its walks emulate a
+    /// machine whose implemented PA size (PAMax) is `pa_bits` (32, 36, 40, 42, 44, 48 or 52).
+    /// Nesting it again (owner only) changes the PA size and keeps the lent pages.
+    fn nest(vm: VmId, pa_bits: u8) -> () as Nest;
+    /// Lends the walker the 4 KiB page of `vm`'s memory at `base`: the frame capability the
+    /// request carries (attached, first), which the walker maps read-only. Descriptor reads
+    /// outside the pages lent are synchronous external aborts on the walk, as hardware reports a
+    /// walk into memory that is not there.
+    fn lend(vm: VmId, base: Ipa) -> () as Lend;
 }

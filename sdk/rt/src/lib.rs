@@ -31,6 +31,8 @@
 mod line;
 pub use line::Line;
 
+/// Typed clients for the system services (memmgr, devbroker, s2walk, VMM).
+pub mod clients;
 #[cfg(target_os = "none")]
 mod target;
 #[cfg(target_os = "none")]
