@@ -42,6 +42,13 @@ async fn run() -> u64 {
         dic: info.dic(),
     };
     let endpoint = kernel.endpoint;
+    println!(
+        "memmgr: {} guest(s), endpoint slot {endpoint}, {} untyped piece(s), fwb={} dic={}",
+        guests.len(),
+        kernel.untyped_count(),
+        features.fwb,
+        features.dic
+    );
     let mut manager = policy::MemMgr::new(kernel, features, &guests);
     let mut server = EndpointServer::new(
         Cap::from_cptr(capvisor_rt::CPtr::new(endpoint)),
@@ -74,15 +81,16 @@ mod el0 {
     /// the root and for a spawned service).
     const CNODE: u64 = 1;
     const SPACE: u64 = 2;
-    /// Slots that may hold the memory manager's own endpoint, in order: the root's grant window
-    /// (`ROOT_GRANTS`, when the memory manager is the image's first service) and a spawned
-    /// service's (`FIRST_GRANT`).
-    const ENDPOINT_SLOTS: [u64; 2] = [992, 4];
-    /// Where untyped memory may be: the root's grant window, then the grant window of a spawned
-    /// service (and the root's own RAM untyped from slot 5).
-    const UNTYPED_RANGES: [(u64, u64); 2] = [(992, 1022), (4, 64)];
-    /// Free slots are looked for from here on (past a spawned service's image frames).
+    /// The memory manager's own endpoint when it is the image's first service (the root: slot
+    /// `ROOT_GRANTS` of `kernel/src/services/grants.rs`) and when it is spawned (`FIRST_GRANT`).
+    const ROOT_ENDPOINT: u64 = 992;
+    const SPAWNED_ENDPOINT: u64 = 4;
+    /// A slot that exists only in the root's CNode (1024 slots; a spawned service has 512).
+    const ROOT_ONLY_SLOT: u64 = 600;
+    /// Free slots are looked for from here on (past a spawned service's image frames), below
+    /// the root's endpoint originals.
     const FIRST_FREE: u64 = 64;
+    const LAST_FREE: u64 = 900;
 
     /// Reads and checks the boot-info page.
     pub fn boot_info() -> Option<BootInfo> {
@@ -111,25 +119,26 @@ mod el0 {
     }
 
     impl Kernel {
-        /// Finds this service's endpoint and untyped memory.
+        /// Finds this service's endpoint and untyped memory. `Identify` is an invocation, made
+        /// with `Call`: on an endpoint that would be an IPC call, so no slot that may hold an
+        /// endpoint is identified. The layout is known instead: the endpoint heads the grant
+        /// window, and the untyped pieces follow it (a memory manager is granted no endpoints;
+        /// the scan stops at the first capability that is not untyped, the `Vm`s).
         pub fn discover(info: &BootInfo) -> Option<Self> {
-            let endpoint_kind = u64::from(ObjectKind::Endpoint.code());
             let untyped_kind = u64::from(ObjectKind::Untyped.code());
-            let endpoint = core::iter::once(info.endpoint)
-                .chain(ENDPOINT_SLOTS)
-                .filter(|&slot| slot != 0)
-                .find(|&slot| identify(slot) == Ok((endpoint_kind, 0)))?;
+            let root = identify(ROOT_ONLY_SLOT) != Err(KernelError::InvalidSlot);
+            let endpoint = match (info.endpoint, root) {
+                (0, true) => ROOT_ENDPOINT,
+                (0, false) => SPAWNED_ENDPOINT,
+                (slot, _) => slot,
+            };
             let mut untyped = heapless::Vec::new();
-            for (first, last) in UNTYPED_RANGES {
-                for slot in first..last {
-                    match identify(slot) {
-                        Ok((kind, _)) if kind == untyped_kind => {
-                            let _ = untyped.push(slot);
-                        }
-                        Err(KernelError::InvalidSlot) => break,
-                        _ => {}
-                    }
+            let mut slot = endpoint + 1;
+            while let Ok((kind, _)) = identify(slot) {
+                if kind != untyped_kind || untyped.push(slot).is_err() {
+                    break;
                 }
+                slot += 1;
             }
             (!untyped.is_empty()).then_some(Self {
                 endpoint,
@@ -138,10 +147,18 @@ mod el0 {
             })
         }
 
+        /// How many untyped capabilities were found.
+        pub fn untyped_count(&self) -> usize {
+            self.untyped.len()
+        }
+
         /// The next empty slot of this service's CNode.
         fn free_slot(&mut self) -> Result<u64, KernelError> {
             loop {
                 let slot = self.next_free;
+                if slot > LAST_FREE {
+                    return Err(KernelError::NotEnoughMemory);
+                }
                 self.next_free += 1;
                 match identify(slot) {
                     Err(KernelError::EmptySlot) => return Ok(slot),

@@ -236,6 +236,7 @@ impl<K: Kernel> MemMgr<K> {
     }
 
     /// The kernel (for the tests' fake).
+    #[cfg(test)]
     pub fn kernel(&mut self) -> &mut K {
         &mut self.kernel
     }

@@ -193,11 +193,13 @@ impl<'a, M: Machine> Vmm<'a, M> {
     }
 
     /// The machine (for the tests' fake).
+    #[cfg(test)]
     pub fn machine(&mut self) -> &mut M {
         &mut self.machine
     }
 
     /// Boot count written so far.
+    #[cfg(test)]
     #[must_use]
     pub const fn boots(&self) -> u64 {
         self.boots
