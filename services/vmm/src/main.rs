@@ -247,9 +247,5 @@ mod el0 {
             text.push("\n");
             capvisor_rt::debug_write(text.as_str());
         }
-
-        fn power_off(&mut self) {
-            capvisor_rt::debug_halt(0)
-        }
     }
 }

@@ -29,7 +29,6 @@ enum Op {
     Resume(u32),
     Suspend(u32),
     Print(String),
-    PowerOff,
 }
 
 #[derive(Debug, Default)]
@@ -86,9 +85,6 @@ impl Machine for Fake {
     }
     fn print(&mut self, line: &str) {
         self.ops.push(Op::Print(line.to_string()));
-    }
-    fn power_off(&mut self) {
-        self.ops.push(Op::PowerOff);
     }
 }
 
@@ -374,13 +370,18 @@ fn system_reset_stops_the_vcpus_resets_reloads_and_counts_the_boot() {
 }
 
 #[test]
-fn system_off_prints_and_powers_off() {
-    let mut vmm = booted(1);
+fn system_off_stops_every_vcpu_and_prints() {
+    let mut vmm = booted(2);
+    hvc(&mut vmm, 0, &[u64::from(psci::CPU_ON_64), 1, RAM, 0]).unwrap();
     take(&mut vmm);
-    hvc(&mut vmm, 0, &[u64::from(psci::SYSTEM_OFF)]).unwrap();
+    hvc(&mut vmm, 1, &[u64::from(psci::SYSTEM_OFF)]).unwrap();
     assert_eq!(
         take(&mut vmm),
-        [Op::Print("vmm: guest t powered off".into()), Op::PowerOff]
+        [
+            Op::Suspend(0),
+            Op::Suspend(1),
+            Op::Print("vmm: guest t powered off".into())
+        ]
     );
 }
 

@@ -150,8 +150,6 @@ pub trait Machine {
     fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError>;
     /// Prints one line (without its `\n`).
     fn print(&mut self, line: &str);
-    /// Stops the whole system with status 0 (a test image runs one guest; see `docs/services.md`).
-    fn power_off(&mut self);
 }
 
 /// The guest this VMM runs.
@@ -434,11 +432,14 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 return Ok(emulate(&[], smc));
             }
             psci::SYSTEM_OFF => {
+                // Every vCPU stops (the caller's reply goes nowhere). The VMM serves on: when
+                // no guest is left running, nothing can run and the kernel ends the system with
+                // status 0 (an image may run several guests; see docs/services.md).
+                self.stop_all();
                 say(
                     &mut self.machine,
                     format_args!("vmm: guest {} powered off", self.guest.name),
                 );
-                self.machine.power_off();
                 return Ok(emulate(&[], smc));
             }
             psci::SYSTEM_RESET => return self.system_reset(vcpu).await,
@@ -448,6 +449,16 @@ impl<'a, M: Machine> Vmm<'a, M> {
             &[(GpRegister::new(0).unwrap_or(GpRegister::XZR), result)],
             smc,
         ))
+    }
+
+    /// Suspends every running vCPU.
+    fn stop_all(&mut self) {
+        for vcpu in 0..self.guest.vcpus {
+            if self.on[vcpu as usize] {
+                let _ = self.machine.suspend(vcpu);
+                self.on[vcpu as usize] = false;
+            }
+        }
     }
 
     fn cpu_on(&mut self, target: u64, entry: u64, context: u64) -> u64 {
