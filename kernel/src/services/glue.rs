@@ -247,7 +247,10 @@ impl Effects for Glue {
             Ok(table) => {
                 self.spaces[space.index()] = Some(table);
                 self.guests.is_vm[space.index()] = vm;
-                self.guests.stats[space.index()] = super::guest::VmStats::default();
+                self.guests.stats[space.index()] = super::guest::VmStats {
+                    vmid: u64::from(vmid),
+                    ..Default::default()
+                };
                 Ok(Vmid::new(vmid))
             }
             Err(_) => {

@@ -46,6 +46,8 @@ pub struct VmStats {
     pub tlbi_vmid: u64,
     /// Guest exits delivered to the VMM.
     pub exits: u64,
+    /// The VM's VMID.
+    pub vmid: u64,
 }
 
 /// The glue's per-guest state.
@@ -78,6 +80,7 @@ impl Guests {
                 tlbi_ipa: 0,
                 tlbi_vmid: 0,
                 exits: 0,
+                vmid: 0,
             }; MAX_SPACES],
             trace: false,
         }
@@ -135,8 +138,9 @@ impl Guests {
         for (index, stats) in self.stats.iter().enumerate() {
             if self.is_vm[index] {
                 console::print(format_args!(
-                    "capvisor: vm{index} stats: map_pages={} map_blocks={} unmaps={} clean_poc={} \
-                     icache={} tlbi_ipa={} tlbi_vmid={} exits={}\n",
+                    "capvisor: vm{index} stats: vmid={} map_pages={} map_blocks={} unmaps={} \
+                     clean_poc={} icache={} tlbi_ipa={} tlbi_vmid={} exits={}\n",
+                    stats.vmid,
                     stats.map_pages,
                     stats.map_blocks,
                     stats.unmaps,

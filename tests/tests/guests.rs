@@ -1,0 +1,170 @@
+//! Guests under capvisor: each test guest (tests/guests/, docs/guests.md) runs at EL1 behind
+//! stage-2 tables, its faults handled by `svc-vmm` and its RAM by `svc-memmgr`, on CPU models
+//! that differ in exactly the features the stage-2 rules depend on:
+//!
+//! | model | FWB | DIC |
+//! |---|---|---|
+//! | cortex-a57, neoverse-n1 | no | no |
+//! | cortex-a710 | yes | no |
+//! | max | yes | yes |
+//!
+//! Besides the guest's own verdict, each test reads the kernel's per-VM counters (printed when
+//! the system ends) and asserts that the maintenance the memory manager chose differs exactly as
+//! DESIGN.md's rules say: PoC cleans only without FWB (rule 1), I-cache invalidation on
+//! instruction faults only without DIC (rule 2), and a reset that unmaps everything only without
+//! FWB (the vCPU-reset rule).
+
+use capvisor::qemu::Ending;
+use capvisor_tests::{assert_contains, boot, build};
+
+const MODELS: [&str; 4] = ["cortex-a57", "neoverse-n1", "cortex-a710", "max"];
+
+fn fwb(cpu: &str) -> bool {
+    matches!(cpu, "cortex-a710" | "max")
+}
+
+fn dic(cpu: &str) -> bool {
+    cpu == "max"
+}
+
+/// The counters of every VM, from the kernel's `capvisor: vmN stats: key=value ...` lines.
+fn stats(console: &str) -> Vec<std::collections::BTreeMap<String, u64>> {
+    console
+        .lines()
+        .filter_map(|line| {
+            line.split(" stats: ")
+                .nth(1)
+                .filter(|_| line.contains("capvisor: vm"))
+        })
+        .map(|rest| {
+            rest.split_whitespace()
+                .filter_map(|kv| {
+                    let (key, value) = kv.split_once('=')?;
+                    Some((key.to_owned(), value.parse().ok()?))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Boots guest image `name` on `cpu`, asserts the guest passed, and returns its VM's counters.
+fn run(name: &str, cpu: &str) -> std::collections::BTreeMap<String, u64> {
+    let built = build(&format!("tests/images/guest-{name}.toml"));
+    let outcome = boot(&built.path, cpu, 1);
+    assert_contains(&outcome, &format!("guest {name}: PASS"));
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+    let mut all = stats(&outcome.console);
+    assert_eq!(
+        all.len(),
+        1,
+        "one VM's counters expected:\n{}",
+        outcome.console
+    );
+    all.remove(0)
+}
+
+#[test]
+fn mmu_off_and_on_sees_guest_ram_on_every_model() {
+    for cpu in MODELS {
+        let stats = run("mmu", cpu);
+        // Rule 1: a PoC clean before each first mapping without FWB, never with it.
+        if fwb(cpu) {
+            assert_eq!(stats["clean_poc"], 0, "{cpu}: {stats:?}");
+        } else {
+            assert!(stats["clean_poc"] > 0, "{cpu}: {stats:?}");
+        }
+    }
+}
+
+#[test]
+fn code_written_at_run_time_executes_and_icache_maintenance_follows_dic() {
+    for cpu in MODELS {
+        let stats = run("icache", cpu);
+        // Rule 2: an instruction fault invalidates the I-cache unless DIC.
+        if dic(cpu) {
+            assert_eq!(stats["icache"], 0, "{cpu}: {stats:?}");
+        } else {
+            assert!(stats["icache"] > 0, "{cpu}: {stats:?}");
+        }
+        if fwb(cpu) {
+            assert_eq!(stats["clean_poc"], 0, "{cpu}: {stats:?}");
+        }
+    }
+}
+
+#[test]
+fn touching_many_pages_maps_ram_on_demand_with_blocks() {
+    for cpu in ["cortex-a57", "max"] {
+        let stats = run("pages", cpu);
+        assert!(
+            stats["map_blocks"] > 0,
+            "{cpu}: 2 MiB blocks expected: {stats:?}"
+        );
+    }
+}
+
+#[test]
+fn reset_with_rewritten_memory_is_seen_with_the_mmu_off() {
+    for cpu in MODELS {
+        let built = build("tests/images/guest-reset.toml");
+        let outcome = boot(&built.path, cpu, 1);
+        assert_contains(&outcome, "guest reset: boot 1");
+        assert_contains(&outcome, "guest reset: PASS");
+        let stats = stats(&outcome.console).remove(0);
+        // The vCPU-reset rule (seed 002): without FWB every mapping is dropped, so refaults clean
+        // to PoC again; with FWB mappings stay and only the I-cache is invalidated, unless DIC.
+        let policy = match (fwb(cpu), dic(cpu)) {
+            (false, _) => "DropAllMappings",
+            (true, false) => "InvalidateInstructionCache",
+            (true, true) => "Nothing",
+        };
+        assert_contains(&outcome, policy);
+        if fwb(cpu) {
+            assert_eq!(stats["clean_poc"], 0, "{cpu}: {stats:?}");
+        } else {
+            assert!(stats["unmaps"] > 0, "{cpu}: {stats:?}");
+            assert!(stats["clean_poc"] > 0, "{cpu}: {stats:?}");
+        }
+        if !dic(cpu) {
+            assert!(stats["icache"] > 0, "{cpu}: {stats:?}");
+        } else {
+            assert_eq!(stats["icache"], 0, "{cpu}: {stats:?}");
+        }
+    }
+}
+
+#[test]
+fn an_unmapped_ipa_gets_the_exact_abort_injected() {
+    for cpu in ["cortex-a57", "max"] {
+        run("abort", cpu);
+    }
+}
+
+#[test]
+fn two_guests_run_at_once_and_cannot_see_each_others_memory() {
+    let built = build("tests/images/guests-two.toml");
+    for cpu in ["cortex-a57", "max"] {
+        let outcome = boot(&built.path, cpu, 1);
+        let passes = outcome.console.matches("guest isolation: PASS").count();
+        assert_eq!(
+            passes, 2,
+            "{cpu}: both guests must pass:\n{}",
+            outcome.console
+        );
+        let vms = stats(&outcome.console);
+        assert_eq!(vms.len(), 2, "{cpu}: two VMs:\n{}", outcome.console);
+        assert_ne!(
+            vms[0]["vmid"], vms[1]["vmid"],
+            "{cpu}: separate VMIDs: {vms:?}"
+        );
+        assert!(
+            vms.iter().all(|vm| vm["vmid"] != 0),
+            "{cpu}: VMID 0 is never used: {vms:?}"
+        );
+    }
+}
