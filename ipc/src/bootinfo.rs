@@ -14,6 +14,8 @@ pub const BOOT_INFO: u64 = 0x20_0000_0000;
 pub const MAX_GUESTS: usize = 4;
 /// The most vCPUs per guest.
 pub const MAX_GUEST_VCPUS: usize = 8;
+/// The most untyped pieces listed.
+pub const MAX_UNTYPED: usize = 8;
 /// `BootInfo::flags`: FEAT_S2FWB is implemented (and stage-2 descriptors use it).
 pub const FLAG_FWB: u32 = 1 << 0;
 /// `BootInfo::flags`: CTR_EL0.DIC is 1 (no instruction-cache invalidation needed for coherence).
@@ -82,10 +84,20 @@ pub struct BootInfo {
     pub version: u32,
     /// [`FLAG_FWB`], [`FLAG_DIC`].
     pub flags: u32,
-    /// The service's own endpoint (where VMMs receive their vCPUs' faults), 0 if none.
+    /// The service's own endpoint (where it receives: a VMM its vCPUs' faults, a memory manager
+    /// its VMMs' calls), 0 if none.
     pub endpoint: u64,
     /// Number of valid entries in `guests`.
     pub guest_count: u64,
+    /// The untyped memory the manifest granted this service (`caps = [{ untyped = … }]`): its
+    /// slots, largest piece first.
+    pub untyped: [u64; MAX_UNTYPED],
+    /// Number of valid entries in `untyped`.
+    pub untyped_count: u64,
+    /// The first empty slot of the service's CNode that nothing else will fill…
+    pub free_first: u64,
+    /// …and the end of that range (exclusive).
+    pub free_end: u64,
     /// The guests this service runs or serves.
     pub guests: [GuestInfo; MAX_GUESTS],
 }
@@ -94,13 +106,20 @@ impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     /// The valid guests (an out-of-range count reads as the most there can be).
     #[must_use]
     pub fn guests(&self) -> &[GuestInfo] {
         let count = usize::try_from(self.guest_count).unwrap_or(MAX_GUESTS);
         &self.guests[..count.min(MAX_GUESTS)]
+    }
+
+    /// The untyped pieces' slots.
+    #[must_use]
+    pub fn untyped(&self) -> &[u64] {
+        let count = usize::try_from(self.untyped_count).unwrap_or(MAX_UNTYPED);
+        &self.untyped[..count.min(MAX_UNTYPED)]
     }
 
     /// Whether the platform has FEAT_S2FWB.

@@ -25,7 +25,9 @@ pub fn parse(console: &str) -> Vec<Result> {
     console
         .lines()
         .filter_map(|line| {
-            let rest = line.split("bench: ").nth(1)?;
+            // A guest's lines reach the console through its VMM's prefix and its own name
+            // (`[vmm] guest bench: bench: name=…`): the fields start at `bench: name=`.
+            let rest = &line[line.find("bench: name=")? + "bench: ".len()..];
             let field = |key: &str| {
                 rest.split_whitespace()
                     .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
@@ -130,16 +132,25 @@ mod tests {
     #[test]
     fn parses_prefixed_lines() {
         let console = "noise\n[bench] bench: name=null_syscall iterations=1000 instructions=141 floor=3\n\
+                       [vmm] guest bench: bench: name=guest_hvc iterations=10 instructions=900 floor=4\n\
                        [bench] bench: done\n";
         let results = parse(console);
         assert_eq!(
             results,
-            vec![Result {
-                name: "null_syscall".into(),
-                iterations: 1000,
-                instructions: 141,
-                floor: 3
-            }]
+            vec![
+                Result {
+                    name: "null_syscall".into(),
+                    iterations: 1000,
+                    instructions: 141,
+                    floor: 3
+                },
+                Result {
+                    name: "guest_hvc".into(),
+                    iterations: 10,
+                    instructions: 900,
+                    floor: 4
+                }
+            ]
         );
         let json: serde_json::Value = serde_json::from_str(&to_json("max", &results)).unwrap();
         assert_eq!(json["results"][0]["net"], 138);

@@ -276,7 +276,7 @@ impl Effects for Glue {
         if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
             // SAFETY: the range is kernel-mapped RAM (checked above) retyped into a new frame
             // that no capability names yet, so nothing else uses it.
-            unsafe { core::ptr::write_bytes(pa.raw() as *mut u8, 0, size as usize) };
+            unsafe { crate::arch::aarch64::cpu::zero(pa.raw(), size) };
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Granted {
     pub next: [u64; MAX_SERVICES],
     /// `slots[granter][target]`: the granter's slot of the target's endpoint.
     pub slots: [[u64; MAX_SERVICES]; MAX_SERVICES],
+    /// Each service's untyped pieces' slots, in grant order.
+    pub untyped: [heapless::Vec<u64, { capvisor_ipc::bootinfo::MAX_UNTYPED }>; MAX_SERVICES],
 }
 
 /// Service `index`'s CNode (a capability in the root's CSpace) and grant window.
@@ -57,6 +59,7 @@ pub fn apply(
     let mut granted = Granted {
         next: [1u64; MAX_SERVICES],
         slots: [[0; MAX_SERVICES]; MAX_SERVICES],
+        untyped: [const { heapless::Vec::new() }; MAX_SERVICES],
     };
     let next = &mut granted.next;
     if let Some(bytes) = endpoints {
@@ -74,6 +77,11 @@ pub fn apply(
             let (cnode, _, _) = window(root, service);
             let kind = u64::from(ObjectKind::Untyped.code());
             root.retype(kind, u64::from(size_bits), cnode, dest)?;
+            if let Some(list) = granted.untyped.get_mut(service) {
+                // Listed in the boot info while there is room; the service can still find the
+                // rest in its window.
+                let _ = list.push(dest);
+            }
         }
     }
     Ok(granted)

@@ -169,13 +169,19 @@ pub fn load_all(
         layout,
     };
     let mut count = 1;
+    // Where each spawned service's frames end in its CNode (the rest of it is free).
+    let mut frames_end = [0u64; MAX_SERVICES];
     for entry in entries {
         if count >= MAX_SERVICES {
             return Err((entry.name, LoadError::TooMany));
         }
         let base = layout.first_free + 3 * (count as u64 - 1);
         let service = ServiceImage::parse(entry.bytes)
-            .and_then(|image| root.spawn(base, &image, (priorities[count], platform.idc)))
+            .and_then(|image| {
+                frames_end[count] =
+                    spawn::FIRST_FRAME + image.pages().count() as u64 + STACK_PAGES + 1;
+                root.spawn(base, &image, (priorities[count], platform.idc))
+            })
             .map_err(|e| (entry.name, e))?;
         root.glue.names[service.index()] = Some(entry.name);
         count += 1;
@@ -185,7 +191,12 @@ pub fn load_all(
         manifest_entry(image, capvisor_image::grants::UNTYPED_ENTRY),
     );
     let mut granted = grants::apply(&mut root, entries, count).map_err(|e| (first.name, e))?;
-    vms::create(&mut root, &guests, &mut granted, (platform, &priorities))?;
+    vms::create(
+        &mut root,
+        &guests,
+        &mut granted,
+        (platform, &priorities, &frames_end),
+    )?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     sync_instructions(platform.dic);
     Ok((count, untyped))

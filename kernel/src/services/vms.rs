@@ -153,7 +153,7 @@ pub fn create(
     root: &mut Root<'_>,
     plan: &Plan,
     granted: &mut Granted,
-    (platform, priorities): (&Platform, &[u8; MAX_SERVICES]),
+    (platform, priorities, frames_end): (&Platform, &[u8; MAX_SERVICES], &[u64; MAX_SERVICES]),
 ) -> Result<(), (&'static str, LoadError)> {
     let mut infos = [const { None::<BootInfo> }; MAX_SERVICES];
     let mut payload_next = [1u64; MAX_SERVICES];
@@ -199,11 +199,24 @@ pub fn create(
                 page.guest_count += 1;
             }
         }
-        // The VMM receives its vCPUs' faults on its own endpoint: slot 0 of its window.
-        let (_, base, _) = grants::window(root, vmm);
-        if let Some(page) = infos[vmm].as_mut() {
+    }
+    for (service, info) in infos.iter_mut().enumerate() {
+        let Some(page) = info.as_mut() else { continue };
+        // Its own endpoint heads its grant window (a VMM receives its vCPUs' faults there, a
+        // memory manager its VMMs' calls), when one was made.
+        let (_, base, _) = grants::window(root, service);
+        if root_endpoint_exists(root, service) {
             page.endpoint = base;
         }
+        for (slot, &untyped) in page.untyped.iter_mut().zip(&granted.untyped[service]) {
+            *slot = untyped;
+        }
+        page.untyped_count = granted.untyped[service].len() as u64;
+        (page.free_first, page.free_end) = if service == 0 {
+            (guest_slots(root, MAX_GUESTS), grants::ROOT_ENDPOINTS)
+        } else {
+            (frames_end[service], 1 << super::spawn::CHILD_CNODE_BITS)
+        };
     }
     for (service, info) in infos.iter().enumerate() {
         if let Some(info) = info {
@@ -211,6 +224,12 @@ pub fn create(
         }
     }
     Ok(())
+}
+
+/// Whether service `service`'s endpoint was made (by a grant or for its guests).
+fn root_endpoint_exists(root: &Root<'_>, service: usize) -> bool {
+    root.object(grants::ROOT_ENDPOINTS + service as u64)
+        .is_some()
 }
 
 fn empty_info(flags: u32) -> BootInfo {

@@ -81,17 +81,6 @@ mod el0 {
     /// the root and for a spawned service).
     const CNODE: u64 = 1;
     const SPACE: u64 = 2;
-    /// The memory manager's own endpoint when it is the image's first service (the root: slot
-    /// `ROOT_GRANTS` of `kernel/src/services/grants.rs`) and when it is spawned (`FIRST_GRANT`).
-    const ROOT_ENDPOINT: u64 = 992;
-    const SPAWNED_ENDPOINT: u64 = 4;
-    /// A slot that exists only in the root's CNode (1024 slots; a spawned service has 512).
-    const ROOT_ONLY_SLOT: u64 = 600;
-    /// Free slots are looked for from here on (past a spawned service's image frames), below
-    /// the root's endpoint originals.
-    const FIRST_FREE: u64 = 64;
-    const LAST_FREE: u64 = 900;
-
     /// Reads and checks the boot-info page.
     pub fn boot_info() -> Option<BootInfo> {
         // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in this service's
@@ -103,12 +92,6 @@ mod el0 {
         (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
     }
 
-    /// The kind and badge of the capability in `slot`, or the kernel's error.
-    fn identify(slot: u64) -> Result<(u64, u64), KernelError> {
-        let [kind, _, badge, _] = sys::invoke(CPtr::new(slot), Invocation::Identify.code(), &[])?;
-        Ok((kind, badge))
-    }
-
     /// The kernel, as the memory manager reaches it.
     #[derive(Debug)]
     pub struct Kernel {
@@ -116,35 +99,23 @@ mod el0 {
         pub endpoint: u64,
         untyped: heapless::Vec<u64, 32>,
         next_free: u64,
+        free_end: u64,
     }
 
     impl Kernel {
-        /// Finds this service's endpoint and untyped memory. `Identify` is an invocation, made
-        /// with `Call`: on an endpoint that would be an IPC call, so no slot that may hold an
-        /// endpoint is identified. The layout is known instead: the endpoint heads the grant
-        /// window, and the untyped pieces follow it (a memory manager is granted no endpoints;
-        /// the scan stops at the first capability that is not untyped, the `Vm`s).
+        /// This service's endpoint, untyped memory and free slots, as the kernel lists them in
+        /// the boot-info page (no slot is probed: `Identify` is made with `Call`, which on an
+        /// endpoint would be an IPC call).
         pub fn discover(info: &BootInfo) -> Option<Self> {
-            let untyped_kind = u64::from(ObjectKind::Untyped.code());
-            let root = identify(ROOT_ONLY_SLOT) != Err(KernelError::InvalidSlot);
-            let endpoint = match (info.endpoint, root) {
-                (0, true) => ROOT_ENDPOINT,
-                (0, false) => SPAWNED_ENDPOINT,
-                (slot, _) => slot,
-            };
-            let mut untyped = heapless::Vec::new();
-            let mut slot = endpoint + 1;
-            while let Ok((kind, _)) = identify(slot) {
-                if kind != untyped_kind || untyped.push(slot).is_err() {
-                    break;
-                }
-                slot += 1;
-            }
-            (!untyped.is_empty()).then_some(Self {
-                endpoint,
-                untyped,
-                next_free: FIRST_FREE,
-            })
+            let untyped: heapless::Vec<u64, 32> = info.untyped().iter().copied().collect();
+            (info.endpoint != 0 && !untyped.is_empty() && info.free_first < info.free_end).then(
+                || Self {
+                    endpoint: info.endpoint,
+                    untyped,
+                    next_free: info.free_first,
+                    free_end: info.free_end,
+                },
+            )
         }
 
         /// How many untyped capabilities were found.
@@ -152,20 +123,14 @@ mod el0 {
             self.untyped.len()
         }
 
-        /// The next empty slot of this service's CNode.
+        /// The next empty slot of this service's CNode (the kernel left `[free_first,
+        /// free_end)` empty, and only this service fills it, in order).
         fn free_slot(&mut self) -> Result<u64, KernelError> {
-            loop {
-                let slot = self.next_free;
-                if slot > LAST_FREE {
-                    return Err(KernelError::NotEnoughMemory);
-                }
-                self.next_free += 1;
-                match identify(slot) {
-                    Err(KernelError::EmptySlot) => return Ok(slot),
-                    Err(KernelError::InvalidSlot) => return Err(KernelError::NotEnoughMemory),
-                    _ => {}
-                }
+            if self.next_free >= self.free_end {
+                return Err(KernelError::NotEnoughMemory);
             }
+            self.next_free += 1;
+            Ok(self.next_free - 1)
         }
     }
 
