@@ -74,6 +74,44 @@ pub struct GuestInfo {
     pub name: [u8; 32],
 }
 
+/// `DeviceInfo::flags`: the region may be mapped cacheable (a `cacheable` device or a
+/// cacheable PFNMAP carve-out); its untyped makes cacheable device frames.
+pub const DEVICE_CACHEABLE: u32 = 1 << 0;
+/// `DeviceInfo::flags`: a carve-out of RAM, not a device-tree device.
+pub const DEVICE_CARVEOUT: u32 = 1 << 1;
+/// `DeviceInfo::flags`: the guest's passthrough is optional (refused on this platform: report it
+/// and go on).
+pub const DEVICE_OPTIONAL: u32 = 1 << 2;
+/// The most devices listed.
+pub const MAX_DEVICES: usize = 16;
+
+/// A device region (or carve-out) this service holds, for a device broker.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct DeviceInfo {
+    /// The manifest name, NUL padded.
+    pub name: [u8; 32],
+    /// The device untyped capability covering the region (retype it into device frames).
+    pub untyped: u64,
+    /// The region's physical base.
+    pub base: u64,
+    /// Its size in bytes (a page multiple).
+    pub size: u64,
+    /// `DEVICE_*` bits.
+    pub flags: u32,
+    /// The memory type the passthrough asks for: 0 Device-nGnRE, 1 Normal non-cacheable,
+    /// 2 Normal write-back (the `Map` invocation's codes).
+    pub memtype: u32,
+    /// The guest it is passed through to (its image index), or `u32::MAX`.
+    pub guest: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// That guest's `Vm` capability (all rights), 0 if none.
+    pub vm: u64,
+}
+
 /// The page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -94,6 +132,13 @@ pub struct BootInfo {
     pub untyped: [u64; MAX_UNTYPED],
     /// Number of valid entries in `untyped`.
     pub untyped_count: u64,
+    /// The platform's device tree (a copy, after the page), for a device broker's inventory;
+    /// (0, 0) for other services.
+    pub platform_dtb: Payload,
+    /// Number of valid entries in `devices`.
+    pub device_count: u64,
+    /// The device regions and carve-outs this service holds (a device broker).
+    pub devices: [DeviceInfo; MAX_DEVICES],
     /// The first empty slot of the service's CNode that nothing else will fill…
     pub free_first: u64,
     /// …and the end of that range (exclusive).
@@ -106,13 +151,20 @@ impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 
     /// The valid guests (an out-of-range count reads as the most there can be).
     #[must_use]
     pub fn guests(&self) -> &[GuestInfo] {
         let count = usize::try_from(self.guest_count).unwrap_or(MAX_GUESTS);
         &self.guests[..count.min(MAX_GUESTS)]
+    }
+
+    /// The device regions this service holds.
+    #[must_use]
+    pub fn devices(&self) -> &[DeviceInfo] {
+        let count = usize::try_from(self.device_count).unwrap_or(MAX_DEVICES);
+        &self.devices[..count.min(MAX_DEVICES)]
     }
 
     /// The untyped pieces' slots.
@@ -139,6 +191,13 @@ impl BootInfo {
     pub fn name(guest: &GuestInfo) -> &str {
         let end = guest.name.iter().position(|&b| b == 0).unwrap_or(32);
         core::str::from_utf8(&guest.name[..end]).unwrap_or("?")
+    }
+
+    /// A device's name as text.
+    #[must_use]
+    pub fn device_name(device: &DeviceInfo) -> &str {
+        let end = device.name.iter().position(|&b| b == 0).unwrap_or(32);
+        core::str::from_utf8(&device.name[..end]).unwrap_or("?")
     }
 }
 

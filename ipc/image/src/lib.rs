@@ -19,6 +19,7 @@
 
 mod crc;
 mod features;
+pub mod devices;
 pub mod grants;
 mod guest;
 pub mod priorities;
