@@ -55,6 +55,8 @@ pub struct Description {
     /// Memory the boot loader or firmware keeps (`/memreserve/` entries and `/reserved-memory`
     /// children); the kernel never allocates from it.
     pub reserved: Vec<Region, 16>,
+    /// The whole blob, for lookups after boot (a manifest's devices).
+    pub blob: &'static [u8],
 }
 
 /// What is wrong with a device tree.
@@ -153,7 +155,24 @@ impl Description {
                 .and_then(|p| p.as_str())
                 .unwrap_or(""),
             reserved: reserved(&fdt),
+            blob,
         })
+    }
+
+    /// The first `reg` range of the node at `path` (or, with `compatible`, of the first node
+    /// whose `compatible` list has `locator`), if there is one with a size.
+    pub fn find_device(&self, locator: &str, compatible: bool) -> Option<Region> {
+        let fdt = Fdt::new(self.blob).ok()?;
+        let node = if compatible {
+            fdt.find_compatible(&[locator])
+        } else {
+            // `find_node` wants an absolute path; anything else names no node.
+            locator
+                .starts_with('/')
+                .then(|| fdt.find_node(locator))
+                .flatten()
+        }?;
+        first_reg(node).filter(|r| r.size > 0)
     }
 }
 

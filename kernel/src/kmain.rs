@@ -176,7 +176,7 @@ fn boot_with(
         }
     }
     let view = image_view(base);
-    match services::load_all(&view, &mut memory, &platform) {
+    match services::load_all(&view, &mut memory, &platform, dt) {
         Ok((0, _)) => {}
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);

@@ -135,6 +135,7 @@ pub fn load_all(
     image: &ImageView<'static>,
     memory: &mut MemoryMap,
     platform: &Platform,
+    dt: &crate::devicetree::Description,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
     let mut entries = image.entries().filter(|e| e.kind == EntryKind::ServiceElf);
     let Some(first) = entries.next() else {
@@ -145,6 +146,9 @@ pub fn load_all(
         .filter(|e| e.kind == EntryKind::ServiceElf)
         .count();
     let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
+    // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
+    // takes memory; the kernel's notion of RAM it may touch for services is what is left.
+    let guests = vms::plan(image, services, memory, dt)?;
     let (kernel, glue) = state();
     glue.fwb = platform.fwb;
     glue.ram = memory.clone();
@@ -153,11 +157,11 @@ pub fn load_all(
         .set_features(features)
         .map_err(|e| (first.name, e.into()))?;
     let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
-    let guests = vms::plan(image, services, memory)?;
+    let devices = vms::root_devices(&guests);
     let (layout, untyped) = boot_root(
         kernel,
         glue,
-        &root_image,
+        (&root_image, &devices),
         memory,
         (priorities[0], platform.idc),
     )
@@ -232,7 +236,7 @@ fn priorities(
 fn boot_root(
     kernel: &mut Kernel,
     glue: &mut Glue,
-    image: &ServiceImage,
+    (image, devices): (&ServiceImage, &[capvisor_kernel::object::RootDevice]),
     memory: &mut MemoryMap,
     (priority, idc): (u8, bool),
 ) -> Result<(RootLayout, u64), LoadError> {
@@ -254,7 +258,7 @@ fn boot_root(
     }
     let boot = RootBoot {
         ram: &ram,
-        devices: &[],
+        devices,
         entry: image.entry,
         stack: STACK_TOP,
         ipc_buffer: IPC_BUFFER,

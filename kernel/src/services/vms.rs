@@ -18,16 +18,23 @@ use super::grants::{self, Granted};
 use super::spawn::Root;
 use super::{LoadError, MAX_SERVICES, PAGE};
 use crate::arch::aarch64::stage2::MapError;
+use crate::devicetree::Description;
+use capvisor_image::devices::{self, DEVICES_ENTRY, DeviceRecord};
 use capvisor_image::{EntryKind, GuestConfig, ImageView};
 use capvisor_ipc::abi::Invocation;
 use capvisor_ipc::bootinfo::{
     BOOT_INFO, BootInfo, FLAG_DIC, FLAG_FWB, GuestInfo, MAX_GUEST_VCPUS, MAX_GUESTS, Payload,
     VCPU_BADGE,
 };
+use capvisor_ipc::bootinfo::{
+    DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DeviceInfo, MAX_DEVICES,
+};
 use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
-use capvisor_kernel::object::{Effects, Object, RootLayout, THREAD_CONFIGURE};
+use capvisor_kernel::object::{
+    DeviceAttributes, Effects, Object, RootDevice, RootLayout, THREAD_CONFIGURE,
+};
 use capvisor_kernel::platform::Platform;
 use capvisor_kernel::stage2::{MemType, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
@@ -50,13 +57,36 @@ pub struct Guest {
 /// The guests, and the boot-info pages reserved for the services that serve them.
 pub struct Plan {
     guests: heapless::Vec<Guest, MAX_GUESTS>,
+    /// The manifest's devices and carve-outs, found and reserved.
+    pub devices: heapless::Vec<HeldDevice, MAX_DEVICES>,
+    /// The platform device tree (copied into a device holder's boot-info region).
+    dtb: &'static [u8],
     /// Per service index: the physical base and page count of its boot-info region (0: none).
     regions: [(u64, u64); MAX_SERVICES],
+}
+
+/// A device region or carve-out of the manifest, as found at boot.
+#[derive(Clone, Copy, Debug)]
+pub struct HeldDevice {
+    /// Its record.
+    pub record: DeviceRecord,
+    /// Where it is.
+    pub base: u64,
+    /// Its size (a page multiple).
+    pub size: u64,
+    /// The memory types its frames allow.
+    pub attributes: DeviceAttributes,
 }
 
 /// Why the guests could not be set up.
 #[derive(Clone, Copy, Debug)]
 pub enum GuestError {
+    /// The devices entry is malformed.
+    Devices(capvisor_image::devices::DeviceError),
+    /// A device is not in the device tree.
+    DeviceNotFound,
+    /// A device overlaps the kernel's own (console, GIC) or a carve-out is not RAM.
+    DeviceInUse,
     /// A guest configuration is malformed.
     Config(capvisor_image::GuestConfigError),
     /// A guest has no kernel entry.
@@ -70,7 +100,14 @@ impl core::fmt::Display for GuestError {
         match self {
             Self::Config(error) => write!(f, "malformed guest configuration: {error:?}"),
             Self::NoKernel => f.write_str("the image has no kernel for it"),
-            Self::TooMany => write!(f, "more than {MAX_GUESTS} guests"),
+            Self::TooMany => write!(f, "more than {MAX_GUESTS} guests or {MAX_DEVICES} devices"),
+            Self::Devices(error) => write!(f, "{error}"),
+            Self::DeviceNotFound => {
+                f.write_str("its device-tree node was not found (or has no reg)")
+            }
+            Self::DeviceInUse => f.write_str(
+                "the region is the kernel's own (console, GIC) or a carve-out outside free RAM",
+            ),
         }
     }
 }
@@ -88,11 +125,15 @@ pub fn plan(
     image: &ImageView<'static>,
     services: usize,
     memory: &mut MemoryMap,
+    dt: &Description,
 ) -> Result<Plan, (&'static str, LoadError)> {
     let mut plan = Plan {
         guests: heapless::Vec::new(),
+        devices: heapless::Vec::new(),
+        dtb: dt.blob,
         regions: [(0, 0); MAX_SERVICES],
     };
+    find_devices(image, services, memory, dt, &mut plan)?;
     let find = |kind: EntryKind, name: &str| {
         image
             .entries()
@@ -128,6 +169,12 @@ pub fn plan(
                 .map(|p| pages(p.len() as u64))
                 .sum::<u64>();
     }
+    // A device holder's page is followed by a copy of the platform device tree.
+    for device in &plan.devices {
+        if let Some(size) = sizes.get_mut(device.record.service as usize) {
+            *size = (*size).max(1 + pages(plan.dtb.len() as u64));
+        }
+    }
     for (service, &count) in sizes.iter().enumerate().filter(|(_, c)| **c > 0) {
         let base = memory
             .alloc(count, PAGE)
@@ -135,6 +182,87 @@ pub fn plan(
         plan.regions[service] = (base, count);
     }
     Ok(plan)
+}
+
+/// Finds the manifest's devices in the device tree and takes its carve-outs out of `memory`.
+fn find_devices(
+    image: &ImageView<'static>,
+    services: usize,
+    memory: &mut MemoryMap,
+    dt: &Description,
+    plan: &mut Plan,
+) -> Result<(), (&'static str, LoadError)> {
+    let Some(entry) = image
+        .entries()
+        .find(|e| e.kind == EntryKind::Manifest && e.name == DEVICES_ENTRY)
+    else {
+        return Ok(());
+    };
+    let records = devices::decode(entry.bytes, services)
+        .map_err(|e| ("devices", LoadError::Guest(GuestError::Devices(e))))?;
+    let kernel_own = [Some(dt.uart), dt.gicd, dt.gicr];
+    for record in records {
+        let name = device_name(record);
+        let fail = |error| (name, LoadError::Guest(error));
+        let (base, size) = if record.is_carveout() {
+            // Carve-outs must be free RAM: they leave the kernel's map of RAM here.
+            let (base, end) = (record.base, record.base + record.size);
+            if !memory.contains(base, end) {
+                return Err(fail(GuestError::DeviceInUse));
+            }
+            memory.reserve(capvisor_kernel::memmap::Range { start: base, end });
+            (base, record.size)
+        } else {
+            let compatible = record.flags & devices::FLAG_COMPATIBLE != 0;
+            let region = dt
+                .find_device(record.locator(), compatible)
+                .ok_or(fail(GuestError::DeviceNotFound))?;
+            let base = region.base as u64 & !(PAGE - 1);
+            let end = (region.base + region.size) as u64;
+            (base, end.div_ceil(PAGE) * PAGE - base)
+        };
+        let overlaps = |r: &Option<crate::devicetree::Region>| {
+            r.is_some_and(|r| base < (r.base + r.size) as u64 && (r.base as u64) < base + size)
+        };
+        if kernel_own.iter().any(overlaps) {
+            return Err(fail(GuestError::DeviceInUse));
+        }
+        let attributes = if record.cacheable() {
+            DeviceAttributes::Cacheable
+        } else {
+            DeviceAttributes::Uncached {
+                normal_nc: record.memtype == devices::MEMTYPE_NORMAL_NC,
+            }
+        };
+        let held = HeldDevice {
+            record: *record,
+            base,
+            size,
+            attributes,
+        };
+        plan.devices
+            .push(held)
+            .map_err(|_| fail(GuestError::TooMany))?;
+    }
+    Ok(())
+}
+
+/// A device record's name as a `'static` string for error messages (the image lives for ever).
+fn device_name(record: &'static DeviceRecord) -> &'static str {
+    record.name()
+}
+
+/// The device regions the root receives as device untyped, in [`Plan::devices`] order (its slot
+/// `first_device + i` holds region `i`).
+pub fn root_devices(plan: &Plan) -> heapless::Vec<RootDevice, MAX_DEVICES> {
+    plan.devices
+        .iter()
+        .map(|d| RootDevice {
+            base: PhysAddr::new(d.base),
+            size: d.size,
+            attributes: d.attributes,
+        })
+        .collect()
 }
 
 /// Root slots used for guest objects: after the services' (3 each).
@@ -200,6 +328,7 @@ pub fn create(
             }
         }
     }
+    grant_devices(root, plan, granted, &mut infos, flags).map_err(|e| ("devices", e))?;
     for (service, info) in infos.iter_mut().enumerate() {
         let Some(page) = info.as_mut() else { continue };
         // Its own endpoint heads its grant window (a VMM receives its vCPUs' faults there, a
@@ -220,8 +349,65 @@ pub fn create(
     }
     for (service, info) in infos.iter().enumerate() {
         if let Some(info) = info {
-            install(root, service, plan.regions[service], info).map_err(|e| ("guests", e))?;
+            install(root, service, plan.regions[service], (info, plan.dtb))
+                .map_err(|e| ("guests", e))?;
         }
+    }
+    Ok(())
+}
+
+/// Gives each device's holder its device untyped (a copy of the root's) and, for a region passed
+/// through to a guest, the guest's `Vm`; lists them, with a copy of the platform device tree, in
+/// the holder's boot info.
+fn grant_devices(
+    root: &mut Root<'_>,
+    plan: &Plan,
+    granted: &mut Granted,
+    infos: &mut [Option<BootInfo>; MAX_SERVICES],
+    flags: u32,
+) -> Result<(), LoadError> {
+    let all = u64::from(Rights::ALL.bits());
+    for (index, device) in plan.devices.iter().enumerate() {
+        let record = &device.record;
+        let service = record.service as usize;
+        if service >= MAX_SERVICES {
+            continue;
+        }
+        let (cnode, _, _) = grants::window(root, service);
+        let untyped = grants::next_slot(root, service, &mut granted.next)?;
+        let source = root.layout.first_device + index as u64;
+        root.invoke(cnode, Invocation::Copy.code(), &[untyped, source, all])?;
+        let mut info = DeviceInfo::new_zeroed();
+        info.name = record.name;
+        info.untyped = untyped;
+        info.base = device.base;
+        info.size = device.size;
+        info.memtype = record.memtype;
+        info.guest = record.guest;
+        if record.cacheable() {
+            info.flags |= DEVICE_CACHEABLE;
+        }
+        if record.is_carveout() {
+            info.flags |= DEVICE_CARVEOUT;
+        }
+        if record.flags & devices::FLAG_OPTIONAL != 0 {
+            info.flags |= DEVICE_OPTIONAL;
+        }
+        if (record.guest as usize) < plan.guests.len() {
+            let vm = grants::next_slot(root, service, &mut granted.next)?;
+            let source = guest_slots(root, record.guest as usize);
+            root.invoke(cnode, Invocation::Copy.code(), &[vm, source, all])?;
+            info.vm = vm;
+        }
+        let page = infos[service].get_or_insert_with(|| empty_info(flags));
+        if let Some(slot) = page.devices.get_mut(page.device_count as usize) {
+            *slot = info;
+            page.device_count += 1;
+        }
+        page.platform_dtb = Payload {
+            offset: PAGE,
+            size: plan.dtb.len() as u64,
+        };
     }
     Ok(())
 }
@@ -327,13 +513,13 @@ fn create_one(
     Ok(())
 }
 
-/// Copies `bytes` into kernel-mapped RAM at `pa` (pages reserved by [`plan`]).
-fn copy_to(root: &Root<'_>, pa: u64, bytes: &[u8]) {
-    if root.glue.ram.contains(pa, pa + bytes.len() as u64) || bytes.is_empty() {
-        // SAFETY: the range is RAM reserved by `plan` for this payload (checked inside the
-        // kernel's RAM map above); nothing else uses it.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa as *mut u8, bytes.len()) };
-    }
+/// Copies `bytes` into kernel-mapped RAM at `pa`: only ever inside a boot-info region that
+/// [`plan`] allocated, sized for what goes there.
+fn copy_to(_root: &Root<'_>, pa: u64, bytes: &[u8]) {
+    // SAFETY: `pa..pa + len` lies in a region `plan` took from the boot memory map (free RAM,
+    // identity-mapped read/write by the kernel before services load), sized for the info page,
+    // the payloads or the device tree copied there; nothing else uses it.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), pa as *mut u8, bytes.len()) };
 }
 
 /// Writes `info` into the first page of `service`'s region and maps the region read-only at
@@ -342,13 +528,16 @@ fn install(
     root: &mut Root<'_>,
     service: usize,
     (base, count): (u64, u64),
-    info: &BootInfo,
+    (info, dtb): (&BootInfo, &[u8]),
 ) -> Result<(), LoadError> {
     if count == 0 {
         return Ok(());
     }
     let bytes = info.as_bytes();
     copy_to(root, base, bytes);
+    if info.platform_dtb.size != 0 {
+        copy_to(root, base + info.platform_dtb.offset, dtb);
+    }
     let space_slot = if service == 0 {
         RootLayout::SPACE
     } else {
