@@ -3,10 +3,12 @@
 
 use crate::kernel::{self, BuiltKernel};
 use crate::{guests, services, toolchain};
+use capvisor_image::devices::{self, DeviceRecord};
 use capvisor_image::writer::{NewEntry, write_image};
 use capvisor_image::{BootConfig, EntryKind, SelfTest};
-use capvisor_manifest::{LogLevel, Manifest, Selftest};
+use capvisor_manifest::{Capability, DeviceLocator, LogLevel, Manifest, MemType, Selftest};
 use std::path::{Path, PathBuf};
+use zerocopy::IntoBytes;
 
 /// A built image.
 #[derive(Clone, Debug)]
@@ -40,8 +42,24 @@ pub fn boot_config(manifest: &Manifest) -> BootConfig {
         required_features: requirements.features.bits(),
         min_pa_bits: u32::from(requirements.min_pa_bits),
         min_cpus: u32::from(requirements.min_cpus),
+        flags: if supervised(manifest) {
+            capvisor_image::BOOT_FLAG_SUPERVISED
+        } else {
+            0
+        },
         ..BootConfig::default()
     }
+}
+
+/// The crate of the supervisor service (`services/init`).
+pub const INIT_CRATE: &str = "svc-init";
+
+/// Whether the image's first service is the supervisor, `svc-init` (docs/manifest.md).
+#[must_use]
+pub fn supervised(manifest: &Manifest) -> bool {
+    manifest.services.first().is_some_and(|service| {
+        matches!(&service.crate_ref, capvisor_manifest::CrateRef::Name(name) if name == INIT_CRATE)
+    })
 }
 
 /// Builds the image `manifest_path` describes into `out` (default:
@@ -85,6 +103,11 @@ pub fn build(
         kind: EntryKind::Manifest,
         name: capvisor_image::priorities::PRIORITIES_ENTRY.to_string(),
         bytes: manifest.services.iter().map(|s| s.priority).collect(),
+    });
+    entries.push(NewEntry {
+        kind: EntryKind::Manifest,
+        name: devices::DEVICES_ENTRY.to_string(),
+        bytes: device_records(&manifest)?.as_bytes().to_vec(),
     });
     entries.extend(guests::entries(workspace, &toolchain, &manifest)?);
     let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
@@ -152,4 +175,159 @@ pub fn untyped_grants(
         }
     }
     Ok(grants)
+}
+
+/// The manifest's devices and carve-outs as the kernel reads them (`capvisor_image::devices`):
+/// one record per `[[device]]` then per `[[carveout]]`, in manifest order, each with the first
+/// service whose `caps` hold it and the guest it is passed through to.
+///
+/// # Errors
+/// More than [`devices::MAX_DEVICES`] records, a locator longer than the record holds, or more
+/// services or guests than an index can name.
+pub fn device_records(manifest: &Manifest) -> Result<Vec<DeviceRecord>, String> {
+    let holder = |held: &dyn Fn(&Capability) -> bool| -> Result<u32, String> {
+        let index = manifest
+            .services
+            .iter()
+            .position(|s| s.caps.iter().any(held));
+        index.map_or(Ok(devices::NONE), |i| {
+            u32::try_from(i).map_err(|_| "too many services".to_string())
+        })
+    };
+    let guest_index = |i: usize| u32::try_from(i).map_err(|_| "too many guests".to_string());
+    let mut records = Vec::new();
+    for device in &manifest.devices {
+        let (locator, compatible) = match &device.locator {
+            DeviceLocator::Path(path) => (path.as_str(), false),
+            DeviceLocator::Compatible(compatible) => (compatible.as_str(), true),
+        };
+        if locator.len() >= 80 {
+            return Err(format!(
+                "device '{}': the locator `{locator}` is longer than the image's 79 bytes",
+                device.name
+            ));
+        }
+        let mut record = devices::record(&device.name, locator);
+        record.flags = if compatible {
+            devices::FLAG_COMPATIBLE
+        } else {
+            0
+        };
+        if device.cacheable {
+            record.flags |= devices::FLAG_CACHEABLE;
+        }
+        record.service = holder(&|cap| matches!(cap, Capability::Device(n) if *n == device.name))?;
+        for (index, guest) in manifest.guests.iter().enumerate() {
+            if let Some(passthrough) = guest.devices.iter().find(|p| p.device == device.name) {
+                record.guest = guest_index(index)?;
+                record.memtype = match passthrough.memtype {
+                    MemType::DeviceNgnre => devices::MEMTYPE_DEVICE_NGNRE,
+                    MemType::NormalNc => devices::MEMTYPE_NORMAL_NC,
+                    MemType::NormalWb => devices::MEMTYPE_NORMAL_WB,
+                };
+                if passthrough.optional {
+                    record.flags |= devices::FLAG_OPTIONAL;
+                }
+            }
+        }
+        records.push(record);
+    }
+    for carveout in &manifest.carveouts {
+        let mut record = devices::record(&carveout.name, "");
+        record.flags = devices::FLAG_CARVEOUT;
+        record.flags |= if carveout.cacheable_pfnmap {
+            devices::FLAG_CACHEABLE
+        } else {
+            devices::FLAG_RAM
+        };
+        record.base = carveout.base;
+        record.size = carveout.size;
+        // A cacheable PFNMAP is mapped write-back (its owner maps it cacheable, rule 5); RAM
+        // withheld from the kernel is RAM, write-back too.
+        record.memtype = devices::MEMTYPE_NORMAL_WB;
+        record.service =
+            holder(&|cap| matches!(cap, Capability::Carveout(n) if *n == carveout.name))?;
+        for (index, guest) in manifest.guests.iter().enumerate() {
+            if let Some(passthrough) = guest.carveouts.iter().find(|c| c.carveout == carveout.name)
+            {
+                record.guest = guest_index(index)?;
+                if passthrough.optional {
+                    record.flags |= devices::FLAG_OPTIONAL;
+                }
+            }
+        }
+        records.push(record);
+    }
+    if records.len() > devices::MAX_DEVICES {
+        return Err(format!(
+            "{} devices and carve-outs, more than the image's {}",
+            records.len(),
+            devices::MAX_DEVICES
+        ));
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_records_name_holder_guest_memtype_and_flags() {
+        let text = r#"
+name = "devices"
+[[device]]
+name = "rtc"
+compatible = "arm,pl031"
+[[device]]
+name = "uart1"
+path = "/pl011@9040000"
+[[carveout]]
+name = "pfnmap"
+base = 0x7000_0000
+size = "2M"
+cacheable_pfnmap = true
+[[service]]
+name = "memmgr"
+crate = "memmgr"
+priority = 30
+memory = "1M"
+[[service]]
+name = "devbroker"
+crate = "devbroker"
+priority = 40
+memory = "1M"
+caps = [{ device = "rtc" }, { carveout = "pfnmap" }]
+[[service]]
+name = "vmm"
+crate = "vmm"
+priority = 20
+memory = "1M"
+[[guest]]
+name = "g"
+crate = "guest-passthrough"
+memory = "16M"
+vmm = "vmm"
+devices = [{ device = "rtc", memtype = "normal-nc" }]
+carveouts = [{ carveout = "pfnmap", optional = true }]
+"#;
+        let manifest = capvisor_manifest::parse(text, std::path::Path::new("t.toml")).unwrap();
+        let records = device_records(&manifest).unwrap();
+        let decoded = devices::decode(records.as_bytes(), 3).unwrap();
+        assert_eq!(decoded.len(), 3);
+        let rtc = &decoded[0];
+        assert_eq!((rtc.name(), rtc.locator()), ("rtc", "arm,pl031"));
+        assert_eq!(rtc.flags, devices::FLAG_COMPATIBLE);
+        assert_eq!((rtc.service, rtc.guest), (1, 0));
+        assert_eq!(rtc.memtype, devices::MEMTYPE_NORMAL_NC);
+        let uart = &decoded[1];
+        assert_eq!((uart.locator(), uart.flags), ("/pl011@9040000", 0));
+        assert_eq!((uart.service, uart.guest), (devices::NONE, devices::NONE));
+        let pfnmap = &decoded[2];
+        let flags = devices::FLAG_CARVEOUT | devices::FLAG_CACHEABLE | devices::FLAG_OPTIONAL;
+        assert_eq!(pfnmap.flags, flags);
+        assert_eq!((pfnmap.base, pfnmap.size), (0x7000_0000, 2 << 20));
+        assert_eq!((pfnmap.service, pfnmap.guest), (1, 0));
+        assert_eq!(pfnmap.memtype, devices::MEMTYPE_NORMAL_WB);
+    }
 }

@@ -1,7 +1,7 @@
 //! `capvisor inspect IMAGEFILE`: what is inside an image, checked as the kernel checks it.
 
 use capvisor_image::{
-    BootConfig, EntryKind, Feature, FeatureSet, GuestConfig, ImageView, SelfTest,
+    BootConfig, EntryKind, Feature, FeatureSet, GuestConfig, ImageView, SelfTest, devices,
 };
 use std::fmt::Write;
 
@@ -49,6 +49,7 @@ pub fn report(bytes: &[u8]) -> Result<String, String> {
     let config = view.boot_config().map_err(|e| e.to_string())?;
     describe_config(&mut out, &config);
     describe_guests(&mut out, &view)?;
+    describe_devices(&mut out, &view)?;
     Ok(out)
 }
 
@@ -106,6 +107,66 @@ fn describe_guests(out: &mut String, view: &ImageView<'_>) -> Result<(), String>
             } else {
                 "no"
             },
+        );
+    }
+    Ok(())
+}
+
+/// One line per device or carve-out of the `devices` entry, checked as the kernel checks it.
+fn describe_devices(out: &mut String, view: &ImageView<'_>) -> Result<(), String> {
+    let services = view
+        .entries()
+        .filter(|e| e.kind == EntryKind::ServiceElf)
+        .collect::<Vec<_>>();
+    let guests = view
+        .entries()
+        .filter(|e| e.kind == EntryKind::Guest)
+        .collect::<Vec<_>>();
+    let entry = view
+        .entries()
+        .find(|e| e.kind == EntryKind::Manifest && e.name == devices::DEVICES_ENTRY);
+    let Some(entry) = entry else {
+        return Ok(());
+    };
+    let records = devices::decode(entry.bytes, services.len())
+        .map_err(|e| format!("entry \"{}\": {e}", devices::DEVICES_ENTRY))?;
+    for record in records {
+        let place = if record.is_carveout() {
+            format!(
+                "carve-out {:#x}..{:#x}",
+                record.base,
+                record.base + record.size
+            )
+        } else if record.flags & devices::FLAG_COMPATIBLE != 0 {
+            format!("compatible \"{}\"", record.locator())
+        } else {
+            format!("path {}", record.locator())
+        };
+        let kind = match (record.cacheable(), record.flags & devices::FLAG_RAM != 0) {
+            (true, _) => ", cacheable",
+            (false, true) => ", RAM",
+            (false, false) => "",
+        };
+        let holder = services
+            .get(record.service as usize)
+            .map_or("none".to_string(), |s| format!("\"{}\"", s.name));
+        let guest = match guests.get(record.guest as usize) {
+            None => "not passed through".to_string(),
+            Some(guest) => format!(
+                "passed through to guest \"{}\" as {}{}",
+                guest.name,
+                ["device-ngnre", "normal-nc", "normal-wb"][record.memtype as usize],
+                if record.flags & devices::FLAG_OPTIONAL != 0 {
+                    " (optional)"
+                } else {
+                    ""
+                }
+            ),
+        };
+        let _ = writeln!(
+            out,
+            "  device \"{}\": {place}{kind}, held by {holder}, {guest}",
+            record.name()
         );
     }
     Ok(())
@@ -197,8 +258,47 @@ mod tests {
             service("memmgr"),
             guest_entry(EntryKind::GuestKernel, vec![0; 64]),
             guest_entry(EntryKind::Guest, guest.as_bytes().to_vec()),
+            NewEntry {
+                kind: EntryKind::Manifest,
+                name: devices::DEVICES_ENTRY.into(),
+                bytes: records().as_bytes().to_vec(),
+            },
         ];
         write_image(&kernel, &entries).unwrap()
+    }
+
+    fn records() -> [devices::DeviceRecord; 2] {
+        let mut rtc = devices::record("rtc", "arm,pl031");
+        rtc.flags = devices::FLAG_COMPATIBLE;
+        rtc.service = 1;
+        rtc.guest = 0;
+        let mut pfnmap = devices::record("pfnmap", "");
+        pfnmap.flags = devices::FLAG_CARVEOUT | devices::FLAG_CACHEABLE | devices::FLAG_OPTIONAL;
+        pfnmap.base = 0x7000_0000;
+        pfnmap.size = 0x20_0000;
+        pfnmap.memtype = devices::MEMTYPE_NORMAL_WB;
+        pfnmap.service = 1;
+        pfnmap.guest = 0;
+        [rtc, pfnmap]
+    }
+
+    #[test]
+    fn reports_devices() {
+        let text = report(&image()).unwrap();
+        assert!(
+            text.contains(
+                "device \"rtc\": compatible \"arm,pl031\", held by \"memmgr\", passed through to \
+                 guest \"mmu\" as device-ngnre\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "device \"pfnmap\": carve-out 0x70000000..0x70200000, cacheable, held by \
+                 \"memmgr\", passed through to guest \"mmu\" as normal-wb (optional)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

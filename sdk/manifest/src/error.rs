@@ -231,6 +231,8 @@ pub enum ErrorKind {
         /// The features missing from `[platform].requires`.
         missing: Vec<Feature>,
     },
+    /// `optional = true` on a passthrough the platform never refuses (not cacheable).
+    OptionalNotCacheable,
     /// A file that the manifest names does not exist (relative to the manifest's directory).
     FileNotFound {
         /// The path that was looked up.
@@ -474,8 +476,15 @@ impl fmt::Display for Message<'_> {
             ErrorKind::CacheableNeedsFeatures { missing } => write!(
                 f,
                 "a cacheable mapping of device memory needs FEAT_S2FWB and CTR_EL0.DIC; add {} \
-                 to [platform].requires",
+                 to [platform].requires, or mark the passthrough `optional = true` to boot \
+                 without it where the platform lacks them",
                 Choices(missing)
+            ),
+            ErrorKind::OptionalNotCacheable => write!(
+                f,
+                "`optional` is for a cacheable (`normal-wb` or `cacheable_pfnmap`) passthrough, \
+                 which a platform without FEAT_S2FWB and CTR_EL0.DIC refuses; this one is \
+                 always granted, remove `optional`"
             ),
             ErrorKind::FileNotFound { path } => {
                 write!(f, "file `{}` does not exist", path.display())

@@ -295,7 +295,7 @@ pub struct Guest {
     /// Devices passed through.
     pub devices: Vec<Passthrough>,
     /// Carve-outs mapped into the guest.
-    pub carveouts: Vec<String>,
+    pub carveouts: Vec<CarveoutPassthrough>,
     /// The service that is this guest's VMM.
     pub vmm: String,
     /// The memory manager service the VMM gets guest RAM from.
@@ -324,6 +324,18 @@ pub struct Passthrough {
     pub memtype: MemType,
     /// Whether its interrupts are forwarded to the guest as virtual interrupts.
     pub irqs: bool,
+    /// Whether the system boots without it where the platform refuses it (a cacheable
+    /// passthrough without FEAT_S2FWB and CTR_EL0.DIC): the device broker reports the refusal.
+    pub optional: bool,
+}
+
+/// A carve-out mapped into a guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarveoutPassthrough {
+    /// The carve-out's name.
+    pub carveout: String,
+    /// As [`Passthrough::optional`].
+    pub optional: bool,
 }
 
 /// A stage-2 memory type for device memory (DESIGN.md, rules 3–5).

@@ -122,7 +122,7 @@ pub(crate) struct RawGuest {
     #[serde(default)]
     pub devices: Vec<Table<RawPassthrough>>,
     #[serde(default)]
-    pub carveouts: Vec<Spanned<String>>,
+    pub carveouts: Vec<Spanned<RawCarveoutPassthrough>>,
     pub vmm: Spanned<String>,
     pub memmgr: Option<Spanned<String>>,
 }
@@ -135,6 +135,50 @@ pub(crate) struct RawPassthrough {
     pub memtype: Option<Spanned<String>>,
     #[serde(default = "yes")]
     pub irqs: bool,
+    #[serde(default)]
+    pub optional: Option<Spanned<bool>>,
+}
+
+/// One element of a guest's `carveouts`: a carve-out name, or a table
+/// `{ carveout = "<name>", optional = true }`.
+#[derive(Debug)]
+pub(crate) enum RawCarveoutPassthrough {
+    Name(String),
+    Table(RawCarveoutTable),
+}
+
+/// The table form of a guest's carve-out.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCarveoutTable {
+    pub carveout: Spanned<String>,
+    #[serde(default)]
+    pub optional: Option<Spanned<bool>>,
+}
+
+impl<'de> Deserialize<'de> for RawCarveoutPassthrough {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CarveoutPassthroughVisitor)
+    }
+}
+
+struct CarveoutPassthroughVisitor;
+
+impl<'de> Visitor<'de> for CarveoutPassthroughVisitor {
+    type Value = RawCarveoutPassthrough;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a carve-out name or a table `{ carveout = \"<name>\", optional = true }`")
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<Self::Value, E> {
+        Ok(RawCarveoutPassthrough::Name(name.to_owned()))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        RawCarveoutTable::deserialize(de::value::MapAccessDeserializer::new(map))
+            .map(RawCarveoutPassthrough::Table)
+    }
 }
 
 /// A value that must be a TOML table. Serde's derived structs also accept an array of their

@@ -13,13 +13,13 @@ use toml::Spanned;
 use crate::error::{ErrorKind, Location, ManifestError};
 use crate::feature::{Feature, FeatureSet};
 use crate::model::{
-    Capability, Carveout, Choice, CrateRef, DEFAULT_MEMMGR, DEFAULT_PA_BITS, DEFAULT_STACK, Device,
-    DeviceLocator, Guest, GuestKernel, Kernel, MAX_VCPUS, Manifest, MemType, PA_BITS, PAGE_SIZE,
-    Passthrough, Platform, SPI_RANGE, Service, choice_named,
+    Capability, Carveout, CarveoutPassthrough, Choice, CrateRef, DEFAULT_MEMMGR, DEFAULT_PA_BITS,
+    DEFAULT_STACK, Device, DeviceLocator, Guest, GuestKernel, Kernel, MAX_VCPUS, Manifest, MemType,
+    PA_BITS, PAGE_SIZE, Passthrough, Platform, SPI_RANGE, Service, choice_named,
 };
 use crate::schema::{
-    RawCarveout, RawDevice, RawGrant, RawGuest, RawKernel, RawManifest, RawPassthrough,
-    RawPlatform, RawService, RawSize, Table,
+    RawCarveout, RawCarveoutPassthrough, RawDevice, RawGrant, RawGuest, RawKernel, RawManifest,
+    RawPassthrough, RawPlatform, RawService, RawSize, Table,
 };
 
 /// The state of one validation run.
@@ -522,6 +522,19 @@ impl Checker<'_> {
         None
     }
 
+    /// A passthrough's `optional`: only a cacheable passthrough can be refused by the platform
+    /// (DESIGN.md rule 4), so on any other it would promise something that never happens.
+    fn optional(&mut self, raw: Option<&Spanned<bool>>, cacheable: bool, field: &str) -> bool {
+        let Some(raw) = raw else {
+            return false;
+        };
+        if *raw.get_ref() && !cacheable {
+            let field = format!("{field}.optional");
+            self.error(raw.span(), field, ErrorKind::OptionalNotCacheable);
+        }
+        *raw.get_ref()
+    }
+
     /// Refuses a cacheable mapping of device memory unless the platform requires FEAT_S2FWB and
     /// CTR_EL0.DIC (DESIGN.md, stage-2 rule 4): without both, the kernel would refuse it at run
     /// time, so the image could never work.
@@ -643,15 +656,25 @@ impl Checker<'_> {
                 .unwrap_or(1) as u8
         });
         let mut carveouts = Vec::new();
-        for (index, name) in raw.carveouts.iter().enumerate() {
+        for (index, spanned) in raw.carveouts.iter().enumerate() {
             let field = format!("{prefix}.carveouts[{index}]");
-            let Some(carveout) = self.known_carveout(name, field.clone()) else {
+            let (name, optional) = match spanned.get_ref() {
+                RawCarveoutPassthrough::Name(name) => {
+                    (Spanned::new(spanned.span(), name.clone()), None)
+                }
+                RawCarveoutPassthrough::Table(table) => {
+                    (table.carveout.clone(), table.optional.as_ref())
+                }
+            };
+            let Some(carveout) = self.known_carveout(&name, field.clone()) else {
                 continue;
             };
-            if self.carveouts.get(&carveout) == Some(&true) {
+            let cacheable = self.carveouts.get(&carveout) == Some(&true);
+            let optional = self.optional(optional, cacheable, &field);
+            if cacheable && !optional {
                 self.cacheable_needs_features(name.span(), field);
             }
-            carveouts.push(carveout);
+            carveouts.push(CarveoutPassthrough { carveout, optional });
         }
         Guest {
             name: raw.name.get_ref().clone(),
@@ -688,7 +711,9 @@ impl Checker<'_> {
             return None;
         }
         passed_to.insert(device.clone(), guest.to_owned());
-        if memtype == MemType::NormalWb {
+        let cacheable = memtype == MemType::NormalWb;
+        let optional = self.optional(raw.optional.as_ref(), cacheable, &field);
+        if cacheable {
             let span = raw.memtype.as_ref().map_or(0..0, Spanned::span);
             let field = format!("{field}.memtype");
             if self.devices.get(&device) != Some(&true) {
@@ -696,7 +721,7 @@ impl Checker<'_> {
                     device: device.clone(),
                 };
                 self.error(span, field, kind);
-            } else {
+            } else if !optional {
                 self.cacheable_needs_features(span, field);
             }
         }
@@ -704,6 +729,7 @@ impl Checker<'_> {
             device,
             memtype,
             irqs: raw.irqs,
+            optional,
         })
     }
 }

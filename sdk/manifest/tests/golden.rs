@@ -90,6 +90,7 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::SharedVmm { .. } => "SharedVmm",
         ErrorKind::DeviceTwice { .. } => "DeviceTwice",
         ErrorKind::IrqTwice { .. } => "IrqTwice",
+        ErrorKind::OptionalNotCacheable => "OptionalNotCacheable",
     }
 }
 
@@ -135,6 +136,7 @@ fn every_manifest_error_kind_has_a_golden_test() {
         "SharedVmm",
         "DeviceTwice",
         "IrqTwice",
+        "OptionalNotCacheable",
     ];
     let untested: Vec<&str> = required
         .into_iter()

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use capvisor_manifest::{
-    Board, Capability, CrateRef, DEFAULT_STACK, DeviceLocator, Feature, GuestKernel, LogLevel,
-    MemType, Passthrough, Selftest, load, parse,
+    Board, Capability, CarveoutPassthrough, CrateRef, DEFAULT_STACK, DeviceLocator, Feature,
+    GuestKernel, LogLevel, MemType, Passthrough, Selftest, load, parse,
 };
 
 #[test]
@@ -80,7 +80,13 @@ fn complete_manifest_reads_every_field() {
         (512 << 20, 4, false)
     );
     assert_eq!(linux.vmm, "vmm-linux");
-    assert_eq!(linux.carveouts, ["pfnmap"]);
+    assert_eq!(
+        linux.carveouts,
+        [CarveoutPassthrough {
+            carveout: "pfnmap".to_owned(),
+            optional: false,
+        }]
+    );
     assert_eq!(
         linux.devices,
         [
@@ -88,11 +94,13 @@ fn complete_manifest_reads_every_field() {
                 device: "uart1".to_owned(),
                 memtype: MemType::DeviceNgnre,
                 irqs: true,
+                optional: false,
             },
             Passthrough {
                 device: "accel".to_owned(),
                 memtype: MemType::NormalWb,
                 irqs: false,
+                optional: false,
             },
         ]
     );
