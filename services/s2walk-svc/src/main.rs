@@ -13,9 +13,10 @@ async fn run() -> u64 {
     use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
     use capvisor_rt::{CPtr, println};
     // A boot service's slots (kernel/src/services/spawn.rs, grants.rs): 2 its AddressSpace, 4
-    // its own endpoint. Lent frames arrive from slot 100 on, one slot each.
+    // its own endpoint, 64 on its image, stack and IPC buffer frames. Lent frames arrive in the
+    // upper half of its 512-slot CNode, one slot each, well clear of those.
     let (space, endpoint) = (CPtr::new(2), CPtr::new(4));
-    let window = ReceiveWindow::new(Slot::new(100), svc_s2walk::MAX_PAGES as u64);
+    let window = ReceiveWindow::new(Slot::new(256), svc_s2walk::MAX_PAGES as u64);
     let mut server = EndpointServer::new(Cap::from_cptr(endpoint), window);
     let mut walker = svc_s2walk::Walker::new(el0::Kernel {
         space: Cap::from_cptr(space),
