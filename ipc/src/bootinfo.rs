@@ -112,6 +112,23 @@ pub struct DeviceInfo {
     pub vm: u64,
 }
 
+/// A service the supervisor (`services/init`) starts and supervises.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+#[repr(C)]
+pub struct ServiceInfo {
+    /// Its manifest name, NUL padded.
+    pub name: [u8; 32],
+    /// Its thread's capability in the supervisor's CSpace (Resume starts it).
+    pub thread: u64,
+    /// The badge its faults arrive with at the supervisor's endpoint.
+    pub badge: u64,
+}
+
+/// The most services listed.
+pub const MAX_SERVICES: usize = 16;
+
 /// The page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -139,6 +156,10 @@ pub struct BootInfo {
     pub device_count: u64,
     /// The device regions and carve-outs this service holds (a device broker).
     pub devices: [DeviceInfo; MAX_DEVICES],
+    /// Number of valid entries in `services`.
+    pub service_count: u64,
+    /// The supervisor's: the services it starts and supervises (image order).
+    pub services: [ServiceInfo; MAX_SERVICES],
     /// The first empty slot of the service's CNode that nothing else will fill…
     pub free_first: u64,
     /// …and the end of that range (exclusive).
@@ -151,13 +172,27 @@ impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
 
     /// The valid guests (an out-of-range count reads as the most there can be).
     #[must_use]
     pub fn guests(&self) -> &[GuestInfo] {
         let count = usize::try_from(self.guest_count).unwrap_or(MAX_GUESTS);
         &self.guests[..count.min(MAX_GUESTS)]
+    }
+
+    /// The services a supervisor starts.
+    #[must_use]
+    pub fn services(&self) -> &[ServiceInfo] {
+        let count = usize::try_from(self.service_count).unwrap_or(MAX_SERVICES);
+        &self.services[..count.min(MAX_SERVICES)]
+    }
+
+    /// A service's name as text.
+    #[must_use]
+    pub fn service_name(service: &ServiceInfo) -> &str {
+        let end = service.name.iter().position(|&b| b == 0).unwrap_or(32);
+        core::str::from_utf8(&service.name[..end]).unwrap_or("?")
     }
 
     /// The device regions this service holds.

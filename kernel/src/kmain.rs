@@ -176,7 +176,8 @@ fn boot_with(
         }
     }
     let view = image_view(base);
-    match services::load_all(&view, &mut memory, &platform, dt) {
+    let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
+    match services::load_all(&view, &mut memory, &platform, dt, supervised) {
         Ok((0, _)) => {}
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);

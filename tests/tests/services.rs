@@ -147,3 +147,48 @@ fn manifest_priorities_order_the_services_on_cortex_a57() {
         outcome.console
     );
 }
+
+/// A supervised image: init starts the other services and is told of the faulter's fault, which
+/// it reports by name with the decoded fault; hello goes on to the end.
+fn supervised(cpu: &str) {
+    let built = build("tests/images/init-supervised.toml");
+    let outcome = boot(&built.path, cpu, 1);
+    assert_line(&outcome, "[init] init: started 2 service(s)");
+    assert_line(&outcome, "[faulter] about to touch an unmapped address");
+    assert_contains(&outcome, "[init] init: service 'faulter' faulted at pc=0x");
+    assert_contains(
+        &outcome,
+        ": read of 0x1000000000: translation fault, level 1 (ESR 0x",
+    );
+    assert_contains(&outcome, "); stopped it, the others go on");
+    assert_line(&outcome, "[hello] third round after yielding");
+    assert!(
+        !outcome.console.contains("still running after the fault"),
+        "{}",
+        outcome.console
+    );
+    // The kernel left the report to the supervisor.
+    assert!(
+        !outcome
+            .console
+            .contains("capvisor: service 'faulter' faulted"),
+        "{}",
+        outcome.console
+    );
+    assert_eq!(
+        outcome.ending,
+        capvisor::qemu::Ending::Exited(0),
+        "{}",
+        outcome.console
+    );
+}
+
+#[test]
+fn init_supervises_on_cortex_a57() {
+    supervised("cortex-a57");
+}
+
+#[test]
+fn init_supervises_on_max() {
+    supervised("max");
+}

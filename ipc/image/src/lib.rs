@@ -18,8 +18,8 @@
 #![forbid(unsafe_code)]
 
 mod crc;
-mod features;
 pub mod devices;
+mod features;
 pub mod grants;
 mod guest;
 pub mod priorities;
@@ -225,9 +225,17 @@ pub struct BootConfig {
     pub min_pa_bits: u32,
     /// The fewest CPUs the system accepts (0: any).
     pub min_cpus: u32,
+    /// [`BOOT_FLAG_SUPERVISED`].
+    pub flags: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 5],
+    pub reserved: [u64; 4],
 }
+
+/// `BootConfig::flags`: the first service is the supervisor (`services/init`): the kernel creates
+/// the other services suspended, with the supervisor's endpoint (badged with the service's index
+/// + 1) as their fault endpoint, and lists them in its boot info; the supervisor starts them and
+/// is told of their faults.
+pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
 
 /// Why an image was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -503,7 +511,8 @@ impl Default for BootConfig {
             required_features: 0,
             min_pa_bits: 0,
             min_cpus: 0,
-            reserved: [0; 5],
+            flags: 0,
+            reserved: [0; 4],
         }
     }
 }

@@ -15,8 +15,9 @@ use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError};
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
+use capvisor_kernel::object::effects::IPC_BUFFER_WORDS;
 use capvisor_kernel::object::{
-    Effects, MAX_SPACES, MAX_THREADS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef,
+    Effects, IpcWords, MAX_SPACES, MAX_THREADS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef,
     UserBuffer, VcpuRef, Vmid,
 };
 use capvisor_kernel::stage2::{self, MemType, S2Access};
@@ -174,6 +175,78 @@ impl Glue {
     }
 }
 
+/// A checked IPC buffer's physical pieces: `split` bytes from `first`, then the rest from `rest`
+/// (the next page's frame, when the buffer crosses a page; `split` is the whole size otherwise).
+pub struct GlueIpcWords {
+    first: u64,
+    split: u64,
+    rest: u64,
+}
+
+impl GlueIpcWords {
+    /// The physical address of the word at byte `offset`, when the word lies in one piece.
+    fn word_address(&self, offset: u64) -> Option<u64> {
+        if offset + 8 <= self.split {
+            Some(self.first + offset)
+        } else if offset >= self.split {
+            Some(self.rest + (offset - self.split))
+        } else {
+            None
+        }
+    }
+
+    /// Calls `each(physical address, byte of the word)` for word `index`'s bytes.
+    fn bytes(&self, index: usize, mut each: impl FnMut(u64, usize)) {
+        let offset = index as u64 * 8;
+        for byte in 0..8 {
+            let at = offset + byte as u64;
+            let pa = if at < self.split {
+                self.first + at
+            } else {
+                self.rest + (at - self.split)
+            };
+            each(pa, byte);
+        }
+    }
+}
+
+impl IpcWords for GlueIpcWords {
+    fn read(&self, first: usize, words: &mut [u64]) {
+        for (index, word) in (first..IPC_BUFFER_WORDS).zip(words.iter_mut()) {
+            match self.word_address(index as u64 * 8) {
+                // SAFETY: the address is inside the buffer, which `ipc_buffer` checked is
+                // kernel-mapped RAM the thread maps read/write; 8-aligned (checked here). A racing
+                // writer can only change the value read.
+                Some(pa) if pa.is_multiple_of(8) => *word = unsafe { (pa as *const u64).read_volatile() },
+                _ => {
+                    let mut raw = [0u8; 8];
+                    self.bytes(index, |pa, byte| {
+                        // SAFETY: as above, byte by byte.
+                        raw[byte] = unsafe { (pa as *const u8).read_volatile() };
+                    });
+                    *word = u64::from_le_bytes(raw);
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, first: usize, words: &[u64]) {
+        for (index, word) in (first..IPC_BUFFER_WORDS).zip(words.iter()) {
+            match self.word_address(index as u64 * 8) {
+                // SAFETY: as in `read`: RAM the thread maps read/write, never kernel memory.
+                Some(pa) if pa.is_multiple_of(8) => unsafe { (pa as *mut u64).write_volatile(*word) },
+                _ => {
+                    let raw = word.to_le_bytes();
+                    self.bytes(index, |pa, byte| {
+                        // SAFETY: as above, byte by byte.
+                        unsafe { (pa as *mut u8).write_volatile(raw[byte]) };
+                    });
+                }
+            }
+        }
+    }
+}
+
 fn kernel_error(error: MapError) -> KernelError {
     match error {
         MapError::BadAddress => KernelError::BadAddress,
@@ -183,6 +256,38 @@ fn kernel_error(error: MapError) -> KernelError {
 }
 
 impl Effects for Glue {
+    type IpcBuffer<'a> = GlueIpcWords;
+
+    fn ipc_buffer(&mut self, buffer: UserBuffer) -> Result<GlueIpcWords, KernelError> {
+        let space = buffer.space.ok_or(KernelError::BadAddress)?;
+        let addr = buffer.addr.raw();
+        let len = size_of::<IpcBuffer>() as u64;
+        let end = addr.checked_add(len).ok_or(KernelError::BadAddress)?;
+        let table = self
+            .spaces
+            .get_mut(space.index())
+            .and_then(Option::as_mut)
+            .ok_or(KernelError::BadAddress)?;
+        // The buffer is smaller than a page, so it has one or two pieces; each must be RAM the
+        // thread maps read/write (the checks of `user_range`).
+        let mut piece = |at: u64, size: u64| -> Result<u64, KernelError> {
+            let granted = table.access(at & !(PAGE - 1)).unwrap_or_default();
+            let pa = table.translate(at).ok_or(KernelError::BadAddress)?;
+            if !(granted.read && granted.write) || !self.ram.contains(pa, pa + size) {
+                return Err(KernelError::BadAddress);
+            }
+            Ok(pa)
+        };
+        let split = (PAGE - (addr & (PAGE - 1))).min(len);
+        let first = piece(addr, split)?;
+        let rest = if split < len {
+            piece(addr + split, end - (addr + split))?
+        } else {
+            first + split
+        };
+        Ok(GlueIpcWords { first, split, rest })
+    }
+
     fn map(
         &mut self,
         space: SpaceRef,

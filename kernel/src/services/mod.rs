@@ -24,6 +24,7 @@ mod grants;
 mod guest;
 mod loader;
 mod spawn;
+mod supervision;
 mod trap;
 mod vms;
 
@@ -136,6 +137,7 @@ pub fn load_all(
     memory: &mut MemoryMap,
     platform: &Platform,
     dt: &crate::devicetree::Description,
+    supervised: bool,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
     let mut entries = image.entries().filter(|e| e.kind == EntryKind::ServiceElf);
     let Some(first) = entries.next() else {
@@ -148,7 +150,7 @@ pub fn load_all(
     let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
     // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
     // takes memory; the kernel's notion of RAM it may touch for services is what is left.
-    let guests = vms::plan(image, services, memory, dt)?;
+    let guests = vms::plan(image, services, memory, (dt, supervised))?;
     let (kernel, glue) = state();
     glue.fwb = platform.fwb;
     glue.ram = memory.clone();
@@ -173,6 +175,8 @@ pub fn load_all(
         layout,
     };
     let mut count = 1;
+    let mut names = [""; MAX_SERVICES];
+    names[0] = first.name;
     // Where each spawned service's frames end in its CNode (the rest of it is free).
     let mut frames_end = [0u64; MAX_SERVICES];
     for entry in entries {
@@ -180,13 +184,19 @@ pub fn load_all(
             return Err((entry.name, LoadError::TooMany));
         }
         let base = layout.first_free + 3 * (count as u64 - 1);
+        let supervisor = if supervised {
+            Some(supervision::fault_endpoint(&mut root, count).map_err(|e| (entry.name, e))?)
+        } else {
+            None
+        };
         let service = ServiceImage::parse(entry.bytes)
             .and_then(|image| {
                 frames_end[count] =
                     spawn::FIRST_FRAME + image.pages().count() as u64 + STACK_PAGES + 1;
-                root.spawn(base, &image, (priorities[count], platform.idc))
+                root.spawn(base, &image, (priorities[count], platform.idc), supervisor)
             })
             .map_err(|e| (entry.name, e))?;
+        names[count] = entry.name;
         root.glue.names[service.index()] = Some(entry.name);
         count += 1;
     }
@@ -195,11 +205,13 @@ pub fn load_all(
         manifest_entry(image, capvisor_image::grants::UNTYPED_ENTRY),
     );
     let mut granted = grants::apply(&mut root, entries, count).map_err(|e| (first.name, e))?;
+    let supervision = supervised.then_some(&names[..count]);
     vms::create(
         &mut root,
         &guests,
         &mut granted,
         (platform, &priorities, &frames_end),
+        supervision,
     )?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     sync_instructions(platform.dic);

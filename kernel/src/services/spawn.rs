@@ -126,6 +126,7 @@ impl Root<'_> {
         base: u64,
         image: &ServiceImage,
         (priority, idc): (u8, bool),
+        supervisor: Option<u64>,
     ) -> Result<ThreadRef, LoadError> {
         let (cnode, space, thread) = (base, base + 1, base + 2);
         let all = u64::from(Rights::ALL.bits());
@@ -143,6 +144,8 @@ impl Root<'_> {
         self.memory(cnode, space, image, idc)?;
         // Its manifest priority, which is also its maximum: it cannot make a thread above itself.
         let priorities = u64::from(priority) | u64::from(priority) << 8;
+        // Supervised (the root is `services/init`): its faults go to the supervisor's endpoint
+        // (the root slot `supervisor` holds a badged copy), and the supervisor starts it.
         let configure = [
             image.entry,
             STACK_TOP,
@@ -150,10 +153,12 @@ impl Root<'_> {
             priorities,
             cnode,
             space,
-            0,
+            supervisor.unwrap_or(0),
         ];
         self.invoke(thread, THREAD_CONFIGURE, &configure)?;
-        self.invoke(thread, Invocation::Resume.code(), &[])?;
+        if supervisor.is_none() {
+            self.invoke(thread, Invocation::Resume.code(), &[])?;
+        }
         match self.object(thread) {
             Some(Object::Thread(created)) => Ok(created),
             _ => Err(LoadError::Kernel(KernelError::Revoked)),

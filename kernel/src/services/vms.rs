@@ -125,7 +125,7 @@ pub fn plan(
     image: &ImageView<'static>,
     services: usize,
     memory: &mut MemoryMap,
-    dt: &Description,
+    (dt, supervised): (&Description, bool),
 ) -> Result<Plan, (&'static str, LoadError)> {
     let mut plan = Plan {
         guests: heapless::Vec::new(),
@@ -141,6 +141,8 @@ pub fn plan(
             .map(|e| e.bytes)
     };
     let mut sizes = [0u64; MAX_SERVICES];
+    // A supervisor's page lists the services it supervises.
+    sizes[0] = u64::from(supervised);
     for entry in image.entries().filter(|e| e.kind == EntryKind::Guest) {
         let fail = |error| (entry.name, LoadError::Guest(error));
         let config =
@@ -265,6 +267,11 @@ pub fn root_devices(plan: &Plan) -> heapless::Vec<RootDevice, MAX_DEVICES> {
         .collect()
 }
 
+/// The root slot of supervised service `index`'s fault endpoint: after every guest's objects.
+pub fn supervision_slot(root: &Root<'_>, index: usize) -> u64 {
+    guest_slots(root, MAX_GUESTS) + index as u64
+}
+
 /// Root slots used for guest objects: after the services' (3 each).
 fn guest_slots(root: &Root<'_>, guest: usize) -> u64 {
     root.layout.first_free
@@ -282,6 +289,7 @@ pub fn create(
     plan: &Plan,
     granted: &mut Granted,
     (platform, priorities, frames_end): (&Platform, &[u8; MAX_SERVICES], &[u64; MAX_SERVICES]),
+    supervision: Option<&[&'static str]>,
 ) -> Result<(), (&'static str, LoadError)> {
     let mut infos = [const { None::<BootInfo> }; MAX_SERVICES];
     let mut payload_next = [1u64; MAX_SERVICES];
@@ -329,6 +337,20 @@ pub fn create(
         }
     }
     grant_devices(root, plan, granted, &mut infos, flags).map_err(|e| ("devices", e))?;
+    if let Some(names) = supervision {
+        // The supervisor's page lists the services it starts and supervises.
+        let page = infos[0].get_or_insert_with(|| empty_info(flags));
+        for (index, name) in names.iter().enumerate().skip(1) {
+            let Some(entry) = page.services.get_mut(page.service_count as usize) else {
+                break;
+            };
+            let len = name.len().min(entry.name.len());
+            entry.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+            entry.thread = root.layout.first_free + 3 * (index as u64 - 1) + 2;
+            entry.badge = index as u64 + 1;
+            page.service_count += 1;
+        }
+    }
     for (service, info) in infos.iter_mut().enumerate() {
         let Some(page) = info.as_mut() else { continue };
         // Its own endpoint heads its grant window (a VMM receives its vCPUs' faults there, a
@@ -342,7 +364,7 @@ pub fn create(
         }
         page.untyped_count = granted.untyped[service].len() as u64;
         (page.free_first, page.free_end) = if service == 0 {
-            (guest_slots(root, MAX_GUESTS), grants::ROOT_ENDPOINTS)
+            (supervision_slot(root, MAX_SERVICES), grants::ROOT_ENDPOINTS)
         } else {
             (frames_end[service], 1 << super::spawn::CHILD_CNODE_BITS)
         };
