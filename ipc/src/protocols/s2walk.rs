@@ -74,7 +74,7 @@ crate::protocol! {
     /// The nested stage-2 walker's protocol.
     protocol S2Walk {
         id: ProtocolId::S2WALK,
-        version: Version::new(1, 0),
+        version: Version::new(1, 1),
         error: WalkError,
     }
     /// Walks `vm`'s guest-hypervisor stage-2 tables (`vtcr`, `vttbr`) for `ipa` and `access`.
