@@ -93,6 +93,8 @@ pub enum GuestError {
     NoKernel,
     /// More guests than the kernel supports.
     TooMany,
+    /// The guest asks for RAM mapped 1:1 (IPA = PA), which the memory manager does not do yet.
+    RamIdentity,
 }
 
 impl core::fmt::Display for GuestError {
@@ -102,6 +104,10 @@ impl core::fmt::Display for GuestError {
             Self::NoKernel => f.write_str("the image has no kernel for it"),
             Self::TooMany => write!(f, "more than {MAX_GUESTS} guests or {MAX_DEVICES} devices"),
             Self::Devices(error) => write!(f, "{error}"),
+            Self::RamIdentity => f.write_str(
+                "ram_identity (guest RAM at IPA = PA) is not supported yet; remove it from the \
+                 manifest",
+            ),
             Self::DeviceNotFound => {
                 f.write_str("its device-tree node was not found (or has no reg)")
             }
@@ -147,6 +153,9 @@ pub fn plan(
         let fail = |error| (entry.name, LoadError::Guest(error));
         let config =
             GuestConfig::decode(entry.bytes, services).map_err(|e| fail(GuestError::Config(e)))?;
+        if config.ram_identity() {
+            return Err(fail(GuestError::RamIdentity));
+        }
         let guest = Guest {
             name: entry.name,
             config,
