@@ -190,7 +190,11 @@ fn boot_with(
             services::start(ps, platform.vmid_bits == 16, platform.fwb, count)
         }
         Err((name, e)) => {
-            println!("capvisor: refusing to start: service '{name}' cannot be loaded: {e}");
+            let what = match e {
+                services::LoadError::Guest(_) => "guest or device",
+                _ => "service",
+            };
+            println!("capvisor: refusing to start: {what} '{name}' cannot be set up: {e}");
             exit::fail(Status::Refused)
         }
     }
