@@ -98,8 +98,7 @@ impl RunConfig {
                 "1",
                 "-rtc",
                 "base=2024-01-01T00:00:00,clock=vm",
-            ])
-                .args(["-rtc", "base=2024-01-01T00:00:00,clock=vm"]);
+            ]);
         }
         if self.gdb {
             cmd.args(["-s", "-S"]);
