@@ -1,0 +1,274 @@
+//! The device broker (`svc-devbroker`): holds the device regions and carve-outs the manifest gives
+//! it, prints the platform's device inventory, maps each passthrough into its guest under the
+//! stage-2 attribute rules (`DESIGN.md` rules 3–8; the cacheable-PFNMAP rule), and serves
+//! `capvisor_ipc::protocols::devbroker` on its endpoint. The rules are in [`policy`] and the
+//! inventory in [`inventory`], both tested on the host; this file is the EL0 glue: the boot-info
+//! page and the syscalls behind [`policy::Kernel`].
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+capvisor_rt::service_async!(run);
+
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not serve")
+)]
+mod inventory;
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not serve")
+)]
+mod policy;
+
+#[cfg(test)]
+mod tests;
+
+/// The broker's server generation.
+#[cfg(target_os = "none")]
+const GENERATION: capvisor_ipc::protocol::Generation = capvisor_ipc::protocol::Generation::new(1);
+
+/// The regions of a boot-info page, as the policy sees them.
+#[cfg_attr(
+    not(target_os = "none"),
+    allow(dead_code, reason = "used on the target and in tests")
+)]
+fn regions(
+    info: &capvisor_ipc::bootinfo::BootInfo,
+) -> heapless::Vec<policy::Region, { policy::MAX_REGIONS }> {
+    use capvisor_ipc::bootinfo::{BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL};
+    use capvisor_ipc::types::MemoryType;
+    info.devices()
+        .iter()
+        .map(|device| {
+            let memtype = policy::memtype_from_boot_info(device.memtype);
+            let guest_name = info
+                .guests()
+                .get(device.guest as usize)
+                .and_then(|guest| heapless::String::try_from(BootInfo::name(guest)).ok());
+            let passthrough = (device.vm != 0).then(|| policy::Passthrough {
+                guest: device.guest,
+                guest_name,
+                vm: device.vm,
+                memtype,
+                optional: device.flags & DEVICE_OPTIONAL != 0,
+            });
+            policy::Region {
+                name: heapless::String::try_from(BootInfo::device_name(device)).unwrap_or_default(),
+                untyped: device.untyped,
+                base: device.base,
+                size: device.size,
+                cacheable: device.flags & DEVICE_CACHEABLE != 0,
+                carveout: device.flags & DEVICE_CARVEOUT != 0,
+                allows_uncached: memtype == MemoryType::NormalNonCacheable,
+                passthrough,
+            }
+        })
+        .collect()
+}
+
+/// Prints the inventory of the platform device tree `dtb`, marking the kernel's and the held
+/// regions.
+#[cfg_attr(
+    not(target_os = "none"),
+    allow(dead_code, reason = "used on the target and in tests")
+)]
+fn print_inventory(
+    dtb: &[u8],
+    held: &[policy::Region],
+    mut line: impl FnMut(core::fmt::Arguments<'_>),
+) {
+    let result = inventory::scan(dtb, |device| {
+        let kept = match device.kept {
+            Some(inventory::Kept::Console) => " (kept by the kernel: its console)",
+            Some(inventory::Kept::Gic) => " (kept by the kernel: the GIC)",
+            Some(inventory::Kept::Timer) => " (kept by the kernel: the timer)",
+            None => "",
+        };
+        let granted = held
+            .iter()
+            .find(|region| !region.carveout && device.covers(region.base, region.size));
+        match granted {
+            Some(region) if kept.is_empty() => line(format_args!(
+                "devbroker: device {device} (held: '{}')",
+                region.name
+            )),
+            _ => line(format_args!("devbroker: device {device}{kept}")),
+        }
+    });
+    if let Err(error) = result {
+        line(format_args!(
+            "devbroker: the platform device tree does not parse: {error:?}"
+        ));
+    }
+    for region in held.iter().filter(|region| region.carveout) {
+        line(format_args!(
+            "devbroker: carve-out {:#x}..{:#x}{} (held: '{}')",
+            region.base,
+            region.base + region.size,
+            if region.cacheable {
+                " cacheable PFNMAP"
+            } else {
+                " RAM"
+            },
+            region.name
+        ));
+    }
+}
+
+#[cfg(target_os = "none")]
+async fn run() -> u64 {
+    use capvisor_ipc::cap::Cap;
+    use capvisor_ipc::protocols::devbroker;
+    use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
+    use capvisor_rt::println;
+
+    let Some(info) = el0::boot_info() else {
+        println!("devbroker: no valid boot-info page");
+        return 1;
+    };
+    let features = policy::Features {
+        fwb: info.fwb(),
+        dic: info.dic(),
+    };
+    let held = regions(&info);
+    println!(
+        "devbroker: {} region(s) held, fwb={} dic={}, endpoint slot {}",
+        held.len(),
+        features.fwb,
+        features.dic,
+        info.endpoint
+    );
+    print_inventory(el0::platform_dtb(&info), &held, |line| println!("{line}"));
+    let kernel = el0::Kernel::new(&info);
+    let mut broker = policy::Broker::new(kernel, features, held);
+    let complete = broker.grant_passthroughs(|outcome| println!("{outcome}"));
+    if !complete {
+        println!("devbroker: a required passthrough was refused");
+    }
+    if info.endpoint == 0 {
+        // Nobody can call: the grants are made, and the mappings outlive this thread.
+        return u64::from(!complete);
+    }
+    let mut server = EndpointServer::new(
+        Cap::from_cptr(capvisor_rt::CPtr::new(info.endpoint)),
+        ReceiveWindow::NONE,
+    );
+    let error = devbroker::serve(&mut server, &mut broker, GENERATION).await;
+    println!("devbroker: unexpected {error:?}");
+    1
+}
+
+/// Without the kernel there is nothing to broker: the host program does nothing (the policy is
+/// tested in `tests.rs`).
+#[cfg(not(target_os = "none"))]
+async fn run() -> u64 {
+    0
+}
+
+/// The syscalls behind [`policy::Kernel`].
+#[cfg(target_os = "none")]
+mod el0 {
+    use capvisor_ipc::abi::{Invocation, KernelError, MapMemType};
+    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo};
+    use capvisor_ipc::cap::ObjectKind;
+    use capvisor_rt::{CPtr, Rights, sys};
+    use zerocopy::FromBytes;
+
+    /// This service's CNode (`kernel/src/services/spawn.rs`).
+    const CNODE: u64 = 1;
+
+    /// Reads and checks the boot-info page.
+    pub fn boot_info() -> Option<BootInfo> {
+        // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in this service's
+        // address space before it starts; it is 4 KiB, never written while this service runs,
+        // and BootInfo is at most a page (const-asserted in capvisor_ipc::bootinfo).
+        let bytes =
+            unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
+        let info = BootInfo::read_from_bytes(bytes).ok()?;
+        (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
+    }
+
+    /// The copy of the platform device tree after the boot-info page (empty if none).
+    pub fn platform_dtb(info: &BootInfo) -> &'static [u8] {
+        let payload = info.platform_dtb;
+        if payload.size == 0 {
+            return &[];
+        }
+        // SAFETY: the kernel maps each payload read-only right after the boot-info page,
+        // `payload.size` bytes from `BOOT_INFO + payload.offset`, for the service's lifetime,
+        // and nothing writes it.
+        unsafe {
+            core::slice::from_raw_parts(
+                (BOOT_INFO + payload.offset) as *const u8,
+                payload.size as usize,
+            )
+        }
+    }
+
+    /// The kernel, as the broker reaches it.
+    #[derive(Debug)]
+    pub struct Kernel {
+        next_free: u64,
+        free_end: u64,
+    }
+
+    impl Kernel {
+        /// The free slots the boot-info page lists.
+        pub fn new(info: &BootInfo) -> Self {
+            Self {
+                next_free: info.free_first,
+                free_end: info.free_end.max(info.free_first),
+            }
+        }
+
+        /// The next empty slot of this service's CNode (the kernel left `[free_first,
+        /// free_end)` empty, and only this service fills it, in order).
+        fn free_slot(&mut self) -> Result<u64, KernelError> {
+            if self.next_free >= self.free_end {
+                return Err(KernelError::NotEnoughMemory);
+            }
+            self.next_free += 1;
+            Ok(self.next_free - 1)
+        }
+    }
+
+    impl crate::policy::Kernel for Kernel {
+        fn device_frame(&mut self, untyped: u64, bits: u32) -> Result<u64, KernelError> {
+            let slot = self.free_slot()?;
+            let kind = u64::from(ObjectKind::DeviceFrame.code());
+            sys::retype(
+                CPtr::new(untyped),
+                kind,
+                u64::from(bits),
+                CPtr::NULL,
+                slot,
+                1,
+            )?;
+            Ok(slot)
+        }
+
+        fn map(
+            &mut self,
+            frame: u64,
+            vm: u64,
+            ipa: u64,
+            access: u64,
+            memtype: MapMemType,
+        ) -> Result<(), KernelError> {
+            sys::map(CPtr::new(frame), CPtr::new(vm), ipa, access, memtype.code())
+        }
+
+        fn copy(&mut self, frame: u64) -> Result<u64, KernelError> {
+            let slot = self.free_slot()?;
+            sys::copy(CPtr::new(CNODE), slot, CPtr::new(frame), Rights::ALL)?;
+            Ok(slot)
+        }
+
+        fn revoke(&mut self, frame: u64) -> Result<(), KernelError> {
+            sys::invoke(CPtr::new(CNODE), Invocation::Revoke.code(), &[frame]).map(|_| ())
+        }
+
+        fn slots_left(&self) -> u64 {
+            self.free_end - self.next_free
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! The device broker's policy, apart from the kernel: which memory type a device region may be
+//! mapped with, in frames of which size, and the passthrough grants the manifest asks for. A
+//! [`Kernel`] performs the effects (the EL0 syscalls in `main.rs`, a recording fake in the tests),
+//! so every rule is checked on the host.
+//!
+//! The rules (`DESIGN.md`, stage-2 memory attributes), in the order [`decide`] applies them:
+//! - rule 6: a private (copy-on-write) mapping of device memory is refused: device memory is
+//!   only ever shared, the guest's mapping is the device itself;
+//! - rule 7: nothing is mapped executable; an instruction fetch from a device mapping faults
+//!   and the guest's VMM reports it to the guest as an abort;
+//! - rule 5: a region its owner maps cacheable is never mapped non-cacheable;
+//! - a write-back mapping only of a region declared cacheable; Normal non-cacheable only where
+//!   the grant allows it (rule 3; the region's untyped carries that permission too);
+//! - rule 4: a cacheable mapping only if the platform has FEAT_S2FWB **and** CTR_EL0.DIC; the
+//!   refusal names the missing feature(s);
+//! - rule 8: non-cacheable device memory is mapped in 4 KiB pages only, never blocks; a
+//!   cacheable region mapped write-back uses 2 MiB blocks where base and size allow.
+//!
+//! Guest passthroughs are mapped at IPA = PA, read/write, before the guests run (the broker's
+//! priority is above the VMMs'). An optional passthrough that the platform refuses is reported
+//! and the system goes on without it.
+
+use core::fmt;
+
+use capvisor_ipc::abi::{KernelError, MapMemType};
+use capvisor_ipc::protocol::Context;
+use capvisor_ipc::protocols::devbroker::{
+    BrokerError, Handler, REGIONS_PER_PAGE, RegionGrant, RegionInfo, RegionPage,
+};
+use capvisor_ipc::types::{Intid, MemoryType, PhysAddr, RegionId};
+
+/// A 2 MiB block.
+pub const BLOCK: u64 = 1 << 21;
+/// Regions one broker holds (the boot-info page's limit).
+pub const MAX_REGIONS: usize = capvisor_ipc::bootinfo::MAX_DEVICES;
+/// `Map` access bits (`kernel/src/object/invoke.rs`: R=1 W=2 X=4): read/write, never execute.
+pub const READ_WRITE: u64 = 0b011;
+
+/// The platform's features that decide rule 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// FEAT_S2FWB.
+    pub fwb: bool,
+    /// CTR_EL0.DIC.
+    pub dic: bool,
+}
+
+/// Whether a mapping is shared with the device or a private copy of it (rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// The device memory itself.
+    Shared,
+    /// A private, copy-on-write mapping.
+    Private,
+}
+
+/// Why a grant was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Rule 4: a cacheable mapping of device memory without these features.
+    MissingFeatures {
+        /// FEAT_S2FWB is missing.
+        fwb: bool,
+        /// CTR_EL0.DIC is missing.
+        dic: bool,
+    },
+    /// Rule 5: a region its owner maps cacheable, asked non-cacheable.
+    CacheableAsUncached(MemoryType),
+    /// Write-back asked of a region that is not declared cacheable.
+    NotCacheable,
+    /// Normal non-cacheable asked of a region whose grant allows Device-nGnRE only.
+    UncachedNormalNotAllowed,
+    /// Rule 6: a private (copy-on-write) mapping of device memory.
+    PrivateDeviceMapping,
+    /// Rule 7: an executable mapping of device memory.
+    Executable,
+    /// The region does not fit the broker's free capability slots.
+    NoSlots,
+    /// The kernel refused (the broker's rules let it through; the kernel's did not).
+    Kernel(KernelError),
+}
+
+impl Refusal {
+    /// The protocol's error for it.
+    #[must_use]
+    pub const fn broker_error(self) -> BrokerError {
+        match self {
+            Self::MissingFeatures { .. } => BrokerError::CacheableDeviceUnsupported,
+            Self::CacheableAsUncached(_)
+            | Self::NotCacheable
+            | Self::UncachedNormalNotAllowed
+            | Self::PrivateDeviceMapping
+            | Self::Executable => BrokerError::MemoryTypeRefused,
+            Self::NoSlots | Self::Kernel(_) => BrokerError::NotPermitted,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingFeatures {
+                fwb: true,
+                dic: true,
+            } => f.write_str("the platform lacks FEAT_S2FWB and CTR_EL0.DIC"),
+            Self::MissingFeatures { fwb: true, .. } => f.write_str("the platform lacks FEAT_S2FWB"),
+            Self::MissingFeatures { .. } => f.write_str("the platform lacks CTR_EL0.DIC"),
+            Self::CacheableAsUncached(asked) => write!(
+                f,
+                "the region is mapped cacheable by its owner and is never mapped {} \
+                 (mismatched attributes)",
+                name(*asked)
+            ),
+            Self::NotCacheable => {
+                f.write_str("the region is not declared cacheable; it is mapped uncached only")
+            }
+            Self::UncachedNormalNotAllowed => {
+                f.write_str("the grant allows Device-nGnRE only, not Normal non-cacheable")
+            }
+            Self::PrivateDeviceMapping => {
+                f.write_str("a private (copy-on-write) mapping of device memory is refused")
+            }
+            Self::Executable => f.write_str("device memory is never mapped executable"),
+            Self::NoSlots => f.write_str("the broker has no free capability slots left for it"),
+            Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
+        }
+    }
+}
+
+/// The memory type's name in messages.
+#[must_use]
+pub const fn name(memtype: MemoryType) -> &'static str {
+    match memtype {
+        MemoryType::NormalWriteBack => "Normal write-back",
+        MemoryType::NormalNonCacheable => "Normal non-cacheable",
+        MemoryType::DeviceNgnre => "Device-nGnRE",
+    }
+}
+
+/// The `Map` invocation's code for a memory type.
+#[must_use]
+pub const fn map_code(memtype: MemoryType) -> MapMemType {
+    match memtype {
+        MemoryType::NormalWriteBack => MapMemType::NormalWriteBack,
+        MemoryType::NormalNonCacheable => MapMemType::NormalNonCacheable,
+        MemoryType::DeviceNgnre => MapMemType::DeviceNgnre,
+    }
+}
+
+/// The memory type of a boot-info `DeviceInfo::memtype` (the image's passthrough codes,
+/// `capvisor_image::devices::MEMTYPE_*`: 0 Device-nGnRE, 1 Normal non-cacheable, 2 Normal
+/// write-back); an unknown code reads as the safest, Device-nGnRE.
+#[must_use]
+pub const fn memtype_from_boot_info(code: u32) -> MemoryType {
+    match code {
+        1 => MemoryType::NormalNonCacheable,
+        2 => MemoryType::NormalWriteBack,
+        _ => MemoryType::DeviceNgnre,
+    }
+}
+
+/// A guest a region is passed through to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passthrough {
+    /// Its image index.
+    pub guest: u32,
+    /// Its name, if the broker knows it.
+    pub guest_name: Option<heapless::String<32>>,
+    /// Its `Vm` capability.
+    pub vm: u64,
+    /// The memory type the manifest asks for.
+    pub memtype: MemoryType,
+    /// The manifest marks it optional (refused on this platform: report and go on).
+    pub optional: bool,
+}
+
+/// A device region or carve-out the broker holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// Its manifest name.
+    pub name: heapless::String<32>,
+    /// The device untyped covering it.
+    pub untyped: u64,
+    /// Physical base.
+    pub base: u64,
+    /// Size in bytes (a page multiple).
+    pub size: u64,
+    /// Its owner maps it cacheable (a cacheable device or PFNMAP carve-out).
+    pub cacheable: bool,
+    /// A carve-out (not a device-tree device).
+    pub carveout: bool,
+    /// Normal non-cacheable is allowed besides Device-nGnRE.
+    pub allows_uncached: bool,
+    /// The guest the manifest passes it through to.
+    pub passthrough: Option<Passthrough>,
+}
+
+/// How a region is mapped: `count` frames of `1 << bits` bytes, with `memtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramePlan {
+    /// The memory type.
+    pub memtype: MemoryType,
+    /// log2 of the frame size: 12, or 21 for a cacheable region where base and size allow.
+    pub bits: u32,
+    /// How many frames.
+    pub count: u64,
+}
+
+/// Decides whether `region` may be mapped with `asked`, and in which frames.
+///
+/// # Errors
+/// The first rule (module doc) the request breaks.
+pub fn decide(
+    region: &Region,
+    asked: MemoryType,
+    sharing: Sharing,
+    execute: bool,
+    features: Features,
+) -> Result<FramePlan, Refusal> {
+    if sharing == Sharing::Private {
+        return Err(Refusal::PrivateDeviceMapping);
+    }
+    if execute {
+        return Err(Refusal::Executable);
+    }
+    let cacheable = asked == MemoryType::NormalWriteBack;
+    if region.cacheable && !cacheable {
+        return Err(Refusal::CacheableAsUncached(asked));
+    }
+    if cacheable && !region.cacheable {
+        return Err(Refusal::NotCacheable);
+    }
+    if asked == MemoryType::NormalNonCacheable && !region.allows_uncached {
+        return Err(Refusal::UncachedNormalNotAllowed);
+    }
+    if cacheable && !(features.fwb && features.dic) {
+        return Err(Refusal::MissingFeatures {
+            fwb: !features.fwb,
+            dic: !features.dic,
+        });
+    }
+    // Rule 8: only a cacheable mapping may use blocks.
+    let blocks = cacheable && (region.base | region.size) & (BLOCK - 1) == 0;
+    let bits = if blocks { 21 } else { 12 };
+    Ok(FramePlan {
+        memtype: asked,
+        bits,
+        count: region.size >> bits,
+    })
+}
+
+/// The effects the broker needs of the kernel.
+pub trait Kernel {
+    /// Retypes one device frame of `1 << bits` bytes from `untyped` (the next part of it) into a
+    /// free slot of the broker's CNode, and returns the slot.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn device_frame(&mut self, untyped: u64, bits: u32) -> Result<u64, KernelError>;
+    /// Maps `frame` into the VM `vm` at `ipa` with `access` (R=1 W=2 X=4) and `memtype`.
+    ///
+    /// # Errors
+    /// The kernel's refusal (its own rules: DESIGN.md rules 3–7 again, as defence in depth).
+    fn map(
+        &mut self,
+        frame: u64,
+        vm: u64,
+        ipa: u64,
+        access: u64,
+        memtype: MapMemType,
+    ) -> Result<(), KernelError>;
+    /// Copies `frame` into a free slot (the copy goes to a client; revoking the original
+    /// revokes it), and returns the slot.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn copy(&mut self, frame: u64) -> Result<u64, KernelError>;
+    /// Revokes every capability derived from `frame` (their mappings go with them).
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn revoke(&mut self, frame: u64) -> Result<(), KernelError>;
+    /// Free capability slots left.
+    fn slots_left(&self) -> u64;
+}
+
+/// The outcome of one passthrough grant, to report (its `Display` is the console line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<'a> {
+    /// The region.
+    pub region: &'a Region,
+    /// What it was passed through to.
+    pub passthrough: &'a Passthrough,
+    /// The frames mapped, or why not.
+    pub result: Result<FramePlan, Refusal>,
+}
+
+struct Guest<'a>(&'a Passthrough);
+
+impl fmt::Display for Guest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.guest_name {
+            Some(name) => write!(f, "'{name}'"),
+            None => write!(f, "#{}", self.0.guest),
+        }
+    }
+}
+
+impl fmt::Display for Outcome<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (region, guest) = (self.region, Guest(self.passthrough));
+        match self.result {
+            Ok(plan) => write!(
+                f,
+                "devbroker: granted '{}' to guest {guest}: {:#x}..{:#x} {} at IPA = PA, {} x {} \
+                 KiB frame(s), read/write, never executable",
+                region.name,
+                region.base,
+                region.base + region.size,
+                name(plan.memtype),
+                plan.count,
+                (1u64 << plan.bits) / 1024,
+            ),
+            Err(refusal) => {
+                let cacheable = if self.passthrough.memtype == MemoryType::NormalWriteBack {
+                    "cacheable "
+                } else {
+                    ""
+                };
+                write!(
+                    f,
+                    "devbroker: refused {cacheable}grant of '{}' to guest {guest}: {refusal}",
+                    region.name
+                )?;
+                if self.passthrough.optional {
+                    f.write_str(" (optional: the system runs without it)")
+                } else {
+                    f.write_str(" (required)")
+                }
+            }
+        }
+    }
+}
+
+/// Who has a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Nobody yet.
+    Free,
+    /// Passed through to a guest by the manifest (granted or refused).
+    Guest,
+    /// Granted to a protocol client with this badge; `frame` is the broker's original.
+    Client { badge: u64, frame: u64 },
+}
+
+/// The broker: its regions, who has them, and the kernel.
+#[derive(Debug)]
+pub struct Broker<K> {
+    kernel: K,
+    features: Features,
+    regions: heapless::Vec<(Region, Holder), MAX_REGIONS>,
+}
+
+impl<K: Kernel> Broker<K> {
+    /// A broker of `regions` (at most [`MAX_REGIONS`]; more are ignored).
+    pub fn new(kernel: K, features: Features, regions: impl IntoIterator<Item = Region>) -> Self {
+        let mut held = heapless::Vec::new();
+        for region in regions {
+            let holder = if region.passthrough.is_some() {
+                Holder::Guest
+            } else {
+                Holder::Free
+            };
+            let _ = held.push((region, holder));
+        }
+        Self {
+            kernel,
+            features,
+            regions: held,
+        }
+    }
+
+    /// The kernel (for tests).
+    #[cfg(test)]
+    pub fn kernel(&mut self) -> &mut K {
+        &mut self.kernel
+    }
+
+    /// Maps every passthrough of the manifest into its guest and reports each outcome; returns
+    /// whether every required (not optional) one was granted.
+    pub fn grant_passthroughs(&mut self, mut report: impl FnMut(&Outcome<'_>)) -> bool {
+        let mut all_required = true;
+        for (region, _) in &self.regions {
+            let Some(passthrough) = &region.passthrough else {
+                continue;
+            };
+            let result = decide(
+                region,
+                passthrough.memtype,
+                Sharing::Shared,
+                false,
+                self.features,
+            )
+            .and_then(|plan| map_all(&mut self.kernel, region, passthrough.vm, plan));
+            all_required &= result.is_ok() || passthrough.optional;
+            report(&Outcome {
+                region,
+                passthrough,
+                result,
+            });
+        }
+        all_required
+    }
+}
+
+/// Maps `region` into `vm` at IPA = PA as `plan` says.
+fn map_all(
+    kernel: &mut impl Kernel,
+    region: &Region,
+    vm: u64,
+    plan: FramePlan,
+) -> Result<FramePlan, Refusal> {
+    if kernel.slots_left() < plan.count {
+        return Err(Refusal::NoSlots);
+    }
+    for index in 0..plan.count {
+        let frame = kernel
+            .device_frame(region.untyped, plan.bits)
+            .map_err(Refusal::Kernel)?;
+        let ipa = region.base + (index << plan.bits);
+        kernel
+            .map(frame, vm, ipa, READ_WRITE, map_code(plan.memtype))
+            .map_err(Refusal::Kernel)?;
+    }
+    Ok(plan)
+}
+
+impl<K: Kernel> Handler for Broker<K> {
+    async fn list_regions(
+        &mut self,
+        _: &mut Context,
+        start: u32,
+    ) -> Result<RegionPage, BrokerError> {
+        let mut regions = heapless::Vec::new();
+        let start = start as usize;
+        for (index, (region, _)) in self.regions.iter().enumerate().skip(start) {
+            if regions.len() == REGIONS_PER_PAGE {
+                return Ok(RegionPage {
+                    regions,
+                    next: u32::try_from(index).ok(),
+                });
+            }
+            let _ = regions.push(RegionInfo {
+                id: RegionId::new(index as u32),
+                base: PhysAddr::new(region.base),
+                size: region.size,
+                cacheable: region.cacheable,
+                allows_uncached: region.allows_uncached,
+            });
+        }
+        Ok(RegionPage {
+            regions,
+            next: None,
+        })
+    }
+
+    /// Grants a region that the manifest does not pass through to a guest, as one frame: the
+    /// caller maps it itself (a copy of the broker's capability, revoked on release).
+    async fn grant_region(
+        &mut self,
+        ctx: &mut Context,
+        region: RegionId,
+        memory_type: MemoryType,
+    ) -> Result<RegionGrant, BrokerError> {
+        let features = self.features;
+        let (held, holder) = self
+            .regions
+            .get_mut(region.raw() as usize)
+            .ok_or(BrokerError::NoSuchRegion)?;
+        if *holder != Holder::Free {
+            return Err(BrokerError::AlreadyGranted);
+        }
+        let plan = decide(held, memory_type, Sharing::Shared, false, features)
+            .map_err(Refusal::broker_error)?;
+        // A protocol grant is one frame; larger regions go to guests through the manifest.
+        if plan.count != 1 || self.kernel.slots_left() < 2 {
+            return Err(BrokerError::NotPermitted);
+        }
+        let frame = self
+            .kernel
+            .device_frame(held.untyped, plan.bits)
+            .map_err(|_| BrokerError::NotPermitted)?;
+        let copy = self
+            .kernel
+            .copy(frame)
+            .map_err(|_| BrokerError::NotPermitted)?;
+        let transferred = ctx
+            .grant(capvisor_ipc::cap::Cap::from_cptr(
+                capvisor_ipc::cap::CPtr::new(copy),
+            ))
+            .map_err(|_| BrokerError::NotPermitted)?;
+        *holder = Holder::Client {
+            badge: ctx.badge().raw(),
+            frame,
+        };
+        Ok(RegionGrant {
+            frame: transferred,
+            memory_type,
+            size: held.size,
+        })
+    }
+
+    /// Interrupts reach guests with the virtual-interrupt work; until then the broker holds no
+    /// interrupt handlers and guests poll their devices.
+    async fn grant_irq(
+        &mut self,
+        _: &mut Context,
+        _: Intid,
+    ) -> Result<capvisor_ipc::protocol::Transferred<capvisor_ipc::cap::IrqHandler>, BrokerError>
+    {
+        Err(BrokerError::NoSuchIrq)
+    }
+
+    async fn release_region(
+        &mut self,
+        ctx: &mut Context,
+        region: RegionId,
+    ) -> Result<(), BrokerError> {
+        let (_, holder) = self
+            .regions
+            .get_mut(region.raw() as usize)
+            .ok_or(BrokerError::NoSuchRegion)?;
+        match *holder {
+            Holder::Client { badge, frame } if badge == ctx.badge().raw() => {
+                self.kernel
+                    .revoke(frame)
+                    .map_err(|_| BrokerError::NotPermitted)?;
+                *holder = Holder::Free;
+                Ok(())
+            }
+            _ => Err(BrokerError::NotGranted),
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The broker's rules on the host: a fake kernel records every retype and mapping, and each test
+//! checks what a rule of `DESIGN.md` (stage-2 rules 3–8) requires; the inventory is read from
+//! QEMU `virt`'s own device tree (`tests/qemu-virt-max.dtb`, from `-machine dumpdtb`).
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use capvisor_ipc::abi::{KernelError, MapMemType};
+use capvisor_ipc::bootinfo::{
+    BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DeviceInfo,
+};
+use capvisor_ipc::cap::Badge;
+use capvisor_ipc::protocol::Context;
+use capvisor_ipc::protocols::devbroker::{BrokerError, Handler};
+use capvisor_ipc::types::{MemoryType, RegionId};
+use zerocopy::FromZeros;
+
+use crate::inventory::{self, Kept};
+use crate::policy::{
+    Broker, Features, FramePlan, Kernel, Passthrough, Refusal, Region, Sharing, decide,
+};
+
+const VM: u64 = 30;
+const RTC: u64 = 0x0901_0000;
+const PFNMAP: u64 = 0x7000_0000;
+const ALL: Features = Features {
+    fwb: true,
+    dic: true,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Frame(u64, u32, u64),
+    Map(u64, u64, u64, u64, MapMemType),
+    Copy(u64, u64),
+    Revoke(u64),
+}
+
+#[derive(Debug, Default)]
+struct Fake {
+    ops: Vec<Op>,
+    next: u64,
+    slots: u64,
+    refuse_map: Option<KernelError>,
+}
+
+impl Fake {
+    fn new() -> Self {
+        Self {
+            slots: 200,
+            ..Self::default()
+        }
+    }
+
+    fn slot(&mut self) -> Result<u64, KernelError> {
+        if self.slots == 0 {
+            return Err(KernelError::NotEnoughMemory);
+        }
+        self.slots -= 1;
+        self.next += 1;
+        Ok(100 + self.next)
+    }
+}
+
+impl Kernel for Fake {
+    fn device_frame(&mut self, untyped: u64, bits: u32) -> Result<u64, KernelError> {
+        let slot = self.slot()?;
+        self.ops.push(Op::Frame(untyped, bits, slot));
+        Ok(slot)
+    }
+    fn map(
+        &mut self,
+        frame: u64,
+        vm: u64,
+        ipa: u64,
+        access: u64,
+        memtype: MapMemType,
+    ) -> Result<(), KernelError> {
+        self.ops.push(Op::Map(frame, vm, ipa, access, memtype));
+        self.refuse_map.map_or(Ok(()), Err)
+    }
+    fn copy(&mut self, frame: u64) -> Result<u64, KernelError> {
+        let slot = self.slot()?;
+        self.ops.push(Op::Copy(frame, slot));
+        Ok(slot)
+    }
+    fn revoke(&mut self, frame: u64) -> Result<(), KernelError> {
+        self.ops.push(Op::Revoke(frame));
+        Ok(())
+    }
+    fn slots_left(&self) -> u64 {
+        self.slots
+    }
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut context = TaskContext::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the broker never waits"),
+    }
+}
+
+fn passthrough(memtype: MemoryType, optional: bool) -> Option<Passthrough> {
+    Some(Passthrough {
+        guest: 0,
+        guest_name: Some("passthrough".try_into().unwrap()),
+        vm: VM,
+        memtype,
+        optional,
+    })
+}
+
+fn rtc() -> Region {
+    Region {
+        name: "rtc".try_into().unwrap(),
+        untyped: 10,
+        base: RTC,
+        size: 0x1000,
+        cacheable: false,
+        carveout: false,
+        allows_uncached: false,
+        passthrough: passthrough(MemoryType::DeviceNgnre, false),
+    }
+}
+
+fn pfnmap(size: u64) -> Region {
+    Region {
+        name: "cacheable_pfnmap".try_into().unwrap(),
+        untyped: 11,
+        base: PFNMAP,
+        size,
+        cacheable: true,
+        carveout: true,
+        allows_uncached: false,
+        passthrough: passthrough(MemoryType::NormalWriteBack, true),
+    }
+}
+
+fn uncached(allows_uncached: bool) -> Region {
+    Region {
+        allows_uncached,
+        passthrough: None,
+        ..rtc()
+    }
+}
+
+#[test]
+fn uncached_device_memory_is_device_ngnre_or_normal_nc_where_allowed() {
+    let plan = decide(&rtc(), MemoryType::DeviceNgnre, Sharing::Shared, false, ALL);
+    let page = |memtype| FramePlan {
+        memtype,
+        bits: 12,
+        count: 1,
+    };
+    assert_eq!(plan, Ok(page(MemoryType::DeviceNgnre)));
+    let nc = MemoryType::NormalNonCacheable;
+    assert_eq!(
+        decide(&uncached(false), nc, Sharing::Shared, false, ALL),
+        Err(Refusal::UncachedNormalNotAllowed)
+    );
+    assert_eq!(
+        decide(&uncached(true), nc, Sharing::Shared, false, ALL),
+        Ok(page(nc))
+    );
+    // Write-back of memory not declared cacheable: refused even with FWB and DIC.
+    let wb = MemoryType::NormalWriteBack;
+    assert_eq!(
+        decide(&rtc(), wb, Sharing::Shared, false, ALL),
+        Err(Refusal::NotCacheable)
+    );
+}
+
+#[test]
+fn cacheable_device_memory_needs_fwb_and_dic_and_the_refusal_names_what_is_missing() {
+    let wb = MemoryType::NormalWriteBack;
+    let region = pfnmap(2 << 20);
+    let cases = [
+        (
+            false,
+            false,
+            "the platform lacks FEAT_S2FWB and CTR_EL0.DIC",
+        ),
+        (false, true, "the platform lacks FEAT_S2FWB"),
+        (true, false, "the platform lacks CTR_EL0.DIC"),
+    ];
+    for (fwb, dic, message) in cases {
+        let refusal = decide(&region, wb, Sharing::Shared, false, Features { fwb, dic });
+        assert_eq!(
+            refusal,
+            Err(Refusal::MissingFeatures {
+                fwb: !fwb,
+                dic: !dic
+            })
+        );
+        assert_eq!(refusal.unwrap_err().to_string(), message);
+        assert_eq!(
+            refusal.unwrap_err().broker_error(),
+            BrokerError::CacheableDeviceUnsupported
+        );
+    }
+    // With both, a 2 MiB-aligned cacheable region is one block (blocks are for cacheable only).
+    let plan = decide(&region, wb, Sharing::Shared, false, ALL).unwrap();
+    assert_eq!((plan.memtype, plan.bits, plan.count), (wb, 21, 1));
+    let plan = decide(&pfnmap(0x3000), wb, Sharing::Shared, false, ALL).unwrap();
+    assert_eq!((plan.bits, plan.count), (12, 3));
+}
+
+#[test]
+fn cacheable_memory_is_never_mapped_non_cacheable() {
+    for asked in [MemoryType::DeviceNgnre, MemoryType::NormalNonCacheable] {
+        let refusal = decide(&pfnmap(2 << 20), asked, Sharing::Shared, false, ALL);
+        assert_eq!(refusal, Err(Refusal::CacheableAsUncached(asked)));
+    }
+}
+
+#[test]
+fn private_and_executable_mappings_of_device_memory_are_refused() {
+    let wb = MemoryType::NormalWriteBack;
+    let device = MemoryType::DeviceNgnre;
+    assert_eq!(
+        decide(&rtc(), device, Sharing::Private, false, ALL),
+        Err(Refusal::PrivateDeviceMapping)
+    );
+    assert_eq!(
+        decide(&pfnmap(2 << 20), wb, Sharing::Private, false, ALL),
+        Err(Refusal::PrivateDeviceMapping)
+    );
+    assert_eq!(
+        decide(&rtc(), device, Sharing::Shared, true, ALL),
+        Err(Refusal::Executable)
+    );
+    assert_eq!(
+        decide(&pfnmap(2 << 20), wb, Sharing::Shared, true, ALL),
+        Err(Refusal::Executable)
+    );
+}
+
+#[test]
+fn non_cacheable_device_memory_is_never_mapped_in_blocks() {
+    let mut region = uncached(true);
+    region.base = 0x1000_0000;
+    region.size = 4 << 20;
+    for memtype in [MemoryType::DeviceNgnre, MemoryType::NormalNonCacheable] {
+        let plan = decide(&region, memtype, Sharing::Shared, false, ALL).unwrap();
+        assert_eq!((plan.bits, plan.count), (12, 1024));
+    }
+}
+
+#[test]
+fn passthroughs_are_mapped_at_ipa_equals_pa_read_write_and_reported() {
+    let mut broker = Broker::new(Fake::new(), ALL, [rtc(), pfnmap(2 << 20)]);
+    let mut lines = Vec::new();
+    assert!(broker.grant_passthroughs(|outcome| lines.push(outcome.to_string())));
+    assert_eq!(
+        broker.kernel().ops,
+        [
+            Op::Frame(10, 12, 101),
+            Op::Map(101, VM, RTC, 0b011, MapMemType::DeviceNgnre),
+            Op::Frame(11, 21, 102),
+            Op::Map(102, VM, PFNMAP, 0b011, MapMemType::NormalWriteBack),
+        ]
+    );
+    assert_eq!(
+        lines,
+        [
+            "devbroker: granted 'rtc' to guest 'passthrough': 0x9010000..0x9011000 Device-nGnRE \
+             at IPA = PA, 1 x 4 KiB frame(s), read/write, never executable",
+            "devbroker: granted 'cacheable_pfnmap' to guest 'passthrough': 0x70000000..0x70200000 \
+             Normal write-back at IPA = PA, 1 x 2048 KiB frame(s), read/write, never executable",
+        ]
+    );
+}
+
+#[test]
+fn an_optional_cacheable_grant_is_refused_without_fwb_or_dic_and_the_rest_goes_on() {
+    for (fwb, dic, missing) in [
+        (false, false, "FEAT_S2FWB and CTR_EL0.DIC"),
+        (false, true, "FEAT_S2FWB"),
+        (true, false, "CTR_EL0.DIC"),
+    ] {
+        let mut broker = Broker::new(Fake::new(), Features { fwb, dic }, [pfnmap(2 << 20), rtc()]);
+        let mut lines = Vec::new();
+        assert!(broker.grant_passthroughs(|outcome| lines.push(outcome.to_string())));
+        // Nothing of the cacheable region was retyped or mapped; the RTC was.
+        assert_eq!(
+            broker.kernel().ops,
+            [
+                Op::Frame(10, 12, 101),
+                Op::Map(101, VM, RTC, 0b011, MapMemType::DeviceNgnre)
+            ]
+        );
+        assert_eq!(
+            lines[0],
+            format!(
+                "devbroker: refused cacheable grant of 'cacheable_pfnmap' to guest \
+                 'passthrough': the platform lacks {missing} (optional: the system runs without \
+                 it)"
+            )
+        );
+    }
+    // A required one: reported, and the broker says the system is incomplete.
+    let mut required = pfnmap(2 << 20);
+    required.passthrough.as_mut().unwrap().optional = false;
+    let mut broker = Broker::new(Fake::new(), Features::default(), [required]);
+    let mut lines = Vec::new();
+    assert!(!broker.grant_passthroughs(|outcome| lines.push(outcome.to_string())));
+    assert!(lines[0].ends_with("CTR_EL0.DIC (required)"), "{}", lines[0]);
+}
+
+#[test]
+fn kernel_refusals_and_slot_exhaustion_are_reported() {
+    let mut fake = Fake::new();
+    fake.refuse_map = Some(KernelError::CacheableDeviceUnsupported);
+    let mut broker = Broker::new(fake, ALL, [pfnmap(2 << 20)]);
+    let mut lines = Vec::new();
+    broker.grant_passthroughs(|outcome| lines.push(outcome.to_string()));
+    assert!(
+        lines[0].ends_with(
+            "the kernel refused: CacheableDeviceUnsupported (optional: the system runs without it)"
+        ),
+        "{}",
+        lines[0]
+    );
+    let mut fake = Fake::new();
+    fake.slots = 3;
+    let mut big = rtc();
+    big.size = 0x4000;
+    let mut broker = Broker::new(fake, ALL, [big]);
+    broker.grant_passthroughs(|outcome| lines.push(outcome.to_string()));
+    assert!(
+        lines[1].contains("no free capability slots"),
+        "{}",
+        lines[1]
+    );
+    assert!(broker.kernel().ops.is_empty());
+}
+
+#[test]
+fn the_protocol_grants_free_regions_once_under_the_same_rules() {
+    let mut free_uncached = uncached(true);
+    free_uncached.base = 0x0904_0000;
+    let mut free_pfnmap = pfnmap(0x1000);
+    free_pfnmap.passthrough = None;
+    let regions = [rtc(), free_uncached, free_pfnmap];
+    let mut broker = Broker::new(Fake::new(), Features::default(), regions);
+    let ctx = &mut Context::new(Badge::new(5), Default::default());
+    let page = block_on(broker.list_regions(ctx, 0)).unwrap();
+    assert_eq!(page.regions.len(), 3);
+    assert_eq!(page.next, None);
+    assert!(page.regions[2].cacheable && page.regions[1].allows_uncached);
+    let grant = |broker: &mut Broker<Fake>, ctx: &mut Context, id, memtype| {
+        block_on(broker.grant_region(ctx, RegionId::new(id), memtype))
+    };
+    // The manifest's passthrough is the guest's.
+    let device = MemoryType::DeviceNgnre;
+    assert_eq!(
+        grant(&mut broker, ctx, 0, device).unwrap_err(),
+        BrokerError::AlreadyGranted
+    );
+    assert_eq!(
+        grant(&mut broker, ctx, 9, device).unwrap_err(),
+        BrokerError::NoSuchRegion
+    );
+    // Rules 4 and 5 through the protocol.
+    let wb = MemoryType::NormalWriteBack;
+    assert_eq!(
+        grant(&mut broker, ctx, 2, wb).unwrap_err(),
+        BrokerError::CacheableDeviceUnsupported
+    );
+    assert_eq!(
+        grant(&mut broker, ctx, 2, device).unwrap_err(),
+        BrokerError::MemoryTypeRefused
+    );
+    let nc = MemoryType::NormalNonCacheable;
+    let granted = grant(&mut broker, ctx, 1, nc).unwrap();
+    assert_eq!((granted.memory_type, granted.size), (nc, 0x1000));
+    assert_eq!(ctx.reply_caps().len(), 1);
+    assert_eq!(
+        broker.kernel().ops,
+        [Op::Frame(10, 12, 101), Op::Copy(101, 102)]
+    );
+    let other = &mut Context::new(Badge::new(6), Default::default());
+    assert_eq!(
+        grant(&mut broker, other, 1, nc).unwrap_err(),
+        BrokerError::AlreadyGranted
+    );
+    assert_eq!(
+        block_on(broker.release_region(other, RegionId::new(1))),
+        Err(BrokerError::NotGranted)
+    );
+    assert_eq!(
+        block_on(broker.release_region(ctx, RegionId::new(1))),
+        Ok(())
+    );
+    assert_eq!(broker.kernel().ops.last(), Some(&Op::Revoke(101)));
+    assert!(grant(&mut broker, other, 1, device).is_ok());
+    assert_eq!(
+        block_on(broker.grant_irq(ctx, capvisor_ipc::types::Intid::new(34))).unwrap_err(),
+        BrokerError::NoSuchIrq
+    );
+}
+
+const DTB: &[u8] = include_bytes!("../tests/qemu-virt-max.dtb");
+
+#[test]
+fn the_inventory_lists_qemu_virt_devices_and_marks_what_the_kernel_keeps() {
+    let mut devices = Vec::new();
+    inventory::scan(DTB, |device| {
+        devices.push((device.to_string(), device.kept))
+    })
+    .unwrap();
+    let find = |prefix: &str| {
+        devices
+            .iter()
+            .find(|(line, _)| line.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {devices:#?}"))
+            .clone()
+    };
+    assert_eq!(
+        find("pl031@9010000"),
+        (
+            "pl031@9010000 [arm,pl031] 0x9010000..0x9011000 irq 34".to_owned(),
+            None
+        )
+    );
+    assert_eq!(find("pl011@9000000").1, Some(Kept::Console));
+    assert_eq!(find("intc@8000000").1, Some(Kept::Gic));
+    assert_eq!(find("timer").1, Some(Kept::Timer));
+    // The ITS is the GIC's and not listed apart; memory and CPUs are not devices.
+    assert!(devices.iter().all(|(line, _)| !line.starts_with("its@")));
+    assert!(
+        devices
+            .iter()
+            .all(|(line, _)| !line.starts_with("memory@") && !line.starts_with("cpu@"))
+    );
+    // QEMU's 32 virtio-mmio transports are one line.
+    let (virtio, _) = find("virtio_mmio@");
+    assert!(
+        virtio.ends_with("(+31 alike) [virtio,mmio] 0xa000000..0xa004000 irqs 48..=79"),
+        "{virtio}"
+    );
+}
+
+#[test]
+fn the_inventory_marks_held_regions_and_a_truncated_device_tree_is_a_line() {
+    let mut lines = Vec::new();
+    crate::print_inventory(DTB, &[rtc(), pfnmap(2 << 20)], |line| {
+        lines.push(line.to_string())
+    });
+    assert!(
+        lines.contains(&"devbroker: device pl031@9010000 [arm,pl031] 0x9010000..0x9011000 irq 34 (held: 'rtc')".to_owned()),
+        "{lines:#?}"
+    );
+    assert!(lines.contains(&"devbroker: carve-out 0x70000000..0x70200000 cacheable PFNMAP (held: 'cacheable_pfnmap')".to_owned()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("devbroker: device pl011@9000000")
+                && l.ends_with("(kept by the kernel: its console)"))
+    );
+    let mut lines = Vec::new();
+    crate::print_inventory(&DTB[..100], &[], |line| lines.push(line.to_string()));
+    assert!(
+        lines[0].starts_with("devbroker: the platform device tree does not parse"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn boot_info_devices_become_regions() {
+    let mut info = BootInfo::new_zeroed();
+    let mut device = |name: &str, base, flags, memtype, vm| {
+        let mut entry = DeviceInfo::default();
+        entry.name[..name.len()].copy_from_slice(name.as_bytes());
+        entry.untyped = 40 + info.device_count;
+        (entry.base, entry.size, entry.flags, entry.memtype) = (base, 0x1000, flags, memtype);
+        (entry.guest, entry.vm) = (0, vm);
+        info.devices[info.device_count as usize] = entry;
+        info.device_count += 1;
+    };
+    device("rtc", RTC, 0, 0, VM);
+    device("nc", 0x0904_0000, 0, 1, 0);
+    device(
+        "pfnmap",
+        PFNMAP,
+        DEVICE_CACHEABLE | DEVICE_CARVEOUT | DEVICE_OPTIONAL,
+        2,
+        VM,
+    );
+    let regions = crate::regions(&info);
+    assert_eq!(regions.len(), 3);
+    assert_eq!(
+        regions[0].passthrough.as_ref().unwrap().memtype,
+        MemoryType::DeviceNgnre
+    );
+    assert_eq!(regions[0].passthrough.as_ref().unwrap().guest_name, None);
+    assert!(regions[1].allows_uncached && regions[1].passthrough.is_none());
+    let pfnmap = &regions[2];
+    assert!(pfnmap.cacheable && pfnmap.carveout);
+    let passthrough = pfnmap.passthrough.as_ref().unwrap();
+    assert!(passthrough.optional && passthrough.memtype == MemoryType::NormalWriteBack);
+}

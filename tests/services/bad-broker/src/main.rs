@@ -1,0 +1,91 @@
+//! A test service: a deliberately wrong device broker (defence in depth, `DESIGN.md` rules 4, 5
+//! and 7). It holds a cacheable PFNMAP carve-out and, skipping every rule of `svc-devbroker`,
+//! asks the kernel directly for the mappings those rules forbid, in its own address space:
+//! write-back (cacheable) on whatever platform it runs, Device-nGnRE of cacheable memory, and an
+//! executable mapping. It prints each answer as `bad-broker: <request>: <result>` and ends the
+//! test run. The kernel must refuse write-back with `CacheableDeviceUnsupported` unless the
+//! platform has FEAT_S2FWB and CTR_EL0.DIC, and the other two always.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+capvisor_rt::service!(run);
+
+/// Where the frame would appear in this service's address space.
+#[cfg(target_os = "none")]
+const WINDOW: u64 = 0x40_0000_0000;
+
+#[cfg(target_os = "none")]
+fn run() -> u64 {
+    use capvisor_ipc::abi::MapMemType;
+    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo};
+    use capvisor_ipc::cap::ObjectKind;
+    use capvisor_rt::{CPtr, println, sys};
+    use zerocopy::FromBytes;
+
+    /// This service's AddressSpace (`kernel/src/services/spawn.rs`).
+    const SPACE: u64 = 2;
+    // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO before the service
+    // starts; it is 4 KiB and BootInfo is at most a page (const-asserted in bootinfo.rs).
+    let bytes =
+        unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
+    let info = BootInfo::read_from_bytes(bytes).ok();
+    let Some(info) = info.filter(|i| i.magic == BootInfo::MAGIC && i.version == BootInfo::VERSION)
+    else {
+        println!("bad-broker: no valid boot-info page");
+        capvisor_rt::debug_halt(1)
+    };
+    let Some(region) = info.devices().first() else {
+        println!("bad-broker: no device region held");
+        capvisor_rt::debug_halt(1)
+    };
+    println!(
+        "bad-broker: holding '{}' {:#x}..{:#x}, fwb={} dic={}",
+        BootInfo::device_name(region),
+        region.base,
+        region.base + region.size,
+        info.fwb(),
+        info.dic()
+    );
+    let frame = info.free_first;
+    let kind = u64::from(ObjectKind::DeviceFrame.code());
+    if let Err(error) = sys::retype(CPtr::new(region.untyped), kind, 12, CPtr::NULL, frame, 1) {
+        println!("bad-broker: retype refused: {error:?}");
+        capvisor_rt::debug_halt(1)
+    }
+    let requests = [
+        ("write-back read/write", MapMemType::NormalWriteBack, 0b011),
+        ("Device-nGnRE read/write", MapMemType::DeviceNgnre, 0b011),
+        (
+            "Normal non-cacheable read/write",
+            MapMemType::NormalNonCacheable,
+            0b011,
+        ),
+        (
+            "write-back read/execute",
+            MapMemType::NormalWriteBack,
+            0b101,
+        ),
+    ];
+    for (index, (request, memtype, access)) in requests.into_iter().enumerate() {
+        let ipa = WINDOW + index as u64 * 0x1000;
+        match sys::map(
+            CPtr::new(frame),
+            CPtr::new(SPACE),
+            ipa,
+            access,
+            memtype.code(),
+        ) {
+            Ok(()) => {
+                println!("bad-broker: {request}: mapped");
+                // A frame maps once: unmap it for the next request.
+                let _ = sys::unmap(CPtr::new(frame));
+            }
+            Err(error) => println!("bad-broker: {request}: refused with {error:?}"),
+        }
+    }
+    capvisor_rt::debug_halt(0)
+}
+
+#[cfg(not(target_os = "none"))]
+fn run() -> u64 {
+    0
+}
