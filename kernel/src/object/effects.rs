@@ -79,8 +79,53 @@ pub struct UserBuffer {
     pub addr: Ipa,
 }
 
+/// Word index of `IpcBuffer::tag` when the buffer is seen as an array of `u64`s (its layout,
+/// const-asserted in `capvisor_ipc::abi`).
+pub const IPC_TAG_WORD: usize = core::mem::offset_of!(IpcBuffer, tag) / 8;
+/// Word index of `IpcBuffer::msg[0]`.
+pub const IPC_MSG_WORD: usize = core::mem::offset_of!(IpcBuffer, msg) / 8;
+/// Word index of `IpcBuffer::badge`.
+pub const IPC_BADGE_WORD: usize = core::mem::offset_of!(IpcBuffer, badge) / 8;
+/// Word index of `IpcBuffer::caps[0]`.
+pub const IPC_CAPS_WORD: usize = core::mem::offset_of!(IpcBuffer, caps) / 8;
+/// Word index of `IpcBuffer::cap_kinds[0]`.
+pub const IPC_CAP_KINDS_WORD: usize = core::mem::offset_of!(IpcBuffer, cap_kinds) / 8;
+/// Word index of `IpcBuffer::receive_slot`.
+pub const IPC_RECEIVE_SLOT_WORD: usize = core::mem::offset_of!(IpcBuffer, receive_slot) / 8;
+/// Number of words in an `IpcBuffer`.
+pub const IPC_BUFFER_WORDS: usize = size_of::<IpcBuffer>() / 8;
+
+const _: () =
+    assert!(size_of::<IpcBuffer>() % 8 == 0 && IPC_RECEIVE_SLOT_WORD + 1 == IPC_BUFFER_WORDS);
+
+/// A thread's IPC buffer whose checks passed (the whole buffer is mapped readable and writable in
+/// the thread's space, and is RAM): word-level access, so a transfer touches only the words a
+/// message uses instead of all 584 bytes.
+///
+/// Words are indexed as the buffer's `u64`s (the `IPC_*_WORD` constants). Indices past
+/// [`IPC_BUFFER_WORDS`] are never accessed: a read leaves those words unchanged and a write drops
+/// them.
+pub trait IpcWords {
+    /// Reads `words.len()` words from word `first` on.
+    fn read(&self, first: usize, words: &mut [u64]);
+    /// Writes `words` from word `first` on.
+    fn write(&mut self, first: usize, words: &[u64]);
+}
+
 /// What the glue does for the object model.
 pub trait Effects {
+    /// The word view of a checked IPC buffer ([`Effects::ipc_buffer`]).
+    type IpcBuffer<'a>: IpcWords
+    where
+        Self: 'a;
+
+    /// Checks a thread's IPC buffer as [`Effects::read_ipc_buffer`] does (the whole buffer mapped
+    /// readable and writable) and gives word-level access to it.
+    ///
+    /// # Errors
+    /// [`KernelError::BadAddress`] when it is not mapped so.
+    fn ipc_buffer(&mut self, buffer: UserBuffer) -> Result<Self::IpcBuffer<'_>, KernelError>;
+
     /// Writes a stage-2 leaf descriptor for `[ipa, ipa + size)` → `[pa, pa + size)` in `space`.
     ///
     /// # Errors

@@ -10,8 +10,9 @@ use capvisor_ipc::types::{Ipa, PhysAddr};
 
 use super::MAX_THREADS;
 use super::arena::{SpaceRef, ThreadRef, VcpuRef};
-use super::effects::{Effects, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
+use super::effects::{Effects, IpcWords, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
 use crate::stage2::{MemType, S2Access};
+use zerocopy::IntoBytes;
 
 /// One live mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +113,40 @@ impl FakeEffects {
     }
 }
 
+/// The fake's word view of a thread's buffer.
+#[derive(Debug)]
+pub struct FakeIpcWords<'a>(&'a mut IpcBuffer);
+
+impl IpcWords for FakeIpcWords<'_> {
+    fn read(&self, first: usize, words: &mut [u64]) {
+        let bytes = self.0.as_bytes();
+        for (n, word) in words.iter_mut().enumerate() {
+            let at = (first + n) * 8;
+            if let Some(Ok(raw)) = bytes.get(at..at + 8).map(<[u8; 8]>::try_from) {
+                *word = u64::from_le_bytes(raw);
+            }
+        }
+    }
+
+    fn write(&mut self, first: usize, words: &[u64]) {
+        let bytes = self.0.as_mut_bytes();
+        for (n, word) in words.iter().enumerate() {
+            let at = (first + n) * 8;
+            if let Some(raw) = bytes.get_mut(at..at + 8) {
+                raw.copy_from_slice(&word.to_le_bytes());
+            }
+        }
+    }
+}
+
 impl Effects for FakeEffects {
+    type IpcBuffer<'a> = FakeIpcWords<'a>;
+
+    fn ipc_buffer(&mut self, buffer: UserBuffer) -> Result<FakeIpcWords<'_>, KernelError> {
+        let index = Self::check(buffer)?;
+        Ok(FakeIpcWords(&mut self.buffers[index]))
+    }
+
     fn map(
         &mut self,
         space: SpaceRef,

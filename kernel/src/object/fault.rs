@@ -10,7 +10,6 @@
 //! ([`FaultOutcome::NoHandler`]) at warning level: a service's fault is never an ERROR of the
 //! kernel. If the fault endpoint is deleted while the message is queued, the thread stays stopped.
 
-use capvisor_ipc::abi::MessageInfo;
 use capvisor_ipc::protocol::{decode_exact, split_header};
 use capvisor_ipc::protocols::fault::{
     GuestFault, Reply, Resolution, ServiceFault, ServiceResolution,
@@ -107,7 +106,7 @@ impl Kernel {
             .outgoing(server, fx)
             .ok()
             .filter(|message| message.info.label() == 0)
-            .and_then(|message| decode_reply(message.info, &message.body));
+            .and_then(|message| message.with_payload(decode_reply));
         let resume = match (record.map(|r| r.fault), reply) {
             (Some(FaultKind::Service(_)), Some(Reply::Service(Ok(ServiceResolution::Resume)))) => {
                 true
@@ -143,8 +142,8 @@ impl Kernel {
     }
 }
 
-/// The fault handler's reply, if it is a well-formed `Fault` protocol reply.
-fn decode_reply(info: MessageInfo, body: &capvisor_ipc::abi::IpcBuffer) -> Option<Reply> {
-    let (_, payload) = split_header(body.payload(info)).ok()?;
+/// The fault handler's reply, if its payload is a well-formed `Fault` protocol reply.
+fn decode_reply(payload: &[u8]) -> Option<Reply> {
+    let (_, payload) = split_header(payload).ok()?;
     decode_exact::<Reply>(payload).ok()
 }

@@ -75,7 +75,7 @@ pub use boot::{RootBoot, RootDevice, RootLayout, RootRam};
 pub use capability::{
     Capability, DeviceAttributes, FrameCap, FrameSize, MemTypes, Object, ObjectType,
 };
-pub use effects::{Effects, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
+pub use effects::{Effects, IpcWords, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
 pub use fault::FaultOutcome;
 pub use invoke::{THREAD_BIND_NOTIFICATION, THREAD_CONFIGURE};
 pub use irq::IrqOutcome;

@@ -17,8 +17,8 @@ use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::effects::IPC_BUFFER_WORDS;
 use capvisor_kernel::object::{
-    Effects, IpcWords, MAX_SPACES, MAX_THREADS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef,
-    UserBuffer, VcpuRef, Vmid,
+    Effects, IpcWords, MAX_SPACES, MAX_THREADS, MaintenanceTarget, RegisterAccess, SpaceRef,
+    ThreadRef, UserBuffer, VcpuRef, Vmid,
 };
 use capvisor_kernel::stage2::{self, MemType, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
@@ -217,7 +217,9 @@ impl IpcWords for GlueIpcWords {
                 // SAFETY: the address is inside the buffer, which `ipc_buffer` checked is
                 // kernel-mapped RAM the thread maps read/write; 8-aligned (checked here). A racing
                 // writer can only change the value read.
-                Some(pa) if pa.is_multiple_of(8) => *word = unsafe { (pa as *const u64).read_volatile() },
+                Some(pa) if pa.is_multiple_of(8) => {
+                    *word = unsafe { (pa as *const u64).read_volatile() }
+                }
                 _ => {
                     let mut raw = [0u8; 8];
                     self.bytes(index, |pa, byte| {
@@ -234,7 +236,9 @@ impl IpcWords for GlueIpcWords {
         for (index, word) in (first..IPC_BUFFER_WORDS).zip(words.iter()) {
             match self.word_address(index as u64 * 8) {
                 // SAFETY: as in `read`: RAM the thread maps read/write, never kernel memory.
-                Some(pa) if pa.is_multiple_of(8) => unsafe { (pa as *mut u64).write_volatile(*word) },
+                Some(pa) if pa.is_multiple_of(8) => unsafe {
+                    (pa as *mut u64).write_volatile(*word)
+                },
                 _ => {
                     let raw = word.to_le_bytes();
                     self.bytes(index, |pa, byte| {
