@@ -82,8 +82,38 @@ pub unsafe fn zero(start: u64, size: u64) {
         unsafe { core::ptr::write_bytes(start as *mut u8, 0, size as usize) };
         return;
     }
+    // Eight blocks per iteration while at least eight are left: the loop's compare and branch
+    // cost as much as the DC ZVA itself (a 2 MiB frame is 32,768 blocks of 64 bytes).
+    let end = start + size;
     let mut at = start;
-    while at < start + size {
+    while end - at >= 8 * block {
+        // SAFETY: `at + n * block` for n < 8 are block-aligned addresses inside the caller's
+        // range (at least eight blocks are left).
+        unsafe {
+            asm!(
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                "dc zva, {a}",
+                "add {a}, {a}, {b}",
+                a = inout(reg) at,
+                b = in(reg) block,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+    while at < end {
         // SAFETY: `at` is a block-aligned address inside the caller's range.
         unsafe { asm!("dc zva, {}", in(reg) at, options(nostack, preserves_flags)) };
         at += block;
