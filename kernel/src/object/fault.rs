@@ -20,6 +20,7 @@ use super::arena::ThreadRef;
 use super::effects::Effects;
 use super::syscall::Schedule;
 use super::thread::{FaultKind, FaultRecord, SendInfo, ThreadState};
+use super::transfer::Message;
 
 /// What became of a reported fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,17 +103,18 @@ impl Kernel {
             return;
         };
         let (record, vcpu) = (c.fault, c.vcpu);
-        let reply = self
-            .outgoing(server, fx)
-            .ok()
-            .filter(|message| message.info.label() == 0)
-            .and_then(|message| message.with_payload(decode_reply));
-        let resume = match (record.map(|r| r.fault), reply) {
+        let mut message = Message::EMPTY;
+        let reply = match self.outgoing(server, fx, &mut message) {
+            Ok(()) if message.info.label() == 0 => message.with_payload(decode_reply),
+            _ => None,
+        };
+        let resume = match (record.map(|r| r.fault), &reply) {
             (Some(FaultKind::Service(_)), Some(Reply::Service(Ok(ServiceResolution::Resume)))) => {
                 true
             }
-            (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => vcpu
-                .is_some_and(|vcpu| self.apply_resolution(caller, vcpu, &fault, &resolution, fx)),
+            (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => {
+                vcpu.is_some_and(|vcpu| self.apply_resolution(caller, vcpu, &fault, resolution, fx))
+            }
             _ => false,
         };
         if let Ok(c) = self.threads.get_mut(caller) {

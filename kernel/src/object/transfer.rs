@@ -21,6 +21,8 @@ use capvisor_ipc::protocol::{Generation, encode_request};
 use capvisor_ipc::protocols::fault::{Fault, Request};
 use capvisor_ipc::types::{ThreadId, VcpuId};
 
+use zerocopy::FromZeros;
+
 use super::Kernel;
 use super::arena::{EndpointRef, ThreadRef};
 use super::capability::{Capability, Object};
@@ -49,6 +51,13 @@ pub(super) struct Message {
 }
 
 impl Message {
+    /// No words, no body: what [`Kernel::outgoing`] fills in.
+    pub const EMPTY: Self = Self {
+        info: EMPTY_INFO,
+        words: [0; MSG_REGS_IN_CPU],
+        body: None,
+    };
+
     /// Calls `f` with the message's payload bytes (its `length` bytes).
     pub fn with_payload<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         match &self.body {
@@ -117,8 +126,12 @@ impl Kernel {
         })
     }
 
-    /// The message `thread` is sending: its fault message, or its registers and (when the message is
-    /// longer than the registers or carries capabilities) its IPC buffer.
+    /// Fills `message` (which starts as [`Message::EMPTY`]) with the message `thread` is sending:
+    /// its fault message, or its registers and (when the message is longer than the registers or
+    /// carries capabilities) the words and capability pointers of its IPC buffer that it uses.
+    ///
+    /// An out-parameter rather than a result: a message with a body is about 600 bytes, and each
+    /// move of it would be a `memcpy` call.
     ///
     /// # Errors
     /// [`KernelError::InvalidMessageInfo`] for a malformed x1; the buffer's errors.
@@ -126,10 +139,10 @@ impl Kernel {
         &self,
         thread: ThreadRef,
         fx: &mut impl Effects,
-    ) -> Result<Message, KernelError> {
+        message: &mut Message,
+    ) -> Result<(), KernelError> {
         let t = self.threads.get(thread)?;
         if let Some(record) = t.fault {
-            let mut body = IpcBuffer::default();
             let request = match record.fault {
                 FaultKind::Service(fault) => Request::Service {
                     thread: ThreadId::new(thread.index() as u32),
@@ -142,29 +155,23 @@ impl Kernel {
                     fault,
                 },
             };
+            let body = message.body.insert(IpcBuffer::new_zeroed());
             // A fault message is at most about a hundred bytes, far below the buffer's size.
-            let info = encode_request::<Fault>(&request, Generation::ANY, &[], &mut body)
+            message.info = encode_request::<Fault>(&request, Generation::ANY, &[], body)
                 .map_err(|_| KernelError::InvalidMessageInfo)?;
-            let mut words = [0; MSG_REGS_IN_CPU];
-            words.copy_from_slice(&body.msg[..MSG_REGS_IN_CPU]);
-            return Ok(Message {
-                info,
-                words,
-                body: Some(body),
-            });
+            message.words.copy_from_slice(&body.msg[..MSG_REGS_IN_CPU]);
+            return Ok(());
         }
         let info =
             MessageInfo::decode(t.regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
         let words = t.regs.words();
         if info.length() <= REGISTER_BYTES && info.extra_caps() == 0 {
-            return Ok(Message {
-                info,
-                words,
-                body: None,
-            });
+            message.info = info;
+            message.words = words;
+            return Ok(());
         }
         let buffer = fx.ipc_buffer(self.user_buffer(thread)?)?;
-        let mut body = IpcBuffer::default();
+        let body = message.body.insert(IpcBuffer::new_zeroed());
         body.msg[..MSG_REGS_IN_CPU].copy_from_slice(&words);
         let used = info.length().div_ceil(8).min(MSG_MAX_WORDS);
         if used > MSG_REGS_IN_CPU {
@@ -173,11 +180,9 @@ impl Kernel {
         }
         let caps = info.extra_caps().min(MAX_CAPS);
         buffer.read(IPC_CAPS_WORD, &mut body.caps[..caps]);
-        Ok(Message {
-            info,
-            words,
-            body: Some(body),
-        })
+        message.info = info;
+        message.words = words;
+        Ok(())
     }
 
     /// Checks a send before the sender commits to it: the message info, the buffer, and every
@@ -196,7 +201,8 @@ impl Kernel {
         if info.extra_caps() > 0 && !can_grant {
             return Err(KernelError::InsufficientRights);
         }
-        let message = self.outgoing(thread, fx)?;
+        let mut message = Message::EMPTY;
+        self.outgoing(thread, fx, &mut message)?;
         for &cptr in message.caps() {
             self.lookup(thread, CPtr::new(cptr))?;
         }
@@ -213,11 +219,11 @@ impl Kernel {
         endpoint: Option<EndpointRef>,
         fx: &mut impl Effects,
     ) {
-        let message = match self.outgoing(sender, fx) {
-            Ok(message) => message,
+        let mut message = Message::EMPTY;
+        if self.outgoing(sender, fx, &mut message).is_err() {
             // The sender's buffer went away while it was queued: what its registers hold still goes.
-            Err(_) => self.register_message(sender),
-        };
+            message = self.register_message(sender);
+        }
         let info = message.info;
         let wants_caps = send.can_grant && info.extra_caps() > 0;
         let (mut length, mut count, mut unwrapped) = (info.length(), 0, 0);
