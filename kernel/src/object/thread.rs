@@ -243,7 +243,7 @@ impl Kernel {
     /// Records syscall results for `thread` (x0..x7 as `regs`) for the glue to collect.
     pub(super) fn set_result(&mut self, thread: ThreadRef, regs: SyscallRegs) {
         if let Ok(t) = self.threads.get_mut(thread) {
-            t.regs = regs;
+            t.regs = regs.copied();
             t.regs_pending = true;
         }
     }

@@ -82,6 +82,9 @@ pub struct Glue {
     pub fwb: bool,
     /// vCPU state, VM flags and per-VM counters.
     pub guests: super::guest::Guests,
+    /// The HCR_EL2 and VTTBR_EL2 values last written on the way to a thread (0: none yet; one
+    /// CPU runs threads).
+    pub loaded_translation: (u64, u64),
 }
 
 impl Glue {
@@ -97,6 +100,7 @@ impl Glue {
             line_start: [true; MAX_THREADS],
             fwb: false,
             guests: super::guest::Guests::new(),
+            loaded_translation: (0, 0),
         }
     }
 

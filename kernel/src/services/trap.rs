@@ -82,7 +82,7 @@ fn idle() {
 fn enter(thread: ThreadRef) -> ! {
     let (kernel, glue) = state();
     if let Some(regs) = kernel.take_syscall_result(thread) {
-        glue.context(thread).x[..8].copy_from_slice(&regs.0);
+        set_first_eight(&mut glue.context(thread).x, &regs);
     }
     let space = kernel
         .thread_space(thread)
@@ -103,24 +103,46 @@ fn enter(thread: ThreadRef) -> ! {
         }
         None => hcr(),
     };
+    // Only the glue writes HCR_EL2, and VTTBR_EL2 outside the TLB maintenance that restores it,
+    // so registers that already hold the thread's values need no write (nor the ISB).
+    if glue.loaded_translation != (hcr, vttbr) {
+        glue.loaded_translation = (hcr, vttbr);
+        // SAFETY: HCR_EL2 and VTTBR_EL2 are set for the thread (a service's VM+TGE+DC or a
+        // guest's flags, its space's VMID and tables) before its context is restored by ERET;
+        // the ISB makes them take effect first.
+        unsafe {
+            asm!(
+                "msr hcr_el2, {hcr}",
+                "msr vttbr_el2, {vttbr}",
+                "isb",
+                hcr = in(reg) hcr,
+                vttbr = in(reg) vttbr,
+                options(nostack, preserves_flags)
+            );
+        }
+    }
     let context: *mut ThreadContext = glue.context(thread);
     let record = smp::per_cpu();
-    // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 are set for the thread
-    // (a service's VM+TGE+DC or a guest's flags, its space's VMID and tables) before its context
-    // is restored by ERET, and its exceptions are saved into the same context (PerCpu.current).
-    // The context's SPSR is EL0t for a service and a mode the kernel validated for a vCPU.
+    // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 hold the thread's values
+    // (above), and its exceptions are saved into the same context (PerCpu.current). The context's
+    // SPSR is EL0t for a service and a mode the kernel validated for a vCPU.
     unsafe {
         (*record).current = context;
-        asm!(
-            "msr hcr_el2, {hcr}",
-            "msr vttbr_el2, {vttbr}",
-            "isb",
-            hcr = in(reg) hcr,
-            vttbr = in(reg) vttbr,
-            options(nostack, preserves_flags)
-        );
         el0::enter_el0(context, (*record).stack_top)
     }
+}
+
+/// x0–x7 of a saved context, copied word by word (an aggregate 64-byte copy is a `memcpy` call
+/// on this target; see `SyscallRegs::copied`).
+fn first_eight(x: &[u64; 31]) -> SyscallRegs {
+    let [a, b, c, d, e, f, g, h, ..] = *x;
+    SyscallRegs([a, b, c, d, e, f, g, h])
+}
+
+/// Writes x0–x7 of a saved context, word by word.
+fn set_first_eight(x: &mut [u64; 31], regs: &SyscallRegs) {
+    let [a, b, c, d, e, f, g, h] = regs.0;
+    [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]] = [a, b, c, d, e, f, g, h];
 }
 
 fn follow(schedule: Schedule, thread: ThreadRef) -> ! {
@@ -237,12 +259,11 @@ fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
             exit::fail(Status::ServiceFailure)
         }
         _ => {
-            let mut regs = SyscallRegs([0; 8]);
-            regs.0.copy_from_slice(&context.x[..8]);
+            let mut regs = first_eight(&context.x);
             let schedule = kernel.handle_syscall(thread, &mut regs, glue);
             // Always (the kernel's contract): its results if it still runs, its own arguments,
             // unchanged, if it blocked.
-            glue.context(thread).x[..8].copy_from_slice(&regs.0);
+            set_first_eight(&mut glue.context(thread).x, &regs);
             follow(schedule, thread)
         }
     }
