@@ -1,0 +1,125 @@
+//! The device broker (issue #6) on the CPU models that differ in exactly the features the
+//! cacheable-PFNMAP rule (DESIGN.md stage-2 rule 4) depends on:
+//!
+//! | model | FEAT_S2FWB | CTR_EL0.DIC | the cacheable grant |
+//! |---|---|---|---|
+//! | cortex-a57, neoverse-n1 | no | no | refused, naming both |
+//! | cortex-a710 | yes | no | refused, naming CTR_EL0.DIC |
+//! | max | yes | yes | granted: the guest reads and writes it cacheably |
+//!
+//! One image (`tests/images/guest-passthrough.toml`, the carve-out passthrough `optional`) boots
+//! on all of them. On every model the guest drives the PL031 RTC the broker passed through
+//! (Device-nGnRE at IPA = PA), and an instruction fetch from it is an abort (rule 7). Behind the
+//! broker, `tests/images/bad-broker.toml` asks the kernel directly for what the rules forbid,
+//! and the kernel refuses it itself (defence in depth).
+
+use capvisor::qemu::Ending;
+use capvisor_tests::{assert_contains, boot, build};
+
+const MODELS: [&str; 4] = ["cortex-a57", "neoverse-n1", "cortex-a710", "max"];
+
+/// FEAT_S2FWB and CTR_EL0.DIC as QEMU 10 implements them (tests/tests/guests.rs).
+fn features(cpu: &str) -> (bool, bool) {
+    (matches!(cpu, "cortex-a710" | "max"), cpu == "max")
+}
+
+/// What the broker's refusal names on `cpu`, or `None` where the grant is made.
+fn missing(cpu: &str) -> Option<&'static str> {
+    match features(cpu) {
+        (true, true) => None,
+        (false, false) => Some("FEAT_S2FWB and CTR_EL0.DIC"),
+        (false, true) => Some("FEAT_S2FWB"),
+        (true, false) => Some("CTR_EL0.DIC"),
+    }
+}
+
+fn ended_well(outcome: &capvisor::qemu::Outcome) {
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+}
+
+#[test]
+fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_with_fwb_and_dic() {
+    let built = build("tests/images/guest-passthrough.toml");
+    for cpu in MODELS {
+        let outcome = boot(&built.path, cpu, 1);
+        let (fwb, dic) = features(cpu);
+        // The model is the one the table says (the kernel's platform line).
+        assert_contains(
+            &outcome,
+            &format!("fwb={} dic={}", u8::from(fwb), u8::from(dic)),
+        );
+        // The inventory: the RTC is listed as held, the kernel's console as kept.
+        assert_contains(&outcome, "devbroker: device pl031@9010000 [arm,pl031]");
+        assert_contains(&outcome, "(held: 'rtc')");
+        assert_contains(&outcome, "(kept by the kernel: its console)");
+        // The RTC: Device-nGnRE at IPA = PA, one 4 KiB page, never executable.
+        assert_contains(
+            &outcome,
+            "devbroker: granted 'rtc' to guest #0: 0x9010000..0x9011000 Device-nGnRE at IPA = PA, \
+             1 x 4 KiB frame(s), read/write, never executable",
+        );
+        assert_contains(&outcome, "guest passthrough: rtc: PrimeCell ID");
+        assert_contains(
+            &outcome,
+            "guest passthrough: execute from 0x9010000: ESR_EL1=0x86000010",
+        );
+        match missing(cpu) {
+            Some(missing) => {
+                assert_contains(
+                    &outcome,
+                    &format!(
+                        "devbroker: refused cacheable grant of 'cacheable_pfnmap' to guest #0: \
+                         the platform lacks {missing} (optional: the system runs without it)"
+                    ),
+                );
+                assert_contains(&outcome, "guest passthrough: cacheable region not granted");
+            }
+            None => {
+                assert_contains(
+                    &outcome,
+                    "devbroker: granted 'cacheable_pfnmap' to guest #0: 0x70000000..0x70200000 \
+                     Normal write-back at IPA = PA",
+                );
+                assert_contains(&outcome, "guest passthrough: cacheable region granted");
+            }
+        }
+        assert_contains(&outcome, "guest passthrough: PASS");
+        ended_well(&outcome);
+    }
+}
+
+#[test]
+fn the_kernel_refuses_a_buggy_brokers_cacheable_mapping_without_fwb_and_dic() {
+    let built = build("tests/images/bad-broker.toml");
+    for cpu in MODELS {
+        let outcome = boot(&built.path, cpu, 1);
+        let write_back = if missing(cpu).is_some() {
+            "bad-broker: write-back read/write: refused with CacheableDeviceUnsupported"
+        } else {
+            "bad-broker: write-back read/write: mapped"
+        };
+        assert_contains(&outcome, write_back);
+        // Rule 5: cacheable memory is never mapped uncached, whatever the platform.
+        assert_contains(
+            &outcome,
+            "bad-broker: Device-nGnRE read/write: refused with MismatchedAttributes",
+        );
+        assert_contains(
+            &outcome,
+            "bad-broker: Normal non-cacheable read/write: refused with MismatchedAttributes",
+        );
+        // Rule 7: never executable (rule 4 answers first where write-back itself is refused).
+        let execute = if missing(cpu).is_some() {
+            "bad-broker: write-back read/execute: refused with CacheableDeviceUnsupported"
+        } else {
+            "bad-broker: write-back read/execute: refused with ExecuteFromDevice"
+        };
+        assert_contains(&outcome, execute);
+        ended_well(&outcome);
+    }
+}
