@@ -103,7 +103,7 @@ impl Kernel {
             return;
         };
         let (record, vcpu) = (c.fault, c.vcpu);
-        let mut message = Message::EMPTY;
+        let mut message = Message::empty();
         let reply = match self.outgoing(server, fx, &mut message) {
             Ok(()) if message.info.label() == 0 => message.with_payload(decode_reply),
             _ => None,

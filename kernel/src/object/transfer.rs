@@ -51,12 +51,16 @@ pub(super) struct Message {
 }
 
 impl Message {
-    /// No words, no body: what [`Kernel::outgoing`] fills in.
-    pub const EMPTY: Self = Self {
-        info: EMPTY_INFO,
-        words: [0; MSG_REGS_IN_CPU],
-        body: None,
-    };
+    /// No words, no body: what [`Kernel::outgoing`] fills in. (A function, not a constant: a
+    /// constant is materialized whole, a 600-byte `memset`, where this stores the few words.)
+    #[inline(always)]
+    pub const fn empty() -> Self {
+        Self {
+            info: EMPTY_INFO,
+            words: [0; MSG_REGS_IN_CPU],
+            body: None,
+        }
+    }
 
     /// Calls `f` with the message's payload bytes (its `length` bytes).
     pub fn with_payload<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
@@ -126,7 +130,7 @@ impl Kernel {
         })
     }
 
-    /// Fills `message` (which starts as [`Message::EMPTY`]) with the message `thread` is sending:
+    /// Fills `message` (which starts as [`Message::empty`]) with the message `thread` is sending:
     /// its fault message, or its registers and (when the message is longer than the registers or
     /// carries capabilities) the words and capability pointers of its IPC buffer that it uses.
     ///
@@ -201,7 +205,7 @@ impl Kernel {
         if info.extra_caps() > 0 && !can_grant {
             return Err(KernelError::InsufficientRights);
         }
-        let mut message = Message::EMPTY;
+        let mut message = Message::empty();
         self.outgoing(thread, fx, &mut message)?;
         for &cptr in message.caps() {
             self.lookup(thread, CPtr::new(cptr))?;
@@ -219,7 +223,7 @@ impl Kernel {
         endpoint: Option<EndpointRef>,
         fx: &mut impl Effects,
     ) {
-        let mut message = Message::EMPTY;
+        let mut message = Message::empty();
         if self.outgoing(sender, fx, &mut message).is_err() {
             // The sender's buffer went away while it was queued: what its registers hold still goes.
             message = self.register_message(sender);
