@@ -205,6 +205,7 @@ impl Kernel {
 
     /// The thread the kernel believes is running (set by [`Kernel::pick_next`]).
     #[must_use]
+    #[inline]
     pub fn current(&self) -> Option<ThreadRef> {
         self.sched.current()
     }
@@ -221,6 +222,7 @@ impl Kernel {
     ///
     /// # Errors
     /// [`KernelError::Revoked`] when the thread no longer exists.
+    #[inline]
     pub fn thread_space(&self, thread: ThreadRef) -> Result<Option<SpaceRef>, KernelError> {
         self.threads.get(thread).map(|t| t.space)
     }
@@ -229,6 +231,7 @@ impl Kernel {
     ///
     /// # Errors
     /// [`KernelError::Revoked`] when the space no longer exists.
+    #[inline]
     pub fn space_vmid(&self, space: SpaceRef) -> Result<Vmid, KernelError> {
         self.spaces.get(space).map(|s| s.vmid)
     }

@@ -144,6 +144,7 @@ impl Kernel {
     }
 
     /// The results a woken thread must see in x0–x7, once (see the module doc).
+    #[inline]
     pub fn take_syscall_result(&mut self, thread: ThreadRef) -> Option<SyscallRegs> {
         let t = self.threads.get_mut(thread).ok()?;
         if !t.regs_pending {

@@ -71,6 +71,7 @@ impl Kernel {
 
     /// The vCPU a thread runs, if it runs one (for the glue's world switch).
     #[must_use]
+    #[inline]
     pub fn thread_vcpu(&self, thread: ThreadRef) -> Option<VcpuRef> {
         self.threads.get(thread).ok().and_then(|t| t.vcpu)
     }
