@@ -65,8 +65,8 @@ fn regions(
         .collect()
 }
 
-/// Prints the inventory of the platform device tree `dtb`, marking the kernel's and the held
-/// regions.
+/// Prints the inventory of the platform device tree `dtb` — the devices the broker may hand
+/// out, marking the ones it holds — then one line naming what the kernel keeps for itself.
 #[cfg_attr(
     not(target_os = "none"),
     allow(dead_code, reason = "used on the target and in tests")
@@ -76,22 +76,30 @@ fn print_inventory(
     held: &[policy::Region],
     mut line: impl FnMut(core::fmt::Arguments<'_>),
 ) {
+    let mut kept: heapless::String<160> = heapless::String::new();
     let result = inventory::scan(dtb, |device| {
-        let kept = match device.kept {
-            Some(inventory::Kept::Console) => " (kept by the kernel: its console)",
-            Some(inventory::Kept::Gic) => " (kept by the kernel: the GIC)",
-            Some(inventory::Kept::Timer) => " (kept by the kernel: the timer)",
-            None => "",
-        };
+        if let Some(what) = device.kept {
+            let what = match what {
+                inventory::Kept::Console => "console",
+                inventory::Kept::Gic => "GIC",
+                inventory::Kept::Timer => "timer",
+            };
+            let separator = if kept.is_empty() { "" } else { ", " };
+            let _ = core::fmt::write(
+                &mut kept,
+                format_args!("{separator}{} ({what})", device.name),
+            );
+            return;
+        }
         let granted = held
             .iter()
             .find(|region| !region.carveout && device.covers(region.base, region.size));
         match granted {
-            Some(region) if kept.is_empty() => line(format_args!(
+            Some(region) => line(format_args!(
                 "devbroker: device {device} (held: '{}')",
                 region.name
             )),
-            _ => line(format_args!("devbroker: device {device}{kept}")),
+            None => line(format_args!("devbroker: device {device}")),
         }
     });
     if let Err(error) = result {
@@ -110,6 +118,11 @@ fn print_inventory(
                 " RAM"
             },
             region.name
+        ));
+    }
+    if !kept.is_empty() {
+        line(format_args!(
+            "devbroker: kept by the kernel, not brokered: {kept}"
         ));
     }
 }
