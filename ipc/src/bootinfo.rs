@@ -102,7 +102,8 @@ pub struct DeviceInfo {
     /// `DEVICE_*` bits.
     pub flags: u32,
     /// The memory type the passthrough asks for: 0 Device-nGnRE, 1 Normal non-cacheable,
-    /// 2 Normal write-back (the `Map` invocation's codes).
+    /// 2 Normal write-back (the manifest's order, `capvisor_image::devices::MEMTYPE_*`; not the
+    /// `Map` invocation's codes, which are 0 write-back, 1 non-cacheable, 2 Device-nGnRE).
     pub memtype: u32,
     /// The guest it is passed through to (its image index), or `u32::MAX`.
     pub guest: u32,

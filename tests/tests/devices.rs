@@ -64,7 +64,7 @@ fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_wit
         // The RTC: Device-nGnRE at IPA = PA, one 4 KiB page, never executable.
         assert_contains(
             &outcome,
-            "devbroker: granted 'rtc' to guest #0: 0x9010000..0x9011000 Device-nGnRE at IPA = PA, \
+            "devbroker: granted 'rtc' to guest 'passthrough': 0x9010000..0x9011000 Device-nGnRE at IPA = PA, \
              1 x 4 KiB frame(s), read/write, never executable",
         );
         assert_contains(&outcome, "guest passthrough: rtc: PrimeCell ID");
@@ -77,7 +77,7 @@ fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_wit
                 assert_contains(
                     &outcome,
                     &format!(
-                        "devbroker: refused cacheable grant of 'cacheable_pfnmap' to guest #0: \
+                        "devbroker: refused cacheable grant of 'cacheable_pfnmap' to guest 'passthrough': \
                          the platform lacks {missing} (optional: the system runs without it)"
                     ),
                 );
@@ -86,7 +86,7 @@ fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_wit
             None => {
                 assert_contains(
                     &outcome,
-                    "devbroker: granted 'cacheable_pfnmap' to guest #0: 0x70000000..0x70200000 \
+                    "devbroker: granted 'cacheable_pfnmap' to guest 'passthrough': 0x70000000..0x70200000 \
                      Normal write-back at IPA = PA",
                 );
                 assert_contains(&outcome, "guest passthrough: cacheable region granted");

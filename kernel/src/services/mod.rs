@@ -160,10 +160,11 @@ pub fn load_all(
         .map_err(|e| (first.name, e.into()))?;
     let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
     let devices = vms::root_devices(&guests);
+    let carveouts: Vec<RootRam, { vms::MAX_HELD }> = vms::ram_carveouts(&guests).collect();
     let (layout, untyped) = boot_root(
         kernel,
         glue,
-        (&root_image, &devices),
+        (&root_image, &devices, &carveouts),
         memory,
         (priorities[0], platform.idc),
     )
@@ -173,6 +174,7 @@ pub fn load_all(
         kernel,
         glue,
         layout,
+        carveouts: vms::ram_carveouts(&guests).count() as u64,
     };
     let mut count = 1;
     let mut names = [""; MAX_SERVICES];
@@ -248,7 +250,11 @@ fn priorities(
 fn boot_root(
     kernel: &mut Kernel,
     glue: &mut Glue,
-    (image, devices): (&ServiceImage, &[capvisor_kernel::object::RootDevice]),
+    (image, devices, carveouts): (
+        &ServiceImage,
+        &[capvisor_kernel::object::RootDevice],
+        &[RootRam],
+    ),
     memory: &mut MemoryMap,
     (priority, idc): (u8, bool),
 ) -> Result<(RootLayout, u64), LoadError> {
@@ -267,6 +273,10 @@ fn boot_root(
             size: range.end - range.start,
         };
         ram.push(region).map_err(|_| LoadError::TooMany)?;
+    }
+    // RAM carve-outs last: the root's last RAM untyped (see `spawn::Root::carveouts`).
+    for carveout in carveouts {
+        ram.push(*carveout).map_err(|_| LoadError::TooMany)?;
     }
     let boot = RootBoot {
         ram: &ram,

@@ -43,6 +43,9 @@ pub struct Root<'a> {
     pub glue: &'a mut Glue,
     /// The root's layout.
     pub layout: RootLayout,
+    /// How many of the root's RAM untyped (the last ones) are RAM carve-outs of the manifest,
+    /// which boot never retypes.
+    pub carveouts: u64,
 }
 
 impl Root<'_> {
@@ -97,7 +100,9 @@ impl Root<'_> {
         index: u64,
     ) -> Result<(), KernelError> {
         let mut last = KernelError::NotEnoughMemory;
-        for untyped in self.layout.first_untyped..self.layout.first_device {
+        // The last `carveouts` RAM untyped are manifest carve-outs, kept for their holders.
+        let end = self.layout.first_device - self.carveouts;
+        for untyped in self.layout.first_untyped..end {
             match self.invoke(
                 untyped,
                 Invocation::Retype.code(),

@@ -33,7 +33,7 @@ use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
-    DeviceAttributes, Effects, Object, RootDevice, RootLayout, THREAD_CONFIGURE,
+    DeviceAttributes, Effects, Object, RootDevice, RootLayout, RootRam, THREAD_CONFIGURE,
 };
 use capvisor_kernel::platform::Platform;
 use capvisor_kernel::stage2::{MemType, S2Access};
@@ -76,7 +76,12 @@ pub struct HeldDevice {
     pub size: u64,
     /// The memory types its frames allow.
     pub attributes: DeviceAttributes,
+    /// A carve-out of ordinary RAM (`FLAG_RAM`): RAM untyped, not device untyped.
+    pub ram: bool,
 }
+
+/// The most devices and carve-outs.
+pub const MAX_HELD: usize = MAX_DEVICES;
 
 /// Why the guests could not be set up.
 #[derive(Clone, Copy, Debug)]
@@ -250,6 +255,7 @@ fn find_devices(
             base,
             size,
             attributes,
+            ram: record.is_carveout() && record.flags & devices::FLAG_RAM != 0,
         };
         plan.devices
             .push(held)
@@ -268,6 +274,7 @@ fn device_name(record: &'static DeviceRecord) -> &'static str {
 pub fn root_devices(plan: &Plan) -> heapless::Vec<RootDevice, MAX_DEVICES> {
     plan.devices
         .iter()
+        .filter(|d| !d.ram)
         .map(|d| RootDevice {
             base: PhysAddr::new(d.base),
             size: d.size,
@@ -279,6 +286,27 @@ pub fn root_devices(plan: &Plan) -> heapless::Vec<RootDevice, MAX_DEVICES> {
 /// The root slot of supervised service `index`'s fault endpoint: after every guest's objects.
 pub fn supervision_slot(root: &Root<'_>, index: usize) -> u64 {
     guest_slots(root, MAX_GUESTS) + index as u64
+}
+
+/// The RAM carve-outs, which the root receives as its last RAM untyped, in this order.
+pub fn ram_carveouts(plan: &Plan) -> impl Iterator<Item = RootRam> + '_ {
+    plan.devices.iter().filter(|d| d.ram).map(|d| RootRam {
+        base: PhysAddr::new(d.base),
+        size: d.size,
+    })
+}
+
+/// The root slot of held region `index`'s untyped: device untyped from `first_device` in order,
+/// RAM carve-outs the last RAM untyped before it.
+fn held_slot(root: &Root<'_>, plan: &Plan, index: usize) -> u64 {
+    let before = &plan.devices[..index];
+    if plan.devices[index].ram {
+        let rams = plan.devices.iter().filter(|d| d.ram).count() as u64;
+        let position = before.iter().filter(|d| d.ram).count() as u64;
+        root.layout.first_device - rams + position
+    } else {
+        root.layout.first_device + before.iter().filter(|d| !d.ram).count() as u64
+    }
 }
 
 /// Root slots used for guest objects: after the services' (3 each).
@@ -300,7 +328,7 @@ pub fn create(
     (platform, priorities, frames_end): (&Platform, &[u8; MAX_SERVICES], &[u64; MAX_SERVICES]),
     supervision: Option<&[&'static str]>,
 ) -> Result<(), (&'static str, LoadError)> {
-    let mut infos = [const { None::<BootInfo> }; MAX_SERVICES];
+    let infos = boot_infos();
     let mut payload_next = [1u64; MAX_SERVICES];
     let mut flags = 0;
     if platform.fwb {
@@ -345,7 +373,7 @@ pub fn create(
             }
         }
     }
-    grant_devices(root, plan, granted, &mut infos, flags).map_err(|e| ("devices", e))?;
+    grant_devices(root, plan, granted, infos, flags).map_err(|e| ("devices", e))?;
     if let Some(names) = supervision {
         // The supervisor's page lists the services it starts and supervises.
         let page = infos[0].get_or_insert_with(|| empty_info(flags));
@@ -406,7 +434,7 @@ fn grant_devices(
         }
         let (cnode, _, _) = grants::window(root, service);
         let untyped = grants::next_slot(root, service, &mut granted.next)?;
-        let source = root.layout.first_device + index as u64;
+        let source = held_slot(root, plan, index);
         root.invoke(cnode, Invocation::Copy.code(), &[untyped, source, all])?;
         let mut info = DeviceInfo::new_zeroed();
         info.name = record.name;
@@ -424,13 +452,19 @@ fn grant_devices(
         if record.flags & devices::FLAG_OPTIONAL != 0 {
             info.flags |= DEVICE_OPTIONAL;
         }
-        if (record.guest as usize) < plan.guests.len() {
+        let page = infos[service].get_or_insert_with(|| empty_info(flags));
+        if let Some(guest) = plan.guests.get(record.guest as usize) {
             let vm = grants::next_slot(root, service, &mut granted.next)?;
             let source = guest_slots(root, record.guest as usize);
             root.invoke(cnode, Invocation::Copy.code(), &[vm, source, all])?;
             info.vm = vm;
+            // The holder learns the guest's name and RAM (not its capabilities) for its reports.
+            let known = page.guests().iter().any(|g| g.index == record.guest);
+            if !known && let Some(slot) = page.guests.get_mut(page.guest_count as usize) {
+                *slot = guest_info(record.guest as usize, guest);
+                page.guest_count += 1;
+            }
         }
-        let page = infos[service].get_or_insert_with(|| empty_info(flags));
         if let Some(slot) = page.devices.get_mut(page.device_count as usize) {
             *slot = info;
             page.device_count += 1;
@@ -441,6 +475,15 @@ fn grant_devices(
         };
     }
     Ok(())
+}
+
+/// The boot-info pages being written, one per service: about 3 KiB each, so they live in a
+/// static, not on the 64 KiB boot stack.
+fn boot_infos() -> &'static mut [Option<BootInfo>; MAX_SERVICES] {
+    static mut INFOS: [Option<BootInfo>; MAX_SERVICES] = [const { None }; MAX_SERVICES];
+    // SAFETY: called once, by `create`, on CPU 0 during boot (the big kernel lock's context, see
+    // the services module doc); no other reference to INFOS exists.
+    unsafe { &mut *(&raw mut INFOS) }
 }
 
 /// Whether service `service`'s endpoint was made (by a grant or for its guests).
