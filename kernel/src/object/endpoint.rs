@@ -35,7 +35,7 @@ impl Endpoint {
 
 impl Kernel {
     /// The thread at the head of `endpoint`'s queue if it is waiting in state `want`.
-    fn waiting(&self, endpoint: EndpointRef, receivers: bool) -> Option<ThreadRef> {
+    pub(super) fn waiting(&self, endpoint: EndpointRef, receivers: bool) -> Option<ThreadRef> {
         let head = self
             .endpoints
             .get(endpoint)
@@ -51,7 +51,7 @@ impl Kernel {
         matches.then_some(head)
     }
 
-    fn dequeue(&mut self, endpoint: EndpointRef, thread: ThreadRef) {
+    pub(super) fn dequeue(&mut self, endpoint: EndpointRef, thread: ThreadRef) {
         if let Ok(ep) = self.endpoints.get_mut(endpoint) {
             ep.queue.remove(&mut self.threads, thread);
         }

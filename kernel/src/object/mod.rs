@@ -50,6 +50,7 @@ mod delete;
 pub mod effects;
 mod endpoint;
 pub mod fake;
+mod fastpath;
 mod fault;
 mod frame;
 mod invariants;

@@ -130,6 +130,49 @@ impl Kernel {
             // The glue ran a thread the kernel does not consider runnable: reschedule.
             _ => return Schedule::Switch,
         }
+        // The fast path leaves exactly the slow path's state, with `current` blocked.
+        const CALL: u64 = Syscall::Call.code();
+        const REPLY_RECV: u64 = Syscall::ReplyRecv.code();
+        let fast = match regs.number() {
+            CALL => self.fast_call(current, regs),
+            REPLY_RECV => self.fast_reply_recv(current, regs),
+            _ => None,
+        };
+        if let Some(schedule) = fast {
+            #[cfg(test)]
+            super::fastpath::TAKEN.with(|taken| taken.set(taken.get() + 1));
+            return schedule;
+        }
+        self.slow_syscall(current, regs, fx)
+    }
+
+    /// [`Kernel::handle_syscall`] without the fast path (the tests compare the two).
+    #[cfg(test)]
+    pub(crate) fn handle_syscall_slow(
+        &mut self,
+        current: ThreadRef,
+        regs: &mut SyscallRegs,
+        fx: &mut impl Effects,
+    ) -> Schedule {
+        match self.threads.get_mut(current) {
+            Ok(thread) if thread.state == ThreadState::Ready => {
+                thread.regs = regs.copied();
+                thread.regs_pending = false;
+                self.sched.set_current(current);
+            }
+            _ => return Schedule::Switch,
+        }
+        self.slow_syscall(current, regs, fx)
+    }
+
+    /// Everything after the entry checks: dispatch, errors, results and the scheduling decision.
+    #[inline(always)]
+    fn slow_syscall(
+        &mut self,
+        current: ThreadRef,
+        regs: &mut SyscallRegs,
+        fx: &mut impl Effects,
+    ) -> Schedule {
         if let Err(error) = self.dispatch(current, regs.copied(), fx) {
             self.set_result(current, SyscallRegs::error(error));
         }

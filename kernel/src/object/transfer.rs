@@ -34,7 +34,7 @@ use super::effects::{
 use super::syscall::SyscallRegs;
 use super::thread::{FaultKind, SendInfo};
 
-const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;
+pub(super) const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;
 
 /// A message being sent: its info word, the words that travel in registers and, when the message
 /// needs the IPC buffer (longer than the registers, carrying capabilities, or made by the kernel),
@@ -362,7 +362,12 @@ impl Kernel {
 
 /// The message-info word the receiver gets: the sender's label, the length and capabilities that
 /// arrived.
-fn delivered_info(info: MessageInfo, length: usize, count: usize, unwrapped: u8) -> MessageInfo {
+pub(super) fn delivered_info(
+    info: MessageInfo,
+    length: usize,
+    count: usize,
+    unwrapped: u8,
+) -> MessageInfo {
     MessageInfo::new(info.label(), length, count)
         .and_then(|i| i.with_caps_unwrapped(unwrapped))
         .unwrap_or(info)

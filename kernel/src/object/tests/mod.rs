@@ -4,6 +4,7 @@
 //! ready thread: make syscalls, invoke capabilities, create and configure threads.
 
 mod caps;
+mod fastpath;
 mod frames;
 mod ipc;
 mod props;

@@ -1,0 +1,143 @@
+//! The IPC fast path: `Call` and `ReplyRecv` with a short message (seL4's `fastpath_call` and
+//! `fastpath_reply_recv`).
+//!
+//! It applies when the message fits the registers and carries no capabilities, the capability is
+//! an endpoint with the right the slow path checks, and the other side is already waiting: a
+//! receiver at the head of the endpoint's queue for `Call`; for `ReplyRecv`, a caller blocked for
+//! the reply (not for a fault), no sender queued on the endpoint and no notification bound to the
+//! server. As in seL4, the thread that runs next must not have a lower priority than the one
+//! entering (a `Call` to a lower-priority server, or a reply to a lower-priority caller, takes
+//! the slow path).
+//!
+//! Invariant: when the fast path is taken, the kernel ends in exactly the state the slow path
+//! leaves (same queues, states, results, reply capabilities), and the entering thread is blocked,
+//! so the glue switches. `tests/fastpath.rs` checks this on random states. Every condition is
+//! checked before anything changes: a fast path that does not apply has touched nothing.
+
+#[cfg(test)]
+std::thread_local! {
+    /// How many syscalls of this test thread took the fast path.
+    pub(super) static TAKEN: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+use capvisor_ipc::abi::MessageInfo;
+use capvisor_ipc::cap::{Badge, Rights};
+
+use super::Kernel;
+use super::arena::{EndpointRef, ThreadRef};
+use super::capability::Object;
+use super::syscall::{Schedule, SyscallRegs};
+use super::thread::ThreadState;
+use super::transfer::{REGISTER_BYTES, delivered_info};
+
+impl Kernel {
+    /// `Call` on the fast path; `None` (nothing changed) when it does not apply. Not inlined: the
+    /// other syscalls would pay for its registers in `handle_syscall`'s prologue.
+    #[inline(never)]
+    pub(super) fn fast_call(&mut self, caller: ThreadRef, regs: &SyscallRegs) -> Option<Schedule> {
+        let info = short_info(regs)?;
+        let (endpoint, rights, badge) = self.fast_endpoint(caller, regs)?;
+        if !rights.contains(Rights::WRITE) {
+            return None;
+        }
+        let receiver = self.waiting(endpoint, true)?;
+        let (c, r) = (
+            self.threads.get(caller).ok()?,
+            self.threads.get(receiver).ok()?,
+        );
+        if c.fault.is_some() || r.priority < c.priority {
+            return None;
+        }
+        let can_grant_reply = r.recv_can_grant;
+        // The slow path's steps, in its order (`send_ipc` meeting a receiver).
+        self.dequeue(endpoint, receiver);
+        let delivered = delivered_info(info, info.length(), 0, 0);
+        self.set_result(
+            receiver,
+            SyscallRegs::message(badge, delivered, regs.words()),
+        );
+        self.sched.remove(&mut self.threads, caller);
+        if let Ok(c) = self.threads.get_mut(caller) {
+            c.state = ThreadState::BlockedReply;
+        }
+        if let Ok(r) = self.threads.get_mut(receiver) {
+            r.reply_can_grant = can_grant_reply;
+            r.caller = Some(caller);
+        }
+        self.make_ready(receiver);
+        Some(Schedule::Switch)
+    }
+
+    /// `ReplyRecv` on the fast path; `None` (nothing changed) when it does not apply. The cheap
+    /// checks on the caller come first: a VMM's reply to a fault takes the slow path.
+    #[inline(never)]
+    pub(super) fn fast_reply_recv(
+        &mut self,
+        server: ThreadRef,
+        regs: &SyscallRegs,
+    ) -> Option<Schedule> {
+        let info = short_info(regs)?;
+        let s = self.threads.get(server).ok()?;
+        let caller = s.caller?;
+        let c = self.threads.get(caller).ok()?;
+        if s.bound.is_some()
+            || s.fault.is_some()
+            || c.state != ThreadState::BlockedReply
+            || c.fault.is_some()
+            || c.priority < s.priority
+        {
+            return None;
+        }
+        let (endpoint, rights, _) = self.fast_endpoint(server, regs)?;
+        if !rights.contains(Rights::READ) || self.waiting(endpoint, false).is_some() {
+            return None;
+        }
+        // `reply`: the caller gets the message and becomes ready (the reply carries no
+        // capabilities, so whether it could have granted them does not matter).
+        let delivered = delivered_info(info, info.length(), 0, 0);
+        self.set_result(
+            caller,
+            SyscallRegs::message(Badge::NONE, delivered, regs.words()),
+        );
+        if let Ok(c) = self.threads.get_mut(caller) {
+            c.state = ThreadState::Inactive;
+        }
+        self.make_ready(caller);
+        // `recv_ipc` finding no sender: the server waits at the tail of the endpoint's queue.
+        let can_grant_reply =
+            rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY);
+        self.sched.remove(&mut self.threads, server);
+        if let Ok(s) = self.threads.get_mut(server) {
+            s.caller = None;
+            s.recv_can_grant = can_grant_reply;
+            s.state = ThreadState::BlockedRecv(endpoint);
+        }
+        if let Ok(ep) = self.endpoints.get_mut(endpoint) {
+            ep.queue.push_back(&mut self.threads, server);
+        }
+        Some(Schedule::Switch)
+    }
+
+    /// The endpoint, rights and badge of the capability in x0, without copying the capability.
+    #[inline(always)]
+    fn fast_endpoint(
+        &self,
+        thread: ThreadRef,
+        regs: &SyscallRegs,
+    ) -> Option<(EndpointRef, Rights, Badge)> {
+        let slot = self.lookup_slot(thread, regs.cptr()).ok()?;
+        let cap = self.slots.cap(slot)?;
+        match cap.object {
+            Object::Endpoint(endpoint) => Some((endpoint, cap.rights, cap.badge)),
+            _ => None,
+        }
+    }
+}
+
+/// x1 when it is a valid message-info word for a message that fits the registers and carries no
+/// capabilities.
+#[inline(always)]
+fn short_info(regs: &SyscallRegs) -> Option<MessageInfo> {
+    let info = MessageInfo::decode(regs.info()).ok()?;
+    (info.length() <= REGISTER_BYTES && info.extra_caps() == 0).then_some(info)
+}
