@@ -208,3 +208,30 @@ pub fn ring(mut data: &[u8]) {
         }
     }
 }
+
+/// Checks the fixed-layout guest call and its result (`protocols::guest_call`): a hostile
+/// message-info word and four words either are refused or decode to a value that encodes back to
+/// the same word and the words it uses (one message, one meaning), and a decoded result is the
+/// `Resolution` it converts back from.
+pub fn guest_call(mut data: &[u8]) {
+    use crate::protocols::guest_call::{CallResult, GuestCall};
+    let raw = u64::from_le_bytes(take(&mut data));
+    let words = core::array::from_fn(|_| u64::from_le_bytes(take(&mut data)));
+    let Ok(info) = MessageInfo::decode(raw) else {
+        return;
+    };
+    if let Some(call) = GuestCall::decode(info, words) {
+        assert_eq!(call.encode(), (info, words));
+        assert_eq!(GuestCall::from_fault(&call.fault()), Some(call));
+    }
+    if let Some(result) = CallResult::decode(info, words) {
+        let (again, values) = result.encode();
+        let used = usize::from(result.count);
+        assert_eq!(again, info);
+        assert_eq!(values[..used], words[..used]);
+        assert_eq!(
+            CallResult::from_resolution(&result.resolution()),
+            Some(result)
+        );
+    }
+}

@@ -177,12 +177,32 @@ proptest! {
     }
 
     #[test]
+    fn hostile_guest_calls_are_refused_or_round_trip(
+        reply in any::<bool>(),
+        fields in 0u64..1 << 26,
+        length in 0u64..48,
+        caps in 0u64..2,
+        words in any::<[u64; 4]>(),
+    ) {
+        use capvisor_ipc::protocols::guest_call::{REPLY_LABEL, REQUEST_LABEL};
+        // Labels near the two kinds' (their fields and the version bits), so decoding is reached.
+        let base = if reply { REPLY_LABEL } else { REQUEST_LABEL } & !(0xff << 24);
+        let raw = (base | fields) << 16 | caps << 10 | length;
+        let mut data = raw.to_le_bytes().to_vec();
+        for word in words {
+            data.extend_from_slice(&word.to_le_bytes());
+        }
+        checks::guest_call(&data);
+    }
+
+    #[test]
     fn hostile_requests_are_rejected_or_round_trip(data in proptest::collection::vec(any::<u8>(), 0..600)) {
         checks::request::<memmgr::MemMgr>(&data);
         checks::request::<s2walk::S2Walk>(&data);
         checks::request::<devbroker::DevBroker>(&data);
         checks::request::<vmm::Vmm>(&data);
         checks::request::<fault::Fault>(&data);
+        checks::guest_call(&data);
     }
 
     #[test]

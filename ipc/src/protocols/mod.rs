@@ -5,6 +5,7 @@
 
 pub mod devbroker;
 pub mod fault;
+pub mod guest_call;
 pub mod memmgr;
 pub mod s2walk;
 pub mod vmm;

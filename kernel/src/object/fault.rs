@@ -14,6 +14,7 @@ use capvisor_ipc::protocol::{decode_exact, split_header};
 use capvisor_ipc::protocols::fault::{
     GuestFault, Reply, Resolution, ServiceFault, ServiceResolution,
 };
+use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::Kernel;
 use super::arena::ThreadRef;
@@ -106,7 +107,11 @@ impl Kernel {
         let mut message = Message::empty();
         let reply = match self.outgoing(server, fx, &mut message) {
             Ok(()) if message.info.label() == 0 => message.with_payload(decode_reply),
-            _ => None,
+            // The fixed-layout reply to a guest call (`guest_call`), checked below like any
+            // emulation.
+            Ok(()) => CallResult::decode(message.info, message.words)
+                .map(|result| Reply::Guest(Ok(result.resolution()))),
+            Err(_) => None,
         };
         let resume = match (record.map(|r| r.fault), &reply) {
             (Some(FaultKind::Service(_)), Some(Reply::Service(Ok(ServiceResolution::Resume)))) => {

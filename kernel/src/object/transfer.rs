@@ -19,6 +19,7 @@ use capvisor_ipc::abi::{
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
 use capvisor_ipc::protocol::{Generation, encode_request};
 use capvisor_ipc::protocols::fault::{Fault, Request};
+use capvisor_ipc::protocols::guest_call::GuestCall;
 use capvisor_ipc::types::{ThreadId, VcpuId};
 
 use zerocopy::FromZeros;
@@ -131,7 +132,8 @@ impl Kernel {
     }
 
     /// Fills `message` (which starts as [`Message::empty`]) with the message `thread` is sending:
-    /// its fault message, or its registers and (when the message is longer than the registers or
+    /// its fault message (a guest call in registers for an `hvc`/`smc`, else a postcard
+    /// `Fault` request), or its registers and (when the message is longer than the registers or
     /// carries capabilities) the words and capability pointers of its IPC buffer that it uses.
     ///
     /// An out-parameter rather than a result: a message with a body is about 600 bytes, and each
@@ -147,6 +149,13 @@ impl Kernel {
     ) -> Result<(), KernelError> {
         let t = self.threads.get(thread)?;
         if let Some(record) = t.fault {
+            // A trapped `hvc`/`smc` goes as the fixed-layout guest call, in registers.
+            if let FaultKind::Guest(fault) = record.fault
+                && let Some(call) = GuestCall::from_fault(&fault)
+            {
+                (message.info, message.words) = call.encode();
+                return Ok(());
+            }
             let request = match record.fault {
                 FaultKind::Service(fault) => Request::Service {
                     thread: ThreadId::new(thread.index() as u32),

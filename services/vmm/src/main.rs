@@ -25,8 +25,8 @@ async fn run() -> u64 {
     use capvisor_ipc::bootinfo::{BootInfo, VCPU_BADGE};
     use capvisor_ipc::cap::Cap;
     use capvisor_ipc::protocol::{Generation, decode_request};
-    use capvisor_ipc::protocols::fault;
     use capvisor_ipc::protocols::memmgr;
+    use capvisor_ipc::protocols::{fault, guest_call};
     use capvisor_ipc::transport::ServerTransport;
     use capvisor_rt::ipc::{EndpointClient, EndpointServer, ReceiveWindow};
     use capvisor_rt::{CPtr, println};
@@ -88,6 +88,36 @@ async fn run() -> u64 {
             }
         };
         let badge = buffer.badge;
+        let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
+        // A trapped hvc/smc comes as the fixed-layout guest call, and a resolution that writes
+        // x0, x1, … goes back the same way (in registers, no postcard); anything else as postcard.
+        let call = guest_call::GuestCall::decode(info, words).filter(|_| badge >= VCPU_BADGE);
+        if let Some(call) = call {
+            let vcpu = (badge - VCPU_BADGE) as u32;
+            let result = vmm.handle(vcpu, 0, call.fault()).await;
+            let fixed = result
+                .as_ref()
+                .ok()
+                .and_then(guest_call::CallResult::from_resolution);
+            let reply = match fixed {
+                Some(fixed) => {
+                    let (info, words) = fixed.encode();
+                    buffer.msg[..words.len()].copy_from_slice(&words);
+                    info
+                }
+                None => capvisor_ipc::protocol::encode_reply::<fault::Fault>(
+                    Ok(&fault::Reply::Guest(result)),
+                    &[],
+                    generation,
+                    &mut buffer,
+                ),
+            };
+            message = match server.reply_recv(reply, &mut buffer).await {
+                Ok(info) => Ok(info),
+                Err(_) => server.recv(&mut buffer).await,
+            };
+            continue;
+        }
         let reply = match decode_request::<fault::Fault>(info, &buffer, generation) {
             Ok((fault::Request::Guest { pc, fault, .. }, _)) if badge >= VCPU_BADGE => {
                 let vcpu = (badge - VCPU_BADGE) as u32;

@@ -5,6 +5,7 @@ use capvisor_ipc::abi::{CacheOp, Invocation, IpcBuffer, KernelError, MessageInfo
 use capvisor_ipc::cap::ObjectKind;
 use capvisor_ipc::protocol::{Generation, decode_request, encode_reply};
 use capvisor_ipc::protocols::fault::{self, GuestFault, RegisterWrite, Resolution};
+use capvisor_ipc::protocols::guest_call::{self, CallResult, GuestCall};
 use capvisor_ipc::types::Ipa;
 
 use super::*;
@@ -116,43 +117,92 @@ fn binding_needs_an_inactive_thread_in_a_vm_and_a_free_vcpu() {
     w.k.check_invariants().unwrap();
 }
 
+/// The root receives the guest's fault; returns the raw message-info word and words.
+fn receive_raw(w: &mut World) -> (MessageInfo, [u64; 4]) {
+    let (regs, _) = w.syscall(w.root, Syscall::Recv, EP, info(0, 0, 0), [0; 4]);
+    let regs = match regs.error_code() {
+        None if regs.0[0] == 5 => regs,
+        _ => w.k.take_syscall_result(w.root).unwrap(),
+    };
+    assert_eq!(regs.0[0], 5, "the fault carries the vCPU thread's badge");
+    (MessageInfo::decode(regs.info()).unwrap(), regs.words())
+}
+
 #[test]
-fn a_guest_hvc_goes_to_the_vmm_and_its_emulation_reply_resumes_the_vcpu() {
+fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu() {
     let (mut w, thread) = guest();
     let vcpu = w.k.thread_vcpu(thread).unwrap();
     let hvc = GuestFault::Hvc {
         imm: 0,
-        args: [0x8400_0000, 0, 0, 0, 0, 0, 0, 0],
+        args: [0x8400_0000, 1, 2, 3, 4, 5, 6, 7],
     };
     let (outcome, _) = w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
     assert_eq!(outcome, FaultOutcome::Sent);
+    // The fixed-layout kind, in registers: x0–x3 only.
+    let (info, words) = receive_raw(&mut w);
+    let call = GuestCall::decode(info, words).unwrap();
+    assert_eq!(
+        (call.smc, call.imm, call.args),
+        (false, 0, [0x8400_0000, 1, 2, 3])
+    );
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::BlockedReply));
+    let result = CallResult {
+        values: [0x1_0001, 0, 0, 0],
+        count: 1,
+        advance_pc: false,
+    };
+    let (info, words) = result.encode();
+    w.syscall(w.root, Syscall::Reply, 0, info, words);
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    assert_eq!(w.fx.resolutions, 1);
+    assert_eq!(w.fx.vcpu_regs[vcpu.index()], (0, 0x1_0001));
+    // The postcard reply is accepted too.
+    w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
+    receive_raw(&mut w);
+    let mut writes = heapless::Vec::new();
+    writes
+        .push(RegisterWrite {
+            register: fault::GpRegister::new(0).unwrap(),
+            value: 0x1_0002,
+        })
+        .unwrap();
+    let resolution = Resolution::Emulate {
+        writes,
+        advance_pc: false,
+    };
+    reply(&mut w, &fault::Reply::Guest(Ok(resolution)));
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    assert_eq!(w.fx.resolutions, 2);
+    assert_eq!(w.fx.vcpu_regs[vcpu.index()], (0, 0x1_0002));
+    // A malformed fixed reply (five values) resolves nothing: the vCPU stays stopped.
+    w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
+    receive_raw(&mut w);
+    let bad = MessageInfo::new(guest_call::REPLY_LABEL | 5, 32, 0).unwrap();
+    w.syscall(w.root, Syscall::Reply, 0, bad, [0; 4]);
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
+    assert_eq!(w.fx.resolutions, 2);
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
+fn a_data_abort_goes_as_a_postcard_request() {
+    let (mut w, thread) = guest();
+    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    let abort = GuestFault::InstructionAbort {
+        ipa: Ipa::new(0x1000),
+        far: capvisor_ipc::types::Far::new(0x1000),
+        esr: capvisor_ipc::types::Esr::new(0x8200_0000),
+    };
+    w.k.handle_guest_fault(thread, 0x4020_0010, abort, &mut *w.fx);
     let request = receive(&mut w);
     assert_eq!(
         request,
         fault::Request::Guest {
             vcpu: capvisor_ipc::types::VcpuId::new(vcpu.index() as u32),
             pc: 0x4020_0010,
-            fault: hvc
+            fault: abort
         }
     );
-    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::BlockedReply));
-    let mut writes = heapless::Vec::new();
-    writes
-        .push(RegisterWrite {
-            register: fault::GpRegister::new(0).unwrap(),
-            value: 0x1_0001,
-        })
-        .unwrap();
-    let resolution = Resolution::Emulate {
-        writes,
-        advance_pc: true,
-    };
-    reply(&mut w, &fault::Reply::Guest(Ok(resolution)));
-    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
-    assert_eq!(w.fx.resolutions, 1);
-    // x0 written; an HVC's PC already points past it, so it is not advanced.
-    assert_eq!(w.fx.vcpu_regs[vcpu.index()], (0, 0x1_0001));
-    w.k.check_invariants().unwrap();
 }
 
 #[test]
