@@ -115,9 +115,13 @@ fn bench_reports_json_with_floors() {
 
 #[test]
 fn run_trace_prints_each_maintenance_operation_and_the_counters() {
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/images/guest-icache.toml"
+    );
     let (code, stdout, stderr) = capvisor(&[
         "run",
-        "tests/images/guest-icache.toml",
+        manifest,
         "--cpu",
         "cortex-a57",
         "--trace",
