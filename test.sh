@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 scripts/setup.sh
 export CARGO_TERM_COLOR=never
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%ss elapsed)\n' "$*" "$SECONDS"; }
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
