@@ -100,27 +100,33 @@ impl Kernel {
         caller: ThreadRef,
         fx: &mut impl Effects,
     ) {
-        let Ok(c) = self.threads.get(caller) else {
-            return;
-        };
-        let (record, vcpu) = (c.fault, c.vcpu);
         let mut message = Message::empty();
-        let reply = match self.outgoing(server, fx, &mut message) {
-            Ok(()) if message.info.label() == 0 => message.with_payload(decode_reply),
-            // The fixed-layout reply to a guest call (`guest_call`), checked below like any
-            // emulation.
-            Ok(()) => CallResult::decode(message.info, message.words)
-                .map(|result| Reply::Guest(Ok(result.resolution()))),
-            Err(_) => None,
-        };
-        let resume = match (record.map(|r| r.fault), &reply) {
-            (Some(FaultKind::Service(_)), Some(Reply::Service(Ok(ServiceResolution::Resume)))) => {
-                true
+        let sent = self.outgoing(server, fx, &mut message).is_ok();
+        let resume = if sent && message.info.label() != 0 {
+            // The fixed-layout reply to a guest call (`guest_call`), checked like any emulation.
+            CallResult::decode(message.info, message.words)
+                .is_some_and(|result| self.apply_call_result(caller, &result, fx))
+        } else {
+            let reply = if sent {
+                message.with_payload(decode_reply)
+            } else {
+                None
+            };
+            let Ok(c) = self.threads.get(caller) else {
+                return;
+            };
+            let (record, vcpu) = (c.fault, c.vcpu);
+            match (record.map(|r| r.fault), &reply) {
+                (
+                    Some(FaultKind::Service(_)),
+                    Some(Reply::Service(Ok(ServiceResolution::Resume))),
+                ) => true,
+                (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => vcpu
+                    .is_some_and(|vcpu| {
+                        self.apply_resolution(caller, vcpu, &fault, resolution, fx)
+                    }),
+                _ => false,
             }
-            (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => {
-                vcpu.is_some_and(|vcpu| self.apply_resolution(caller, vcpu, &fault, resolution, fx))
-            }
-            _ => false,
         };
         if let Ok(c) = self.threads.get_mut(caller) {
             c.fault = None;
@@ -145,6 +151,36 @@ impl Kernel {
         self.vcpus.get(vcpu).is_ok()
             && fx
                 .resolve_guest_fault(thread, vcpu, fault, resolution)
+                .is_ok()
+    }
+}
+
+impl Kernel {
+    /// Lets the glue apply a guest call's result to the faulted vCPU of `thread`, read in place
+    /// (the fault record is not copied); `false` when the thread has no guest fault or the glue
+    /// refuses.
+    fn apply_call_result(
+        &self,
+        thread: ThreadRef,
+        result: &CallResult,
+        fx: &mut impl Effects,
+    ) -> bool {
+        let Ok(t) = self.threads.get(thread) else {
+            return false;
+        };
+        let (
+            Some(vcpu),
+            Some(FaultRecord {
+                fault: FaultKind::Guest(fault),
+                ..
+            }),
+        ) = (t.vcpu, &t.fault)
+        else {
+            return false;
+        };
+        self.vcpus.get(vcpu).is_ok()
+            && fx
+                .resolve_guest_fault(thread, vcpu, fault, &result.resolution())
                 .is_ok()
     }
 }

@@ -160,14 +160,17 @@ impl Guests {
 pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
     let class = ((esr >> 26) & 0x3f) as u8;
     let iss = (esr & 0x1ff_ffff) as u32;
+    // Word by word: a 64-byte array copy is a `memcpy` call on this target.
+    let [a, b, c, d, e, f, g, h] = *x;
+    let args = [a, b, c, d, e, f, g, h];
     match class {
         ec::HVC64 => GuestFault::Hvc {
             imm: iss as u16,
-            args: *x,
+            args,
         },
         ec::SMC64 => GuestFault::Smc {
             imm: iss as u16,
-            args: *x,
+            args,
         },
         ec::WFX => GuestFault::Wait {
             event: iss & 1 == 1,

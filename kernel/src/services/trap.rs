@@ -198,8 +198,7 @@ fn guest_exit(
     }
     let context = glue.context(thread);
     let pc = context.pc;
-    let mut x = [0; 8];
-    x.copy_from_slice(&context.x[..8]);
+    let x = first_eight(&context.x).0;
     let hpfar = crate::arch::aarch64::vcpu::hpfar();
     let fault = guest::exit_fault(esr, far, hpfar, &x);
     if let Some(space) = kernel.thread_space(thread).ok().flatten() {

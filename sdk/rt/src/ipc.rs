@@ -82,9 +82,22 @@ fn stage(info: MessageInfo, buffer: &IpcBuffer, window: &ReceiveWindow) {
             thread.msg[MSG_REGS_IN_CPU..used].copy_from_slice(&buffer.msg[MSG_REGS_IN_CPU..used]);
         }
         let caps = info.extra_caps();
-        thread.caps[..caps].copy_from_slice(&buffer.caps[..caps]);
+        // Each `copy_from_slice` is a `memcpy` call on this target, even for no bytes.
+        if caps > 0 {
+            thread.caps[..caps].copy_from_slice(&buffer.caps[..caps]);
+        }
         thread.receive_slot = window.receive_slot();
     });
+}
+
+/// The message words that travel in x2–x5, word by word (a slice copy is a `memcpy` call).
+fn registers(buffer: &IpcBuffer) -> [u64; MSG_REGS_IN_CPU] {
+    [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]]
+}
+
+/// Writes the message words that arrived in x2–x5, word by word.
+fn set_registers(buffer: &mut IpcBuffer, [a, b, c, d]: [u64; MSG_REGS_IN_CPU]) {
+    [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]] = [a, b, c, d];
 }
 
 /// Copies a message that arrived into `buffer`: registers, the buffer words it uses, its badge,
@@ -93,16 +106,21 @@ fn arrived(message: &Message, buffer: &mut IpcBuffer, window: &mut ReceiveWindow
     let info = message.info;
     buffer.tag = info.raw();
     buffer.badge = message.badge;
-    buffer.msg[..MSG_REGS_IN_CPU].copy_from_slice(&message.words);
+    set_registers(buffer, message.words);
     let used = words(info.length());
     let caps = info.extra_caps();
-    sys::with_ipc_buffer(|thread| {
-        if used > MSG_REGS_IN_CPU {
-            buffer.msg[MSG_REGS_IN_CPU..used].copy_from_slice(&thread.msg[MSG_REGS_IN_CPU..used]);
-        }
-        buffer.caps[..caps].copy_from_slice(&thread.caps[..caps]);
-        buffer.cap_kinds[..caps].copy_from_slice(&thread.cap_kinds[..caps]);
-    });
+    // A short message without capabilities is all in registers: the thread's buffer is not read
+    // (each `copy_from_slice` is a `memcpy` call on this target, even for no bytes).
+    if used > MSG_REGS_IN_CPU || caps > 0 {
+        sys::with_ipc_buffer(|thread| {
+            if used > MSG_REGS_IN_CPU {
+                buffer.msg[MSG_REGS_IN_CPU..used]
+                    .copy_from_slice(&thread.msg[MSG_REGS_IN_CPU..used]);
+            }
+            buffer.caps[..caps].copy_from_slice(&thread.caps[..caps]);
+            buffer.cap_kinds[..caps].copy_from_slice(&thread.cap_kinds[..caps]);
+        });
+    }
     window.consume(info);
     info
 }
@@ -135,8 +153,7 @@ impl Transport for EndpointClient {
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError> {
         stage(info, buffer, &self.window);
-        let mut registers = [0; MSG_REGS_IN_CPU];
-        registers.copy_from_slice(&buffer.msg[..MSG_REGS_IN_CPU]);
+        let registers = registers(buffer);
         let reply = sys::call(self.endpoint.cptr(), info, registers)?;
         Ok(arrived(&reply, buffer, &mut self.window))
     }
@@ -176,8 +193,7 @@ impl ServerTransport for EndpointServer {
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError> {
         stage(reply, buffer, &self.window);
-        let mut registers = [0; MSG_REGS_IN_CPU];
-        registers.copy_from_slice(&buffer.msg[..MSG_REGS_IN_CPU]);
+        let registers = registers(buffer);
         let message = sys::reply_recv(self.endpoint.cptr(), reply, registers)?;
         Ok(arrived(&message, buffer, &mut self.window))
     }

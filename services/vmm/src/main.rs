@@ -94,23 +94,34 @@ async fn run() -> u64 {
         let call = guest_call::GuestCall::decode(info, words).filter(|_| badge >= VCPU_BADGE);
         if let Some(call) = call {
             let vcpu = (badge - VCPU_BADGE) as u32;
-            let result = vmm.handle(vcpu, 0, call.fault()).await;
-            let fixed = result
-                .as_ref()
-                .ok()
-                .and_then(guest_call::CallResult::from_resolution);
-            let reply = match fixed {
-                Some(fixed) => {
-                    let (info, words) = fixed.encode();
-                    buffer.msg[..words.len()].copy_from_slice(&words);
-                    info
+            // The calls that change nothing are answered here, synchronously and without a
+            // `Resolution`; the others by the VMM's logic.
+            let reply = match vmm::quick_call(call.smc, call.args) {
+                Some((x0, advance_pc)) => {
+                    let values = [x0, 0, 0, 0];
+                    let fixed = guest_call::CallResult {
+                        values,
+                        count: 1,
+                        advance_pc,
+                    };
+                    fixed_reply(&fixed, &mut buffer)
                 }
-                None => capvisor_ipc::protocol::encode_reply::<fault::Fault>(
-                    Ok(&fault::Reply::Guest(result)),
-                    &[],
-                    generation,
-                    &mut buffer,
-                ),
+                None => {
+                    let result = vmm.handle(vcpu, 0, call.fault()).await;
+                    match result
+                        .as_ref()
+                        .ok()
+                        .and_then(guest_call::CallResult::from_resolution)
+                    {
+                        Some(fixed) => fixed_reply(&fixed, &mut buffer),
+                        None => capvisor_ipc::protocol::encode_reply::<fault::Fault>(
+                            Ok(&fault::Reply::Guest(result)),
+                            &[],
+                            generation,
+                            &mut buffer,
+                        ),
+                    }
+                }
             };
             message = match server.reply_recv(reply, &mut buffer).await {
                 Ok(info) => Ok(info),
@@ -136,6 +147,17 @@ async fn run() -> u64 {
             Err(_) => server.recv(&mut buffer).await,
         };
     }
+}
+
+/// Puts a guest call's fixed-layout result in `buffer`'s register words; returns its info word.
+#[cfg(target_os = "none")]
+fn fixed_reply(
+    result: &capvisor_ipc::protocols::guest_call::CallResult,
+    buffer: &mut capvisor_ipc::abi::IpcBuffer,
+) -> capvisor_ipc::abi::MessageInfo {
+    let (info, [a, b, c, d]) = result.encode();
+    [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]] = [a, b, c, d];
+    info
 }
 
 /// Faults that are not a guest's (or carry no vCPU badge) are refused.

@@ -413,17 +413,14 @@ impl<'a, M: Machine> Vmm<'a, M> {
         args: [u64; 8],
         smc: bool,
     ) -> Result<Resolution, FaultError> {
+        if let Some(result) = pure_call(args[0], args[1]) {
+            return Ok(emulate(
+                &[(GpRegister::new(0).unwrap_or(GpRegister::XZR), result)],
+                smc,
+            ));
+        }
         let function = args[0] as u32;
         let result = match function {
-            psci::VERSION => psci::PSCI_1_1,
-            psci::SMCCC_VERSION => psci::SMCCC_1_1,
-            psci::FEATURES => {
-                if psci::IMPLEMENTED.contains(&(args[1] as u32)) && args[1] >> 32 == 0 {
-                    psci::SUCCESS
-                } else {
-                    psci::NOT_SUPPORTED
-                }
-            }
             psci::CPU_ON_32 | psci::CPU_ON_64 => self.cpu_on(args[1], args[2], args[3]),
             psci::CPU_OFF => {
                 // The vCPU stops here; the reply to its call goes nowhere.
@@ -443,6 +440,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 return Ok(emulate(&[], smc));
             }
             psci::SYSTEM_RESET => return self.system_reset(vcpu).await,
+            // `pure_call` answered every other function.
             _ => psci::NOT_SUPPORTED,
         };
         Ok(emulate(
@@ -510,6 +508,38 @@ impl<'a, M: Machine> Vmm<'a, M> {
         }
         Ok(emulate(&[], false))
     }
+}
+
+/// The guest call answered without the VMM's state or another service (every PSCI/SMCCC
+/// function but `CPU_ON`, `CPU_OFF`, `SYSTEM_OFF` and `SYSTEM_RESET`), as the result for x0 and
+/// whether the PC advances (an `smc`'s); `None`: [`Vmm::handle`] it. The VMM's fault loop answers
+/// these synchronously, without building a `Resolution`.
+#[must_use]
+pub fn quick_call(smc: bool, args: [u64; 4]) -> Option<(u64, bool)> {
+    pure_call(args[0], args[1]).map(|result| (result, smc))
+}
+
+/// The result of a function that changes nothing: `x0` is the function ID, `x1` its first argument.
+fn pure_call(x0: u64, x1: u64) -> Option<u64> {
+    Some(match x0 as u32 {
+        psci::VERSION => psci::PSCI_1_1,
+        psci::SMCCC_VERSION => psci::SMCCC_1_1,
+        psci::FEATURES => {
+            if psci::IMPLEMENTED.contains(&(x1 as u32)) && x1 >> 32 == 0 {
+                psci::SUCCESS
+            } else {
+                psci::NOT_SUPPORTED
+            }
+        }
+        psci::CPU_ON_32
+        | psci::CPU_ON_64
+        | psci::CPU_OFF
+        | psci::SYSTEM_OFF
+        | psci::SYSTEM_RESET => {
+            return None;
+        }
+        _ => psci::NOT_SUPPORTED,
+    })
 }
 
 /// Prints one formatted line through `machine`.
