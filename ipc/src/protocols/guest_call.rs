@@ -169,8 +169,13 @@ impl CallResult {
         if !exact || info.length() != count as usize * 8 || info.extra_caps() != 0 {
             return None;
         }
+        // Word by word: a slice copy is a `memcpy` call on the kernel's target.
         let mut values = [0; MSG_REGS_IN_CPU];
-        values[..count as usize].copy_from_slice(&words[..count as usize]);
+        for (i, (value, word)) in values.iter_mut().zip(words).enumerate() {
+            if (i as u64) < count {
+                *value = word;
+            }
+        }
         Some(Self {
             values,
             count: count as u8,

@@ -26,7 +26,10 @@ pub struct Message {
     pub words: [u64; MSG_REGS_IN_CPU],
 }
 
-/// One `svc`: every object-model syscall returns its results in x0–x7.
+/// One `svc`: every object-model syscall returns its results in x0–x7. Inlined, as are the IPC
+/// wrappers below: returned through memory, a `Result<Message, _>` was copied twice more by
+/// `memcpy` calls, byte by byte where the caller's future kept it unaligned.
+#[inline(always)]
 fn raw(number: Syscall, cptr: u64, info: u64, words: [u64; 4]) -> Result<Message, KernelError> {
     let [mut x2, mut x3, mut x4, mut x5] = words;
     let (mut x0, mut x1, mut x7) = (cptr, info, number.code());
@@ -62,6 +65,7 @@ pub fn with_ipc_buffer<R>(f: impl FnOnce(&mut IpcBuffer) -> R) -> R {
 ///
 /// # Errors
 /// The kernel's error (`InvalidSlot`, `WrongType`, `InsufficientRights`, `Cancelled`, …).
+#[inline(always)]
 pub fn call(cap: CPtr, info: MessageInfo, words: [u64; 4]) -> Result<Message, KernelError> {
     raw(Syscall::Call, cap.raw(), info.raw(), words)
 }
@@ -78,6 +82,7 @@ pub fn send(cap: CPtr, info: MessageInfo, words: [u64; 4]) -> Result<(), KernelE
 ///
 /// # Errors
 /// As [`call`].
+#[inline(always)]
 pub fn recv(cap: CPtr) -> Result<Message, KernelError> {
     raw(Syscall::Recv, cap.raw(), 0, [0; 4])
 }
@@ -86,6 +91,7 @@ pub fn recv(cap: CPtr) -> Result<Message, KernelError> {
 ///
 /// # Errors
 /// As [`call`].
+#[inline(always)]
 pub fn reply_recv(cap: CPtr, info: MessageInfo, words: [u64; 4]) -> Result<Message, KernelError> {
     raw(Syscall::ReplyRecv, cap.raw(), info.raw(), words)
 }
