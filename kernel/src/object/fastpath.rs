@@ -4,15 +4,17 @@
 //! It applies when the message fits the registers and carries no capabilities, the capability is
 //! an endpoint with the right the slow path checks, and the other side is already waiting: a
 //! receiver at the head of the endpoint's queue for `Call`; for `ReplyRecv`, a caller blocked for
-//! the reply (not for a fault), no sender queued on the endpoint and no notification bound to the
-//! server. As in seL4, the thread that runs next must not have a lower priority than the one
-//! entering (a `Call` to a lower-priority server, or a reply to a lower-priority caller, takes
-//! the slow path).
+//! the reply (or a vCPU's thread blocked on a guest fault, answered with a guest-call result), no
+//! sender queued on the endpoint and no notification bound to the server. As in seL4, the thread
+//! that runs next must not have a lower priority than the one entering (a `Call` to a
+//! lower-priority server, or a reply to a lower-priority caller, takes the slow path); a vCPU's
+//! thread, which runs one priority below its VMM, is the exception when its VMM resumes it.
 //!
 //! Invariant: when the fast path is taken, the kernel ends in exactly the state the slow path
 //! leaves (same queues, states, results, reply capabilities), and the entering thread is blocked,
-//! so the glue switches. `tests/fastpath.rs` checks this on random states. Every condition is
-//! checked before anything changes: a fast path that does not apply has touched nothing.
+//! so the glue switches. `tests/fastpath.rs` checks this on random states, `tests/vcpus.rs` for
+//! guest-call results. Every condition is checked before anything changes: a fast path that does
+//! not apply has touched nothing.
 
 #[cfg(test)]
 std::thread_local! {
@@ -22,12 +24,14 @@ std::thread_local! {
 
 use capvisor_ipc::abi::MessageInfo;
 use capvisor_ipc::cap::{Badge, Rights};
+use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::Kernel;
 use super::arena::{EndpointRef, ThreadRef};
 use super::capability::Object;
+use super::effects::Effects;
 use super::syscall::{Schedule, SyscallRegs};
-use super::thread::ThreadState;
+use super::thread::{FaultKind, FaultRecord, ThreadState};
 use super::transfer::{REGISTER_BYTES, delivered_info};
 
 impl Kernel {
@@ -68,41 +72,56 @@ impl Kernel {
         Some(Schedule::Switch)
     }
 
-    /// `ReplyRecv` on the fast path; `None` (nothing changed) when it does not apply. The cheap
-    /// checks on the caller come first: a VMM's reply to a fault takes the slow path.
+    /// `ReplyRecv` on the fast path; `None` (nothing changed) when it does not apply. A reply to a
+    /// vCPU's guest fault takes it only as a guest-call result (`guest_call::CallResult`), which
+    /// the glue checks and applies exactly as `resolve_fault` has it do.
     #[inline(never)]
     pub(super) fn fast_reply_recv(
         &mut self,
         server: ThreadRef,
         regs: &SyscallRegs,
+        fx: &mut impl Effects,
     ) -> Option<Schedule> {
         let info = short_info(regs)?;
         let s = self.threads.get(server).ok()?;
         let caller = s.caller?;
         let c = self.threads.get(caller).ok()?;
+        // A vCPU's thread runs below its VMM: the priority rule is for replies to calls.
         if s.bound.is_some()
             || s.fault.is_some()
             || c.state != ThreadState::BlockedReply
-            || c.fault.is_some()
-            || c.priority < s.priority
+            || (c.fault.is_none() && c.priority < s.priority)
         {
             return None;
         }
+        let result = match &c.fault {
+            None => None,
+            Some(FaultRecord {
+                fault: FaultKind::Guest(_),
+                ..
+            }) => Some(CallResult::decode(info, regs.words())?),
+            Some(_) => return None,
+        };
         let (endpoint, rights, _) = self.fast_endpoint(server, regs)?;
         if !rights.contains(Rights::READ) || self.waiting(endpoint, false).is_some() {
             return None;
         }
-        // `reply`: the caller gets the message and becomes ready (the reply carries no
-        // capabilities, so whether it could have granted them does not matter).
-        let delivered = delivered_info(info, info.length(), 0, 0);
-        self.set_result(
-            caller,
-            SyscallRegs::message(Badge::NONE, delivered, regs.words()),
-        );
-        if let Ok(c) = self.threads.get_mut(caller) {
-            c.state = ThreadState::Inactive;
+        match result {
+            Some(result) => self.fast_resolve(caller, &result, fx),
+            // `reply`: the caller gets the message and becomes ready (the reply carries no
+            // capabilities, so whether it could have granted them does not matter).
+            None => {
+                let delivered = delivered_info(info, info.length(), 0, 0);
+                self.set_result(
+                    caller,
+                    SyscallRegs::message(Badge::NONE, delivered, regs.words()),
+                );
+                if let Ok(c) = self.threads.get_mut(caller) {
+                    c.state = ThreadState::Inactive;
+                }
+                self.make_ready(caller);
+            }
         }
-        self.make_ready(caller);
         // `recv_ipc` finding no sender: the server waits at the tail of the endpoint's queue.
         let can_grant_reply =
             rights.contains(Rights::GRANT) || rights.contains(Rights::GRANT_REPLY);
@@ -116,6 +135,20 @@ impl Kernel {
             ep.queue.push_back(&mut self.threads, server);
         }
         Some(Schedule::Switch)
+    }
+
+    /// `resolve_fault` for a guest-call result: the vCPU runs again only if the glue accepts it.
+    /// Out of line, so that replies to calls do not pay for it.
+    #[inline(never)]
+    fn fast_resolve(&mut self, caller: ThreadRef, result: &CallResult, fx: &mut impl Effects) {
+        let resume = self.apply_call_result(caller, result, fx);
+        if let Ok(c) = self.threads.get_mut(caller) {
+            c.fault = None;
+            c.state = ThreadState::Inactive;
+        }
+        if resume {
+            self.make_ready(caller);
+        }
     }
 
     /// The endpoint, rights and badge of the capability in x0, without copying the capability.

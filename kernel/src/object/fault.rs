@@ -159,7 +159,7 @@ impl Kernel {
     /// Lets the glue apply a guest call's result to the faulted vCPU of `thread`, read in place
     /// (the fault record is not copied); `false` when the thread has no guest fault or the glue
     /// refuses.
-    fn apply_call_result(
+    pub(super) fn apply_call_result(
         &self,
         thread: ThreadRef,
         result: &CallResult,

@@ -135,7 +135,7 @@ impl Kernel {
         const REPLY_RECV: u64 = Syscall::ReplyRecv.code();
         let fast = match regs.number() {
             CALL => self.fast_call(current, regs),
-            REPLY_RECV => self.fast_reply_recv(current, regs),
+            REPLY_RECV => self.fast_reply_recv(current, regs, fx),
             _ => None,
         };
         if let Some(schedule) = fast {

@@ -21,6 +21,11 @@ const FRAME: u64 = FREE + 5;
 
 /// A VM with one vCPU run by a thread whose faults go to `EP` with badge 5; returns the thread.
 fn guest() -> (World, ThreadRef) {
+    guest_at(100)
+}
+
+/// As [`guest`], the vCPU's thread at `priority`.
+fn guest_at(priority: u64) -> (World, ThreadRef) {
     let mut w = World::new();
     w.retype(World::kind(ObjectKind::Endpoint), 0, EP, 1)
         .unwrap();
@@ -34,7 +39,7 @@ fn guest() -> (World, ThreadRef) {
     w.retype(World::kind(ObjectKind::Vcpu), 0, VCPU, 1).unwrap();
     w.retype(World::kind(ObjectKind::Thread), 0, THREAD, 1)
         .unwrap();
-    let args = [0x4020_0000, 0, 0, 100, RootLayout::CNODE, VM, FAULT_EP];
+    let args = [0x4020_0000, 0, 0, priority, RootLayout::CNODE, VM, FAULT_EP];
     w.invoke_as(w.root, THREAD, THREAD_CONFIGURE, &args)
         .unwrap();
     // Not bound yet: a thread in a VM cannot run.
@@ -182,6 +187,50 @@ fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
     assert_eq!(w.fx.resolutions, 2);
     w.k.check_invariants().unwrap();
+}
+
+/// The VMM's `ReplyRecv` with a guest-call result takes the fast path and leaves exactly the slow
+/// path's state, whether the glue accepts the result or refuses it.
+#[test]
+fn a_guest_call_result_in_reply_recv_takes_the_fast_path() {
+    for (refuse, priority) in [(false, 100), (true, 100), (false, 255), (true, 255)] {
+        // The root (the VMM here) runs at 255; a vCPU's thread usually runs below its VMM.
+        let (mut fast, thread) = guest_at(priority);
+        let (mut slow, _) = guest_at(priority);
+        let hvc = GuestFault::Hvc {
+            imm: 0,
+            args: [0x8400_0000, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let before = crate::object::fastpath::TAKEN.with(std::cell::Cell::get);
+        for w in [&mut fast, &mut slow] {
+            w.fx.refuse_resolution = refuse;
+            w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
+            receive_raw(w);
+        }
+        let result = CallResult {
+            values: [0x1_0001, 0, 0, 0],
+            count: 1,
+            advance_pc: false,
+        };
+        let (info, words) = result.encode();
+        let entry = SyscallRegs([EP, info.raw(), words[0], words[1], words[2], words[3], 0, 2]);
+        let (mut a, mut b) = (entry, entry);
+        let root = fast.root;
+        let fast_schedule = fast.k.handle_syscall(root, &mut a, &mut *fast.fx);
+        let slow_schedule = slow.k.handle_syscall_slow(root, &mut b, &mut *slow.fx);
+        assert_eq!((fast_schedule, a), (slow_schedule, b));
+        let taken = crate::object::fastpath::TAKEN.with(std::cell::Cell::get) - before;
+        assert_eq!(taken, 1);
+        let expected = if refuse {
+            ThreadState::Inactive
+        } else {
+            ThreadState::Ready
+        };
+        assert_eq!(fast.k.thread_state(thread), Ok(expected));
+        assert_eq!(format!("{:?}", fast.k), format!("{:?}", slow.k));
+        assert_eq!(format!("{:?}", fast.fx), format!("{:?}", slow.fx));
+        fast.k.check_invariants().unwrap();
+    }
 }
 
 #[test]
