@@ -408,3 +408,30 @@ fn system_registers_read_as_zero_and_other_exits_stop_the_vcpu() {
         Err(FaultError::Unhandled)
     );
 }
+
+#[test]
+fn quick_calls_answer_only_the_calls_that_change_nothing() {
+    use crate::vmm::quick_call;
+    let call = |function: u32, x1: u64| [u64::from(function), x1, 0, 0];
+    assert_eq!(
+        quick_call(false, call(psci::VERSION, 0)),
+        Some((psci::PSCI_1_1, false))
+    );
+    assert_eq!(
+        quick_call(true, call(psci::FEATURES, u64::from(psci::CPU_ON_64))),
+        Some((psci::SUCCESS, true))
+    );
+    assert_eq!(
+        quick_call(false, call(0x8400_1234, 0)),
+        Some((psci::NOT_SUPPORTED, false))
+    );
+    for function in [
+        psci::CPU_ON_32,
+        psci::CPU_ON_64,
+        psci::CPU_OFF,
+        psci::SYSTEM_OFF,
+        psci::SYSTEM_RESET,
+    ] {
+        assert_eq!(quick_call(false, call(function, 0)), None);
+    }
+}

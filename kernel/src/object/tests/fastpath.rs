@@ -18,6 +18,10 @@ const SEND_ONLY: u64 = 25;
 const RECV_ONLY: u64 = 26;
 const NOTIFICATION: u64 = 22;
 
+/// One syscall: which thread (0 root, 1 and 2 the others), number, x0, x1, x2–x5, and the
+/// capability pointers in its IPC buffer.
+type Call = (usize, u64, u64, u64, [u64; 4], [u64; 3]);
+
 fn world(priorities: [u8; 2]) -> (World, [ThreadRef; 3]) {
     let mut w = World::new();
     w.retype(World::kind(ObjectKind::Endpoint), 0, ENDPOINT, 2)
@@ -67,10 +71,7 @@ fn info() -> impl Strategy<Value = u64> {
     ]
 }
 
-fn run(
-    priorities: [u8; 2],
-    calls: &[(usize, u64, u64, u64, [u64; 4], [u64; 3])],
-) -> Result<usize, TestCaseError> {
+fn run(priorities: [u8; 2], calls: &[Call]) -> Result<usize, TestCaseError> {
     let (mut fast, threads) = world(priorities);
     let (mut slow, _) = world(priorities);
     let before = TAKEN.with(std::cell::Cell::get);
@@ -165,7 +166,7 @@ fn short(label: u64, length: usize) -> u64 {
     MessageInfo::new(label, length, 0).unwrap().raw()
 }
 
-fn calls() -> impl Strategy<Value = ([u8; 2], Vec<(usize, u64, u64, u64, [u64; 4], [u64; 3])>)> {
+fn calls() -> impl Strategy<Value = ([u8; 2], Vec<Call>)> {
     (
         prop_oneof![
             Just([255u8, 255]),
