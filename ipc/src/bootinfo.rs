@@ -175,6 +175,14 @@ impl BootInfo {
     /// The layout version.
     pub const VERSION: u32 = 4;
 
+    /// The page in `bytes` (at least [`size_of::<BootInfo>()`] of them), if its magic and version
+    /// are this layout's.
+    #[must_use]
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let (info, _) = Self::read_from_prefix(bytes).ok()?;
+        (info.magic == Self::MAGIC && info.version == Self::VERSION).then_some(info)
+    }
+
     /// The valid guests (an out-of-range count reads as the most there can be).
     #[must_use]
     pub fn guests(&self) -> &[GuestInfo] {

@@ -140,3 +140,17 @@ pub fn counter_frequency() -> u64 {
     unsafe { asm!("mrs {}, cntfrq_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
     value
 }
+
+/// This service's boot-info page (`capvisor_ipc::bootinfo`), if the kernel gave it one: VMMs,
+/// memory managers, device brokers and the supervisor get one.
+#[must_use]
+pub fn boot_info() -> Option<capvisor_ipc::bootinfo::BootInfo> {
+    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo};
+    // Only a service the kernel gave a page may read it: an unmapped address would fault.
+    // SAFETY: when the kernel maps a boot-info page, it does so read-only at BOOT_INFO before
+    // the service starts and never changes it; BootInfo is at most a page (const-asserted in
+    // capvisor_ipc::bootinfo). Callers are the services whose role includes one.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
+    BootInfo::parse(bytes)
+}

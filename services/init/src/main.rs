@@ -29,7 +29,7 @@ async fn run() -> u64 {
     use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
     use capvisor_rt::{CPtr, println, sys};
 
-    let Some(info) = el0::boot_info() else {
+    let Some(info) = capvisor_rt::boot_info() else {
         println!("init: no valid boot-info page (is this image supervised?)");
         return 1;
     };
@@ -56,21 +56,4 @@ async fn run() -> u64 {
 #[cfg(not(target_os = "none"))]
 async fn run() -> u64 {
     0
-}
-
-#[cfg(target_os = "none")]
-mod el0 {
-    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo};
-    use zerocopy::FromBytes;
-
-    /// Reads and checks the boot-info page.
-    pub fn boot_info() -> Option<BootInfo> {
-        // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in a supervisor's
-        // address space before it starts; BootInfo is at most a page (const-asserted in
-        // capvisor_ipc::bootinfo) and is never written while this service runs.
-        let bytes =
-            unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
-        let info = BootInfo::read_from_bytes(bytes).ok()?;
-        (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
-    }
 }

@@ -27,7 +27,7 @@ async fn run() -> u64 {
     use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
     use capvisor_rt::println;
 
-    let Some(info) = el0::boot_info() else {
+    let Some(info) = capvisor_rt::boot_info() else {
         println!("no valid boot-info page");
         return 1;
     };
@@ -73,7 +73,6 @@ mod el0 {
     use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, Payload};
     use capvisor_ipc::cap::ObjectKind;
     use capvisor_rt::{CPtr, Rights, sys};
-    use zerocopy::FromBytes;
 
     use crate::policy::{FrameSize, Space};
 
@@ -81,16 +80,6 @@ mod el0 {
     /// the root and for a spawned service).
     const CNODE: u64 = 1;
     const SPACE: u64 = 2;
-    /// Reads and checks the boot-info page.
-    pub fn boot_info() -> Option<BootInfo> {
-        // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in this service's
-        // address space before it starts; it is 4 KiB, never written while this service runs,
-        // and BootInfo is at most a page (const-asserted in capvisor_ipc::bootinfo).
-        let bytes =
-            unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
-        let info = BootInfo::read_from_bytes(bytes).ok()?;
-        (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
-    }
 
     /// The kernel, as the memory manager reaches it.
     #[derive(Debug)]

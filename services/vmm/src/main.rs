@@ -31,7 +31,7 @@ async fn run() -> u64 {
     use capvisor_rt::ipc::{EndpointClient, EndpointServer, ReceiveWindow};
     use capvisor_rt::{CPtr, println};
 
-    let Some(info) = el0::boot_info() else {
+    let Some(info) = capvisor_rt::boot_info() else {
         println!("vmm: no valid boot-info page");
         return 1;
     };
@@ -204,7 +204,7 @@ async fn run() -> u64 {
 #[cfg(target_os = "none")]
 mod el0 {
     use capvisor_ipc::abi::{Invocation, KernelError};
-    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, MAX_GUEST_VCPUS};
+    use capvisor_ipc::bootinfo::MAX_GUEST_VCPUS;
     use capvisor_ipc::protocol::Error;
     use capvisor_ipc::protocols::memmgr::{
         Client, FaultOutcome, GuestPayload, MemError, ResetPolicy,
@@ -212,18 +212,6 @@ mod el0 {
     use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
     use capvisor_rt::ipc::EndpointClient;
     use capvisor_rt::{CPtr, sys};
-    use zerocopy::FromBytes;
-
-    /// Reads and checks the boot-info page.
-    pub fn boot_info() -> Option<BootInfo> {
-        // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO in this service's
-        // address space before it starts; it is never written while this service runs, and
-        // BootInfo is at most a page (const-asserted in capvisor_ipc::bootinfo).
-        let bytes =
-            unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
-        let info = BootInfo::read_from_bytes(bytes).ok()?;
-        (info.magic == BootInfo::MAGIC && info.version == BootInfo::VERSION).then_some(info)
-    }
 
     /// The memory manager and the guest's vCPU and thread capabilities.
     pub struct Machine {
