@@ -45,6 +45,19 @@ pub fn fail(status: Status) -> ! {
 }
 
 fn stop(status: Status) -> ! {
+    let overflowed = crate::arch::aarch64::boot::overflowed_stacks();
+    if overflowed != 0 {
+        crate::console::print_raw(format_args!(
+            "capvisor: KERNEL BUG: a kernel stack overflowed into its last {} bytes (CPUs {overflowed:#b}); \
+             memory below it may be corrupted\n",
+            crate::arch::aarch64::boot::STACK_RED_ZONE
+        ));
+    }
+    let status = if overflowed != 0 && matches!(status, Status::Success) {
+        Status::Panic
+    } else {
+        status
+    };
     if SEMIHOSTING.load(Ordering::Relaxed) {
         semihosting_exit(status as u32);
     }

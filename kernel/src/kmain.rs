@@ -186,6 +186,9 @@ fn boot_with(
                 "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
                 untyped >> 20
             );
+            if crate::arch::aarch64::boot::overflowed_stacks() != 0 {
+                exit::fail(Status::Panic)
+            }
             println!("capvisor: boot complete");
             services::start(ps, platform.vmid_bits == 16, platform.fwb, count)
         }

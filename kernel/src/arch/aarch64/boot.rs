@@ -21,6 +21,30 @@ pub struct Stacks(pub [[u8; STACK_SIZE]; MAX_CPUS]);
 #[unsafe(no_mangle)]
 pub static mut BOOT_STACKS: Stacks = Stacks([[0; STACK_SIZE]; MAX_CPUS]);
 
+/// The lowest bytes of each stack, which a healthy kernel never reaches: still all zero (as the
+/// boot code left them) unless the stack grew into them, or past them.
+pub const STACK_RED_ZONE: usize = 4096;
+
+/// CPUs whose stack reached its red zone: there is no guard page (a fault there would recurse on
+/// the same stack), so this is how an overflow is noticed instead of silently corrupting the
+/// data below the stacks. Returns a bit per CPU.
+pub fn overflowed_stacks() -> u32 {
+    let mut mask = 0;
+    for cpu in 0..MAX_CPUS {
+        // SAFETY: reads of the zone's words (no reference to the static is formed); a CPU
+        // writing its own stack concurrently can only make a word non-zero, which is what is
+        // looked for.
+        let dirty = (0..STACK_RED_ZONE / 8).any(|word| unsafe {
+            let base = (&raw const BOOT_STACKS.0[cpu]).cast::<u64>();
+            base.add(word).read_volatile() != 0
+        });
+        if dirty {
+            mask |= 1 << cpu;
+        }
+    }
+    mask
+}
+
 global_asm!(
     r#"
     .section .text.head, "ax"
