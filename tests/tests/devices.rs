@@ -68,6 +68,13 @@ fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_wit
              1 x 4 KiB frame(s), read/write, never executable",
         );
         assert_contains(&outcome, "guest passthrough: rtc: PrimeCell ID");
+        // The GPIO controller: Normal non-cacheable, as its grant asks (rule 3), in 4 KiB
+        // frames (rule 8), and the guest reads its ID through that mapping.
+        assert_contains(
+            &outcome,
+            "devbroker: granted 'gpio' to guest 'passthrough': 0x9030000..0x9031000 Normal non-cacheable",
+        );
+        assert_contains(&outcome, "guest passthrough: gpio: PrimeCell ID");
         assert_contains(
             &outcome,
             "guest passthrough: execute from 0x9010000: ESR_EL1=0x86000010",

@@ -30,6 +30,12 @@ const PRIMECELL_ID: [u32; 8] = [0x31, 0x10, 0x04, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 /// The bits of each ID byte that identify the part (all but PeriphID2's revision).
 #[cfg(any(target_os = "none", test))]
 const PRIMECELL_ID_MASK: [u32; 8] = [0xff, 0xff, 0x0f, 0xff, 0xff, 0xff, 0xff, 0xff];
+/// QEMU virt's PL061 GPIO controller, passed through Normal non-cacheable.
+#[cfg(any(target_os = "none", test))]
+const GPIO: u64 = 0x0903_0000;
+/// The PL061's PrimeCell ID (PL061 TRM, DDI 0190, 3.3.x): part 0x061, designer 0x41.
+#[cfg(any(target_os = "none", test))]
+const PL061_ID: [u32; 8] = [0x61, 0x10, 0x04, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 /// The cacheable carve-out (tests/images/guest-passthrough.toml).
 #[cfg(any(target_os = "none", test))]
 const PFNMAP: u64 = 0x7000_0000;
@@ -116,6 +122,24 @@ mod run_on_target {
         Ok(second)
     }
 
+    /// Reads the GPIO controller's ID through its Normal non-cacheable mapping.
+    fn check_gpio() -> Result<(), &'static str> {
+        let mut id = [0u32; 8];
+        for (index, value) in id.iter_mut().enumerate() {
+            *value = load32(GPIO + 0xfe0 + 4 * index as u64) & 0xff;
+            if let Some((syndrome, far)) = take_fault() {
+                println!("gpio: load from {far:#x} aborted, ESR_EL1={syndrome:#x}");
+                return Err("the GPIO controller is not passed through (its registers abort)");
+            }
+        }
+        println!("gpio: PrimeCell ID {id:02x?} (mapped Normal non-cacheable)");
+        let part = core::array::from_fn::<u32, 8, _>(|i| id[i] & PRIMECELL_ID_MASK[i]);
+        if part != PL061_ID {
+            return Err("the GPIO controller's PrimeCell ID is not the PL061's");
+        }
+        Ok(())
+    }
+
     /// Branches to the RTC page: an abort must come back, never execution.
     fn execute_from_device() -> Result<(), &'static str> {
         // SAFETY: the branch faults (or, were the page executable, runs whatever the register
@@ -200,6 +224,9 @@ mod run_on_target {
         }
         capvisor_guest_rt::set_sync_hook(on_sync);
         if let Err(reason) = check_rtc() {
+            return Outcome::Fail(reason);
+        }
+        if let Err(reason) = check_gpio() {
             return Outcome::Fail(reason);
         }
         if let Err(reason) = execute_from_device() {
