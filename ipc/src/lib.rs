@@ -29,6 +29,7 @@ pub mod bootinfo;
 pub mod cap;
 #[cfg(feature = "checks")]
 pub mod checks;
+pub mod esr;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 pub mod local;

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootargs;
-pub mod esr;
+pub use capvisor_ipc::esr;
 pub mod memmap;
 pub mod object;
 pub mod platform;
