@@ -6,6 +6,28 @@
 
 use core::fmt;
 
+/// The exception classes the kernel and services act on (ESR_ELx.EC).
+pub mod ec {
+    /// Trapped WFI or WFE.
+    pub const WFX: u8 = 0x01;
+    /// SVC from AArch64.
+    pub const SVC64: u8 = 0x15;
+    /// HVC from AArch64.
+    pub const HVC64: u8 = 0x16;
+    /// SMC from AArch64.
+    pub const SMC64: u8 = 0x17;
+    /// Trapped MSR, MRS or system instruction.
+    pub const SYSREG: u8 = 0x18;
+    /// Instruction abort from a lower EL.
+    pub const IABT_LOWER: u8 = 0x20;
+    /// Instruction abort from the current EL.
+    pub const IABT_SAME: u8 = 0x21;
+    /// Data abort from a lower EL.
+    pub const DABT_LOWER: u8 = 0x24;
+    /// Data abort from the current EL.
+    pub const DABT_SAME: u8 = 0x25;
+}
+
 /// The exception class, ESR_ELx.EC.
 #[must_use]
 pub fn class(esr: u64) -> u8 {

@@ -316,7 +316,8 @@ impl Effects for Glue {
             table
                 .map_block(ipa.raw(), pa.raw(), attributes, tables)
                 .map_err(kernel_error)?;
-            self.guests.count(space, "map", ipa.raw(), size);
+            self.guests
+                .count(space, super::guest::Op::Map, ipa.raw(), size);
             return Ok(());
         }
         let pages = size / PAGE;
@@ -331,7 +332,8 @@ impl Effects for Glue {
                 return Err(kernel_error(error));
             }
         }
-        self.guests.count(space, "map", ipa.raw(), size);
+        self.guests
+            .count(space, super::guest::Op::Map, ipa.raw(), size);
         Ok(())
     }
 
@@ -344,7 +346,8 @@ impl Effects for Glue {
                 }
             }
         }
-        self.guests.count(space, "unmap", ipa.raw(), size);
+        self.guests
+            .count(space, super::guest::Op::Unmap, ipa.raw(), size);
     }
 
     fn space_created(&mut self, space: SpaceRef, vm: bool) -> Result<Vmid, KernelError> {

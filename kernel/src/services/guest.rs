@@ -7,24 +7,13 @@ use super::glue::Glue;
 use crate::arch::aarch64::vcpu::{self, El1State, PSTATE_RESET, sys};
 use crate::console;
 use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
+use capvisor_ipc::esr::{self, ec};
 use capvisor_ipc::protocols::fault::{DataAccess, GuestFault, Resolution, SysRegAccess};
 use capvisor_ipc::types::{Esr, Far, Ipa};
 use capvisor_kernel::object::{
     MAX_SPACES, MAX_VCPUS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef, VcpuRef,
 };
 use core::arch::asm;
-
-/// Exception classes (ESR_ELx.EC, Arm ARM D24.2.40).
-mod ec {
-    pub const WFX: u8 = 0x01;
-    pub const HVC64: u8 = 0x16;
-    pub const SMC64: u8 = 0x17;
-    pub const SYSREG: u8 = 0x18;
-    pub const IABT_LOWER: u8 = 0x20;
-    pub const IABT_SAME: u8 = 0x21;
-    pub const DABT_LOWER: u8 = 0x24;
-    pub const DABT_SAME: u8 = 0x25;
-}
 
 /// What each VM's memory manager had the kernel do: the per-VM counters that tests and
 /// `capvisor run --trace` read (DESIGN.md stage-2 rules 1–2, vCPU reset).
@@ -48,6 +37,37 @@ pub struct VmStats {
     pub exits: u64,
     /// The VM's VMID.
     pub vmid: u64,
+}
+
+/// An operation the per-VM counters and trace record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A stage-2 mapping (a 2 MiB block, or pages).
+    Map,
+    /// A mapping removed (TLB-invalidated before the call returned).
+    Unmap,
+    /// Clean+invalidate to PoC.
+    CleanPoc,
+    /// Instruction-cache invalidation.
+    Icache,
+    /// TLB invalidation by IPA range.
+    TlbiIpa,
+    /// TLB invalidation of the whole VMID.
+    TlbiVmid,
+}
+
+impl Op {
+    /// Its name in trace lines.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Map => "map",
+            Self::Unmap => "unmap",
+            Self::CleanPoc => "clean-poc",
+            Self::Icache => "icache",
+            Self::TlbiIpa => "tlbi-ipa",
+            Self::TlbiVmid => "tlbi-vmid",
+        }
+    }
 }
 
 /// The glue's per-guest state.
@@ -110,25 +130,25 @@ impl Guests {
     }
 
     /// Counts (and traces) an operation on VM `space`.
-    pub fn count(&mut self, space: SpaceRef, what: &str, ipa: u64, size: u64) {
+    pub fn count(&mut self, space: SpaceRef, op: Op, ipa: u64, size: u64) {
         let index = space.index() % MAX_SPACES;
         if !self.is_vm[index] {
             return;
         }
         let stats = &mut self.stats[index];
-        match what {
-            "map" if size == 2 << 20 => stats.map_blocks += 1,
-            "map" => stats.map_pages += size / 4096,
-            "unmap" => stats.unmaps += 1,
-            "clean-poc" => stats.clean_poc += 1,
-            "icache" => stats.icache += 1,
-            "tlbi-ipa" => stats.tlbi_ipa += 1,
-            "tlbi-vmid" => stats.tlbi_vmid += 1,
-            _ => {}
+        match op {
+            Op::Map if size == 2 << 20 => stats.map_blocks += 1,
+            Op::Map => stats.map_pages += size / 4096,
+            Op::Unmap => stats.unmaps += 1,
+            Op::CleanPoc => stats.clean_poc += 1,
+            Op::Icache => stats.icache += 1,
+            Op::TlbiIpa => stats.tlbi_ipa += 1,
+            Op::TlbiVmid => stats.tlbi_vmid += 1,
         }
         if self.trace {
             console::print(format_args!(
-                "capvisor: trace vm{index} {what} ipa={ipa:#x} size={size:#x}\n"
+                "capvisor: trace vm{index} {} ipa={ipa:#x} size={size:#x}\n",
+                op.name()
             ));
         }
     }
@@ -158,8 +178,7 @@ impl Guests {
 /// The guest exit with syndrome `esr` (and FAR, HPFAR) as the `Fault` protocol reports it
 /// (ESR_EL2 ISS encodings, Arm ARM D24.2.39); `x` are the guest's x0–x7.
 pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
-    let class = ((esr >> 26) & 0x3f) as u8;
-    let iss = (esr & 0x1ff_ffff) as u32;
+    let (class, iss) = (esr::class(esr), esr::iss(esr));
     // Word by word: a 64-byte array copy is a `memcpy` call on this target.
     let [a, b, c, d, e, f, g, h] = *x;
     let args = [a, b, c, d, e, f, g, h];
@@ -310,7 +329,7 @@ impl Glue {
     ) -> Result<(), KernelError> {
         let context = *self.context(thread);
         let (esr, far) = (esr.raw(), far.raw());
-        let class = ((esr >> 26) & 0x3f) as u8;
+        let class = esr::class(esr);
         let mode = context.spsr & 0x1f;
         let (allowed, offset) = match mode {
             0b00101 => ([ec::IABT_SAME, ec::DABT_SAME], 0x200),
@@ -341,13 +360,13 @@ impl Glue {
                     clean_invalidate_poc(pa.raw(), size);
                 }
                 if let Some(vm) = vm {
-                    self.guests.count(vm, "clean-poc", pa.raw(), size);
+                    self.guests.count(vm, Op::CleanPoc, pa.raw(), size);
                 }
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
                 invalidate_icache();
                 if let Some(vm) = vm {
-                    self.guests.count(vm, "icache", pa.raw(), size);
+                    self.guests.count(vm, Op::Icache, pa.raw(), size);
                 }
             }
             (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Vm { vm, ipa, size }) => {
@@ -361,23 +380,23 @@ impl Glue {
                         }
                     }
                 }
-                self.guests.count(vm, "clean-poc", ipa.raw(), size);
+                self.guests.count(vm, Op::CleanPoc, ipa.raw(), size);
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
                 invalidate_icache();
-                self.guests.count(vm, "icache", ipa.raw(), size);
+                self.guests.count(vm, Op::Icache, ipa.raw(), size);
             }
             (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
                 if let Some(table) = self.space(vm) {
                     table.invalidate_range(ipa.raw(), size);
                 }
-                self.guests.count(vm, "tlbi-ipa", ipa.raw(), size);
+                self.guests.count(vm, Op::TlbiIpa, ipa.raw(), size);
             }
             (CacheOp::TlbInvalidateVmid, MaintenanceTarget::Vm { vm, .. }) => {
                 if let Some(table) = self.space(vm) {
                     table.invalidate_all();
                 }
-                self.guests.count(vm, "tlbi-vmid", 0, 0);
+                self.guests.count(vm, Op::TlbiVmid, 0, 0);
             }
             // The object model never asks for TLB maintenance on a frame.
             (CacheOp::TlbInvalidateIpa | CacheOp::TlbInvalidateVmid, _) => {}

@@ -18,7 +18,7 @@ use crate::exit::{self, Status};
 use crate::{console, println, smp};
 use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Access, Esr, Ipa};
-use capvisor_kernel::esr;
+use capvisor_kernel::esr::{self, ec};
 use capvisor_kernel::object::{
     FaultOutcome, IrqOutcome, Kernel, MAX_SPACES, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
 };
@@ -28,11 +28,6 @@ use core::fmt;
 
 /// The most bytes one `DebugWrite` prints.
 const DEBUG_WRITE_MAX: u64 = 1024;
-/// Exception class of an SVC from AArch64.
-const EC_SVC64: u8 = 0x15;
-/// Exception classes of an instruction and a data abort from a lower EL.
-const EC_INSTRUCTION_ABORT_LOWER: u8 = 0x20;
-const EC_DATA_ABORT_LOWER: u8 = 0x24;
 /// `lower_common`'s vector kinds: synchronous and IRQ from a lower EL (AArch64).
 const KIND_SYNC: u64 = 8;
 const KIND_IRQ: u64 = 9;
@@ -174,7 +169,7 @@ extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) ->
     if kernel.thread_vcpu(thread).is_some() {
         guest_exit(kernel, glue, thread, kind, (esr, far))
     }
-    if kind == KIND_SYNC && esr::class(esr) == EC_SVC64 {
+    if kind == KIND_SYNC && esr::class(esr) == ec::SVC64 {
         syscall(kernel, glue, thread)
     }
     if kind == KIND_IRQ {
@@ -293,9 +288,9 @@ fn fault(
 /// (D24.2.39, data aborts).
 fn service_fault(esr: u64, far: u64) -> ServiceFault {
     let access = match esr::class(esr) {
-        EC_INSTRUCTION_ABORT_LOWER => Access::Execute,
-        EC_DATA_ABORT_LOWER if esr & (1 << 6) != 0 => Access::Write,
-        EC_DATA_ABORT_LOWER => Access::Read,
+        ec::IABT_LOWER => Access::Execute,
+        ec::DABT_LOWER if esr & (1 << 6) != 0 => Access::Write,
+        ec::DABT_LOWER => Access::Read,
         _ => return ServiceFault::Exception { esr: Esr::new(esr) },
     };
     ServiceFault::Memory {
