@@ -200,8 +200,7 @@ impl BootInfo {
     /// A service's name as text.
     #[must_use]
     pub fn service_name(service: &ServiceInfo) -> &str {
-        let end = service.name.iter().position(|&b| b == 0).unwrap_or(32);
-        core::str::from_utf8(&service.name[..end]).unwrap_or("?")
+        text(&service.name)
     }
 
     /// The device regions this service holds.
@@ -233,16 +232,20 @@ impl BootInfo {
     /// The guest name as text.
     #[must_use]
     pub fn name(guest: &GuestInfo) -> &str {
-        let end = guest.name.iter().position(|&b| b == 0).unwrap_or(32);
-        core::str::from_utf8(&guest.name[..end]).unwrap_or("?")
+        text(&guest.name)
     }
 
     /// A device's name as text.
     #[must_use]
     pub fn device_name(device: &DeviceInfo) -> &str {
-        let end = device.name.iter().position(|&b| b == 0).unwrap_or(32);
-        core::str::from_utf8(&device.name[..end]).unwrap_or("?")
+        text(&device.name)
     }
+}
+
+/// A NUL-padded UTF-8 name as text ("?" if it is not UTF-8).
+fn text(bytes: &[u8]) -> &str {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    core::str::from_utf8(&bytes[..end]).unwrap_or("?")
 }
 
 const _: () = assert!(size_of::<BootInfo>() <= 4096);

@@ -10,6 +10,7 @@
 //! `cacheable_pfnmap` carve-out. When a guest passes the region through, the holder also gets that
 //! guest's `Vm` capability to map it, and the record says with which memory type.
 
+use crate::nul_padded as text;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The name of the devices entry.
@@ -81,12 +82,6 @@ impl core::fmt::Display for DeviceError {
             Self::Record(index) => write!(f, "device record {index} is malformed"),
         }
     }
-}
-
-/// A NUL-padded UTF-8 field as text.
-fn text(bytes: &[u8]) -> Option<&str> {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    core::str::from_utf8(&bytes[..end]).ok()
 }
 
 impl DeviceRecord {

@@ -36,6 +36,13 @@ pub use guest::{
 use core::fmt;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// A NUL-padded UTF-8 field (an entry's or a record's name) as text; `None` if not UTF-8.
+#[must_use]
+pub fn nul_padded(bytes: &[u8]) -> Option<&str> {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    core::str::from_utf8(&bytes[..end]).ok()
+}
+
 /// `ARM\x64`, the arm64 `Image` magic at offset 56.
 pub const ARM64_IMAGE_MAGIC: u32 = 0x644d_5241;
 /// The magic at the start of [`CapvisorHeader`].
@@ -456,11 +463,10 @@ impl<'a> ImageView<'a> {
     pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + 'a {
         let payload = self.payload;
         self.entries.iter().map(move |e| {
-            let len = e.name.iter().position(|&b| b == 0).unwrap_or(e.name.len());
             Entry {
                 // Both checked in `parse_payload`.
                 kind: EntryKind::from_u32(e.kind).unwrap_or(EntryKind::Manifest),
-                name: core::str::from_utf8(&e.name[..len]).unwrap_or("?"),
+                name: nul_padded(&e.name).unwrap_or("?"),
                 bytes: &payload[e.offset as usize..(e.offset + e.size) as usize],
             }
         })

@@ -218,7 +218,7 @@ fn find_devices(
         .map_err(|e| ("devices", LoadError::Guest(GuestError::Devices(e))))?;
     let kernel_own = [Some(dt.uart), dt.gicd, dt.gicr];
     for record in records {
-        let name = device_name(record);
+        let name = record.name();
         let fail = |error| (name, LoadError::Guest(error));
         let (base, size) = if record.is_carveout() {
             // Carve-outs must be free RAM: they leave the kernel's map of RAM here.
@@ -262,11 +262,6 @@ fn find_devices(
             .map_err(|_| fail(GuestError::TooMany))?;
     }
     Ok(())
-}
-
-/// A device record's name as a `'static` string for error messages (the image lives for ever).
-fn device_name(record: &'static DeviceRecord) -> &'static str {
-    record.name()
 }
 
 /// The device regions the root receives as device untyped, in [`Plan::devices`] order (its slot
@@ -357,7 +352,7 @@ pub fn create(
         ] {
             if let Some(bytes) = bytes {
                 let offset = payload_next[memmgr] * PAGE;
-                copy_to(root, region + offset, bytes);
+                copy_to(region + offset, bytes);
                 *payload = Payload {
                     offset,
                     size: bytes.len() as u64,
@@ -589,7 +584,7 @@ fn create_one(
 
 /// Copies `bytes` into kernel-mapped RAM at `pa`: only ever inside a boot-info region that
 /// [`plan`] allocated, sized for what goes there.
-fn copy_to(_root: &Root<'_>, pa: u64, bytes: &[u8]) {
+fn copy_to(pa: u64, bytes: &[u8]) {
     // SAFETY: `pa..pa + len` lies in a region `plan` took from the boot memory map (free RAM,
     // identity-mapped read/write by the kernel before services load), sized for the info page,
     // the payloads or the device tree copied there; nothing else uses it.
@@ -608,9 +603,9 @@ fn install(
         return Ok(());
     }
     let bytes = info.as_bytes();
-    copy_to(root, base, bytes);
+    copy_to(base, bytes);
     if info.platform_dtb.size != 0 {
-        copy_to(root, base + info.platform_dtb.offset, dtb);
+        copy_to(base + info.platform_dtb.offset, dtb);
     }
     let space_slot = if service == 0 {
         RootLayout::SPACE
