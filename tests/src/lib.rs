@@ -87,6 +87,17 @@ pub fn assert_line(outcome: &Outcome, line: &str) {
     );
 }
 
+/// Asserts that the system ended with status 0 (it powered off after success), showing the
+/// console if not.
+pub fn assert_exited_ok(outcome: &Outcome) {
+    assert_eq!(
+        outcome.ending,
+        qemu::Ending::Exited(0),
+        "console:\n{}",
+        outcome.console
+    );
+}
+
 /// Asserts that the console contains `text`, showing the console if not.
 pub fn assert_contains(outcome: &Outcome, text: &str) {
     assert!(

@@ -1,8 +1,7 @@
 //! The kernel boots at EL2 on every supported CPU model with one and two CPUs, prints the
 //! platform line with the values the model really has, and powers off cleanly.
 
-use capvisor::qemu::Ending;
-use capvisor_tests::{assert_line, boot, build, expected_platform_line};
+use capvisor_tests::{assert_exited_ok, assert_line, boot, build, expected_platform_line};
 
 fn boots(cpu: &str, smp: u32) {
     let image = build("images/hello.toml");
@@ -25,12 +24,7 @@ fn boots(cpu: &str, smp: u32) {
         "capvisor: image verified (kernel and payload checksums match)",
     );
     assert_line(&outcome, "capvisor: boot complete");
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 macro_rules! boot_tests {

@@ -1,8 +1,7 @@
 //! The custom services in `examples/` run as their manifests describe: the self-contained
 //! key-value service with its client, and the s2walk client calling the s2walk system service.
 
-use capvisor::qemu::Ending;
-use capvisor_tests::{assert_line, boot, build};
+use capvisor_tests::{assert_exited_ok, assert_line, boot, build};
 
 #[test]
 fn kv_example_runs() {
@@ -17,12 +16,7 @@ fn kv_example_runs() {
     ] {
         assert_line(&outcome, line);
     }
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 #[test]
@@ -34,10 +28,5 @@ fn s2walk_client_example_runs() {
         "[client] table not lent: fault fsc 0x16 level 2 external, as the reference",
     );
     assert_line(&outcome, "[client] all 17 walks agree with the reference");
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }

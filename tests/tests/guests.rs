@@ -14,8 +14,7 @@
 //! instruction faults only without DIC (rule 2), and a reset that unmaps everything only without
 //! FWB (the vCPU-reset rule).
 
-use capvisor::qemu::Ending;
-use capvisor_tests::{assert_contains, boot, build};
+use capvisor_tests::{assert_contains, assert_exited_ok, boot, build};
 
 const MODELS: [&str; 4] = ["cortex-a57", "neoverse-n1", "cortex-a710", "max"];
 
@@ -52,12 +51,7 @@ fn run(name: &str, cpu: &str) -> std::collections::BTreeMap<String, u64> {
     let built = build(&format!("tests/images/guest-{name}.toml"));
     let outcome = boot(&built.path, cpu, 1);
     assert_contains(&outcome, &format!("guest {name}: PASS"));
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
     let mut all = stats(&outcome.console);
     assert_eq!(
         all.len(),

@@ -4,8 +4,7 @@
 //! notification and a frame, takes a notification pong grants in a reply, meets each misuse
 //! error, and revokes what it gave, after which `pong`'s access to the frame faults.
 
-use capvisor::qemu::Ending;
-use capvisor_tests::{assert_contains, assert_line, boot, build};
+use capvisor_tests::{assert_contains, assert_exited_ok, assert_line, boot, build};
 
 fn ping_pong(cpu: &str) {
     let image = build("tests/images/ipc-pingpong.toml");
@@ -117,12 +116,7 @@ fn ping_pong(cpu: &str) {
         &outcome,
         "capvisor: service 'ping' halted the system with status 0",
     );
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 #[test]

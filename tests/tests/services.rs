@@ -2,8 +2,7 @@
 //! turns by yielding, and a service that touches memory it has no mapping for is stopped alone,
 //! reported by name with its decoded fault, while the others go on.
 
-use capvisor::qemu::Ending;
-use capvisor_tests::{assert_contains, assert_line, boot, build};
+use capvisor_tests::{assert_contains, assert_exited_ok, assert_line, boot, build};
 
 fn services_run(cpu: &str) {
     let image = build("tests/images/el0-services.toml");
@@ -31,12 +30,7 @@ fn services_run(cpu: &str) {
         &outcome,
         "capvisor: service 'hello' halted the system with status 0",
     );
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 #[test]
@@ -75,12 +69,7 @@ fn preempts(cpu: &str) {
         &outcome,
         "capvisor: service 'hello' halted the system with status 0",
     );
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 #[test]
@@ -110,12 +99,7 @@ fn no_service_left_ends_the_system_on_cortex_a57() {
         "capvisor: service 'faulter' faulted and was stopped: EC=0x24",
     );
     assert_line(&outcome, "capvisor: no service left to run");
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 /// With equal priorities the root (first in the image) runs first (`services_run`); here the
@@ -140,12 +124,7 @@ fn manifest_priorities_order_the_services_on_cortex_a57() {
         &outcome,
         "capvisor: service 'hello' halted the system with status 0",
     );
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 /// A supervised image: init starts the other services and is told of the faulter's fault, which
@@ -175,12 +154,7 @@ fn supervised(cpu: &str) {
         "{}",
         outcome.console
     );
-    assert_eq!(
-        outcome.ending,
-        capvisor::qemu::Ending::Exited(0),
-        "{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }
 
 #[test]

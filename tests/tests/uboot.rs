@@ -2,8 +2,9 @@
 //! `booti`, as on a board, at another address than QEMU's `-kernel` uses, with its own device
 //! tree copy, and the kernel (relocating itself) and its services run the same.
 
-use capvisor::qemu::Ending;
-use capvisor_tests::{assert_contains, assert_line, boot_uboot, build, expected_platform_line};
+use capvisor_tests::{
+    assert_contains, assert_exited_ok, assert_line, boot_uboot, build, expected_platform_line,
+};
 
 #[test]
 fn hello_boots_through_uboot_booti() {
@@ -14,12 +15,7 @@ fn hello_boots_through_uboot_booti() {
         assert_contains(&outcome, "capvisor 0.1.0: EL2, loaded at 0x40400000");
         assert_line(&outcome, expected_platform_line(cpu));
         assert_line(&outcome, "capvisor: boot complete");
-        assert_eq!(
-            outcome.ending,
-            Ending::Exited(0),
-            "console:\n{}",
-            outcome.console
-        );
+        assert_exited_ok(&outcome);
     }
 }
 
@@ -32,10 +28,5 @@ fn services_run_after_uboot_booti() {
         &outcome,
         "capvisor: service 'faulter' faulted and was stopped",
     );
-    assert_eq!(
-        outcome.ending,
-        Ending::Exited(0),
-        "console:\n{}",
-        outcome.console
-    );
+    assert_exited_ok(&outcome);
 }

@@ -239,9 +239,9 @@ pub struct BootConfig {
 }
 
 /// `BootConfig::flags`: the first service is the supervisor (`services/init`): the kernel creates
-/// the other services suspended, with the supervisor's endpoint (badged with the service's index
-/// + 1) as their fault endpoint, and lists them in its boot info; the supervisor starts them and
-/// is told of their faults.
+/// the other services suspended, with the supervisor's endpoint (badged with the service's
+/// index plus one) as their fault endpoint, and lists them in its boot info; the supervisor
+/// starts them and is told of their faults.
 pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
 
 /// Why an image was refused.
