@@ -259,6 +259,31 @@ pub enum ErrorKind {
         /// The component it is already granted to.
         other: String,
     },
+    /// A device or carve-out granted to two services (the kernel gives a region to one holder).
+    HeldTwice {
+        /// `device` or `carve-out`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// The service of this grant.
+        service: String,
+        /// The service granted it first.
+        other_service: String,
+        /// Where that first grant is.
+        other_location: Location,
+    },
+    /// A device or carve-out passed through to a guest that no service holds, so nothing would
+    /// map it (the holder, the device broker, maps passthroughs).
+    PassthroughNotHeld {
+        /// `device` or `carve-out`.
+        what: &'static str,
+        /// The grant key that would give it to a service: `device` or `carveout`.
+        grant_key: &'static str,
+        /// Its name.
+        name: String,
+        /// The guest it is passed through to.
+        guest: String,
+    },
 }
 
 impl fmt::Display for ManifestError {
@@ -507,6 +532,29 @@ impl fmt::Display for Message<'_> {
             ErrorKind::IrqTwice { irq, other } => {
                 write!(f, "interrupt {irq} is already granted to `{other}`")
             }
+            ErrorKind::HeldTwice {
+                what,
+                name,
+                service,
+                other_service,
+                other_location,
+            } => write!(
+                f,
+                "{what} `{name}` is granted to service `{service}` but already to service \
+                 `{other_service}` (at {other_location}); a {what} has one holder, the device \
+                 broker that maps it"
+            ),
+            ErrorKind::PassthroughNotHeld {
+                what,
+                grant_key,
+                name,
+                guest,
+            } => write!(
+                f,
+                "{what} `{name}` is passed through to guest `{guest}` but no service holds it, so \
+                 nothing would map it; grant it to the device broker (`{{ {grant_key} = \
+                 \"{name}\" }}` in its `caps`), which maps every passthrough"
+            ),
         }
     }
 }

@@ -40,6 +40,34 @@ pub(crate) struct Checker<'a> {
     requires: FeatureSet,
     /// Who holds each granted interrupt, to refuse a second grant.
     irq_holders: BTreeMap<u32, String>,
+    /// Who holds each granted device and carve-out (keyed by kind and name), and where, to
+    /// refuse a second holder and a passthrough that nobody holds.
+    region_holders: BTreeMap<(RegionKind, String), (String, Location)>,
+}
+
+/// A device or a carve-out: the two kinds of region a service holds and a guest is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum RegionKind {
+    Device,
+    Carveout,
+}
+
+impl RegionKind {
+    /// The kind's name in messages.
+    const fn what(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Carveout => "carve-out",
+        }
+    }
+
+    /// The grant key that gives it to a service.
+    const fn grant_key(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Carveout => "carveout",
+        }
+    }
 }
 
 /// Checks `raw` (read from `text`, the contents of `file`) and builds the manifest.
@@ -60,6 +88,7 @@ pub(crate) fn check(
         carveouts: BTreeMap::new(),
         requires: FeatureSet::EMPTY,
         irq_holders: BTreeMap::new(),
+        region_holders: BTreeMap::new(),
     };
     checker.name(&raw.name, "name");
     let kernel = checker.kernel(raw.kernel.as_deref().unwrap_or(&RawKernel::default()));
@@ -454,7 +483,10 @@ impl Checker<'_> {
         }
         if let Some(device) = &raw.device {
             let field = format!("{field}.device");
-            return self.known_device(device, field).map(Capability::Device);
+            let device = self.known_device(device, field.clone())?;
+            let span = raw.device.as_ref().map_or(0..0, Spanned::span);
+            self.hold(RegionKind::Device, &device, holder, span, field);
+            return Some(Capability::Device(device));
         }
         if let Some(irq) = &raw.irq {
             return self
@@ -467,8 +499,60 @@ impl Checker<'_> {
         }
         let carveout = raw.carveout.as_ref()?;
         let field = format!("{field}.carveout");
-        self.known_carveout(carveout, field)
-            .map(Capability::Carveout)
+        let name = self.known_carveout(carveout, field.clone())?;
+        self.hold(RegionKind::Carveout, &name, holder, carveout.span(), field);
+        Some(Capability::Carveout(name))
+    }
+
+    /// Records that service `holder` is granted the device or carve-out `name`, or refuses a
+    /// second holder: the kernel gives a region to one service (the device broker, which maps
+    /// its passthroughs), so a second grant would silently give it nothing.
+    fn hold(
+        &mut self,
+        kind: RegionKind,
+        name: &str,
+        holder: &str,
+        span: Range<usize>,
+        field: String,
+    ) {
+        let key = (kind, name.to_owned());
+        if let Some((other, other_location)) = self.region_holders.get(&key) {
+            let error = ErrorKind::HeldTwice {
+                what: kind.what(),
+                name: name.to_owned(),
+                service: holder.to_owned(),
+                other_service: other.clone(),
+                other_location: *other_location,
+            };
+            self.error(span, field, error);
+            return;
+        }
+        let location = self.location(&span);
+        self.region_holders
+            .insert(key, (holder.to_owned(), location));
+    }
+
+    /// Refuses a passthrough of a device or carve-out that no service holds: the holder (the
+    /// device broker) is what maps a passthrough into its guest, so without one the guest would
+    /// silently go without it.
+    fn held_for_passthrough(
+        &mut self,
+        kind: RegionKind,
+        name: &str,
+        guest: &str,
+        span: Range<usize>,
+        field: String,
+    ) {
+        if self.region_holders.contains_key(&(kind, name.to_owned())) {
+            return;
+        }
+        let error = ErrorKind::PassthroughNotHeld {
+            what: kind.what(),
+            grant_key: kind.grant_key(),
+            name: name.to_owned(),
+            guest: guest.to_owned(),
+        };
+        self.error(span, field, error);
     }
 
     fn irq(&mut self, irq: &Spanned<i64>, field: String, holder: &str) -> Option<u32> {
@@ -669,6 +753,14 @@ impl Checker<'_> {
             let Some(carveout) = self.known_carveout(&name, field.clone()) else {
                 continue;
             };
+            let guest = raw.name.get_ref();
+            self.held_for_passthrough(
+                RegionKind::Carveout,
+                &carveout,
+                guest,
+                name.span(),
+                field.clone(),
+            );
             let cacheable = self.carveouts.get(&carveout) == Some(&true);
             let optional = self.optional(optional, cacheable, &field);
             if cacheable && !optional {
@@ -711,6 +803,13 @@ impl Checker<'_> {
             return None;
         }
         passed_to.insert(device.clone(), guest.to_owned());
+        self.held_for_passthrough(
+            RegionKind::Device,
+            &device,
+            guest,
+            raw.device.span(),
+            format!("{field}.device"),
+        );
         let cacheable = memtype == MemType::NormalWb;
         let optional = self.optional(raw.optional.as_ref(), cacheable, &field);
         if cacheable {

@@ -91,6 +91,8 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::DeviceTwice { .. } => "DeviceTwice",
         ErrorKind::IrqTwice { .. } => "IrqTwice",
         ErrorKind::OptionalNotCacheable => "OptionalNotCacheable",
+        ErrorKind::HeldTwice { .. } => "HeldTwice",
+        ErrorKind::PassthroughNotHeld { .. } => "PassthroughNotHeld",
     }
 }
 
@@ -137,6 +139,8 @@ fn every_manifest_error_kind_has_a_golden_test() {
         "DeviceTwice",
         "IrqTwice",
         "OptionalNotCacheable",
+        "HeldTwice",
+        "PassthroughNotHeld",
     ];
     let untested: Vec<&str> = required
         .into_iter()
