@@ -8,7 +8,9 @@ use capvisor_ipc::abi::{IpcBuffer, MessageInfo};
 use capvisor_ipc::cap::{Badge, Cap, DeviceFrame, Frame, IrqHandler, ObjectKind};
 use capvisor_ipc::hosted::{self, HostedEndpoint, HostedKernel};
 use capvisor_ipc::protocol::{CallError, Context, Error, Generation, Transferred, WireError};
-use capvisor_ipc::protocols::devbroker::{self, BrokerError, RegionGrant, RegionInfo, RegionPage};
+use capvisor_ipc::protocols::devbroker::{
+    self, BrokerError, RegionGrant, RegionInfo, RegionPage, Sharing,
+};
 use capvisor_ipc::protocols::memmgr::{self, FaultOutcome, MemError, ResetPolicy};
 use capvisor_ipc::transport::{Transport, TransportError};
 use capvisor_ipc::types::{Access, Intid, Ipa, MemoryType, PhysAddr, RegionId, VcpuId, VmId};
@@ -361,9 +363,13 @@ impl devbroker::Handler for Broker {
         ctx: &mut Context,
         region: RegionId,
         memory_type: MemoryType,
+        sharing: Sharing,
     ) -> Result<RegionGrant, BrokerError> {
         if region != RegionId::new(0) {
             return Err(BrokerError::NoSuchRegion);
+        }
+        if sharing == Sharing::Private {
+            return Err(BrokerError::PrivateDeviceMapping);
         }
         if memory_type != MemoryType::DeviceNgnre {
             return Err(BrokerError::MemoryTypeRefused);
@@ -426,12 +432,22 @@ fn granted_capabilities_arrive_typed_and_kind_checked() {
         let page = vmm.list_regions(0).await.unwrap();
         assert_eq!(page.regions.len(), 1);
         assert_eq!(
-            vmm.grant_region(RegionId::new(0), MemoryType::NormalWriteBack)
-                .await,
+            vmm.grant_region(
+                RegionId::new(0),
+                MemoryType::NormalWriteBack,
+                Sharing::Shared
+            )
+            .await,
             Err(Error::Service(BrokerError::MemoryTypeRefused))
         );
+        // The request carries the sharing (protocol 2.0), and a private grant is refused.
+        assert_eq!(
+            vmm.grant_region(RegionId::new(0), MemoryType::DeviceNgnre, Sharing::Private)
+                .await,
+            Err(Error::Service(BrokerError::PrivateDeviceMapping))
+        );
         let grant = vmm
-            .grant_region(RegionId::new(0), MemoryType::DeviceNgnre)
+            .grant_region(RegionId::new(0), MemoryType::DeviceNgnre, Sharing::Shared)
             .await
             .unwrap();
         assert_eq!(vmm.core().take(grant.frame), Ok(uart));
@@ -453,7 +469,7 @@ fn granted_capabilities_arrive_typed_and_kind_checked() {
         // A deleted capability is not transferred: the reply arrives without it.
         kernel.delete(uart);
         let grant = vmm
-            .grant_region(RegionId::new(0), MemoryType::DeviceNgnre)
+            .grant_region(RegionId::new(0), MemoryType::DeviceNgnre, Sharing::Shared)
             .await
             .unwrap();
         assert_eq!(

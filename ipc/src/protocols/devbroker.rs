@@ -1,9 +1,12 @@
 //! The device broker's protocol: list device regions, grant a region with a memory type, grant an IRQ.
 //!
 //! The broker owns the device regions and IRQs of the device tree and applies the passthrough policy
-//! (DESIGN.md rules 3–6): a grant's memory type must be one the region allows, and a cacheable grant of
-//! device memory needs FEAT_S2FWB and CTR_EL0.DIC. Granted capabilities travel in the reply's capability
-//! slots; the payload names them with [`Transferred`] indices.
+//! (DESIGN.md rules 3–6): a grant's memory type must be one the region allows, a cacheable grant of
+//! device memory needs FEAT_S2FWB and CTR_EL0.DIC, and a private (copy-on-write) grant of device
+//! memory is refused. Granted capabilities travel in the reply's capability slots; the payload names
+//! them with [`Transferred`] indices.
+//!
+//! Version 2.0: `grant_region` takes a [`Sharing`] (1.0 had none, so its request layout changed).
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +38,20 @@ crate::stable_codes! {
         NoSuchIrq = 6,
         /// The region or IRQ is not granted to the caller.
         NotGranted = 7,
+        /// A private (copy-on-write) mapping of device memory was asked for: device memory is only
+        /// ever shared (DESIGN.md rule 6).
+        PrivateDeviceMapping = 8,
     }
+}
+
+/// Whether a grant is the device memory itself or a private copy of it (DESIGN.md rule 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Sharing {
+    /// The device memory itself, shared with the device: the only kind a broker grants.
+    Shared,
+    /// A private, copy-on-write mapping: always refused for device memory
+    /// ([`BrokerError::PrivateDeviceMapping`]).
+    Private,
 }
 
 /// What a region is and which memory types a grant of it may use.
@@ -77,13 +93,13 @@ crate::protocol! {
     /// The device broker's protocol.
     protocol DevBroker {
         id: ProtocolId::DEVBROKER,
-        version: Version::new(1, 0),
+        version: Version::new(2, 0),
         error: BrokerError,
     }
     /// Lists the regions the caller may ask for, from index `start`.
     fn list_regions(start: u32) -> RegionPage as ListRegions;
-    /// Grants `region` mapped with `memory_type`.
-    fn grant_region(region: RegionId, memory_type: MemoryType) -> RegionGrant as GrantRegion;
+    /// Grants `region` mapped with `memory_type`, shared or (always refused) private.
+    fn grant_region(region: RegionId, memory_type: MemoryType, sharing: Sharing) -> RegionGrant as GrantRegion;
     /// Grants the handler capability of interrupt `intid`.
     fn grant_irq(intid: Intid) -> Transferred<IrqHandler> as GrantIrq;
     /// Returns a region (the broker revokes the capability and every mapping derived from it).

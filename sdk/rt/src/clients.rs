@@ -190,18 +190,25 @@ client!(
 );
 
 impl<T: Transport> DevBrokerClient<T> {
-    /// Asks for device region `region` mapped as `memory_type`, and takes the device-frame
-    /// capability the reply carries; returns it with the region's size in bytes.
+    /// Asks for device region `region` mapped as `memory_type`, `sharing` (only
+    /// [`Sharing::Shared`](devbroker::Sharing::Shared) is ever granted: a private grant of
+    /// device memory is refused, DESIGN.md rule 6), and takes the device-frame capability the
+    /// reply carries; returns it with the region's size in bytes.
     ///
     /// # Errors
-    /// The broker's refusal, or a [`CallError`](capvisor_ipc::protocol::CallError) (including
-    /// a reply whose capability is missing or not a device frame).
+    /// The broker's refusal (`PrivateDeviceMapping` for a private grant), or a
+    /// [`CallError`](capvisor_ipc::protocol::CallError) (including a reply whose capability is
+    /// missing or not a device frame).
     pub async fn grant_region_frame(
         &mut self,
         region: RegionId,
         memory_type: MemoryType,
+        sharing: devbroker::Sharing,
     ) -> Result<(Cap<DeviceFrame>, u64), Error<devbroker::BrokerError>> {
-        let grant = self.client.grant_region(region, memory_type).await?;
+        let grant = self
+            .client
+            .grant_region(region, memory_type, sharing)
+            .await?;
         let frame = self.client.core().take(grant.frame)?;
         Ok((frame, grant.size))
     }

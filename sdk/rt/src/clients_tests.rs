@@ -5,7 +5,7 @@
 use capvisor_ipc::cap::{Badge, Cap, DeviceFrame, Endpoint, Frame, IrqHandler};
 use capvisor_ipc::hosted::{self, HostedKernel};
 use capvisor_ipc::protocol::{Context, Error, Generation, ServiceHandle, Transferred};
-use capvisor_ipc::protocols::devbroker::{self, BrokerError, RegionGrant, RegionPage};
+use capvisor_ipc::protocols::devbroker::{self, BrokerError, RegionGrant, RegionPage, Sharing};
 use capvisor_ipc::protocols::s2walk::{self, WalkError, WalkOutcome};
 use capvisor_ipc::types::{Access, Intid, Ipa, MemoryType, RegionId, VmId, Vtcr, Vttbr};
 
@@ -70,9 +70,13 @@ impl devbroker::Handler for Broker {
         ctx: &mut Context,
         region: RegionId,
         memory_type: MemoryType,
+        sharing: Sharing,
     ) -> Result<RegionGrant, BrokerError> {
         if region != RegionId::new(0) {
             return Err(BrokerError::NoSuchRegion);
+        }
+        if sharing == Sharing::Private {
+            return Err(BrokerError::PrivateDeviceMapping);
         }
         let frame = ctx
             .grant(self.uart)
@@ -139,13 +143,21 @@ fn the_broker_client_takes_granted_capabilities_by_kind() {
     });
     hosted::block_on(|_| async {
         let mut client = DevBrokerClient::over(endpoint.client(Badge::new(1)), Generation::ANY);
+        let device = MemoryType::DeviceNgnre;
+        let private = client
+            .grant_region_frame(RegionId::new(0), device, Sharing::Private)
+            .await;
+        assert_eq!(
+            private,
+            Err(Error::Service(BrokerError::PrivateDeviceMapping))
+        );
         let granted = client
-            .grant_region_frame(RegionId::new(0), MemoryType::DeviceNgnre)
+            .grant_region_frame(RegionId::new(0), device, Sharing::Shared)
             .await;
         assert_eq!(granted, Ok((uart, 0x1000)));
         assert_eq!(client.grant_irq_handler(Intid::new(33)).await, Ok(irq));
         let missing = client
-            .grant_region_frame(RegionId::new(1), MemoryType::DeviceNgnre)
+            .grant_region_frame(RegionId::new(1), device, Sharing::Shared)
             .await;
         assert_eq!(missing, Err(Error::Service(BrokerError::NoSuchRegion)));
         assert_eq!(

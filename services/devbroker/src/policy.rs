@@ -24,6 +24,7 @@ use core::fmt;
 
 use capvisor_ipc::abi::{KernelError, MapMemType};
 use capvisor_ipc::protocol::Context;
+pub use capvisor_ipc::protocols::devbroker::Sharing;
 use capvisor_ipc::protocols::devbroker::{
     BrokerError, Handler, REGIONS_PER_PAGE, RegionGrant, RegionInfo, RegionPage,
 };
@@ -43,15 +44,6 @@ pub struct Features {
     pub fwb: bool,
     /// CTR_EL0.DIC.
     pub dic: bool,
-}
-
-/// Whether a mapping is shared with the device or a private copy of it (rule 6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sharing {
-    /// The device memory itself.
-    Shared,
-    /// A private, copy-on-write mapping.
-    Private,
 }
 
 /// Why a grant was refused.
@@ -86,10 +78,10 @@ impl Refusal {
     pub const fn broker_error(self) -> BrokerError {
         match self {
             Self::MissingFeatures { .. } => BrokerError::CacheableDeviceUnsupported,
+            Self::PrivateDeviceMapping => BrokerError::PrivateDeviceMapping,
             Self::CacheableAsUncached(_)
             | Self::NotCacheable
             | Self::UncachedNormalNotAllowed
-            | Self::PrivateDeviceMapping
             | Self::Executable => BrokerError::MemoryTypeRefused,
             Self::NoSlots | Self::Kernel(_) => BrokerError::NotPermitted,
         }
@@ -465,12 +457,14 @@ impl<K: Kernel> Handler for Broker<K> {
     }
 
     /// Grants a region that the manifest does not pass through to a guest, as one frame: the
-    /// caller maps it itself (a copy of the broker's capability, revoked on release).
+    /// caller maps it itself (a copy of the broker's capability, revoked on release). A
+    /// `Private` grant is refused by [`decide`] (rule 6): the frame is the device itself.
     async fn grant_region(
         &mut self,
         ctx: &mut Context,
         region: RegionId,
         memory_type: MemoryType,
+        sharing: Sharing,
     ) -> Result<RegionGrant, BrokerError> {
         let features = self.features;
         let (held, holder) = self
@@ -480,8 +474,8 @@ impl<K: Kernel> Handler for Broker<K> {
         if *holder != Holder::Free {
             return Err(BrokerError::AlreadyGranted);
         }
-        let plan = decide(held, memory_type, Sharing::Shared, false, features)
-            .map_err(Refusal::broker_error)?;
+        let plan =
+            decide(held, memory_type, sharing, false, features).map_err(Refusal::broker_error)?;
         // A protocol grant is one frame; larger regions go to guests through the manifest.
         if plan.count != 1 || self.kernel.slots_left() < 2 {
             return Err(BrokerError::NotPermitted);

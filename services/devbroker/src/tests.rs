@@ -351,8 +351,11 @@ fn the_protocol_grants_free_regions_once_under_the_same_rules() {
     assert_eq!(page.regions.len(), 3);
     assert_eq!(page.next, None);
     assert!(page.regions[2].cacheable && page.regions[1].allows_uncached);
+    let grant_as = |broker: &mut Broker<Fake>, ctx: &mut Context, id, memtype, sharing| {
+        block_on(broker.grant_region(ctx, RegionId::new(id), memtype, sharing))
+    };
     let grant = |broker: &mut Broker<Fake>, ctx: &mut Context, id, memtype| {
-        block_on(broker.grant_region(ctx, RegionId::new(id), memtype))
+        grant_as(broker, ctx, id, memtype, Sharing::Shared)
     };
     // The manifest's passthrough is the guest's.
     let device = MemoryType::DeviceNgnre;
@@ -375,6 +378,12 @@ fn the_protocol_grants_free_regions_once_under_the_same_rules() {
         BrokerError::MemoryTypeRefused
     );
     let nc = MemoryType::NormalNonCacheable;
+    // Rule 6 through the protocol: a private grant is refused and nothing is made for it.
+    assert_eq!(
+        grant_as(&mut broker, ctx, 1, nc, Sharing::Private).unwrap_err(),
+        BrokerError::PrivateDeviceMapping
+    );
+    assert!(broker.kernel().ops.is_empty());
     let granted = grant(&mut broker, ctx, 1, nc).unwrap();
     assert_eq!((granted.memory_type, granted.size), (nc, 0x1000));
     assert_eq!(ctx.reply_caps().len(), 1);
