@@ -11,7 +11,9 @@
 //! on all of them. On every model the guest drives the PL031 RTC the broker passed through
 //! (Device-nGnRE at IPA = PA), and an instruction fetch from it is an abort (rule 7). Behind the
 //! broker, `tests/images/bad-broker.toml` asks the kernel directly for what the rules forbid,
-//! and the kernel refuses it itself (defence in depth).
+//! and the kernel refuses it itself (defence in depth). Over the broker's protocol,
+//! `tests/images/device-client.toml` asks for a private grant of the RTC, which is refused
+//! (rule 6), then a shared one, which is made.
 
 use capvisor_tests::{assert_contains, assert_exited_ok, boot, build};
 
@@ -121,6 +123,36 @@ fn the_kernel_refuses_a_buggy_brokers_cacheable_mapping_without_fwb_and_dic() {
             "bad-broker: write-back read/execute: refused with ExecuteFromDevice"
         };
         assert_contains(&outcome, execute);
+        assert_exited_ok(&outcome);
+    }
+}
+
+#[test]
+fn the_broker_refuses_a_private_grant_of_device_memory_over_ipc_and_makes_the_shared_one() {
+    let built = build("tests/images/device-client.toml");
+    for cpu in MODELS {
+        let outcome = boot(&built.path, cpu, 1);
+        // The RTC is the broker's and no guest's, so a client may ask for it.
+        assert_contains(
+            &outcome,
+            "device-client: region 0 at 0x9010000, 0x1000 bytes",
+        );
+        // Rule 6: a private (copy-on-write) grant of device memory is refused, whatever the
+        // platform, with the protocol's own error.
+        assert_contains(
+            &outcome,
+            "device-client: private grant of the RTC refused: PrivateDeviceMapping",
+        );
+        // The shared grant is the device itself: it maps and the RTC answers through it.
+        assert_contains(
+            &outcome,
+            "device-client: shared grant of the RTC: 0x1000 bytes, Device-nGnRE",
+        );
+        assert_contains(
+            &outcome,
+            "device-client: RTC PrimeCell ID 0xb105f00d through the shared grant",
+        );
+        assert_contains(&outcome, "device-client: released the RTC; PASS");
         assert_exited_ok(&outcome);
     }
 }
