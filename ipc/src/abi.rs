@@ -261,6 +261,9 @@ crate::stable_codes! {
         InvalidMessageInfo = 19,
         /// The peer went away (endpoint deleted) while this thread was blocked on it.
         Cancelled = 20,
+        /// A 2 MiB block of non-cacheable (Device-nGnRE or Normal non-cacheable) memory: such
+        /// memory is mapped in 4 KiB pages only, never blocks (DESIGN.md stage-2 rule 8).
+        UncachedBlock = 21,
     }
 }
 

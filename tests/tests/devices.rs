@@ -10,8 +10,9 @@
 //! One image (`tests/images/guest-passthrough.toml`, the carve-out passthrough `optional`) boots
 //! on all of them. On every model the guest drives the PL031 RTC the broker passed through
 //! (Device-nGnRE at IPA = PA), and an instruction fetch from it is an abort (rule 7). Behind the
-//! broker, `tests/images/bad-broker.toml` asks the kernel directly for what the rules forbid,
-//! and the kernel refuses it itself (defence in depth). Over the broker's protocol,
+//! broker, `tests/images/bad-broker.toml` asks the kernel directly for what the rules forbid
+//! (rules 4, 5, 7, and 8: a 2 MiB block of uncached device memory), and the kernel refuses it
+//! itself (defence in depth). Over the broker's protocol,
 //! `tests/images/device-client.toml` asks for a private grant of the RTC, which is refused
 //! (rule 6), then a shared one, which is made.
 
@@ -123,6 +124,16 @@ fn the_kernel_refuses_a_buggy_brokers_cacheable_mapping_without_fwb_and_dic() {
             "bad-broker: write-back read/execute: refused with ExecuteFromDevice"
         };
         assert_contains(&outcome, execute);
+        // Rule 8: uncached device memory is never a block mapping, even where base and size
+        // would allow one (QEMU virt's flash, 64 MiB at 0); its 4 KiB pages map.
+        assert_contains(
+            &outcome,
+            "bad-broker: 2 MiB block of 'flash' Device-nGnRE read/write: refused with UncachedBlock",
+        );
+        assert_contains(
+            &outcome,
+            "bad-broker: 4 KiB page of 'flash' Device-nGnRE read/write: mapped",
+        );
         assert_exited_ok(&outcome);
     }
 }

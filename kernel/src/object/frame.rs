@@ -1,6 +1,6 @@
 //! Address spaces, vCPUs, and mapping frames into address spaces under the memory-type rules.
 //!
-//! The rules (DESIGN.md, "Layers and trust" and stage-2 rules 3–7), checked in this order:
+//! The rules (DESIGN.md, "Layers and trust" and stage-2 rules 3–8), checked in this order:
 //! 1. a frame capability maps once (`InvalidArgument` while it is mapped; copy it to map again);
 //! 2. the access asked for is R/W/X only and non-empty (`InvalidArgument`), and within the
 //!    capability's rights (`InsufficientRights`);
@@ -9,7 +9,9 @@
 //! 4. device memory is mapped cacheable only with FEAT_S2FWB and CTR_EL0.DIC
 //!    (`CacheableDeviceUnsupported`);
 //! 5. nothing is executable unless it is RAM mapped write-back (`ExecuteFromDevice`);
-//! 6. the IPA is aligned to the frame's size (`AlignmentError`) and inside the space
+//! 6. a 2 MiB block is mapped write-back only: non-cacheable memory is never a block mapping
+//!    (`UncachedBlock`, rule 8), so a broker that asks for one is refused here too;
+//! 7. the IPA is aligned to the frame's size (`AlignmentError`) and inside the space
 //!    (`BadAddress`).
 //!
 //! Only then does the glue write the descriptor ([`Effects::map`]); the mapping is recorded on the
@@ -20,7 +22,7 @@ use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::{CPtr, Rights};
 use capvisor_ipc::types::Ipa;
 
-use super::capability::{FrameCap, Mapping, Object};
+use super::capability::{FrameCap, FrameSize, Mapping, Object};
 use super::cspace::SlotId;
 use super::effects::{Effects, Vmid};
 use super::{Kernel, PlatformFeatures, ThreadRef};
@@ -58,7 +60,7 @@ pub fn memtype_from_code(code: u64) -> Result<MemType, KernelError> {
     }
 }
 
-/// Checks rules 1–5 for mapping `frame` (held with `rights`) with `access` and `memtype`.
+/// Checks rules 1–6 for mapping `frame` (held with `rights`) with `access` and `memtype`.
 ///
 /// # Errors
 /// As the module doc lists.
@@ -98,6 +100,9 @@ pub fn check_mapping(
     let execute = access.contains(Rights::EXECUTE);
     if execute && (frame.memory.is_device() || memtype != MemType::NormalWriteBack) {
         return Err(KernelError::ExecuteFromDevice);
+    }
+    if frame.size == FrameSize::Block2M && memtype != MemType::NormalWriteBack {
+        return Err(KernelError::UncachedBlock);
     }
     Ok(S2Access {
         read: access.contains(Rights::READ),
@@ -189,7 +194,7 @@ use super::capability::Capability;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::object::capability::{DeviceAttributes, FrameMemory, FrameSize};
+    use crate::object::capability::{DeviceAttributes, FrameMemory};
     use capvisor_ipc::types::PhysAddr;
 
     const R: u64 = 1;
@@ -270,6 +275,35 @@ mod tests {
             check_mapping(f, &nc, Rights::ALL, RX, MemType::NormalNonCacheable),
             Err(KernelError::ExecuteFromDevice)
         );
+    }
+
+    #[test]
+    fn non_cacheable_memory_is_never_a_block_mapping() {
+        let block = |memory| FrameCap {
+            size: FrameSize::Block2M,
+            ..frame(memory)
+        };
+        let f = both();
+        let mmio = block(FrameMemory::Device(DeviceAttributes::Uncached {
+            normal_nc: true,
+        }));
+        assert_eq!(
+            check_mapping(f, &mmio, Rights::ALL, RW, MemType::DeviceNgnre),
+            Err(KernelError::UncachedBlock)
+        );
+        assert_eq!(
+            check_mapping(f, &mmio, Rights::ALL, RW, MemType::NormalNonCacheable),
+            Err(KernelError::UncachedBlock)
+        );
+        // The same memory in 4 KiB pages maps; write-back blocks (RAM, a cacheable PFNMAP) too.
+        let page = frame(FrameMemory::Device(DeviceAttributes::Uncached {
+            normal_nc: true,
+        }));
+        assert!(check_mapping(f, &page, Rights::ALL, RW, MemType::DeviceNgnre).is_ok());
+        let pfnmap = block(FrameMemory::Device(DeviceAttributes::Cacheable));
+        assert!(check_mapping(f, &pfnmap, Rights::ALL, RW, MemType::NormalWriteBack).is_ok());
+        let ram = block(FrameMemory::Ram);
+        assert!(check_mapping(f, &ram, Rights::ALL, RW, MemType::NormalWriteBack).is_ok());
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! A test service: a deliberately wrong device broker (defence in depth, `DESIGN.md` rules 4, 5
-//! and 7). It holds a cacheable PFNMAP carve-out and, skipping every rule of `svc-devbroker`,
-//! asks the kernel directly for the mappings those rules forbid, in its own address space:
-//! write-back (cacheable) on whatever platform it runs, Device-nGnRE of cacheable memory, and an
-//! executable mapping. It prints each answer as `bad-broker: <request>: <result>` and ends the
-//! test run. The kernel must refuse write-back with `CacheableDeviceUnsupported` unless the
-//! platform has FEAT_S2FWB and CTR_EL0.DIC, and the other two always.
+//! A test service: a deliberately wrong device broker (defence in depth, `DESIGN.md` rules 4, 5,
+//! 7 and 8). It holds a cacheable PFNMAP carve-out and an uncached device region of at least
+//! 2 MiB and, skipping every rule of `svc-devbroker`, asks the kernel directly for the mappings
+//! those rules forbid, in its own address space: write-back (cacheable) on whatever platform it
+//! runs, Device-nGnRE of cacheable memory, an executable mapping, and a 2 MiB block of the
+//! uncached device. It prints each answer as `bad-broker: <request>: <result>` and ends the test
+//! run. The kernel must refuse write-back with `CacheableDeviceUnsupported` unless the platform
+//! has FEAT_S2FWB and CTR_EL0.DIC, and the others always; the device's 4 KiB page maps.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 capvisor_rt::service!(run);
@@ -16,7 +17,7 @@ const WINDOW: u64 = 0x40_0000_0000;
 #[cfg(target_os = "none")]
 fn run() -> u64 {
     use capvisor_ipc::abi::MapMemType;
-    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo};
+    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, DEVICE_CARVEOUT, DeviceInfo};
     use capvisor_ipc::cap::ObjectKind;
     use capvisor_rt::{CPtr, println, sys};
     use zerocopy::FromBytes;
@@ -33,8 +34,9 @@ fn run() -> u64 {
         println!("bad-broker: no valid boot-info page");
         capvisor_rt::debug_halt(1)
     };
-    let Some(region) = info.devices().first() else {
-        println!("bad-broker: no device region held");
+    let carveout = |device: &&DeviceInfo| device.flags & DEVICE_CARVEOUT != 0;
+    let Some(region) = info.devices().iter().find(carveout) else {
+        println!("bad-broker: no carve-out held");
         capvisor_rt::debug_halt(1)
     };
     println!(
@@ -82,7 +84,53 @@ fn run() -> u64 {
             Err(error) => println!("bad-broker: {request}: refused with {error:?}"),
         }
     }
+    if let Some(device) = info.devices().iter().find(|device| !carveout(device)) {
+        uncached_block(device, info.free_first + 1);
+    }
     capvisor_rt::debug_halt(0)
+}
+
+/// Rule 8: asks for a 2 MiB block of the uncached device `device` (a device frame of 2 MiB,
+/// Device-nGnRE, at a 2 MiB aligned address), then for its next 4 KiB page, using the free slots
+/// from `slot` on.
+#[cfg(target_os = "none")]
+fn uncached_block(device: &capvisor_ipc::bootinfo::DeviceInfo, slot: u64) {
+    use capvisor_ipc::abi::MapMemType;
+    use capvisor_ipc::bootinfo::BootInfo;
+    use capvisor_ipc::cap::ObjectKind;
+    use capvisor_rt::{CPtr, println, sys};
+
+    /// This service's AddressSpace (`kernel/src/services/spawn.rs`).
+    const SPACE: u64 = 2;
+    let name = BootInfo::device_name(device);
+    let kind = u64::from(ObjectKind::DeviceFrame.code());
+    let requests: [(&str, u64, u64); 2] = [
+        ("2 MiB block", 21, 0x20_0000),
+        ("4 KiB page", 12, 0x40_0000),
+    ];
+    for (what, bits, offset) in requests {
+        let frame = slot + u64::from(bits == 12);
+        // The untyped hands out its memory in order: the block is its first 2 MiB (aligned,
+        // as the region's base is), the page the 4 KiB after it.
+        if let Err(error) = sys::retype(CPtr::new(device.untyped), kind, bits, CPtr::NULL, frame, 1)
+        {
+            println!("bad-broker: {what} of '{name}': retype refused with {error:?}");
+            continue;
+        }
+        let memtype = MapMemType::DeviceNgnre.code();
+        match sys::map(
+            CPtr::new(frame),
+            CPtr::new(SPACE),
+            WINDOW + offset,
+            0b011,
+            memtype,
+        ) {
+            Ok(()) => println!("bad-broker: {what} of '{name}' Device-nGnRE read/write: mapped"),
+            Err(error) => println!(
+                "bad-broker: {what} of '{name}' Device-nGnRE read/write: refused with {error:?}"
+            ),
+        }
+    }
 }
 
 #[cfg(not(target_os = "none"))]
