@@ -68,9 +68,14 @@ fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_wit
             "devbroker: granted 'gpio' to guest 'passthrough': 0x9030000..0x9031000 Normal non-cacheable",
         );
         assert_contains(&outcome, "guest passthrough: gpio: PrimeCell ID");
+        // Rule 7 for both uncached types: neither page is ever executable.
         assert_contains(
             &outcome,
             "guest passthrough: execute from 0x9010000: ESR_EL1=0x86000010",
+        );
+        assert_contains(
+            &outcome,
+            "guest passthrough: execute from 0x9030000: ESR_EL1=0x86000010",
         );
         match missing(cpu) {
             Some(missing) => {

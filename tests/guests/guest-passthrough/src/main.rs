@@ -3,9 +3,9 @@
 //! 1. the PL031 real-time clock of QEMU `virt` at IPA = PA 0x0901_0000 (Device-nGnRE): its
 //!    PrimeCell identification registers (PL031 TRM, DDI 0224, 3.3.10–3.3.17) and RTCDR, which
 //!    must read a non-zero time that never goes backwards;
-//! 2. an instruction fetch from the RTC page must be an abort (rule 7: device memory is never
-//!    mapped executable; the VMM injects a synchronous external instruction abort), never
-//!    execution;
+//! 2. an instruction fetch from the RTC page (Device-nGnRE) and from the GPIO page (Normal
+//!    non-cacheable) must be an abort (rule 7: device memory is never mapped executable; the
+//!    VMM injects a synchronous external instruction abort), never execution;
 //! 3. the cacheable carve-out at 0x7000_0000 (2 MiB, a cacheable PFNMAP): the guest cannot ask
 //!    whether it was granted, so it reads it; where the broker refused the grant (no FEAT_S2FWB
 //!    or no CTR_EL0.DIC: rule 4) the IPA is unmapped and the access is an injected external data
@@ -140,25 +140,25 @@ mod run_on_target {
         Ok(())
     }
 
-    /// Branches to the RTC page: an abort must come back, never execution.
-    fn execute_from_device() -> Result<(), &'static str> {
+    /// Branches to the device page at `page`: an abort must come back, never execution.
+    fn execute_from_device(page: u64) -> Result<(), &'static str> {
         // SAFETY: the branch faults (or, were the page executable, runs whatever the register
         // reads as); either way the hook resumes at the return address in x30. Every register
         // the called code could change is declared clobbered.
         unsafe {
-            core::arch::asm!("blr {t}", t = in(reg) RTC, clobber_abi("C"), out("x30") _);
+            core::arch::asm!("blr {t}", t = in(reg) page, clobber_abi("C"), out("x30") _);
         }
         let Some((syndrome, far)) = take_fault() else {
             return Err("a branch to device memory returned without an exception");
         };
         println!(
-            "execute from {RTC:#x}: ESR_EL1={syndrome:#x} (EC {:#x}, IFSC {:#x}) FAR_EL1={far:#x}",
+            "execute from {page:#x}: ESR_EL1={syndrome:#x} (EC {:#x}, IFSC {:#x}) FAR_EL1={far:#x}",
             esr::class(syndrome),
             esr::dfsc(syndrome)
         );
         if esr::class(syndrome) != EC_INSTRUCTION_ABORT_SAME_EL
             || esr::dfsc(syndrome) != esr::DFSC_SYNC_EXTERNAL
-            || far != RTC
+            || far != page
         {
             return Err("executing from device memory was not an instruction abort at the page");
         }
@@ -229,8 +229,12 @@ mod run_on_target {
         if let Err(reason) = check_gpio() {
             return Outcome::Fail(reason);
         }
-        if let Err(reason) = execute_from_device() {
-            return Outcome::Fail(reason);
+        // Rule 7 for both uncached types: the RTC's Device-nGnRE page and the GPIO's Normal
+        // non-cacheable one.
+        for page in [RTC, GPIO] {
+            if let Err(reason) = execute_from_device(page) {
+                return Outcome::Fail(reason);
+            }
         }
         match cacheable_region() {
             Ok(_) => Outcome::Pass,
