@@ -170,7 +170,7 @@ proptest! {
     }
 
     #[test]
-    fn service_errors_round_trip(code in 1u16..=7) {
+    fn service_errors_round_trip(code in 1u16..=devbroker::BrokerError::ALL.len() as u16) {
         let error = devbroker::BrokerError::from_code(code).unwrap();
         let reply = devbroker::Reply::GrantIrq(Err(error));
         prop_assert_eq!(reply_round_trip::<devbroker::DevBroker>(&reply), reply);
