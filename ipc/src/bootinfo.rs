@@ -70,6 +70,13 @@ pub struct GuestInfo {
     pub initrd: Payload,
     /// The kernel's `text_offset` (from its Image header): it is loaded at `ram_base + text_offset`.
     pub text_offset: u64,
+    /// The bytes the kernel occupies from its load address: the larger of its file size and its
+    /// Image header's `image_size` (which covers its BSS). The initrd goes after it.
+    pub image_size: u64,
+    /// VMM: the guest's command line (UTF-8, no NUL; checked by
+    /// `capvisor_image::check_cmdline`), after the boot-info page like the payloads. Memory
+    /// manager: none.
+    pub cmdline: Payload,
     /// The guest's name, NUL padded.
     pub name: [u8; 32],
 }
@@ -173,7 +180,7 @@ impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 4;
+    pub const VERSION: u32 = 5;
 
     /// The page in `bytes` (at least [`size_of::<BootInfo>()`] of them), if its magic and version
     /// are this layout's.

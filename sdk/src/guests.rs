@@ -1,6 +1,7 @@
 //! An image's guests: each manifest `[[guest]]`'s kernel (an arm64 `Image` file, or a guest crate
-//! built for the bare-metal target and flattened into one), its initrd and device tree, and its
-//! [`GuestConfig`], as payload entries named after the guest (`docs/guests.md`).
+//! built for the bare-metal target and flattened into one), its initrd, device tree and command
+//! line, and its [`GuestConfig`], as payload entries named after the guest (`docs/guests.md`).
+//! The kernel and the initrd are checked to fit the guest's memory where its VMM places them.
 
 use crate::kernel::{flatten_linked_at, parse_aarch64, symbol};
 use crate::services::build_crate;
@@ -8,14 +9,14 @@ use crate::toolchain::Toolchain;
 use capvisor_image::writer::NewEntry;
 use capvisor_image::{
     ARM64_IMAGE_MAGIC, EntryKind, GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE,
-    GuestConfig, LinuxImageHeader,
+    GuestConfig, LinuxImageHeader, initrd_ipa,
 };
 use capvisor_manifest::{Guest, GuestKernel, Manifest};
 use object::Object;
 use std::path::Path;
 
 /// The payload entries of every guest of `manifest`, in manifest order: per guest its kernel,
-/// its initrd and device tree if declared, and its configuration.
+/// its initrd, device tree and command line if declared, and its configuration.
 ///
 /// # Errors
 ///
@@ -32,15 +33,22 @@ pub fn entries(
             name: guest.name.clone(),
             bytes,
         };
-        entries.push(entry(
-            EntryKind::GuestKernel,
-            kernel(workspace, toolchain, guest)?,
-        ));
-        if let Some(initrd) = &guest.initrd {
-            entries.push(entry(EntryKind::GuestInitrd, read(initrd)?));
+        let kernel = kernel(workspace, toolchain, guest)?;
+        let initrd = guest.initrd.as_deref().map(read).transpose()?;
+        check_fits(&kernel, initrd.as_deref().map(<[u8]>::len), guest.memory)
+            .map_err(|e| format!("guest {}: {e}", guest.name))?;
+        entries.push(entry(EntryKind::GuestKernel, kernel));
+        if let Some(initrd) = initrd {
+            entries.push(entry(EntryKind::GuestInitrd, initrd));
         }
         if let Some(dtb) = &guest.dtb {
             entries.push(entry(EntryKind::GuestDtb, read(dtb)?));
+        }
+        if !guest.cmdline.is_empty() {
+            entries.push(entry(
+                EntryKind::GuestCmdline,
+                guest.cmdline.as_bytes().to_vec(),
+            ));
         }
         let config = config(manifest, guest)?;
         entries.push(entry(EntryKind::Guest, config.to_bytes().to_vec()));
@@ -137,6 +145,36 @@ pub fn check_image(bytes: &[u8]) -> Result<LinuxImageHeader, String> {
     Ok(header)
 }
 
+/// Checks that a kernel `Image` and an initrd of `initrd` bytes fit in `memory` bytes of guest RAM
+/// where a VMM puts them (`docs/guests.md`): the kernel at `text_offset`, occupying its file or
+/// its header's `image_size`, whichever is larger; the initrd on the next 2 MiB boundary.
+///
+/// # Errors
+///
+/// A message with the sizes when they do not fit.
+pub fn check_fits(kernel: &[u8], initrd: Option<usize>, memory: u64) -> Result<(), String> {
+    let header = check_image(kernel)?;
+    let kernel_bytes = header.image_size.max(kernel.len() as u64);
+    let kernel_end = header.text_offset.saturating_add(kernel_bytes);
+    if kernel_end > memory {
+        return Err(format!(
+            "the kernel ({kernel_bytes:#x} bytes at offset {:#x}) does not fit in its memory \
+             ({memory:#x} bytes)",
+            header.text_offset
+        ));
+    }
+    if let Some(size) = initrd {
+        let start = initrd_ipa(header.text_offset, kernel_bytes).unwrap_or(u64::MAX);
+        if start.saturating_add(size as u64) > memory {
+            return Err(format!(
+                "the initrd ({size:#x} bytes, loaded at offset {start:#x}: the first 2 MiB \
+                 boundary after the kernel) does not fit in its memory ({memory:#x} bytes)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The configuration of `guest`: service indices in image (manifest) order.
 ///
 /// # Errors
@@ -201,6 +239,40 @@ vmm = "vmm"
         assert_eq!((config.vmm, config.memmgr, config.vcpus), (0, 1, 2));
         assert_eq!((config.ram_base, config.ram_size), (0x4000_0000, 16 << 20));
         assert_eq!(GuestConfig::decode(config.to_bytes(), 2), Ok(config));
+    }
+
+    fn image(text_offset: u64, image_size: u64, len: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; len.max(64)];
+        bytes[8..16].copy_from_slice(&text_offset.to_le_bytes());
+        bytes[16..24].copy_from_slice(&image_size.to_le_bytes());
+        bytes[56..60].copy_from_slice(&ARM64_IMAGE_MAGIC.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn kernel_and_initrd_must_fit_where_the_vmm_puts_them() {
+        let mib = 1 << 20;
+        // Kernel at 2M, 3M with its BSS: the initrd goes at 6M.
+        let kernel = image(2 * mib, 3 * mib, 0x1000);
+        assert_eq!(
+            check_fits(&kernel, Some(10 * mib as usize), 16 * mib),
+            Ok(())
+        );
+        let too_big = check_fits(&kernel, Some(10 * mib as usize + 1), 16 * mib).unwrap_err();
+        assert!(
+            too_big.contains("initrd (0xa00001 bytes, loaded at offset 0x600000"),
+            "{too_big}"
+        );
+        // The file is larger than image_size says (0: unknown): the file counts.
+        let kernel = image(2 * mib, 0, 0x40_0001);
+        assert!(check_fits(&kernel, Some(1), 8 * mib).is_err());
+        assert!(check_fits(&kernel, Some(1), 8 * mib + 1).is_ok());
+        let huge = image(2 * mib, 64 * mib, 64);
+        let error = check_fits(&huge, None, 16 * mib).unwrap_err();
+        assert!(
+            error.contains("the kernel (0x4000000 bytes at offset 0x200000)"),
+            "{error}"
+        );
     }
 
     #[test]

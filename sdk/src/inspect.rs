@@ -62,6 +62,7 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::GuestDtb => "guest-dtb",
         EntryKind::Manifest => "manifest",
         EntryKind::Guest => "guest",
+        EntryKind::GuestCmdline => "guest-cmdline",
     }
 }
 
@@ -108,6 +109,15 @@ fn describe_guests(out: &mut String, view: &ImageView<'_>) -> Result<(), String>
                 "no"
             },
         );
+        let cmdline = view
+            .entries()
+            .find(|e| e.kind == EntryKind::GuestCmdline && e.name == entry.name);
+        if let Some(cmdline) = cmdline {
+            let text = capvisor_image::check_cmdline(cmdline.bytes)
+                .map_err(|e| format!("guest \"{}\": {e}", entry.name))?;
+            out.pop();
+            let _ = writeln!(out, ", cmdline {text:?}");
+        }
     }
     Ok(())
 }

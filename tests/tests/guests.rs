@@ -48,6 +48,11 @@ fn stats(console: &str) -> Vec<std::collections::BTreeMap<String, u64>> {
 
 /// Boots guest image `name` on `cpu`, asserts the guest passed, and returns its VM's counters.
 fn run(name: &str, cpu: &str) -> std::collections::BTreeMap<String, u64> {
+    run_with_console(name, cpu).0
+}
+
+/// [`run`], also returning the console.
+fn run_with_console(name: &str, cpu: &str) -> (std::collections::BTreeMap<String, u64>, String) {
     let built = build(&format!("tests/images/guest-{name}.toml"));
     let outcome = boot(&built.path, cpu, 1);
     assert_contains(&outcome, &format!("guest {name}: PASS"));
@@ -59,7 +64,43 @@ fn run(name: &str, cpu: &str) -> std::collections::BTreeMap<String, u64> {
         "one VM's counters expected:\n{}",
         outcome.console
     );
-    all.remove(0)
+    (all.remove(0), outcome.console)
+}
+
+/// The 64-bit FNV-1a hash, as the guest computes it (tests/guests/guest-boot).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[test]
+fn the_command_line_and_the_initrd_reach_the_guest_through_its_device_tree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = capvisor_manifest::load(&root.join("tests/images/guest-boot.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let guest = &manifest.guests[0];
+    let initrd = std::fs::read(guest.initrd.as_ref().expect("the manifest has an initrd"))
+        .expect("read the initrd");
+    let first_line = std::str::from_utf8(initrd.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    // Without FWB (the initrd's pages are cleaned to PoC when they enter the VM) and with it.
+    for cpu in ["cortex-a57", "max"] {
+        let (stats, console) = run_with_console("boot", cpu);
+        let bootargs = format!("guest boot: bootargs: {}\n", guest.cmdline);
+        assert!(
+            console.contains(&bootargs),
+            "{bootargs:?} not in:\n{console}"
+        );
+        // On the first 2 MiB boundary after the kernel (loaded at RAM base + 2 MiB).
+        let line = format!(
+            "guest boot: initrd: {} bytes at 0x40400000, fnv1a64 {:#018x}, first line: \
+             {first_line}\n",
+            initrd.len(),
+            fnv1a64(&initrd)
+        );
+        assert!(console.contains(&line), "{line:?} not in:\n{console}");
+        assert_eq!(stats["clean_poc"] > 0, !fwb(cpu), "{cpu}: {stats:?}");
+    }
 }
 
 #[test]

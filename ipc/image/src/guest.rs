@@ -15,6 +15,57 @@ pub const MAX_GUEST_VCPUS: u32 = 8;
 pub const GUEST_FLAG_RAM_IDENTITY: u32 = 1 << 0;
 /// Guest RAM's IPA unless the guest asks for an identity map (`docs/guests.md`).
 pub const GUEST_RAM_BASE: u64 = 0x4000_0000;
+/// The longest guest command line in bytes, without its terminating NUL (Linux arm64's
+/// `COMMAND_LINE_SIZE` is 2048 including the NUL).
+pub const MAX_CMDLINE: usize = 2047;
+/// The alignment of the initrd's IPA (the guest contract, `docs/guests.md`).
+pub const INITRD_ALIGN: u64 = 2 << 20;
+
+/// Where a VMM loads the initrd: the first [`INITRD_ALIGN`]-aligned IPA after the kernel, which
+/// occupies `kernel_bytes` from `kernel_ipa` (the larger of its file size and its `Image`
+/// header's `image_size`, which includes its BSS). `None` if that overflows.
+#[must_use]
+pub fn initrd_ipa(kernel_ipa: u64, kernel_bytes: u64) -> Option<u64> {
+    kernel_ipa
+        .checked_add(kernel_bytes)?
+        .checked_next_multiple_of(INITRD_ALIGN)
+}
+
+/// Why a command line was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// Longer than [`MAX_CMDLINE`] bytes.
+    TooLong(usize),
+    /// Not UTF-8, or contains a NUL or another control character.
+    Invalid,
+}
+
+impl fmt::Display for CmdlineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::TooLong(n) => write!(f, "command line is {n} bytes, at most {MAX_CMDLINE}"),
+            Self::Invalid => {
+                f.write_str("command line is not UTF-8 text without control characters")
+            }
+        }
+    }
+}
+
+/// Checks a command line entry's bytes: UTF-8 text of at most [`MAX_CMDLINE`] bytes without
+/// control characters (a NUL would cut `/chosen/bootargs` short).
+///
+/// # Errors
+/// What is wrong with it.
+pub fn check_cmdline(bytes: &[u8]) -> Result<&str, CmdlineError> {
+    if bytes.len() > MAX_CMDLINE {
+        return Err(CmdlineError::TooLong(bytes.len()));
+    }
+    let text = core::str::from_utf8(bytes).map_err(|_| CmdlineError::Invalid)?;
+    if text.chars().any(char::is_control) {
+        return Err(CmdlineError::Invalid);
+    }
+    Ok(text)
+}
 
 /// One guest: who runs it, its vCPUs and its RAM. Little-endian, 72 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -166,6 +217,35 @@ mod tests {
 
     fn decode(config: GuestConfig) -> Result<GuestConfig, GuestConfigError> {
         GuestConfig::decode(config.as_bytes(), 2)
+    }
+
+    #[test]
+    fn initrd_goes_on_the_next_2m_boundary_after_the_kernel() {
+        assert_eq!(initrd_ipa(0x4020_0000, 0x1000), Some(0x4040_0000));
+        assert_eq!(initrd_ipa(0x4020_0000, 0x20_0000), Some(0x4040_0000));
+        assert_eq!(initrd_ipa(0x4020_0000, 0x20_0001), Some(0x4060_0000));
+        assert_eq!(initrd_ipa(u64::MAX - 4, 8), None);
+        assert_eq!(initrd_ipa(u64::MAX - (1 << 20), 1), None);
+    }
+
+    #[test]
+    fn command_lines_are_short_text() {
+        assert_eq!(
+            check_cmdline(b"console=ttyAMA0 root=/dev/vda"),
+            Ok("console=ttyAMA0 root=/dev/vda")
+        );
+        assert_eq!(check_cmdline(b""), Ok(""));
+        assert_eq!(
+            check_cmdline(&[b'a'; MAX_CMDLINE]).map(str::len),
+            Ok(MAX_CMDLINE)
+        );
+        assert_eq!(
+            check_cmdline(&[b'a'; MAX_CMDLINE + 1]),
+            Err(CmdlineError::TooLong(2048))
+        );
+        assert_eq!(check_cmdline(b"a\0b"), Err(CmdlineError::Invalid));
+        assert_eq!(check_cmdline(b"a\nb"), Err(CmdlineError::Invalid));
+        assert_eq!(check_cmdline(&[0xff, 0xfe]), Err(CmdlineError::Invalid));
     }
 
     #[test]

@@ -29,8 +29,8 @@ pub mod writer;
 pub use crc::crc32;
 pub use features::{Feature, FeatureSet};
 pub use guest::{
-    GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE, GuestConfig, GuestConfigError,
-    MAX_GUEST_VCPUS,
+    CmdlineError, GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE, GuestConfig,
+    GuestConfigError, INITRD_ALIGN, MAX_CMDLINE, MAX_GUEST_VCPUS, check_cmdline, initrd_ipa,
 };
 
 use core::fmt;
@@ -170,6 +170,9 @@ pub enum EntryKind {
     Manifest = 6,
     /// A guest's configuration, a [`GuestConfig`]; named after the guest.
     Guest = 7,
+    /// A guest's kernel command line (UTF-8, no NUL, at most [`MAX_CMDLINE`] bytes), which its
+    /// VMM writes into `/chosen/bootargs` of the device tree it gives the guest.
+    GuestCmdline = 8,
 }
 
 impl EntryKind {
@@ -184,6 +187,7 @@ impl EntryKind {
             5 => Self::GuestDtb,
             6 => Self::Manifest,
             7 => Self::Guest,
+            8 => Self::GuestCmdline,
             _ => return None,
         })
     }

@@ -27,6 +27,8 @@ crate::stable_codes! {
         MappingRefused = 5,
         /// The VM is not known.
         UnknownVm = 6,
+        /// The guest has no such payload (its manifest declares no device tree or initrd).
+        NoPayload = 7,
     }
 }
 
@@ -60,7 +62,7 @@ crate::protocol! {
     /// The memory manager's protocol.
     protocol MemMgr {
         id: ProtocolId::MEMMGR,
-        version: Version::new(1, 0),
+        version: Version::new(1, 1),
         error: MemError,
     }
     /// Declares `[base, base + size)` as RAM of `vm`, allocated lazily on fault.

@@ -11,7 +11,7 @@
 //!
 //! And a read-only [`BootInfo`] page at [`BOOT_INFO`] in each of their address spaces saying
 //! where all of that is; the memory manager's is followed by the guests' payloads (kernel, device
-//! tree, initrd), page aligned, for it to load. The pages are taken from the boot memory map
+//! tree, initrd), page aligned, for it to load, and the VMM's by its guest's command line. The pages are taken from the boot memory map
 //! before the root receives the rest as untyped, and the services hold no capability to them.
 
 use super::grants::{self, Granted};
@@ -20,7 +20,7 @@ use super::{LoadError, MAX_SERVICES, PAGE};
 use crate::arch::aarch64::stage2::MapError;
 use crate::devicetree::Description;
 use capvisor_image::devices::{self, DEVICES_ENTRY, DeviceRecord};
-use capvisor_image::{EntryKind, GuestConfig, ImageView};
+use capvisor_image::{CmdlineError, EntryKind, GuestConfig, ImageView};
 use capvisor_ipc::abi::Invocation;
 use capvisor_ipc::bootinfo::{
     BOOT_INFO, BootInfo, FLAG_DIC, FLAG_FWB, GuestInfo, MAX_GUEST_VCPUS, MAX_GUESTS, Payload,
@@ -52,6 +52,8 @@ pub struct Guest {
     pub dtb: Option<&'static [u8]>,
     /// The initrd, if any.
     pub initrd: Option<&'static [u8]>,
+    /// The command line (checked text), if any.
+    pub cmdline: Option<&'static [u8]>,
 }
 
 /// The guests, and the boot-info pages reserved for the services that serve them.
@@ -100,6 +102,8 @@ pub enum GuestError {
     TooMany,
     /// The guest asks for RAM mapped 1:1 (IPA = PA), which the memory manager does not do yet.
     RamIdentity,
+    /// The guest's command line entry is malformed.
+    Cmdline(CmdlineError),
 }
 
 impl core::fmt::Display for GuestError {
@@ -113,6 +117,7 @@ impl core::fmt::Display for GuestError {
                 "ram_identity (guest RAM at IPA = PA) is not supported yet; remove it from the \
                  manifest",
             ),
+            Self::Cmdline(error) => write!(f, "{error}"),
             Self::DeviceNotFound => {
                 f.write_str("its device-tree node was not found (or has no reg)")
             }
@@ -168,7 +173,11 @@ pub fn plan(
                 .ok_or_else(|| fail(GuestError::NoKernel))?,
             dtb: find(EntryKind::GuestDtb, entry.name),
             initrd: find(EntryKind::GuestInitrd, entry.name),
+            cmdline: find(EntryKind::GuestCmdline, entry.name),
         };
+        if let Some(cmdline) = guest.cmdline {
+            capvisor_image::check_cmdline(cmdline).map_err(|e| fail(GuestError::Cmdline(e)))?;
+        }
         plan.guests
             .push(guest)
             .map_err(|_| fail(GuestError::TooMany))?;
@@ -176,7 +185,9 @@ pub fn plan(
         if vmm >= MAX_SERVICES || memmgr >= MAX_SERVICES {
             return Err(fail(GuestError::TooMany));
         }
-        sizes[vmm] = sizes[vmm].max(1);
+        // Each region is the info page followed by the payloads placed there, in `create`'s
+        // order.
+        sizes[vmm] = sizes[vmm].max(1) + guest.cmdline.map_or(0, |c| pages(c.len() as u64));
         let payloads = [Some(guest.kernel), guest.dtb, guest.initrd];
         sizes[memmgr] = sizes[memmgr].max(1)
             + payloads
@@ -185,11 +196,16 @@ pub fn plan(
                 .map(|p| pages(p.len() as u64))
                 .sum::<u64>();
     }
-    // A device holder's page is followed by a copy of the platform device tree.
+    // A device holder's page is followed (after any payloads) by a copy of the platform device
+    // tree.
+    let mut holders = [false; MAX_SERVICES];
     for device in &plan.devices {
-        if let Some(size) = sizes.get_mut(device.record.service as usize) {
-            *size = (*size).max(1 + pages(plan.dtb.len() as u64));
+        if let Some(held) = holders.get_mut(device.record.service as usize) {
+            *held = true;
         }
+    }
+    for (size, _) in sizes.iter_mut().zip(holders).filter(|(_, held)| *held) {
+        *size = (*size).max(1) + pages(plan.dtb.len() as u64);
     }
     for (service, &count) in sizes.iter().enumerate().filter(|(_, c)| **c > 0) {
         let base = memory
@@ -343,21 +359,16 @@ pub fn create(
             (&mut vmm_info, &mut mm_info),
         )
         .map_err(|e| (guest.name, e))?;
-        // The payloads, page aligned after the memory manager's info page.
-        let (region, _) = plan.regions[memmgr];
-        for (payload, bytes) in [
-            (&mut mm_info.kernel, Some(guest.kernel)),
-            (&mut mm_info.dtb, guest.dtb),
-            (&mut mm_info.initrd, guest.initrd),
+        // The payloads, page aligned after the info page: the memory manager loads the kernel,
+        // device tree and initrd; the VMM writes the command line into the guest's device tree.
+        for (service, payload, bytes) in [
+            (memmgr, &mut mm_info.kernel, Some(guest.kernel)),
+            (memmgr, &mut mm_info.dtb, guest.dtb),
+            (memmgr, &mut mm_info.initrd, guest.initrd),
+            (vmm, &mut vmm_info.cmdline, guest.cmdline),
         ] {
             if let Some(bytes) = bytes {
-                let offset = payload_next[memmgr] * PAGE;
-                copy_to(region + offset, bytes);
-                *payload = Payload {
-                    offset,
-                    size: bytes.len() as u64,
-                };
-                payload_next[memmgr] += pages(bytes.len() as u64);
+                *payload = place(plan.regions[service].0, &mut payload_next[service], bytes);
             }
         }
         for (service, info) in [(vmm, vmm_info), (memmgr, mm_info)] {
@@ -368,7 +379,8 @@ pub fn create(
             }
         }
     }
-    grant_devices(root, plan, granted, infos, flags).map_err(|e| ("devices", e))?;
+    grant_devices(root, plan, granted, (infos, &mut payload_next), flags)
+        .map_err(|e| ("devices", e))?;
     if let Some(names) = supervision {
         // The supervisor's page lists the services it starts and supervises.
         let page = infos[0].get_or_insert_with(|| empty_info(flags));
@@ -403,8 +415,7 @@ pub fn create(
     }
     for (service, info) in infos.iter().enumerate() {
         if let Some(info) = info {
-            install(root, service, plan.regions[service], (info, plan.dtb))
-                .map_err(|e| ("guests", e))?;
+            install(root, service, plan.regions[service], info).map_err(|e| ("guests", e))?;
         }
     }
     Ok(())
@@ -417,7 +428,10 @@ fn grant_devices(
     root: &mut Root<'_>,
     plan: &Plan,
     granted: &mut Granted,
-    infos: &mut [Option<BootInfo>; MAX_SERVICES],
+    (infos, payload_next): (
+        &mut [Option<BootInfo>; MAX_SERVICES],
+        &mut [u64; MAX_SERVICES],
+    ),
     flags: u32,
 ) -> Result<(), LoadError> {
     let all = u64::from(Rights::ALL.bits());
@@ -464,12 +478,27 @@ fn grant_devices(
             *slot = info;
             page.device_count += 1;
         }
-        page.platform_dtb = Payload {
-            offset: PAGE,
-            size: plan.dtb.len() as u64,
-        };
+        if page.platform_dtb.size == 0 {
+            page.platform_dtb = place(
+                plan.regions[service].0,
+                &mut payload_next[service],
+                plan.dtb,
+            );
+        }
     }
     Ok(())
+}
+
+/// Copies `bytes` to the next free pages of a service's boot-info region at `region` (`next`
+/// counts pages from its start; [`plan`] sized the region for everything placed there).
+fn place(region: u64, next: &mut u64, bytes: &[u8]) -> Payload {
+    let offset = *next * PAGE;
+    copy_to(region + offset, bytes);
+    *next += pages(bytes.len() as u64);
+    Payload {
+        offset,
+        size: bytes.len() as u64,
+    }
 }
 
 /// The boot-info pages being written, one per service: about 3 KiB each, so they live in a
@@ -501,8 +530,11 @@ fn guest_info(index: usize, guest: &Guest) -> GuestInfo {
     info.vcpus = guest.config.vcpus;
     info.ram_base = guest.config.ram_base;
     info.ram_size = guest.config.ram_size;
-    info.text_offset =
-        capvisor_image::LinuxImageHeader::read(guest.kernel).map_or(0, |header| header.text_offset);
+    let header = capvisor_image::LinuxImageHeader::read(guest.kernel);
+    info.text_offset = header.map_or(0, |header| header.text_offset);
+    info.image_size = header
+        .map_or(0, |header| header.image_size)
+        .max(guest.kernel.len() as u64);
     let name = guest.name.as_bytes();
     let len = name.len().min(info.name.len());
     info.name[..len].copy_from_slice(&name[..len]);
@@ -597,16 +629,12 @@ fn install(
     root: &mut Root<'_>,
     service: usize,
     (base, count): (u64, u64),
-    (info, dtb): (&BootInfo, &[u8]),
+    info: &BootInfo,
 ) -> Result<(), LoadError> {
     if count == 0 {
         return Ok(());
     }
-    let bytes = info.as_bytes();
-    copy_to(base, bytes);
-    if info.platform_dtb.size != 0 {
-        copy_to(base + info.platform_dtb.offset, dtb);
-    }
+    copy_to(base, info.as_bytes());
     let space_slot = if service == 0 {
         RootLayout::SPACE
     } else {

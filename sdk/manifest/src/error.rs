@@ -233,6 +233,15 @@ pub enum ErrorKind {
     },
     /// `optional = true` on a passthrough the platform never refuses (not cacheable).
     OptionalNotCacheable,
+    /// A guest command line that Linux could not take: too long, or with a NUL or another
+    /// control character.
+    InvalidCmdline {
+        /// What is wrong (`capvisor_image::CmdlineError`'s sentence).
+        reason: String,
+    },
+    /// `cmdline` or `initrd` together with the guest's own `dtb`: the VMM writes them into the
+    /// device tree it generates, and loads a given one as it is.
+    NeedsGeneratedDeviceTree,
     /// A file that the manifest names does not exist (relative to the manifest's directory).
     FileNotFound {
         /// The path that was looked up.
@@ -510,6 +519,13 @@ impl fmt::Display for Message<'_> {
                 "`optional` is for a cacheable (`normal-wb` or `cacheable_pfnmap`) passthrough, \
                  which a platform without FEAT_S2FWB and CTR_EL0.DIC refuses; this one is \
                  always granted, remove `optional`"
+            ),
+            ErrorKind::InvalidCmdline { reason } => write!(f, "{reason}"),
+            ErrorKind::NeedsGeneratedDeviceTree => write!(
+                f,
+                "the VMM writes the command line and the initrd's range into `/chosen` of the \
+                 device tree it generates, but loads a `dtb` as it is: remove `dtb` to use this \
+                 field"
             ),
             ErrorKind::FileNotFound { path } => {
                 write!(f, "file `{}` does not exist", path.display())

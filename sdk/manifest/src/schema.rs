@@ -113,8 +113,7 @@ pub(crate) struct RawGuest {
     pub crate_name: Option<Spanned<String>>,
     pub initrd: Option<Spanned<String>>,
     pub dtb: Option<Spanned<String>>,
-    #[serde(default)]
-    pub cmdline: String,
+    pub cmdline: Option<Spanned<String>>,
     pub memory: Spanned<RawSize>,
     pub vcpus: Option<Spanned<i64>>,
     #[serde(default)]

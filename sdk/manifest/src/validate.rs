@@ -733,6 +733,25 @@ impl Checker<'_> {
             .dtb
             .as_ref()
             .map(|dtb| self.file(dtb, format!("{prefix}.dtb")));
+        let cmdline = raw.cmdline.as_ref().map_or_else(String::new, |cmdline| {
+            let field = format!("{prefix}.cmdline");
+            if let Err(error) = capvisor_image::check_cmdline(cmdline.get_ref().as_bytes()) {
+                let reason = error.to_string();
+                self.error(
+                    cmdline.span(),
+                    field.clone(),
+                    ErrorKind::InvalidCmdline { reason },
+                );
+            }
+            if dtb.is_some() {
+                self.error(cmdline.span(), field, ErrorKind::NeedsGeneratedDeviceTree);
+            }
+            cmdline.get_ref().clone()
+        });
+        if let (Some(initrd), Some(_)) = (&raw.initrd, &dtb) {
+            let field = format!("{prefix}.initrd");
+            self.error(initrd.span(), field, ErrorKind::NeedsGeneratedDeviceTree);
+        }
         let memory = self.size(&raw.memory, format!("{prefix}.memory"));
         let vcpus = raw.vcpus.as_ref().map_or(1, |vcpus| {
             let field = format!("{prefix}.vcpus");
@@ -773,7 +792,7 @@ impl Checker<'_> {
             kernel,
             initrd,
             dtb,
-            cmdline: raw.cmdline.clone(),
+            cmdline,
             memory: memory.unwrap_or(0),
             vcpus,
             ram_identity: raw.ram_identity,

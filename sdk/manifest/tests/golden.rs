@@ -91,6 +91,8 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::DeviceTwice { .. } => "DeviceTwice",
         ErrorKind::IrqTwice { .. } => "IrqTwice",
         ErrorKind::OptionalNotCacheable => "OptionalNotCacheable",
+        ErrorKind::InvalidCmdline { .. } => "InvalidCmdline",
+        ErrorKind::NeedsGeneratedDeviceTree => "NeedsGeneratedDeviceTree",
         ErrorKind::HeldTwice { .. } => "HeldTwice",
         ErrorKind::PassthroughNotHeld { .. } => "PassthroughNotHeld",
     }
@@ -139,6 +141,8 @@ fn every_manifest_error_kind_has_a_golden_test() {
         "DeviceTwice",
         "IrqTwice",
         "OptionalNotCacheable",
+        "InvalidCmdline",
+        "NeedsGeneratedDeviceTree",
         "HeldTwice",
         "PassthroughNotHeld",
     ];

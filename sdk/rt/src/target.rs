@@ -154,3 +154,22 @@ pub fn boot_info() -> Option<capvisor_ipc::bootinfo::BootInfo> {
         unsafe { core::slice::from_raw_parts(BOOT_INFO as *const u8, size_of::<BootInfo>()) };
     BootInfo::parse(bytes)
 }
+
+/// The bytes of a payload the kernel placed after this service's boot-info page (a guest's
+/// command line for a VMM, the platform device tree for a device holder); empty for none.
+#[must_use]
+pub fn boot_payload(payload: capvisor_ipc::bootinfo::Payload) -> &'static [u8] {
+    use capvisor_ipc::bootinfo::BOOT_INFO;
+    if payload.size == 0 {
+        return &[];
+    }
+    // SAFETY: a payload named by this service's boot-info page lies in the region the kernel
+    // mapped read-only from BOOT_INFO for the service's lifetime (the kernel sized it for every
+    // payload it placed there), and nothing writes it.
+    unsafe {
+        core::slice::from_raw_parts(
+            (BOOT_INFO + payload.offset) as *const u8,
+            payload.size as usize,
+        )
+    }
+}

@@ -475,7 +475,7 @@ impl<K: Kernel> Handler for MemMgr<K> {
             GuestPayload::Initrd => guest.payloads[2],
         };
         if which.size == 0 {
-            return Err(MemError::BadRange);
+            return Err(MemError::NoPayload);
         }
         self.write_ram(
             (index, &guest),

@@ -263,7 +263,7 @@ fn requests_are_checked_for_the_caller_vm_and_range() {
     );
     assert_eq!(
         block_on(m.load(&mut vmm(), VmId::new(0), GuestPayload::DeviceTree, ipa)),
-        Err(MemError::BadRange)
+        Err(MemError::NoPayload)
     );
     assert!(take(&mut m).is_empty());
 }

@@ -6,8 +6,8 @@
 pub const UART_BASE: u64 = 0x0900_0000;
 /// Bytes of the console's register page.
 pub const UART_SIZE: u64 = 0x1000;
-/// The largest tree written (it is about 700 bytes for 8 vCPUs).
-pub const MAX_FDT: usize = 1536;
+/// The largest tree written: about 800 bytes for 8 vCPUs, plus the command line.
+pub const MAX_FDT: usize = 1536 + capvisor_image::MAX_CMDLINE + 1;
 
 const MAGIC: u32 = 0xd00d_feed;
 const BEGIN_NODE: u32 = 1;
@@ -67,12 +67,7 @@ impl Builder {
     }
 
     fn property(&mut self, name: &str, value: &[u8]) {
-        let offset = self.string(name);
-        self.word(PROP);
-        self.word(value.len() as u32);
-        self.word(offset);
-        self.bytes(value);
-        self.pad();
+        self.bytes_property(name, &[value]);
     }
 
     fn cells(&mut self, name: &str, cells: &[u32]) {
@@ -87,6 +82,19 @@ impl Builder {
     fn text(&mut self, name: &str, strings: &str) {
         self.property(name, strings.as_bytes());
     }
+
+    /// A property whose value is `pieces` one after another.
+    fn bytes_property(&mut self, name: &str, pieces: &[&[u8]]) {
+        let offset = self.string(name);
+        let len: usize = pieces.iter().map(|p| p.len()).sum();
+        self.word(PROP);
+        self.word(len as u32);
+        self.word(offset);
+        for piece in pieces {
+            self.bytes(piece);
+        }
+        self.pad();
+    }
 }
 
 /// `value` as two cells (high, low).
@@ -94,9 +102,24 @@ const fn split(value: u64) -> [u32; 2] {
     [(value >> 32) as u32, value as u32]
 }
 
+/// What `/chosen` says besides the console (Linux `Documentation/devicetree/bindings/chosen.txt`
+/// and the Devicetree Specification v0.4, 3.6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chosen<'a> {
+    /// `bootargs`: the kernel command line.
+    pub bootargs: &'a str,
+    /// `linux,initrd-start` and `linux,initrd-end` (the first byte after it).
+    pub initrd: Option<(u64, u64)>,
+}
+
 /// Writes the tree for a guest with `vcpus` vCPUs and RAM `[ram_base, ram_base + ram_size)` into
 /// `out`; returns its size, or `None` if it does not fit.
-pub fn write(out: &mut [u8], ram_base: u64, ram_size: u64, vcpus: u32) -> Option<usize> {
+pub fn write(
+    out: &mut [u8],
+    (ram_base, ram_size): (u64, u64),
+    vcpus: u32,
+    chosen: &Chosen<'_>,
+) -> Option<usize> {
     let mut tree = Builder {
         structure: heapless::Vec::new(),
         strings: heapless::Vec::new(),
@@ -144,8 +167,12 @@ pub fn write(out: &mut [u8], ram_base: u64, ram_size: u64, vcpus: u32) -> Option
     tree.end();
 
     tree.begin("chosen");
-    tree.text("bootargs", "\0");
+    tree.bytes_property("bootargs", &[chosen.bootargs.as_bytes(), b"\0"]);
     tree.text("stdout-path", "/pl011@9000000\0");
+    if let Some((start, end)) = chosen.initrd {
+        tree.cells("linux,initrd-start", &split(start));
+        tree.cells("linux,initrd-end", &split(end));
+    }
     tree.end();
 
     tree.end();

@@ -40,6 +40,13 @@ async fn run() -> u64 {
         return 1;
     };
     let name = BootInfo::name(&guest);
+    let cmdline = match capvisor_image::check_cmdline(capvisor_rt::boot_payload(guest.cmdline)) {
+        Ok(cmdline) => cmdline,
+        Err(error) => {
+            println!("vmm: guest {name}: {error}");
+            return 1;
+        }
+    };
     let client = memmgr::Client::new(
         EndpointClient::new(Cap::from_cptr(CPtr::new(guest.memmgr)), ReceiveWindow::NONE),
         Generation::ANY,
@@ -55,7 +62,9 @@ async fn run() -> u64 {
         ram_base: guest.ram_base,
         ram_size: guest.ram_size,
         text_offset: guest.text_offset,
+        image_size: guest.image_size,
         vcpus: guest.vcpus,
+        cmdline,
     };
     println!(
         "vmm: starting guest {name}: {} vCPU(s), RAM {:#x}..{:#x}",

@@ -36,6 +36,8 @@ struct Fake {
     ops: Vec<Op>,
     memory: BTreeMap<u64, u64>,
     dtb: bool,
+    /// The initrd's size, if the guest has one.
+    initrd: Option<u64>,
     pstate: u64,
     registers: BTreeMap<(u32, u64), u64>,
 }
@@ -44,7 +46,8 @@ impl Machine for Fake {
     async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {
         self.ops.push(Op::Load(payload, ipa));
         match payload {
-            GuestPayload::DeviceTree if !self.dtb => Err(Error::Service(MemError::BadRange)),
+            GuestPayload::DeviceTree if !self.dtb => Err(Error::Service(MemError::NoPayload)),
+            GuestPayload::Initrd => self.initrd.ok_or(Error::Service(MemError::NoPayload)),
             _ => Ok(0x1000),
         }
     }
@@ -99,17 +102,32 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-fn booted(vcpus: u32) -> Vmm<'static, Fake> {
-    let config = GuestConfig {
+fn config(vcpus: u32) -> GuestConfig<'static> {
+    GuestConfig {
         name: "t",
         ram_base: RAM,
         ram_size: 16 << 20,
         text_offset: 0x20_0000,
+        image_size: 0x1000,
         vcpus,
-    };
-    let mut vmm = Vmm::new(Fake::default(), config);
+        cmdline: "",
+    }
+}
+
+fn booted(vcpus: u32) -> Vmm<'static, Fake> {
+    let mut vmm = Vmm::new(Fake::default(), config(vcpus));
     block_on(vmm.boot()).unwrap();
     vmm
+}
+
+/// The device tree the VMM wrote at RAM base, word by word.
+fn written_tree(vmm: &mut Vmm<'_, Fake>) -> Vec<u8> {
+    let mut tree = Vec::new();
+    for (ipa, word) in vmm.machine().memory.range(RAM..RAM + 0x10_0000) {
+        assert_eq!(*ipa, RAM + tree.len() as u64);
+        tree.extend_from_slice(&word.to_le_bytes());
+    }
+    tree
 }
 
 fn take(vmm: &mut Vmm<'_, Fake>) -> Vec<Op> {
@@ -167,14 +185,11 @@ fn boot_loads_the_kernel_writes_a_device_tree_and_the_boot_count_and_starts_vcpu
         Op::Load(GuestPayload::DeviceTree, RAM),
     ];
     expected.extend(start_ops(0, PC, RAM));
+    // The initrd is asked for (on the first 2 MiB boundary after the kernel); there is none.
+    expected.insert(1, Op::Load(GuestPayload::Initrd, RAM + 0x40_0000));
     assert_eq!(take(&mut vmm), expected);
-    let memory = &vmm.machine().memory;
-    assert_eq!(memory[&(RAM + 0x10_0000)], 1);
-    let mut tree = Vec::new();
-    for (ipa, word) in memory.range(RAM..RAM + 0x10_0000) {
-        assert_eq!(*ipa, RAM + tree.len() as u64);
-        tree.extend_from_slice(&word.to_le_bytes());
-    }
+    assert_eq!(vmm.machine().memory[&(RAM + 0x10_0000)], 1);
+    let tree = written_tree(&mut vmm);
     let tree = fdt::Fdt::new(&tree).unwrap();
     let region = tree.memory().regions().next().unwrap();
     assert_eq!(
@@ -194,23 +209,74 @@ fn boot_loads_the_kernel_writes_a_device_tree_and_the_boot_count_and_starts_vcpu
     let reg = uart.reg().unwrap().next().unwrap();
     assert_eq!(reg.starting_address as u64, 0x0900_0000);
     assert_eq!(tree.chosen().bootargs(), Some(""));
+    let chosen = tree.find_node("/chosen").unwrap();
+    assert!(chosen.property("linux,initrd-start").is_none());
+}
+
+#[test]
+fn the_command_line_and_the_initrd_go_into_chosen() {
+    let cmdline = "console=ttyAMA0 root=/dev/ram0 capvisor.test=\"a b\"";
+    // A kernel whose image_size (with its BSS) ends past the first 2 MiB boundary after it.
+    let config = GuestConfig {
+        cmdline,
+        image_size: 0x20_0001,
+        ..config(1)
+    };
+    let fake = Fake {
+        initrd: Some(0x1234),
+        ..Fake::default()
+    };
+    let mut vmm = Vmm::new(fake, config);
+    block_on(vmm.boot()).unwrap();
+    let initrd = RAM + 0x60_0000;
+    let ops = take(&mut vmm);
+    assert_eq!(
+        ops[..2],
+        [
+            Op::Load(GuestPayload::Kernel, PC),
+            Op::Load(GuestPayload::Initrd, initrd),
+        ]
+    );
+    let tree = written_tree(&mut vmm);
+    let tree = fdt::Fdt::new(&tree).unwrap();
+    assert_eq!(tree.chosen().bootargs(), Some(cmdline));
+    let chosen = tree.find_node("/chosen").unwrap();
+    let cell = |name| {
+        let value = chosen.property(name).unwrap().value;
+        u64::from_be_bytes(value.try_into().unwrap())
+    };
+    assert_eq!(cell("linux,initrd-start"), initrd);
+    assert_eq!(cell("linux,initrd-end"), initrd + 0x1234);
+}
+
+#[test]
+fn the_longest_command_line_fits_the_tree() {
+    let cmdline = "x".repeat(capvisor_image::MAX_CMDLINE);
+    let config = GuestConfig {
+        cmdline: &cmdline,
+        vcpus: 8,
+        ..config(8)
+    };
+    let fake = Fake {
+        initrd: Some(1),
+        ..Fake::default()
+    };
+    let mut vmm = Vmm::new(fake, config);
+    block_on(vmm.boot()).unwrap();
+    let tree = written_tree(&mut vmm);
+    let tree = fdt::Fdt::new(&tree).unwrap();
+    assert_eq!(tree.chosen().bootargs(), Some(cmdline.as_str()));
+    assert_eq!(tree.cpus().count(), 8);
 }
 
 #[test]
 fn a_guest_device_tree_is_loaded_instead() {
-    let config = GuestConfig {
-        name: "t",
-        ram_base: RAM,
-        ram_size: 16 << 20,
-        text_offset: 0x20_0000,
-        vcpus: 1,
-    };
     let mut vmm = Vmm::new(
         Fake {
             dtb: true,
             ..Fake::default()
         },
-        config,
+        config(1),
     );
     block_on(vmm.boot()).unwrap();
     assert_eq!(vmm.machine().memory.len(), 1);

@@ -163,8 +163,12 @@ pub struct GuestConfig<'a> {
     pub ram_size: u64,
     /// The kernel's `text_offset`.
     pub text_offset: u64,
+    /// Bytes the kernel occupies from its load address (file size or `image_size`, the larger).
+    pub image_size: u64,
     /// vCPUs (1 to 8).
     pub vcpus: u32,
+    /// The kernel command line (`/chosen/bootargs`), checked text.
+    pub cmdline: &'a str,
 }
 
 /// The VMM of one guest.
@@ -207,19 +211,28 @@ impl<'a, M: Machine> Vmm<'a, M> {
         ipa >= self.guest.ram_base && ipa - self.guest.ram_base < self.guest.ram_size
     }
 
-    /// Loads the kernel and a device tree, writes the boot count and starts vCPU 0 at the
-    /// kernel's entry with `x0` = the device tree (the guest contract).
+    /// Loads the kernel, the initrd (if any) on the first 2 MiB boundary after the kernel, and a
+    /// device tree, writes the boot count and starts vCPU 0 at the kernel's entry with `x0` = the
+    /// device tree (the guest contract).
     ///
     /// # Errors
     /// The first memory manager or kernel refusal.
     pub async fn boot(&mut self) -> Result<(), VmmError> {
         let base = self.guest.ram_base;
         let entry = base + self.guest.text_offset;
-        self.machine.load(GuestPayload::Kernel, entry).await?;
+        let kernel = self.machine.load(GuestPayload::Kernel, entry).await?;
+        let initrd = match capvisor_image::initrd_ipa(entry, kernel.max(self.guest.image_size)) {
+            Some(ipa) => match self.machine.load(GuestPayload::Initrd, ipa).await {
+                Ok(size) => Some((ipa, ipa + size)),
+                Err(Error::Service(MemError::NoPayload)) => None,
+                Err(error) => return Err(error.into()),
+            },
+            None => return Err(Error::Service(MemError::NotGuestRam).into()),
+        };
         match self.machine.load(GuestPayload::DeviceTree, base).await {
             Ok(_) => {}
             // The manifest gave no device tree: write the contract's own.
-            Err(Error::Service(MemError::BadRange)) => self.write_device_tree().await?,
+            Err(Error::Service(MemError::NoPayload)) => self.write_device_tree(initrd).await?,
             Err(error) => return Err(error.into()),
         }
         self.boots += 1;
@@ -230,11 +243,22 @@ impl<'a, M: Machine> Vmm<'a, M> {
         Ok(())
     }
 
-    async fn write_device_tree(&mut self) -> Result<(), VmmError> {
+    /// Writes the contract's device tree at RAM base, with the command line and the initrd's
+    /// range (`[start, end)`) in `/chosen`.
+    async fn write_device_tree(&mut self, initrd: Option<(u64, u64)>) -> Result<(), VmmError> {
         let mut tree = [0u8; fdt::MAX_FDT];
         let guest = self.guest;
-        let size = fdt::write(&mut tree, guest.ram_base, guest.ram_size, guest.vcpus)
-            .ok_or(VmmError::Memory(Error::Service(MemError::BadRange)))?;
+        let chosen = fdt::Chosen {
+            bootargs: guest.cmdline,
+            initrd,
+        };
+        let size = fdt::write(
+            &mut tree,
+            (guest.ram_base, guest.ram_size),
+            guest.vcpus,
+            &chosen,
+        )
+        .ok_or(VmmError::Memory(Error::Service(MemError::BadRange)))?;
         for (n, chunk) in tree[..size].chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);

@@ -196,8 +196,18 @@ extern "C" fn __capvisor_guest_exception(frame: &mut ExceptionFrame, entry: u64)
     system_off()
 }
 
+/// The device tree's IPA the guest was started with (x0 at entry).
+static DEVICE_TREE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The IPA of the device tree the VMM gave the guest (`x0` at entry; the guest contract).
+#[must_use]
+pub fn device_tree() -> u64 {
+    DEVICE_TREE.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 #[unsafe(no_mangle)]
-extern "C" fn __capvisor_guest_rust_start(_device_tree: u64) -> ! {
+extern "C" fn __capvisor_guest_rust_start(device_tree: u64) -> ! {
+    DEVICE_TREE.store(device_tree, core::sync::atomic::Ordering::Relaxed);
     match __capvisor_guest_main() {
         Outcome::Pass => println!("PASS"),
         Outcome::Fail(reason) => println!("FAIL {reason}"),
