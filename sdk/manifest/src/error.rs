@@ -254,12 +254,17 @@ pub enum ErrorKind {
         /// The guest that names it first.
         other_guest: String,
     },
-    /// One device passed through to two guests.
-    DeviceTwice {
-        /// The device.
-        device: String,
-        /// The guest it is already passed to.
+    /// One device or carve-out passed through to two guests (the image gives each region to one
+    /// guest at most).
+    PassedThroughTwice {
+        /// `device` or `carve-out`.
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// The guest it is already passed through to.
         other_guest: String,
+        /// Where that first passthrough is.
+        other_location: Location,
     },
     /// An interrupt granted to two components.
     IrqTwice {
@@ -538,12 +543,15 @@ impl fmt::Display for Message<'_> {
                 "service `{service}` is already the VMM of guest `{other_guest}`; each guest needs \
                  its own VMM"
             ),
-            ErrorKind::DeviceTwice {
-                device,
+            ErrorKind::PassedThroughTwice {
+                what,
+                name,
                 other_guest,
+                other_location,
             } => write!(
                 f,
-                "device `{device}` is already passed through to guest `{other_guest}`"
+                "{what} `{name}` is already passed through to guest `{other_guest}` (at \
+                 {other_location})"
             ),
             ErrorKind::IrqTwice { irq, other } => {
                 write!(f, "interrupt {irq} is already granted to `{other}`")

@@ -43,6 +43,8 @@ pub(crate) struct Checker<'a> {
     /// Who holds each granted device and carve-out (keyed by kind and name), and where, to
     /// refuse a second holder and a passthrough that nobody holds.
     region_holders: BTreeMap<(RegionKind, String), (String, Location)>,
+    /// The guest each device and carve-out is passed through to, and where, to refuse a second.
+    passed_through: BTreeMap<(RegionKind, String), (String, Location)>,
 }
 
 /// A device or a carve-out: the two kinds of region a service holds and a guest is given.
@@ -89,6 +91,7 @@ pub(crate) fn check(
         requires: FeatureSet::EMPTY,
         irq_holders: BTreeMap::new(),
         region_holders: BTreeMap::new(),
+        passed_through: BTreeMap::new(),
     };
     checker.name(&raw.name, "name");
     let kernel = checker.kernel(raw.kernel.as_deref().unwrap_or(&RawKernel::default()));
@@ -532,6 +535,34 @@ impl Checker<'_> {
             .insert(key, (holder.to_owned(), location));
     }
 
+    /// Records that the device or carve-out `name` is passed through to `guest`, or refuses a
+    /// second passthrough: the image names one guest per region (`capvisor_image::devices`), so
+    /// a second would silently replace the first. Returns whether it was the first.
+    fn pass_through(
+        &mut self,
+        kind: RegionKind,
+        name: &str,
+        guest: &str,
+        span: Range<usize>,
+        field: String,
+    ) -> bool {
+        let key = (kind, name.to_owned());
+        if let Some((other_guest, other_location)) = self.passed_through.get(&key) {
+            let error = ErrorKind::PassedThroughTwice {
+                what: kind.what(),
+                name: name.to_owned(),
+                other_guest: other_guest.clone(),
+                other_location: *other_location,
+            };
+            self.error(span, field, error);
+            return false;
+        }
+        let location = self.location(&span);
+        self.passed_through
+            .insert(key, (guest.to_owned(), location));
+        true
+    }
+
     /// Refuses a passthrough of a device or carve-out that no service holds: the holder (the
     /// device broker) is what maps a passthrough into its guest, so without one the guest would
     /// silently go without it.
@@ -635,7 +666,6 @@ impl Checker<'_> {
     fn guests(&mut self, raw: &[Spanned<Table<RawGuest>>]) -> Vec<Guest> {
         self.unique_names("guest", raw.iter().map(|guest| &guest.get_ref().name));
         let mut vmm_of: BTreeMap<String, String> = BTreeMap::new();
-        let mut passed_to: BTreeMap<String, String> = BTreeMap::new();
         let mut guests = Vec::new();
         for (index, spanned) in raw.iter().enumerate() {
             let guest = spanned.get_ref();
@@ -658,7 +688,7 @@ impl Checker<'_> {
                 .enumerate()
                 .filter_map(|(device_index, passthrough)| {
                     let field = format!("{prefix}.devices[{device_index}]");
-                    self.passthrough(passthrough, field, guest.name.get_ref(), &mut passed_to)
+                    self.passthrough(passthrough, field, guest.name.get_ref())
                 })
                 .collect();
             let memmgr = self.guest_memmgr(spanned, &prefix, vmm.as_deref());
@@ -773,6 +803,10 @@ impl Checker<'_> {
                 continue;
             };
             let guest = raw.name.get_ref();
+            let span = name.span();
+            if !self.pass_through(RegionKind::Carveout, &carveout, guest, span, field.clone()) {
+                continue;
+            }
             self.held_for_passthrough(
                 RegionKind::Carveout,
                 &carveout,
@@ -803,25 +837,25 @@ impl Checker<'_> {
         }
     }
 
-    /// One device passed through to guest `guest`; `passed_to` records earlier passthroughs.
+    /// One device passed through to guest `guest`.
     fn passthrough(
         &mut self,
         raw: &RawPassthrough,
         field: String,
         guest: &str,
-        passed_to: &mut BTreeMap<String, String>,
     ) -> Option<Passthrough> {
         let memtype: MemType = self.choice(raw.memtype.as_ref(), &format!("{field}.memtype"));
         let device = self.known_device(&raw.device, format!("{field}.device"))?;
-        if let Some(other) = passed_to.get(&device) {
-            let kind = ErrorKind::DeviceTwice {
-                device,
-                other_guest: other.clone(),
-            };
-            self.error(raw.device.span(), format!("{field}.device"), kind);
+        let span = raw.device.span();
+        if !self.pass_through(
+            RegionKind::Device,
+            &device,
+            guest,
+            span,
+            format!("{field}.device"),
+        ) {
             return None;
         }
-        passed_to.insert(device.clone(), guest.to_owned());
         self.held_for_passthrough(
             RegionKind::Device,
             &device,
