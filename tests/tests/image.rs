@@ -1,9 +1,11 @@
-//! The kernel verifies the image it was loaded from and refuses a corrupted one, and refuses to
-//! start a system whose requirements the platform does not meet, naming what is missing.
+//! The kernel verifies the image it was loaded from and refuses a corrupted one, refuses to
+//! start a system whose requirements the platform does not meet, naming what is missing, and
+//! refuses a guest whose command line entry is malformed.
 
 use capvisor::qemu::Ending;
-use capvisor_image::ImageView;
+use capvisor_image::{CAPVISOR_HEADER_OFFSET, CapvisorHeader, EntryKind, ImageView, crc32};
 use capvisor_tests::{assert_contains, boot, build, build_text, root};
+use std::mem::offset_of;
 
 fn corrupted_copy(name: &str, offset: impl Fn(&ImageView<'_>) -> usize) -> std::path::PathBuf {
     let image = build("images/hello.toml");
@@ -83,4 +85,58 @@ fn too_few_cpus_are_refused() {
     assert_contains(&one, "the image requires at least 2 CPUs; 1 are online");
     assert_eq!(one.ending, Ending::Exited(3));
     assert_eq!(boot(&image.path, "cortex-a57", 2).ending, Ending::Exited(0));
+}
+
+/// A copy of `tests/images/guest-boot.toml`'s image whose guest command line has a control
+/// character (0x01) in place of its first space, with the payload checksum recomputed so that
+/// the image is whole: only the kernel's own check of the entry stands between it and the guest.
+/// (The manifest refuses such a command line, so the image has to be made by hand.)
+fn image_with_bad_cmdline() -> std::path::PathBuf {
+    let image = build("tests/images/guest-boot.toml");
+    let mut bytes = std::fs::read(&image.path).expect("read image");
+    let view = ImageView::parse(&bytes).expect("a fresh image parses");
+    let cmdline = view
+        .entries()
+        .find(|entry| entry.kind == EntryKind::GuestCmdline && entry.name == "boot")
+        .expect("guest `boot` has a command line entry");
+    let space = cmdline
+        .bytes
+        .iter()
+        .position(|&byte| byte == b' ')
+        .expect("the command line has a space");
+    // The entry's bytes borrow from `bytes`, so their distance from its start is their offset in
+    // the file.
+    let at = cmdline.bytes.as_ptr().addr() - bytes.as_ptr().addr() + space;
+    let payload = view.header.payload_offset as usize
+        ..(view.header.payload_offset + view.header.payload_size) as usize;
+    bytes[at] = 0x01;
+    let checksum = crc32(&bytes[payload]);
+    // The header's field, little-endian as the whole image is.
+    let field = CAPVISOR_HEADER_OFFSET + offset_of!(CapvisorHeader, payload_crc32);
+    bytes[field..field + 4].copy_from_slice(&checksum.to_le_bytes());
+    let view = ImageView::parse(&bytes).expect("the checksum is right again");
+    let entry = view
+        .entries()
+        .find(|entry| entry.kind == EntryKind::GuestCmdline)
+        .expect("the command line entry");
+    assert!(capvisor_image::check_cmdline(entry.bytes).is_err());
+    let path = root().join("target/images/bad-cmdline.img");
+    std::fs::write(&path, &bytes).expect("write the image");
+    path
+}
+
+#[test]
+fn malformed_guest_cmdline_is_refused() {
+    let outcome = boot(&image_with_bad_cmdline(), "cortex-a57", 1);
+    assert_contains(
+        &outcome,
+        "capvisor: refusing to start: guest or device 'boot' cannot be set up: command line is \
+         not UTF-8 text without control characters",
+    );
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(3),
+        "console:\n{}",
+        outcome.console
+    );
 }
