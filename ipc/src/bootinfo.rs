@@ -77,6 +77,10 @@ pub struct GuestInfo {
     /// `capvisor_image::check_cmdline`), after the boot-info page like the payloads. Memory
     /// manager: none.
     pub cmdline: Payload,
+    /// Memory manager, for a guest whose RAM is mapped at IPA = PA (`ram_identity`): a RAM
+    /// untyped covering exactly `[ram_base, ram_base + ram_size)` (2 MiB aligned), from which
+    /// frames are retyped in address order. 0 otherwise, and for a VMM.
+    pub ram_untyped: u64,
     /// The guest's name, NUL padded.
     pub name: [u8; 32],
 }

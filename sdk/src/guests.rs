@@ -3,7 +3,7 @@
 //! line, and its [`GuestConfig`], as payload entries named after the guest (`docs/guests.md`).
 //! The kernel and the initrd are checked to fit the guest's memory where its VMM places them.
 
-use crate::kernel::{flatten_linked_at, parse_aarch64, symbol};
+use crate::kernel::{check_relocations, flatten_linked_at, parse_aarch64, symbol};
 use crate::services::build_crate;
 use crate::toolchain::Toolchain;
 use capvisor_image::writer::NewEntry;
@@ -105,22 +105,31 @@ pub fn build_package(
     Ok(image)
 }
 
-/// Flattens a guest ELF file linked at its load address (`__image_start`, the guest runtime's
-/// linker script) into the arm64 `Image` a VMM loads there.
+/// Flattens a guest ELF file (the guest runtime's linker script: a static PIE linked at
+/// `__image_start` = 0, whose entry code applies its relocations) into the arm64 `Image` a VMM
+/// loads at any 2 MiB aligned RAM base + `text_offset`.
 ///
 /// # Errors
 ///
-/// A message when the file is not such an ELF file or has dynamic relocations.
+/// A message when the file is not such an ELF file or has other dynamic relocations than
+/// `R_AARCH64_RELATIVE` ones outside its read-only part.
 pub fn flat_image(elf: &[u8]) -> Result<Vec<u8>, String> {
     let file = parse_aarch64(elf)?;
-    if file
-        .dynamic_relocations()
-        .is_some_and(|mut r| r.next().is_some())
-    {
-        return Err("a guest is linked at its load address, without dynamic relocations".into());
-    }
     let base = symbol(&file, "__image_start")?;
-    Ok(flatten_linked_at(&file, base)?.bytes)
+    let flat = flatten_linked_at(&file, base)?;
+    if base != 0 {
+        if file
+            .dynamic_relocations()
+            .is_some_and(|mut r| r.next().is_some())
+        {
+            return Err(
+                "a guest linked at a fixed address must have no dynamic relocations".into(),
+            );
+        }
+    } else {
+        check_relocations(&file, flat.ro_size)?;
+    }
+    Ok(flat.bytes)
 }
 
 /// Checks that `bytes` start with an arm64 `Image` header (Linux

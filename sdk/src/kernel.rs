@@ -147,7 +147,12 @@ pub(crate) fn flatten_linked_at(
     })
 }
 
-fn check_relocations(file: &ElfFile64<'_, object::Endianness>, ro_end: u64) -> Result<(), String> {
+/// Checks that an ELF file linked as a static PIE at 0 has only `R_AARCH64_RELATIVE` dynamic
+/// relocations, all at or above `ro_end` (the entry code applies exactly those).
+pub(crate) fn check_relocations(
+    file: &ElfFile64<'_, object::Endianness>,
+    ro_end: u64,
+) -> Result<(), String> {
     let Some(relocs) = file.dynamic_relocations() else {
         return Ok(());
     };

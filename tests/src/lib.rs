@@ -35,11 +35,18 @@ pub fn build_text(name: &str, toml: &str) -> BuiltImage {
 /// `CAPVISOR_TEST_ECHO` is set).
 #[must_use]
 pub fn boot(image: &Path, cpu: &str, smp: u32) -> Outcome {
+    boot_with(image, cpu, smp, &[])
+}
+
+/// [`boot`] with `extra` QEMU arguments (e.g. `-device virtio-rng-device`).
+#[must_use]
+pub fn boot_with(image: &Path, cpu: &str, smp: u32, extra: &[&str]) -> Outcome {
     let mut config = RunConfig::new(image);
     config.cpu = cpu.into();
     config.smp = smp;
     config.timeout = Some(Duration::from_secs(60));
     config.echo = std::env::var_os("CAPVISOR_TEST_ECHO").is_some();
+    config.extra = extra.iter().map(|&arg| arg.to_owned()).collect();
     qemu::run(&config, None).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -15,8 +15,12 @@
 //! itself (defence in depth). Over the broker's protocol,
 //! `tests/images/device-client.toml` asks for a private grant of the RTC, which is refused
 //! (rule 6), then a shared one, which is made.
+//!
+//! A device that DMAs needs its guest's RAM at IPA = PA (no IOMMU): `tests/images/guest-dma.toml`
+//! passes QEMU's virtio-mmio entropy device through to a `ram_identity` guest, which gives it the
+//! physical addresses of its rings and buffer and finds the device's DMA in its RAM.
 
-use capvisor_tests::{assert_contains, assert_exited_ok, boot, build};
+use capvisor_tests::{assert_contains, assert_exited_ok, boot, boot_with, build};
 
 const MODELS: [&str; 4] = ["cortex-a57", "neoverse-n1", "cortex-a710", "max"];
 
@@ -169,6 +173,44 @@ fn the_broker_refuses_a_private_grant_of_device_memory_over_ipc_and_makes_the_sh
             "device-client: RTC PrimeCell ID 0xb105f00d through the shared grant",
         );
         assert_contains(&outcome, "device-client: released the RTC; PASS");
+        assert_exited_ok(&outcome);
+    }
+}
+
+#[test]
+fn a_passed_through_virtio_device_dmas_into_guest_ram_mapped_at_ipa_equals_pa() {
+    let built = build("tests/images/guest-dma.toml");
+    for cpu in ["cortex-a57", "max"] {
+        let outcome = boot_with(&built.path, cpu, 1, &["-device", "virtio-rng-device"]);
+        assert_contains(
+            &outcome,
+            "devbroker: granted 'virtio' to guest 'dma': 0xa003000..0xa004000 Device-nGnRE at IPA = PA",
+        );
+        // The kernel took the RAM out of its map and the memory manager maps it at IPA = PA.
+        let console = &outcome.console;
+        let ram = console
+            .lines()
+            .find_map(|line| line.split("memmgr: guest dma: RAM ").nth(1))
+            .unwrap_or_else(|| panic!("no identity RAM line:\n{console}"));
+        let range = ram.split(' ').next().unwrap();
+        assert!(
+            ram.ends_with(" at IPA = PA, from its own untyped")
+                && !range.starts_with("0x40000000.."),
+            "{ram}"
+        );
+        assert_contains(
+            &outcome,
+            &format!("vmm: starting guest dma: 1 vCPU(s), RAM {range}"),
+        );
+        assert_contains(
+            &outcome,
+            "guest dma: virtio-mmio entropy device at 0xa003e00, version 1",
+        );
+        assert_contains(
+            &outcome,
+            "guest dma: 256 bytes of entropy by DMA into IPA = PA",
+        );
+        assert_contains(&outcome, "guest dma: PASS");
         assert_exited_ok(&outcome);
     }
 }

@@ -104,6 +104,35 @@ fn the_command_line_and_the_initrd_reach_the_guest_through_its_device_tree() {
 }
 
 #[test]
+fn ram_identity_places_guest_ram_at_ipa_equals_pa_and_the_guest_runs_there() {
+    for cpu in ["cortex-a57", "max"] {
+        let built = build("tests/images/guest-boot-identity.toml");
+        let outcome = boot(&built.path, cpu, 1);
+        assert_contains(&outcome, "guest boot: PASS");
+        assert_exited_ok(&outcome);
+        let console = &outcome.console;
+        // The memory manager's identity range, the VMM's RAM and the guest's device tree agree,
+        // and it is not the contract's IPA.
+        let ram = console
+            .lines()
+            .find_map(|line| line.split("memmgr: guest boot: RAM ").nth(1))
+            .unwrap_or_else(|| panic!("no identity RAM line:\n{console}"));
+        let range = ram.split(' ').next().unwrap();
+        let (start, end) = range.split_once("..").unwrap();
+        assert_ne!(start, "0x40000000", "{ram}");
+        assert_contains(
+            &outcome,
+            &format!("vmm: starting guest boot: 1 vCPU(s), RAM {range}"),
+        );
+        assert_contains(&outcome, &format!("guest boot: memory: {start}..{end}"));
+        assert_contains(
+            &outcome,
+            &format!("guest boot: RAM at IPA = PA {start}, not at the contract's IPA 0x40000000"),
+        );
+    }
+}
+
+#[test]
 fn mmu_off_and_on_sees_guest_ram_on_every_model() {
     for cpu in MODELS {
         let stats = run("mmu", cpu);

@@ -83,8 +83,8 @@ pub struct GuestConfig {
     pub flags: u32,
     /// Reserved, zero.
     pub reserved0: u32,
-    /// Guest RAM's IPA: [`GUEST_RAM_BASE`] unless `ram_identity` (then 0: the memory manager
-    /// decides, IPA = PA).
+    /// Guest RAM's IPA: [`GUEST_RAM_BASE`] unless `ram_identity` (then 0: the kernel takes 2 MiB
+    /// aligned RAM at boot and the memory manager maps it at IPA = PA).
     pub ram_base: u64,
     /// Bytes of guest RAM, a non-zero multiple of 4K.
     pub ram_size: u64,

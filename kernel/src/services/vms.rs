@@ -82,8 +82,11 @@ pub struct HeldDevice {
     pub ram: bool,
 }
 
-/// The most devices and carve-outs.
-pub const MAX_HELD: usize = MAX_DEVICES;
+/// The most devices and carve-outs, and identity-mapped guests' RAM, the root holds as extra
+/// untyped.
+pub const MAX_HELD: usize = MAX_DEVICES + MAX_GUESTS;
+/// The alignment of `ram_identity` RAM: a 2 MiB block, so the memory manager maps it in blocks.
+const IDENTITY_ALIGN: u64 = 2 << 20;
 
 /// Why the guests could not be set up.
 #[derive(Clone, Copy, Debug)]
@@ -100,8 +103,11 @@ pub enum GuestError {
     NoKernel,
     /// More guests than the kernel supports.
     TooMany,
-    /// The guest asks for RAM mapped 1:1 (IPA = PA), which the memory manager does not do yet.
-    RamIdentity,
+    /// The guest asks for RAM mapped 1:1 (IPA = PA) and no free RAM of its size is left.
+    RamIdentity {
+        /// Bytes asked for.
+        size: u64,
+    },
     /// The guest's command line entry is malformed.
     Cmdline(CmdlineError),
 }
@@ -113,9 +119,10 @@ impl core::fmt::Display for GuestError {
             Self::NoKernel => f.write_str("the image has no kernel for it"),
             Self::TooMany => write!(f, "more than {MAX_GUESTS} guests or {MAX_DEVICES} devices"),
             Self::Devices(error) => write!(f, "{error}"),
-            Self::RamIdentity => f.write_str(
-                "ram_identity (guest RAM at IPA = PA) is not supported yet; remove it from the \
-                 manifest",
+            Self::RamIdentity { size } => write!(
+                f,
+                "no free 2 MiB aligned RAM of {size:#x} bytes is left for its ram_identity \
+                 (IPA = PA) RAM"
             ),
             Self::Cmdline(error) => write!(f, "{error}"),
             Self::DeviceNotFound => {
@@ -161,10 +168,15 @@ pub fn plan(
     sizes[0] = u64::from(supervised);
     for entry in image.entries().filter(|e| e.kind == EntryKind::Guest) {
         let fail = |error| (entry.name, LoadError::Guest(error));
-        let config =
+        let mut config =
             GuestConfig::decode(entry.bytes, services).map_err(|e| fail(GuestError::Config(e)))?;
         if config.ram_identity() {
-            return Err(fail(GuestError::RamIdentity));
+            // RAM at IPA = PA: taken out of the RAM map here, 2 MiB aligned (for block
+            // mappings), and given to the memory manager as an untyped of its own.
+            let size = config.ram_size;
+            config.ram_base = memory
+                .alloc(pages(size), IDENTITY_ALIGN)
+                .ok_or(fail(GuestError::RamIdentity { size }))?;
         }
         let guest = Guest {
             name: entry.name,
@@ -299,25 +311,51 @@ pub fn supervision_slot(root: &Root<'_>, index: usize) -> u64 {
     guest_slots(root, MAX_GUESTS) + index as u64
 }
 
-/// The RAM carve-outs, which the root receives as its last RAM untyped, in this order.
+/// The RAM carve-outs, then the RAM of every `ram_identity` guest, which the root receives as its
+/// last RAM untyped, in this order.
 pub fn ram_carveouts(plan: &Plan) -> impl Iterator<Item = RootRam> + '_ {
-    plan.devices.iter().filter(|d| d.ram).map(|d| RootRam {
+    let carveouts = plan.devices.iter().filter(|d| d.ram).map(|d| RootRam {
         base: PhysAddr::new(d.base),
         size: d.size,
-    })
+    });
+    let identity = identity_guests(plan).map(|g| RootRam {
+        base: PhysAddr::new(g.config.ram_base),
+        size: g.config.ram_size,
+    });
+    carveouts.chain(identity)
+}
+
+/// The guests whose RAM is mapped at IPA = PA.
+fn identity_guests(plan: &Plan) -> impl Iterator<Item = &Guest> + '_ {
+    plan.guests.iter().filter(|g| g.config.ram_identity())
+}
+
+/// The root slot of the first of the untyped [`ram_carveouts`] lists.
+fn first_carveout_slot(root: &Root<'_>, plan: &Plan) -> u64 {
+    root.layout.first_device - ram_carveouts(plan).count() as u64
 }
 
 /// The root slot of held region `index`'s untyped: device untyped from `first_device` in order,
-/// RAM carve-outs the last RAM untyped before it.
+/// RAM carve-outs among the last RAM untyped before it ([`ram_carveouts`]).
 fn held_slot(root: &Root<'_>, plan: &Plan, index: usize) -> u64 {
     let before = &plan.devices[..index];
     if plan.devices[index].ram {
-        let rams = plan.devices.iter().filter(|d| d.ram).count() as u64;
-        let position = before.iter().filter(|d| d.ram).count() as u64;
-        root.layout.first_device - rams + position
+        first_carveout_slot(root, plan) + before.iter().filter(|d| d.ram).count() as u64
     } else {
         root.layout.first_device + before.iter().filter(|d| !d.ram).count() as u64
     }
+}
+
+/// The root slot of the untyped covering guest `index`'s RAM, if it is mapped at IPA = PA: after
+/// the RAM carve-outs ([`ram_carveouts`]).
+fn identity_slot(root: &Root<'_>, plan: &Plan, index: usize) -> Option<u64> {
+    plan.guests.get(index)?.config.ram_identity().then(|| {
+        let carveouts = plan.devices.iter().filter(|d| d.ram).count() as u64;
+        let position = identity_guests(plan)
+            .take_while(|g| !core::ptr::eq(*g, &plan.guests[index]))
+            .count() as u64;
+        first_carveout_slot(root, plan) + carveouts + position
+    })
 }
 
 /// Root slots used for guest objects: after the services' (3 each).
@@ -359,6 +397,16 @@ pub fn create(
             (&mut vmm_info, &mut mm_info),
         )
         .map_err(|e| (guest.name, e))?;
+        if let Some(source) = identity_slot(root, plan, index) {
+            // The memory manager retypes the guest's RAM from exactly this untyped.
+            let (mm_cnode, _, _) = grants::window(root, memmgr);
+            let all = u64::from(Rights::ALL.bits());
+            let dest =
+                grants::next_slot(root, memmgr, &mut granted.next).map_err(|e| (guest.name, e))?;
+            root.invoke(mm_cnode, Invocation::Copy.code(), &[dest, source, all])
+                .map_err(|e| (guest.name, e.into()))?;
+            mm_info.ram_untyped = dest;
+        }
         // The payloads, page aligned after the info page: the memory manager loads the kernel,
         // device tree and initrd; the VMM writes the command line into the guest's device tree.
         for (service, payload, bytes) in [

@@ -32,7 +32,7 @@ async fn run() -> u64 {
         return 1;
     };
     let Some(kernel) = el0::Kernel::discover(&info) else {
-        println!("no endpoint or untyped memory");
+        println!("no endpoint or no free capability slots");
         return 1;
     };
     let guests: heapless::Vec<policy::Guest, { policy::MAX_GUESTS }> =
@@ -49,6 +49,16 @@ async fn run() -> u64 {
         features.fwb,
         features.dic
     );
+    for (guest, info) in guests.iter().zip(info.guests()) {
+        if guest.identity_untyped != 0 {
+            println!(
+                "memmgr: guest {}: RAM {:#x}..{:#x} at IPA = PA, from its own untyped",
+                capvisor_ipc::bootinfo::BootInfo::name(info),
+                guest.ram_base,
+                guest.ram_base + guest.ram_size
+            );
+        }
+    }
     let mut manager = policy::MemMgr::new(kernel, features, &guests);
     let mut server = EndpointServer::new(
         Cap::from_cptr(capvisor_rt::CPtr::new(endpoint)),
@@ -97,14 +107,12 @@ mod el0 {
         /// endpoint would be an IPC call).
         pub fn discover(info: &BootInfo) -> Option<Self> {
             let untyped: heapless::Vec<u64, 32> = info.untyped().iter().copied().collect();
-            (info.endpoint != 0 && !untyped.is_empty() && info.free_first < info.free_end).then(
-                || Self {
-                    endpoint: info.endpoint,
-                    untyped,
-                    next_free: info.free_first,
-                    free_end: info.free_end,
-                },
-            )
+            (info.endpoint != 0 && info.free_first < info.free_end).then(|| Self {
+                endpoint: info.endpoint,
+                untyped,
+                next_free: info.free_first,
+                free_end: info.free_end,
+            })
         }
 
         /// How many untyped capabilities were found.
@@ -135,6 +143,13 @@ mod el0 {
                 }
             }
             Err(last)
+        }
+
+        fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError> {
+            let slot = self.free_slot()?;
+            let frame = u64::from(ObjectKind::Frame.code());
+            sys::retype(CPtr::new(untyped), frame, size.bits(), CPtr::NULL, slot, 1)?;
+            Ok(slot)
         }
 
         fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {

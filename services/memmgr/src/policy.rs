@@ -16,6 +16,11 @@
 //! write while it is in the VM. With FWB the stage-2 descriptors force write-back and no PoC
 //! maintenance is ever made. Executable mappings come only after an instruction-cache
 //! invalidation, unless CTR_EL0.DIC (rule 2).
+//!
+//! A guest whose RAM is mapped at IPA = PA (`ram_identity`) comes with an untyped covering
+//! exactly its RAM: at its first use all its frames are retyped from it in address order (an
+//! untyped hands out memory from its start upwards), so the frame backing an IPA is the one at
+//! the same physical address; they enter the VM on faults like any other frame.
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::bootinfo::{GuestInfo, Payload};
@@ -87,6 +92,12 @@ pub trait Kernel {
     /// # Errors
     /// The kernel's refusal (`NotEnoughMemory` when no untyped has room).
     fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError>;
+    /// Retypes the next frame of `size` from untyped `untyped` (at its watermark) into a free
+    /// slot.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError>;
     /// Copies frame capability `frame` into a free slot (a frame capability maps once).
     ///
     /// # Errors
@@ -156,6 +167,8 @@ pub struct Guest {
     pub ram_size: u64,
     /// Its payloads: kernel, device tree, initrd.
     pub payloads: [Payload; 3],
+    /// RAM at IPA = PA: the untyped covering exactly the RAM (0: RAM comes from the shared pool).
+    pub identity_untyped: u64,
 }
 
 impl Guest {
@@ -169,6 +182,7 @@ impl Guest {
             ram_base: info.ram_base,
             ram_size: info.ram_size,
             payloads: [info.kernel, info.dtb, info.initrd],
+            identity_untyped: info.ram_untyped,
         }
     }
 
@@ -210,6 +224,8 @@ pub struct MemMgr<K> {
     features: Features,
     guests: heapless::Vec<Guest, MAX_GUESTS>,
     frames: heapless::Vec<Frame, MAX_FRAMES>,
+    /// Per guest: its identity-mapped RAM's frames were all made.
+    identity_made: [bool; MAX_GUESTS],
 }
 
 fn refused(_: KernelError) -> MemError {
@@ -232,6 +248,7 @@ impl<K: Kernel> MemMgr<K> {
             features,
             guests: list,
             frames: heapless::Vec::new(),
+            identity_made: [false; MAX_GUESTS],
         }
     }
 
@@ -261,6 +278,9 @@ impl<K: Kernel> MemMgr<K> {
 
     /// The frame backing `ipa` of guest `index`, allocated (and mapped into the window) if new.
     fn frame(&mut self, index: usize, guest: &Guest, ipa: u64) -> Result<usize, MemError> {
+        if guest.identity_untyped != 0 && !self.identity_made[index] {
+            self.make_identity_frames(index, guest)?;
+        }
         let (base, size) = guest.region(ipa);
         if let Some(found) = self
             .frames
@@ -269,10 +289,42 @@ impl<K: Kernel> MemMgr<K> {
         {
             return Ok(found);
         }
+        if guest.identity_untyped != 0 {
+            // Every frame of identity-mapped RAM was made up front; none may come from the pool.
+            return Err(MemError::OutOfMemory);
+        }
+        self.new_frame(index, base, size, None)
+    }
+
+    /// Makes every frame of identity-mapped guest `index`, in address order, from its untyped.
+    fn make_identity_frames(&mut self, index: usize, guest: &Guest) -> Result<(), MemError> {
+        let mut ipa = guest.ram_base;
+        while ipa < guest.ram_end() {
+            let (base, size) = guest.region(ipa);
+            self.new_frame(index, base, size, Some(guest.identity_untyped))?;
+            ipa = base + size.bytes();
+        }
+        self.identity_made[index] = true;
+        Ok(())
+    }
+
+    /// Retypes a frame of `size` for `base` of guest `index` (from `untyped`, or from the pool)
+    /// and maps it into the memory manager's window.
+    fn new_frame(
+        &mut self,
+        index: usize,
+        base: u64,
+        size: FrameSize,
+        untyped: Option<u64>,
+    ) -> Result<usize, MemError> {
         if self.frames.is_full() {
             return Err(MemError::OutOfMemory);
         }
-        let vm_cap = self.kernel.new_frame(size).map_err(out_of_memory)?;
+        let vm_cap = match untyped {
+            Some(untyped) => self.kernel.new_frame_from(untyped, size),
+            None => self.kernel.new_frame(size),
+        }
+        .map_err(out_of_memory)?;
         let own_cap = self.kernel.copy_frame(vm_cap).map_err(out_of_memory)?;
         let window = Self::window(index, base);
         self.kernel

@@ -22,6 +22,8 @@ const RAM: u64 = 0x4000_0000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
     NewFrame(FrameSize, u64),
+    /// A frame from a given untyped: (untyped, size, slot).
+    NewFrameFrom(u64, FrameSize, u64),
     Copy(u64, u64),
     Map(u64, Space, u64, u64),
     Unmap(u64),
@@ -49,6 +51,12 @@ impl Kernel for Fake {
         }
         self.next += 1;
         self.ops.push(Op::NewFrame(size, 100 + self.next));
+        Ok(100 + self.next)
+    }
+    fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError> {
+        self.next += 1;
+        self.ops
+            .push(Op::NewFrameFrom(untyped, size, 100 + self.next));
         Ok(100 + self.next)
     }
     fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {
@@ -114,6 +122,7 @@ fn guest(ram_size: u64, kernel_size: u64) -> Guest {
         ram_base: RAM,
         ram_size,
         payloads: [kernel, Payload::default(), Payload::default()],
+        identity_untyped: 0,
     }
 }
 
@@ -363,4 +372,70 @@ fn a_boot_info_entry_becomes_a_guest_and_frames_retype_by_size() {
     };
     assert_eq!(Guest::from_info(&info), guest(16 << 20, 0x3000));
     assert_eq!((FrameSize::Page.bits(), FrameSize::Block.bits()), (12, 21));
+}
+
+#[test]
+fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
+    const UNTYPED: u64 = 77;
+    // 4 MiB + 8 KiB at a 2 MiB aligned PA: two blocks, then two pages.
+    let base = 0x4800_0000;
+    let identity = Guest {
+        ram_base: base,
+        identity_untyped: UNTYPED,
+        ..guest((4 << 20) + 2 * PAGE, 0x3000)
+    };
+    let mut m = MemMgr::new(
+        Fake::default(),
+        Features {
+            fwb: true,
+            dic: true,
+        },
+        &[identity],
+    );
+    // The first fault, in the second block, makes every frame, in address order, then maps
+    // the one the fault needs at its IPA.
+    assert_eq!(
+        fault(&mut m, base + BLOCK + 0x123, Access::Read),
+        Ok(FaultOutcome::Mapped {
+            base: Ipa::new(base + BLOCK),
+            size: BLOCK
+        })
+    );
+    let ops = take(&mut m);
+    let made: Vec<(FrameSize, u64)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::NewFrameFrom(untyped, size, slot) => {
+                assert_eq!(*untyped, UNTYPED);
+                Some((*size, *slot))
+            }
+            Op::NewFrame(..) => panic!("identity RAM must not come from the pool: {ops:?}"),
+            _ => None,
+        })
+        .collect();
+    let sizes: Vec<FrameSize> = made.iter().map(|(size, _)| *size).collect();
+    assert_eq!(
+        sizes,
+        [
+            FrameSize::Block,
+            FrameSize::Block,
+            FrameSize::Page,
+            FrameSize::Page
+        ]
+    );
+    let second = made[1].1;
+    assert_eq!(
+        ops.last(),
+        Some(&Op::Map(second, Space::Vm(VM), base + BLOCK, 0b011))
+    );
+    // A later fault reuses the frames; nothing new is made.
+    assert!(matches!(
+        fault(&mut m, base + 4 * BLOCK / 2 + PAGE, Access::Write),
+        Ok(FaultOutcome::Mapped { size: PAGE, .. })
+    ));
+    assert!(
+        take(&mut m)
+            .iter()
+            .all(|op| !matches!(op, Op::NewFrame(..) | Op::NewFrameFrom(..)))
+    );
 }

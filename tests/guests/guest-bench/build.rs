@@ -1,11 +1,4 @@
-//! Links the guest at its load address with the guest runtime's linker script when built for the
-//! bare-metal target.
+//! Links the guest with the guest runtime's linker script, position-independent (shared by every
+//! test guest).
 
-fn main() {
-    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("none") {
-        let script = std::env::var("DEP_CAPVISOR_GUEST_RT_LINKER_SCRIPT")
-            .expect("capvisor-guest-rt publishes its linker script");
-        println!("cargo::rustc-link-arg-bins=-T{script}");
-        println!("cargo::rustc-link-arg-bins=--no-pie");
-    }
-}
+include!("../rt/guest-build.rs");

@@ -57,6 +57,7 @@ fn be_value(bytes: &[u8]) -> Option<u64> {
 #[cfg(target_os = "none")]
 mod run_on_target {
     use capvisor_guest_rt::contract::{MIN_RAM_SIZE, RAM_BASE};
+    use capvisor_guest_rt::ram_base;
     use capvisor_guest_rt::{Outcome, println};
 
     use super::{be_value, check_initrd, fnv1a64};
@@ -87,8 +88,15 @@ mod run_on_target {
         let ram_start = memory.starting_address as u64;
         let ram_size = memory.size.unwrap_or(0) as u64;
         println!("memory: {ram_start:#x}..{:#x}", ram_start + ram_size);
-        if ram_start != RAM_BASE || ram_size < MIN_RAM_SIZE {
-            return Err("guest RAM is not the contract's");
+        // RAM at the contract's IPA, or at IPA = PA with `ram_identity`: the image runs at its
+        // base + text_offset either way.
+        if ram_start != ram_base() || ram_size < MIN_RAM_SIZE {
+            return Err("the device tree's RAM is not where the guest was loaded");
+        }
+        if ram_start == RAM_BASE {
+            println!("RAM at the contract's IPA");
+        } else {
+            println!("RAM at IPA = PA {ram_start:#x}, not at the contract's IPA {RAM_BASE:#x}");
         }
         let chosen = tree.find_node("/chosen").ok_or("no /chosen node")?;
         let bootargs = tree.chosen().bootargs().unwrap_or("");

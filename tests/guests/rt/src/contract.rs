@@ -5,13 +5,16 @@
 pub const RAM_BASE: u64 = 0x4000_0000;
 /// Where in RAM the kernel `Image` is loaded, and its header's `text_offset`.
 pub const TEXT_OFFSET: u64 = 0x20_0000;
-/// The load (and link, and entry) address of a guest kernel.
+/// The load (and entry) address of a guest kernel for RAM at [`RAM_BASE`] (the test guests are
+/// position-independent: with `ram_identity` they run wherever their RAM is).
 pub const LOAD_ADDRESS: u64 = RAM_BASE + TEXT_OFFSET;
 /// The least guest RAM the test guests use (their test pages reach up to here).
 pub const MIN_RAM_SIZE: u64 = 16 << 20;
-/// The boot count: a little-endian `u64` the VMM writes before each start (1, 2, …); 0 means no
-/// VMM.
-pub const BOOT_COUNT_ADDRESS: u64 = RAM_BASE + 0x10_0000;
+/// Where in RAM the boot count is: a little-endian `u64` the VMM writes before each start (1, 2,
+/// …); 0 means no VMM.
+pub const BOOT_COUNT_OFFSET: u64 = 0x10_0000;
+/// The boot count's IPA for RAM at [`RAM_BASE`].
+pub const BOOT_COUNT_ADDRESS: u64 = RAM_BASE + BOOT_COUNT_OFFSET;
 /// The console: byte stores here print (PL011 UARTDR on QEMU's `virt` board).
 pub const CONSOLE_ADDRESS: u64 = 0x0900_0000;
 /// An IPA outside RAM and every emulated device: an access gets a synchronous external abort.

@@ -1,6 +1,7 @@
 // The arm64 Image header (Linux Documentation/arch/arm64/booting.rst) and the entry at EL1h with
-// the MMU off, x0 = the device tree's IPA: mask interrupts, allow FP/SIMD (CPACR_EL1.FPEN), set
-// the stack, zero .bss, install the vectors, then run Rust.
+// the MMU off, x0 = the device tree's IPA: mask interrupts, allow FP/SIMD (CPACR_EL1.FPEN), apply
+// the relocations for the address the image runs at (guest.ld links it at 0), set the stack,
+// zero .bss, install the vectors, then run Rust.
 .section .text.head, "ax"
 .global _start
 _start:
@@ -19,7 +20,24 @@ __capvisor_guest_start:
     mov     x1, #(3 << 20)
     msr     cpacr_el1, x1
     isb
-    adrp    x1, __stack_top
+    // R_AARCH64_RELATIVE relocations: *(base + offset) = base + addend, base = where the image
+    // runs (the SDK refuses a guest with any other dynamic relocation). All are 8-byte aligned
+    // words, as the MMU-off (Device) accesses here need.
+    adrp    x20, __image_start
+    adrp    x1, __rela_start
+    add     x1, x1, :lo12:__rela_start
+    adrp    x2, __rela_end
+    add     x2, x2, :lo12:__rela_end
+4:  cmp     x1, x2
+    b.hs    5f
+    ldp     x3, x4, [x1], #16           // r_offset, r_info
+    ldr     x5, [x1], #8                // r_addend
+    cmp     w4, #1027                   // R_AARCH64_RELATIVE
+    b.ne    4b
+    add     x5, x5, x20
+    str     x5, [x20, x3]
+    b       4b
+5:  adrp    x1, __stack_top
     add     x1, x1, :lo12:__stack_top
     mov     sp, x1
     adrp    x1, __bss_start

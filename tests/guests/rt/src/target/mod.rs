@@ -8,7 +8,7 @@ pub use cache::{clean_invalidate_to_poc, invalidate_to_poc, sync_instructions};
 pub use mmu::{disable_mmu, enable_mmu, image_range};
 
 use crate::Outcome;
-use crate::contract::{BOOT_COUNT_ADDRESS, CONSOLE_ADDRESS, psci};
+use crate::contract::{BOOT_COUNT_OFFSET, CONSOLE_ADDRESS, TEXT_OFFSET, psci};
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -107,12 +107,19 @@ pub fn counter() -> u64 {
     value
 }
 
+/// Where guest RAM starts: the image runs at RAM base + `text_offset` (the guest contract), so
+/// this is [`contract::RAM_BASE`](crate::contract::RAM_BASE) unless RAM is mapped at IPA = PA.
+#[must_use]
+pub fn ram_base() -> u64 {
+    image_range().0 - TEXT_OFFSET
+}
+
 /// The boot count the VMM wrote before this start (0 without a VMM).
 #[must_use]
 pub fn boot_count() -> u64 {
     // SAFETY: the boot count lies in guest RAM below the image, which no Rust object uses; the
     // contract reserves it for the VMM.
-    unsafe { read64(BOOT_COUNT_ADDRESS) }
+    unsafe { read64(ram_base() + BOOT_COUNT_OFFSET) }
 }
 
 /// Reads the `u64` at guest address `address` with one volatile load.
