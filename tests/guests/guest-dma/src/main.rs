@@ -19,7 +19,7 @@
 capvisor_guest_rt::guest!("dma", run);
 
 /// The legacy virtio-mmio registers used (Virtio 1.1, 4.2.4).
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 mod mmio {
     pub const MAGIC_VALUE: u64 = 0x000;
     pub const VERSION: u64 = 0x004;
@@ -48,7 +48,7 @@ mod mmio {
 
 /// The passed-through page of QEMU `virt`'s virtio-mmio transports 24–31 (the highest one gets
 /// the first `-device`).
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 const TRANSPORTS: u64 = 0x0a00_3000;
 /// Descriptors in queue 0.
 #[cfg(any(target_os = "none", test))]
@@ -57,7 +57,7 @@ const QUEUE_SIZE: u64 = 8;
 #[cfg(any(target_os = "none", test))]
 const PAGE: u64 = 4096;
 /// Bytes asked of the device.
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 const BUFFER_SIZE: u64 = 256;
 
 /// The split virtqueue's layout at `base` for the legacy interface (2.6 and 4.2.4: descriptors,
