@@ -150,7 +150,11 @@ async fn run() -> u64 {
         features.dic,
         info.endpoint
     );
-    print_inventory(el0::platform_dtb(&info), &held, |line| println!("{line}"));
+    print_inventory(
+        capvisor_rt::boot_payload(info.platform_dtb),
+        &held,
+        |line| println!("{line}"),
+    );
     let kernel = el0::Kernel::new(&info);
     let mut broker = policy::Broker::new(kernel, features, held);
     let complete = broker.grant_passthroughs(|outcome| println!("{outcome}"));
@@ -181,29 +185,12 @@ async fn run() -> u64 {
 #[cfg(target_os = "none")]
 mod el0 {
     use capvisor_ipc::abi::{Invocation, KernelError, MapMemType};
-    use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo};
+    use capvisor_ipc::bootinfo::BootInfo;
     use capvisor_ipc::cap::ObjectKind;
     use capvisor_rt::{CPtr, Rights, sys};
 
     /// This service's CNode (`kernel/src/services/spawn.rs`).
     const CNODE: u64 = 1;
-
-    /// The copy of the platform device tree after the boot-info page (empty if none).
-    pub fn platform_dtb(info: &BootInfo) -> &'static [u8] {
-        let payload = info.platform_dtb;
-        if payload.size == 0 {
-            return &[];
-        }
-        // SAFETY: the kernel maps each payload read-only right after the boot-info page,
-        // `payload.size` bytes from `BOOT_INFO + payload.offset`, for the service's lifetime,
-        // and nothing writes it.
-        unsafe {
-            core::slice::from_raw_parts(
-                (BOOT_INFO + payload.offset) as *const u8,
-                payload.size as usize,
-            )
-        }
-    }
 
     /// The kernel, as the broker reaches it.
     #[derive(Debug)]
