@@ -149,6 +149,10 @@ crate::stable_codes! {
         SpsrEl1 = 41,
         /// CNTVOFF_EL2: the guest's virtual counter is the physical counter minus this.
         Cntvoff = 42,
+        /// The guest's MPIDR_EL1 (VMPIDR_EL2): its affinity, which its VMM chooses (e.g. Aff0 =
+        /// the vCPU's number). Bit 31 reads as one; only the affinity fields, U and MT are kept.
+        /// A reset keeps it. At creation: `0x8000_0000`.
+        Mpidr = 43,
         /// Write-only: reset the whole vCPU (every general and EL1 system register, FP/SIMD and the
         /// virtual timer) to its reset state: EL1h with DAIF masked, MMU and caches off
         /// (SCTLR_EL1's RES1 bits only), everything else zero. The value written is ignored.
@@ -264,6 +268,9 @@ crate::stable_codes! {
         /// A 2 MiB block of non-cacheable (Device-nGnRE or Normal non-cacheable) memory: such
         /// memory is mapped in 4 KiB pages only, never blocks (DESIGN.md stage-2 rule 8).
         UncachedBlock = 21,
+        /// `VcpuInjectIrq`: every list register of the vCPU holds another interrupt; retry after
+        /// the guest has handled one.
+        ListRegistersFull = 22,
     }
 }
 

@@ -225,12 +225,15 @@ fn start_interrupts(map: &mut mmu::KernelMap, dt: &Description, cpus: u32) {
             exit::fail(Status::Refused);
         }
     }
+    // The virtual timer is the binding's third interrupt (secure, non-secure, virtual, hyp).
+    let vtimer = dt.timer_irqs.get(2).copied().unwrap_or(27);
     // SAFETY: the device tree's GICv3 regions, mapped as Device memory just above; only the
     // kernel uses them.
-    if unsafe { gic::init(gicd.base, gicr.base, cpus as usize, TICK_US) }.is_err() {
+    if unsafe { gic::init(gicd.base, gicr.base, cpus as usize, (TICK_US, vtimer)) }.is_err() {
         println!("capvisor: the GICv3 at {gicd} could not be set up");
         exit::fail(Status::Refused);
     }
+    crate::arch::aarch64::vgic::init();
 }
 
 /// A scheduler tick, in microseconds: a time slice is `TIME_SLICE_TICKS` (5) ticks, 10 ms.

@@ -12,3 +12,4 @@ pub mod memmap;
 pub mod object;
 pub mod platform;
 pub mod stage2;
+pub mod vgic;

@@ -88,7 +88,7 @@ fn set_this_cpu(index: u64) {
         (*record).stack_top = stack_top(index as usize);
     }
     // SAFETY: TPIDR_EL2 is the kernel's own per-CPU word; nothing else uses it.
-    unsafe { asm!("msr tpidr_el2, {}", in(reg) record, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("msr tpidr_el2, {}", in(reg) record, options(nostack, preserves_flags)) };
 }
 
 /// Sets up CPU 0's per-CPU record.

@@ -133,6 +133,39 @@ fn ram_identity_places_guest_ram_at_ipa_equals_pa_and_the_guest_runs_there() {
 }
 
 #[test]
+fn the_virtual_timer_and_sgis_reach_the_guest_through_its_virtual_cpu_interface() {
+    for cpu in MODELS {
+        let (_, console) = run_with_console("irq", cpu);
+        assert!(
+            console.contains(
+                "guest irq: 5 virtual timer interrupts (INTID 27), none before its deadline: true"
+            ),
+            "{cpu}:\n{console}"
+        );
+        assert!(
+            console.contains("guest irq: SGI 5 sent to itself through ICC_SGI1R_EL1 and taken"),
+            "{cpu}:\n{console}"
+        );
+    }
+}
+
+#[test]
+fn two_guests_take_their_own_virtual_interrupts_while_they_share_the_cpu() {
+    let built = build("tests/images/guests-irq-two.toml");
+    for cpu in ["cortex-a57", "max"] {
+        let outcome = boot(&built.path, cpu, 1);
+        for vmm in ["vmm-a", "vmm-b"] {
+            assert_contains(
+                &outcome,
+                &format!("[{vmm}] guest irq: 5 virtual timer interrupts (INTID 27)"),
+            );
+            assert_contains(&outcome, &format!("[{vmm}] guest irq: PASS"));
+        }
+        assert_exited_ok(&outcome);
+    }
+}
+
+#[test]
 fn mmu_off_and_on_sees_guest_ram_on_every_model() {
     for cpu in MODELS {
         let stats = run("mmu", cpu);

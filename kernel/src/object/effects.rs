@@ -95,8 +95,9 @@ pub const IPC_RECEIVE_SLOT_WORD: usize = core::mem::offset_of!(IpcBuffer, receiv
 /// Number of words in an `IpcBuffer`.
 pub const IPC_BUFFER_WORDS: usize = size_of::<IpcBuffer>() / 8;
 
-const _: () =
-    assert!(size_of::<IpcBuffer>() % 8 == 0 && IPC_RECEIVE_SLOT_WORD + 1 == IPC_BUFFER_WORDS);
+const _: () = assert!(
+    size_of::<IpcBuffer>().is_multiple_of(8) && IPC_RECEIVE_SLOT_WORD + 1 == IPC_BUFFER_WORDS
+);
 
 /// A thread's IPC buffer whose checks passed (the whole buffer is mapped readable and writable in
 /// the thread's space, and is RAM): word-level access, so a transfer touches only the words a
@@ -195,6 +196,18 @@ pub trait Effects {
         vcpu: VcpuRef,
         access: RegisterAccess,
     ) -> Result<u64, KernelError>;
+
+    /// Makes virtual interrupt `intid` pending for `vcpu` at `priority` (in a list register of
+    /// its virtual CPU interface).
+    ///
+    /// # Errors
+    /// [`KernelError::ListRegistersFull`] when every list register holds another interrupt.
+    fn vcpu_inject_irq(
+        &mut self,
+        vcpu: VcpuRef,
+        intid: u32,
+        priority: u8,
+    ) -> Result<(), KernelError>;
 
     /// Applies a fault handler's resolution of `fault` to the vCPU run by `thread` before it is
     /// made ready again (register writes, PC advance, abort injection).

@@ -52,6 +52,8 @@ pub struct FakeEffects {
     pub start_buffers: [u64; MAX_THREADS],
     /// Acknowledged interrupts, by count.
     pub irq_acks: heapless::Vec<u32, 64>,
+    /// `vcpu_inject_irq` calls: (vCPU index, INTID, priority).
+    pub injected: heapless::Vec<(usize, u32, u8), 16>,
     /// When set, `map` fails with this error (to test error propagation).
     pub fail_map: Option<KernelError>,
     /// Per vCPU index: its PC and x0 (the registers the tests look at).
@@ -84,6 +86,7 @@ impl FakeEffects {
             starts: [None; MAX_THREADS],
             start_buffers: [0; MAX_THREADS],
             irq_acks: heapless::Vec::new(),
+            injected: heapless::Vec::new(),
             fail_map: None,
             vcpu_regs: [(0, 0); super::MAX_VCPUS],
             resolutions: 0,
@@ -229,6 +232,20 @@ impl Effects for FakeEffects {
 
     fn vcpu_created(&mut self, vcpu: VcpuRef) {
         self.vcpu_regs[vcpu.index() % super::MAX_VCPUS] = (0, 0);
+    }
+
+    fn vcpu_inject_irq(
+        &mut self,
+        vcpu: VcpuRef,
+        intid: u32,
+        priority: u8,
+    ) -> Result<(), KernelError> {
+        // Four list registers, as QEMU implements.
+        self.injected
+            .push((vcpu.index(), intid, priority))
+            .ok()
+            .filter(|()| self.injected.len() <= 4)
+            .ok_or(KernelError::ListRegistersFull)
     }
 
     fn vcpu_register(

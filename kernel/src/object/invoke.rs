@@ -22,8 +22,8 @@
 //!
 //! CNode mutations need `WRITE` on the CNode capability; `Retype` needs `WRITE` on the untyped. Too
 //! few argument words is [`KernelError::TruncatedMessage`]; an invocation the object does not
-//! support is [`KernelError::IllegalOperation`] (`VcpuInjectIrq` and `VcpuSetFaultEndpoint` are not
-//! implemented yet and answer that too: a vCPU's faults go to its thread's fault endpoint).
+//! support is [`KernelError::IllegalOperation`] (`VcpuSetFaultEndpoint` is not implemented and
+//! answers that too: a vCPU's faults go to its thread's fault endpoint).
 
 use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo};
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
@@ -182,6 +182,9 @@ impl Kernel {
             }
             (Invocation::VcpuWriteRegisters, Object::Vcpu(_)) => {
                 self.vcpu_registers(cap, true, args, fx)?;
+            }
+            (Invocation::VcpuInjectIrq, Object::Vcpu(_)) => {
+                self.vcpu_inject_irq(cap, args, fx)?;
             }
             (Invocation::CacheMaintenance, Object::Frame(_) | Object::Vm(_)) => {
                 self.cache_maintenance(caller, cap, args, fx)?

@@ -12,6 +12,7 @@
 //! | Thread | `ThreadBindVcpu` | vCPU CPtr (WRITE); the thread inactive, in a VM, neither bound |
 //! | Vcpu | `VcpuReadRegisters` | register (0–30, or a [`VcpuRegister`]) → value (READ) |
 //! | Vcpu | `VcpuWriteRegisters` | register, value (WRITE); the vCPU's thread must not be running |
+//! | Vcpu | `VcpuInjectIrq` | INTID (0–1019), priority (0–255) (WRITE); bound to a thread |
 //! | Frame | `CacheMaintenance` | [`CacheOp`] (clean/invalidate to PoC, I-cache), Vm CPtr or 0 (READ) |
 //! | Vm | `CacheMaintenance` | [`CacheOp`], IPA, size (WRITE) |
 //!
@@ -113,6 +114,35 @@ impl Kernel {
             register_access(register, None)?
         };
         fx.vcpu_register(thread, vcpu, access)
+    }
+
+    /// `VcpuInjectIrq`: virtual interrupt `intid` becomes pending for the vCPU at `priority`,
+    /// through a list register of its virtual CPU interface (the guest acknowledges and ends it
+    /// without an exit). Which interrupts a guest gets, and when, is its VMM's decision.
+    pub(super) fn vcpu_inject_irq(
+        &mut self,
+        cap: Capability,
+        args: &Args,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let Object::Vcpu(vcpu) = cap.object else {
+            return Err(KernelError::IllegalOperation);
+        };
+        if !cap.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        let [intid, priority] = args.take()?;
+        let (Ok(intid), Ok(priority)) = (u32::try_from(intid), u8::try_from(priority)) else {
+            return Err(KernelError::InvalidArgument);
+        };
+        if intid > crate::vgic::MAX_INTID {
+            return Err(KernelError::InvalidArgument);
+        }
+        self.vcpus
+            .get(vcpu)?
+            .thread
+            .ok_or(KernelError::IllegalOperation)?;
+        fx.vcpu_inject_irq(vcpu, intid, priority)
     }
 
     /// `CacheMaintenance` on a Frame or a Vm.

@@ -218,10 +218,10 @@ impl IpcWords for GlueIpcWords {
     fn read(&self, first: usize, words: &mut [u64]) {
         for (index, word) in (first..IPC_BUFFER_WORDS).zip(words.iter_mut()) {
             match self.word_address(index as u64 * 8) {
-                // SAFETY: the address is inside the buffer, which `ipc_buffer` checked is
-                // kernel-mapped RAM the thread maps read/write; 8-aligned (checked here). A racing
-                // writer can only change the value read.
                 Some(pa) if pa.is_multiple_of(8) => {
+                    // SAFETY: the address is inside the buffer, which `ipc_buffer` checked is
+                    // kernel-mapped RAM the thread maps read/write; 8-aligned (checked here). A
+                    // racing writer can only change the value read.
                     *word = unsafe { (pa as *const u64).read_volatile() }
                 }
                 _ => {
@@ -281,7 +281,7 @@ impl Effects for Glue {
         let mut piece = |at: u64, size: u64| -> Result<u64, KernelError> {
             let granted = table.access(at & !(PAGE - 1)).unwrap_or_default();
             let pa = table.translate(at).ok_or(KernelError::BadAddress)?;
-            if !(granted.read && granted.write) || !self.ram.contains(pa, pa + size) {
+            if !(granted.read && granted.write && self.ram.contains(pa, pa + size)) {
                 return Err(KernelError::BadAddress);
             }
             Ok(pa)
@@ -442,6 +442,7 @@ impl Effects for Glue {
 
     fn vcpu_created(&mut self, vcpu: VcpuRef) {
         *self.guests.state_mut(vcpu) = crate::arch::aarch64::vcpu::El1State::RESET;
+        *self.guests.vgic_mut(vcpu) = capvisor_kernel::vgic::VgicState::RESET;
     }
 
     fn vcpu_register(
@@ -451,6 +452,17 @@ impl Effects for Glue {
         access: RegisterAccess,
     ) -> Result<u64, KernelError> {
         self.guest_register(thread, vcpu, access)
+    }
+
+    fn vcpu_inject_irq(
+        &mut self,
+        vcpu: VcpuRef,
+        intid: u32,
+        priority: u8,
+    ) -> Result<(), KernelError> {
+        self.guests
+            .inject(vcpu, intid, priority)
+            .map_err(|_| KernelError::ListRegistersFull)
     }
 
     fn resolve_guest_fault(

@@ -5,6 +5,7 @@
 
 use super::glue::Glue;
 use crate::arch::aarch64::vcpu::{self, El1State, PSTATE_RESET, sys};
+use crate::arch::aarch64::{gic, vgic};
 use crate::console;
 use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
 use capvisor_ipc::esr::{self, ec};
@@ -13,6 +14,7 @@ use capvisor_ipc::types::{Esr, Far, Ipa};
 use capvisor_kernel::object::{
     MAX_SPACES, MAX_VCPUS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef, VcpuRef,
 };
+use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
 use core::arch::asm;
 
 /// What each VM's memory manager had the kernel do: the per-VM counters that tests and
@@ -70,10 +72,16 @@ impl Op {
     }
 }
 
+/// The priority of the virtual timer interrupt in a vCPU's list register: Linux's default
+/// interrupt priority (`GICD_INT_DEF_PRI`), above the priority masks guests use.
+const VTIMER_PRIORITY: u8 = 0xa0;
+
 /// The glue's per-guest state.
 pub struct Guests {
     /// EL1 state of each vCPU (by arena index) while it is not loaded.
     pub state: [El1State; MAX_VCPUS],
+    /// Virtual CPU interface state of each vCPU while it is not loaded.
+    pub vgic: [VgicState; MAX_VCPUS],
     /// The vCPU whose state is in the CPU's EL1 registers.
     pub loaded: Option<usize>,
     /// Whether each space (by index) is a VM.
@@ -89,6 +97,7 @@ impl Guests {
     pub const fn new() -> Self {
         Self {
             state: [El1State::RESET; MAX_VCPUS],
+            vgic: [VgicState::RESET; MAX_VCPUS],
             loaded: None,
             is_vm: [false; MAX_SPACES],
             stats: [VmStats {
@@ -106,27 +115,85 @@ impl Guests {
         }
     }
 
+    /// Writes the loaded vCPU's state (EL1 registers, virtual CPU interface, the physical
+    /// virtual-timer PPI's active state) back to memory; no vCPU is loaded afterwards.
+    fn save_loaded(&mut self) {
+        if let Some(index) = self.loaded.take() {
+            vcpu::save(&mut self.state[index]);
+            vgic::save(&mut self.vgic[index]);
+            self.vgic[index].vtimer_active = gic::take_vtimer_active();
+        }
+    }
+
     /// The saved state of `vcpu`, with the CPU's copy written back first if it is loaded.
     pub fn state_mut(&mut self, vcpu: VcpuRef) -> &mut El1State {
         let index = vcpu.index() % MAX_VCPUS;
         if self.loaded == Some(index) {
-            vcpu::save(&mut self.state[index]);
-            self.loaded = None;
+            self.save_loaded();
         }
         &mut self.state[index]
     }
 
-    /// Makes `vcpu`'s EL1 state the CPU's (saving the state loaded before, if another's).
+    /// The saved virtual CPU interface of `vcpu`, written back first if it is loaded.
+    pub fn vgic_mut(&mut self, vcpu: VcpuRef) -> &mut VgicState {
+        let index = vcpu.index() % MAX_VCPUS;
+        if self.loaded == Some(index) {
+            self.save_loaded();
+        }
+        &mut self.vgic[index]
+    }
+
+    /// Resets `vcpu`'s EL1 state and virtual CPU interface (nothing pending or active; a
+    /// physical timer interrupt it held was made inactive when its state was saved).
+    pub fn reset(&mut self, vcpu: VcpuRef) {
+        let state = self.state_mut(vcpu);
+        // A reset keeps the vCPU's identity, which its VMM chose.
+        let mpidr = state.sys[sys::VMPIDR];
+        *state = El1State::RESET;
+        state.sys[sys::VMPIDR] = mpidr;
+        *self.vgic_mut(vcpu) = VgicState::RESET;
+    }
+
+    /// Makes `vcpu`'s state the CPU's (saving the state loaded before, if another's).
     pub fn load(&mut self, vcpu: VcpuRef) {
         let index = vcpu.index() % MAX_VCPUS;
         if self.loaded == Some(index) {
             return;
         }
-        if let Some(previous) = self.loaded {
-            vcpu::save(&mut self.state[previous]);
-        }
+        self.save_loaded();
         vcpu::restore(&self.state[index]);
+        vgic::restore(&self.vgic[index]);
+        if core::mem::take(&mut self.vgic[index].vtimer_active) {
+            gic::set_vtimer_active();
+        }
         self.loaded = Some(index);
+    }
+
+    /// The virtual timer's PPI fired: it belongs to the loaded vCPU (a vCPU's timer is disabled
+    /// while its state is out), which gets it as the same virtual PPI through a hardware list
+    /// register, so its deactivation deactivates the physical interrupt. Without a loaded vCPU,
+    /// or without a free list register, it is deactivated here and the guest's level-sensitive
+    /// timer raises it again.
+    pub fn vtimer_fired(&mut self, intid: u32) {
+        let injected = self.loaded.is_some()
+            && vgic::inject_loaded(intid, VTIMER_PRIORITY, Some(intid)).is_ok();
+        if !injected {
+            gic::deactivate(intid);
+        }
+    }
+
+    /// Makes virtual interrupt `intid` pending for `vcpu` at `priority` (`VcpuInjectIrq`).
+    ///
+    /// # Errors
+    /// [`NoFreeListRegister`] when its list registers all hold other interrupts.
+    pub fn inject(
+        &mut self,
+        vcpu: VcpuRef,
+        intid: u32,
+        priority: u8,
+    ) -> Result<(), NoFreeListRegister> {
+        let implemented = vgic::list_registers();
+        self.vgic_mut(vcpu).inject(implemented, intid, priority)
     }
 
     /// Counts (and traces) an operation on VM `space`.
@@ -274,10 +341,14 @@ impl Glue {
             }
             VcpuRegister::SpEl0 => self.context(thread).sp = value,
             VcpuRegister::Reset => {
-                *self.guests.state_mut(vcpu) = El1State::RESET;
+                self.guests.reset(vcpu);
                 let context = self.context(thread);
                 *context = crate::arch::aarch64::el0::ThreadContext::ZERO;
                 context.spsr = PSTATE_RESET;
+            }
+            VcpuRegister::Mpidr => {
+                let mpidr = vcpu::MPIDR_RESET | (value & vcpu::MPIDR_WRITABLE);
+                self.guests.state_mut(vcpu).sys[sys::VMPIDR] = mpidr;
             }
             other => self.guests.state_mut(vcpu).sys[sys_index(other)] = value,
         }
@@ -415,6 +486,7 @@ fn sys_index(register: VcpuRegister) -> usize {
         VcpuRegister::ElrEl1 => sys::ELR,
         VcpuRegister::SpsrEl1 => sys::SPSR,
         VcpuRegister::Cntvoff => sys::CNTVOFF,
+        VcpuRegister::Mpidr => sys::VMPIDR,
         // Handled by the callers (they live in the thread context, or are write-only).
         VcpuRegister::Pc | VcpuRegister::Pstate | VcpuRegister::SpEl0 | VcpuRegister::Reset => {
             sys::TPIDR_EL1
@@ -428,12 +500,10 @@ fn instruction_length(fault: &GuestFault) -> u64 {
     match fault {
         GuestFault::DataAbort { esr, .. }
         | GuestFault::InstructionAbort { esr, .. }
-        | GuestFault::Other { esr } => {
-            if esr.raw() & (1 << 25) == 0 {
-                2
-            } else {
-                4
-            }
+        | GuestFault::Other { esr }
+            if esr.raw() & (1 << 25) == 0 =>
+        {
+            2
         }
         _ => 4,
     }

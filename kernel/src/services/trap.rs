@@ -70,7 +70,7 @@ fn idle() {
     }
     // SAFETY: WFI only waits; a pending interrupt ends it even with IRQs masked at EL2.
     unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
-    let _ = interrupt(kernel);
+    let _ = interrupt(kernel, glue);
 }
 
 /// Returns to `thread` at EL0, with the results of a syscall that completed while it waited.
@@ -173,7 +173,7 @@ extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) ->
         syscall(kernel, glue, thread)
     }
     if kind == KIND_IRQ {
-        follow(interrupt(kernel), thread)
+        follow(interrupt(kernel, glue), thread)
     }
     let pc = glue.context(thread).pc;
     fault(kernel, glue, thread, (esr, far), pc)
@@ -189,7 +189,7 @@ fn guest_exit(
     (esr, far): (u64, u64),
 ) -> ! {
     if kind == KIND_IRQ {
-        follow(interrupt(kernel), thread)
+        follow(interrupt(kernel, glue), thread)
     }
     let context = glue.context(thread);
     let pc = context.pc;
@@ -215,13 +215,18 @@ fn guest_hcr() -> u64 {
     crate::arch::aarch64::vcpu::HCR_GUEST | (hcr() & (1 << 46))
 }
 
-/// Takes the pending interrupt: a tick charges the running thread's slice; another interrupt is
-/// masked and handed to its handler's notification.
-fn interrupt(kernel: &mut Kernel) -> Schedule {
+/// Takes the pending interrupt: a tick charges the running thread's slice; the virtual timer
+/// goes to the loaded vCPU; another interrupt is masked and handed to its handler's
+/// notification.
+fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
     match gic::take() {
         Interrupt::Tick => {
             gic::start_slice();
             kernel.timer_tick()
+        }
+        Interrupt::VirtualTimer(intid) => {
+            glue.guests.vtimer_fired(intid);
+            Schedule::Resume
         }
         Interrupt::Other(intid) => {
             gic::set_enabled(intid, false);

@@ -280,6 +280,12 @@ mod el0 {
             sys::invoke(cap, code, &[register, value]).map(|_| ())
         }
 
+        fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError> {
+            let cap = Self::cap(&self.vcpu, vcpu)?;
+            let args = [u64::from(intid), u64::from(priority)];
+            sys::invoke(cap, Invocation::VcpuInjectIrq.code(), &args).map(|_| ())
+        }
+
         fn resume(&mut self, vcpu: u32) -> Result<(), KernelError> {
             let cap = Self::cap(&self.thread, vcpu)?;
             sys::invoke(cap, Invocation::Resume.code(), &[]).map(|_| ())

@@ -28,6 +28,7 @@ enum Op {
     Write(u32, u64, u64),
     Resume(u32),
     Suspend(u32),
+    Inject(u32, u32, u8),
     Print(String),
 }
 
@@ -76,6 +77,10 @@ impl Machine for Fake {
     }
     fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError> {
         self.ops.push(Op::Write(vcpu, register, value));
+        Ok(())
+    }
+    fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError> {
+        self.ops.push(Op::Inject(vcpu, intid, priority));
         Ok(())
     }
     fn resume(&mut self, vcpu: u32) -> Result<(), KernelError> {
@@ -137,6 +142,7 @@ fn take(vmm: &mut Vmm<'_, Fake>) -> Vec<Op> {
 fn start_ops(vcpu: u32, entry: u64, x0: u64) -> Vec<Op> {
     vec![
         Op::Write(vcpu, VcpuRegister::Reset.code(), 0),
+        Op::Write(vcpu, VcpuRegister::Mpidr.code(), u64::from(vcpu)),
         Op::Write(vcpu, VcpuRegister::Pc.code(), entry),
         Op::Write(vcpu, 0, x0),
         Op::Write(vcpu, 1, 0),
@@ -430,7 +436,7 @@ fn system_reset_stops_the_vcpus_resets_reloads_and_counts_the_boot() {
         ]
     );
     assert_eq!(ops[3], Op::Load(GuestPayload::Kernel, PC));
-    assert_eq!(ops[ops.len() - 7..], start_ops(0, PC, RAM));
+    assert_eq!(ops[ops.len() - 8..], start_ops(0, PC, RAM));
     assert_eq!(vmm.machine().memory[&(RAM + 0x10_0000)], 2);
     assert_eq!(vmm.boots(), 2);
 }
@@ -500,4 +506,62 @@ fn quick_calls_answer_only_the_calls_that_change_nothing() {
     ] {
         assert_eq!(quick_call(false, call(function, 0)), None);
     }
+}
+
+#[test]
+fn sgi_register_values_decode_to_their_targets() {
+    use crate::vmm::gic_sgi::{Sgi, decode};
+    // SGI 3 to Aff0 0 and 2 of a 4-vCPU guest.
+    assert_eq!(
+        decode(0x0300_0005, 1, 4),
+        Sgi {
+            intid: 3,
+            targets: 0b101
+        }
+    );
+    // IRM: everyone but the sender.
+    assert_eq!(
+        decode((1 << 40) | (7 << 24), 1, 4),
+        Sgi {
+            intid: 7,
+            targets: 0b1101
+        }
+    );
+    // Targets beyond the guest's vCPUs, or in another affinity or range, are dropped.
+    assert_eq!(decode(0xfff0, 0, 4).targets, 0);
+    assert_eq!(decode((1 << 16) | 1, 0, 4).targets, 0);
+    assert_eq!(decode((1 << 32) | 1, 0, 4).targets, 0);
+    assert_eq!(decode((1 << 48) | 1, 0, 4).targets, 0);
+    assert_eq!(decode((1 << 44) | 1, 0, 4).targets, 0);
+}
+
+#[test]
+fn a_guest_sgi_write_is_delivered_to_each_target_and_emulated() {
+    use capvisor_ipc::protocols::fault::SysRegAccess;
+    let mut vmm = booted(2);
+    take(&mut vmm);
+    // x5 holds SGI 1 to vCPUs 0 and 1.
+    vmm.machine().registers.insert((0, 5), 0x0100_0003);
+    let access = SysRegAccess {
+        op0: 3,
+        op1: 0,
+        crn: 12,
+        crm: 11,
+        op2: 5,
+        register: GpRegister::new(5).unwrap(),
+        write: true,
+    };
+    let resolution = block_on(vmm.handle(0, PC, GuestFault::SysReg(access))).unwrap();
+    assert_eq!(resolution, nothing(true));
+    assert_eq!(
+        take(&mut vmm),
+        [Op::Inject(0, 1, 0xa0), Op::Inject(1, 1, 0xa0)]
+    );
+    // Another system register write is still ignored.
+    let other = SysRegAccess { crm: 12, ..access };
+    assert_eq!(
+        block_on(vmm.handle(0, PC, GuestFault::SysReg(other))),
+        Ok(nothing(true))
+    );
+    assert!(take(&mut vmm).is_empty());
 }

@@ -138,6 +138,11 @@ pub trait Machine {
     /// # Errors
     /// The kernel's.
     fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError>;
+    /// Makes virtual interrupt `intid` pending for `vcpu` at `priority`.
+    ///
+    /// # Errors
+    /// The kernel's (`ListRegistersFull`).
+    fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError>;
     /// Resumes the thread of `vcpu`.
     ///
     /// # Errors
@@ -270,10 +275,13 @@ impl<'a, M: Machine> Vmm<'a, M> {
         Ok(())
     }
 
-    /// Resets `vcpu` (EL1h, DAIF masked, MMU off) and starts it at `entry` with `x0` = `context`.
+    /// Resets `vcpu` (EL1h, DAIF masked, MMU off) and starts it at `entry` with `x0` = `context`;
+    /// its MPIDR_EL1 says it is CPU `vcpu` (Aff0), as the device tree's `cpu@n` and PSCI
+    /// `CPU_ON` name it.
     fn start(&mut self, vcpu: u32, entry: u64, context: u64) -> Result<(), KernelError> {
         let machine = &mut self.machine;
         machine.write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
+        machine.write_register(vcpu, VcpuRegister::Mpidr.code(), u64::from(vcpu))?;
         machine.write_register(vcpu, VcpuRegister::Pc.code(), entry)?;
         machine.write_register(vcpu, 0, context)?;
         for register in 1..=3 {
@@ -323,6 +331,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
             GuestFault::Hvc { args, .. } => self.psci(vcpu, args, false).await,
             GuestFault::Smc { args, .. } => self.psci(vcpu, args, true).await,
             GuestFault::Wait { .. } => Ok(emulate(&[], true)),
+            GuestFault::SysReg(access) if access.write && gic_sgi::is_sgi_register(&access) => {
+                self.send_sgi(vcpu, access.register)
+            }
             GuestFault::SysReg(access) => {
                 let writes = if access.write {
                     &[][..]
@@ -343,6 +354,34 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 Err(FaultError::Unhandled)
             }
         }
+    }
+
+    /// A write to ICC_SGI1R_EL1 or ICC_ASGI1R_EL1 (trapped while HCR_EL2.IMO is set): the SGI
+    /// becomes pending for each target vCPU, through its list registers.
+    fn send_sgi(&mut self, vcpu: u32, register: GpRegister) -> Result<Resolution, FaultError> {
+        let value = match register.index() {
+            31 => 0,
+            n => self
+                .machine
+                .read_register(vcpu, u64::from(n))
+                .map_err(|_| FaultError::Unhandled)?,
+        };
+        let sgi = gic_sgi::decode(value, vcpu, self.guest.vcpus);
+        for target in (0..self.guest.vcpus).filter(|t| sgi.targets & (1 << t) != 0) {
+            if let Err(error) = self
+                .machine
+                .inject_irq(target, sgi.intid, gic_sgi::PRIORITY)
+            {
+                say(
+                    &mut self.machine,
+                    format_args!(
+                        "vmm: guest {}: SGI {} to vCPU {target} lost: {error:?}",
+                        self.guest.name, sgi.intid
+                    ),
+                );
+            }
+        }
+        Ok(emulate(&[], true))
     }
 
     async fn map_ram(
@@ -582,5 +621,63 @@ fn emulate(writes: &[(GpRegister, u64)], advance_pc: bool) -> Resolution {
     Resolution::Emulate {
         writes: list,
         advance_pc,
+    }
+}
+
+/// Software-generated interrupts a guest sends through its virtual CPU interface (GIC
+/// Architecture Specification IHI 0069H, 12.2.21 ICC_SGI1R_EL1): the writes trap to EL2 while
+/// HCR_EL2.IMO is set, and the VMM delivers them.
+pub mod gic_sgi {
+    use capvisor_ipc::protocols::fault::SysRegAccess;
+
+    /// The priority SGIs are given in a list register (Linux's default, `GICD_INT_DEF_PRI`).
+    pub const PRIORITY: u8 = 0xa0;
+
+    /// An SGI to deliver.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Sgi {
+        /// Its INTID, 0–15.
+        pub intid: u32,
+        /// The target vCPUs, a bit per vCPU number.
+        pub targets: u32,
+    }
+
+    /// Whether `access` is ICC_SGI1R_EL1 (op0 3, op1 0, CRn 12, CRm 11, op2 5) or
+    /// ICC_ASGI1R_EL1 (op2 6).
+    #[must_use]
+    pub const fn is_sgi_register(access: &SysRegAccess) -> bool {
+        access.op0 == 3
+            && access.op1 == 0
+            && access.crn == 12
+            && access.crm == 11
+            && (access.op2 == 5 || access.op2 == 6)
+    }
+
+    /// Decodes an ICC_SGI1R_EL1 value sent by vCPU `sender` of a guest with `vcpus` vCPUs whose
+    /// MPIDRs have Aff0 = the vCPU's number and the other affinity fields 0: INTID [27:24];
+    /// IRM [40] = 1 is every vCPU but the sender; otherwise TargetList [15:0] names Aff0 values
+    /// within affinity Aff3.Aff2.Aff1 [55:48].[39:32].[23:16], with RS [47:44] selecting the
+    /// range of 16. Targets that do not exist are dropped.
+    #[must_use]
+    pub const fn decode(value: u64, sender: u32, vcpus: u32) -> Sgi {
+        let intid = ((value >> 24) & 0xf) as u32;
+        let all: u32 = if vcpus >= 32 {
+            u32::MAX
+        } else {
+            (1 << vcpus) - 1
+        };
+        let targets = if value & (1 << 40) != 0 {
+            all & !(1 << (sender % 32))
+        } else {
+            let affinity =
+                (value >> 16) & 0xff | (value >> 24) & 0xff00 | (value >> 32) & 0xff_0000;
+            let range = (value >> 44) & 0xf;
+            if affinity != 0 || range != 0 {
+                0
+            } else {
+                (value & 0xffff) as u32 & all
+            }
+        };
+        Sgi { intid, targets }
     }
 }

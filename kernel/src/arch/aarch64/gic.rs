@@ -1,6 +1,14 @@
 //! The physical GICv3 (through `arm-gic`) and the EL2 physical timer that gives threads their
 //! time slices.
 //!
+//! The CPU interface runs with ICC_CTLR_EL1.EOImode = 1 (IHI 0069H, 12.2.6): an EOI only drops
+//! the running priority, and a separate ICC_DIR_EL1 write deactivates. Every interrupt the kernel
+//! handles itself is deactivated at once; the virtual timer's PPI is left active and handed to the
+//! loaded vCPU through a hardware list register (`vgic.rs`), so the guest's own deactivation of
+//! the virtual interrupt deactivates the physical one (IHI 0069H, 11.1 "Interrupts in a
+//! virtualized environment", ICH_LR<n>_EL2.HW) and the level-sensitive timer cannot fire again
+//! before the guest has handled it.
+//!
 //! Interrupts are group 1 non-secure. The kernel itself runs with IRQs masked (PSTATE.I is set on
 //! every exception entry), so an interrupt is taken only from EL0, where services run with IRQs
 //! unmasked and HCR_EL2.TGE routes them to EL2. The timer is the EL2 physical timer
@@ -12,26 +20,43 @@ use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, InterruptGroup, UniqueMmioPointer};
 use core::arch::asm;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use spin::Mutex;
 
 static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
 static mut SLICE_TICKS: u64 = 0;
+/// The virtual timer's PPI (INTID), from the device tree.
+static VTIMER: AtomicU32 = AtomicU32::new(27);
+/// CPU 0's redistributor SGI/PPI frame (its RD frame + 64 KiB).
+static GICR_SGI: AtomicUsize = AtomicUsize::new(0);
 
 /// The hypervisor physical timer's interrupt.
 pub const HYP_TIMER: IntId = IntId::ppi(10);
+/// GICR_ISACTIVER0 and GICR_ICACTIVER0 in the SGI/PPI frame (IHI 0069H, 12.11.x).
+const GICR_ISACTIVER0: usize = 0x0300;
+const GICR_ICACTIVER0: usize = 0x0380;
+/// ICC_CTLR_EL1.EOImode.
+const EOI_MODE: u64 = 1 << 1;
 
 /// Why the GIC could not be set up.
 #[derive(Clone, Copy, Debug)]
 pub struct GicError;
 
 /// Sets up the distributor, CPU 0's redistributor and CPU interface, and enables the hypervisor
-/// timer's interrupt with a slice of `slice_us` microseconds.
+/// timer's interrupt with a slice of `slice_us` microseconds, and the virtual timer's (`vtimer`,
+/// a PPI's INTID) for the guests.
 ///
 /// # Safety
 ///
 /// `gicd` and `gicr` must be the GICv3 distributor and redistributor regions, mapped as Device
 /// memory and used by nothing else.
-pub unsafe fn init(gicd: usize, gicr: usize, cpus: usize, slice_us: u64) -> Result<(), GicError> {
+pub unsafe fn init(
+    gicd: usize,
+    gicr: usize,
+    cpus: usize,
+    (slice_us, vtimer): (u64, u32),
+) -> Result<(), GicError> {
+    GICR_SGI.store(gicr + 0x1_0000, Ordering::Relaxed);
     let gicd = NonNull::new(gicd as *mut Gicd).ok_or(GicError)?;
     let gicr = NonNull::new(gicr as *mut GicrSgi).ok_or(GicError)?;
     // SAFETY: the caller promises these are the GIC's registers, mapped and exclusively ours.
@@ -44,6 +69,19 @@ pub unsafe fn init(gicd: usize, gicr: usize, cpus: usize, slice_us: u64) -> Resu
         .map_err(|_| GicError)?;
     gic.enable_interrupt(HYP_TIMER, Some(0), true)
         .map_err(|_| GicError)?;
+    if (16..32).contains(&vtimer) {
+        VTIMER.store(vtimer, Ordering::Relaxed);
+        let id = IntId::ppi(vtimer - 16);
+        gic.set_interrupt_priority(id, Some(0), 0x80)
+            .map_err(|_| GicError)?;
+        gic.enable_interrupt(id, Some(0), true)
+            .map_err(|_| GicError)?;
+    }
+    // SAFETY: EOImode = 1 splits priority drop (EOIR) from deactivation (DIR); `take` and
+    // `deactivate` follow it for every interrupt.
+    unsafe {
+        asm!("msr icc_ctlr_el1, {}", "isb", in(reg) EOI_MODE, options(nostack, preserves_flags))
+    };
     GicCpuInterface::set_priority_mask(0xff);
     *GIC.lock() = Some(gic);
     let freq: u64;
@@ -84,26 +122,79 @@ pub fn set_enabled(intid: u32, enabled: bool) {
     }
 }
 
-/// An interrupt that was pending, acknowledged and ended.
+/// An interrupt that was pending and acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Interrupt {
-    /// The time slice ended.
+    /// The time slice ended (deactivated).
     Tick,
-    /// Another interrupt (not routed anywhere yet).
+    /// The loaded vCPU's virtual timer (its PPI): still active, for the vCPU to deactivate
+    /// through a hardware list register, or for [`deactivate`].
+    VirtualTimer(u32),
+    /// Another interrupt (deactivated; handed to its handler's notification).
     Other(u32),
     /// Nothing was pending (spurious).
     None,
 }
 
-/// Acknowledges the highest-priority pending interrupt and ends it.
+/// Acknowledges the highest-priority pending interrupt and drops the running priority; every
+/// interrupt but the virtual timer is deactivated too.
 pub fn take() -> Interrupt {
     let Some(intid) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) else {
         return Interrupt::None;
     };
     GicCpuInterface::end_interrupt(intid, InterruptGroup::Group1);
+    let raw = u32::from(intid);
+    if raw == VTIMER.load(Ordering::Relaxed) {
+        return Interrupt::VirtualTimer(raw);
+    }
+    deactivate(raw);
     if intid == HYP_TIMER {
         Interrupt::Tick
     } else {
-        Interrupt::Other(u32::from(intid))
+        Interrupt::Other(raw)
+    }
+}
+
+/// Deactivates interrupt `intid` (ICC_DIR_EL1, IHI 0069H 12.2.10).
+pub fn deactivate(intid: u32) {
+    // SAFETY: deactivating an interrupt this CPU acknowledged; no memory effects.
+    unsafe {
+        asm!("msr icc_dir_el1, {}", "isb", in(reg) u64::from(intid), options(nostack, preserves_flags));
+    }
+}
+
+/// The virtual timer's PPI.
+pub fn vtimer() -> u32 {
+    VTIMER.load(Ordering::Relaxed)
+}
+
+/// Whether the virtual timer's PPI is active on CPU 0, and makes it inactive: for a vCPU whose
+/// state leaves the CPU with its timer interrupt not yet deactivated (KVM does the same on
+/// `vcpu_put`), so that the next vCPU's timer can fire.
+pub fn take_vtimer_active() -> bool {
+    let bit = 1u32 << (vtimer() % 32);
+    let frame = GICR_SGI.load(Ordering::Relaxed);
+    if frame == 0 {
+        return false;
+    }
+    // SAFETY: CPU 0's redistributor SGI frame, mapped as Device memory by `init`'s caller; the
+    // active registers are read and set/clear-by-bit.
+    unsafe {
+        let active = core::ptr::read_volatile((frame + GICR_ISACTIVER0) as *const u32) & bit != 0;
+        if active {
+            core::ptr::write_volatile((frame + GICR_ICACTIVER0) as *mut u32, bit);
+        }
+        active
+    }
+}
+
+/// Makes the virtual timer's PPI active again on CPU 0, for a vCPU whose saved list register
+/// still holds it (the counterpart of [`take_vtimer_active`]).
+pub fn set_vtimer_active() {
+    let bit = 1u32 << (vtimer() % 32);
+    let frame = GICR_SGI.load(Ordering::Relaxed);
+    if frame != 0 {
+        // SAFETY: as in `take_vtimer_active`.
+        unsafe { core::ptr::write_volatile((frame + GICR_ISACTIVER0) as *mut u32, bit) };
     }
 }

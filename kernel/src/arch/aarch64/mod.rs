@@ -9,3 +9,4 @@ pub mod gic;
 pub mod mmu;
 pub mod stage2;
 pub mod vcpu;
+pub mod vgic;

@@ -62,18 +62,24 @@ pub mod sys {
     pub const CNTV_CTL: usize = 22;
     pub const CNTV_CVAL: usize = 23;
     pub const CNTVOFF: usize = 24;
+    pub const VMPIDR: usize = 25;
 }
 
 /// Number of saved system registers.
-pub const SYSREG_COUNT: usize = 25;
+pub const SYSREG_COUNT: usize = 26;
+/// VMPIDR_EL2 at creation: bit 31 (RES1), affinity 0.0.0.0.
+pub const MPIDR_RESET: u64 = 1 << 31;
+/// The bits of MPIDR_EL1 a VMM may set: Aff3 [39:32], U [30], MT [24], Aff2–Aff0 [23:0].
+pub const MPIDR_WRITABLE: u64 = (0xff << 32) | (1 << 30) | (1 << 24) | 0xff_ffff;
 
-const _: () = assert!(size_of::<El1State>() == (64 + 2 + SYSREG_COUNT) * 8 + 8);
+const _: () = assert!(size_of::<El1State>() == ((64 + 2 + SYSREG_COUNT) * 8).next_multiple_of(16));
 
 impl El1State {
     /// The reset state: everything zero but SCTLR_EL1's RES1 bits.
     pub const RESET: Self = {
         let mut sys = [0; SYSREG_COUNT];
         sys[sys::SCTLR] = SCTLR_EL1_RESET;
+        sys[sys::VMPIDR] = MPIDR_RESET;
         Self {
             fpsimd: [0; 64],
             fpcr: 0,
@@ -151,7 +157,8 @@ vcpu_save:
     mrs     x2, cntv_cval_el0
     stp     x1, x2, [x0, #176]
     mrs     x1, cntvoff_el2
-    str     x1, [x0, #192]
+    mrs     x2, vmpidr_el2
+    stp     x1, x2, [x0, #192]
     /* The guest's virtual timer must not fire for it while it is out. */
     msr     cntv_ctl_el0, xzr
     isb
@@ -213,8 +220,9 @@ vcpu_restore:
     ldp     x1, x2, [x0, #160]
     msr     cntkctl_el1, x1
     msr     csselr_el1, x2
-    ldr     x1, [x0, #192]
+    ldp     x1, x2, [x0, #192]
     msr     cntvoff_el2, x1
+    msr     vmpidr_el2, x2
     ldp     x1, x2, [x0, #176]
     msr     cntv_cval_el0, x2
     msr     cntv_ctl_el0, x1

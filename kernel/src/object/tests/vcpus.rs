@@ -333,6 +333,52 @@ fn vcpu_registers_need_rights_and_a_bound_vcpu() {
 }
 
 #[test]
+fn injecting_an_interrupt_needs_write_rights_a_valid_intid_and_a_bound_vcpu() {
+    let (mut w, thread) = guest();
+    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[27, 0xa0])
+        .unwrap();
+    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[1019, 0])
+        .unwrap();
+    assert_eq!(
+        &w.fx.injected[..],
+        &[(vcpu.index(), 27, 0xa0), (vcpu.index(), 1019, 0)]
+    );
+    for bad in [[1020, 0], [27, 256], [u64::from(u32::MAX) + 1, 0]] {
+        assert_eq!(
+            w.invoke(VCPU, Invocation::VcpuInjectIrq, &bad),
+            Err(KernelError::InvalidArgument)
+        );
+    }
+    assert_eq!(
+        w.invoke(VCPU, Invocation::VcpuInjectIrq, &[27]),
+        Err(KernelError::TruncatedMessage)
+    );
+    // The glue's refusal comes back as it is.
+    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[30, 0]).unwrap();
+    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[31, 0]).unwrap();
+    assert_eq!(
+        w.invoke(VCPU, Invocation::VcpuInjectIrq, &[32, 0]),
+        Err(KernelError::ListRegistersFull)
+    );
+    // A read-only copy may not inject.
+    w.invoke(RootLayout::CNODE, Invocation::Copy, &[FREE + 20, VCPU, 0x1])
+        .unwrap();
+    assert_eq!(
+        w.invoke(FREE + 20, Invocation::VcpuInjectIrq, &[27, 0]),
+        Err(KernelError::InsufficientRights)
+    );
+    // An unbound vCPU has no guest to take it.
+    w.retype(World::kind(ObjectKind::Vcpu), 0, FREE + 21, 1)
+        .unwrap();
+    assert_eq!(
+        w.invoke(FREE + 21, Invocation::VcpuInjectIrq, &[27, 0]),
+        Err(KernelError::IllegalOperation)
+    );
+    w.k.check_invariants().unwrap();
+}
+
+#[test]
 fn maintenance_is_checked_before_the_glue_does_it() {
     let (mut w, _thread) = guest();
     w.retype(World::kind(ObjectKind::Frame), 12, FRAME, 1)

@@ -171,13 +171,25 @@ pub type Hook = fn(&Fault, &mut ExceptionFrame) -> bool;
 
 static HOOK: AtomicUsize = AtomicUsize::new(0);
 
+/// An IRQ handler: acknowledges and ends the interrupt itself (the guest's GIC CPU interface).
+pub type IrqHook = fn(&mut ExceptionFrame);
+
+static IRQ_HOOK: AtomicUsize = AtomicUsize::new(0);
+
 /// Installs `hook` for synchronous exceptions from EL1 (vector "current EL with SPx").
 pub fn set_sync_hook(hook: Hook) {
     HOOK.store(hook as usize, Ordering::Release);
 }
 
-/// The vector entry of a synchronous exception from the current EL using SP_EL1.
+/// Installs `hook` for IRQs taken at EL1 (vector "current EL with SPx").
+pub fn set_irq_hook(hook: IrqHook) {
+    IRQ_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// The vector entries of a synchronous exception and of an IRQ from the current EL using
+/// SP_EL1.
 const SYNC_CURRENT_SPX: u64 = 4;
+const IRQ_CURRENT_SPX: u64 = 5;
 
 #[unsafe(no_mangle)]
 extern "C" fn __capvisor_guest_exception(frame: &mut ExceptionFrame, entry: u64) {
@@ -188,6 +200,13 @@ extern "C" fn __capvisor_guest_exception(frame: &mut ExceptionFrame, entry: u64)
             options(nomem, nostack));
     }
     let fault = Fault { esr, far };
+    let irq_hook = IRQ_HOOK.load(Ordering::Acquire);
+    if entry == IRQ_CURRENT_SPX && irq_hook != 0 {
+        // SAFETY: IRQ_HOOK only ever holds 0 or an `IrqHook` stored by `set_irq_hook`.
+        let hook: IrqHook = unsafe { core::mem::transmute::<usize, IrqHook>(irq_hook) };
+        hook(frame);
+        return;
+    }
     let hook = HOOK.load(Ordering::Acquire);
     if entry == SYNC_CURRENT_SPX && hook != 0 {
         // SAFETY: HOOK only ever holds 0 or a `Hook` stored by `set_sync_hook`.

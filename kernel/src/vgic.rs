@@ -1,0 +1,137 @@
+//! The list registers of a vCPU's GICv3 virtual CPU interface, as data (GIC Architecture
+//! Specification IHI 0069H, 12.5.10 ICH_LR<n>_EL2): how the kernel puts a virtual interrupt in
+//! one. The register access is `arch/aarch64/vgic.rs`.
+//!
+//! A list register holds: State [63:62] (01 pending, 10 active, 11 both), HW [61] (the virtual
+//! interrupt is linked to physical interrupt pINTID, and deactivating one deactivates the other),
+//! Group [60], Priority [55:48], pINTID [41:32] (with HW), vINTID [31:0].
+
+/// The most list registers an implementation has (ICH_VTR_EL2.ListRegs + 1 ≤ 16).
+pub const MAX_LIST_REGISTERS: usize = 16;
+/// The most active-priority registers per group (4 with 7 preemption bits).
+pub const MAX_AP: usize = 4;
+
+/// State: pending.
+pub const PENDING: u64 = 0b01 << 62;
+/// State: active.
+pub const ACTIVE: u64 = 0b10 << 62;
+/// The state field.
+pub const STATE: u64 = 0b11 << 62;
+/// HW: linked to physical interrupt pINTID.
+pub const HW: u64 = 1 << 61;
+/// Group 1.
+pub const GROUP1: u64 = 1 << 60;
+/// The largest INTID a vCPU may be given: SGIs, PPIs and SPIs (1020–1023 are special).
+pub const MAX_INTID: u32 = 1019;
+
+/// A pending group-1 list register value for virtual interrupt `intid` at `priority`, linked to
+/// physical interrupt `physical` if given.
+#[must_use]
+pub const fn pending(intid: u32, priority: u8, physical: Option<u32>) -> u64 {
+    let link = match physical {
+        Some(p) => HW | ((p as u64 & 0x3ff) << 32),
+        None => 0,
+    };
+    PENDING | GROUP1 | link | ((priority as u64) << 48) | intid as u64
+}
+
+/// The virtual INTID of list register value `value`.
+#[must_use]
+pub const fn intid(value: u64) -> u32 {
+    value as u32
+}
+
+/// Why a virtual interrupt could not be put in a list register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoFreeListRegister;
+
+/// A vCPU's virtual CPU interface state while it is not loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VgicState {
+    /// ICH_LR<n>_EL2.
+    pub lr: [u64; MAX_LIST_REGISTERS],
+    /// ICH_AP0R<n>_EL2.
+    pub ap0r: [u64; MAX_AP],
+    /// ICH_AP1R<n>_EL2.
+    pub ap1r: [u64; MAX_AP],
+    /// ICH_VMCR_EL2 (the guest's priority mask, group enables, binary points, EOI mode).
+    pub vmcr: u64,
+    /// The physical virtual-timer PPI was active for this vCPU (a hardware list register links
+    /// it) when the vCPU left the CPU; it is made active again when the vCPU returns.
+    pub vtimer_active: bool,
+}
+
+impl VgicState {
+    /// Nothing pending, nothing active, the guest's interface as at reset.
+    pub const RESET: Self = Self {
+        lr: [0; MAX_LIST_REGISTERS],
+        ap0r: [0; MAX_AP],
+        ap1r: [0; MAX_AP],
+        vmcr: 0,
+        vtimer_active: false,
+    };
+
+    /// Makes virtual interrupt `intid` pending at `priority` in the first `implemented` list
+    /// registers: an entry already holding it (pending or active) is made pending too (an
+    /// interrupt is in at most one list register, IHI 0069H 11.2.1); otherwise a free one
+    /// (state 00) takes it.
+    ///
+    /// # Errors
+    /// [`NoFreeListRegister`] when every implemented list register holds another interrupt.
+    pub fn inject(
+        &mut self,
+        implemented: usize,
+        intid: u32,
+        priority: u8,
+    ) -> Result<(), NoFreeListRegister> {
+        let lrs = &mut self.lr[..implemented.min(MAX_LIST_REGISTERS)];
+        if let Some(entry) = lrs
+            .iter_mut()
+            .find(|v| **v & STATE != 0 && self::intid(**v) == intid)
+        {
+            *entry |= PENDING;
+            return Ok(());
+        }
+        let free = lrs
+            .iter_mut()
+            .find(|v| **v & STATE == 0)
+            .ok_or(NoFreeListRegister)?;
+        *free = pending(intid, priority, None);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_register_is_encoded_as_the_gic_architecture_says() {
+        // Pending, group 1, priority 0xa0, vINTID 27 linked to pINTID 27.
+        assert_eq!(pending(27, 0xa0, Some(27)), 0x70a0_001b_0000_001b);
+        assert_eq!(pending(3, 0x80, None), 0x5080_0000_0000_0003);
+        assert_eq!(intid(pending(1019, 0, None)), 1019);
+    }
+
+    #[test]
+    fn injecting_fills_free_registers_and_merges_with_an_existing_entry() {
+        let mut state = VgicState::RESET;
+        assert_eq!(state.inject(4, 3, 0x80), Ok(()));
+        assert_eq!(state.lr[0], pending(3, 0x80, None));
+        // Active already: becomes active and pending, in the same register.
+        state.lr[0] = (state.lr[0] & !STATE) | ACTIVE;
+        assert_eq!(state.inject(4, 3, 0x80), Ok(()));
+        assert_eq!(state.lr[0] & STATE, ACTIVE | PENDING);
+        assert_eq!(state.lr[1], 0);
+        for n in 1..4 {
+            assert_eq!(state.inject(4, 30 + n, 0x80), Ok(()));
+        }
+        // Only four are implemented: the fifth interrupt finds none free.
+        assert_eq!(state.inject(4, 40, 0x80), Err(NoFreeListRegister));
+        assert_eq!(state.lr[4], 0);
+        // One handled (state 00 again): free for the next.
+        state.lr[2] &= !STATE;
+        assert_eq!(state.inject(4, 40, 0x80), Ok(()));
+        assert_eq!(intid(state.lr[2]), 40);
+    }
+}
