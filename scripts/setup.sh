@@ -8,7 +8,9 @@
 #   - QEMU 10 (qemu-system-aarch64) from bookworm-backports: bookworm's own 7.2 lacks CPU models
 #     with FWB+DIC and FEAT_NV2;
 #   - U-Boot for QEMU's virt board (Debian's u-boot-qemu), for the `booti` boot path;
-#   - cargo-nextest is used when present (`./test.sh` falls back to `cargo test`).
+#   - cargo-nextest is used when present (`./test.sh` falls back to `cargo test`);
+#   - only with CAPVISOR_LINUX_GUEST=1: a real arm64 Linux guest (Debian's kernel and a busybox
+#     initramfs) in target/linux-guest, made by scripts/linux-guest.sh (docs/linux-guest.md).
 set -uo pipefail
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -70,5 +72,9 @@ fi
 if [ ! -f /usr/lib/u-boot/qemu_arm64/u-boot.bin ]; then
   say "installing Debian's u-boot-qemu (U-Boot for QEMU's virt board)"
   apt_install u-boot-qemu || die "could not install u-boot-qemu"
+fi
+# 5. Opt-in: a real arm64 Linux guest, from Debian packages through a private APT configuration.
+if [ "${CAPVISOR_LINUX_GUEST:-0}" = 1 ]; then
+  "$(dirname "$0")/linux-guest.sh" || die "could not make the Linux guest (scripts/linux-guest.sh)"
 fi
 exit 0
