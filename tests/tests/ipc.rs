@@ -68,7 +68,7 @@ fn ping_pong(cpu: &str) {
     // Kind 3 is a notification, kind 6 a frame; they land in pong's receive window.
     assert_line(
         &outcome,
-        "[pong] received a capability of kind 3 in slot 100",
+        "[pong] received a capability of kind 3 in slot 400",
     );
     assert_line(
         &outcome,
@@ -76,7 +76,7 @@ fn ping_pong(cpu: &str) {
     );
     assert_line(
         &outcome,
-        "[pong] received a capability of kind 6 in slot 101",
+        "[pong] received a capability of kind 6 in slot 401",
     );
     assert_line(&outcome, "[pong] mapped the frame and wrote to it");
     assert_line(&outcome, "[ping] shared frame holds 0x12345678");

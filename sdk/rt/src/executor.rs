@@ -72,6 +72,23 @@ pub fn spawner() -> Spawner {
         .expect("capvisor_rt::executor::spawner called outside the executor")
 }
 
+/// The service's main future: ends the service with its result when it completes.
+struct Main<F>(F);
+
+impl<F: Future<Output = u64>> Future for Main<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: a structural pin projection: `Main` never moves its field out and has no
+        // `Drop` or `Unpin` impl of its own.
+        let inner = unsafe { self.map_unchecked_mut(|main| &mut main.0) };
+        match inner.poll(cx) {
+            Poll::Ready(status) => crate::exit(status),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// Runs `main` as the executor's first task until it returns, then ends the service with its
 /// result as the exit status (as `service!`'s entry function would). Other tasks still pending
 /// then end with it.
@@ -80,7 +97,9 @@ where
     F: Future<Output = u64> + 'static,
 {
     let executor = Executor::new(core::ptr::null_mut());
-    let task = TaskStorage::new();
+    // The task holds `main` once (an `async` block awaiting it would keep a second copy of it in
+    // its own state), so a large service future fits the 64 KiB stack.
+    let task = TaskStorage::<Main<F>>::new();
     // SAFETY: this function never returns (`-> !`) and panics abort (the runtime's panic handler
     // stops the thread), so both locals live exactly as long as the service: treating them as
     // `'static` is true. Nothing else refers to them before this point.
@@ -92,7 +111,7 @@ where
     };
     let spawner = executor.spawner();
     SPAWNER.0.set(Some(spawner));
-    match task.spawn(|| async move { crate::exit(main.await) }) {
+    match task.spawn(|| Main(main)) {
         Ok(token) => spawner.spawn(token),
         Err(_) => crate::exit(u64::MAX),
     }

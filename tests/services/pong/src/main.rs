@@ -41,7 +41,8 @@ async fn run() -> u64 {
     }
     let mut server = EndpointServer::new(
         Cap::from_cptr(endpoint),
-        ReceiveWindow::new(Slot::new(100), 16),
+        // Above the slots of its own frames (from 64: image, stack and IPC buffer pages).
+        ReceiveWindow::new(Slot::new(400), 16),
     );
     let platform = el0::Kernel {
         space: Cap::from_cptr(space),
