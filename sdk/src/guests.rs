@@ -9,7 +9,7 @@ use crate::toolchain::Toolchain;
 use capvisor_image::writer::NewEntry;
 use capvisor_image::{
     ARM64_IMAGE_MAGIC, EntryKind, GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE,
-    GuestConfig, LinuxImageHeader, initrd_ipa,
+    GuestConfig, LinuxImageHeader, device_tree_ipa, initrd_ipa,
 };
 use capvisor_manifest::{Guest, GuestKernel, Manifest};
 use object::Object;
@@ -156,28 +156,31 @@ pub fn check_image(bytes: &[u8]) -> Result<LinuxImageHeader, String> {
 
 /// Checks that a kernel `Image` and an initrd of `initrd` bytes fit in `memory` bytes of guest RAM
 /// where a VMM puts them (`docs/guests.md`): the kernel at `text_offset`, occupying its file or
-/// its header's `image_size`, whichever is larger; the initrd on the next 2 MiB boundary.
+/// its header's `image_size`, whichever is larger; the initrd on the next 2 MiB boundary; both
+/// below the device tree's place in the last 2 MiB of RAM.
 ///
 /// # Errors
 ///
 /// A message with the sizes when they do not fit.
 pub fn check_fits(kernel: &[u8], initrd: Option<usize>, memory: u64) -> Result<(), String> {
     let header = check_image(kernel)?;
+    let room = device_tree_ipa(0, memory).unwrap_or(0);
     let kernel_bytes = header.image_size.max(kernel.len() as u64);
     let kernel_end = header.text_offset.saturating_add(kernel_bytes);
-    if kernel_end > memory {
+    if kernel_end > room {
         return Err(format!(
             "the kernel ({kernel_bytes:#x} bytes at offset {:#x}) does not fit in its memory \
-             ({memory:#x} bytes)",
+             ({memory:#x} bytes, the last 2 MiB for the device tree)",
             header.text_offset
         ));
     }
     if let Some(size) = initrd {
         let start = initrd_ipa(header.text_offset, kernel_bytes).unwrap_or(u64::MAX);
-        if start.saturating_add(size as u64) > memory {
+        if start.saturating_add(size as u64) > room {
             return Err(format!(
                 "the initrd ({size:#x} bytes, loaded at offset {start:#x}: the first 2 MiB \
-                 boundary after the kernel) does not fit in its memory ({memory:#x} bytes)"
+                 boundary after the kernel) does not fit in its memory ({memory:#x} bytes, the \
+                 last 2 MiB for the device tree)"
             ));
         }
     }
@@ -261,21 +264,23 @@ vmm = "vmm"
     #[test]
     fn kernel_and_initrd_must_fit_where_the_vmm_puts_them() {
         let mib = 1 << 20;
-        // Kernel at 2M, 3M with its BSS: the initrd goes at 6M.
+        // Kernel at 2M, 3M with its BSS: the initrd goes at 6M, below the device tree at 14M.
         let kernel = image(2 * mib, 3 * mib, 0x1000);
         assert_eq!(
-            check_fits(&kernel, Some(10 * mib as usize), 16 * mib),
+            check_fits(&kernel, Some(8 * mib as usize), 16 * mib),
             Ok(())
         );
-        let too_big = check_fits(&kernel, Some(10 * mib as usize + 1), 16 * mib).unwrap_err();
+        let too_big = check_fits(&kernel, Some(8 * mib as usize + 1), 16 * mib).unwrap_err();
         assert!(
-            too_big.contains("initrd (0xa00001 bytes, loaded at offset 0x600000"),
+            too_big.contains("initrd (0x800001 bytes, loaded at offset 0x600000"),
             "{too_big}"
         );
-        // The file is larger than image_size says (0: unknown): the file counts.
+        // The file is larger than image_size says (0: unknown): the file counts; the device
+        // tree takes the last whole 2 MiB.
         let kernel = image(2 * mib, 0, 0x40_0001);
-        assert!(check_fits(&kernel, Some(1), 8 * mib).is_err());
-        assert!(check_fits(&kernel, Some(1), 8 * mib + 1).is_ok());
+        assert!(check_fits(&kernel, Some(1), 10 * mib).is_err());
+        assert!(check_fits(&kernel, Some(1), 10 * mib + 1).is_err());
+        assert!(check_fits(&kernel, Some(1), 12 * mib).is_ok());
         let huge = image(2 * mib, 64 * mib, 64);
         let error = check_fits(&huge, None, 16 * mib).unwrap_err();
         assert!(

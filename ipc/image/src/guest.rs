@@ -21,6 +21,21 @@ pub const MAX_CMDLINE: usize = 2047;
 /// The alignment of the initrd's IPA (the guest contract, `docs/guests.md`).
 pub const INITRD_ALIGN: u64 = 2 << 20;
 
+/// The room at the top of guest RAM for the device tree: the last 2 MiB-aligned 2 MiB (Linux
+/// `booting.rst`: at most 2 MiB, 8-byte aligned, in a 2 MiB region of its own).
+pub const DEVICE_TREE_SPACE: u64 = 2 << 20;
+
+/// Where a VMM puts the guest's device tree: the start of the last 2 MiB-aligned 2 MiB of RAM
+/// `[ram_base, ram_base + ram_size)`, clear of a kernel loaded at the bottom of RAM (a Linux
+/// `Image` with `text_offset` 0) and of the initrd after it. `None` for RAM too small to hold it
+/// above its base.
+#[must_use]
+pub fn device_tree_ipa(ram_base: u64, ram_size: u64) -> Option<u64> {
+    let end = ram_base.checked_add(ram_size)?;
+    let at = end.checked_sub(DEVICE_TREE_SPACE)? & !(DEVICE_TREE_SPACE - 1);
+    (at >= ram_base).then_some(at)
+}
+
 /// Where a VMM loads the initrd: the first [`INITRD_ALIGN`]-aligned IPA after the kernel, which
 /// occupies `kernel_bytes` from `kernel_ipa` (the larger of its file size and its `Image`
 /// header's `image_size`, which includes its BSS). `None` if that overflows.
@@ -226,6 +241,19 @@ mod tests {
         assert_eq!(initrd_ipa(0x4020_0000, 0x20_0001), Some(0x4060_0000));
         assert_eq!(initrd_ipa(u64::MAX - 4, 8), None);
         assert_eq!(initrd_ipa(u64::MAX - (1 << 20), 1), None);
+    }
+
+    #[test]
+    fn the_device_tree_goes_in_the_last_2m_of_ram() {
+        assert_eq!(device_tree_ipa(0x4000_0000, 16 << 20), Some(0x40e0_0000));
+        // RAM ending off a 2 MiB boundary: the last whole aligned 2 MiB below its end.
+        assert_eq!(
+            device_tree_ipa(0x4000_0000, (16 << 20) + 0x1000),
+            Some(0x40e0_0000)
+        );
+        assert_eq!(device_tree_ipa(0x4000_0000, 2 << 20), Some(0x4000_0000));
+        assert_eq!(device_tree_ipa(0x4000_0000, 1 << 20), None);
+        assert_eq!(device_tree_ipa(u64::MAX - 0x1000, 4 << 20), None);
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub mod writer;
 pub use crc::crc32;
 pub use features::{Feature, FeatureSet};
 pub use guest::{
-    CmdlineError, GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE, GuestConfig,
-    GuestConfigError, INITRD_ALIGN, MAX_CMDLINE, MAX_GUEST_VCPUS, check_cmdline, initrd_ipa,
+    CmdlineError, DEVICE_TREE_SPACE, GUEST_CONFIG_VERSION, GUEST_FLAG_RAM_IDENTITY, GUEST_RAM_BASE,
+    GuestConfig, GuestConfigError, INITRD_ALIGN, MAX_CMDLINE, MAX_GUEST_VCPUS, check_cmdline,
+    device_tree_ipa, initrd_ipa,
 };
 
 use core::fmt;

@@ -1,13 +1,28 @@
 //! A minimal flattened device tree (Devicetree Specification v0.4, chapter 5 "Flattened
 //! Devicetree (DTB) Format"), for a guest whose manifest gives none: what the guest contract
-//! (`docs/guests.md`) promises — RAM, the console (PL011 at `0x0900_0000`), PSCI by HVC, CPUs.
+//! (`docs/guests.md`) promises — RAM, CPUs, PSCI by HVC, the GICv3 (distributor and one
+//! redistributor per vCPU, `vgic.rs`), the architected timer's PPIs, the console (PL011 at
+//! `0x0900_0000` with its clock and SPI), and `/chosen`. The GIC and timer nodes follow the
+//! Linux bindings `arm,gic-v3` and `arm,armv8-timer`; the layout is QEMU `virt`'s.
+
+use crate::vgic;
 
 /// The console's IPA (the PL011 UART of QEMU `virt`).
 pub const UART_BASE: u64 = 0x0900_0000;
 /// Bytes of the console's register page.
 pub const UART_SIZE: u64 = 0x1000;
-/// The largest tree written: about 800 bytes for 8 vCPUs, plus the command line.
-pub const MAX_FDT: usize = 1536 + capvisor_image::MAX_CMDLINE + 1;
+/// The largest tree written: about 2 KiB for 8 vCPUs, plus the command line.
+pub const MAX_FDT: usize = 3072 + capvisor_image::MAX_CMDLINE + 1;
+/// The GIC's phandle.
+const GIC_PHANDLE: u32 = 1;
+/// The console's clock's phandle.
+const CLOCK_PHANDLE: u32 = 2;
+/// Interrupt specifier cells (`arm,gic-v3`): type (0 SPI, 1 PPI), number, flags (4: level high).
+const SPI: u32 = 0;
+const PPI: u32 = 1;
+const LEVEL_HIGH: u32 = 4;
+/// The console's SPI (INTID 33 on QEMU `virt`).
+pub const UART_SPI: u32 = 1;
 
 const MAGIC: u32 = 0xd00d_feed;
 const BEGIN_NODE: u32 = 1;
@@ -20,7 +35,7 @@ const RESERVE_MAP: usize = 16;
 /// A tree under construction: the structure block and the strings block.
 struct Builder {
     structure: heapless::Vec<u8, MAX_FDT>,
-    strings: heapless::Vec<u8, 256>,
+    strings: heapless::Vec<u8, 512>,
     full: bool,
 }
 
@@ -71,7 +86,7 @@ impl Builder {
     }
 
     fn cells(&mut self, name: &str, cells: &[u32]) {
-        let mut value: heapless::Vec<u8, 32> = heapless::Vec::new();
+        let mut value: heapless::Vec<u8, 64> = heapless::Vec::new();
         for cell in cells {
             self.full |= value.extend_from_slice(&cell.to_be_bytes()).is_err();
         }
@@ -128,6 +143,7 @@ pub fn write(
     tree.begin("");
     tree.cells("#address-cells", &[2]);
     tree.cells("#size-cells", &[2]);
+    tree.cells("interrupt-parent", &[GIC_PHANDLE]);
     tree.text("compatible", "linux,dummy-virt\0");
     tree.text("model", "capvisor guest\0");
 
@@ -160,10 +176,54 @@ pub fn write(
     tree.text("method", "hvc\0");
     tree.end();
 
+    name.clear();
+    let _ = core::fmt::write(&mut name, format_args!("intc@{:x}", vgic::GICD_BASE));
+    tree.begin(&name);
+    tree.text("compatible", "arm,gic-v3\0");
+    tree.cells("#interrupt-cells", &[3]);
+    tree.property("interrupt-controller", &[]);
+    tree.cells("#redistributor-regions", &[1]);
+    let [gicd_high, gicd_low] = split(vgic::GICD_BASE);
+    let [gicr_high, gicr_low] = split(vgic::GICR_BASE);
+    let redistributors = vgic::GICR_STRIDE as u32 * vcpus;
+    let gicd_size = vgic::GICD_SIZE as u32;
+    let reg = [
+        gicd_high,
+        gicd_low,
+        0,
+        gicd_size,
+        gicr_high,
+        gicr_low,
+        0,
+        redistributors,
+    ];
+    tree.cells("reg", &reg);
+    tree.cells("phandle", &[GIC_PHANDLE]);
+    tree.end();
+
+    // Secure and non-secure physical, virtual, hypervisor timers: PPIs 13, 14, 11, 10.
+    tree.begin("timer");
+    tree.text("compatible", "arm,armv8-timer\0");
+    let ppis = [13, 14, 11, 10].map(|ppi| [PPI, ppi, LEVEL_HIGH]);
+    tree.cells("interrupts", ppis.as_flattened());
+    tree.property("always-on", &[]);
+    tree.end();
+
+    tree.begin("apb-pclk");
+    tree.text("compatible", "fixed-clock\0");
+    tree.cells("#clock-cells", &[0]);
+    tree.cells("clock-frequency", &[24_000_000]);
+    tree.text("clock-output-names", "clk24mhz\0");
+    tree.cells("phandle", &[CLOCK_PHANDLE]);
+    tree.end();
+
     tree.begin("pl011@9000000");
     tree.text("compatible", "arm,pl011\0arm,primecell\0");
     let [uart_high, uart_low] = split(UART_BASE);
     tree.cells("reg", &[uart_high, uart_low, 0, UART_SIZE as u32]);
+    tree.cells("interrupts", &[SPI, UART_SPI, LEVEL_HIGH]);
+    tree.cells("clocks", &[CLOCK_PHANDLE, CLOCK_PHANDLE]);
+    tree.text("clock-names", "uartclk\0apb_pclk\0");
     tree.end();
 
     tree.begin("chosen");

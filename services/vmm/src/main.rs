@@ -15,6 +15,11 @@ mod fdt;
     not(any(target_os = "none", test)),
     allow(dead_code, reason = "the host program does not run a guest")
 )]
+mod vgic;
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not run a guest")
+)]
 mod vmm;
 
 #[cfg(test)]

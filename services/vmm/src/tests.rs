@@ -19,6 +19,8 @@ use crate::vmm::{GuestConfig, Machine, Vmm, psci};
 
 const RAM: u64 = 0x4000_0000;
 const PC: u64 = RAM + 0x20_0000;
+/// Where the device tree goes: the last 2 MiB of the tests' 16 MiB of RAM.
+const TREE: u64 = RAM + 0xe0_0000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
@@ -128,8 +130,8 @@ fn booted(vcpus: u32) -> Vmm<'static, Fake> {
 /// The device tree the VMM wrote at RAM base, word by word.
 fn written_tree(vmm: &mut Vmm<'_, Fake>) -> Vec<u8> {
     let mut tree = Vec::new();
-    for (ipa, word) in vmm.machine().memory.range(RAM..RAM + 0x10_0000) {
-        assert_eq!(*ipa, RAM + tree.len() as u64);
+    for (ipa, word) in vmm.machine().memory.range(TREE..TREE + 0x10_0000) {
+        assert_eq!(*ipa, TREE + tree.len() as u64);
         tree.extend_from_slice(&word.to_le_bytes());
     }
     tree
@@ -188,9 +190,9 @@ fn boot_loads_the_kernel_writes_a_device_tree_and_the_boot_count_and_starts_vcpu
     let mut vmm = booted(2);
     let mut expected = vec![
         Op::Load(GuestPayload::Kernel, PC),
-        Op::Load(GuestPayload::DeviceTree, RAM),
+        Op::Load(GuestPayload::DeviceTree, TREE),
     ];
-    expected.extend(start_ops(0, PC, RAM));
+    expected.extend(start_ops(0, PC, TREE));
     // The initrd is asked for (on the first 2 MiB boundary after the kernel); there is none.
     expected.insert(1, Op::Load(GuestPayload::Initrd, RAM + 0x40_0000));
     assert_eq!(take(&mut vmm), expected);
@@ -217,6 +219,39 @@ fn boot_loads_the_kernel_writes_a_device_tree_and_the_boot_count_and_starts_vcpu
     assert_eq!(tree.chosen().bootargs(), Some(""));
     let chosen = tree.find_node("/chosen").unwrap();
     assert!(chosen.property("linux,initrd-start").is_none());
+    // The GICv3: distributor and two redistributors (128 KiB each), the interrupt parent.
+    let gic = tree.find_node("/intc@8000000").unwrap();
+    assert!(gic.compatible().unwrap().all().any(|c| c == "arm,gic-v3"));
+    assert!(gic.property("interrupt-controller").is_some());
+    let regs: Vec<_> = gic
+        .reg()
+        .unwrap()
+        .map(|r| (r.starting_address as u64, r.size))
+        .collect();
+    assert_eq!(
+        regs,
+        [(0x0800_0000, Some(0x1_0000)), (0x080a_0000, Some(0x4_0000))]
+    );
+    let cells = |node: &fdt::node::FdtNode<'_, '_>, name: &str| -> Vec<u32> {
+        node.property(name)
+            .unwrap()
+            .value
+            .chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let root = tree.find_node("/").unwrap();
+    assert_eq!(cells(&root, "interrupt-parent"), cells(&gic, "phandle"));
+    // The timer's PPIs: secure, non-secure physical, virtual (27 = PPI 11), hypervisor.
+    let timer = tree.find_node("/timer").unwrap();
+    assert_eq!(
+        cells(&timer, "interrupts"),
+        [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
+    );
+    // The console: SPI 1 (INTID 33) and its clock.
+    assert_eq!(cells(&uart, "interrupts"), [0, 1, 4]);
+    let clock = tree.find_node("/apb-pclk").unwrap();
+    assert_eq!(cells(&uart, "clocks")[0], cells(&clock, "phandle")[0]);
 }
 
 #[test]
@@ -331,7 +366,7 @@ fn ram_faults_go_to_the_memory_manager() {
 }
 
 #[test]
-fn the_console_prints_lines_and_reads_as_zero() {
+fn the_console_prints_lines_and_reads_idle_with_its_primecell_id() {
     let mut vmm = booted(1);
     take(&mut vmm);
     for byte in b"ok\n" {
@@ -342,8 +377,22 @@ fn the_console_prints_lines_and_reads_as_zero() {
         assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(nothing(true)));
     }
     assert_eq!(take(&mut vmm), [Op::Print("ok".into())]);
+    // UARTFR: transmit and receive FIFOs empty; other registers read zero.
     let fault = data_abort(0x0900_0018, byte_access(false, 0));
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(x0(0x90, true)));
+    let fault = data_abort(0x0900_0030, byte_access(false, 0));
     assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(x0(0, true)));
+    // The PL011's peripheral ID (0x00141011) and PrimeCell ID (0xb105f00d), a byte a word.
+    let id: Vec<u64> = (0..8)
+        .map(|n| {
+            let fault = data_abort(0x0900_0fe0 + 4 * n, byte_access(false, 0));
+            match block_on(vmm.handle(0, PC, fault)) {
+                Ok(Resolution::Emulate { writes, .. }) => writes[0].value,
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(id, [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1]);
 }
 
 #[test]
@@ -436,7 +485,7 @@ fn system_reset_stops_the_vcpus_resets_reloads_and_counts_the_boot() {
         ]
     );
     assert_eq!(ops[3], Op::Load(GuestPayload::Kernel, PC));
-    assert_eq!(ops[ops.len() - 8..], start_ops(0, PC, RAM));
+    assert_eq!(ops[ops.len() - 8..], start_ops(0, PC, TREE));
     assert_eq!(vmm.machine().memory[&(RAM + 0x10_0000)], 2);
     assert_eq!(vmm.boots(), 2);
 }

@@ -7,16 +7,19 @@
 use capvisor_ipc::abi::{KernelError, VcpuRegister};
 use capvisor_ipc::protocol::Error;
 use capvisor_ipc::protocols::fault::{
-    FaultError, GpRegister, GuestFault, RegisterWrite, Resolution,
+    DataAccess, FaultError, GpRegister, GuestFault, RegisterWrite, Resolution,
 };
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Esr, Far};
 
 use crate::fdt;
+use crate::vgic::Vgic;
 
 /// The most vCPUs of a guest.
 pub const MAX_VCPUS: usize = capvisor_ipc::bootinfo::MAX_GUEST_VCPUS;
-/// Where the boot count goes, as an offset from RAM base (IPA `0x4010_0000` in the contract).
+/// Where the boot count goes, as an offset from RAM base (IPA `0x4010_0000` in the contract),
+/// for a kernel loaded above it (`text_offset` past it, like the test guests'; a Linux `Image`
+/// with `text_offset` 0 gets none).
 pub const BOOT_COUNT_OFFSET: u64 = 0x10_0000;
 
 /// PSCI function IDs (DEN0022 PSCI 1.1, section 5.1; SMC32 and SMC64 forms).
@@ -75,6 +78,13 @@ const EXTERNAL_ABORT: u64 = 0x10;
 const WNR: u64 = 1 << 6;
 /// The PL011 data register (UARTDR) offset.
 const UARTDR: u64 = 0;
+/// The PL011 flag register (UARTFR) offset, and what it reads: transmit FIFO empty (TXFE, bit 7)
+/// and receive FIFO empty (RXFE, bit 4) — output is taken at once and there is never input.
+const UARTFR: u64 = 0x18;
+const UARTFR_IDLE: u64 = (1 << 7) | (1 << 4);
+/// The PL011's peripheral and PrimeCell ID registers at 0xFE0–0xFFC, as QEMU's (PL011 TRM,
+/// DDI 0183, 3.3.14–3.3.17): an AMBA bus driver identifies the UART by them.
+const UART_ID: [u8; 8] = [0x11, 0x10, 0x14, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 
 /// Why a VMM step failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +191,7 @@ pub struct GuestConfig<'a> {
 pub struct Vmm<'a, M> {
     machine: M,
     guest: GuestConfig<'a>,
+    gic: Vgic,
     on: [bool; MAX_VCPUS],
     boots: u64,
     line: heapless::Vec<u8, 200>,
@@ -192,6 +203,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         let vcpus = (guest.vcpus as usize).clamp(1, MAX_VCPUS) as u32;
         Self {
             machine,
+            gic: Vgic::new(vcpus),
             guest: GuestConfig { vcpus, ..guest },
             on: [false; MAX_VCPUS],
             boots: 0,
@@ -217,14 +229,17 @@ impl<'a, M: Machine> Vmm<'a, M> {
     }
 
     /// Loads the kernel, the initrd (if any) on the first 2 MiB boundary after the kernel, and a
-    /// device tree, writes the boot count and starts vCPU 0 at the kernel's entry with `x0` = the
-    /// device tree (the guest contract).
+    /// device tree in the last 2 MiB of RAM, writes the boot count (below a kernel loaded above
+    /// it) and starts vCPU 0 at the kernel's entry with `x0` = the device tree (the guest
+    /// contract).
     ///
     /// # Errors
     /// The first memory manager or kernel refusal.
     pub async fn boot(&mut self) -> Result<(), VmmError> {
         let base = self.guest.ram_base;
         let entry = base + self.guest.text_offset;
+        let tree = capvisor_image::device_tree_ipa(base, self.guest.ram_size)
+            .ok_or(VmmError::Memory(Error::Service(MemError::NotGuestRam)))?;
         let kernel = self.machine.load(GuestPayload::Kernel, entry).await?;
         let initrd = match capvisor_image::initrd_ipa(entry, kernel.max(self.guest.image_size)) {
             Some(ipa) => match self.machine.load(GuestPayload::Initrd, ipa).await {
@@ -234,23 +249,31 @@ impl<'a, M: Machine> Vmm<'a, M> {
             },
             None => return Err(Error::Service(MemError::NotGuestRam).into()),
         };
-        match self.machine.load(GuestPayload::DeviceTree, base).await {
+        match self.machine.load(GuestPayload::DeviceTree, tree).await {
             Ok(_) => {}
             // The manifest gave no device tree: write the contract's own.
-            Err(Error::Service(MemError::NoPayload)) => self.write_device_tree(initrd).await?,
+            Err(Error::Service(MemError::NoPayload)) => {
+                self.write_device_tree(tree, initrd).await?;
+            }
             Err(error) => return Err(error.into()),
         }
         self.boots += 1;
-        self.machine
-            .write_word(base + BOOT_COUNT_OFFSET, self.boots)
-            .await?;
-        self.start(0, entry, base)?;
+        if self.guest.text_offset > BOOT_COUNT_OFFSET {
+            self.machine
+                .write_word(base + BOOT_COUNT_OFFSET, self.boots)
+                .await?;
+        }
+        self.start(0, entry, tree)?;
         Ok(())
     }
 
-    /// Writes the contract's device tree at RAM base, with the command line and the initrd's
-    /// range (`[start, end)`) in `/chosen`.
-    async fn write_device_tree(&mut self, initrd: Option<(u64, u64)>) -> Result<(), VmmError> {
+    /// Writes the contract's device tree at `at`, with the command line and the initrd's range
+    /// (`[start, end)`) in `/chosen`.
+    async fn write_device_tree(
+        &mut self,
+        at: u64,
+        initrd: Option<(u64, u64)>,
+    ) -> Result<(), VmmError> {
         let mut tree = [0u8; fdt::MAX_FDT];
         let guest = self.guest;
         let chosen = fdt::Chosen {
@@ -267,7 +290,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         for (n, chunk) in tree[..size].chunks(8).enumerate() {
             let mut word = [0u8; 8];
             word[..chunk.len()].copy_from_slice(chunk);
-            let ipa = guest.ram_base + n as u64 * 8;
+            let ipa = at + n as u64 * 8;
             self.machine
                 .write_word(ipa, u64::from_le_bytes(word))
                 .await?;
@@ -319,6 +342,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
                     Some(access) if offset < fdt::UART_SIZE => {
                         self.uart(vcpu, offset, access.write, access.register)
                     }
+                    Some(access) if self.gic.contains(ipa.raw()) => {
+                        self.gic_access(vcpu, ipa.raw(), access)
+                    }
                     _ => self.inject(vcpu, false, far, esr.raw() & WNR),
                 }
             }
@@ -359,13 +385,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
     /// A write to ICC_SGI1R_EL1 or ICC_ASGI1R_EL1 (trapped while HCR_EL2.IMO is set): the SGI
     /// becomes pending for each target vCPU, through its list registers.
     fn send_sgi(&mut self, vcpu: u32, register: GpRegister) -> Result<Resolution, FaultError> {
-        let value = match register.index() {
-            31 => 0,
-            n => self
-                .machine
-                .read_register(vcpu, u64::from(n))
-                .map_err(|_| FaultError::Unhandled)?,
-        };
+        let value = self.register(vcpu, register)?;
         let sgi = gic_sgi::decode(value, vcpu, self.guest.vcpus);
         for target in (0..self.guest.vcpus).filter(|t| sgi.targets & (1 << t) != 0) {
             if let Err(error) = self
@@ -407,6 +427,34 @@ impl<'a, M: Machine> Vmm<'a, M> {
 
     /// The console: a byte written to UARTDR goes into the line, printed at `\n`; every read
     /// (UARTFR included: TX FIFO never full) is 0.
+    /// An access to the emulated distributor or a redistributor (`vgic.rs`).
+    fn gic_access(
+        &mut self,
+        vcpu: u32,
+        ipa: u64,
+        access: DataAccess,
+    ) -> Result<Resolution, FaultError> {
+        let size = u64::from(access.size.bytes());
+        if access.write {
+            let value = self.register(vcpu, access.register)?;
+            self.gic.write(ipa, size, value);
+            return Ok(emulate(&[], true));
+        }
+        let value = self.gic.read(ipa, size).unwrap_or(0);
+        Ok(emulate(&[(access.register, value)], true))
+    }
+
+    /// The value of general register `register` of `vcpu` (XZR reads as zero).
+    fn register(&mut self, vcpu: u32, register: GpRegister) -> Result<u64, FaultError> {
+        match register.index() {
+            31 => Ok(0),
+            n => self
+                .machine
+                .read_register(vcpu, u64::from(n))
+                .map_err(|_| FaultError::Unhandled),
+        }
+    }
+
     fn uart(
         &mut self,
         vcpu: u32,
@@ -415,16 +463,17 @@ impl<'a, M: Machine> Vmm<'a, M> {
         register: GpRegister,
     ) -> Result<Resolution, FaultError> {
         if !write {
-            return Ok(emulate(&[(register, 0)], true));
+            let value = match offset {
+                UARTFR => UARTFR_IDLE,
+                0xfe0..0x1000 if offset.is_multiple_of(4) => {
+                    u64::from(UART_ID[(offset as usize - 0xfe0) / 4])
+                }
+                _ => 0,
+            };
+            return Ok(emulate(&[(register, value)], true));
         }
         if offset == UARTDR {
-            let value = match register.index() {
-                31 => 0,
-                n => self
-                    .machine
-                    .read_register(vcpu, u64::from(n))
-                    .map_err(|_| FaultError::Unhandled)?,
-            };
+            let value = self.register(vcpu, register)?;
             self.console(value as u8);
         }
         Ok(emulate(&[], true))
