@@ -307,5 +307,9 @@ mod el0 {
             text.push("\n");
             capvisor_rt::debug_write(text.as_str());
         }
+
+        fn print_partial(&mut self, text: &str) {
+            capvisor_rt::debug_write(text);
+        }
     }
 }

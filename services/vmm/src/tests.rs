@@ -32,6 +32,7 @@ enum Op {
     Suspend(u32),
     Inject(u32, u32, u8),
     Print(String),
+    Partial(String),
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +96,9 @@ impl Machine for Fake {
     }
     fn print(&mut self, line: &str) {
         self.ops.push(Op::Print(line.to_string()));
+    }
+    fn print_partial(&mut self, text: &str) {
+        self.ops.push(Op::Partial(text.to_string()));
     }
 }
 
@@ -612,5 +616,23 @@ fn a_guest_sgi_write_is_delivered_to_each_target_and_emulated() {
         block_on(vmm.handle(0, PC, GuestFault::SysReg(other))),
         Ok(nothing(true))
     );
+    assert!(take(&mut vmm).is_empty());
+}
+
+#[test]
+fn a_waiting_guest_shows_the_line_it_began() {
+    let mut vmm = booted(1);
+    take(&mut vmm);
+    for byte in b"/ # " {
+        vmm.machine().registers.insert((0, 5), u64::from(*byte));
+        let fault = data_abort(0x0900_0000, byte_access(true, 5));
+        assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(nothing(true)));
+    }
+    assert!(take(&mut vmm).is_empty());
+    let wait = GuestFault::Wait { event: false };
+    assert_eq!(block_on(vmm.handle(0, PC, wait)), Ok(nothing(true)));
+    assert_eq!(take(&mut vmm), [Op::Partial("/ # ".into())]);
+    // Nothing more to show on the next wait.
+    assert_eq!(block_on(vmm.handle(0, PC, wait)), Ok(nothing(true)));
     assert!(take(&mut vmm).is_empty());
 }

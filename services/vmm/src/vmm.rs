@@ -165,6 +165,8 @@ pub trait Machine {
     fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError>;
     /// Prints one line (without its `\n`).
     fn print(&mut self, line: &str);
+    /// Prints the start of a line (a prompt the guest waits behind).
+    fn print_partial(&mut self, text: &str);
 }
 
 /// The guest this VMM runs.
@@ -356,7 +358,12 @@ impl<'a, M: Machine> Vmm<'a, M> {
             }
             GuestFault::Hvc { args, .. } => self.psci(vcpu, args, false).await,
             GuestFault::Smc { args, .. } => self.psci(vcpu, args, true).await,
-            GuestFault::Wait { .. } => Ok(emulate(&[], true)),
+            GuestFault::Wait { .. } => {
+                // A guest that waits has said all it will for now: what it wrote of a line (a
+                // shell's prompt) is shown.
+                self.flush_console();
+                Ok(emulate(&[], true))
+            }
             GuestFault::SysReg(access) if access.write && gic_sgi::is_sgi_register(&access) => {
                 self.send_sgi(vcpu, access.register)
             }
@@ -477,6 +484,14 @@ impl<'a, M: Machine> Vmm<'a, M> {
             self.console(value as u8);
         }
         Ok(emulate(&[], true))
+    }
+
+    fn flush_console(&mut self) {
+        if !self.line.is_empty() {
+            let text = core::str::from_utf8(&self.line).unwrap_or("(not UTF-8)");
+            self.machine.print_partial(text);
+            self.line.clear();
+        }
     }
 
     fn console(&mut self, byte: u8) {
