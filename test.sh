@@ -4,7 +4,8 @@
 # tests (every CPU model, one and two CPUs). Ends with the test runner's summary line.
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/setup.sh
+# With the real Linux guest (Debian's kernel and a busybox initramfs, scripts/linux-guest.sh).
+CAPVISOR_LINUX_GUEST=1 scripts/setup.sh
 export CARGO_TERM_COLOR=never
 
 step() { printf '\n== %s (%ss elapsed)\n' "$*" "$SECONDS"; }

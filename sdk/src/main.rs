@@ -87,6 +87,9 @@ struct RunArgs {
     /// performs it, and each VM's counters at the end (kernel argument `capvisor.trace=1`).
     #[arg(long)]
     trace: bool,
+    /// Stop QEMU (status 0) once the console shows TEXT, e.g. a guest shell's prompt "/ # ".
+    #[arg(long, value_name = "TEXT")]
+    until: Option<String>,
     /// Boot through U-Boot's `booti`, as on a board (Debian's u-boot-qemu by default).
     #[arg(long)]
     uboot: bool,
@@ -184,6 +187,7 @@ fn run(root: &std::path::Path, args: RunArgs) -> ExitCode {
         config.append.push_str(" capvisor.trace=1");
     }
     config.uboot = args.uboot.then_some(args.uboot_bin);
+    config.stop_at = args.until;
     config.extra = args.qemu_args;
     config.timeout = (args.timeout > 0 && !args.gdb).then(|| Duration::from_secs(args.timeout));
     eprintln!(
@@ -201,7 +205,13 @@ fn run(root: &std::path::Path, args: RunArgs) -> ExitCode {
     }
     match qemu::run(&config, symbols::kernel_annotator(&built.kernel.elf)) {
         Ok(outcome) => {
-            eprintln!("capvisor: {}", outcome.ending.describe());
+            // A prompt the run stopped at has no newline of its own.
+            let gap = if outcome.ending == qemu::Ending::Reached {
+                "\n"
+            } else {
+                ""
+            };
+            eprintln!("{gap}capvisor: {}", outcome.ending.describe());
             ExitCode::from(outcome.ending.code().clamp(0, 255) as u8)
         }
         Err(e) => fail(&e),

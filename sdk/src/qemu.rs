@@ -41,6 +41,9 @@ pub struct RunConfig {
     pub append: String,
     /// Boot through this U-Boot binary (`booti`, as on a board) instead of QEMU's `-kernel`.
     pub uboot: Option<PathBuf>,
+    /// Stop QEMU as soon as the console shows this text (a guest's shell prompt, which then
+    /// waits for input forever): the run ends [`Ending::Reached`].
+    pub stop_at: Option<String>,
 }
 
 /// Where Debian's `u-boot-qemu` puts U-Boot for QEMU's arm64 `virt` board.
@@ -64,6 +67,7 @@ impl RunConfig {
             extra: Vec::new(),
             append: "capvisor.exit=semihosting".into(),
             uboot: None,
+            stop_at: None,
         }
     }
 
@@ -117,6 +121,8 @@ pub enum Ending {
     Killed,
     /// The time limit passed; QEMU was killed.
     TimedOut,
+    /// The console showed [`RunConfig::stop_at`]; QEMU was stopped.
+    Reached,
 }
 
 impl Ending {
@@ -127,6 +133,7 @@ impl Ending {
             Self::Exited(code) => code,
             Self::Killed => 128,
             Self::TimedOut => 124,
+            Self::Reached => 0,
         }
     }
 
@@ -141,6 +148,7 @@ impl Ending {
             Self::Exited(n) => format!("exit status {n}"),
             Self::Killed => "QEMU was killed by a signal".into(),
             Self::TimedOut => "time limit reached; QEMU was stopped".into(),
+            Self::Reached => "the awaited console text appeared; QEMU was stopped".into(),
         }
     }
 }
@@ -186,13 +194,16 @@ pub fn run(config: &RunConfig, annotate: Option<Annotator>) -> Result<Outcome, S
         )
     });
     let echo = config.echo;
-    let reader = std::thread::spawn(move || read_console(stdout, stdin, booti, echo, annotate));
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = config.stop_at.clone().map(|text| (text, reached.clone()));
+    let reader =
+        std::thread::spawn(move || read_console(stdout, (stdin, booti), echo, annotate, stop));
     let err_reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let ending = wait(&mut child, config.timeout)?;
+    let ending = wait(&mut child, config.timeout, &reached)?;
     let console = reader.join().unwrap_or_default();
     let stderr_text = err_reader.join().unwrap_or_default();
     if !stderr_text.trim().is_empty() {
@@ -205,10 +216,10 @@ pub fn run(config: &RunConfig, annotate: Option<Annotator>) -> Result<Outcome, S
 /// U-Boot path, answers U-Boot's autoboot countdown and prompt with the `booti` command.
 fn read_console(
     mut stdout: std::process::ChildStdout,
-    mut stdin: Option<std::process::ChildStdin>,
-    mut booti: Option<String>,
+    (mut stdin, mut booti): (Option<std::process::ChildStdin>, Option<String>),
     echo: bool,
     annotate: Option<Annotator>,
+    stop: Option<(String, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
 ) -> String {
     let mut console = String::new();
     let mut pending = String::new();
@@ -221,6 +232,11 @@ fn read_console(
         };
         let text = String::from_utf8_lossy(&chunk[..n]).into_owned();
         console.push_str(&text);
+        if let Some((awaited, reached)) = &stop
+            && console.contains(awaited.as_str())
+        {
+            reached.store(true, std::sync::atomic::Ordering::Release);
+        }
         if echo {
             let mut out = std::io::stdout().lock();
             let _ = out.write_all(text.as_bytes());
@@ -253,17 +269,28 @@ fn read_console(
     console
 }
 
-fn wait(child: &mut std::process::Child, timeout: Option<Duration>) -> Result<Ending, String> {
-    let status = match timeout {
-        Some(limit) => match child.wait_timeout(limit).map_err(|e| e.to_string())? {
-            Some(status) => status,
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(Ending::TimedOut);
-            }
-        },
-        None => child.wait().map_err(|e| e.to_string())?,
-    };
-    Ok(status.code().map_or(Ending::Killed, Ending::Exited))
+/// Waits for QEMU to exit, for `timeout`, or for the console reader to see the awaited text
+/// (`reached`), whichever comes first.
+fn wait(
+    child: &mut std::process::Child,
+    timeout: Option<Duration>,
+    reached: &std::sync::atomic::AtomicBool,
+) -> Result<Ending, String> {
+    let start = std::time::Instant::now();
+    let tick = Duration::from_millis(50);
+    loop {
+        if let Some(status) = child.wait_timeout(tick).map_err(|e| e.to_string())? {
+            return Ok(status.code().map_or(Ending::Killed, Ending::Exited));
+        }
+        let ending = if reached.load(std::sync::atomic::Ordering::Acquire) {
+            Ending::Reached
+        } else if timeout.is_some_and(|limit| start.elapsed() >= limit) {
+            Ending::TimedOut
+        } else {
+            continue;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok(ending);
+    }
 }

@@ -38,6 +38,18 @@ pub fn boot(image: &Path, cpu: &str, smp: u32) -> Outcome {
     boot_with(image, cpu, smp, &[])
 }
 
+/// Boots `image` on `cpu` until the console shows `text` (a guest shell's prompt, after which
+/// the guest waits for input), 120 s at most.
+#[must_use]
+pub fn boot_until(image: &Path, cpu: &str, text: &str) -> Outcome {
+    let mut config = RunConfig::new(image);
+    config.cpu = cpu.into();
+    config.timeout = Some(Duration::from_secs(120));
+    config.echo = std::env::var_os("CAPVISOR_TEST_ECHO").is_some();
+    config.stop_at = Some(text.into());
+    qemu::run(&config, None).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// [`boot`] with `extra` QEMU arguments (e.g. `-device virtio-rng-device`).
 #[must_use]
 pub fn boot_with(image: &Path, cpu: &str, smp: u32, extra: &[&str]) -> Outcome {
