@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bootargs;
+pub mod idregs;
 pub use capvisor_ipc::esr;
 pub mod memmap;
 pub mod object;

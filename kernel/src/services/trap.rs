@@ -16,9 +16,10 @@ use crate::arch::aarch64::el0::{self, ThreadContext};
 use crate::arch::aarch64::gic::{self, Interrupt};
 use crate::exit::{self, Status};
 use crate::{console, println, smp};
-use capvisor_ipc::protocols::fault::ServiceFault;
+use capvisor_ipc::protocols::fault::{ServiceFault, SysRegAccess};
 use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr::{self, ec};
+use capvisor_kernel::idregs;
 use capvisor_kernel::object::{
     FaultOutcome, IrqOutcome, Kernel, MAX_SPACES, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
 };
@@ -191,6 +192,9 @@ fn guest_exit(
     if kind == KIND_IRQ {
         follow(interrupt(kernel, glue), thread)
     }
+    if esr::class(esr) == ec::SYSREG && id_register_read(glue, thread, esr) {
+        enter(thread)
+    }
     let context = glue.context(thread);
     let pc = context.pc;
     let x = first_eight(&context.x).0;
@@ -208,6 +212,28 @@ fn guest_exit(
         ));
     }
     follow(schedule, thread)
+}
+
+/// Answers a guest's read of a feature ID register (trapped by HCR_EL2.TID3) with the hardware's
+/// value less what the kernel does not switch (`capvisor_kernel::idregs`), and steps past the
+/// MRS; `false` for any other system-register access, which goes to the VMM.
+fn id_register_read(glue: &mut Glue, thread: ThreadRef, esr: u64) -> bool {
+    let access = SysRegAccess::from_iss(esr::iss(esr));
+    let (op0, op1, crn, crm, op2) = (access.op0, access.op1, access.crn, access.crm, access.op2);
+    if !idregs::is_id_register(op0, op1, crn, crm, !access.write) {
+        return false;
+    }
+    let value = idregs::sanitize(
+        crm,
+        op2,
+        crate::arch::aarch64::vcpu::read_id_register(crm, op2),
+    );
+    let context = glue.context(thread);
+    if let Some(register) = context.x.get_mut(usize::from(access.register.index())) {
+        *register = value;
+    }
+    context.pc = context.pc.wrapping_add(4);
+    true
 }
 
 /// HCR_EL2 for a guest: the guest flags, plus FWB when the descriptors use its encoding.

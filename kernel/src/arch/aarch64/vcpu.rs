@@ -255,10 +255,12 @@ pub fn restore(state: &El1State) {
 /// virtual ones to the guest), FB and BSU = inner shareable (broadcast TLB and barrier scope),
 /// TWI/TWE (WFI and WFE trap, so an idle guest yields), TSC (SMC traps: PSCI through the VMM),
 /// TSW (set/way cache maintenance traps: it cannot work under virtualization, Arm ARM D7.5.9),
-/// TIDCP (implementation-defined registers trap). Plus FWB (bit 46) when the stage-2 descriptors
+/// TIDCP (implementation-defined registers trap), TID3 (feature ID register reads trap, so the
+/// kernel hides what it does not switch: `capvisor_kernel::idregs`). Plus FWB (bit 46) when the stage-2 descriptors
 /// use the FEAT_S2FWB encoding.
 pub const HCR_GUEST: u64 = (1 << 31)
     | (1 << 22)
+    | (1 << 18)
     | (1 << 20)
     | (1 << 19)
     | (1 << 14)
@@ -285,3 +287,36 @@ pub fn hpfar() -> u64 {
 pub fn fault_ipa(hpfar: u64, far: u64) -> u64 {
     (((hpfar >> 4) & ((1 << 44) - 1)) << 12) | (far & 0xfff)
 }
+
+/// `read_id_register(crm, op2)`: the hardware value of the feature ID register at op0 3, op1 0,
+/// CRn 0, (CRm, op2) — one MRS encoding each (the generic `S3_0_C0_C<m>_<n>` names, which also
+/// reach the reserved encodings of that space, RAZ).
+macro_rules! id_register_reader {
+    ($($crm:literal => [$($op2:literal),*]),* $(,)?) => {
+        /// The hardware's ID register at (CRm, op2) of the feature ID space (CRm 1–7).
+        pub fn read_id_register(crm: u8, op2: u8) -> u64 {
+            let value: u64;
+            match (crm, op2) {
+                $($(
+                    // SAFETY: reading an ID register at EL2 has no side effects.
+                    ($crm, $op2) => unsafe {
+                        asm!(concat!("mrs {}, S3_0_C0_C", stringify!($crm), "_", stringify!($op2)),
+                             out(reg) value, options(nomem, nostack, preserves_flags))
+                    },
+                )*)*
+                _ => value = 0,
+            }
+            value
+        }
+    };
+}
+
+id_register_reader!(
+    1 => [0, 1, 2, 3, 4, 5, 6, 7],
+    2 => [0, 1, 2, 3, 4, 5, 6, 7],
+    3 => [0, 1, 2, 3, 4, 5, 6, 7],
+    4 => [0, 1, 2, 3, 4, 5, 6, 7],
+    5 => [0, 1, 2, 3, 4, 5, 6, 7],
+    6 => [0, 1, 2, 3, 4, 5, 6, 7],
+    7 => [0, 1, 2, 3, 4, 5, 6, 7],
+);
