@@ -27,9 +27,32 @@ fn debian_linux_boots_to_a_shell_under_capvisor_on_max() {
     }
 }
 
+/// Two vCPUs: the secondary starts through PSCI `CPU_ON` with its own redistributor, and the
+/// IPIs between them (SGIs through the VMM) let both run.
+#[test]
+fn debian_linux_brings_up_two_vcpus() {
+    let console = boots_to_a_shell_with("images/linux-smp.toml", "cortex-a57", "62.50MHz");
+    for line in [
+        "[vmm] vmm: starting guest linux: 2 vCPU(s), RAM 0x40000000..0x50000000",
+        "GICv3: CPU1: found redistributor 1 region 0:0x00000000080c0000",
+        "CPU1: Booted secondary processor 0x0000000001",
+        "SMP: Total of 2 processors activated.",
+    ] {
+        assert!(console.contains(line), "{line:?} not in:\n{console}");
+    }
+}
+
 /// Boots `images/linux.toml` on `cpu` to the shell prompt, checks the milestones and returns the
 /// console.
 fn boots_to_a_shell(cpu: &str, timer: &str) -> String {
+    let console = boots_to_a_shell_with("images/linux.toml", cpu, timer);
+    let start = "[vmm] vmm: starting guest linux: 1 vCPU(s), RAM 0x40000000..0x50000000";
+    assert!(console.contains(start), "{start:?} not in:\n{console}");
+    console
+}
+
+/// [`boots_to_a_shell`] for the image of `manifest`.
+fn boots_to_a_shell_with(manifest: &str, cpu: &str, timer: &str) -> String {
     for file in ["Image", "initramfs.cpio"] {
         let path = root().join("target/linux-guest").join(file);
         assert!(
@@ -38,7 +61,7 @@ fn boots_to_a_shell(cpu: &str, timer: &str) -> String {
             path.display()
         );
     }
-    let built = build("images/linux.toml");
+    let built = build(manifest);
     let outcome = boot_until(&built.path, cpu, "/ # ");
     assert_eq!(
         outcome.ending,
@@ -47,7 +70,6 @@ fn boots_to_a_shell(cpu: &str, timer: &str) -> String {
         outcome.console
     );
     for line in [
-        "[vmm] vmm: starting guest linux: 1 vCPU(s), RAM 0x40000000..0x50000000",
         "Linux version 6.1.0-",
         "Machine model: capvisor guest",
         "psci: PSCIv1.1 detected in firmware.",
