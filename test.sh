@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs capvisor's whole test suite, installing what is missing first: formatting, host unit and
-# property tests, bounded fuzzing of every decoder of untrusted bytes, and the QEMU integration
+# Runs capvisor's whole test suite, installing what is missing first: formatting, lints, host
+# unit and property tests, bounded fuzzing of every decoder of untrusted bytes, and the QEMU integration
 # tests (every CPU model, one and two CPUs). Ends with the test runner's summary line.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,6 +12,13 @@ step() { printf '\n== %s (%ss elapsed)\n' "$*" "$SECONDS"; }
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
+
+step "lints (cargo clippy, warnings are errors)"
+if cargo clippy --version >/dev/null 2>&1; then
+  cargo clippy --locked --workspace --all-targets -- -D warnings
+else
+  echo "test.sh: cargo clippy is not installed (rustup component add clippy): lints NOT checked"
+fi
 
 step "fuzzing decoders for a bounded time"
 scripts/fuzz-all.sh

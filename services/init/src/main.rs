@@ -47,7 +47,9 @@ async fn run() -> u64 {
         Cap::from_cptr(CPtr::new(info.endpoint)),
         ReceiveWindow::NONE,
     );
-    let error = fault::serve(&mut server, &mut supervisor, supervisor::GENERATION).await;
+    // The supervisor's server generation.
+    let generation = capvisor_ipc::protocol::Generation::new(1);
+    let error = fault::serve(&mut server, &mut supervisor, generation).await;
     println!("init: stopped serving faults: {error:?}");
     1
 }

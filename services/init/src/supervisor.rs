@@ -2,16 +2,13 @@
 //! guest faults never come here (a vCPU's faults go to its VMM) and are refused.
 
 use capvisor_ipc::bootinfo::{BootInfo, MAX_SERVICES};
-use capvisor_ipc::protocol::{Context, Generation};
+use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::fault::{
     FaultError, GuestFault, Handler, Resolution, ServiceFault, ServiceResolution,
 };
 use capvisor_ipc::types::{ThreadId, VcpuId};
 
 use crate::report::Report;
-
-/// The supervisor's server generation.
-pub const GENERATION: Generation = Generation::new(1);
 
 /// The services it supervises, by badge, and where its reports go.
 pub struct Supervisor<F> {

@@ -116,7 +116,7 @@ impl<P: Platform> GuestMemory for Lent<'_, P> {
         let addr = addr.get();
         let base = addr & !(PAGE_SIZE - 1);
         let offset = (addr - base) as usize;
-        if offset % 8 != 0 {
+        if !offset.is_multiple_of(8) {
             return Err(ReadError::Unbacked);
         }
         let index = self.walker.pages[..self.walker.used]
@@ -230,7 +230,7 @@ impl<P: Platform> Handler for Walker<P> {
     async fn lend(&mut self, ctx: &mut Context, vm: VmId, base: Ipa) -> Result<(), WalkError> {
         self.owned(ctx, vm)?;
         let base = base.raw();
-        if base % PAGE_SIZE != 0 {
+        if !base.is_multiple_of(PAGE_SIZE) {
             return Err(WalkError::BadArgument);
         }
         let lent = self.pages[..self.used]

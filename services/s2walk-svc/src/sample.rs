@@ -204,7 +204,7 @@ impl s2walk::GuestMemory for SampleMemory {
     fn read_u64(&self, addr: s2walk::OutputAddr) -> Result<u64, s2walk::ReadError> {
         let addr = addr.get();
         let base = addr & !0xfff;
-        if addr % 8 != 0 || !PAGES.contains(&base) {
+        if !addr.is_multiple_of(8) || !PAGES.contains(&base) {
             return Err(s2walk::ReadError::Unbacked);
         }
         Ok(word(base, ((addr - base) / 8) as usize))

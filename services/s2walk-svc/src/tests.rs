@@ -54,7 +54,7 @@ impl Platform for Host {
     }
 
     fn read(&self, index: usize, offset: usize) -> u64 {
-        assert!(offset < PAGE_SIZE as usize && offset % 8 == 0);
+        assert!(offset < PAGE_SIZE as usize && offset.is_multiple_of(8));
         let frame = self.window.lock().unwrap()[index];
         self.frames.lock().unwrap()[&frame][offset / 8]
     }

@@ -31,10 +31,10 @@ const PRIMECELL_ID: [u32; 8] = [0x31, 0x10, 0x04, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 #[cfg(any(target_os = "none", test))]
 const PRIMECELL_ID_MASK: [u32; 8] = [0xff, 0xff, 0x0f, 0xff, 0xff, 0xff, 0xff, 0xff];
 /// QEMU virt's PL061 GPIO controller, passed through Normal non-cacheable.
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 const GPIO: u64 = 0x0903_0000;
 /// The PL061's PrimeCell ID (PL061 TRM, DDI 0190, 3.3.x): part 0x061, designer 0x41.
-#[cfg(any(target_os = "none", test))]
+#[cfg(target_os = "none")]
 const PL061_ID: [u32; 8] = [0x61, 0x10, 0x04, 0x00, 0x0d, 0xf0, 0x05, 0xb1];
 /// The cacheable carve-out (tests/images/guest-passthrough.toml).
 #[cfg(any(target_os = "none", test))]
