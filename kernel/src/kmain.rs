@@ -182,6 +182,7 @@ fn boot_with(
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);
             cpu::enable_el0_counter();
+            cpu::trap_unswitched_state();
             println!(
                 "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
                 untyped >> 20

@@ -41,6 +41,21 @@ pub const fn intid(value: u64) -> u32 {
     value as u32
 }
 
+/// How many of `implemented` list registers software interrupts may use: all but the last,
+/// which is the virtual timer's. The timer's physical interrupt stays active while its
+/// hardware-linked register is in use, so it can fire only when no such register exists — and
+/// then at least the last one is free (a full set would otherwise leave the level-sensitive
+/// timer firing again and again, starving everything else).
+#[must_use]
+pub const fn software_list_registers(implemented: usize) -> usize {
+    let n = if implemented < MAX_LIST_REGISTERS {
+        implemented
+    } else {
+        MAX_LIST_REGISTERS
+    };
+    n.saturating_sub(1)
+}
+
 /// Why a virtual interrupt could not be put in a list register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoFreeListRegister;
@@ -71,23 +86,24 @@ impl VgicState {
         vtimer_active: false,
     };
 
-    /// Makes virtual interrupt `intid` pending at `priority` in the first `implemented` list
-    /// registers: an entry already holding it (pending or active) is made pending too (an
-    /// interrupt is in at most one list register, IHI 0069H 11.2.1); otherwise a free one
-    /// (state 00) takes it.
+    /// Makes software interrupt `intid` pending at `priority` in the list registers a VMM may
+    /// fill ([`software_list_registers`] of the `implemented` ones): an entry already holding it
+    /// (pending or active, not hardware-linked) is made pending too (an interrupt is in at most
+    /// one list register, IHI 0069H 11.2.1); otherwise a free one (state 00) takes it. The last
+    /// implemented register is kept for the virtual timer, so the timer always finds one.
     ///
     /// # Errors
-    /// [`NoFreeListRegister`] when every implemented list register holds another interrupt.
+    /// [`NoFreeListRegister`] when every one of those holds another interrupt.
     pub fn inject(
         &mut self,
         implemented: usize,
         intid: u32,
         priority: u8,
     ) -> Result<(), NoFreeListRegister> {
-        let lrs = &mut self.lr[..implemented.min(MAX_LIST_REGISTERS)];
+        let lrs = &mut self.lr[..software_list_registers(implemented)];
         if let Some(entry) = lrs
             .iter_mut()
-            .find(|v| **v & STATE != 0 && self::intid(**v) == intid)
+            .find(|v| **v & STATE != 0 && **v & HW == 0 && self::intid(**v) == intid)
         {
             *entry |= PENDING;
             return Ok(());
@@ -123,12 +139,18 @@ mod tests {
         assert_eq!(state.inject(4, 3, 0x80), Ok(()));
         assert_eq!(state.lr[0] & STATE, ACTIVE | PENDING);
         assert_eq!(state.lr[1], 0);
-        for n in 1..4 {
+        for n in 1..3 {
             assert_eq!(state.inject(4, 30 + n, 0x80), Ok(()));
         }
-        // Only four are implemented: the fifth interrupt finds none free.
+        // Four are implemented, the last kept for the timer: the fourth finds none free.
         assert_eq!(state.inject(4, 40, 0x80), Err(NoFreeListRegister));
-        assert_eq!(state.lr[4], 0);
+        assert_eq!((state.lr[3], state.lr[4]), (0, 0));
+        // A hardware-linked entry (the timer's) is never merged with a software one.
+        let mut timer = VgicState::RESET;
+        timer.lr[0] = (pending(27, 0xa0, Some(27)) & !STATE) | ACTIVE;
+        assert_eq!(timer.inject(4, 27, 0xa0), Ok(()));
+        assert_eq!(timer.lr[0] & STATE, ACTIVE);
+        assert_eq!(timer.lr[1], pending(27, 0xa0, None));
         // One handled (state 00 again): free for the next.
         state.lr[2] &= !STATE;
         assert_eq!(state.inject(4, 40, 0x80), Ok(()));

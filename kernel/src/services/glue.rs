@@ -460,6 +460,11 @@ impl Effects for Glue {
         intid: u32,
         priority: u8,
     ) -> Result<(), KernelError> {
+        // The virtual timer's INTID is the kernel's to deliver (hardware-linked): a software
+        // copy next to it would put one INTID in two list registers (UNPREDICTABLE).
+        if intid == crate::arch::aarch64::gic::vtimer() {
+            return Err(KernelError::InvalidArgument);
+        }
         self.guests
             .inject(vcpu, intid, priority)
             .map_err(|_| KernelError::ListRegistersFull)

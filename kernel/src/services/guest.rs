@@ -161,11 +161,13 @@ impl Guests {
             return;
         }
         self.save_loaded();
-        vcpu::restore(&self.state[index]);
-        vgic::restore(&self.vgic[index]);
+        // The timer's physical interrupt is made active again before its timer is re-enabled
+        // (`vcpu::restore`), so it cannot be taken a second time meanwhile.
         if core::mem::take(&mut self.vgic[index].vtimer_active) {
             gic::set_vtimer_active();
         }
+        vcpu::restore(&self.state[index]);
+        vgic::restore(&self.vgic[index]);
         self.loaded = Some(index);
     }
 
@@ -277,6 +279,14 @@ pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
     }
 }
 
+/// SPSR after the kernel steps a guest past a trapped instruction, as completing it would leave
+/// PSTATE: BTYPE [11:10] cleared (the next instruction is not a branch target) and SS [21]
+/// cleared (a software step has completed; Arm ARM D2.12.5). KVM's `kvm_skip_instr` does the
+/// same.
+pub fn skipped(spsr: u64) -> u64 {
+    spsr & !((0b11 << 10) | (1 << 21))
+}
+
 /// PSTATE.M values a vCPU may be in (AArch64 only): EL0t, EL1t, EL1h.
 fn valid_mode(pstate: u64) -> bool {
     matches!(pstate & 0x1f, 0b00000 | 0b00100 | 0b00101)
@@ -376,6 +386,7 @@ impl Glue {
                 }
                 if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
                     context.pc = context.pc.wrapping_add(instruction_length(fault));
+                    context.spsr = skipped(context.spsr);
                 }
                 Ok(())
             }

@@ -223,16 +223,14 @@ fn id_register_read(glue: &mut Glue, thread: ThreadRef, esr: u64) -> bool {
     if !idregs::is_id_register(op0, op1, crn, crm, !access.write) {
         return false;
     }
-    let value = idregs::sanitize(
-        crm,
-        op2,
-        crate::arch::aarch64::vcpu::read_id_register(crm, op2),
-    );
+    let hardware = crate::arch::aarch64::vcpu::read_id_register(crm, op2);
+    let value = idregs::sanitize(crm, op2, hardware, super::IPA_BITS);
     let context = glue.context(thread);
     if let Some(register) = context.x.get_mut(usize::from(access.register.index())) {
         *register = value;
     }
     context.pc = context.pc.wrapping_add(4);
+    context.spsr = guest::skipped(context.spsr);
     true
 }
 

@@ -42,6 +42,8 @@ struct Fake {
     dtb: bool,
     /// The initrd's size, if the guest has one.
     initrd: Option<u64>,
+    /// vCPUs whose list registers are full.
+    full: Vec<u32>,
     pstate: u64,
     registers: BTreeMap<(u32, u64), u64>,
 }
@@ -83,6 +85,9 @@ impl Machine for Fake {
         Ok(())
     }
     fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError> {
+        if self.full.contains(&vcpu) {
+            return Err(KernelError::ListRegistersFull);
+        }
         self.ops.push(Op::Inject(vcpu, intid, priority));
         Ok(())
     }
@@ -634,5 +639,39 @@ fn a_waiting_guest_shows_the_line_it_began() {
     assert_eq!(take(&mut vmm), [Op::Partial("/ # ".into())]);
     // Nothing more to show on the next wait.
     assert_eq!(block_on(vmm.handle(0, PC, wait)), Ok(nothing(true)));
+    assert!(take(&mut vmm).is_empty());
+}
+
+#[test]
+fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
+    use capvisor_ipc::protocols::fault::SysRegAccess;
+    let mut vmm = booted(2);
+    take(&mut vmm);
+    vmm.machine().full.push(1);
+    // SGI 2 to vCPUs 0 and 1: vCPU 1 is full.
+    vmm.machine().registers.insert((0, 5), 0x0200_0003);
+    let access = SysRegAccess {
+        op0: 3,
+        op1: 0,
+        crn: 12,
+        crm: 11,
+        op2: 5,
+        register: GpRegister::new(5).unwrap(),
+        write: true,
+    };
+    assert_eq!(
+        block_on(vmm.handle(0, PC, GuestFault::SysReg(access))),
+        Ok(nothing(true))
+    );
+    assert_eq!(take(&mut vmm), [Op::Inject(0, 2, 0xa0)]);
+    // Still full at the next exit: nothing yet, nothing printed.
+    let wait = GuestFault::Wait { event: false };
+    block_on(vmm.handle(0, PC, wait)).unwrap();
+    assert!(take(&mut vmm).is_empty());
+    // Room again: the next exit (of any vCPU) delivers it, once.
+    vmm.machine().full.clear();
+    block_on(vmm.handle(0, PC, wait)).unwrap();
+    assert_eq!(take(&mut vmm), [Op::Inject(1, 2, 0xa0)]);
+    block_on(vmm.handle(0, PC, wait)).unwrap();
     assert!(take(&mut vmm).is_empty());
 }

@@ -182,7 +182,11 @@ impl Vgic {
             return false;
         };
         if size >= 4 {
-            self.write_word(&frame, value as u32);
+            // A word (or wider) write that is not naturally aligned has no register to land in
+            // (IHI 0069H 12.1.3: such accesses are UNPREDICTABLE): ignored.
+            if ipa == aligned {
+                self.write_word(&frame, value as u32);
+            }
             return true;
         }
         // A narrower write (byte-accessible priority registers): only its byte lanes change.

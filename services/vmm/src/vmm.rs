@@ -195,6 +195,9 @@ pub struct Vmm<'a, M> {
     guest: GuestConfig<'a>,
     gic: Vgic,
     on: [bool; MAX_VCPUS],
+    /// Per target vCPU, the SGIs (a bit per INTID 0–15) not yet delivered because its list
+    /// registers were full: retried at every exit of any vCPU.
+    sgi_pending: [u16; MAX_VCPUS],
     boots: u64,
     line: heapless::Vec<u8, 200>,
 }
@@ -208,6 +211,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
             gic: Vgic::new(vcpus),
             guest: GuestConfig { vcpus, ..guest },
             on: [false; MAX_VCPUS],
+            sgi_pending: [0; MAX_VCPUS],
             boots: 0,
             line: heapless::Vec::new(),
         }
@@ -327,6 +331,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         pc: u64,
         fault: GuestFault,
     ) -> Result<Resolution, FaultError> {
+        self.retry_sgis();
         match fault {
             GuestFault::DataAbort {
                 ipa,
@@ -395,20 +400,35 @@ impl<'a, M: Machine> Vmm<'a, M> {
         let value = self.register(vcpu, register)?;
         let sgi = gic_sgi::decode(value, vcpu, self.guest.vcpus);
         for target in (0..self.guest.vcpus).filter(|t| sgi.targets & (1 << t) != 0) {
-            if let Err(error) = self
-                .machine
-                .inject_irq(target, sgi.intid, gic_sgi::PRIORITY)
-            {
-                say(
-                    &mut self.machine,
-                    format_args!(
-                        "vmm: guest {}: SGI {} to vCPU {target} lost: {error:?}",
-                        self.guest.name, sgi.intid
+            self.sgi_pending[target as usize] |= 1 << sgi.intid;
+        }
+        self.retry_sgis();
+        Ok(emulate(&[], true))
+    }
+
+    /// Delivers the SGIs still pending: one whose target's list registers are full stays
+    /// pending (Linux waits for its IPIs: none may be lost); another refusal drops it, once
+    /// reported.
+    fn retry_sgis(&mut self) {
+        for target in 0..self.guest.vcpus {
+            let mut pending = self.sgi_pending[target as usize];
+            while pending != 0 {
+                let intid = pending.trailing_zeros();
+                pending &= pending - 1;
+                match self.machine.inject_irq(target, intid, gic_sgi::PRIORITY) {
+                    Err(KernelError::ListRegistersFull) => continue,
+                    Err(error) => say(
+                        &mut self.machine,
+                        format_args!(
+                            "vmm: guest {}: SGI {intid} to vCPU {target} dropped: {error:?}",
+                            self.guest.name
+                        ),
                     ),
-                );
+                    Ok(()) => {}
+                }
+                self.sgi_pending[target as usize] &= !(1 << intid);
             }
         }
-        Ok(emulate(&[], true))
     }
 
     async fn map_ram(

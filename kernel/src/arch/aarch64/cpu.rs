@@ -65,6 +65,38 @@ pub fn enable_el0_counter() {
     }
 }
 
+/// CPTR_EL2 with E2H = 0 (Arm ARM D24.2.32): its RES1 bits (13, 9, 7:0), and traps of what the
+/// world switch does not switch: TZ (8) SVE, TSM (12) SME, TTA (20) trace registers, TAM (30)
+/// activity monitors. FP/SIMD (TFP, 10) stays allowed: the switch saves it.
+pub const CPTR_EL2: u64 =
+    (1 << 13) | (1 << 9) | 0xff | (1 << 8) | (1 << 12) | (1 << 20) | (1 << 30);
+/// MDCR_EL2 trap bits (D24.2.96): TPMCR (5) and TPM (6) the PMU, TDA (9) the debug registers
+/// (MDSCR_EL1, breakpoints, watchpoints), TDOSA (10) the OS lock, TDRA (11) the debug ROM, TTRF
+/// (19) the trace filter. Their state is not switched, so a guest must not reach it: a trapped
+/// access goes to its VMM (read as zero, writes ignored). HPMN and E2PB are left as they are.
+pub const MDCR_EL2_TRAPS: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 19);
+
+/// Sets the EL2 traps of state that no world switch saves (SVE, SME, trace, activity monitors,
+/// debug, PMU) for everything below EL2 — guests and services alike — so none of it can leak
+/// from one to another.
+pub fn trap_unswitched_state() {
+    // SAFETY: CPTR_EL2 and MDCR_EL2 only control traps of lower ELs; the kernel itself uses
+    // none of the trapped state.
+    unsafe {
+        asm!(
+            "msr cptr_el2, {cptr}",
+            "mrs {mdcr}, mdcr_el2",
+            "orr {mdcr}, {mdcr}, {traps}",
+            "msr mdcr_el2, {mdcr}",
+            "isb",
+            cptr = in(reg) CPTR_EL2,
+            traps = in(reg) MDCR_EL2_TRAPS,
+            mdcr = out(reg) _,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 /// Zeroes `[start, start + size)` of kernel-mapped Normal memory with DC ZVA, a whole block per
 /// instruction (DCZID_EL0.BS, Arm ARM D24.2.36), falling back to stores where DC ZVA is
 /// prohibited (DCZID_EL0.DZP) or the range is not block aligned.

@@ -194,7 +194,11 @@ pub fn set_vtimer_active() {
     let bit = 1u32 << (vtimer() % 32);
     let frame = GICR_SGI.load(Ordering::Relaxed);
     if frame != 0 {
-        // SAFETY: as in `take_vtimer_active`.
-        unsafe { core::ptr::write_volatile((frame + GICR_ISACTIVER0) as *mut u32, bit) };
+        // SAFETY: as in `take_vtimer_active`; the read back makes the (posted) write complete
+        // before the caller goes on.
+        unsafe {
+            core::ptr::write_volatile((frame + GICR_ISACTIVER0) as *mut u32, bit);
+            let _ = core::ptr::read_volatile((frame + GICR_ISACTIVER0) as *const u32);
+        }
     }
 }
