@@ -116,6 +116,10 @@ crate::stable_codes! {
         /// Thread: bind a vCPU (the thread then runs it at EL1 in its VM); the thread must be
         /// inactive and configured with a `Vm` as its address space.
         ThreadBindVcpu = 22,
+        /// IrqHandler: deliver its interrupt (an SPI) to a vCPU as virtual interrupt `vINTID`
+        /// through a hardware-linked list register, so the guest's deactivation deactivates it
+        /// (vCPU CPtr with WRITE, vINTID 32–1019; a vCPU CPtr of 0 stops forwarding).
+        IrqForwardToVcpu = 23,
     }
 }
 

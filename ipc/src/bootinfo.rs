@@ -16,6 +16,8 @@ pub const MAX_GUESTS: usize = 4;
 pub const MAX_GUEST_VCPUS: usize = 8;
 /// The most untyped pieces listed.
 pub const MAX_UNTYPED: usize = 8;
+/// The most device interrupts one guest's VMM is given.
+pub const MAX_GUEST_IRQS: usize = 8;
 /// `BootInfo::flags`: FEAT_S2FWB is implemented (and stage-2 descriptors use it).
 pub const FLAG_FWB: u32 = 1 << 0;
 /// `BootInfo::flags`: CTR_EL0.DIC is 1 (no instruction-cache invalidation needed for coherence).
@@ -83,6 +85,26 @@ pub struct GuestInfo {
     pub ram_untyped: u64,
     /// The guest's name, NUL padded.
     pub name: [u8; 32],
+    /// VMM: the IrqHandler capabilities of the interrupts of the devices passed through to the
+    /// guest (the manifest's `irqs`), to forward to a vCPU (`IrqForwardToVcpu`).
+    pub irq_handler: [u64; MAX_GUEST_IRQS],
+    /// VMM: their INTIDs (SPIs; the guest sees the same numbers).
+    pub irq_intid: [u32; MAX_GUEST_IRQS],
+    /// How many of `irq_handler`/`irq_intid` are valid.
+    pub irq_count: u32,
+    /// Reserved, zero.
+    pub reserved_irq: u32,
+}
+
+impl GuestInfo {
+    /// The forwardable interrupts: (handler slot, INTID).
+    pub fn irqs(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let count = (self.irq_count as usize).min(MAX_GUEST_IRQS);
+        self.irq_handler[..count]
+            .iter()
+            .copied()
+            .zip(self.irq_intid[..count].iter().copied())
+    }
 }
 
 /// `DeviceInfo::flags`: the region may be mapped cacheable (a `cacheable` device or a
@@ -184,7 +206,7 @@ impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 5;
+    pub const VERSION: u32 = 6;
 
     /// The page in `bytes` (at least [`size_of::<BootInfo>()`] of them), if its magic and version
     /// are this layout's.

@@ -174,6 +174,34 @@ impl Description {
         }?;
         first_reg(node).filter(|r| r.size > 0)
     }
+
+    /// The SPIs (as INTIDs, 32 + number) of the device `find_device` finds: its `interrupts`
+    /// specifiers of type 0 (GIC SPI, three cells each: type, number, flags).
+    pub fn device_spis(&self, locator: &str, compatible: bool) -> Vec<u32, 4> {
+        let mut spis = Vec::new();
+        let Ok(fdt) = Fdt::new(self.blob) else {
+            return spis;
+        };
+        let node = if compatible {
+            fdt.find_compatible(&[locator])
+        } else {
+            locator
+                .starts_with('/')
+                .then(|| fdt.find_node(locator))
+                .flatten()
+        };
+        let Some(property) = node.and_then(|n| n.property("interrupts")) else {
+            return spis;
+        };
+        for cells in property.value.chunks_exact(12) {
+            let word =
+                |i: usize| u32::from_be_bytes([cells[i], cells[i + 1], cells[i + 2], cells[i + 3]]);
+            if word(0) == 0 && word(4) < 988 {
+                let _ = spis.push(32 + word(4));
+            }
+        }
+        spis
+    }
 }
 
 fn reserved(fdt: &Fdt<'_>) -> Vec<Region, 16> {

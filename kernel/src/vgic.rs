@@ -117,9 +117,57 @@ impl VgicState {
     }
 }
 
+impl VgicState {
+    /// Puts virtual interrupt `vintid`, hardware-linked to physical interrupt `pintid`, pending
+    /// at `priority` in a free software list register (a forwarded device interrupt: its
+    /// physical interrupt stays active until the guest deactivates the virtual one, so it is
+    /// never in a list register twice).
+    ///
+    /// # Errors
+    /// [`NoFreeListRegister`] when none is free.
+    pub fn inject_linked(
+        &mut self,
+        implemented: usize,
+        vintid: u32,
+        priority: u8,
+        pintid: u32,
+    ) -> Result<(), NoFreeListRegister> {
+        let free = self.lr[..software_list_registers(implemented)]
+            .iter_mut()
+            .find(|v| **v & STATE == 0)
+            .ok_or(NoFreeListRegister)?;
+        *free = pending(vintid, priority, Some(pintid));
+        Ok(())
+    }
+
+    /// The physical interrupts the list registers still link (pending or active, HW = 1).
+    pub fn linked(&self) -> impl Iterator<Item = u32> + '_ {
+        self.lr
+            .iter()
+            .filter(|v| **v & STATE != 0 && **v & HW != 0)
+            .map(|v| ((*v >> 32) & 0x3ff) as u32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forwarded_interrupt_is_linked_in_a_software_register_and_listed() {
+        let mut state = VgicState::RESET;
+        assert_eq!(state.inject_linked(4, 79, 0xa0, 79), Ok(()));
+        assert_eq!(state.lr[0], pending(79, 0xa0, Some(79)));
+        assert_eq!(state.linked().collect::<Vec<_>>(), [79]);
+        state.lr[1] = pending(3, 0, None);
+        state.lr[2] = pending(80, 0, Some(80));
+        // The last register is the timer's.
+        assert_eq!(
+            state.inject_linked(4, 81, 0xa0, 81),
+            Err(NoFreeListRegister)
+        );
+        assert_eq!(state.linked().collect::<Vec<_>>(), [79, 80]);
+    }
 
     #[test]
     fn a_list_register_is_encoded_as_the_gic_architecture_says() {

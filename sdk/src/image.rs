@@ -228,6 +228,9 @@ pub fn device_records(manifest: &Manifest) -> Result<Vec<DeviceRecord>, String> 
                 if passthrough.optional {
                     record.flags |= devices::FLAG_OPTIONAL;
                 }
+                if passthrough.irqs {
+                    record.flags |= devices::FLAG_IRQS;
+                }
             }
         }
         records.push(record);
@@ -317,7 +320,8 @@ carveouts = [{ carveout = "pfnmap", optional = true }]
         assert_eq!(decoded.len(), 3);
         let rtc = &decoded[0];
         assert_eq!((rtc.name(), rtc.locator()), ("rtc", "arm,pl031"));
-        assert_eq!(rtc.flags, devices::FLAG_COMPATIBLE);
+        // Passed through with its interrupts (`irqs` defaults to true).
+        assert_eq!(rtc.flags, devices::FLAG_COMPATIBLE | devices::FLAG_IRQS);
         assert_eq!((rtc.service, rtc.guest), (1, 0));
         assert_eq!(rtc.memtype, devices::MEMTYPE_NORMAL_NC);
         let uart = &decoded[1];

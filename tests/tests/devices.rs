@@ -18,7 +18,8 @@
 //!
 //! A device that DMAs needs its guest's RAM at IPA = PA (no IOMMU): `tests/images/guest-dma.toml`
 //! passes QEMU's virtio-mmio entropy device through to a `ram_identity` guest, which gives it the
-//! physical addresses of its rings and buffer and finds the device's DMA in its RAM.
+//! physical addresses of its rings and buffer, takes the device's interrupt (forwarded by the
+//! kernel through a hardware-linked list register) and finds the device's DMA in its RAM.
 
 use capvisor_tests::{assert_contains, assert_exited_ok, boot, boot_with, build};
 
@@ -205,6 +206,12 @@ fn a_passed_through_virtio_device_dmas_into_guest_ram_mapped_at_ipa_equals_pa() 
         assert_contains(
             &outcome,
             "guest dma: virtio-mmio entropy device at 0xa003e00, version 1",
+        );
+        // Its interrupt (SPI 47: INTID 79) is forwarded to vCPU 0 and reaches the guest's driver.
+        assert_contains(&outcome, "vmm: guest dma: interrupt 79 forwarded to vCPU 0");
+        assert_contains(
+            &outcome,
+            "guest dma: interrupt 79 from the device taken and acknowledged",
         );
         assert_contains(
             &outcome,

@@ -32,6 +32,9 @@ pub const FLAG_RAM: u32 = 1 << 3;
 /// mapping without FEAT_S2FWB and CTR_EL0.DIC) the system boots without it, and the refusal is
 /// reported, naming what is missing.
 pub const FLAG_OPTIONAL: u32 = 1 << 4;
+/// `flags`: the guest's passthrough takes the device's interrupts (its device-tree node's SPIs,
+/// forwarded to the guest's vCPU 0 as the same virtual INTIDs).
+pub const FLAG_IRQS: u32 = 1 << 5;
 
 /// Passthrough memory types (`memtype`), as the manifest spells them.
 pub const MEMTYPE_DEVICE_NGNRE: u32 = 0;
@@ -110,7 +113,8 @@ impl DeviceRecord {
     }
 
     fn check(&self, services: usize) -> bool {
-        let known = FLAG_COMPATIBLE | FLAG_CACHEABLE | FLAG_CARVEOUT | FLAG_RAM | FLAG_OPTIONAL;
+        let known =
+            FLAG_COMPATIBLE | FLAG_CACHEABLE | FLAG_CARVEOUT | FLAG_RAM | FLAG_OPTIONAL | FLAG_IRQS;
         let service_ok = self.service == NONE || (self.service as usize) < services;
         let region_ok = if self.is_carveout() {
             self.size != 0

@@ -130,6 +130,8 @@ impl Kernel {
                 self.untyped.free(r);
             }
             Object::Vcpu(r) => {
+                // Interrupts forwarded to it are not any more.
+                self.unforward_vcpu(r);
                 // Its thread can no longer run it: stopped and unbound (it may be bound again).
                 if let Some(thread) = self.vcpus.free(r).and_then(|v| v.thread) {
                     let _ = self.stop_thread(thread);

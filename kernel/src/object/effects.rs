@@ -182,6 +182,10 @@ pub trait Effects {
     /// An IRQ handler acknowledged interrupt `intid`: unmask it so it can fire again.
     fn irq_ack(&mut self, intid: u32);
 
+    /// Interrupt `intid` is now forwarded to a vCPU (`forwarding`: unmask it, it is delivered
+    /// as it comes) or no longer (mask it until a handler acknowledges it).
+    fn irq_forwarding(&mut self, intid: u32, forwarding: bool);
+
     /// A vCPU object was created: set its EL1 state to the reset state.
     fn vcpu_created(&mut self, vcpu: VcpuRef);
 

@@ -52,6 +52,8 @@ pub struct FakeEffects {
     pub start_buffers: [u64; MAX_THREADS],
     /// Acknowledged interrupts, by count.
     pub irq_acks: heapless::Vec<u32, 64>,
+    /// `irq_forwarding` calls: (INTID, forwarding).
+    pub forwarding: heapless::Vec<(u32, bool), 16>,
     /// `vcpu_inject_irq` calls: (vCPU index, INTID, priority).
     pub injected: heapless::Vec<(usize, u32, u8), 16>,
     /// When set, `map` fails with this error (to test error propagation).
@@ -87,6 +89,7 @@ impl FakeEffects {
             start_buffers: [0; MAX_THREADS],
             irq_acks: heapless::Vec::new(),
             injected: heapless::Vec::new(),
+            forwarding: heapless::Vec::new(),
             fail_map: None,
             vcpu_regs: [(0, 0); super::MAX_VCPUS],
             resolutions: 0,
@@ -232,6 +235,10 @@ impl Effects for FakeEffects {
 
     fn vcpu_created(&mut self, vcpu: VcpuRef) {
         self.vcpu_regs[vcpu.index() % super::MAX_VCPUS] = (0, 0);
+    }
+
+    fn irq_forwarding(&mut self, intid: u32, forwarding: bool) {
+        let _ = self.forwarding.push((intid, forwarding));
     }
 
     fn vcpu_inject_irq(

@@ -16,6 +16,7 @@
 //! | IrqControl | `IrqIssueHandler` | INTID, dest index (caller's CSpace) |
 //! | IrqHandler | `IrqSetNotification` | notification CPtr (its badge is what the interrupt signals) |
 //! | IrqHandler | `IrqAck` | — |
+//! | IrqHandler | `IrqForwardToVcpu` | vCPU CPtr with `WRITE` (0: stop), vINTID 32–1019; the handler's an SPI |
 //! | Thread | `Resume`, `Suspend`; [`THREAD_CONFIGURE`] | see `tcb.rs` |
 //! | Thread | [`THREAD_BIND_NOTIFICATION`] | notification CPtr with `READ` (0: unbind) |
 //! | Thread, Vcpu, Frame, Vm | vCPU binding, registers, cache/TLB maintenance | see `vcpu.rs` |
@@ -164,6 +165,9 @@ impl Kernel {
             (Invocation::IrqAck, Object::IrqHandler(handler)) => {
                 fx.irq_ack(self.irqs.get(handler)?.intid)
             }
+            (Invocation::IrqForwardToVcpu, Object::IrqHandler(handler)) => {
+                self.irq_forward_to_vcpu(caller, handler, args, fx)?;
+            }
             (Invocation::Resume, Object::Thread(thread)) => {
                 self.resume_thread(thread, cap.rights)?
             }
@@ -299,6 +303,39 @@ impl Kernel {
             return Err(KernelError::InsufficientRights);
         }
         self.irqs.get_mut(handler)?.notification = Some((notification, target.badge));
+        Ok(())
+    }
+
+    /// `IrqForwardToVcpu`.
+    fn irq_forward_to_vcpu(
+        &mut self,
+        caller: ThreadRef,
+        handler: IrqHandlerRef,
+        args: &Args,
+        fx: &mut impl Effects,
+    ) -> Result<(), KernelError> {
+        let [cptr, vintid] = args.take()?;
+        let intid = self.irqs.get(handler)?.intid;
+        if cptr == 0 {
+            self.irqs.get_mut(handler)?.forward = None;
+            fx.irq_forwarding(intid, false);
+            return Ok(());
+        }
+        let (_, target) = self.lookup(caller, CPtr::new(cptr))?;
+        let Object::Vcpu(vcpu) = target.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !target.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        // SPIs only: a PPI or SGI is one CPU's own, and its active state would follow no vCPU.
+        let spi = 32..=super::irq::MAX_INTID;
+        let vintid = u32::try_from(vintid).ok().filter(|v| spi.contains(v));
+        let (Some(vintid), true) = (vintid, spi.contains(&intid)) else {
+            return Err(KernelError::InvalidArgument);
+        };
+        self.irqs.get_mut(handler)?.forward = Some((vcpu, vintid));
+        fx.irq_forwarding(intid, true);
         Ok(())
     }
 

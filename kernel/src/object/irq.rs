@@ -4,13 +4,18 @@
 //! notification is signalled with the badge of the notification capability it was given, and the
 //! interrupt stays masked until a holder of the handler capability invokes `IrqAck`.
 //!
+//! A handler of an SPI may instead forward its interrupt to a vCPU (`IrqForwardToVcpu`): the
+//! glue then puts it in the vCPU's list registers, hardware-linked, and leaves the physical
+//! interrupt active until the guest deactivates it — the guest's driver handles its device's
+//! interrupts without any service in the path.
+//!
 //! Invariant: at most one live handler per interrupt ID.
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::Badge;
 
 use super::Kernel;
-use super::arena::{IrqHandlerRef, NotificationRef};
+use super::arena::{IrqHandlerRef, NotificationRef, VcpuRef};
 use super::syscall::Schedule;
 
 /// The largest interrupt ID a handler can be issued for (GICv3 SPIs end at 1019).
@@ -21,6 +26,8 @@ pub const MAX_INTID: u32 = 1019;
 pub struct IrqHandler {
     pub(super) intid: u32,
     pub(super) notification: Option<(NotificationRef, Badge)>,
+    /// Forwarded to this vCPU as this virtual INTID.
+    pub(super) forward: Option<(VcpuRef, u32)>,
     pub(super) caps: u32,
 }
 
@@ -63,8 +70,35 @@ impl Kernel {
         self.irqs.alloc(IrqHandler {
             intid,
             notification: None,
+            forward: None,
             caps: 0,
         })
+    }
+
+    /// The vCPU (and virtual INTID) interrupt `intid` is forwarded to, if its handler forwards
+    /// it (the glue then injects it instead of masking it and calling [`Kernel::handle_irq`]).
+    #[must_use]
+    pub fn irq_forward(&self, intid: u32) -> Option<(VcpuRef, u32)> {
+        self.irqs
+            .iter::<IrqHandlerRef>()
+            .find(|(_, h)| h.intid == intid)
+            .and_then(|(_, h)| h.forward)
+            .filter(|(vcpu, _)| self.vcpus.get(*vcpu).is_ok())
+    }
+
+    /// Stops every forward to `vcpu` (being deleted).
+    pub(super) fn unforward_vcpu(&mut self, vcpu: VcpuRef) {
+        let handlers: heapless::Vec<IrqHandlerRef, 64> = self
+            .irqs
+            .iter::<IrqHandlerRef>()
+            .filter(|(_, h)| h.forward.is_some_and(|(v, _)| v == vcpu))
+            .map(|(r, _)| r)
+            .collect();
+        for handler in handlers {
+            if let Ok(h) = self.irqs.get_mut(handler) {
+                h.forward = None;
+            }
+        }
     }
 
     /// Interrupt `intid` fired (the glue has masked it).

@@ -440,6 +440,10 @@ impl Effects for Glue {
         gic::set_enabled(intid, true);
     }
 
+    fn irq_forwarding(&mut self, intid: u32, forwarding: bool) {
+        gic::set_enabled(intid, forwarding);
+    }
+
     fn vcpu_created(&mut self, vcpu: VcpuRef) {
         *self.guests.state_mut(vcpu) = crate::arch::aarch64::vcpu::El1State::RESET;
         *self.guests.vgic_mut(vcpu) = capvisor_kernel::vgic::VgicState::RESET;

@@ -75,6 +75,8 @@ impl Op {
 /// The priority of the virtual timer interrupt in a vCPU's list register: Linux's default
 /// interrupt priority (`GICD_INT_DEF_PRI`), above the priority masks guests use.
 const VTIMER_PRIORITY: u8 = 0xa0;
+/// The priority of a forwarded device interrupt: the same default.
+const FORWARD_PRIORITY: u8 = 0xa0;
 
 /// The glue's per-guest state.
 pub struct Guests {
@@ -82,6 +84,9 @@ pub struct Guests {
     pub state: [El1State; MAX_VCPUS],
     /// Virtual CPU interface state of each vCPU while it is not loaded.
     pub vgic: [VgicState; MAX_VCPUS],
+    /// Forwarded interrupts masked because their vCPU's list registers were full: (vCPU index,
+    /// INTID), unmasked when that vCPU is next entered (a level-sensitive one then comes again).
+    held_back: heapless::Vec<(usize, u32), 16>,
     /// The vCPU whose state is in the CPU's EL1 registers.
     pub loaded: Option<usize>,
     /// Whether each space (by index) is a VM.
@@ -98,6 +103,7 @@ impl Guests {
         Self {
             state: [El1State::RESET; MAX_VCPUS],
             vgic: [VgicState::RESET; MAX_VCPUS],
+            held_back: heapless::Vec::new(),
             loaded: None,
             is_vm: [false; MAX_SPACES],
             stats: [VmStats {
@@ -151,12 +157,53 @@ impl Guests {
         let mpidr = state.sys[sys::VMPIDR];
         *state = El1State::RESET;
         state.sys[sys::VMPIDR] = mpidr;
-        *self.vgic_mut(vcpu) = VgicState::RESET;
+        let vgic = self.vgic_mut(vcpu);
+        // Forwarded interrupts its list registers held will never be deactivated by the guest
+        // now: deactivate them here (the timer's was made inactive when the state was saved).
+        for intid in vgic.linked().filter(|i| *i != gic::vtimer()) {
+            gic::deactivate(intid);
+        }
+        *vgic = VgicState::RESET;
+        self.release_held_back(vcpu.index() % MAX_VCPUS);
+    }
+
+    /// A forwarded device interrupt fired for `vcpu`: it becomes virtual interrupt `vintid`,
+    /// hardware-linked to `pintid`, in a software list register (live if the vCPU is loaded).
+    /// With none free the interrupt is deactivated and masked until the vCPU is next entered —
+    /// never left to fire again and again.
+    pub fn forward_irq(&mut self, vcpu: VcpuRef, vintid: u32, pintid: u32) {
+        let index = vcpu.index() % MAX_VCPUS;
+        let implemented = vgic::list_registers();
+        let usable = capvisor_kernel::vgic::software_list_registers(implemented);
+        let injected = if self.loaded == Some(index) {
+            vgic::inject_loaded(usable, vintid, FORWARD_PRIORITY, Some(pintid)).is_ok()
+        } else {
+            self.vgic[index]
+                .inject_linked(implemented, vintid, FORWARD_PRIORITY, pintid)
+                .is_ok()
+        };
+        if !injected {
+            gic::deactivate(pintid);
+            gic::set_enabled(pintid, false);
+            // More than 16 held back at once: this one stays masked until the vCPU is reset.
+            let _ = self.held_back.push((index, pintid));
+        }
+    }
+
+    /// Unmasks the forwarded interrupts held back for vCPU `index`.
+    fn release_held_back(&mut self, index: usize) {
+        if self.held_back.iter().any(|(v, _)| *v == index) {
+            for (_, intid) in self.held_back.iter().filter(|(v, _)| *v == index) {
+                gic::set_enabled(*intid, true);
+            }
+            self.held_back.retain(|(v, _)| *v != index);
+        }
     }
 
     /// Makes `vcpu`'s state the CPU's (saving the state loaded before, if another's).
     pub fn load(&mut self, vcpu: VcpuRef) {
         let index = vcpu.index() % MAX_VCPUS;
+        self.release_held_back(index);
         if self.loaded == Some(index) {
             return;
         }
@@ -178,7 +225,8 @@ impl Guests {
     /// timer raises it again.
     pub fn vtimer_fired(&mut self, intid: u32) {
         let injected = self.loaded.is_some()
-            && vgic::inject_loaded(intid, VTIMER_PRIORITY, Some(intid)).is_ok();
+            && vgic::inject_loaded(vgic::list_registers(), intid, VTIMER_PRIORITY, Some(intid))
+                .is_ok();
         if !injected {
             gic::deactivate(intid);
         }

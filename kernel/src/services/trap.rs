@@ -253,6 +253,12 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
             Schedule::Resume
         }
         Interrupt::Other(intid) => {
+            if let Some((vcpu, vintid)) = kernel.irq_forward(intid) {
+                // Left active: the guest's deactivation of the virtual interrupt ends it.
+                glue.guests.forward_irq(vcpu, vintid, intid);
+                return Schedule::Resume;
+            }
+            gic::deactivate(intid);
             gic::set_enabled(intid, false);
             match kernel.handle_irq(intid) {
                 IrqOutcome::Delivered(schedule) => schedule,

@@ -80,6 +80,11 @@ pub struct HeldDevice {
     pub attributes: DeviceAttributes,
     /// A carve-out of ordinary RAM (`FLAG_RAM`): RAM untyped, not device untyped.
     pub ram: bool,
+    /// The device's SPIs, when its passthrough takes its interrupts (`FLAG_IRQS`): the first
+    /// `spi_count`.
+    pub spis: [u32; 4],
+    /// How many of `spis` are valid.
+    pub spi_count: usize,
 }
 
 /// The most devices and carve-outs, and identity-mapped guests' RAM, the root holds as extra
@@ -278,12 +283,26 @@ fn find_devices(
                 normal_nc: record.memtype == devices::MEMTYPE_NORMAL_NC,
             }
         };
+        let mut spis = [0; 4];
+        let mut spi_count = 0;
+        if record.flags & devices::FLAG_IRQS != 0 && !record.is_carveout() {
+            let compatible = record.flags & devices::FLAG_COMPATIBLE != 0;
+            for (slot, spi) in spis
+                .iter_mut()
+                .zip(dt.device_spis(record.locator(), compatible))
+            {
+                *slot = spi;
+                spi_count += 1;
+            }
+        }
         let held = HeldDevice {
             record: *record,
             base,
             size,
             attributes,
             ram: record.is_carveout() && record.flags & devices::FLAG_RAM != 0,
+            spis,
+            spi_count,
         };
         plan.devices
             .push(held)
@@ -397,6 +416,8 @@ pub fn create(
             (&mut vmm_info, &mut mm_info),
         )
         .map_err(|e| (guest.name, e))?;
+        give_interrupts(root, plan, granted, (index, vmm), &mut vmm_info)
+            .map_err(|e| (guest.name, e))?;
         if let Some(source) = identity_slot(root, plan, index) {
             // The memory manager retypes the guest's RAM from exactly this untyped.
             let (mm_cnode, _, _) = grants::window(root, memmgr);
@@ -465,6 +486,38 @@ pub fn create(
         if let Some(info) = info {
             install(root, service, plan.regions[service], info).map_err(|e| ("guests", e))?;
         }
+    }
+    Ok(())
+}
+
+/// Gives guest `index`'s VMM an IrqHandler for each SPI of the devices passed through to it
+/// with their interrupts, listed in its boot info for it to forward to a vCPU.
+fn give_interrupts(
+    root: &mut Root<'_>,
+    plan: &Plan,
+    granted: &mut Granted,
+    (index, vmm): (usize, usize),
+    info: &mut GuestInfo,
+) -> Result<(), LoadError> {
+    let devices = plan
+        .devices
+        .iter()
+        .filter(|d| d.record.guest as usize == index && d.spi_count > 0);
+    // A scratch slot of the root's: its first free one, empty until the root service runs.
+    let scratch = supervision_slot(root, MAX_SERVICES);
+    for spi in devices.flat_map(|d| d.spis[..d.spi_count].iter().copied()) {
+        let count = info.irq_count as usize;
+        if count >= info.irq_handler.len() {
+            return Err(LoadError::Guest(GuestError::TooMany));
+        }
+        let code = Invocation::IrqIssueHandler.code();
+        root.invoke(RootLayout::IRQ_CONTROL, code, &[u64::from(spi), scratch])?;
+        let (cnode, _, _) = grants::window(root, vmm);
+        let dest = grants::next_slot(root, vmm, &mut granted.next)?;
+        root.invoke(cnode, Invocation::Move.code(), &[dest, scratch])?;
+        info.irq_handler[count] = dest;
+        info.irq_intid[count] = spi;
+        info.irq_count += 1;
     }
     Ok(())
 }

@@ -77,6 +77,16 @@ async fn run() -> u64 {
         config.ram_base,
         config.ram_base + config.ram_size
     );
+    // The interrupts of the devices passed through to the guest go straight to its vCPU 0, as
+    // the same INTIDs (a guest that routes them elsewhere is not followed yet).
+    for (handler, intid) in guest.irqs() {
+        let code = capvisor_ipc::abi::Invocation::IrqForwardToVcpu.code();
+        let args = [guest.vcpu[0], u64::from(intid)];
+        match capvisor_rt::sys::invoke(CPtr::new(handler), code, &args) {
+            Ok(_) => println!("vmm: guest {name}: interrupt {intid} forwarded to vCPU 0"),
+            Err(error) => println!("vmm: guest {name}: interrupt {intid} not forwarded: {error:?}"),
+        }
+    }
     let mut vmm = vmm::Vmm::new(machine, config);
     if let Err(error) = vmm.boot().await {
         println!("vmm: guest {name} did not boot: {error:?}");

@@ -130,14 +130,15 @@ pub enum Interrupt {
     /// The loaded vCPU's virtual timer (its PPI): still active, for the vCPU to deactivate
     /// through a hardware list register, or for [`deactivate`].
     VirtualTimer(u32),
-    /// Another interrupt (deactivated; handed to its handler's notification).
+    /// Another interrupt (still active: forwarded to a vCPU, or deactivated by the caller and
+    /// handed to its handler's notification).
     Other(u32),
     /// Nothing was pending (spurious).
     None,
 }
 
-/// Acknowledges the highest-priority pending interrupt and drops the running priority; every
-/// interrupt but the virtual timer is deactivated too.
+/// Acknowledges the highest-priority pending interrupt and drops the running priority; the time
+/// slice's is deactivated too, the others are left active for the caller.
 pub fn take() -> Interrupt {
     let Some(intid) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) else {
         return Interrupt::None;
@@ -147,8 +148,8 @@ pub fn take() -> Interrupt {
     if raw == VTIMER.load(Ordering::Relaxed) {
         return Interrupt::VirtualTimer(raw);
     }
-    deactivate(raw);
     if intid == HYP_TIMER {
+        deactivate(raw);
         Interrupt::Tick
     } else {
         Interrupt::Other(raw)

@@ -151,15 +151,21 @@ pub fn restore(state: &VgicState) {
     }
 }
 
-/// Puts virtual interrupt `intid`, linked to physical `physical`, in a free list register of the
-/// loaded vCPU (its state is in the hardware). `Err(())` when none is free.
-pub fn inject_loaded(intid: u32, priority: u8, physical: Option<u32>) -> Result<(), ()> {
+/// Puts virtual interrupt `intid`, linked to physical `physical`, in a free list register among
+/// the first `usable` of the loaded vCPU (its state is in the hardware). `Err(())` when none is
+/// free.
+pub fn inject_loaded(
+    usable: usize,
+    intid: u32,
+    priority: u8,
+    physical: Option<u32>,
+) -> Result<(), ()> {
     let elrsr: u64;
     // SAFETY: reading ICH_ELRSR_EL2, the empty list registers (IHI 0069H 12.5.7).
     unsafe {
         asm!("mrs {}, ich_elrsr_el2", out(reg) elrsr, options(nomem, nostack, preserves_flags))
     };
-    let free = (0..list_registers())
+    let free = (0..list_registers().min(usable))
         .find(|n| elrsr & (1 << n) != 0)
         .ok_or(())?;
     write_lr(free, vgic::pending(intid, priority, physical));

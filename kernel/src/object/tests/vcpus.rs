@@ -456,3 +456,64 @@ fn maintenance_is_checked_before_the_glue_does_it() {
         Err(KernelError::MemoryTypeNotAllowed)
     );
 }
+
+#[test]
+fn an_spi_handler_forwards_to_a_vcpu_until_told_not_to_or_the_vcpu_goes() {
+    let (mut w, thread) = guest();
+    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    let handler = FREE + 30;
+    w.invoke(
+        RootLayout::IRQ_CONTROL,
+        Invocation::IrqIssueHandler,
+        &[79, handler],
+    )
+    .unwrap();
+    assert_eq!(w.k.irq_forward(79), None);
+    w.invoke(handler, Invocation::IrqForwardToVcpu, &[VCPU, 79])
+        .unwrap();
+    assert_eq!(w.k.irq_forward(79), Some((vcpu, 79)));
+    assert_eq!(w.fx.forwarding.last(), Some(&(79, true)));
+    // Only SPIs, to a vCPU, with WRITE on it.
+    for (cptr, vintid, error) in [
+        (VCPU, 27, KernelError::InvalidArgument),
+        (VCPU, 1020, KernelError::InvalidArgument),
+        (EP, 79, KernelError::WrongType),
+        (5000, 79, KernelError::InvalidSlot),
+    ] {
+        assert_eq!(
+            w.invoke(handler, Invocation::IrqForwardToVcpu, &[cptr, vintid]),
+            Err(error)
+        );
+    }
+    w.invoke(RootLayout::CNODE, Invocation::Copy, &[FREE + 31, VCPU, 0x1])
+        .unwrap();
+    assert_eq!(
+        w.invoke(handler, Invocation::IrqForwardToVcpu, &[FREE + 31, 79]),
+        Err(KernelError::InsufficientRights)
+    );
+    // A PPI's handler cannot forward.
+    w.invoke(
+        RootLayout::IRQ_CONTROL,
+        Invocation::IrqIssueHandler,
+        &[27, FREE + 32],
+    )
+    .unwrap();
+    assert_eq!(
+        w.invoke(FREE + 32, Invocation::IrqForwardToVcpu, &[VCPU, 40]),
+        Err(KernelError::InvalidArgument)
+    );
+    // Stopping: 0 as the vCPU.
+    w.invoke(handler, Invocation::IrqForwardToVcpu, &[0, 0])
+        .unwrap();
+    assert_eq!(w.k.irq_forward(79), None);
+    assert_eq!(w.fx.forwarding.last(), Some(&(79, false)));
+    // Deleting the vCPU ends the forward.
+    w.invoke(handler, Invocation::IrqForwardToVcpu, &[VCPU, 79])
+        .unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Revoke, &[VCPU])
+        .unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU])
+        .unwrap();
+    assert_eq!(w.k.irq_forward(79), None);
+    w.k.check_invariants().unwrap();
+}

@@ -8,8 +8,12 @@
 //!    passed-through page;
 //! 2. reset it, set ACKNOWLEDGE and DRIVER, accept no features, give queue 0 eight descriptors in
 //!    two guest pages (`QueuePFN` = their IPA, which is their PA), set DRIVER_OK;
-//! 3. offer one device-writable 256-byte buffer, notify, and poll the used ring until the device
-//!    returns it; check the bytes written are mostly non-zero (they were zeroed first).
+//! 3. offer one device-writable 256-byte buffer, notify, and wait — with IRQs unmasked on its
+//!    GIC CPU interface — for the device's interrupt (the transport's SPI, 48 + its number on
+//!    QEMU `virt`, which the hypervisor forwards to vCPU 0 through a hardware-linked list
+//!    register): acknowledge it at the device (InterruptStatus → InterruptACK) and end it; then
+//!    check that the used ring returned the buffer and that the bytes written are mostly non-zero
+//!    (they were zeroed first).
 //!
 //! It runs with the MMU off, so every access to the rings is a non-cacheable, naturally aligned
 //! one, coherent with the device. Where guest RAM is not at IPA = PA the guest refuses to start a
@@ -33,6 +37,11 @@ mod mmio {
     pub const QUEUE_ALIGN: u64 = 0x03c;
     pub const QUEUE_PFN: u64 = 0x040;
     pub const QUEUE_NOTIFY: u64 = 0x050;
+    pub const INTERRUPT_STATUS: u64 = 0x060;
+    pub const INTERRUPT_ACK: u64 = 0x064;
+    /// QEMU `virt`'s first virtio-mmio transport (at 0x0a00_0000) interrupts as SPI 16: INTID 48.
+    pub const FIRST_INTID: u64 = 48;
+    pub const FIRST_TRANSPORT: u64 = 0x0a00_0000;
     pub const STATUS: u64 = 0x070;
     /// "virt", little-endian.
     pub const MAGIC: u32 = 0x7472_6976;
@@ -81,10 +90,61 @@ fn looks_random(bytes: &[u8]) -> bool {
 
 #[cfg(target_os = "none")]
 mod run_on_target {
+    use core::arch::asm;
     use core::ptr::{read_volatile, write_volatile};
+    use core::sync::atomic::{AtomicU64, Ordering};
 
     use capvisor_guest_rt::contract::RAM_BASE;
-    use capvisor_guest_rt::{Outcome, counter, println, ram_base};
+    use capvisor_guest_rt::{ExceptionFrame, Outcome, counter, println, ram_base};
+
+    /// The device whose interrupt the IRQ handler acknowledges, and its INTID.
+    static DEVICE: AtomicU64 = AtomicU64::new(0);
+    static INTID: AtomicU64 = AtomicU64::new(0);
+    /// Interrupts taken from the device, and INTIDs taken that were not its.
+    static TAKEN: AtomicU64 = AtomicU64::new(0);
+    static OTHER: AtomicU64 = AtomicU64::new(0);
+
+    fn on_irq(_frame: &mut ExceptionFrame) {
+        let intid: u64;
+        // SAFETY: acknowledging the highest-priority pending interrupt of the (virtual) CPU
+        // interface.
+        unsafe { asm!("mrs {}, icc_iar1_el1", out(reg) intid, options(nomem, nostack)) };
+        if intid == 1023 {
+            return;
+        }
+        if intid == INTID.load(Ordering::Relaxed) {
+            let device = DEVICE.load(Ordering::Relaxed);
+            let status = read32(device + INTERRUPT_STATUS);
+            write32(device + INTERRUPT_ACK, status);
+            TAKEN.fetch_add(1, Ordering::Relaxed);
+        } else {
+            OTHER.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: ending and deactivating the interrupt acknowledged above (EOImode 0).
+        unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) intid, options(nomem, nostack)) };
+    }
+
+    /// Enables the GIC CPU interface (system registers, priority mask, group 1) and IRQs.
+    fn enable_interrupts() {
+        capvisor_guest_rt::set_irq_hook(on_irq);
+        // SAFETY: the (virtual) GIC CPU interface's own registers, then IRQs unmasked at EL1.
+        unsafe {
+            asm!(
+                "mrs {t}, icc_sre_el1",
+                "orr {t}, {t}, #1",
+                "msr icc_sre_el1, {t}",
+                "isb",
+                "msr icc_pmr_el1, {pmr}",
+                "msr icc_igrpen1_el1, {one}",
+                "isb",
+                "msr daifclr, #2",
+                t = out(reg) _,
+                pmr = in(reg) 0xf0u64,
+                one = in(reg) 1u64,
+                options(nomem, nostack)
+            );
+        }
+    }
 
     use super::mmio::*;
     use super::{BUFFER_SIZE, PAGE, QUEUE_SIZE, TRANSPORTS, layout, looks_random};
@@ -169,8 +229,26 @@ mod run_on_target {
         write16(available + 2, 1);
         // SAFETY: a barrier.
         unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+        let intid = FIRST_INTID + (device - FIRST_TRANSPORT) / TRANSPORT_SIZE;
+        DEVICE.store(device, Ordering::Relaxed);
+        INTID.store(intid, Ordering::Relaxed);
+        enable_interrupts();
         write32(device + QUEUE_NOTIFY, 0);
         let start = counter();
+        while TAKEN.load(Ordering::Relaxed) == 0 {
+            if counter() - start > 62_500_000 {
+                write32(device + STATUS, 0);
+                return Err("the device's interrupt did not come within a second");
+            }
+            // SAFETY: waiting for the interrupt (the VMM answers a trapped WFI at once).
+            unsafe { asm!("wfi", options(nomem, nostack)) };
+        }
+        // SAFETY: masking IRQs again.
+        unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+        println!("interrupt {intid} from the device taken and acknowledged");
+        if OTHER.load(Ordering::Relaxed) != 0 {
+            return Err("an interrupt came that the device did not raise");
+        }
         while read16(used + 2) == 0 {
             if counter() - start > 62_500_000 {
                 write32(device + STATUS, 0);

@@ -1,5 +1,6 @@
 //! Test guest `passthrough`: drives devices the device broker passed through (docs/guests.md,
-//! `DESIGN.md` stage-2 rules 3–8), polling them (virtual interrupts come with the Linux-guest work):
+//! `DESIGN.md` stage-2 rules 3–8), polling them (their interrupts are forwarded to the vCPU, but
+//! this guest leaves its GIC CPU interface off; `guest-dma` takes a device's interrupt):
 //! 1. the PL031 real-time clock of QEMU `virt` at IPA = PA 0x0901_0000 (Device-nGnRE): its
 //!    PrimeCell identification registers (PL031 TRM, DDI 0224, 3.3.10–3.3.17) and RTCDR, which
 //!    must read a non-zero time that never goes backwards;
