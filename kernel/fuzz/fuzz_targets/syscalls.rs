@@ -1,6 +1,9 @@
 //! Drives the kernel's syscall entry with arbitrary registers and IPC buffer contents from
-//! several threads, interleaved with timer ticks, interrupts and faults, against the fake effects.
-//! Nothing may panic, and the object model's invariants must hold after every step.
+//! several threads, interleaved with timer ticks, interrupts, faults and reaper steps, against the
+//! fake effects. The root also holds a VM, a vCPU bound to a thread in it, and a child untyped,
+//! so vCPU/VM/thread/untyped/revoke orderings are reached. Nothing may panic, and the object
+//! model's invariants (no overlap, exact counts, a vCPU thread only in its VM, ...) must hold
+//! after every step. A call stopped at a preemption point is made again, as a thread would.
 //!
 //! Input: a sequence of 40-byte steps, compact so that short inputs already make several calls:
 //!
@@ -23,10 +26,75 @@ use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Esr, PhysAddr};
 use capvisor_kernel::object::fake::FakeEffects;
 use capvisor_kernel::object::{
-    Capability, DeviceAttributes, Kernel, Object, PlatformFeatures, RootBoot, RootDevice,
-    RootLayout, RootRam, Schedule, SyscallRegs, ThreadRef,
+    Capability, DeviceAttributes, FrameTable, Kernel, Object, PageInfo, PlatformFeatures,
+    RootBoot, RootDevice, RootLayout, RootRam, Schedule, SyscallRegs, ThreadRef,
 };
 use libfuzzer_sys::fuzz_target;
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+
+/// The machine's RAM: 3 MiB for the root's untyped, then 1 MiB for its own objects.
+const RAM: u64 = 0x4000_0000;
+const RAM_BYTES: u64 = 4 << 20;
+
+/// Host memory standing in for RAM, with a frame table over it.
+struct HostRam {
+    layout: Layout,
+    window: *mut u8,
+    table: Vec<PageInfo>,
+}
+
+impl HostRam {
+    fn new() -> Self {
+        let layout = Layout::from_size_align(RAM_BYTES as usize, 4096).expect("layout");
+        // SAFETY: the layout has a non-zero size.
+        let window = unsafe { alloc_zeroed(layout) };
+        assert!(!window.is_null());
+        Self {
+            layout,
+            window,
+            table: vec![PageInfo::FREE; (RAM_BYTES / 4096) as usize],
+        }
+    }
+
+    fn frame_table(&mut self) -> FrameTable {
+        // SAFETY: the table and window live as long as `self`, which outlives the kernel using
+        // them (dropped after it); nothing else touches them; the window is page-aligned.
+        unsafe {
+            FrameTable::new(
+                RAM,
+                self.table.len() as u32,
+                self.table.as_mut_ptr(),
+                self.window,
+            )
+        }
+    }
+}
+
+impl Drop for HostRam {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe { dealloc(self.window, self.layout) };
+    }
+}
+
+/// The IPC buffer addresses of the three threads (root, then slots 15 and 16).
+const BUFFERS: [u64; 3] = [0x10_0000, 0x11_0000, 0x12_0000];
+
+/// The fake's IPC buffer of `thread` (a scratch one when its space is gone).
+fn buffer<'a>(
+    k: &mut Kernel,
+    fx: &'a mut FakeEffects,
+    thread: ThreadRef,
+    index: usize,
+) -> &'a mut capvisor_ipc::abi::IpcBuffer {
+    let root = k
+        .thread_space(thread)
+        .ok()
+        .flatten()
+        .and_then(|space| k.space_glue(space).ok().map(|g| g.root))
+        .unwrap_or(0);
+    fx.buffer_at(root, BUFFERS[index % BUFFERS.len()])
+}
 
 const STEP: usize = 40;
 const THREAD_CONFIGURE: u64 = 20;
@@ -89,7 +157,7 @@ fn invoke(
         if i < 4 {
             regs.0[2 + i] = a;
         } else {
-            fx.buffer(root).msg[i] = a;
+            buffer(k, fx, root, 0).msg[i] = a;
         }
     }
     regs.0[0] = cptr;
@@ -102,17 +170,18 @@ fn invoke(
 }
 
 /// A root with RAM and device untyped (and nothing else yet).
-fn boot_root() -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
+fn boot_root(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
     let features = PlatformFeatures {
         fwb: false,
         dic: true,
         ipa_bits: 40,
     };
     let mut k = Box::new(Kernel::new(features));
+    k.set_memory(ram.frame_table()).expect("memory");
     let mut fx = Box::new(FakeEffects::new());
     let ram = [RootRam {
-        base: PhysAddr::new(0x4000_0000),
-        size: 8 << 20,
+        base: PhysAddr::new(RAM),
+        size: 3 << 20,
     }];
     let devices = [RootDevice {
         base: PhysAddr::new(0x0900_0000),
@@ -124,17 +193,23 @@ fn boot_root() -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
         devices: &devices,
         entry: 0x1000,
         stack: 0x8000,
-        ipc_buffer: 0x10_0000,
+        ipc_buffer: BUFFERS[0],
         priority: 255,
+        kernel_memory: RootRam {
+            base: PhysAddr::new(RAM + (3 << 20)),
+            size: 1 << 20,
+        },
+        space_bytes: 64 << 10,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).expect("root");
     (k, fx, layout)
 }
 
-/// The root, plus two endpoints (slots 10, 11), a notification (12), two frames (13, 14) and two
-/// more threads (15, 16) sharing its CSpace, faulting to the first endpoint.
-fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
-    let (mut k, mut fx, layout) = boot_root();
+/// The root, plus two endpoints (slots 10, 11), a notification (12), two frames (13, 14), two
+/// more threads (15, 16) sharing its CSpace and faulting to the first endpoint, a VM (17) with a
+/// vCPU (18) bound to a thread (19) in it, and a 512 KiB child untyped (20).
+fn boot(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
+    let (mut k, mut fx, layout) = boot_root(ram);
     let root = layout.thread;
     let retype = Invocation::Retype.code();
     let kind = |k: ObjectKind| u64::from(k.code());
@@ -143,6 +218,10 @@ fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
         [kind(ObjectKind::Notification), 0, 0, 12, 1],
         [kind(ObjectKind::Frame), 12, 0, 13, 2],
         [kind(ObjectKind::Thread), 0, 0, 15, 2],
+        [kind(ObjectKind::Vm), 0, 0, 17, 1],
+        [kind(ObjectKind::Vcpu), 0, 0, 18, 1],
+        [kind(ObjectKind::Thread), 0, 0, 19, 1],
+        [kind(ObjectKind::Untyped), 19, 0, 20, 1],
     ] {
         invoke(
             &mut k,
@@ -153,7 +232,12 @@ fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
             &args,
         );
     }
-    for (slot, ipc) in [(15, 0x11_0000), (16, 0x12_0000)] {
+    let vcpu_thread = [0x4000_0000, 0, 0, 90, RootLayout::CNODE, 17, 10];
+    invoke(&mut k, &mut fx, root, 19, THREAD_CONFIGURE, &vcpu_thread);
+    let bind = Invocation::ThreadBindVcpu.code();
+    invoke(&mut k, &mut fx, root, 19, bind, &[18]);
+    invoke(&mut k, &mut fx, root, 19, Invocation::Resume.code(), &[]);
+    for (slot, ipc) in [(15, BUFFERS[1]), (16, BUFFERS[2])] {
         let args = [
             0x2000,
             0x9000,
@@ -182,7 +266,7 @@ fn boot() -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
 }
 
 /// One step of the input.
-fn step(k: &mut Kernel, fx: &mut FakeEffects, thread: ThreadRef, step: &[u8]) {
+fn step(k: &mut Kernel, fx: &mut FakeEffects, (thread, index): (ThreadRef, usize), step: &[u8]) {
     match step[1] % 16 {
         0 => {
             let _ = k.timer_tick();
@@ -196,8 +280,11 @@ fn step(k: &mut Kernel, fx: &mut FakeEffects, thread: ThreadRef, step: &[u8]) {
             };
             let _ = k.handle_fault(thread, half(step, 12), fault, fx);
         }
+        3 => {
+            let _ = k.reap(usize::from(step[2]), fx);
+        }
         _ => {
-            let buffer = fx.buffer(thread);
+            let buffer = buffer(k, fx, thread, index);
             buffer.caps = [
                 u64::from(step[28]),
                 u64::from(step[29]),
@@ -206,20 +293,33 @@ fn step(k: &mut Kernel, fx: &mut FakeEffects, thread: ThreadRef, step: &[u8]) {
             buffer.receive_slot = u64::from(step[31]);
             buffer.msg[4] = half(step, 32);
             buffer.msg[5] = half(step, 36);
-            let mut regs = registers(step);
-            if k.handle_syscall(thread, &mut regs, fx) == Schedule::Switch {
-                let _ = k.pick_next();
+            let arguments = registers(step);
+            // A call stopped at a preemption point is made again (it always makes progress).
+            loop {
+                let before = fx.restarts;
+                let mut regs = arguments;
+                let schedule = k.handle_syscall(thread, &mut regs, fx);
+                if let Err(broken) = k.check_invariants() {
+                    panic!("invariant broken: {broken}");
+                }
+                if fx.restarts == before {
+                    if schedule == Schedule::Switch {
+                        let _ = k.pick_next();
+                    }
+                    break;
+                }
             }
         }
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (mut k, mut fx, threads) = boot();
+    let mut ram = HostRam::new();
+    let (mut k, mut fx, threads) = boot(&mut ram);
     k.check_invariants().expect("boot state");
     for chunk in data.chunks_exact(STEP) {
-        let thread = threads[usize::from(chunk[0]) % threads.len()];
-        step(&mut k, &mut fx, thread, chunk);
+        let index = usize::from(chunk[0]) % threads.len();
+        step(&mut k, &mut fx, (threads[index], index), chunk);
         for &t in &threads {
             let _ = k.take_syscall_result(t);
         }
@@ -227,4 +327,6 @@ fuzz_target!(|data: &[u8]| {
             panic!("invariant broken: {broken}");
         }
     }
+    drop(k);
+    drop(ram);
 });

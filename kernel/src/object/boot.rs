@@ -15,21 +15,25 @@
 //!
 //! [`RootLayout`] reports where the untyped ranges start and the first free slot; the glue passes
 //! those to the root service (its boot information), then loads its image into frames and maps them
-//! through the same [`Effects`] the kernel uses.
+//! through the same [`Effects`] the kernel uses. The root's own objects and the untyped records
+//! live in [`RootBoot::kernel_memory`], which the glue sets aside before giving the rest of RAM to
+//! the root: boot-time objects have no origin and are never freed.
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
-use super::arena::{SpaceRef, ThreadRef};
-use super::capability::{Capability, DeviceAttributes, Object};
-use super::cspace::SlotId;
+use super::capability::{Capability, DeviceAttributes, Object, ObjectType};
+use super::cspace::{SLOT_BYTES, SlotId};
 use super::effects::Effects;
+use super::memory::{PAGE, SpaceRef, ThreadRef};
 use super::thread::Thread;
 use super::untyped::Untyped;
 use super::{CNodeRef, Kernel};
 
 /// Slots in the root CNode.
 pub const ROOT_CNODE_SLOTS: usize = 1024;
+/// The least bytes of the root's address space: its record, root table and table budget.
+pub const ROOT_SPACE_BYTES: u64 = 1 << ObjectType::DEFAULT_SPACE_BITS;
 
 /// A RAM range the root service may retype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,35 @@ pub struct RootBoot<'a> {
     pub ipc_buffer: u64,
     /// Its priority (its maximum priority is always 255, so it can create any thread).
     pub priority: u8,
+    /// RAM for the root's own objects (its CNode, address space, thread and the untyped records),
+    /// [`RootBoot::kernel_bytes`] long, inside the frame table's memory and outside `ram`.
+    pub kernel_memory: RootRam,
+    /// Bytes of the root's address space (a power of two, at least [`ROOT_SPACE_BYTES`]): its
+    /// record, root table, and the table budget for what the glue maps into it.
+    pub space_bytes: u64,
+}
+
+impl RootBoot<'_> {
+    /// The bytes of [`RootBoot::kernel_memory`] a root with `regions` untyped regions (RAM and
+    /// device) and an address space of `space_bytes` needs.
+    #[must_use]
+    pub const fn kernel_bytes(regions: usize, space_bytes: u64) -> u64 {
+        ROOT_CNODE_SLOTS as u64 * SLOT_BYTES + space_bytes + PAGE + regions as u64 * PAGE
+    }
+
+    /// The root space's bytes for a root that has `pages` pages mapped into it: a table page
+    /// per 512 pages, eight more for the separate regions (image, stack, IPC buffer, boot
+    /// information), its record and root table, rounded up to a power of two.
+    #[must_use]
+    pub const fn space_bytes_for(pages: u64) -> u64 {
+        let tables = pages.div_ceil(512) + 8 + 2;
+        let bytes = (tables * PAGE).next_power_of_two();
+        if bytes < ROOT_SPACE_BYTES {
+            ROOT_SPACE_BYTES
+        } else {
+            bytes
+        }
+    }
 }
 
 /// Where the root service's capabilities are.
@@ -120,7 +153,7 @@ impl Kernel {
         boot: &RootBoot<'_>,
         fx: &mut impl Effects,
     ) -> Result<RootLayout, KernelError> {
-        if self.threads.iter::<ThreadRef>().next().is_some() {
+        if self.booted {
             return Err(KernelError::IllegalOperation);
         }
         for region in boot.ram {
@@ -130,15 +163,34 @@ impl Kernel {
             check_region(region.base, region.size)?;
         }
         let regions = boot.ram.len() + boot.devices.len();
-        if RootLayout::FIRST_UNTYPED as usize + regions > ROOT_CNODE_SLOTS
-            || regions > super::MAX_UNTYPED
-        {
+        if RootLayout::FIRST_UNTYPED as usize + regions > ROOT_CNODE_SLOTS {
             return Err(KernelError::RangeError);
         }
+        check_region(boot.kernel_memory.base, boot.kernel_memory.size)?;
+        let space_bytes = boot.space_bytes;
+        if !space_bytes.is_power_of_two() || space_bytes < ROOT_SPACE_BYTES {
+            return Err(KernelError::RangeError);
+        }
+        if boot.kernel_memory.size < RootBoot::kernel_bytes(regions, space_bytes) {
+            return Err(KernelError::NotEnoughMemory);
+        }
         self.check_ipc_buffer(boot.ipc_buffer)?;
-        let cnode = self.create_cnode(ROOT_CNODE_SLOTS)?;
-        let space = self.create_space(false, fx)?;
-        let thread = self.threads.alloc(Thread::new())?;
+        let mut next = boot.kernel_memory.base.raw();
+        let mut take = |bytes: u64| {
+            let at = PhysAddr::new(next);
+            next += bytes;
+            at
+        };
+        let cnode_bytes = ROOT_CNODE_SLOTS as u64 * SLOT_BYTES;
+        let cnode = self.create_cnode(
+            take(cnode_bytes),
+            cnode_bytes,
+            ROOT_CNODE_SLOTS as u32,
+            None,
+        )?;
+        let space = self.create_space(take(space_bytes), space_bytes, false, None, fx)?;
+        let thread = self.threads.create(take(PAGE), PAGE, Thread::new(None))?;
+        self.booted = true;
         let at = |kernel: &Self, index: u64| kernel.cnodes.get(cnode).and_then(|c| c.slot(index));
         let objects = [
             (RootLayout::CNODE, Object::CNode(cnode)),
@@ -156,7 +208,8 @@ impl Kernel {
             .map(|d| (d.base, d.size, Some(d.attributes)));
         let mut index = RootLayout::FIRST_UNTYPED;
         for (base, size, device) in untyped.chain(devices) {
-            let object = self.untyped.alloc(Untyped::new(base, size, device))?;
+            let record = Untyped::new(base, size, device, None);
+            let object = self.untyped.create(take(PAGE), PAGE, record)?;
             self.install(
                 at(self, index)?,
                 Capability::new(Object::Untyped(object)),
@@ -187,14 +240,15 @@ impl Kernel {
             t.priority = boot.priority;
             t.max_priority = u8::MAX;
             t.cspace = Some(cnode);
-            t.space = Some(space);
             t.ipc_buffer = Ipa::new(boot.ipc_buffer);
+            fx.thread_start(&mut t.glue, boot.entry, boot.stack, boot.ipc_buffer);
         }
-        fx.thread_start(thread, boot.entry, boot.stack, boot.ipc_buffer);
+        // The root is its space's first thread: there is room.
+        let _ = self.join_space(thread, space);
         self.make_ready(thread);
     }
 
-    /// The global slot of index `index` in `cnode` (for the glue's loader and for tests).
+    /// The slot of index `index` in `cnode` (for the glue's loader and for tests).
     ///
     /// # Errors
     /// As `CNode::slot`; `Revoked` when the CNode is gone.

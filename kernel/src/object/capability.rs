@@ -8,8 +8,9 @@ use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::{Badge, ObjectKind, Rights};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
-use super::arena::{
-    CNodeRef, EndpointRef, IrqHandlerRef, NotificationRef, SpaceRef, ThreadRef, UntypedRef, VcpuRef,
+use super::irq::IrqHandlerRef;
+use super::memory::{
+    CNodeRef, EndpointRef, NotificationRef, SpaceRef, ThreadRef, UntypedRef, VcpuRef,
 };
 use crate::stage2::MemType;
 
@@ -143,7 +144,7 @@ pub struct Mapping {
     pub ipa: Ipa,
 }
 
-/// A frame capability's object: the physical range itself (frames need no arena entry).
+/// A frame capability's object: the physical range itself (frames need no kernel record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameCap {
     /// First byte.
@@ -223,8 +224,9 @@ pub struct Capability {
     pub rights: Rights,
     /// Badge (endpoints and notifications; `Badge::NONE` otherwise).
     pub badge: Badge,
-    /// The untyped object whose memory this object occupies (`None` for boot-time objects). While
-    /// any capability with this origin exists, the untyped's watermark is not reset.
+    /// The untyped object whose memory this object occupies (`None` for boot-time objects). Each
+    /// capability with an origin counts as a child of that untyped (`untyped.rs`), so its memory
+    /// is not handed out again while the capability, or the object it names, lives.
     pub origin: Option<UntypedRef>,
 }
 
@@ -314,8 +316,15 @@ impl ObjectType {
         })
     }
 
-    /// log2 of the bytes of untyped memory one object costs, given the `Retype` size argument.
-    /// Kernel objects' sizes follow seL4's on AArch64, so untyped budgets carry over.
+    /// log2 of the bytes of untyped memory one object occupies, given the `Retype` size argument.
+    /// Every kernel object lives in the memory it is charged (`memory.rs`), in whole pages:
+    /// - endpoints, notifications, threads and vCPUs take one 4 KiB page (size argument 0);
+    /// - a CNode of `2^n` slots (`n` = 2..=12) takes `2^n` slots of 128 bytes, at least a page;
+    /// - an AddressSpace or Vm of `2^n` bytes (`n` = 13..=24; 0 means 16: 64 KiB) holds its
+    ///   record, its root stage-2 table and the rest as its own table budget;
+    /// - a child untyped of `2^n` bytes (`n` = 12..=47) also takes one page for its record
+    ///   ([`ObjectType::RECORD_BITS`], placed before the regions);
+    /// - frames are 4 KiB or 2 MiB.
     ///
     /// # Errors
     /// [`KernelError::RangeError`] for a size argument the type does not accept.
@@ -330,18 +339,28 @@ impl ObjectType {
         match self {
             Self::Untyped if (12..=47).contains(&size_bits) => Ok(size_bits as u32),
             Self::Untyped => Err(KernelError::RangeError),
-            // A slot costs 32 bytes; a CNode has 2..=12 radix bits (at most the whole slot table).
-            Self::CNode if (2..=12).contains(&size_bits) => Ok(size_bits as u32 + 5),
+            Self::CNode if (2..=12).contains(&size_bits) => {
+                Ok((size_bits as u32 + super::cspace::SLOT_BITS).max(Self::RECORD_BITS))
+            }
             Self::CNode => Err(KernelError::RangeError),
             Self::Frame | Self::DeviceFrame => {
                 FrameSize::from_bits(size_bits).map(|s| s.bytes().trailing_zeros())
             }
-            Self::Endpoint => fixed(4),
-            Self::Notification => fixed(5),
-            Self::Thread => fixed(11),
-            Self::Vm | Self::AddressSpace | Self::Vcpu => fixed(12),
+            Self::Endpoint | Self::Notification | Self::Thread | Self::Vcpu => {
+                fixed(Self::RECORD_BITS)
+            }
+            Self::Vm | Self::AddressSpace => match size_bits {
+                0 => Ok(Self::DEFAULT_SPACE_BITS),
+                13..=24 => Ok(size_bits as u32),
+                _ => Err(KernelError::RangeError),
+            },
         }
     }
+
+    /// log2 of a page: the least any kernel object takes, and an untyped's record.
+    pub const RECORD_BITS: u32 = 12;
+    /// log2 of an AddressSpace's or Vm's bytes when `Retype` asks for size 0.
+    pub const DEFAULT_SPACE_BITS: u32 = 16;
 }
 
 #[cfg(test)]
@@ -384,7 +403,7 @@ mod tests {
     }
 
     fn arena_ref() -> EndpointRef {
-        use super::super::arena::ArenaRef;
+        use super::super::memory::ObjectRef;
         EndpointRef::from_parts(0, 0)
     }
 
@@ -405,7 +424,16 @@ mod tests {
         );
         assert_eq!(ObjectType::Frame.charge(12), Ok(12));
         assert_eq!(ObjectType::Frame.charge(13), Err(KernelError::RangeError));
-        assert_eq!(ObjectType::CNode.charge(4), Ok(9));
+        assert_eq!(ObjectType::CNode.charge(4), Ok(12));
+        assert_eq!(ObjectType::CNode.charge(10), Ok(17));
+        assert_eq!(ObjectType::Endpoint.charge(0), Ok(12));
         assert_eq!(ObjectType::Endpoint.charge(1), Err(KernelError::RangeError));
+        assert_eq!(ObjectType::Vm.charge(0), Ok(16));
+        assert_eq!(ObjectType::AddressSpace.charge(13), Ok(13));
+        assert_eq!(
+            ObjectType::AddressSpace.charge(12),
+            Err(KernelError::RangeError)
+        );
+        assert_eq!(ObjectType::Vm.charge(25), Err(KernelError::RangeError));
     }
 }

@@ -1,63 +1,85 @@
-//! The global capability slot table with its derivation tree, and CNodes (ranges of slots).
+//! Capability slots with their derivation tree, and CNodes (arrays of slots in their own memory).
 //!
-//! Every capability lives in one slot of one [`SlotTable`]. A slot links to the capability it was
-//! derived from (`parent`), its first derived capability (`first_child`) and its siblings, so
-//! `Revoke` can find and delete every descendant, however they were copied, minted, moved or
-//! transferred. Deleting a capability that has children splices them into its place under its
-//! parent: they stay revocable by whoever could revoke the deleted one (seL4's MDB keeps the same
-//! property through its depth-ordered list).
+//! A CNode's slots live in the CNode's memory, paid from the untyped it was retyped from: slot
+//! `i` is element `i` of the object ([`super::memory::Elements`]), slot 0 holding the CNode's own
+//! record (so slot 0 is never a capability, and `CPtr::NULL` names nothing).
 //!
-//! Invariants (checked by [`SlotTable::check`] in the tests):
-//! - only occupied slots have links, and links are mutual: `c.parent == p` iff `c` is on `p`'s child
-//!   list; `next`/`prev` are inverse; the first child has no `prev`;
-//! - root slots (no parent) have no siblings;
-//! - the tree is acyclic (a child was always derived after its parent; moves keep positions).
+//! Each slot links to the capability it was derived from and to the ones derived from it, so
+//! `Revoke` finds every descendant however it was copied, minted, moved or transferred. Every
+//! operation on the tree takes constant time, whatever the number of children:
+//! - the children of a slot form a ring (`next`/`prev`), entered at `first_child`;
+//! - only the ring's first member records the parent (`parent`), so a ring can be spliced into
+//!   another in constant time;
+//! - deleting a capability splices its children's ring into its own place: they stay revocable by
+//!   whoever could revoke the deleted one (seL4's MDB keeps the same property);
+//! - revoking deletes the first child until there is none (each deletion splices that child's
+//!   children in front), so a revoke is a sequence of constant-time steps that can stop and
+//!   resume anywhere (`delete.rs`).
 //!
-//! A CNode owns slots `[base, base + len)` of the table; ranges of live CNodes never overlap.
+//! Invariants (checked by [`SlotTable::check_tree`] in the tests and the fuzz target):
+//! - only occupied slots have links; `next`/`prev` are inverse and form rings;
+//! - `p.first_child == c` iff `c.parent == p`; every other ring member has no parent link;
+//! - the tree is acyclic.
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::CPtr;
 
-use super::MAX_SLOTS;
 use super::capability::Capability;
+use super::memory::{Elements, FrameTable, KernelObject, PageKind};
+use super::{CNodeRef, UntypedRef};
 
-const NIL: u16 = u16::MAX;
+const NIL: u64 = u64::MAX;
 
-/// An index into the global slot table.
+/// Bytes of one slot (a power of two; a CNode of `n` slots takes `n * SLOT_BYTES`).
+pub const SLOT_BYTES: u64 = 128;
+/// log2 of [`SLOT_BYTES`].
+pub const SLOT_BITS: u32 = 7;
+/// The most slots a CNode has (log2: 12).
+pub const MAX_CNODE_SLOTS: u64 = 4096;
+
+/// A slot: its CNode's first page and its index there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SlotId(u16);
+pub struct SlotId(u64);
 
 impl SlotId {
-    /// The slot's global index.
-    #[must_use]
-    pub const fn index(self) -> usize {
-        self.0 as usize
+    const fn new(page: u32, index: u32) -> Self {
+        Self(((page as u64) << 16) | index as u64)
     }
 
-    /// The slot with global index `index` (the caller keeps it below `MAX_SLOTS`).
-    pub(super) const fn from_index(index: u16) -> Self {
-        Self(index)
+    const fn page(self) -> u32 {
+        (self.0 >> 16) as u32
     }
 
-    const fn link(raw: u16) -> Option<Self> {
+    const fn index(self) -> u32 {
+        (self.0 & 0xffff) as u32
+    }
+
+    const fn link(raw: u64) -> Option<Self> {
         if raw == NIL { None } else { Some(Self(raw)) }
+    }
+
+    /// A number naming the slot, for diagnostics.
+    #[must_use]
+    pub const fn raw(self) -> u64 {
+        self.0
     }
 }
 
-const fn raw(slot: Option<SlotId>) -> u16 {
+const fn raw(slot: Option<SlotId>) -> u64 {
     match slot {
-        Some(SlotId(index)) => index,
+        Some(SlotId(value)) => value,
         None => NIL,
     }
 }
 
+/// One slot.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
+pub struct Entry {
     cap: Option<Capability>,
-    parent: u16,
-    first_child: u16,
-    next: u16,
-    prev: u16,
+    parent: u64,
+    first_child: u64,
+    next: u64,
+    prev: u64,
 }
 
 const EMPTY: Entry = Entry {
@@ -68,48 +90,69 @@ const EMPTY: Entry = Entry {
     prev: NIL,
 };
 
-/// All capability slots.
+const _: () = assert!(size_of::<Entry>() as u64 <= SLOT_BYTES);
+const _: () = assert!(SLOT_BYTES == 1 << SLOT_BITS);
+
+/// Every slot of every CNode, reached through the frame table.
 #[derive(Debug)]
 pub struct SlotTable {
-    entries: [Entry; MAX_SLOTS],
+    entries: Elements<SlotBytes>,
 }
 
+/// A slot's storage: an [`Entry`] padded to [`SLOT_BYTES`], so slot `i` starts at byte
+/// `i * SLOT_BYTES` of its CNode.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(128))]
+pub struct SlotBytes(Entry);
+
+const _: () = assert!(size_of::<SlotBytes>() as u64 == SLOT_BYTES);
+const _: () = assert!(size_of::<CNode>() as u64 <= SLOT_BYTES);
+
 impl SlotTable {
-    /// Every slot empty.
+    /// No slots (before boot).
     #[must_use]
     pub const fn new() -> Self {
         Self {
-            entries: [EMPTY; MAX_SLOTS],
+            entries: Elements::new(PageKind::CNode),
         }
     }
 
-    fn entry(&self, slot: SlotId) -> &Entry {
-        // SlotIds are only made from in-range indices (CNode ranges lie within the table), so the
-        // fallback is never taken; it keeps this total without a panic path.
-        self.entries.get(slot.index()).unwrap_or(&EMPTY)
+    /// Uses `memory` from now on (boot).
+    pub fn set_memory(&mut self, memory: FrameTable) {
+        self.entries.set_memory(memory);
+    }
+
+    /// Empties slots `1..len` of a new CNode at `page`.
+    pub(super) fn init_cnode(&mut self, page: u32, len: u32) {
+        self.entries.fill(page, len, SlotBytes(EMPTY));
+    }
+
+    fn entry(&self, slot: SlotId) -> Entry {
+        self.entries
+            .get(slot.page(), slot.index())
+            .map_or(EMPTY, |e| e.0)
     }
 
     fn with<R>(&mut self, slot: Option<SlotId>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-        slot.and_then(|s| self.entries.get_mut(s.index())).map(f)
+        let slot = slot?;
+        self.entries
+            .get_mut(slot.page(), slot.index())
+            .map(|e| f(&mut e.0))
     }
 
-    /// The capability in `slot`.
+    /// The capability in `slot`, if any.
     #[must_use]
     pub fn cap(&self, slot: SlotId) -> Option<&Capability> {
-        self.entry(slot).cap.as_ref()
+        self.entries
+            .get(slot.page(), slot.index())
+            .and_then(|e| e.0.cap.as_ref())
     }
 
-    /// The capability in `slot`, mutably (for state that lives in the capability: a frame's mapping).
+    /// The capability in `slot`, mutably.
     pub fn cap_mut(&mut self, slot: SlotId) -> Option<&mut Capability> {
         self.entries
-            .get_mut(slot.index())
-            .and_then(|e| e.cap.as_mut())
-    }
-
-    /// The capability `slot` was derived from.
-    #[must_use]
-    pub fn parent(&self, slot: SlotId) -> Option<SlotId> {
-        SlotId::link(self.entry(slot).parent)
+            .get_mut(slot.page(), slot.index())
+            .and_then(|e| e.0.cap.as_mut())
     }
 
     /// The first capability derived from `slot`.
@@ -118,84 +161,84 @@ impl SlotTable {
         SlotId::link(self.entry(slot).first_child)
     }
 
-    /// The next capability derived from the same parent.
-    #[must_use]
-    pub fn next_sibling(&self, slot: SlotId) -> Option<SlotId> {
-        SlotId::link(self.entry(slot).next)
-    }
-
-    /// Puts `cap` into the empty `slot`, as the newest child of `parent` (or as a root).
+    /// Puts `cap` into the empty `slot`, as the first child of `parent` (a root without).
     ///
     /// # Errors
-    /// [`KernelError::SlotOccupied`] when `slot` holds a capability; [`KernelError::EmptySlot`] when
-    /// `parent` is empty.
+    /// [`KernelError::SlotOccupied`]; [`KernelError::EmptySlot`] when `parent` is empty.
     pub fn insert(
         &mut self,
         slot: SlotId,
         cap: Capability,
         parent: Option<SlotId>,
     ) -> Result<(), KernelError> {
-        if self.cap(slot).is_some() || slot.index() >= MAX_SLOTS {
+        if self.cap(slot).is_some() || self.entries.get(slot.page(), slot.index()).is_none() {
             return Err(KernelError::SlotOccupied);
         }
         if parent.is_some_and(|p| self.cap(p).is_none()) {
             return Err(KernelError::EmptySlot);
         }
         let old_first = parent.and_then(|p| self.first_child(p));
+        let (next, prev) = match old_first {
+            Some(first) => (first, SlotId::link(self.entry(first).prev).unwrap_or(first)),
+            None => (slot, slot),
+        };
         self.with(Some(slot), |e| {
             *e = Entry {
                 cap: Some(cap),
                 parent: raw(parent),
                 first_child: NIL,
-                next: raw(old_first),
-                prev: NIL,
+                next: next.0,
+                prev: prev.0,
             };
         });
-        self.with(old_first, |e| e.prev = slot.0);
+        if old_first.is_some() {
+            self.with(Some(prev), |e| e.next = slot.0);
+            self.with(Some(next), |e| {
+                e.prev = slot.0;
+                e.parent = NIL;
+            });
+        }
         self.with(parent, |e| e.first_child = slot.0);
         Ok(())
     }
 
-    /// Empties `slot`, splicing its children into its place under its parent. Returns the
-    /// capability it held.
+    /// Removes the capability in `slot`; its children take its place in the tree.
     pub fn remove(&mut self, slot: SlotId) -> Option<Capability> {
-        let entry = *self.entry(slot);
+        let entry = self.entry(slot);
         let cap = entry.cap?;
+        let alone = entry.next == slot.0;
         let parent = SlotId::link(entry.parent);
-        let mut child = SlotId::link(entry.first_child);
-        let mut last_child = None;
-        while let Some(c) = child {
-            let next = self.next_sibling(c);
-            self.with(Some(c), |e| {
-                e.parent = entry.parent;
-                if parent.is_none() {
-                    e.next = NIL;
-                    e.prev = NIL;
+        let kids = SlotId::link(entry.first_child);
+        // The ring members that replace `slot`: its children, if any.
+        let replacement = match kids {
+            Some(first) => {
+                let last = SlotId::link(self.entry(first).prev).unwrap_or(first);
+                if !alone {
+                    let (prev, next) = (SlotId(entry.prev), SlotId(entry.next));
+                    self.with(Some(prev), |e| e.next = first.0);
+                    self.with(Some(first), |e| e.prev = prev.0);
+                    self.with(Some(last), |e| e.next = next.0);
+                    self.with(Some(next), |e| e.prev = last.0);
                 }
-            });
-            last_child = Some(c);
-            child = next;
-        }
-        if parent.is_some() {
-            let first_child = SlotId::link(entry.first_child);
-            // The sequence that replaces `slot` among its siblings: its children, or nothing.
-            let (head, tail) = match (first_child, last_child) {
-                (Some(first), Some(last)) => (Some(first), Some(last)),
-                _ => (SlotId::link(entry.next), None),
-            };
-            let prev = SlotId::link(entry.prev);
-            let next = SlotId::link(entry.next);
-            if let Some(tail) = tail {
-                self.with(Some(tail), |e| e.next = entry.next);
-                self.with(next, |e| e.prev = tail.0);
-                self.with(head, |e| e.prev = entry.prev);
-            } else {
-                self.with(next, |e| e.prev = entry.prev);
+                self.with(Some(first), |e| e.parent = raw(parent));
+                Some(first)
             }
-            match prev {
-                Some(_) => self.with(prev, |e| e.next = raw(head)),
-                None => self.with(parent, |e| e.first_child = raw(head)),
-            };
+            None if alone => None,
+            None => {
+                let (prev, next) = (SlotId(entry.prev), SlotId(entry.next));
+                self.with(Some(prev), |e| e.next = next.0);
+                self.with(Some(next), |e| e.prev = prev.0);
+                // The next member becomes the ring's first when `slot` was.
+                self.with(Some(next), |e| {
+                    if parent.is_some() {
+                        e.parent = raw(parent);
+                    }
+                });
+                Some(next)
+            }
+        };
+        if parent.is_some() {
+            self.with(parent, |e| e.first_child = raw(replacement));
         }
         self.with(Some(slot), |e| *e = EMPTY);
         Some(cap)
@@ -204,106 +247,113 @@ impl SlotTable {
     /// Moves the capability in `from` to the empty `to`, keeping its place in the tree.
     ///
     /// # Errors
-    /// [`KernelError::EmptySlot`] when `from` is empty; [`KernelError::SlotOccupied`] when `to` is
-    /// not empty (moving a slot onto itself is therefore refused too).
+    /// [`KernelError::EmptySlot`]; [`KernelError::SlotOccupied`].
     pub fn move_cap(&mut self, from: SlotId, to: SlotId) -> Result<(), KernelError> {
-        let entry = *self.entry(from);
+        let entry = self.entry(from);
         if entry.cap.is_none() {
             return Err(KernelError::EmptySlot);
         }
-        if self.cap(to).is_some() || to.index() >= MAX_SLOTS {
+        if from == to {
+            return Ok(());
+        }
+        if self.cap(to).is_some() || self.entries.get(to.page(), to.index()).is_none() {
             return Err(KernelError::SlotOccupied);
         }
-        self.with(Some(to), |e| *e = entry);
-        self.with(Some(from), |e| *e = EMPTY);
-        let (prev, next, parent) = (
-            SlotId::link(entry.prev),
-            SlotId::link(entry.next),
-            SlotId::link(entry.parent),
-        );
-        match prev {
-            Some(_) => self.with(prev, |e| e.next = to.0),
-            None => self.with(parent, |e| e.first_child = to.0),
-        };
-        self.with(next, |e| e.prev = to.0);
-        let mut child = SlotId::link(entry.first_child);
-        while let Some(c) = child {
-            self.with(Some(c), |e| e.parent = to.0);
-            child = self.next_sibling(c);
+        let mut moved = entry;
+        if entry.next == from.0 {
+            (moved.next, moved.prev) = (to.0, to.0);
+        } else {
+            self.with(SlotId::link(entry.prev), |e| e.next = to.0);
+            self.with(SlotId::link(entry.next), |e| e.prev = to.0);
         }
+        self.with(Some(to), |e| *e = moved);
+        self.with(Some(from), |e| *e = EMPTY);
+        self.with(SlotId::link(entry.parent), |e| e.first_child = to.0);
+        self.with(SlotId::link(entry.first_child), |e| e.parent = to.0);
         Ok(())
     }
 
-    /// A descendant of `slot` with no children of its own (the one revoke deletes next).
-    #[must_use]
-    pub fn leaf_descendant(&self, slot: SlotId) -> Option<SlotId> {
-        let mut leaf = self.first_child(slot)?;
-        while let Some(child) = self.first_child(leaf) {
-            leaf = child;
-        }
-        Some(leaf)
-    }
-
-    /// Every occupied slot with its capability.
-    pub fn occupied(&self) -> impl Iterator<Item = (SlotId, &Capability)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.cap.as_ref().map(|c| (SlotId(i as u16), c)))
-    }
-
-    /// Checks the tree invariants of the module doc; `Err` names the first broken one.
+    /// Checks the tree invariants (module doc) over the occupied slots `slots` (tests and the
+    /// fuzz target: every slot of every live CNode).
     ///
     /// # Errors
-    /// A static description of the violated invariant.
-    pub fn check(&self) -> Result<(), &'static str> {
-        for (i, e) in self.entries.iter().enumerate() {
-            let me = i as u16;
+    /// The first violated invariant.
+    pub fn check_tree(&self, slots: &[SlotId]) -> Result<(), &'static str> {
+        let occupied = |raw: u64| SlotId::link(raw).is_none_or(|s| self.cap(s).is_some());
+        for &slot in slots {
+            let e = self.entry(slot);
             if e.cap.is_none() {
                 if (e.parent, e.first_child, e.next, e.prev) != (NIL, NIL, NIL, NIL) {
                     return Err("an empty slot has links");
                 }
                 continue;
             }
-            let linked = |raw: u16| {
-                raw == NIL
-                    || self
-                        .entries
-                        .get(usize::from(raw))
-                        .is_some_and(|x| x.cap.is_some())
-            };
-            if !linked(e.parent) || !linked(e.first_child) || !linked(e.next) || !linked(e.prev) {
+            let links = [e.parent, e.first_child, e.next, e.prev];
+            if !links.iter().all(|&l| occupied(l)) || e.next == NIL || e.prev == NIL {
                 return Err("a link names an empty slot");
             }
-            if e.parent == NIL && (e.next != NIL || e.prev != NIL) {
-                return Err("a root has siblings");
-            }
-            if e.next != NIL && self.entries[usize::from(e.next)].prev != me {
+            if self.entry(SlotId(e.next)).prev != slot.0 {
                 return Err("next/prev are not inverse");
             }
-            if e.prev != NIL && self.entries[usize::from(e.prev)].next != me {
-                return Err("prev/next are not inverse");
-            }
-            if e.prev != NIL && self.entries[usize::from(e.prev)].parent != e.parent {
-                return Err("siblings have different parents");
-            }
-            if e.prev == NIL
-                && e.parent != NIL
-                && self.entries[usize::from(e.parent)].first_child != me
+            if let Some(parent) = SlotId::link(e.parent)
+                && self.entry(parent).first_child != slot.0
             {
-                return Err("a first child is not its parent's first child");
+                return Err("a slot's parent does not lead to it");
             }
-            if e.first_child != NIL && self.entries[usize::from(e.first_child)].parent != me {
-                return Err("a child does not name its parent");
+            if let Some(first) = SlotId::link(e.first_child) {
+                if self.entry(first).parent != slot.0 {
+                    return Err("a first child does not name its parent");
+                }
+                // Only the first member of the ring names the parent.
+                let mut at = SlotId(self.entry(first).next);
+                let mut steps = 0usize;
+                while at != first {
+                    if self.entry(at).parent != NIL {
+                        return Err("a ring has two first members");
+                    }
+                    steps += 1;
+                    if steps > slots.len() {
+                        return Err("a child ring does not close");
+                    }
+                    at = SlotId(self.entry(at).next);
+                }
             }
-            // Acyclic: walking up ends within MAX_SLOTS steps.
-            let (mut up, mut steps) = (e.parent, 0);
-            while up != NIL {
+        }
+        // Acyclic: from any slot, walking to the ring's first member and up ends.
+        for &slot in slots {
+            let mut at = slot;
+            let mut steps = 0usize;
+            while self.cap(at).is_some() {
                 steps += 1;
-                if steps > MAX_SLOTS || up == me {
+                if steps > 2 * slots.len() + 2 {
                     return Err("the derivation tree has a cycle");
                 }
-                up = self.entries[usize::from(up)].parent;
+                let e = self.entry(at);
+                match SlotId::link(e.parent) {
+                    Some(parent) => at = parent,
+                    None if e.next == at.0 => break,
+                    None => {
+                        // Walk the ring to its first member, if it has one (a ring of roots
+                        // has none).
+                        let mut member = SlotId(e.next);
+                        let mut found = None;
+                        while member != at {
+                            if let Some(parent) = SlotId::link(self.entry(member).parent) {
+                                found = Some(parent);
+                                break;
+                            }
+                            member = SlotId(self.entry(member).next);
+                            steps += 1;
+                            if steps > 2 * slots.len() + 2 {
+                                return Err("a ring does not close");
+                            }
+                        }
+                        match found {
+                            Some(parent) => at = parent,
+                            None => break,
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -316,20 +366,53 @@ impl Default for SlotTable {
     }
 }
 
-/// A capability space: slots `[base, base + len)` of the slot table.
+/// What a queue of dying objects links (`delete.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dying {
+    /// A CNode whose slots are being emptied.
+    CNode(CNodeRef),
+    /// An endpoint whose waiters are being cancelled.
+    Endpoint(super::EndpointRef),
+    /// A notification whose waiters are being cancelled.
+    Notification(super::NotificationRef),
+    /// An untyped whose last capability and last child are gone: its record is freed.
+    Untyped(UntypedRef),
+}
+
+/// A CNode: its record, stored in its slot 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CNode {
-    base: u16,
-    len: u16,
-    /// Capabilities naming this CNode.
+    /// Its own first page (slot ids are made from it).
+    page: u32,
+    /// Slots, slot 0 included.
+    len: u32,
     pub(super) caps: u32,
+    /// The untyped it was retyped from (`None` at boot).
+    pub(super) origin: Option<UntypedRef>,
+    /// Its last capability is gone: lookups through it fail, and the reaper deletes its slots
+    /// from `cursor` on before freeing it.
+    pub(super) dying: bool,
+    pub(super) cursor: u32,
+    pub(super) next_dying: Option<Dying>,
+}
+
+impl KernelObject for CNode {
+    const KIND: PageKind = PageKind::CNode;
 }
 
 impl CNode {
-    /// A CNode over `[base, base + len)`, which the caller found with [`find_range`].
+    /// A CNode of `len` slots at page `page`.
     #[must_use]
-    pub(super) const fn new(base: u16, len: u16) -> Self {
-        Self { base, len, caps: 0 }
+    pub(super) const fn new(page: u32, len: u32, origin: Option<UntypedRef>) -> Self {
+        Self {
+            page,
+            len,
+            caps: 0,
+            origin,
+            dying: false,
+            cursor: 1,
+            next_dying: None,
+        }
     }
 
     /// Number of slots (slot 0 included, though it is never used).
@@ -344,7 +427,7 @@ impl CNode {
         self.len == 0
     }
 
-    /// The global slot for `index`.
+    /// The slot for `index`.
     ///
     /// # Errors
     /// [`KernelError::InvalidSlot`] for index 0 (the null capability) or beyond the CNode.
@@ -352,11 +435,11 @@ impl CNode {
         if index == 0 || index >= u64::from(self.len) {
             return Err(KernelError::InvalidSlot);
         }
-        // Cannot overflow or truncate: index < len and base + len <= MAX_SLOTS.
-        Ok(SlotId(self.base + index as u16))
+        // index < len <= 4096: fits the id's 16 index bits.
+        Ok(SlotId::new(self.page, index as u32))
     }
 
-    /// The global slot a `CPtr` names (single level: the `CPtr` is the index).
+    /// The slot a `CPtr` names (single level: the `CPtr` is the index).
     ///
     /// # Errors
     /// As [`CNode::slot`].
@@ -364,33 +447,10 @@ impl CNode {
         self.slot(cptr.raw())
     }
 
-    /// Every global slot of this CNode.
+    /// Every slot of this CNode but slot 0.
     pub fn slots(&self) -> impl Iterator<Item = SlotId> {
-        (self.base..self.base + self.len).map(SlotId)
-    }
-}
-
-/// The lowest base where `len` slots fit between the `used` ranges (each `(base, len)`).
-#[must_use]
-pub fn find_range(used: &[(u16, u16)], len: usize) -> Option<u16> {
-    let fits = |start: usize| {
-        start + len <= MAX_SLOTS
-            && used.iter().all(|&(b, l)| {
-                start + len <= usize::from(b) || usize::from(b) + usize::from(l) <= start
-            })
-    };
-    core::iter::once(0)
-        .chain(used.iter().map(|&(b, l)| usize::from(b) + usize::from(l)))
-        .filter(|&start| fits(start))
-        .min()
-        .map(|start| start as u16)
-}
-
-impl CNode {
-    /// The range, for [`find_range`].
-    #[must_use]
-    pub(super) const fn range(&self) -> (u16, u16) {
-        (self.base, self.len)
+        let page = self.page;
+        (1..self.len).map(move |index| SlotId::new(page, index))
     }
 }
 
@@ -398,68 +458,124 @@ impl CNode {
 mod tests {
     use super::*;
     use crate::object::capability::Object;
+    use crate::object::memory::host::HostRam;
+    use crate::object::memory::{PAGE, Store};
+    use capvisor_ipc::types::PhysAddr;
 
     fn cap() -> Capability {
         Capability::new(Object::IrqControl)
     }
 
+    /// A slot table over host RAM with one CNode of 64 slots at page 0.
+    fn table() -> (HostRam, SlotTable, CNode) {
+        let mut ram = HostRam::new(0x4000_0000, 16 * PAGE);
+        let mut cnodes: Store<CNode> = Store::new();
+        cnodes.set_memory(ram.table());
+        let mut slots = SlotTable::new();
+        slots.set_memory(ram.table());
+        let cnode = CNode::new(0, 64, None);
+        let _: CNodeRef = cnodes
+            .create(PhysAddr::new(0x4000_0000), 64 * SLOT_BYTES, cnode)
+            .unwrap();
+        slots.init_cnode(0, 64);
+        (ram, slots, cnode)
+    }
+
+    fn all(cnode: &CNode) -> Vec<SlotId> {
+        cnode.slots().collect()
+    }
+
     #[test]
     fn remove_splices_children_under_the_grandparent() {
-        let mut t = SlotTable::new();
-        let (a, b, c, d) = (SlotId(1), SlotId(2), SlotId(3), SlotId(4));
+        let (_ram, mut t, cnode) = table();
+        let s = |i| cnode.slot(i).unwrap();
+        let (a, b, c, d) = (s(1), s(2), s(3), s(4));
         t.insert(a, cap(), None).unwrap();
         t.insert(b, cap(), Some(a)).unwrap();
         t.insert(c, cap(), Some(b)).unwrap();
         t.insert(d, cap(), Some(b)).unwrap();
-        t.check().unwrap();
+        t.check_tree(&all(&cnode)).unwrap();
         assert!(t.remove(b).is_some());
-        t.check().unwrap();
-        assert_eq!(t.parent(c), Some(a));
-        assert_eq!(t.parent(d), Some(a));
-        assert_eq!(t.leaf_descendant(a).map(|s| t.parent(s)), Some(Some(a)));
+        t.check_tree(&all(&cnode)).unwrap();
+        // b's children are now a's: revoking a reaches them.
+        let first = t.first_child(a).unwrap();
+        assert!(first == c || first == d);
+        assert!(t.remove(first).is_some());
+        let second = t.first_child(a).unwrap();
+        assert!(second == c || second == d);
+        assert_ne!(first, second);
+        t.check_tree(&all(&cnode)).unwrap();
         assert!(t.remove(a).is_some());
-        t.check().unwrap();
-        assert_eq!(t.parent(c), None);
-        assert_eq!(t.next_sibling(d), None);
+        t.check_tree(&all(&cnode)).unwrap();
+        assert_eq!(t.first_child(second), None);
+    }
+
+    #[test]
+    fn revoking_by_first_child_reaches_every_descendant() {
+        let (_ram, mut t, cnode) = table();
+        let s = |i| cnode.slot(i).unwrap();
+        t.insert(s(1), cap(), None).unwrap();
+        // A chain and a fan: 2..10 each a child of the previous, 11..20 children of 5.
+        for i in 2..10 {
+            t.insert(s(i), cap(), Some(s(i - 1))).unwrap();
+        }
+        for i in 11..20 {
+            t.insert(s(i), cap(), Some(s(5))).unwrap();
+        }
+        t.check_tree(&all(&cnode)).unwrap();
+        let mut deleted = 0;
+        while let Some(child) = t.first_child(s(1)) {
+            assert!(t.remove(child).is_some());
+            t.check_tree(&all(&cnode)).unwrap();
+            deleted += 1;
+        }
+        assert_eq!(deleted, 17);
+        assert!(cnode.slots().skip(1).all(|slot| t.cap(slot).is_none()));
     }
 
     #[test]
     fn move_keeps_the_tree_position() {
-        let mut t = SlotTable::new();
-        let (a, b, c, d) = (SlotId(1), SlotId(2), SlotId(3), SlotId(9));
+        let (_ram, mut t, cnode) = table();
+        let s = |i| cnode.slot(i).unwrap();
+        let (a, b, c, d) = (s(1), s(2), s(3), s(9));
         t.insert(a, cap(), None).unwrap();
         t.insert(b, cap(), Some(a)).unwrap();
         t.insert(c, cap(), Some(b)).unwrap();
         t.move_cap(b, d).unwrap();
-        t.check().unwrap();
+        t.check_tree(&all(&cnode)).unwrap();
         assert_eq!(t.first_child(a), Some(d));
-        assert_eq!(t.parent(c), Some(d));
-        assert_eq!(t.move_cap(b, SlotId(10)), Err(KernelError::EmptySlot));
+        assert_eq!(t.first_child(d), Some(c));
+        assert_eq!(t.move_cap(b, s(10)), Err(KernelError::EmptySlot));
         assert_eq!(t.move_cap(d, a), Err(KernelError::SlotOccupied));
         assert_eq!(t.insert(a, cap(), None), Err(KernelError::SlotOccupied));
         assert_eq!(
-            t.insert(SlotId(20), cap(), Some(SlotId(21))),
+            t.insert(s(20), cap(), Some(s(21))),
             Err(KernelError::EmptySlot)
         );
     }
 
     #[test]
     fn cnode_lookup_rejects_null_and_out_of_range() {
-        let cnode = CNode::new(16, 8);
+        let cnode = CNode::new(16, 8, None);
         assert_eq!(cnode.lookup(CPtr::new(0)), Err(KernelError::InvalidSlot));
         assert_eq!(cnode.lookup(CPtr::new(8)), Err(KernelError::InvalidSlot));
         assert_eq!(
             cnode.lookup(CPtr::new(u64::MAX)),
             Err(KernelError::InvalidSlot)
         );
-        assert_eq!(cnode.lookup(CPtr::new(7)), Ok(SlotId(23)));
+        assert_eq!(cnode.lookup(CPtr::new(7)), Ok(SlotId::new(16, 7)));
     }
 
     #[test]
-    fn ranges_are_first_fit_and_disjoint() {
-        assert_eq!(find_range(&[], 16), Some(0));
-        assert_eq!(find_range(&[(0, 16), (32, 16)], 16), Some(16));
-        assert_eq!(find_range(&[(0, 16), (32, 16)], 17), Some(48));
-        assert_eq!(find_range(&[(0, 4096)], 1), None);
+    fn a_slot_past_its_cnode_or_in_freed_memory_is_never_reached() {
+        let (_ram, t, _cnode) = table();
+        // 64 slots of 128 bytes span pages 0 and 1; index 64 starts page 2 (free).
+        assert!(t.cap(SlotId::new(0, 64)).is_none());
+        assert!(t.cap(SlotId::new(5, 1)).is_none());
+        let mut t = t;
+        assert_eq!(
+            t.insert(SlotId::new(0, 64), cap(), None),
+            Err(KernelError::SlotOccupied)
+        );
     }
 }

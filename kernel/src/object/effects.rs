@@ -11,25 +11,27 @@ use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_ipc::abi::{CacheOp, VcpuRegister};
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 
-use super::arena::{SpaceRef, ThreadRef, VcpuRef};
+use super::VcpuRef;
+use crate::context::{El1State, ThreadContext, VmStats};
 use crate::stage2::{MemType, S2Access};
+use crate::vgic::VgicState;
 
 /// What a cache or TLB maintenance invocation covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MaintenanceTarget {
+#[derive(Debug)]
+pub enum MaintenanceTarget<'a> {
     /// A frame's whole physical range (RAM only), done for the VM `vm` when one was named.
     Frame {
         /// The frame's base.
         pa: PhysAddr,
         /// Its size.
         size: u64,
-        /// The VM it is done for (for its trace), if the caller named one.
-        vm: Option<SpaceRef>,
+        /// The VM it is done for (for its counters), if the caller named one.
+        vm: Option<&'a mut SpaceGlue>,
     },
     /// An IPA range of a VM (only its mapped pages are touched).
     Vm {
         /// The VM.
-        vm: SpaceRef,
+        vm: &'a mut SpaceGlue,
         /// Start of the range.
         ipa: Ipa,
         /// Its size.
@@ -50,33 +52,61 @@ pub enum RegisterAccess {
     Write(VcpuRegister, u64),
 }
 
-/// A hardware VMID, assigned by the glue when an address space is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Vmid(u16);
-
-impl Vmid {
-    /// The VMID with value `raw`.
-    #[must_use]
-    pub const fn new(raw: u16) -> Self {
-        Self(raw)
-    }
-
-    /// The raw value, for VTTBR_EL2.VMID.
-    #[must_use]
-    pub const fn raw(self) -> u16 {
-        self.0
-    }
+/// What the glue keeps in a thread: its saved registers and its console state.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadGlue {
+    /// The registers while it is not running (the exception path saves into them).
+    pub context: ThreadContext,
+    /// The image service's name (threads services create have none).
+    pub name: Option<&'static str>,
+    /// Its console output is at a line start (where its name prefix goes).
+    pub line_start: bool,
 }
 
-/// A thread's IPC buffer, as the thread configured it: an address in its own address space.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserBuffer {
-    /// The thread whose buffer it is.
-    pub thread: ThreadRef,
-    /// The address space the address is in (`None`: the thread has none, so no address is valid).
-    pub space: Option<SpaceRef>,
-    /// The buffer's address in that space (non-zero; the kernel never asks for address 0).
-    pub addr: Ipa,
+impl ThreadGlue {
+    /// A new thread's: zero registers, no name.
+    pub const NEW: Self = Self {
+        context: ThreadContext::ZERO,
+        name: None,
+        line_start: true,
+    };
+}
+
+/// What the glue keeps in a vCPU: its EL1 state and virtual CPU interface while not loaded.
+#[derive(Debug, Clone, Copy)]
+pub struct VcpuGlue {
+    /// EL1 system registers, timer and FP/SIMD.
+    pub el1: El1State,
+    /// The virtual CPU interface (list registers, active priorities, VMCR).
+    pub vgic: VgicState,
+}
+
+impl VcpuGlue {
+    /// A vCPU at reset.
+    pub const RESET: Self = Self {
+        el1: El1State::RESET,
+        vgic: VgicState::RESET,
+    };
+}
+
+/// What the glue keeps in an address space: its stage-2 tables, which live in the space's own
+/// memory (its table budget, paid from the untyped it was retyped from), and its VMID.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SpaceGlue {
+    /// Physical address of the root table (0 until [`Effects::space_created`]).
+    pub root: u64,
+    /// The next unused page of the table budget.
+    pub next_table: u64,
+    /// The end of the table budget.
+    pub end: u64,
+    /// The hardware VMID, valid while `vmid_generation` is the allocator's current one.
+    pub vmid: u16,
+    /// The VMID allocator's generation `vmid` belongs to (0: none yet).
+    pub vmid_generation: u64,
+    /// Whether the space is a VM.
+    pub vm: bool,
+    /// Per-VM counters.
+    pub stats: VmStats,
 }
 
 /// Word index of `IpcBuffer::tag` when the buffer is seen as an array of `u64`s (its layout,
@@ -114,28 +144,36 @@ pub trait IpcWords {
 }
 
 /// What the glue does for the object model.
+///
+/// The per-object state the glue keeps (a thread's registers, a vCPU's EL1 state, a space's
+/// tables) lives inside the kernel objects; the kernel hands it to each call that needs it.
 pub trait Effects {
     /// The word view of a checked IPC buffer ([`Effects::ipc_buffer`]).
     type IpcBuffer<'a>: IpcWords
     where
         Self: 'a;
 
-    /// Checks a thread's IPC buffer as [`Effects::read_ipc_buffer`] does (the whole buffer mapped
-    /// readable and writable) and gives word-level access to it.
+    /// Checks the IPC buffer at `addr` of `space` as [`Effects::read_ipc_buffer`] does (the
+    /// whole buffer mapped readable and writable) and gives word-level access to it.
     ///
     /// # Errors
     /// [`KernelError::BadAddress`] when it is not mapped so.
-    fn ipc_buffer(&mut self, buffer: UserBuffer) -> Result<Self::IpcBuffer<'_>, KernelError>;
+    fn ipc_buffer(
+        &mut self,
+        space: &SpaceGlue,
+        addr: Ipa,
+    ) -> Result<Self::IpcBuffer<'_>, KernelError>;
 
-    /// Writes a stage-2 leaf descriptor for `[ipa, ipa + size)` → `[pa, pa + size)` in `space`.
+    /// Writes a stage-2 leaf descriptor for `[ipa, ipa + size)` → `[pa, pa + size)` in `space`,
+    /// taking any table page it needs from the space's own budget.
     ///
     /// # Errors
     /// [`KernelError::SlotOccupied`] when a valid descriptor already covers part of the range;
-    /// [`KernelError::NotEnoughMemory`] when no table page is left; [`KernelError::BadAddress`] when
-    /// the IPA is outside the space.
+    /// [`KernelError::NotEnoughMemory`] when the space's table budget is used up;
+    /// [`KernelError::BadAddress`] when the IPA is outside the space.
     fn map(
         &mut self,
-        space: SpaceRef,
+        space: &mut SpaceGlue,
         ipa: Ipa,
         pa: PhysAddr,
         size: u64,
@@ -143,61 +181,82 @@ pub trait Effects {
         memtype: MemType,
     ) -> Result<(), KernelError>;
 
-    /// Removes the mapping of `[ipa, ipa + size)` from `space` and invalidates the TLB by IPA for the
-    /// space's VMID before returning (break-before-make's "break").
-    fn unmap(&mut self, space: SpaceRef, ipa: Ipa, size: u64);
+    /// Removes the mapping of `[ipa, ipa + size)` from `space` and invalidates the TLB by IPA for
+    /// the space's VMID before returning (break-before-make's "break").
+    fn unmap(&mut self, space: &mut SpaceGlue, ipa: Ipa, size: u64);
 
-    /// A new address space (a service space, or a VM when `vm`): allocate its root table and VMID.
+    /// A new address space (a VM when `space.vm`) occupying `[memory, memory + bytes)`: its
+    /// first page holds the kernel's record, the rest is the glue's — the root table and the
+    /// table budget.
     ///
     /// # Errors
-    /// [`KernelError::NotEnoughMemory`] when no VMID or table page is left.
-    fn space_created(&mut self, space: SpaceRef, vm: bool) -> Result<Vmid, KernelError>;
+    /// [`KernelError::NotEnoughMemory`] when the memory cannot hold a root table.
+    fn space_created(
+        &mut self,
+        space: &mut SpaceGlue,
+        memory: PhysAddr,
+        bytes: u64,
+    ) -> Result<(), KernelError>;
 
-    /// The space's last capability was deleted: tear down its tables, invalidate its VMID's TLB
-    /// entries, free the VMID.
-    fn space_destroyed(&mut self, space: SpaceRef, vmid: Vmid);
+    /// The space's last capability was deleted: invalidate its VMID's TLB entries (its table
+    /// pages return to the untyped with the object).
+    fn space_destroyed(&mut self, space: &mut SpaceGlue);
 
     /// Zeroes a frame retyped from RAM untyped (it may hold an earlier owner's data).
     fn clear_frame(&mut self, pa: PhysAddr, size: u64);
 
-    /// Reads a thread's IPC buffer. The glue translates the address through the thread's space and
-    /// checks that the whole buffer is mapped readable and writable there.
+    /// Reads the IPC buffer at `addr` of `space`. The glue translates the address through the
+    /// space's stage-2 tables and checks that the whole buffer is mapped readable and writable.
     ///
     /// # Errors
     /// [`KernelError::BadAddress`] when it is not.
-    fn read_ipc_buffer(&mut self, buffer: UserBuffer) -> Result<IpcBuffer, KernelError>;
+    fn read_ipc_buffer(&mut self, space: &SpaceGlue, addr: Ipa) -> Result<IpcBuffer, KernelError>;
 
-    /// Writes a thread's IPC buffer (same checks as reading).
+    /// Writes the IPC buffer at `addr` of `space` (same checks as reading).
     ///
     /// # Errors
     /// [`KernelError::BadAddress`] when it is not mapped.
-    fn write_ipc_buffer(&mut self, buffer: UserBuffer, data: &IpcBuffer)
-    -> Result<(), KernelError>;
+    fn write_ipc_buffer(
+        &mut self,
+        space: &SpaceGlue,
+        addr: Ipa,
+        data: &IpcBuffer,
+    ) -> Result<(), KernelError>;
 
-    /// A thread was configured: its next run starts at `pc` with stack pointer `sp` (the glue
-    /// resets the thread's saved register context and passes `ipc_buffer`, the buffer address the
-    /// thread was configured with, 0 for none, in `x0`: the runtime's entry convention).
-    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64, ipc_buffer: u64);
+    /// A thread was configured: its next run starts at `pc` with stack pointer `sp` at EL0 (the
+    /// glue resets the saved context and passes `ipc_buffer`, the buffer address the thread was
+    /// configured with, 0 for none, in `x0`: the runtime's entry convention).
+    fn thread_start(&mut self, thread: &mut ThreadGlue, pc: u64, sp: u64, ipc_buffer: u64);
+
+    /// The thread's system call stopped at a preemption point and must run again: make its next
+    /// run re-execute the `svc` (its registers are as it made the call).
+    fn restart_syscall(&mut self, thread: &mut ThreadGlue);
 
     /// An IRQ handler acknowledged interrupt `intid`: unmask it so it can fire again.
     fn irq_ack(&mut self, intid: u32);
 
     /// Interrupt `intid` is now forwarded to a vCPU (`forwarding`: unmask it, it is delivered
-    /// as it comes) or no longer (mask it until a handler acknowledges it).
+    /// as it comes) or no longer (deactivate it if a guest still held it, and mask it until a
+    /// handler acknowledges it).
     fn irq_forwarding(&mut self, intid: u32, forwarding: bool);
 
     /// A vCPU object was created: set its EL1 state to the reset state.
-    fn vcpu_created(&mut self, vcpu: VcpuRef);
+    fn vcpu_created(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue);
 
-    /// Reads or writes a register of `vcpu`, run by `thread` (which is not running: the caller is).
+    /// A vCPU object is being destroyed: forget it if its state is loaded on the CPU.
+    fn vcpu_destroyed(&mut self, vcpu: VcpuRef);
+
+    /// Reads or writes a register of `vcpu`, run by the thread whose glue state is `thread`
+    /// (which is not running: the caller is).
     ///
     /// # Errors
     /// [`KernelError::InvalidArgument`] for a value the register may not hold (e.g. a PSTATE that
     /// is not EL1 or EL0 in AArch64) or a read of a write-only register.
     fn vcpu_register(
         &mut self,
-        thread: ThreadRef,
+        thread: &mut ThreadGlue,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         access: RegisterAccess,
     ) -> Result<u64, KernelError>;
 
@@ -209,12 +268,14 @@ pub trait Effects {
     fn vcpu_inject_irq(
         &mut self,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         intid: u32,
         priority: u8,
     ) -> Result<(), KernelError>;
 
-    /// Applies a fault handler's resolution of `fault` to the vCPU run by `thread` before it is
-    /// made ready again (register writes, PC advance, abort injection).
+    /// Applies a fault handler's resolution of `fault` to the vCPU run by the thread whose glue
+    /// state is `thread`, before it is made ready again (register writes, PC advance, abort
+    /// injection).
     ///
     /// # Errors
     /// [`KernelError::InvalidArgument`] when the resolution is not valid for the fault or the vCPU's
@@ -222,13 +283,14 @@ pub trait Effects {
     /// nothing is changed and the vCPU stays stopped.
     fn resolve_guest_fault(
         &mut self,
-        thread: ThreadRef,
+        thread: &mut ThreadGlue,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
     ) -> Result<(), KernelError>;
 
-    /// Performs cache or TLB maintenance (the object model has checked the capabilities and that
-    /// the operation suits the target).
-    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget);
+    /// Performs cache or TLB maintenance (the object model has checked the capabilities, that
+    /// the operation suits the target, and that the range is bounded).
+    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>);
 }

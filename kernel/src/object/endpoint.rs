@@ -7,13 +7,15 @@
 //! again before replying spends that capability: its previous caller is woken with `Cancelled`
 //! (seL4 would leave it blocked forever).
 //!
-//! Deleting an endpoint's last capability wakes every queued thread with `Cancelled`.
+//! Deleting an endpoint's last capability makes it dying: the reaper (`delete.rs`) wakes its queued
+//! threads with `Cancelled`, a bounded number per kernel entry, then frees it.
 
 use capvisor_ipc::abi::KernelError;
 
 use super::Kernel;
-use super::arena::{EndpointRef, ThreadRef};
+use super::cspace::Dying;
 use super::effects::Effects;
+use super::memory::{EndpointRef, KernelObject, PageKind, ThreadRef, UntypedRef};
 use super::syscall::SUCCESS;
 use super::thread::{Queue, SendInfo, ThreadState};
 
@@ -22,13 +24,25 @@ use super::thread::{Queue, SendInfo, ThreadState};
 pub struct Endpoint {
     pub(super) queue: Queue,
     pub(super) caps: u32,
+    /// The untyped it was retyped from.
+    pub(super) origin: Option<UntypedRef>,
+    /// Its last capability is gone; the reaper is cancelling its queue.
+    pub(super) dying: bool,
+    pub(super) next_dying: Option<Dying>,
+}
+
+impl KernelObject for Endpoint {
+    const KIND: PageKind = PageKind::Endpoint;
 }
 
 impl Endpoint {
-    pub(super) const fn new() -> Self {
+    pub(super) const fn new(origin: Option<UntypedRef>) -> Self {
         Self {
             queue: Queue::EMPTY,
             caps: 0,
+            origin,
+            dying: false,
+            next_dying: None,
         }
     }
 }
@@ -36,12 +50,7 @@ impl Endpoint {
 impl Kernel {
     /// The thread at the head of `endpoint`'s queue if it is waiting in state `want`.
     pub(super) fn waiting(&self, endpoint: EndpointRef, receivers: bool) -> Option<ThreadRef> {
-        let head = self
-            .endpoints
-            .get(endpoint)
-            .ok()?
-            .queue
-            .front(&self.threads)?;
+        let head = self.endpoints.get(endpoint).ok()?.queue.front()?;
         let state = self.threads.get(head).ok()?.state;
         let matches = match state {
             ThreadState::BlockedRecv(_) => receivers,
@@ -169,19 +178,23 @@ impl Kernel {
         }
     }
 
-    /// The endpoint's last capability is gone: wake everyone queued on it with `Cancelled`.
-    pub(super) fn destroy_endpoint(&mut self, endpoint: EndpointRef) {
-        while let Some(thread) = self
+    /// One step of a dying endpoint: wakes one queued thread with `Cancelled`, or frees the
+    /// endpoint when none is left. Returns whether it is freed.
+    pub(super) fn reap_endpoint(&mut self, endpoint: EndpointRef) -> bool {
+        let next = self
             .endpoints
             .get_mut(endpoint)
             .ok()
-            .and_then(|ep| ep.queue.pop_front(&mut self.threads))
-        {
+            .and_then(|ep| ep.queue.pop_front(&mut self.threads));
+        if let Some(thread) = next {
             if let Ok(t) = self.threads.get_mut(thread) {
                 t.state = ThreadState::Inactive;
             }
             self.wake_with_error(thread, KernelError::Cancelled);
+            return false;
         }
-        self.endpoints.free(endpoint);
+        let origin = self.endpoints.free(endpoint).and_then(|ep| ep.origin);
+        self.release_child(origin);
+        true
     }
 }

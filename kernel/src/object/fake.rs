@@ -1,24 +1,30 @@
 //! A host fake of [`Effects`] for tests and the fuzz target: it records what the kernel asked for
-//! and keeps one IPC buffer per thread index, checking what a real glue would check.
+//! and keeps IPC buffers per (space, address), checking what a real glue would check. Like the real
+//! glue, it keeps a thread's registers in the thread's [`ThreadGlue`] (so a vCPU's PC and x0 are
+//! its thread's context) and names a space by its root table's address, which it takes from the
+//! space's own memory.
 //!
 //! The fake's stage-2 "table" is the list of live mappings; mapping over a live one fails as a real
-//! table walk would, so tests can assert that revoke and delete leave no mapping behind.
+//! table walk would, so tests can assert that revoke and delete leave no mapping behind. A space's
+//! table budget is modelled too: each mapping in a new 1 GiB region takes one page of it.
 
 use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError, VcpuRegister};
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
-use super::MAX_THREADS;
-use super::arena::{SpaceRef, ThreadRef, VcpuRef};
-use super::effects::{Effects, IpcWords, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
+use super::effects::{
+    Effects, IpcWords, MaintenanceTarget, RegisterAccess, SpaceGlue, ThreadGlue, VcpuGlue,
+};
+use super::memory::{PAGE, VcpuRef};
+use crate::context::{SPSR_EL0T, ThreadContext};
 use crate::stage2::{MemType, S2Access};
 use zerocopy::IntoBytes;
 
 /// One live mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FakeMapping {
-    /// The space.
-    pub space: SpaceRef,
+    /// The space (its root table's address).
+    pub space: u64,
     /// First IPA.
     pub ipa: Ipa,
     /// Physical address.
@@ -29,6 +35,29 @@ pub struct FakeMapping {
     pub access: S2Access,
     /// Memory type.
     pub memtype: MemType,
+}
+
+/// What a maintenance call covered, as the fake records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeMaintenance {
+    /// A frame, for a VM (its root) or none.
+    Frame {
+        /// The frame's base.
+        pa: PhysAddr,
+        /// Its size.
+        size: u64,
+        /// The VM named, by root.
+        vm: Option<u64>,
+    },
+    /// A range of a VM.
+    Vm {
+        /// The VM, by root.
+        vm: u64,
+        /// Start.
+        ipa: Ipa,
+        /// Size.
+        size: u64,
+    },
 }
 
 /// The fake glue.
@@ -44,28 +73,26 @@ pub struct FakeEffects {
     next_vmid: u16,
     /// Frames cleared, by count.
     pub cleared_frames: usize,
-    /// Per thread index: its IPC buffer contents.
-    pub buffers: [IpcBuffer; MAX_THREADS],
-    /// `thread_start` calls: the last `(pc, sp)` per thread index.
-    pub starts: [Option<(u64, u64)>; MAX_THREADS],
-    /// The IPC buffer address each thread was last started with.
-    pub start_buffers: [u64; MAX_THREADS],
+    /// IPC buffers: (space root, address, contents).
+    pub buffers: heapless::Vec<(u64, u64, IpcBuffer), 64>,
     /// Acknowledged interrupts, by count.
     pub irq_acks: heapless::Vec<u32, 64>,
     /// `irq_forwarding` calls: (INTID, forwarding).
     pub forwarding: heapless::Vec<(u32, bool), 16>,
-    /// `vcpu_inject_irq` calls: (vCPU index, INTID, priority).
-    pub injected: heapless::Vec<(usize, u32, u8), 16>,
+    /// `vcpu_inject_irq` calls: (vCPU, INTID, priority).
+    pub injected: heapless::Vec<(VcpuRef, u32, u8), 16>,
     /// When set, `map` fails with this error (to test error propagation).
     pub fail_map: Option<KernelError>,
-    /// Per vCPU index: its PC and x0 (the registers the tests look at).
-    pub vcpu_regs: [(u64, u64); super::MAX_VCPUS],
     /// Guest resolutions applied, by count; `refuse_resolution` makes the next ones fail.
     pub resolutions: usize,
     /// When set, `resolve_guest_fault` refuses.
     pub refuse_resolution: bool,
     /// Maintenance performed, in order.
-    pub maintenance: heapless::Vec<(CacheOp, MaintenanceTarget), 64>,
+    pub maintenance: heapless::Vec<(CacheOp, FakeMaintenance), 64>,
+    /// System calls restarted at a preemption point.
+    pub restarts: usize,
+    /// vCPUs destroyed.
+    pub destroyed_vcpus: usize,
 }
 
 impl Default for FakeEffects {
@@ -84,41 +111,52 @@ impl FakeEffects {
             live_spaces: 0,
             next_vmid: 1,
             cleared_frames: 0,
-            buffers: core::array::from_fn(|_| IpcBuffer::default()),
-            starts: [None; MAX_THREADS],
-            start_buffers: [0; MAX_THREADS],
+            buffers: heapless::Vec::new(),
             irq_acks: heapless::Vec::new(),
             injected: heapless::Vec::new(),
             forwarding: heapless::Vec::new(),
             fail_map: None,
-            vcpu_regs: [(0, 0); super::MAX_VCPUS],
             resolutions: 0,
             refuse_resolution: false,
             maintenance: heapless::Vec::new(),
+            restarts: 0,
+            destroyed_vcpus: 0,
         }
     }
 
-    /// The IPC buffer of `thread` (by index).
-    pub fn buffer(&mut self, thread: ThreadRef) -> &mut IpcBuffer {
-        let index = thread.index() % MAX_THREADS;
-        // In range by the modulo.
-        &mut self.buffers[index]
+    /// The IPC buffer at `addr` of the space with root `root` (created empty on first use).
+    ///
+    /// # Panics
+    /// When more buffers are used than the fake holds (a test's mistake).
+    pub fn buffer_at(&mut self, root: u64, addr: u64) -> &mut IpcBuffer {
+        let index = match self.buffers.iter().position(|b| b.0 == root && b.1 == addr) {
+            Some(index) => index,
+            None => {
+                assert!(
+                    self.buffers
+                        .push((root, addr, IpcBuffer::default()))
+                        .is_ok(),
+                    "the fake holds 64 IPC buffers"
+                );
+                self.buffers.len() - 1
+            }
+        };
+        &mut self.buffers[index].2
     }
 
-    fn check(buffer: UserBuffer) -> Result<usize, KernelError> {
-        let addr = buffer.addr.raw();
-        if buffer.space.is_none() || addr == 0 || !addr.is_multiple_of(8) || addr >= 1 << 40 {
+    fn check(space: &SpaceGlue, addr: Ipa) -> Result<(u64, u64), KernelError> {
+        let addr = addr.raw();
+        if space.root == 0 || addr == 0 || !addr.is_multiple_of(8) || addr >= 1 << 40 {
             return Err(KernelError::BadAddress);
         }
-        Ok(buffer.thread.index() % MAX_THREADS)
+        Ok((space.root, addr))
     }
 
-    /// The live mappings in `space`.
-    pub fn mappings_in(&self, space: SpaceRef) -> impl Iterator<Item = &FakeMapping> {
-        self.mappings.iter().filter(move |m| m.space == space)
+    /// The live mappings in the space with root `root`.
+    pub fn mappings_in(&self, root: u64) -> impl Iterator<Item = &FakeMapping> {
+        self.mappings.iter().filter(move |m| m.space == root)
     }
 }
-
 /// The fake's word view of a thread's buffer.
 #[derive(Debug)]
 pub struct FakeIpcWords<'a>(&'a mut IpcBuffer);
@@ -148,14 +186,18 @@ impl IpcWords for FakeIpcWords<'_> {
 impl Effects for FakeEffects {
     type IpcBuffer<'a> = FakeIpcWords<'a>;
 
-    fn ipc_buffer(&mut self, buffer: UserBuffer) -> Result<FakeIpcWords<'_>, KernelError> {
-        let index = Self::check(buffer)?;
-        Ok(FakeIpcWords(&mut self.buffers[index]))
+    fn ipc_buffer(
+        &mut self,
+        space: &SpaceGlue,
+        addr: Ipa,
+    ) -> Result<FakeIpcWords<'_>, KernelError> {
+        let (root, addr) = Self::check(space, addr)?;
+        Ok(FakeIpcWords(self.buffer_at(root, addr)))
     }
 
     fn map(
         &mut self,
-        space: SpaceRef,
+        space: &mut SpaceGlue,
         ipa: Ipa,
         pa: PhysAddr,
         size: u64,
@@ -166,15 +208,25 @@ impl Effects for FakeEffects {
             return Err(error);
         }
         let end = ipa.raw().saturating_add(size);
+        let root = space.root;
         let overlaps = self
-            .mappings_in(space)
+            .mappings_in(root)
             .any(|m| ipa.raw() < m.ipa.raw().saturating_add(m.size) && m.ipa.raw() < end);
         if overlaps {
             return Err(KernelError::SlotOccupied);
         }
+        // A mapping in a 1 GiB region no earlier mapping touched needs a table page.
+        let region = ipa.raw() >> 30;
+        let new_region = !self.mappings_in(root).any(|m| m.ipa.raw() >> 30 == region);
+        if new_region {
+            if space.next_table >= space.end {
+                return Err(KernelError::NotEnoughMemory);
+            }
+            space.next_table += PAGE;
+        }
         self.mappings
             .push(FakeMapping {
-                space,
+                space: root,
                 ipa,
                 pa,
                 size,
@@ -184,57 +236,85 @@ impl Effects for FakeEffects {
             .map_err(|_| KernelError::NotEnoughMemory)
     }
 
-    fn unmap(&mut self, space: SpaceRef, ipa: Ipa, size: u64) {
+    fn unmap(&mut self, space: &mut SpaceGlue, ipa: Ipa, size: u64) {
         self.unmaps += 1;
+        let root = space.root;
         self.mappings
-            .retain(|m| !(m.space == space && m.ipa == ipa && m.size == size));
+            .retain(|m| !(m.space == root && m.ipa == ipa && m.size == size));
     }
 
-    fn space_created(&mut self, _space: SpaceRef, _vm: bool) -> Result<Vmid, KernelError> {
-        let vmid = Vmid::new(self.next_vmid);
-        self.next_vmid = self
-            .next_vmid
-            .checked_add(1)
-            .ok_or(KernelError::NotEnoughMemory)?;
+    fn space_created(
+        &mut self,
+        space: &mut SpaceGlue,
+        memory: PhysAddr,
+        bytes: u64,
+    ) -> Result<(), KernelError> {
+        if bytes < 2 * PAGE {
+            return Err(KernelError::NotEnoughMemory);
+        }
+        space.root = memory.raw() + PAGE;
+        space.next_table = memory.raw() + 2 * PAGE;
+        space.end = memory.raw() + bytes;
+        space.vmid = self.next_vmid;
+        space.vmid_generation = 1;
+        self.next_vmid = self.next_vmid.wrapping_add(1).max(1);
         self.live_spaces += 1;
-        Ok(vmid)
+        Ok(())
     }
 
-    fn space_destroyed(&mut self, space: SpaceRef, _vmid: Vmid) {
+    fn space_destroyed(&mut self, space: &mut SpaceGlue) {
         self.live_spaces = self.live_spaces.saturating_sub(1);
-        self.mappings.retain(|m| m.space != space);
+        let root = space.root;
+        self.mappings.retain(|m| m.space != root);
+        self.buffers.retain(|b| b.0 != root);
     }
 
     fn clear_frame(&mut self, _pa: PhysAddr, _size: u64) {
         self.cleared_frames += 1;
     }
 
-    fn read_ipc_buffer(&mut self, buffer: UserBuffer) -> Result<IpcBuffer, KernelError> {
-        let index = Self::check(buffer)?;
-        Ok(self.buffers[index].clone())
+    fn read_ipc_buffer(&mut self, space: &SpaceGlue, addr: Ipa) -> Result<IpcBuffer, KernelError> {
+        let (root, addr) = Self::check(space, addr)?;
+        Ok(self.buffer_at(root, addr).clone())
     }
 
     fn write_ipc_buffer(
         &mut self,
-        buffer: UserBuffer,
+        space: &SpaceGlue,
+        addr: Ipa,
         data: &IpcBuffer,
     ) -> Result<(), KernelError> {
-        let index = Self::check(buffer)?;
-        self.buffers[index] = data.clone();
+        let (root, addr) = Self::check(space, addr)?;
+        *self.buffer_at(root, addr) = data.clone();
         Ok(())
     }
 
-    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64, ipc_buffer: u64) {
-        self.starts[thread.index() % MAX_THREADS] = Some((pc, sp));
-        self.start_buffers[thread.index() % MAX_THREADS] = ipc_buffer;
+    fn thread_start(&mut self, thread: &mut ThreadGlue, pc: u64, sp: u64, ipc_buffer: u64) {
+        thread.context = ThreadContext {
+            pc,
+            sp,
+            spsr: SPSR_EL0T,
+            ..ThreadContext::ZERO
+        };
+        thread.context.x[0] = ipc_buffer;
+        thread.line_start = true;
+    }
+
+    fn restart_syscall(&mut self, thread: &mut ThreadGlue) {
+        thread.context.pc = thread.context.pc.wrapping_sub(4);
+        self.restarts += 1;
     }
 
     fn irq_ack(&mut self, intid: u32) {
         let _ = self.irq_acks.push(intid);
     }
 
-    fn vcpu_created(&mut self, vcpu: VcpuRef) {
-        self.vcpu_regs[vcpu.index() % super::MAX_VCPUS] = (0, 0);
+    fn vcpu_created(&mut self, _vcpu: VcpuRef, state: &mut VcpuGlue) {
+        *state = VcpuGlue::RESET;
+    }
+
+    fn vcpu_destroyed(&mut self, _vcpu: VcpuRef) {
+        self.destroyed_vcpus += 1;
     }
 
     fn irq_forwarding(&mut self, intid: u32, forwarding: bool) {
@@ -244,12 +324,13 @@ impl Effects for FakeEffects {
     fn vcpu_inject_irq(
         &mut self,
         vcpu: VcpuRef,
+        _state: &mut VcpuGlue,
         intid: u32,
         priority: u8,
     ) -> Result<(), KernelError> {
         // Four list registers, as QEMU implements.
         self.injected
-            .push((vcpu.index(), intid, priority))
+            .push((vcpu, intid, priority))
             .ok()
             .filter(|()| self.injected.len() <= 4)
             .ok_or(KernelError::ListRegistersFull)
@@ -257,24 +338,27 @@ impl Effects for FakeEffects {
 
     fn vcpu_register(
         &mut self,
-        _thread: ThreadRef,
-        vcpu: VcpuRef,
+        thread: &mut ThreadGlue,
+        _vcpu: VcpuRef,
+        _state: &mut VcpuGlue,
         access: RegisterAccess,
     ) -> Result<u64, KernelError> {
-        let regs = &mut self.vcpu_regs[vcpu.index() % super::MAX_VCPUS];
+        let context = &mut thread.context;
         Ok(match access {
-            RegisterAccess::ReadGp(0) => regs.1,
-            RegisterAccess::WriteGp(0, value) => {
-                regs.1 = value;
+            RegisterAccess::ReadGp(n) => context.x.get(usize::from(n)).copied().unwrap_or(0),
+            RegisterAccess::WriteGp(n, value) => {
+                if let Some(x) = context.x.get_mut(usize::from(n)) {
+                    *x = value;
+                }
                 0
             }
-            RegisterAccess::Read(VcpuRegister::Pc) => regs.0,
+            RegisterAccess::Read(VcpuRegister::Pc) => context.pc,
             RegisterAccess::Write(VcpuRegister::Pc, value) => {
-                regs.0 = value;
+                context.pc = value;
                 0
             }
             RegisterAccess::Write(VcpuRegister::Reset, _) => {
-                *regs = (0, 0);
+                *context = ThreadContext::ZERO;
                 0
             }
             _ => 0,
@@ -283,8 +367,9 @@ impl Effects for FakeEffects {
 
     fn resolve_guest_fault(
         &mut self,
-        _thread: ThreadRef,
-        vcpu: VcpuRef,
+        thread: &mut ThreadGlue,
+        _vcpu: VcpuRef,
+        _state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
     ) -> Result<(), KernelError> {
@@ -292,21 +377,33 @@ impl Effects for FakeEffects {
             return Err(KernelError::InvalidArgument);
         }
         self.resolutions += 1;
-        let regs = &mut self.vcpu_regs[vcpu.index() % super::MAX_VCPUS];
+        let context = &mut thread.context;
         if let Resolution::Emulate { writes, advance_pc } = resolution {
             for write in writes {
-                if write.register.index() == 0 {
-                    regs.1 = write.value;
+                if let Some(x) = context.x.get_mut(usize::from(write.register.index())) {
+                    *x = write.value;
                 }
             }
             if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
-                regs.0 += 4;
+                context.pc += 4;
             }
         }
         Ok(())
     }
 
-    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget) {
-        let _ = self.maintenance.push((op, target));
+    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {
+        let recorded = match target {
+            MaintenanceTarget::Frame { pa, size, vm } => FakeMaintenance::Frame {
+                pa,
+                size,
+                vm: vm.map(|v| v.root),
+            },
+            MaintenanceTarget::Vm { vm, ipa, size } => FakeMaintenance::Vm {
+                vm: vm.root,
+                ipa,
+                size,
+            },
+        };
+        let _ = self.maintenance.push((op, recorded));
     }
 }

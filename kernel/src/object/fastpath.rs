@@ -27,9 +27,9 @@ use capvisor_ipc::cap::{Badge, Rights};
 use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::Kernel;
-use super::arena::{EndpointRef, ThreadRef};
 use super::capability::Object;
 use super::effects::Effects;
+use super::memory::{EndpointRef, ThreadRef};
 use super::syscall::{Schedule, SyscallRegs};
 use super::thread::{FaultKind, FaultRecord, ThreadState};
 use super::transfer::{REGISTER_BYTES, delivered_info};

@@ -17,8 +17,8 @@ use capvisor_ipc::protocols::fault::{
 use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::Kernel;
-use super::arena::ThreadRef;
 use super::effects::Effects;
+use super::memory::ThreadRef;
 use super::syscall::Schedule;
 use super::thread::{FaultKind, FaultRecord, SendInfo, ThreadState};
 use super::transfer::Message;
@@ -70,7 +70,7 @@ impl Kernel {
         };
         let endpoint = t
             .fault_endpoint
-            .filter(|(ep, _)| self.endpoints.get(*ep).is_ok());
+            .filter(|(ep, _)| self.endpoints.get(*ep).is_ok_and(|e| !e.dying));
         t.regs_pending = false;
         self.unlink_thread(thread);
         let Some((endpoint, badge)) = endpoint else {
@@ -148,10 +148,14 @@ impl Kernel {
         resolution: &Resolution,
         fx: &mut impl Effects,
     ) -> bool {
-        self.vcpus.get(vcpu).is_ok()
-            && fx
-                .resolve_guest_fault(thread, vcpu, fault, resolution)
-                .is_ok()
+        let Ok(t) = self.threads.get_mut(thread) else {
+            return false;
+        };
+        let Ok(v) = self.vcpus.get_mut(vcpu) else {
+            return false;
+        };
+        fx.resolve_guest_fault(&mut t.glue, vcpu, &mut v.glue, fault, resolution)
+            .is_ok()
     }
 }
 
@@ -160,7 +164,7 @@ impl Kernel {
     /// (the fault record is not copied); `false` when the thread has no guest fault or the glue
     /// refuses.
     pub(super) fn apply_call_result(
-        &self,
+        &mut self,
         thread: ThreadRef,
         result: &CallResult,
         fx: &mut impl Effects,
@@ -174,14 +178,11 @@ impl Kernel {
                 fault: FaultKind::Guest(fault),
                 ..
             }),
-        ) = (t.vcpu, &t.fault)
+        ) = (t.vcpu, t.fault)
         else {
             return false;
         };
-        self.vcpus.get(vcpu).is_ok()
-            && fx
-                .resolve_guest_fault(thread, vcpu, fault, &result.resolution())
-                .is_ok()
+        self.apply_resolution(thread, vcpu, &fault, &result.resolution(), fx)
     }
 }
 

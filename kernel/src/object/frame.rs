@@ -24,17 +24,28 @@ use capvisor_ipc::types::Ipa;
 
 use super::capability::{FrameCap, FrameSize, Mapping, Object};
 use super::cspace::SlotId;
-use super::effects::{Effects, Vmid};
-use super::{Kernel, PlatformFeatures, ThreadRef};
+use super::effects::{Effects, SpaceGlue, VcpuGlue};
+use super::memory::{KernelObject, PageKind, UntypedRef};
+use super::{Kernel, MAX_SPACE_THREADS, PlatformFeatures, ThreadRef};
 use crate::stage2::{MemType, S2Access};
 
-/// An address space (service or VM): the glue owns its tables; the kernel its VMID and lifetime.
+/// An address space (service or VM): its record, in the first page of its memory; the glue keeps
+/// its tables in the rest.
 #[derive(Debug, Clone)]
 pub struct Space {
-    pub(super) vmid: Vmid,
     pub(super) caps: u32,
     /// A VM (its threads run vCPUs at EL1), not a service space.
     pub(super) vm: bool,
+    /// The untyped it was retyped from (`None` at boot).
+    pub(super) origin: Option<UntypedRef>,
+    /// The threads configured into it (deleting the space stops them: a bounded list).
+    pub(super) threads: [Option<ThreadRef>; MAX_SPACE_THREADS],
+    /// The glue's state: stage-2 tables in the space's own memory, VMID, counters.
+    pub glue: SpaceGlue,
+}
+
+impl KernelObject for Space {
+    const KIND: PageKind = PageKind::Space;
 }
 
 /// A vCPU: the EL1 state the glue keeps for it, run by the thread it is bound to
@@ -43,6 +54,14 @@ pub struct Space {
 pub struct Vcpu {
     pub(super) caps: u32,
     pub(super) thread: Option<ThreadRef>,
+    /// The untyped it was retyped from.
+    pub(super) origin: Option<UntypedRef>,
+    /// The glue's state: EL1 registers and virtual CPU interface.
+    pub glue: VcpuGlue,
+}
+
+impl KernelObject for Vcpu {
+    const KIND: PageKind = PageKind::Vcpu;
 }
 
 /// The memory type with ABI code `code`: 0 Normal write-back, 1 Normal non-cacheable, 2
@@ -149,7 +168,8 @@ impl Kernel {
         if ipa.checked_add(size).is_none_or(|end| end > limit) {
             return Err(KernelError::BadAddress);
         }
-        fx.map(space, Ipa::new(ipa), frame.base, size, s2, memtype)?;
+        let glue = &mut self.spaces.get_mut(space)?.glue;
+        fx.map(glue, Ipa::new(ipa), frame.base, size, s2, memtype)?;
         if let Some(Capability {
             object: Object::Frame(f),
             ..
@@ -181,9 +201,9 @@ impl Kernel {
         };
         let (mapping, size) = (frame.mapping.take(), frame.size.bytes());
         if let Some(mapping) = mapping
-            && self.spaces.get(mapping.space).is_ok()
+            && let Ok(space) = self.spaces.get_mut(mapping.space)
         {
-            fx.unmap(mapping.space, mapping.ipa, size);
+            fx.unmap(&mut space.glue, mapping.ipa, size);
         }
         Ok(())
     }
@@ -335,7 +355,7 @@ mod tests {
     fn a_mapped_capability_does_not_map_twice() {
         let mut ram = frame(FrameMemory::Ram);
         ram.mapping = Some(Mapping {
-            space: <crate::object::SpaceRef as crate::object::arena::ArenaRef>::from_parts(0, 0),
+            space: <crate::object::SpaceRef as crate::object::memory::ObjectRef>::from_parts(0, 0),
             ipa: Ipa::new(0),
         });
         assert_eq!(

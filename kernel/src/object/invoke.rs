@@ -13,10 +13,12 @@
 //! | Untyped | `Retype` | kind code, size bits, dest CNode CPtr (0: the caller's own), first dest index, count |
 //! | Frame | `Map` | AddressSpace/Vm CPtr, IPA, access (R=1 W=2 X=4), memory type (0 WB, 1 NC, 2 Device-nGnRE) |
 //! | Frame | `Unmap` | — |
-//! | IrqControl | `IrqIssueHandler` | INTID, dest index (caller's CSpace) |
+//! | IrqControl | `IrqIssueHandler` | SPI INTID 32–1019, dest index (caller's CSpace) |
 //! | IrqHandler | `IrqSetNotification` | notification CPtr (its badge is what the interrupt signals) |
 //! | IrqHandler | `IrqAck` | — |
-//! | IrqHandler | `IrqForwardToVcpu` | vCPU CPtr with `WRITE` (0: stop), vINTID 32–1019; the handler's an SPI |
+//! | IrqHandler | `IrqForwardToVcpu` | vCPU CPtr with `WRITE` (0: stop), vINTID 32–1019 |
+//!
+//! Every IrqHandler invocation needs `WRITE` on the handler capability.
 //! | Thread | `Resume`, `Suspend`; [`THREAD_CONFIGURE`] | see `tcb.rs` |
 //! | Thread | [`THREAD_BIND_NOTIFICATION`] | notification CPtr with `READ` (0: unbind) |
 //! | Thread, Vcpu, Frame, Vm | vCPU binding, registers, cache/TLB maintenance | see `vcpu.rs` |
@@ -30,10 +32,12 @@ use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo};
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
 
 use super::Kernel;
-use super::arena::{IrqHandlerRef, ThreadRef};
 use super::capability::{Capability, Object, ObjectType};
 use super::cspace::SlotId;
+use super::delete::Progress;
 use super::effects::Effects;
+use super::irq::IrqHandlerRef;
+use super::memory::ThreadRef;
 use super::syscall::SyscallRegs;
 use super::untyped::Retype;
 
@@ -104,6 +108,10 @@ impl Kernel {
             Some(invocation) => self.invoke_object(caller, slot, cap, invocation, &args, fx)?,
             None => return Err(KernelError::IllegalOperation),
         };
+        // A revoke stopped at a preemption point: no results; the glue restarts the call.
+        if self.restart {
+            return Ok(());
+        }
         let mut words = [0; MSG_REGS_IN_CPU];
         words[..results.len()].copy_from_slice(&results);
         let reply =
@@ -123,7 +131,7 @@ impl Kernel {
         words[..MSG_REGS_IN_CPU].copy_from_slice(&regs.words());
         let count = info.length().div_ceil(8).min(ARG_WORDS);
         if count > MSG_REGS_IN_CPU {
-            let buffer = fx.read_ipc_buffer(self.user_buffer(caller)?)?;
+            let buffer = self.read_thread_buffer(caller, fx)?;
             words[MSG_REGS_IN_CPU..].copy_from_slice(&buffer.msg[MSG_REGS_IN_CPU..ARG_WORDS]);
         }
         Ok(Args { words, count })
@@ -158,6 +166,12 @@ impl Kernel {
             (Invocation::Unmap, Object::Frame(_)) => self.unmap_frame(slot, fx)?,
             (Invocation::IrqIssueHandler, Object::IrqControl) => {
                 self.issue_irq_handler(caller, slot, args)?
+            }
+            (
+                Invocation::IrqSetNotification | Invocation::IrqAck | Invocation::IrqForwardToVcpu,
+                Object::IrqHandler(_),
+            ) if !cap.rights.contains(Rights::WRITE) => {
+                return Err(KernelError::InsufficientRights);
             }
             (Invocation::IrqSetNotification, Object::IrqHandler(handler)) => {
                 self.irq_set_notification(caller, handler, args)?;
@@ -212,7 +226,7 @@ impl Kernel {
         if !cap.rights.contains(Rights::WRITE) {
             return Err(KernelError::InsufficientRights);
         }
-        let cnode = *self.cnodes.get(cnode)?;
+        let cnode = *self.live_cnode(cnode)?;
         match invocation {
             Invocation::Copy | Invocation::Mint => {
                 let [dest, source, rights] = args.take()?;
@@ -246,8 +260,8 @@ impl Kernel {
                 }
                 if invocation == Invocation::Delete {
                     self.delete_slot(slot, fx);
-                } else {
-                    self.revoke_slot(slot, fx);
+                } else if self.revoke_slot(slot, fx) == Progress::Preempted {
+                    self.restart = true;
                 }
                 Ok(())
             }
@@ -317,8 +331,9 @@ impl Kernel {
         let [cptr, vintid] = args.take()?;
         let intid = self.irqs.get(handler)?.intid;
         if cptr == 0 {
-            self.irqs.get_mut(handler)?.forward = None;
-            fx.irq_forwarding(intid, false);
+            if self.irqs.get_mut(handler)?.forward.take().is_some() {
+                fx.irq_forwarding(intid, false);
+            }
             return Ok(());
         }
         let (_, target) = self.lookup(caller, CPtr::new(cptr))?;
@@ -350,7 +365,7 @@ impl Kernel {
         if self.slots.cap(dest).is_some() {
             return Err(KernelError::SlotOccupied);
         }
-        let handler = self.create_irq_handler(intid)?;
+        let handler = self.irqs.create(intid)?;
         self.install(
             dest,
             Capability::new(Object::IrqHandler(handler)),

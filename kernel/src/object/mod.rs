@@ -4,58 +4,64 @@
 //! calls the [`Kernel`] entry points and performs the side effects the logic asks for through the
 //! [`Effects`] trait; host tests and the fuzz target implement `Effects` with [`fake::FakeEffects`].
 //!
-//! # Objects live in kernel arenas, not in untyped memory
-//! seL4 places every kernel object inside the untyped memory it was retyped from. capvisor keeps
-//! its objects in fixed-capacity arenas inside the one [`Kernel`] struct (capacities below), so the
-//! kernel never writes into memory a service can name. Retyping still charges the object's size
-//! ([`ObjectType::charge`]) to the untyped's watermark, so a service can create no more objects than
-//! its untyped memory pays for, and the same memory cannot be handed out twice. Only frames are real:
-//! a frame retyped from untyped *is* the physical range at the untyped's next aligned offset. Kernel
-//! objects' charged bytes are bookkeeping only (they are never read or written).
+//! # Objects live in the memory their untyped paid for (as in seL4)
+//! Retype places each kernel object in whole pages of the untyped it is retyped from
+//! ([`ObjectType::charge`]), and the kernel keeps the object's state there (`memory.rs`): a
+//! thread's record and saved registers, a vCPU's EL1 state, a CNode's slots, an address space's
+//! stage-2 tables. So a service can create no more objects, and cause no more page tables, than
+//! its untyped memory pays for, and no shared kernel pool exists for anyone to exhaust. A frame
+//! table with one entry per page of RAM (kernel memory, sized at boot) says which pages hold
+//! which objects; the same memory is never handed out twice (`untyped.rs`).
 //!
 //! # References and generations
-//! Every arena reference ([`ThreadRef`], [`EndpointRef`], …) carries the generation of its entry;
-//! the generation changes whenever the entry is freed, so a reference held across the object's
-//! destruction resolves to [`KernelError::Revoked`], never to a new object.
+//! Every object reference ([`ThreadRef`], [`EndpointRef`], …) names the object's first page and
+//! the generation of that page's frame-table entry; the generation changes whenever the object is
+//! freed, so a reference held across the object's destruction resolves to
+//! [`KernelError::Revoked`], never to a new object.
 //!
 //! # Capability spaces
-//! A thread's capability space is one [`CNode`](cspace::CNode): a contiguous range of the global slot
-//! table. A `CPtr` is a slot index in the caller's CNode (single level, no guards or radix walk);
-//! slot 0 is never populated, so `CPtr::NULL` names nothing ([`KernelError::InvalidSlot`]).
+//! A thread's capability space is one [`CNode`](cspace::CNode), whose slots are in its own memory.
+//! A `CPtr` is a slot index in the caller's CNode (single level, no guards or radix walk); slot 0
+//! holds the CNode's record, so `CPtr::NULL` names nothing ([`KernelError::InvalidSlot`]).
 //!
-//! # Invariants (checked by the property tests in `tests.rs`)
-//! 1. Every capability names a live object (or a frame, which needs no arena entry), and each arena
-//!    object's `caps` count equals the number of capabilities naming it.
+//! # Invariants (checked by the property tests and the fuzz target after every step)
+//! 1. Every capability names a live object (or a frame, which has no record), and each object's
+//!    `caps` count equals the number of capabilities naming it.
 //! 2. The derivation tree is well formed: parent, first-child and sibling links are mutual, acyclic,
 //!    and only link occupied slots.
-//! 3. Each untyped object's watermark is at most its size.
+//! 3. No two live objects overlap, and every object lies inside exactly one untyped's used range
+//!    (below its watermark); each untyped's watermark is at most its size, and its count of
+//!    children is exactly what it paid for.
 //! 4. A thread is in at most one queue (a ready queue, an endpoint's or a notification's), and its
 //!    state says which.
+//! 5. A thread with a vCPU runs only in the VM it was bound in; a service thread's saved state is
+//!    always EL0.
+//! 6. Every kernel path does bounded work: no loop runs over all objects; a revoke does a bounded
+//!    number of steps per entry and restarts; dying objects are finished by a bounded reaper
+//!    (`delete.rs`).
 //!
 //! # Locking (single big kernel lock)
 //! The whole [`Kernel`] is one value, and every entry point takes `&mut self`: the glue wraps it in
 //! one spin lock, taken on every trap into the kernel and released before returning to EL0 or a
-//! guest. No entry point blocks or waits, so the lock is held for a bounded time. For now only one
-//! CPU runs threads (`current` is a single value); making the lock finer-grained later means
-//! splitting per-CPU `current` and ready queues first, then per-object locks ordered
-//! CNode/slot table → endpoint/notification → thread → scheduler queue (the order these modules
-//! already touch them in). `Effects` callbacks run under the lock and must not call back into
-//! the kernel.
+//! guest. No entry point blocks or waits, and each does bounded work, so the lock is held for a
+//! bounded time. For now only one CPU runs threads (`current` is a single value). `Effects`
+//! callbacks run under the lock and must not call back into the kernel.
 
-mod arena;
 pub mod boot;
 pub mod capability;
 pub mod cspace;
-mod delete;
+pub mod delete;
 pub mod effects;
 mod endpoint;
 pub mod fake;
 mod fastpath;
 mod fault;
 mod frame;
+#[cfg(any(test, feature = "invariants"))]
 mod invariants;
 mod invoke;
-mod irq;
+pub mod irq;
+pub mod memory;
 mod notification;
 pub mod sched;
 pub mod syscall;
@@ -68,44 +74,34 @@ mod vcpu;
 #[cfg(test)]
 mod tests;
 
-pub use arena::{
-    CNodeRef, EndpointRef, IrqHandlerRef, NotificationRef, SpaceRef, ThreadRef, UntypedRef, VcpuRef,
-};
 pub use boot::ROOT_CNODE_SLOTS;
 pub use boot::{RootBoot, RootDevice, RootLayout, RootRam};
 pub use capability::{
     Capability, DeviceAttributes, FrameCap, FrameSize, MemTypes, Object, ObjectType,
 };
-pub use effects::{Effects, IpcWords, MaintenanceTarget, RegisterAccess, UserBuffer, Vmid};
+pub use delete::{REAP_STEPS, TICK_REAP_STEPS};
+pub use effects::{
+    Effects, IpcWords, MaintenanceTarget, RegisterAccess, SpaceGlue, ThreadGlue, VcpuGlue,
+};
 pub use fault::FaultOutcome;
 pub use invoke::{THREAD_BIND_NOTIFICATION, THREAD_CONFIGURE};
+pub use irq::IrqHandlerRef;
 pub use irq::IrqOutcome;
+pub use memory::{
+    CNodeRef, EndpointRef, FrameTable, NotificationRef, PageInfo, SpaceRef, ThreadRef, UntypedRef,
+    VcpuRef,
+};
 pub use notification::NOTIFICATION_LABEL;
 pub use syscall::{Schedule, SyscallRegs};
 
-use arena::Arena;
 use capvisor_ipc::abi::KernelError;
+use memory::Store;
 
 use crate::platform::Platform;
 
-/// Thread capacity.
-pub const MAX_THREADS: usize = 64;
-/// Endpoint capacity.
-pub const MAX_ENDPOINTS: usize = 128;
-/// Notification capacity.
-pub const MAX_NOTIFICATIONS: usize = 128;
-/// Capability slots, shared by all CNodes.
-pub const MAX_SLOTS: usize = 4096;
-/// CNode capacity.
-pub const MAX_CNODES: usize = 64;
-/// Untyped object capacity (root regions plus their untyped children).
-pub const MAX_UNTYPED: usize = 128;
-/// Address spaces (service spaces and VMs together).
-pub const MAX_SPACES: usize = 32;
-/// vCPU capacity.
-pub const MAX_VCPUS: usize = 16;
-/// IRQ handler capacity.
-pub const MAX_IRQ_HANDLERS: usize = 64;
+/// The most threads one address space runs (threads configured into it, vCPU threads of a VM
+/// included): deleting a space stops them all, so this bounds that work.
+pub const MAX_SPACE_THREADS: usize = 64;
 
 /// The platform features the mapping rules depend on (DESIGN.md, stage-2 rules 1–8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,44 +142,71 @@ impl PlatformFeatures {
     }
 }
 
-/// The whole kernel state: every object arena, the slot table and the scheduler.
+/// The whole kernel state: the object stores (views of the memory objects live in), the IRQ
+/// handler table, the scheduler and the queue of dying objects.
 #[derive(Debug)]
 pub struct Kernel {
     features: PlatformFeatures,
     slots: cspace::SlotTable,
-    cnodes: Arena<cspace::CNode, MAX_CNODES>,
-    untyped: Arena<untyped::Untyped, MAX_UNTYPED>,
-    threads: Arena<thread::Thread, MAX_THREADS>,
-    endpoints: Arena<endpoint::Endpoint, MAX_ENDPOINTS>,
-    notifications: Arena<notification::Notification, MAX_NOTIFICATIONS>,
-    spaces: Arena<frame::Space, MAX_SPACES>,
-    vcpus: Arena<frame::Vcpu, MAX_VCPUS>,
-    irqs: Arena<irq::IrqHandler, MAX_IRQ_HANDLERS>,
+    cnodes: Store<cspace::CNode>,
+    untyped: Store<untyped::Untyped>,
+    threads: Store<thread::Thread>,
+    endpoints: Store<endpoint::Endpoint>,
+    notifications: Store<notification::Notification>,
+    spaces: Store<frame::Space>,
+    vcpus: Store<frame::Vcpu>,
+    irqs: irq::IrqTable,
     sched: sched::Scheduler,
+    reaper: delete::Reaper,
+    booted: bool,
+    /// The system call being handled stopped at a preemption point (`delete.rs`): the glue
+    /// restarts it.
+    restart: bool,
 }
 
 impl Kernel {
-    /// An empty kernel for a platform with `features`. No thread exists until
-    /// [`Kernel::create_root_thread`].
+    /// An empty kernel for a platform with `features`, over no memory. Nothing exists until
+    /// [`Kernel::set_memory`] and [`Kernel::create_root_thread`].
     ///
-    /// `Kernel` is large (about 300 KiB: the slot table dominates), so the glue keeps it in a
-    /// static, never on a kernel stack: this is a `const fn` for exactly that, and
-    /// [`Kernel::set_features`] fills in what is only known at boot.
+    /// A `const fn`, so the glue keeps the kernel in a static, initialised at build time.
     #[must_use]
     pub const fn new(features: PlatformFeatures) -> Self {
         Self {
             features,
             slots: cspace::SlotTable::new(),
-            cnodes: Arena::new(),
-            untyped: Arena::new(),
-            threads: Arena::new(),
-            endpoints: Arena::new(),
-            notifications: Arena::new(),
-            spaces: Arena::new(),
-            vcpus: Arena::new(),
-            irqs: Arena::new(),
+            cnodes: Store::new(),
+            untyped: Store::new(),
+            threads: Store::new(),
+            endpoints: Store::new(),
+            notifications: Store::new(),
+            spaces: Store::new(),
+            vcpus: Store::new(),
+            irqs: irq::IrqTable::new(),
             sched: sched::Scheduler::new(),
+            reaper: delete::Reaper::new(),
+            booted: false,
+            restart: false,
         }
+    }
+
+    /// Gives the kernel the frame table over the RAM its objects may live in (boot only: before
+    /// the root thread exists).
+    ///
+    /// # Errors
+    /// [`KernelError::IllegalOperation`] once the root thread exists.
+    pub fn set_memory(&mut self, memory: FrameTable) -> Result<(), KernelError> {
+        if self.booted {
+            return Err(KernelError::IllegalOperation);
+        }
+        self.slots.set_memory(memory);
+        self.cnodes.set_memory(memory);
+        self.untyped.set_memory(memory);
+        self.threads.set_memory(memory);
+        self.endpoints.set_memory(memory);
+        self.notifications.set_memory(memory);
+        self.spaces.set_memory(memory);
+        self.vcpus.set_memory(memory);
+        Ok(())
     }
 
     /// Sets the platform features (boot only: before the root thread exists).
@@ -191,7 +214,7 @@ impl Kernel {
     /// # Errors
     /// [`KernelError::IllegalOperation`] once a thread exists.
     pub fn set_features(&mut self, features: PlatformFeatures) -> Result<(), KernelError> {
-        if self.threads.iter::<ThreadRef>().next().is_some() {
+        if self.booted {
             return Err(KernelError::IllegalOperation);
         }
         self.features = features;
@@ -228,12 +251,53 @@ impl Kernel {
         self.threads.get(thread).map(|t| t.space)
     }
 
-    /// The VMID the glue assigned to a space.
+    /// The glue's state of a live space (its tables and VMID), for the context switch.
     ///
     /// # Errors
     /// [`KernelError::Revoked`] when the space no longer exists.
     #[inline]
-    pub fn space_vmid(&self, space: SpaceRef) -> Result<Vmid, KernelError> {
-        self.spaces.get(space).map(|s| s.vmid)
+    pub fn space_glue(&mut self, space: SpaceRef) -> Result<&mut SpaceGlue, KernelError> {
+        self.spaces.get_mut(space).map(|s| &mut s.glue)
+    }
+
+    /// The glue's state of a live thread (its saved registers and console state).
+    ///
+    /// # Errors
+    /// [`KernelError::Revoked`] when the thread no longer exists.
+    #[inline]
+    pub fn thread_glue(&mut self, thread: ThreadRef) -> Result<&mut ThreadGlue, KernelError> {
+        self.threads.get_mut(thread).map(|t| &mut t.glue)
+    }
+
+    /// The glue's state of a live vCPU (its EL1 state and virtual CPU interface).
+    ///
+    /// # Errors
+    /// [`KernelError::Revoked`] when the vCPU no longer exists.
+    #[inline]
+    pub fn vcpu_glue(&mut self, vcpu: VcpuRef) -> Result<&mut VcpuGlue, KernelError> {
+        self.vcpus.get_mut(vcpu).map(|v| &mut v.glue)
+    }
+
+    /// Every VM's counters, by a number naming it (its root table's page number): a scan of every object, for
+    /// the report at the end of the system only (never on a kernel path).
+    pub fn vm_stats(&self) -> impl Iterator<Item = (usize, crate::context::VmStats)> + '_ {
+        self.spaces
+            .iter::<SpaceRef>()
+            .filter(|(_, s)| s.vm)
+            .map(|(_, s)| ((s.glue.root >> 12) as usize, s.glue.stats))
+    }
+
+    /// The glue's states of a thread and the vCPU it runs, together (for a guest exit).
+    ///
+    /// # Errors
+    /// [`KernelError::Revoked`] when either no longer exists.
+    pub fn vcpu_thread_glue(
+        &mut self,
+        thread: ThreadRef,
+        vcpu: VcpuRef,
+    ) -> Result<(&mut ThreadGlue, &mut VcpuGlue), KernelError> {
+        let t = self.threads.get_mut(thread)?;
+        let v = self.vcpus.get_mut(vcpu)?;
+        Ok((&mut t.glue, &mut v.glue))
     }
 }

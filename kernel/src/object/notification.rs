@@ -4,7 +4,8 @@
 //! as it was, which is then 0: a waiter only queues while the word is 0); otherwise the badge is ORed
 //! into the word. A wait takes the word if it is non-zero, else blocks (or, polling, returns 0).
 //! Signalling with badge 0 wakes a waiter but sets no bit (seL4's behaviour). Deleting the last
-//! capability wakes the waiters with `Cancelled`.
+//! capability makes it dying: it takes no more signals, and the reaper (`delete.rs`) wakes its
+//! waiters with `Cancelled` and unbinds it before freeing it.
 //!
 //! A notification can be bound to one thread (`ThreadBindNotification`, seL4's
 //! `TCB_BindNotification`), so a server waits for messages and signals in one `Recv` on its
@@ -18,7 +19,8 @@ use capvisor_ipc::abi::{KernelError, MessageInfo};
 use capvisor_ipc::cap::Badge;
 
 use super::Kernel;
-use super::arena::{NotificationRef, ThreadRef};
+use super::cspace::Dying;
+use super::memory::{KernelObject, NotificationRef, PageKind, ThreadRef, UntypedRef};
 use super::syscall::SyscallRegs;
 use super::thread::{Queue, ThreadState};
 
@@ -29,15 +31,27 @@ pub struct Notification {
     pub(super) queue: Queue,
     pub(super) caps: u32,
     pub(super) bound: Option<ThreadRef>,
+    /// The untyped it was retyped from.
+    pub(super) origin: Option<UntypedRef>,
+    /// Its last capability is gone: signals are dropped; the reaper cancels its waiters.
+    pub(super) dying: bool,
+    pub(super) next_dying: Option<Dying>,
+}
+
+impl KernelObject for Notification {
+    const KIND: PageKind = PageKind::Notification;
 }
 
 impl Notification {
-    pub(super) const fn new() -> Self {
+    pub(super) const fn new(origin: Option<UntypedRef>) -> Self {
         Self {
             word: 0,
             queue: Queue::EMPTY,
             caps: 0,
             bound: None,
+            origin,
+            dying: false,
+            next_dying: None,
         }
     }
 }
@@ -66,6 +80,9 @@ impl Kernel {
         let Ok(n) = self.notifications.get_mut(notification) else {
             return;
         };
+        if n.dying {
+            return;
+        }
         if let Some(waiter) = n.queue.pop_front(&mut self.threads) {
             if let Ok(t) = self.threads.get_mut(waiter) {
                 t.state = ThreadState::Inactive;
@@ -158,23 +175,28 @@ impl Kernel {
         Ok(())
     }
 
-    /// The notification's last capability is gone: wake its waiters with `Cancelled`.
-    pub(super) fn destroy_notification(&mut self, notification: NotificationRef) {
-        while let Some(thread) = self
+    /// One step of a dying notification: wakes one waiter with `Cancelled`, or unbinds it and
+    /// frees it when none is left. Returns whether it is freed.
+    pub(super) fn reap_notification(&mut self, notification: NotificationRef) -> bool {
+        let next = self
             .notifications
             .get_mut(notification)
             .ok()
-            .and_then(|n| n.queue.pop_front(&mut self.threads))
-        {
+            .and_then(|n| n.queue.pop_front(&mut self.threads));
+        if let Some(thread) = next {
             if let Ok(t) = self.threads.get_mut(thread) {
                 t.state = ThreadState::Inactive;
             }
             self.wake_with_error(thread, KernelError::Cancelled);
+            return false;
         }
-        if let Some(n) = self.notifications.free(notification)
-            && let Some(t) = n.bound.and_then(|t| self.threads.get_mut(t).ok())
-        {
+        let Some(n) = self.notifications.free(notification) else {
+            return true;
+        };
+        if let Some(t) = n.bound.and_then(|t| self.threads.get_mut(t).ok()) {
             t.bound = None;
         }
+        self.release_child(n.origin);
+        true
     }
 }

@@ -16,10 +16,10 @@
 //! Invariant: the bitmap bit of a priority is set iff its queue is non-empty. Only one CPU runs
 //! threads for now (see the lock design in the module root).
 
-use super::arena::{Arena, ThreadRef};
+use super::Kernel;
+use super::memory::{Store, ThreadRef};
 use super::syscall::Schedule;
 use super::thread::{Queue, Thread, ThreadState};
-use super::{Kernel, MAX_THREADS};
 
 /// Timer ticks in one time slice.
 pub const TIME_SLICE_TICKS: u32 = 5;
@@ -28,7 +28,6 @@ pub const TIME_SLICE_TICKS: u32 = 5;
 pub const PRIORITIES: usize = 256;
 
 /// The ready queues and the current thread.
-#[derive(Debug)]
 pub struct Scheduler {
     ready: [Queue; PRIORITIES],
     bitmap: [u64; PRIORITIES / 64],
@@ -77,17 +76,12 @@ impl Scheduler {
         Some((word * 64 + 63 - bits.leading_zeros() as usize) as u8)
     }
 
-    pub(super) fn push(
-        &mut self,
-        threads: &mut Arena<Thread, MAX_THREADS>,
-        thread: ThreadRef,
-        priority: u8,
-    ) {
+    pub(super) fn push(&mut self, threads: &mut Store<Thread>, thread: ThreadRef, priority: u8) {
         self.queue(priority).push_back(threads, thread);
         self.update_bit(priority);
     }
 
-    pub(super) fn remove(&mut self, threads: &mut Arena<Thread, MAX_THREADS>, thread: ThreadRef) {
+    pub(super) fn remove(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
         let Ok(priority) = threads.get(thread).map(|t| t.priority) else {
             return;
         };
@@ -96,8 +90,8 @@ impl Scheduler {
     }
 
     /// The best ready thread.
-    pub(super) fn best(&self, threads: &Arena<Thread, MAX_THREADS>) -> Option<ThreadRef> {
-        self.ready[usize::from(self.highest()?)].front(threads)
+    pub(super) fn best(&self) -> Option<ThreadRef> {
+        self.ready[usize::from(self.highest()?)].front()
     }
 
     /// The thread the glue says is running.
@@ -113,14 +107,36 @@ impl Scheduler {
     }
 
     /// Every queued thread with the priority of its queue (for invariant checks).
+    #[cfg(any(test, feature = "invariants"))]
     pub(super) fn queued<'a>(
         &'a self,
-        threads: &'a Arena<Thread, MAX_THREADS>,
+        threads: &'a Store<Thread>,
+        limit: usize,
     ) -> impl Iterator<Item = (u8, ThreadRef)> + 'a {
         self.ready
             .iter()
             .enumerate()
-            .flat_map(move |(p, q)| q.iter(threads).map(move |t| (p as u8, t)))
+            .flat_map(move |(p, q)| q.iter(threads, limit).map(move |t| (p as u8, t)))
+    }
+}
+
+impl core::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("ready", &ReadyQueues(&self.ready))
+            .field("current", &self.current)
+            .finish()
+    }
+}
+
+/// The non-empty ready queues, by priority.
+struct ReadyQueues<'a>(&'a [Queue; PRIORITIES]);
+
+impl core::fmt::Debug for ReadyQueues<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().enumerate().filter(|(_, q)| !q.is_empty()))
+            .finish()
     }
 }
 
@@ -165,7 +181,7 @@ impl Kernel {
 
     /// Chooses the thread to run on this CPU and makes it current; `None` means idle.
     pub fn pick_next(&mut self) -> Option<ThreadRef> {
-        let next = self.sched.best(&self.threads);
+        let next = self.sched.best();
         self.sched.current = next;
         next
     }
@@ -173,7 +189,7 @@ impl Kernel {
     /// Whether the current thread should keep running after a kernel entry.
     pub(super) fn decide(&self) -> Schedule {
         match self.sched.current {
-            Some(current) if self.sched.best(&self.threads) == Some(current) => Schedule::Resume,
+            Some(current) if self.sched.best() == Some(current) => Schedule::Resume,
             _ => Schedule::Switch,
         }
     }

@@ -25,9 +25,9 @@ use capvisor_ipc::abi::{KernelError, MSG_REGS_IN_CPU, MessageInfo, Syscall};
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
 
 use super::Kernel;
-use super::arena::ThreadRef;
 use super::capability::Object;
 use super::effects::Effects;
+use super::memory::ThreadRef;
 use super::thread::{SendInfo, ThreadState};
 
 /// x0–x7 of a syscall, in and out.
@@ -175,6 +175,15 @@ impl Kernel {
     ) -> Schedule {
         if let Err(error) = self.dispatch(current, regs.copied(), fx) {
             self.set_result(current, SyscallRegs::error(error));
+        }
+        if core::mem::take(&mut self.restart) {
+            // Preempted: the registers stay as the thread passed them, and it makes the call
+            // again (after any pending interrupt).
+            if let Ok(thread) = self.threads.get_mut(current) {
+                thread.regs_pending = false;
+                fx.restart_syscall(&mut thread.glue);
+            }
+            return self.decide();
         }
         if let Ok(thread) = self.threads.get_mut(current)
             && thread.state == ThreadState::Ready

@@ -8,6 +8,11 @@
 //! that is blocked in a syscall. Neither priority may exceed the caller's maximum priority
 //! (seL4's MCP), so a service can never create a thread more important than itself.
 //!
+//! A thread bound to a vCPU runs only in the VM it was bound in: configuring it into any other
+//! space is `IllegalOperation` (otherwise its saved guest state could be entered as a service,
+//! with HCR_EL2.TGE set, which is an illegal exception return). A space runs at most
+//! [`MAX_SPACE_THREADS`](super::MAX_SPACE_THREADS) threads (`NotEnoughMemory` beyond).
+//!
 //! `Resume` makes an inactive thread ready (a thread stopped after a fault restarts at the
 //! faulting instruction); `Suspend` takes a thread out of whatever it waits for. Both need `WRITE`
 //! on the thread capability, as does configure.
@@ -17,10 +22,10 @@ use capvisor_ipc::cap::{CPtr, Rights};
 use capvisor_ipc::types::Ipa;
 
 use super::Kernel;
-use super::arena::ThreadRef;
 use super::capability::Object;
 use super::effects::Effects;
 use super::invoke::Args;
+use super::memory::{SpaceRef, ThreadRef};
 use super::syscall::SyscallRegs;
 use super::thread::ThreadState;
 
@@ -58,6 +63,11 @@ impl Kernel {
         else {
             return Err(KernelError::WrongType);
         };
+        // A thread with a vCPU runs only in its VM (module doc).
+        let t = self.threads.get(thread)?;
+        if t.vcpu.is_some() && t.space != Some(space) {
+            return Err(KernelError::IllegalOperation);
+        }
         let fault_endpoint = match fault {
             0 => None,
             cptr => {
@@ -71,17 +81,60 @@ impl Kernel {
                 Some((endpoint, cap.badge))
             }
         };
+        self.live_cnode(cspace)?;
+        self.join_space(thread, space)?;
         let t = self.threads.get_mut(thread)?;
         t.priority = priority;
         t.max_priority = max_priority;
         t.cspace = Some(cspace);
-        t.space = Some(space);
         t.ipc_buffer = Ipa::new(ipc_buffer);
         t.fault_endpoint = fault_endpoint;
         t.fault = None;
         t.regs_pending = false;
-        fx.thread_start(thread, pc, sp, ipc_buffer);
+        fx.thread_start(&mut t.glue, pc, sp, ipc_buffer);
         Ok(())
+    }
+
+    /// Makes `thread` one of `space`'s threads (leaving its previous space).
+    ///
+    /// # Errors
+    /// [`KernelError::NotEnoughMemory`] when the space runs [`MAX_SPACE_THREADS`] already;
+    /// `Revoked` when it is gone.
+    pub(super) fn join_space(
+        &mut self,
+        thread: ThreadRef,
+        space: SpaceRef,
+    ) -> Result<(), KernelError> {
+        if self.threads.get(thread)?.space == Some(space) {
+            return Ok(());
+        }
+        let s = self.spaces.get_mut(space)?;
+        let free = s
+            .threads
+            .iter_mut()
+            .find(|t| t.is_none())
+            .ok_or(KernelError::NotEnoughMemory)?;
+        *free = Some(thread);
+        self.leave_space(thread);
+        self.threads.get_mut(thread)?.space = Some(space);
+        Ok(())
+    }
+
+    /// Takes `thread` out of its space's list (it is being destroyed or moved).
+    pub(super) fn leave_space(&mut self, thread: ThreadRef) {
+        let Some(space) = self
+            .threads
+            .get_mut(thread)
+            .ok()
+            .and_then(|t| t.space.take())
+        else {
+            return;
+        };
+        if let Ok(s) = self.spaces.get_mut(space)
+            && let Some(entry) = s.threads.iter_mut().find(|t| **t == Some(thread))
+        {
+            *entry = None;
+        }
     }
 
     /// An IPC buffer address: 0, or 8-byte aligned with the whole buffer inside the IPA space.

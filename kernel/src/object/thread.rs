@@ -9,11 +9,13 @@ use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocols::fault::{GuestFault, ServiceFault};
 use capvisor_ipc::types::Ipa;
 
-use super::arena::{Arena, CNodeRef, EndpointRef, NotificationRef, SpaceRef, ThreadRef, VcpuRef};
+use super::Kernel;
+use super::effects::ThreadGlue;
+use super::memory::{
+    CNodeRef, EndpointRef, KernelObject, NotificationRef, PageKind, SpaceRef, Store, ThreadRef,
+    UntypedRef, VcpuRef,
+};
 use super::syscall::SyscallRegs;
-use super::{Kernel, MAX_THREADS};
-
-pub(super) const NIL: u16 = u16::MAX;
 
 /// What a thread is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,15 +89,23 @@ pub struct Thread {
     /// The vCPU this thread runs (its space is then a VM).
     pub(super) vcpu: Option<VcpuRef>,
     pub(super) slice: u32,
-    pub(super) next: u16,
-    pub(super) prev: u16,
+    pub(super) next: Option<ThreadRef>,
+    pub(super) prev: Option<ThreadRef>,
     pub(super) caps: u32,
+    /// The untyped it was retyped from (`None` at boot).
+    pub(super) origin: Option<UntypedRef>,
+    /// The glue's state: saved registers, console.
+    pub glue: ThreadGlue,
+}
+
+impl KernelObject for Thread {
+    const KIND: PageKind = PageKind::Thread;
 }
 
 impl Thread {
-    /// A new, inactive thread at priority 0.
+    /// A new, inactive thread at priority 0, paid from `origin`.
     #[must_use]
-    pub(super) fn new() -> Self {
+    pub(super) fn new(origin: Option<UntypedRef>) -> Self {
         Self {
             state: ThreadState::Inactive,
             priority: 0,
@@ -114,9 +124,11 @@ impl Thread {
             bound: None,
             vcpu: None,
             slice: 0,
-            next: NIL,
-            prev: NIL,
+            next: None,
+            prev: None,
             caps: 0,
+            origin,
+            glue: ThreadGlue::NEW,
         }
     }
 
@@ -130,88 +142,79 @@ impl Thread {
 /// A FIFO of threads linked through their TCBs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Queue {
-    head: u16,
-    tail: u16,
+    head: Option<ThreadRef>,
+    tail: Option<ThreadRef>,
 }
 
 impl Queue {
     pub(super) const EMPTY: Self = Self {
-        head: NIL,
-        tail: NIL,
+        head: None,
+        tail: None,
     };
 
     pub(super) fn is_empty(&self) -> bool {
-        self.head == NIL
+        self.head.is_none()
     }
 
     /// The first thread.
-    pub(super) fn front(&self, threads: &Arena<Thread, MAX_THREADS>) -> Option<ThreadRef> {
-        threads
-            .at::<ThreadRef>(usize::from(self.head))
-            .map(|(r, _)| r)
+    pub(super) fn front(&self) -> Option<ThreadRef> {
+        self.head
     }
 
     /// Appends `thread` (which must be in no queue).
-    pub(super) fn push_back(
-        &mut self,
-        threads: &mut Arena<Thread, MAX_THREADS>,
-        thread: ThreadRef,
-    ) {
-        let index = thread.index() as u16;
+    pub(super) fn push_back(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
         let old_tail = self.tail;
-        if let Some(t) = threads.at_mut(thread.index()) {
-            t.next = NIL;
-            t.prev = old_tail;
-        } else {
-            return;
+        match threads.get_mut(thread) {
+            Ok(t) => {
+                t.next = None;
+                t.prev = old_tail;
+            }
+            Err(_) => return,
         }
-        match threads.at_mut(usize::from(old_tail)) {
-            Some(tail) => tail.next = index,
-            None => self.head = index,
+        match old_tail.and_then(|tail| threads.get_mut(tail).ok()) {
+            Some(tail) => tail.next = Some(thread),
+            None => self.head = Some(thread),
         }
-        self.tail = index;
+        self.tail = Some(thread);
     }
 
     /// Unlinks `thread` from this queue.
-    pub(super) fn remove(&mut self, threads: &mut Arena<Thread, MAX_THREADS>, thread: ThreadRef) {
-        let Some(t) = threads.at_mut(thread.index()) else {
+    pub(super) fn remove(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
+        let Ok(t) = threads.get_mut(thread) else {
             return;
         };
-        let (next, prev) = (t.next, t.prev);
-        t.next = NIL;
-        t.prev = NIL;
-        match threads.at_mut(usize::from(prev)) {
+        let (next, prev) = (t.next.take(), t.prev.take());
+        match prev.and_then(|p| threads.get_mut(p).ok()) {
             Some(p) => p.next = next,
             None => self.head = next,
         }
-        match threads.at_mut(usize::from(next)) {
+        match next.and_then(|n| threads.get_mut(n).ok()) {
             Some(n) => n.prev = prev,
             None => self.tail = prev,
         }
     }
 
     /// Removes and returns the first thread.
-    pub(super) fn pop_front(
-        &mut self,
-        threads: &mut Arena<Thread, MAX_THREADS>,
-    ) -> Option<ThreadRef> {
-        let first = self.front(threads)?;
+    pub(super) fn pop_front(&mut self, threads: &mut Store<Thread>) -> Option<ThreadRef> {
+        let first = self.front()?;
         self.remove(threads, first);
         Some(first)
     }
 
-    /// The threads in order (bounded by the arena's capacity, whatever the links say).
+    /// The threads in order, at most `limit` of them (for invariant checks).
+    #[cfg(any(test, feature = "invariants"))]
     pub(super) fn iter<'a>(
         &self,
-        threads: &'a Arena<Thread, MAX_THREADS>,
+        threads: &'a Store<Thread>,
+        limit: usize,
     ) -> impl Iterator<Item = ThreadRef> + 'a {
         let mut at = self.head;
         core::iter::from_fn(move || {
-            let (r, t) = threads.at::<ThreadRef>(usize::from(at))?;
-            at = t.next;
+            let r = at?;
+            at = threads.get(r).ok()?.next;
             Some(r)
         })
-        .take(MAX_THREADS)
+        .take(limit)
     }
 }
 
@@ -267,8 +270,9 @@ impl Kernel {
         self.make_ready(thread);
     }
 
-    /// Destroys a thread whose last capability was deleted: it leaves every queue, a caller waiting
-    /// for its reply is woken with `Cancelled`, and its arena entry is freed.
+    /// Destroys a thread whose last capability was deleted: it leaves every queue and its space,
+    /// a caller waiting for its reply is woken with `Cancelled`, and its memory returns to its
+    /// untyped.
     pub(super) fn destroy_thread(&mut self, thread: ThreadRef) {
         self.unlink_thread(thread);
         let caller = self.threads.get(thread).ok().and_then(|t| t.caller);
@@ -286,7 +290,9 @@ impl Kernel {
         {
             v.thread = None;
         }
+        self.leave_space(thread);
         self.sched.forget(thread);
-        self.threads.free(thread);
+        let origin = self.threads.free(thread).and_then(|t| t.origin);
+        self.release_child(origin);
     }
 }

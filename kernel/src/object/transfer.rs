@@ -25,13 +25,13 @@ use capvisor_ipc::types::{ThreadId, VcpuId};
 use zerocopy::FromZeros;
 
 use super::Kernel;
-use super::arena::{EndpointRef, ThreadRef};
 use super::capability::{Capability, Object};
 use super::cspace::SlotId;
 use super::effects::{
     Effects, IPC_BADGE_WORD, IPC_CAP_KINDS_WORD, IPC_CAPS_WORD, IPC_MSG_WORD,
-    IPC_RECEIVE_SLOT_WORD, IPC_TAG_WORD, IpcWords, UserBuffer,
+    IPC_RECEIVE_SLOT_WORD, IPC_TAG_WORD, IpcWords,
 };
+use super::memory::{EndpointRef, ThreadRef};
 use super::syscall::SyscallRegs;
 use super::thread::{FaultKind, SendInfo};
 
@@ -112,35 +112,50 @@ impl Kernel {
             .get(thread)?
             .cspace
             .ok_or(KernelError::InvalidSlot)?;
-        self.cnodes.get(cspace)?.lookup(cptr)
+        self.live_cnode(cspace)?.lookup(cptr)
     }
 
     /// Where `thread`'s IPC buffer is.
     ///
     /// # Errors
     /// [`KernelError::BadAddress`] when the thread configured none.
-    pub(super) fn user_buffer(&self, thread: ThreadRef) -> Result<UserBuffer, KernelError> {
+    /// Word access to `thread`'s IPC buffer, checked by the glue.
+    ///
+    /// # Errors
+    /// [`KernelError::BadAddress`] when the thread has no buffer or it is not mapped read/write
+    /// in its space; `Revoked` when the thread or its space is gone.
+    pub(super) fn thread_buffer<'f, F: Effects>(
+        &self,
+        thread: ThreadRef,
+        fx: &'f mut F,
+    ) -> Result<F::IpcBuffer<'f>, KernelError> {
         let t = self.threads.get(thread)?;
+        let space = t.space.ok_or(KernelError::BadAddress)?;
         if t.ipc_buffer.raw() == 0 {
             return Err(KernelError::BadAddress);
         }
-        Ok(UserBuffer {
-            thread,
-            space: t.space,
-            addr: t.ipc_buffer,
-        })
+        let space = self.spaces.get(space)?;
+        fx.ipc_buffer(&space.glue, t.ipc_buffer)
     }
 
-    /// Fills `message` (which starts as [`Message::empty`]) with the message `thread` is sending:
-    /// its fault message (a guest call in registers for an `hvc`/`smc`, else a postcard
-    /// `Fault` request), or its registers and (when the message is longer than the registers or
-    /// carries capabilities) the words and capability pointers of its IPC buffer that it uses.
-    ///
-    /// An out-parameter rather than a result: a message with a body is about 600 bytes, and each
-    /// move of it would be a `memcpy` call.
+    /// `thread`'s whole IPC buffer, read.
     ///
     /// # Errors
-    /// [`KernelError::InvalidMessageInfo`] for a malformed x1; the buffer's errors.
+    /// As [`Kernel::thread_buffer`].
+    pub(super) fn read_thread_buffer(
+        &self,
+        thread: ThreadRef,
+        fx: &mut impl Effects,
+    ) -> Result<IpcBuffer, KernelError> {
+        let t = self.threads.get(thread)?;
+        let space = t.space.ok_or(KernelError::BadAddress)?;
+        if t.ipc_buffer.raw() == 0 {
+            return Err(KernelError::BadAddress);
+        }
+        let space = self.spaces.get(space)?;
+        fx.read_ipc_buffer(&space.glue, t.ipc_buffer)
+    }
+
     pub(super) fn outgoing(
         &self,
         thread: ThreadRef,
@@ -183,7 +198,7 @@ impl Kernel {
             message.words = words;
             return Ok(());
         }
-        let buffer = fx.ipc_buffer(self.user_buffer(thread)?)?;
+        let buffer = self.thread_buffer(thread, fx)?;
         let body = message.body.insert(IpcBuffer::new_zeroed());
         body.msg[..MSG_REGS_IN_CPU].copy_from_slice(&words);
         let used = info.length().div_ceil(8).min(MSG_MAX_WORDS);
@@ -243,7 +258,7 @@ impl Kernel {
         if info.length() > REGISTER_BYTES || wants_caps {
             // Only the words the message uses are written: the rest of the receiver's buffer is
             // its own.
-            match self.user_buffer(receiver).and_then(|b| fx.ipc_buffer(b)) {
+            match self.thread_buffer(receiver, fx) {
                 Ok(mut buffer) => {
                     let (mut caps, mut kinds) = ([0; MAX_CAPS], [0; MAX_CAPS]);
                     if wants_caps {

@@ -14,7 +14,12 @@
 //! | Vcpu | `VcpuWriteRegisters` | register, value (WRITE); the vCPU's thread must not be running |
 //! | Vcpu | `VcpuInjectIrq` | INTID (0–1019), priority (0–255) (WRITE); bound to a thread |
 //! | Frame | `CacheMaintenance` | [`CacheOp`] (clean/invalidate to PoC, I-cache), Vm CPtr or 0 (READ) |
-//! | Vm | `CacheMaintenance` | [`CacheOp`], IPA, size (WRITE) |
+//! | Vm | `CacheMaintenance` | [`CacheOp`], IPA, size (WRITE); a clean to PoC covers at most [`MAX_CLEAN`] bytes |
+//!
+//! Every maintenance call does bounded work: a frame is at most 2 MiB; a clean of a VM's range is
+//! at most [`MAX_CLEAN`] bytes (`RangeError` beyond: the caller splits it); an instruction-cache
+//! invalidation is one `IC IALLUIS`; a TLB invalidation of a large range becomes one invalidation
+//! of the VM's VMID in the glue.
 //!
 //! The kernel decides no policy here: which maintenance a fault needs is the memory manager's
 //! decision (DESIGN.md, stage-2 rules 1–2 and the vCPU-reset rule); the kernel checks the
@@ -25,14 +30,16 @@ use capvisor_ipc::cap::{CPtr, Rights};
 use capvisor_ipc::types::Ipa;
 
 use super::Kernel;
-use super::arena::{SpaceRef, ThreadRef, VcpuRef};
 use super::capability::{Capability, Object};
 use super::effects::{Effects, MaintenanceTarget, RegisterAccess};
 use super::invoke::Args;
+use super::memory::{SpaceRef, ThreadRef, VcpuRef};
 use super::thread::ThreadState;
 
 /// Page size of the IPA ranges maintenance accepts.
 const PAGE: u64 = 4096;
+/// The most bytes one clean to PoC of a VM's range covers.
+pub const MAX_CLEAN: u64 = 2 << 20;
 
 impl Kernel {
     /// `ThreadBindVcpu`.
@@ -113,7 +120,9 @@ impl Kernel {
             let [register] = args.take()?;
             register_access(register, None)?
         };
-        fx.vcpu_register(thread, vcpu, access)
+        let t = self.threads.get_mut(thread)?;
+        let v = self.vcpus.get_mut(vcpu)?;
+        fx.vcpu_register(&mut t.glue, vcpu, &mut v.glue, access)
     }
 
     /// `VcpuInjectIrq`: virtual interrupt `intid` becomes pending for the vCPU at `priority`,
@@ -138,11 +147,9 @@ impl Kernel {
         if intid > crate::vgic::MAX_INTID {
             return Err(KernelError::InvalidArgument);
         }
-        self.vcpus
-            .get(vcpu)?
-            .thread
-            .ok_or(KernelError::IllegalOperation)?;
-        fx.vcpu_inject_irq(vcpu, intid, priority)
+        let v = self.vcpus.get_mut(vcpu)?;
+        v.thread.ok_or(KernelError::IllegalOperation)?;
+        fx.vcpu_inject_irq(vcpu, &mut v.glue, intid, priority)
     }
 
     /// `CacheMaintenance` on a Frame or a Vm.
@@ -171,6 +178,10 @@ impl Kernel {
                     0 => None,
                     cptr => Some(self.vm_of(caller, cptr, Rights::NONE)?),
                 };
+                let vm = match vm {
+                    Some(vm) => Some(&mut self.spaces.get_mut(vm)?.glue),
+                    None => None,
+                };
                 let target = MaintenanceTarget::Frame {
                     pa: frame.base,
                     size: frame.size.bytes(),
@@ -196,8 +207,11 @@ impl Kernel {
                 if !inside {
                     return Err(KernelError::BadAddress);
                 }
+                if op == CacheOp::CleanInvalidatePoc && size > MAX_CLEAN {
+                    return Err(KernelError::RangeError);
+                }
                 let target = MaintenanceTarget::Vm {
-                    vm,
+                    vm: &mut self.spaces.get_mut(vm)?.glue,
                     ipa: Ipa::new(ipa),
                     size,
                 };

@@ -1,138 +1,120 @@
-//! The glue's half of the object model: the [`Effects`] the kernel asks for (stage-2 tables per
-//! address space, VMIDs, IPC buffer access, frame clearing, thread start, interrupt unmasking) and
-//! every thread's saved registers, indexed by the thread's arena index.
+//! The glue's half of the object model: the [`Effects`] the kernel asks for (stage-2 tables in each
+//! space's own memory, VMIDs, IPC buffer access, frame clearing, thread start, interrupt
+//! unmasking). The per-object state (a thread's registers, a vCPU's EL1 state, a space's tables)
+//! lives in the kernel objects, in memory their untyped paid for; the kernel hands it to each call.
 //!
-//! Invariants: `spaces[i]` is the table of the live [`SpaceRef`] with arena index `i` (the kernel
-//! calls `space_created` before naming a space and `space_destroyed` when it dies); a VMID is in
-//! `vmids` exactly while a space holds it; the kernel reads or writes only physical memory inside
-//! `ram` (all of it identity-mapped read/write at boot), so a device frame mapped where an IPC
-//! buffer should be is refused, never dereferenced.
+//! Invariants: the kernel reads or writes only physical memory inside `ram` (all of it
+//! identity-mapped read/write at boot), so a device frame mapped where an IPC buffer should be is
+//! refused, never dereferenced; a space's VMID is valid only for the allocator generation it
+//! records ([`Vmids`]), and every TLB entry tagged with an older generation's VMID was invalidated
+//! when the generation changed.
 
 use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
 use crate::arch::aarch64::gic;
-use crate::arch::aarch64::stage2::{AddressSpace, BLOCK_SIZE, MapError, TablePages};
+use crate::arch::aarch64::stage2::{AddressSpace, BLOCK_SIZE, MapError, TableBudget};
 use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError};
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::effects::IPC_BUFFER_WORDS;
 use capvisor_kernel::object::{
-    Effects, IpcWords, MAX_SPACES, MAX_THREADS, MaintenanceTarget, RegisterAccess, SpaceRef,
-    ThreadRef, UserBuffer, VcpuRef, Vmid,
+    Effects, IpcWords, MaintenanceTarget, RegisterAccess, SpaceGlue, ThreadGlue, VcpuGlue, VcpuRef,
 };
 use capvisor_kernel::stage2::{self, MemType, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::{IPA_BITS, PAGE};
 
-/// Most table pages the pool can take back (its size: every page it can ever hand out).
-const POOL_PAGES: usize = super::TABLE_POOL_PAGES as usize;
-
-/// The stage-2 table pages: a range set aside at boot, and the pages of destroyed spaces.
-pub struct TablePool {
-    fresh: MemoryMap,
-    reused: heapless::Vec<u64, POOL_PAGES>,
+/// The hardware VMIDs, handed out by generation (as KVM does): when all 255 8-bit VMIDs of a
+/// generation are used, the next generation starts with every TLB entry of every VMID
+/// invalidated, and each space takes a new VMID the next time it is entered. So there is no
+/// limit on how many spaces exist, and no VMID is ever shared by two live translations.
+pub struct Vmids {
+    generation: u64,
+    next: u16,
 }
 
-impl TablePool {
+/// The largest VMID used (8-bit VMIDs work on every CPU; 0 is never used).
+const MAX_VMID: u16 = 255;
+
+impl Vmids {
     const fn new() -> Self {
         Self {
-            fresh: MemoryMap::empty(),
-            reused: heapless::Vec::new(),
+            generation: 1,
+            next: 1,
         }
     }
 
-    /// A pool of the pages in `[start, end)`.
-    pub fn set_range(&mut self, start: u64, end: u64) {
-        self.fresh = MemoryMap::new(&[capvisor_kernel::memmap::Range { start, end }]);
+    /// Whether `space`'s VMID belongs to the current generation (its TLB entries may exist).
+    pub fn current(&self, space: &SpaceGlue) -> bool {
+        space.vmid_generation == self.generation
     }
 
-    /// Takes back a page of a destroyed space.
-    fn give_back(&mut self, page: u64) {
-        // Every page came from this pool's range, so the list never holds more than it has
-        // handed out; a full list (impossible) would only leak the page.
-        let _ = self.reused.push(page);
+    /// `space`'s VMID, assigned (and the generation rolled over) if it has none now.
+    pub fn of(&mut self, space: &mut SpaceGlue) -> u16 {
+        if self.current(space) {
+            return space.vmid;
+        }
+        if self.next > MAX_VMID {
+            self.generation += 1;
+            self.next = 1;
+            crate::arch::aarch64::stage2::invalidate_every_vmid();
+        }
+        space.vmid = self.next;
+        space.vmid_generation = self.generation;
+        space.stats.vmid = u64::from(self.next);
+        self.next += 1;
+        space.vmid
     }
 }
-
-impl TablePages for TablePool {
-    fn take_page(&mut self) -> Option<u64> {
-        self.reused.pop().or_else(|| self.fresh.take_page())
-    }
-}
-
-/// VMIDs the glue hands out: 1 to 255 (8-bit VMIDs work on every CPU; 0 is never used).
-const VMIDS: usize = 256;
 
 /// The glue's state beside the kernel's.
 pub struct Glue {
-    /// Pages for stage-2 tables (reserved at boot, before the rest of RAM went to the root).
-    pub tables: TablePool,
     /// RAM the kernel maps read/write (all free RAM at boot).
     pub ram: MemoryMap,
-    spaces: [Option<AddressSpace>; MAX_SPACES],
-    vmids: [bool; VMIDS],
-    /// Saved registers per thread index.
-    pub contexts: [ThreadContext; MAX_THREADS],
-    /// Image service names per thread index (threads the services create have none).
-    pub names: [Option<&'static str>; MAX_THREADS],
-    /// Whether a thread's console output is at a line start (where its name prefix goes).
-    pub line_start: [bool; MAX_THREADS],
     /// Whether descriptors use the FEAT_S2FWB encoding.
     pub fwb: bool,
-    /// vCPU state, VM flags and per-VM counters.
+    /// The VMID allocator.
+    pub vmids: Vmids,
+    /// The loaded vCPU and interrupts held back.
     pub guests: super::guest::Guests,
     /// The HCR_EL2 and VTTBR_EL2 values last written on the way to a thread (0: none yet; one
     /// CPU runs threads).
     pub loaded_translation: (u64, u64),
 }
 
+/// The translation tables of `space`, for an operation now.
+pub fn tables(space: &SpaceGlue) -> AddressSpace {
+    AddressSpace::from_root(space.root, space.vmid, IPA_BITS)
+}
+
 impl Glue {
     /// No spaces, no threads.
     pub const fn new() -> Self {
         Self {
-            tables: TablePool::new(),
             ram: MemoryMap::empty(),
-            spaces: [const { None }; MAX_SPACES],
-            vmids: [false; VMIDS],
-            contexts: [ThreadContext::ZERO; MAX_THREADS],
-            names: [None; MAX_THREADS],
-            line_start: [true; MAX_THREADS],
             fwb: false,
+            vmids: Vmids::new(),
             guests: super::guest::Guests::new(),
             loaded_translation: (0, 0),
         }
     }
 
-    /// The table of a live space.
-    pub fn space(&mut self, space: SpaceRef) -> Option<&mut AddressSpace> {
-        self.spaces.get_mut(space.index())?.as_mut()
-    }
-
-    /// The saved registers of a thread.
-    pub fn context(&mut self, thread: ThreadRef) -> &mut ThreadContext {
-        // Thread indices are below MAX_THREADS (the kernel's arena capacity).
-        let index = thread.index() % MAX_THREADS;
-        &mut self.contexts[index]
-    }
-
     /// Calls `each(physical address, offset, length)` for the pieces of `[addr, addr + len)` in
     /// `space`, after checking that every page of it is mapped with `need` and is kernel RAM.
     pub fn user_range(
-        &mut self,
-        space: SpaceRef,
+        &self,
+        space: &SpaceGlue,
         addr: u64,
         len: u64,
         need: S2Access,
         mut each: impl FnMut(u64, usize, usize),
     ) -> Result<(), KernelError> {
         let end = addr.checked_add(len).ok_or(KernelError::BadAddress)?;
-        let ram = &self.ram;
-        let table = self
-            .spaces
-            .get_mut(space.index())
-            .and_then(Option::as_mut)
-            .ok_or(KernelError::BadAddress)?;
+        if space.root == 0 {
+            return Err(KernelError::BadAddress);
+        }
+        let mut table = tables(space);
         for pass in 0..2 {
             let mut at = addr;
             while at < end {
@@ -140,7 +122,7 @@ impl Glue {
                 let granted = table.access(at & !(PAGE - 1)).unwrap_or_default();
                 let pa = table.translate(at).ok_or(KernelError::BadAddress)?;
                 let allowed = (granted.read || !need.read) && (granted.write || !need.write);
-                if !allowed || !ram.contains(pa, pa + chunk) {
+                if !allowed || !self.ram.contains(pa, pa + chunk) {
                     return Err(KernelError::BadAddress);
                 }
                 if pass == 1 {
@@ -153,29 +135,18 @@ impl Glue {
     }
 
     fn buffer_range(
-        &mut self,
-        buffer: UserBuffer,
+        &self,
+        space: &SpaceGlue,
+        addr: Ipa,
         each: impl FnMut(u64, usize, usize),
     ) -> Result<(), KernelError> {
-        let space = buffer.space.ok_or(KernelError::BadAddress)?;
         let read_write = S2Access {
             read: true,
             write: true,
             exec: false,
         };
         let len = size_of::<IpcBuffer>() as u64;
-        self.user_range(space, buffer.addr.raw(), len, read_write, each)
-    }
-
-    fn allocate_vmid(&mut self) -> Option<u16> {
-        let (index, used) = self
-            .vmids
-            .iter_mut()
-            .enumerate()
-            .skip(1)
-            .find(|(_, u)| !**u)?;
-        *used = true;
-        u16::try_from(index).ok()
+        self.user_range(space, addr.raw(), len, read_write, each)
     }
 }
 
@@ -266,16 +237,14 @@ fn kernel_error(error: MapError) -> KernelError {
 impl Effects for Glue {
     type IpcBuffer<'a> = GlueIpcWords;
 
-    fn ipc_buffer(&mut self, buffer: UserBuffer) -> Result<GlueIpcWords, KernelError> {
-        let space = buffer.space.ok_or(KernelError::BadAddress)?;
-        let addr = buffer.addr.raw();
+    fn ipc_buffer(&mut self, space: &SpaceGlue, addr: Ipa) -> Result<GlueIpcWords, KernelError> {
+        let addr = addr.raw();
         let len = size_of::<IpcBuffer>() as u64;
         let end = addr.checked_add(len).ok_or(KernelError::BadAddress)?;
-        let table = self
-            .spaces
-            .get_mut(space.index())
-            .and_then(Option::as_mut)
-            .ok_or(KernelError::BadAddress)?;
+        if space.root == 0 {
+            return Err(KernelError::BadAddress);
+        }
+        let mut table = tables(space);
         // The buffer is smaller than a page, so it has one or two pieces; each must be RAM the
         // thread maps read/write (the checks of `user_range`).
         let mut piece = |at: u64, size: u64| -> Result<u64, KernelError> {
@@ -298,7 +267,7 @@ impl Effects for Glue {
 
     fn map(
         &mut self,
-        space: SpaceRef,
+        space: &mut SpaceGlue,
         ipa: Ipa,
         pa: PhysAddr,
         size: u64,
@@ -306,86 +275,80 @@ impl Effects for Glue {
         memtype: MemType,
     ) -> Result<(), KernelError> {
         let attributes = stage2::leaf_attributes(access, memtype, self.fwb);
-        let tables = &mut self.tables;
-        let table = self
-            .spaces
-            .get_mut(space.index())
-            .and_then(Option::as_mut)
-            .ok_or(KernelError::BadAddress)?;
+        let mut table = tables(space);
+        let mut budget = TableBudget::of(space);
         if size == BLOCK_SIZE && (ipa.raw() | pa.raw()) & (BLOCK_SIZE - 1) == 0 {
             table
-                .map_block(ipa.raw(), pa.raw(), attributes, tables)
+                .map_block(ipa.raw(), pa.raw(), attributes, &mut budget)
                 .map_err(kernel_error)?;
-            self.guests
-                .count(space, super::guest::Op::Map, ipa.raw(), size);
+            budget.commit(space);
+            super::guest::count(space, super::guest::Op::Map, ipa.raw(), size);
             return Ok(());
         }
         let pages = size / PAGE;
         for n in 0..pages {
             let offset = n * PAGE;
-            let mapped = table.map_page(ipa.raw() + offset, pa.raw() + offset, attributes, tables);
+            let mapped = table.map_page(
+                ipa.raw() + offset,
+                pa.raw() + offset,
+                attributes,
+                &mut budget,
+            );
             if let Err(error) = mapped {
-                // All or nothing: take back the pages mapped so far.
+                // All or nothing: take back the pages mapped so far (their tables stay: they
+                // are the space's, paid for).
+                let current = self.vmids.current(space);
                 for back in 0..n {
-                    table.unmap_page(ipa.raw() + back * PAGE);
+                    table.unmap_page(ipa.raw() + back * PAGE, current);
                 }
+                budget.commit(space);
                 return Err(kernel_error(error));
             }
         }
-        self.guests
-            .count(space, super::guest::Op::Map, ipa.raw(), size);
+        budget.commit(space);
+        super::guest::count(space, super::guest::Op::Map, ipa.raw(), size);
         Ok(())
     }
 
-    fn unmap(&mut self, space: SpaceRef, ipa: Ipa, size: u64) {
-        if let Some(table) = self.space(space) {
+    fn unmap(&mut self, space: &mut SpaceGlue, ipa: Ipa, size: u64) {
+        if space.root != 0 {
+            // A space whose VMID is from an older generation has no TLB entries to invalidate.
+            let current = self.vmids.current(space);
+            let mut table = tables(space);
             // A 2 MiB frame was mapped as a block when aligned (see `map`), else page by page.
-            if !(size == BLOCK_SIZE && table.unmap_block(ipa.raw())) {
+            if !(size == BLOCK_SIZE && table.unmap_block(ipa.raw(), current)) {
                 for n in 0..size / PAGE {
-                    table.unmap_page(ipa.raw() + n * PAGE);
+                    table.unmap_page(ipa.raw() + n * PAGE, current);
                 }
             }
         }
-        self.guests
-            .count(space, super::guest::Op::Unmap, ipa.raw(), size);
+        super::guest::count(space, super::guest::Op::Unmap, ipa.raw(), size);
     }
 
-    fn space_created(&mut self, space: SpaceRef, vm: bool) -> Result<Vmid, KernelError> {
-        let slot = self
-            .spaces
-            .get(space.index())
-            .ok_or(KernelError::NotEnoughMemory)?;
-        if slot.is_some() {
-            return Err(KernelError::IllegalOperation);
-        }
-        let vmid = self.allocate_vmid().ok_or(KernelError::NotEnoughMemory)?;
-        match AddressSpace::new(vmid, IPA_BITS, &mut self.tables) {
-            Ok(table) => {
-                self.spaces[space.index()] = Some(table);
-                self.guests.is_vm[space.index()] = vm;
-                self.guests.stats[space.index()] = super::guest::VmStats {
-                    vmid: u64::from(vmid),
-                    ..Default::default()
-                };
-                Ok(Vmid::new(vmid))
-            }
-            Err(_) => {
-                self.vmids[usize::from(vmid)] = false;
-                Err(KernelError::NotEnoughMemory)
-            }
-        }
+    fn space_created(
+        &mut self,
+        space: &mut SpaceGlue,
+        memory: PhysAddr,
+        bytes: u64,
+    ) -> Result<(), KernelError> {
+        // The first page is the kernel's record; the root table and the budget follow.
+        space.next_table = memory.raw() + PAGE;
+        space.end = memory.raw() + bytes;
+        let mut budget = TableBudget::of(space);
+        let root = AddressSpace::new_root(&mut budget).map_err(kernel_error)?;
+        budget.commit(space);
+        space.root = root;
+        self.vmids.of(space);
+        Ok(())
     }
 
-    fn space_destroyed(&mut self, space: SpaceRef, vmid: Vmid) {
-        if let Some(table) = self.spaces.get_mut(space.index()).and_then(Option::take) {
-            // No stale translation may outlive the VMID's reuse, and no walk may use a table
-            // page after it is reused: invalidate first, then hand the pages back.
-            table.invalidate_all();
-            table.table_pages(|page| self.tables.give_back(page));
+    fn space_destroyed(&mut self, space: &mut SpaceGlue) {
+        // No stale translation may outlive the VMID's reuse, and no walk may use a table page
+        // once its memory is handed out again: invalidate the VMID now.
+        if space.root != 0 && self.vmids.current(space) {
+            tables(space).invalidate_all();
         }
-        if let Some(used) = self.vmids.get_mut(usize::from(vmid.raw())) {
-            *used = false;
-        }
+        space.root = 0;
     }
 
     fn clear_frame(&mut self, pa: PhysAddr, size: u64) {
@@ -396,10 +359,10 @@ impl Effects for Glue {
         }
     }
 
-    fn read_ipc_buffer(&mut self, buffer: UserBuffer) -> Result<IpcBuffer, KernelError> {
+    fn read_ipc_buffer(&mut self, space: &SpaceGlue, addr: Ipa) -> Result<IpcBuffer, KernelError> {
         let mut data = IpcBuffer::new_zeroed();
         let bytes = data.as_mut_bytes();
-        self.buffer_range(buffer, |pa, offset, len| {
+        self.buffer_range(space, addr, |pa, offset, len| {
             if let Some(dest) = bytes.get_mut(offset..offset + len) {
                 // SAFETY: `pa..pa + len` is kernel-mapped RAM the thread maps read/write
                 // (checked by `user_range`); a racing writer can only change the bytes read.
@@ -411,11 +374,12 @@ impl Effects for Glue {
 
     fn write_ipc_buffer(
         &mut self,
-        buffer: UserBuffer,
+        space: &SpaceGlue,
+        addr: Ipa,
         data: &IpcBuffer,
     ) -> Result<(), KernelError> {
         let bytes = data.as_bytes();
-        self.buffer_range(buffer, |pa, offset, len| {
+        self.buffer_range(space, addr, |pa, offset, len| {
             if let Some(source) = bytes.get(offset..offset + len) {
                 // SAFETY: as in `read_ipc_buffer`: RAM the thread maps read/write, never kernel
                 // memory.
@@ -424,16 +388,20 @@ impl Effects for Glue {
         })
     }
 
-    fn thread_start(&mut self, thread: ThreadRef, pc: u64, sp: u64, ipc_buffer: u64) {
-        let context = self.context(thread);
-        *context = ThreadContext {
+    fn thread_start(&mut self, thread: &mut ThreadGlue, pc: u64, sp: u64, ipc_buffer: u64) {
+        thread.context = ThreadContext {
             pc,
             sp,
             spsr: SPSR_EL0T,
             ..ThreadContext::ZERO
         };
-        context.x[0] = ipc_buffer;
-        self.line_start[thread.index() % MAX_THREADS] = true;
+        thread.context.x[0] = ipc_buffer;
+        thread.line_start = true;
+    }
+
+    fn restart_syscall(&mut self, thread: &mut ThreadGlue) {
+        // ELR_EL2 is the instruction after the `svc` (4 bytes: services are AArch64).
+        thread.context.pc = thread.context.pc.wrapping_sub(4);
     }
 
     fn irq_ack(&mut self, intid: u32) {
@@ -441,26 +409,37 @@ impl Effects for Glue {
     }
 
     fn irq_forwarding(&mut self, intid: u32, forwarding: bool) {
+        if !forwarding {
+            // A guest may still hold it active: it never will deactivate it now.
+            gic::deactivate(intid);
+            self.guests.forget_held_back(intid);
+        }
         gic::set_enabled(intid, forwarding);
     }
 
-    fn vcpu_created(&mut self, vcpu: VcpuRef) {
-        *self.guests.state_mut(vcpu) = crate::arch::aarch64::vcpu::El1State::RESET;
-        *self.guests.vgic_mut(vcpu) = capvisor_kernel::vgic::VgicState::RESET;
+    fn vcpu_created(&mut self, _vcpu: VcpuRef, state: &mut VcpuGlue) {
+        *state = VcpuGlue::RESET;
+    }
+
+    fn vcpu_destroyed(&mut self, vcpu: VcpuRef) {
+        self.guests.forget(vcpu);
     }
 
     fn vcpu_register(
         &mut self,
-        thread: ThreadRef,
+        thread: &mut ThreadGlue,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         access: RegisterAccess,
     ) -> Result<u64, KernelError> {
-        self.guest_register(thread, vcpu, access)
+        self.guests
+            .register(&mut thread.context, vcpu, state, access)
     }
 
     fn vcpu_inject_irq(
         &mut self,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         intid: u32,
         priority: u8,
     ) -> Result<(), KernelError> {
@@ -470,21 +449,23 @@ impl Effects for Glue {
             return Err(KernelError::InvalidArgument);
         }
         self.guests
-            .inject(vcpu, intid, priority)
+            .inject(vcpu, state, intid, priority)
             .map_err(|_| KernelError::ListRegistersFull)
     }
 
     fn resolve_guest_fault(
         &mut self,
-        thread: ThreadRef,
+        thread: &mut ThreadGlue,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
     ) -> Result<(), KernelError> {
-        self.guest_resolve(thread, vcpu, fault, resolution)
+        self.guests
+            .resolve(&mut thread.context, vcpu, state, fault, resolution)
     }
 
-    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget) {
+    fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {
         self.guest_maintenance(op, target);
     }
 }

@@ -2,44 +2,26 @@
 //! `Fault::guest` messages, applying a VMM's resolution (emulation, abort injection), and the
 //! cache/TLB maintenance a memory manager asks for, counted per VM (and traced with
 //! `capvisor.trace=1`).
+//!
+//! A vCPU's EL1 state lives in the vCPU object (`VcpuGlue`); the CPU holds one vCPU's state at a
+//! time, loaded lazily ([`Guests::load`]): whoever needs a vCPU's state in memory while it is
+//! loaded saves it first.
 
 use super::glue::Glue;
-use crate::arch::aarch64::vcpu::{self, El1State, PSTATE_RESET, sys};
+use crate::arch::aarch64::vcpu::{self, PSTATE_RESET, sys};
 use crate::arch::aarch64::{gic, vgic};
 use crate::console;
 use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
 use capvisor_ipc::esr::{self, ec};
 use capvisor_ipc::protocols::fault::{DataAccess, GuestFault, Resolution, SysRegAccess};
 use capvisor_ipc::types::{Esr, Far, Ipa};
+use capvisor_kernel::context::{El1State, ThreadContext};
 use capvisor_kernel::object::{
-    MAX_SPACES, MAX_VCPUS, MaintenanceTarget, RegisterAccess, SpaceRef, ThreadRef, VcpuRef,
+    Kernel, MaintenanceTarget, RegisterAccess, SpaceGlue, VcpuGlue, VcpuRef,
 };
 use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
 use core::arch::asm;
-
-/// What each VM's memory manager had the kernel do: the per-VM counters that tests and
-/// `capvisor run --trace` read (DESIGN.md stage-2 rules 1–2, vCPU reset).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VmStats {
-    /// 4 KiB pages mapped.
-    pub map_pages: u64,
-    /// 2 MiB blocks mapped.
-    pub map_blocks: u64,
-    /// Mappings removed (pages or blocks; each TLB-invalidated before the call returned).
-    pub unmaps: u64,
-    /// Clean+invalidate to PoC operations (frames or ranges).
-    pub clean_poc: u64,
-    /// Instruction-cache invalidations.
-    pub icache: u64,
-    /// TLB invalidations by IPA range asked for.
-    pub tlbi_ipa: u64,
-    /// TLB invalidations of the whole VMID asked for.
-    pub tlbi_vmid: u64,
-    /// Guest exits delivered to the VMM.
-    pub exits: u64,
-    /// The VM's VMID.
-    pub vmid: u64,
-}
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// An operation the per-VM counters and trace record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,144 +60,195 @@ const VTIMER_PRIORITY: u8 = 0xa0;
 /// The priority of a forwarded device interrupt: the same default.
 const FORWARD_PRIORITY: u8 = 0xa0;
 
-/// The glue's per-guest state.
+/// Print each counted operation as it happens (`capvisor.trace=1`).
+pub static TRACE: AtomicBool = AtomicBool::new(false);
+
+/// Counts (and traces) an operation on `space` if it is a VM.
+pub fn count(space: &mut SpaceGlue, op: Op, ipa: u64, size: u64) {
+    if !space.vm {
+        return;
+    }
+    let stats = &mut space.stats;
+    match op {
+        Op::Map if size == 2 << 20 => stats.map_blocks += 1,
+        Op::Map => stats.map_pages += size / 4096,
+        Op::Unmap => stats.unmaps += 1,
+        Op::CleanPoc => stats.clean_poc += 1,
+        Op::Icache => stats.icache += 1,
+        Op::TlbiIpa => stats.tlbi_ipa += 1,
+        Op::TlbiVmid => stats.tlbi_vmid += 1,
+    }
+    if TRACE.load(Ordering::Relaxed) {
+        console::print(format_args!(
+            "capvisor: trace vm{} {} ipa={ipa:#x} size={size:#x}\n",
+            space.root >> 12,
+            op.name()
+        ));
+    }
+}
+
+/// Prints every VM's counters (at the end of the system, for tests and users): a scan of all
+/// objects, done once at shutdown.
+pub fn report(kernel: &Kernel) {
+    for (vm, stats) in kernel.vm_stats() {
+        console::print(format_args!(
+            "capvisor: vm{vm} stats: vmid={} map_pages={} map_blocks={} unmaps={} \
+             clean_poc={} icache={} tlbi_ipa={} tlbi_vmid={} exits={}\n",
+            stats.vmid,
+            stats.map_pages,
+            stats.map_blocks,
+            stats.unmaps,
+            stats.clean_poc,
+            stats.icache,
+            stats.tlbi_ipa,
+            stats.tlbi_vmid,
+            stats.exits,
+        ));
+    }
+}
+
+/// The glue's guest state beside the objects: which vCPU the CPU holds, and interrupts held back.
 pub struct Guests {
-    /// EL1 state of each vCPU (by arena index) while it is not loaded.
-    pub state: [El1State; MAX_VCPUS],
-    /// Virtual CPU interface state of each vCPU while it is not loaded.
-    pub vgic: [VgicState; MAX_VCPUS],
-    /// Forwarded interrupts masked because their vCPU's list registers were full: (vCPU index,
-    /// INTID), unmasked when that vCPU is next entered (a level-sensitive one then comes again).
-    held_back: heapless::Vec<(usize, u32), 16>,
+    /// Forwarded interrupts masked because their vCPU's list registers were full: (vCPU, INTID),
+    /// unmasked when that vCPU is next entered (a level-sensitive one then comes again).
+    held_back: heapless::Vec<(VcpuRef, u32), 16>,
     /// The vCPU whose state is in the CPU's EL1 registers.
-    pub loaded: Option<usize>,
-    /// Whether each space (by index) is a VM.
-    pub is_vm: [bool; MAX_SPACES],
-    /// Per space (by index): its counters while it is a VM.
-    pub stats: [VmStats; MAX_SPACES],
-    /// Print each operation as it happens.
-    pub trace: bool,
+    pub loaded: Option<VcpuRef>,
 }
 
 impl Guests {
-    /// No vCPUs, no VMs.
+    /// No vCPU loaded.
     pub const fn new() -> Self {
         Self {
-            state: [El1State::RESET; MAX_VCPUS],
-            vgic: [VgicState::RESET; MAX_VCPUS],
             held_back: heapless::Vec::new(),
             loaded: None,
-            is_vm: [false; MAX_SPACES],
-            stats: [VmStats {
-                map_pages: 0,
-                map_blocks: 0,
-                unmaps: 0,
-                clean_poc: 0,
-                icache: 0,
-                tlbi_ipa: 0,
-                tlbi_vmid: 0,
-                exits: 0,
-                vmid: 0,
-            }; MAX_SPACES],
-            trace: false,
         }
     }
 
-    /// Writes the loaded vCPU's state (EL1 registers, virtual CPU interface, the physical
-    /// virtual-timer PPI's active state) back to memory; no vCPU is loaded afterwards.
-    fn save_loaded(&mut self) {
-        if let Some(index) = self.loaded.take() {
-            vcpu::save(&mut self.state[index]);
-            vgic::save(&mut self.vgic[index]);
-            self.vgic[index].vtimer_active = gic::take_vtimer_active();
+    /// Writes the CPU's vCPU state into `state` (the loaded vCPU's): EL1 registers, virtual CPU
+    /// interface, the physical virtual-timer PPI's active state; nothing is loaded afterwards.
+    fn save_into(&mut self, state: &mut VcpuGlue) {
+        vcpu::save(&mut state.el1);
+        vgic::save(&mut state.vgic);
+        state.vgic.vtimer_active = gic::take_vtimer_active();
+        self.loaded = None;
+    }
+
+    /// Makes `state` (vCPU `vcpu`'s) current: if the CPU holds it, it is saved first.
+    pub fn sync(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
+        if self.loaded == Some(vcpu) {
+            self.save_into(state);
         }
     }
 
-    /// The saved state of `vcpu`, with the CPU's copy written back first if it is loaded.
-    pub fn state_mut(&mut self, vcpu: VcpuRef) -> &mut El1State {
-        let index = vcpu.index() % MAX_VCPUS;
-        if self.loaded == Some(index) {
-            self.save_loaded();
+    /// `vcpu` is being destroyed: if the CPU holds its state, the state is dropped (its timer
+    /// disabled, its list registers no longer anyone's).
+    pub fn forget(&mut self, vcpu: VcpuRef) {
+        if self.loaded == Some(vcpu) {
+            let mut scratch = VcpuGlue::RESET;
+            self.save_into(&mut scratch);
+            for intid in scratch.vgic.linked().filter(|i| *i != gic::vtimer()) {
+                gic::deactivate(intid);
+            }
         }
-        &mut self.state[index]
+        self.release_held_back(vcpu);
     }
 
-    /// The saved virtual CPU interface of `vcpu`, written back first if it is loaded.
-    pub fn vgic_mut(&mut self, vcpu: VcpuRef) -> &mut VgicState {
-        let index = vcpu.index() % MAX_VCPUS;
-        if self.loaded == Some(index) {
-            self.save_loaded();
-        }
-        &mut self.vgic[index]
+    /// Forgets a held-back interrupt that is no longer forwarded.
+    pub fn forget_held_back(&mut self, intid: u32) {
+        self.held_back.retain(|(_, i)| *i != intid);
     }
 
     /// Resets `vcpu`'s EL1 state and virtual CPU interface (nothing pending or active; a
     /// physical timer interrupt it held was made inactive when its state was saved).
-    pub fn reset(&mut self, vcpu: VcpuRef) {
-        let state = self.state_mut(vcpu);
+    pub fn reset(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
+        self.sync(vcpu, state);
         // A reset keeps the vCPU's identity, which its VMM chose.
-        let mpidr = state.sys[sys::VMPIDR];
-        *state = El1State::RESET;
-        state.sys[sys::VMPIDR] = mpidr;
-        let vgic = self.vgic_mut(vcpu);
+        let mpidr = state.el1.sys[sys::VMPIDR];
+        state.el1 = El1State::RESET;
+        state.el1.sys[sys::VMPIDR] = mpidr;
         // Forwarded interrupts its list registers held will never be deactivated by the guest
         // now: deactivate them here (the timer's was made inactive when the state was saved).
-        for intid in vgic.linked().filter(|i| *i != gic::vtimer()) {
+        for intid in state.vgic.linked().filter(|i| *i != gic::vtimer()) {
             gic::deactivate(intid);
         }
-        *vgic = VgicState::RESET;
-        self.release_held_back(vcpu.index() % MAX_VCPUS);
+        state.vgic = VgicState::RESET;
+        self.release_held_back(vcpu);
     }
 
-    /// A forwarded device interrupt fired for `vcpu`: it becomes virtual interrupt `vintid`,
-    /// hardware-linked to `pintid`, in a software list register (live if the vCPU is loaded).
-    /// With none free the interrupt is deactivated and masked until the vCPU is next entered —
-    /// never left to fire again and again.
-    pub fn forward_irq(&mut self, vcpu: VcpuRef, vintid: u32, pintid: u32) {
-        let index = vcpu.index() % MAX_VCPUS;
+    /// A forwarded device interrupt fired for `vcpu` (state `state`, `None` when it is gone):
+    /// it becomes virtual interrupt `vintid`, hardware-linked to `pintid`, in a software list
+    /// register (live if the vCPU is loaded). With none free the interrupt is deactivated and
+    /// masked until the vCPU is next entered — never left to fire again and again.
+    pub fn forward_irq(
+        &mut self,
+        vcpu: VcpuRef,
+        state: Option<&mut VcpuGlue>,
+        vintid: u32,
+        pintid: u32,
+    ) {
         let implemented = vgic::list_registers();
         let usable = capvisor_kernel::vgic::software_list_registers(implemented);
-        let injected = if self.loaded == Some(index) {
+        let injected = if self.loaded == Some(vcpu) {
             vgic::inject_loaded(usable, vintid, FORWARD_PRIORITY, Some(pintid)).is_ok()
         } else {
-            self.vgic[index]
-                .inject_linked(implemented, vintid, FORWARD_PRIORITY, pintid)
-                .is_ok()
+            state.is_some_and(|state| {
+                state
+                    .vgic
+                    .inject_linked(implemented, vintid, FORWARD_PRIORITY, pintid)
+                    .is_ok()
+            })
         };
         if !injected {
             gic::deactivate(pintid);
             gic::set_enabled(pintid, false);
             // More than 16 held back at once: this one stays masked until the vCPU is reset.
-            let _ = self.held_back.push((index, pintid));
+            let _ = self.held_back.push((vcpu, pintid));
         }
     }
 
-    /// Unmasks the forwarded interrupts held back for vCPU `index`.
-    fn release_held_back(&mut self, index: usize) {
-        if self.held_back.iter().any(|(v, _)| *v == index) {
-            for (_, intid) in self.held_back.iter().filter(|(v, _)| *v == index) {
+    /// Unmasks the forwarded interrupts held back for `vcpu`.
+    fn release_held_back(&mut self, vcpu: VcpuRef) {
+        if self.held_back.iter().any(|(v, _)| *v == vcpu) {
+            for (_, intid) in self.held_back.iter().filter(|(v, _)| *v == vcpu) {
                 gic::set_enabled(*intid, true);
             }
-            self.held_back.retain(|(v, _)| *v != index);
+            self.held_back.retain(|(v, _)| *v != vcpu);
         }
     }
 
-    /// Makes `vcpu`'s state the CPU's (saving the state loaded before, if another's).
-    pub fn load(&mut self, vcpu: VcpuRef) {
-        let index = vcpu.index() % MAX_VCPUS;
-        self.release_held_back(index);
-        if self.loaded == Some(index) {
+    /// Saves the loaded vCPU's state into `state` (its object's; `None` when it is gone), so
+    /// another can be loaded.
+    pub fn unload(&mut self, state: Option<&mut VcpuGlue>) {
+        if self.loaded.is_some() {
+            match state {
+                Some(state) => self.save_into(state),
+                None => {
+                    let mut scratch = VcpuGlue::RESET;
+                    self.save_into(&mut scratch);
+                }
+            }
+        }
+    }
+
+    /// Makes `vcpu`'s state the CPU's (the caller [`Guests::unload`]ed any other first).
+    pub fn load(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
+        self.release_held_back(vcpu);
+        if self.loaded == Some(vcpu) {
             return;
         }
-        self.save_loaded();
+        if self.loaded.is_some() {
+            let mut scratch = VcpuGlue::RESET;
+            self.save_into(&mut scratch);
+        }
         // The timer's physical interrupt is made active again before its timer is re-enabled
         // (`vcpu::restore`), so it cannot be taken a second time meanwhile.
-        if core::mem::take(&mut self.vgic[index].vtimer_active) {
+        if core::mem::take(&mut state.vgic.vtimer_active) {
             gic::set_vtimer_active();
         }
-        vcpu::restore(&self.state[index]);
-        vgic::restore(&self.vgic[index]);
-        self.loaded = Some(index);
+        vcpu::restore(&state.el1);
+        vgic::restore(&state.vgic);
+        self.loaded = Some(vcpu);
     }
 
     /// The virtual timer's PPI fired: it belongs to the loaded vCPU (a vCPU's timer is disabled
@@ -239,56 +272,12 @@ impl Guests {
     pub fn inject(
         &mut self,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         intid: u32,
         priority: u8,
     ) -> Result<(), NoFreeListRegister> {
-        let implemented = vgic::list_registers();
-        self.vgic_mut(vcpu).inject(implemented, intid, priority)
-    }
-
-    /// Counts (and traces) an operation on VM `space`.
-    pub fn count(&mut self, space: SpaceRef, op: Op, ipa: u64, size: u64) {
-        let index = space.index() % MAX_SPACES;
-        if !self.is_vm[index] {
-            return;
-        }
-        let stats = &mut self.stats[index];
-        match op {
-            Op::Map if size == 2 << 20 => stats.map_blocks += 1,
-            Op::Map => stats.map_pages += size / 4096,
-            Op::Unmap => stats.unmaps += 1,
-            Op::CleanPoc => stats.clean_poc += 1,
-            Op::Icache => stats.icache += 1,
-            Op::TlbiIpa => stats.tlbi_ipa += 1,
-            Op::TlbiVmid => stats.tlbi_vmid += 1,
-        }
-        if self.trace {
-            console::print(format_args!(
-                "capvisor: trace vm{index} {} ipa={ipa:#x} size={size:#x}\n",
-                op.name()
-            ));
-        }
-    }
-
-    /// Prints every VM's counters (at the end of the system, for tests and users).
-    pub fn report(&self) {
-        for (index, stats) in self.stats.iter().enumerate() {
-            if self.is_vm[index] {
-                console::print(format_args!(
-                    "capvisor: vm{index} stats: vmid={} map_pages={} map_blocks={} unmaps={} \
-                     clean_poc={} icache={} tlbi_ipa={} tlbi_vmid={} exits={}\n",
-                    stats.vmid,
-                    stats.map_pages,
-                    stats.map_blocks,
-                    stats.unmaps,
-                    stats.clean_poc,
-                    stats.icache,
-                    stats.tlbi_ipa,
-                    stats.tlbi_vmid,
-                    stats.exits,
-                ));
-            }
-        }
+        self.sync(vcpu, state);
+        state.vgic.inject(vgic::list_registers(), intid, priority)
     }
 }
 
@@ -343,88 +332,73 @@ fn valid_mode(pstate: u64) -> bool {
 /// PSTATE bits a VMM may set: NZCV, DAIF and M[4:0].
 const PSTATE_WRITABLE: u64 = (0xf << 28) | (0xf << 6) | 0x1f;
 
-impl Glue {
-    /// `vcpu_register`.
-    pub fn guest_register(
+impl Guests {
+    /// `vcpu_register`: `context` is the vCPU thread's saved registers, `state` the vCPU's.
+    pub fn register(
         &mut self,
-        thread: ThreadRef,
+        context: &mut ThreadContext,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         access: RegisterAccess,
     ) -> Result<u64, KernelError> {
+        self.sync(vcpu, state);
         match access {
-            RegisterAccess::ReadGp(n) => Ok(self.context(thread).x[usize::from(n) % 31]),
+            RegisterAccess::ReadGp(n) => Ok(context.x[usize::from(n) % 31]),
             RegisterAccess::WriteGp(n, value) => {
-                self.context(thread).x[usize::from(n) % 31] = value;
+                context.x[usize::from(n) % 31] = value;
                 Ok(0)
             }
-            RegisterAccess::Read(register) => self.read_named(thread, vcpu, register),
+            RegisterAccess::Read(register) => read_named(context, state, register),
             RegisterAccess::Write(register, value) => {
-                self.write_named(thread, vcpu, register, value)?;
+                self.write_named(context, vcpu, state, register, value)?;
                 Ok(0)
             }
         }
     }
 
-    fn read_named(
-        &mut self,
-        thread: ThreadRef,
-        vcpu: VcpuRef,
-        register: VcpuRegister,
-    ) -> Result<u64, KernelError> {
-        let context = *self.context(thread);
-        let state = self.guests.state_mut(vcpu);
-        Ok(match register {
-            VcpuRegister::Pc => context.pc,
-            VcpuRegister::Pstate => context.spsr,
-            VcpuRegister::SpEl0 => context.sp,
-            VcpuRegister::Reset => return Err(KernelError::InvalidArgument),
-            other => state.sys[sys_index(other)],
-        })
-    }
-
     fn write_named(
         &mut self,
-        thread: ThreadRef,
+        context: &mut ThreadContext,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         register: VcpuRegister,
         value: u64,
     ) -> Result<(), KernelError> {
         match register {
-            VcpuRegister::Pc => self.context(thread).pc = value,
+            VcpuRegister::Pc => context.pc = value,
             VcpuRegister::Pstate => {
                 if value & !PSTATE_WRITABLE != 0 || !valid_mode(value) {
                     return Err(KernelError::InvalidArgument);
                 }
-                self.context(thread).spsr = value;
+                context.spsr = value;
             }
-            VcpuRegister::SpEl0 => self.context(thread).sp = value,
+            VcpuRegister::SpEl0 => context.sp = value,
             VcpuRegister::Reset => {
-                self.guests.reset(vcpu);
-                let context = self.context(thread);
-                *context = crate::arch::aarch64::el0::ThreadContext::ZERO;
+                self.reset(vcpu, state);
+                *context = ThreadContext::ZERO;
                 context.spsr = PSTATE_RESET;
             }
             VcpuRegister::Mpidr => {
                 let mpidr = vcpu::MPIDR_RESET | (value & vcpu::MPIDR_WRITABLE);
-                self.guests.state_mut(vcpu).sys[sys::VMPIDR] = mpidr;
+                state.el1.sys[sys::VMPIDR] = mpidr;
             }
-            other => self.guests.state_mut(vcpu).sys[sys_index(other)] = value,
+            other => state.el1.sys[sys_index(other)] = value,
         }
         Ok(())
     }
 
     /// `resolve_guest_fault`.
-    pub fn guest_resolve(
+    pub fn resolve(
         &mut self,
-        thread: ThreadRef,
+        context: &mut ThreadContext,
         vcpu: VcpuRef,
+        state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
     ) -> Result<(), KernelError> {
         match resolution {
             Resolution::Resume => Ok(()),
             Resolution::Emulate { writes, advance_pc } => {
-                let context = self.context(thread);
                 for write in writes {
                     let n = usize::from(write.register.index());
                     // x31 is XZR here: writes to it are discarded.
@@ -438,95 +412,112 @@ impl Glue {
                 }
                 Ok(())
             }
-            Resolution::InjectAbort { esr, far } => self.inject_abort(thread, vcpu, *esr, *far),
+            Resolution::InjectAbort { esr, far } => {
+                self.sync(vcpu, state);
+                inject_abort(context, &mut state.el1, *esr, *far)
+            }
         }
     }
+}
 
-    /// Takes a synchronous exception to the guest's EL1 with `esr` and `far`, as hardware would
-    /// (Arm ARM D1.10.2 "Exception entry"): ELR_EL1 = the faulting PC, SPSR_EL1 = its PSTATE,
-    /// PSTATE = EL1h with DAIF masked, PC = VBAR_EL1 + the vector offset for where it came from
-    /// (0x000 from EL1t, 0x200 from EL1h, 0x400 from EL0 in AArch64, D1.10.2 Table D1-7).
-    ///
-    /// The syndrome must be an abort of the class the guest's EL produces: from EL1 the same-EL
-    /// classes (0x21, 0x25), from EL0 the lower-EL ones (0x20, 0x24), with IL = 1 (a 32-bit
-    /// instruction); anything else is refused and the vCPU stays stopped.
-    fn inject_abort(
-        &mut self,
-        thread: ThreadRef,
-        vcpu: VcpuRef,
-        esr: Esr,
-        far: Far,
-    ) -> Result<(), KernelError> {
-        let context = *self.context(thread);
-        let (esr, far) = (esr.raw(), far.raw());
-        let class = esr::class(esr);
-        let mode = context.spsr & 0x1f;
-        let (allowed, offset) = match mode {
-            0b00101 => ([ec::IABT_SAME, ec::DABT_SAME], 0x200),
-            0b00100 => ([ec::IABT_SAME, ec::DABT_SAME], 0x000),
-            0b00000 => ([ec::IABT_LOWER, ec::DABT_LOWER], 0x400),
-            _ => return Err(KernelError::InvalidArgument),
-        };
-        if !allowed.contains(&class) || esr & (1 << 25) == 0 || esr >> 32 != 0 {
-            return Err(KernelError::InvalidArgument);
-        }
-        let state = self.guests.state_mut(vcpu);
-        state.sys[sys::ESR] = esr;
-        state.sys[sys::FAR] = far;
-        state.sys[sys::ELR] = context.pc;
-        state.sys[sys::SPSR] = context.spsr;
-        let vbar = state.sys[sys::VBAR];
-        let context = self.context(thread);
-        context.spsr = PSTATE_RESET;
-        context.pc = vbar.wrapping_add(offset);
-        Ok(())
+/// Takes a synchronous exception to the guest's EL1 with `esr` and `far`, as hardware would
+/// (Arm ARM D1.10.2 "Exception entry"): ELR_EL1 = the faulting PC, SPSR_EL1 = its PSTATE,
+/// PSTATE = EL1h with DAIF masked, PC = VBAR_EL1 + the vector offset for where it came from
+/// (0x000 from EL1t, 0x200 from EL1h, 0x400 from EL0 in AArch64, D1.10.2 Table D1-7).
+///
+/// The syndrome must be an abort of the class the guest's EL produces: from EL1 the same-EL
+/// classes (0x21, 0x25), from EL0 the lower-EL ones (0x20, 0x24), with IL = 1 (a 32-bit
+/// instruction); anything else is refused and the vCPU stays stopped.
+fn inject_abort(
+    context: &mut ThreadContext,
+    state: &mut El1State,
+    esr: Esr,
+    far: Far,
+) -> Result<(), KernelError> {
+    let (esr, far) = (esr.raw(), far.raw());
+    let class = esr::class(esr);
+    let mode = context.spsr & 0x1f;
+    let (allowed, offset) = match mode {
+        0b00101 => ([ec::IABT_SAME, ec::DABT_SAME], 0x200),
+        0b00100 => ([ec::IABT_SAME, ec::DABT_SAME], 0x000),
+        0b00000 => ([ec::IABT_LOWER, ec::DABT_LOWER], 0x400),
+        _ => return Err(KernelError::InvalidArgument),
+    };
+    if !allowed.contains(&class) || esr & (1 << 25) == 0 || esr >> 32 != 0 {
+        return Err(KernelError::InvalidArgument);
     }
+    state.sys[sys::ESR] = esr;
+    state.sys[sys::FAR] = far;
+    state.sys[sys::ELR] = context.pc;
+    state.sys[sys::SPSR] = context.spsr;
+    let vbar = state.sys[sys::VBAR];
+    context.spsr = PSTATE_RESET;
+    context.pc = vbar.wrapping_add(offset);
+    Ok(())
+}
 
-    /// `maintenance`.
-    pub fn guest_maintenance(&mut self, op: CacheOp, target: MaintenanceTarget) {
+/// A named register of a vCPU (state current).
+fn read_named(
+    context: &ThreadContext,
+    state: &VcpuGlue,
+    register: VcpuRegister,
+) -> Result<u64, KernelError> {
+    Ok(match register {
+        VcpuRegister::Pc => context.pc,
+        VcpuRegister::Pstate => context.spsr,
+        VcpuRegister::SpEl0 => context.sp,
+        VcpuRegister::Reset => return Err(KernelError::InvalidArgument),
+        other => state.el1.sys[sys_index(other)],
+    })
+}
+
+impl Glue {
+    /// `maintenance` (the object model bounded the range: a clean covers at most 2 MiB, a TLB
+    /// range beyond 64 pages becomes one invalidation of the VMID).
+    pub fn guest_maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {
         match (op, target) {
             (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { pa, size, vm }) => {
                 if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
                     clean_invalidate_poc(pa.raw(), size);
                 }
                 if let Some(vm) = vm {
-                    self.guests.count(vm, Op::CleanPoc, pa.raw(), size);
+                    count(vm, Op::CleanPoc, pa.raw(), size);
                 }
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
                 invalidate_icache();
                 if let Some(vm) = vm {
-                    self.guests.count(vm, Op::Icache, pa.raw(), size);
+                    count(vm, Op::Icache, pa.raw(), size);
                 }
             }
             (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                let ram = self.ram.clone();
-                if let Some(table) = self.space(vm) {
+                if vm.root != 0 {
+                    let mut table = super::glue::tables(vm);
                     for page in (0..size / 4096).map(|n| ipa.raw() + n * 4096) {
                         if let Some(pa) = table.translate(page)
-                            && ram.contains(pa, pa + 4096)
+                            && self.ram.contains(pa, pa + 4096)
                         {
                             clean_invalidate_poc(pa, 4096);
                         }
                     }
                 }
-                self.guests.count(vm, Op::CleanPoc, ipa.raw(), size);
+                count(vm, Op::CleanPoc, ipa.raw(), size);
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
                 invalidate_icache();
-                self.guests.count(vm, Op::Icache, ipa.raw(), size);
+                count(vm, Op::Icache, ipa.raw(), size);
             }
             (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                if let Some(table) = self.space(vm) {
-                    table.invalidate_range(ipa.raw(), size);
+                if vm.root != 0 && self.vmids.current(vm) {
+                    super::glue::tables(vm).invalidate_range(ipa.raw(), size);
                 }
-                self.guests.count(vm, Op::TlbiIpa, ipa.raw(), size);
+                count(vm, Op::TlbiIpa, ipa.raw(), size);
             }
             (CacheOp::TlbInvalidateVmid, MaintenanceTarget::Vm { vm, .. }) => {
-                if let Some(table) = self.space(vm) {
-                    table.invalidate_all();
+                if vm.root != 0 && self.vmids.current(vm) {
+                    super::glue::tables(vm).invalidate_all();
                 }
-                self.guests.count(vm, Op::TlbiVmid, 0, 0);
+                count(vm, Op::TlbiVmid, 0, 0);
             }
             // The object model never asks for TLB maintenance on a frame.
             (CacheOp::TlbInvalidateIpa | CacheOp::TlbInvalidateVmid, _) => {}

@@ -35,7 +35,9 @@ use capvisor_image::{EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
-use capvisor_kernel::object::{Effects, Kernel, PlatformFeatures, RootBoot, RootLayout, RootRam};
+use capvisor_kernel::object::{
+    Effects, FrameTable, Kernel, PageInfo, PlatformFeatures, RootBoot, RootLayout, RootRam,
+};
 use capvisor_kernel::platform::Platform;
 use capvisor_kernel::stage2::{self, MemType, S2Access};
 use core::arch::asm;
@@ -53,9 +55,6 @@ pub const STACK_PAGES: u64 = 16;
 pub const IPC_BUFFER: u64 = 0x40_0010_0000;
 /// The most services an image may have.
 pub const MAX_SERVICES: usize = 16;
-/// Pages set aside for stage-2 tables of every space (4 MiB; a space with an image, a stack and
-/// an IPC buffer needs 7). A destroyed space's pages return to the pool.
-const TABLE_POOL_PAGES: u64 = 1024;
 const PAGE: u64 = 4096;
 
 /// Write `x1` bytes at `x0` to the console, prefixed by the service's name (glue syscall, not in
@@ -150,8 +149,10 @@ pub fn load_all(
     let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
     // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
     // takes memory; the kernel's notion of RAM it may touch for services is what is left.
-    let guests = vms::plan(image, services, memory, (dt, supervised))?;
     let (kernel, glue) = state();
+    // The frame table covers every page of RAM, before anything is taken from it.
+    set_frame_table(kernel, memory).map_err(|e| (first.name, e))?;
+    let guests = vms::plan(image, services, memory, (dt, supervised))?;
     glue.fwb = platform.fwb;
     glue.ram = memory.clone();
     let features = PlatformFeatures::for_platform(platform, IPA_BITS as u8);
@@ -166,10 +167,12 @@ pub fn load_all(
         glue,
         (&root_image, &devices, &carveouts),
         memory,
-        (priorities[0], platform.idc),
+        (priorities[0], platform.idc, guests.regions[0].1),
     )
     .map_err(|e| (first.name, e))?;
-    glue.names[layout.thread.index()] = Some(first.name);
+    if let Ok(t) = kernel.thread_glue(layout.thread) {
+        t.name = Some(first.name);
+    }
     let mut root = spawn::Root {
         kernel,
         glue,
@@ -199,7 +202,9 @@ pub fn load_all(
             })
             .map_err(|e| (entry.name, e))?;
         names[count] = entry.name;
-        root.glue.names[service.index()] = Some(entry.name);
+        if let Ok(t) = root.kernel.thread_glue(service) {
+            t.name = Some(entry.name);
+        }
         count += 1;
     }
     let entries = (
@@ -256,16 +261,19 @@ fn boot_root(
         &[RootRam],
     ),
     memory: &mut MemoryMap,
-    (priority, idc): (u8, bool),
+    (priority, idc, root_payload_pages): (u8, bool, u64),
 ) -> Result<(RootLayout, u64), LoadError> {
     let pages = image.pages().count() as u64 + STACK_PAGES + 1;
     let base = memory
         .alloc(pages, PAGE)
         .ok_or(LoadError::Map(MapError::OutOfMemory))?;
-    let pool = memory
-        .alloc(TABLE_POOL_PAGES, PAGE)
+    // The root's own objects (CNode, space with its tables, thread, untyped records).
+    let regions = capvisor_kernel::memmap::MAX_RANGES + devices.len();
+    let space_bytes = RootBoot::space_bytes_for(pages + root_payload_pages);
+    let kernel_bytes = RootBoot::kernel_bytes(regions, space_bytes);
+    let kernel_memory = memory
+        .alloc(kernel_bytes / PAGE, PAGE)
         .ok_or(LoadError::Map(MapError::OutOfMemory))?;
-    glue.tables.set_range(pool, pool + TABLE_POOL_PAGES * PAGE);
     let mut ram: Vec<RootRam, { capvisor_kernel::memmap::MAX_RANGES }> = Vec::new();
     for range in memory.free() {
         let region = RootRam {
@@ -285,15 +293,21 @@ fn boot_root(
         stack: STACK_TOP,
         ipc_buffer: IPC_BUFFER,
         priority,
+        kernel_memory: RootRam {
+            base: PhysAddr::new(kernel_memory),
+            size: kernel_bytes,
+        },
+        space_bytes,
     };
     let layout = kernel.create_root_thread(&boot, glue)?;
-    map_root(glue, &layout, image, base, idc)?;
+    map_root(kernel, glue, &layout, image, base, idc)?;
     Ok((layout, memory.free_bytes()))
 }
 
 /// Maps the root's image, stack and IPC buffer at consecutive pages from `base` (the root has
 /// no capabilities to these pages: they are not part of its untyped memory).
 fn map_root(
+    kernel: &mut Kernel,
     glue: &mut Glue,
     layout: &RootLayout,
     image: &ServiceImage,
@@ -322,7 +336,7 @@ fn map_root(
         )?;
         let (ipa, pa) = (Ipa::new(ipa), PhysAddr::new(pa));
         glue.map(
-            layout.space,
+            kernel.space_glue(layout.space)?,
             ipa,
             pa,
             PAGE,
@@ -336,13 +350,10 @@ fn map_root(
 /// Zeroes the root's IPC buffer, which carried the boot invocations' extra words, so the root
 /// starts with a clean buffer like every other service.
 fn clear_root_buffer(root: &mut spawn::Root<'_>) -> Result<(), LoadError> {
-    let buffer = capvisor_kernel::object::UserBuffer {
-        thread: root.layout.thread,
-        space: Some(root.layout.space),
-        addr: Ipa::new(IPC_BUFFER),
-    };
+    let space = *root.kernel.space_glue(root.layout.space)?;
     let empty = capvisor_ipc::abi::IpcBuffer::default();
-    root.glue.write_ipc_buffer(buffer, &empty)?;
+    root.glue
+        .write_ipc_buffer(&space, Ipa::new(IPC_BUFFER), &empty)?;
     Ok(())
 }
 
@@ -378,8 +389,35 @@ pub fn start(ps: u64, vmid16: bool, fwb: bool, count: usize) -> ! {
 
 /// Turns on the per-VM trace of mapping and maintenance operations (`capvisor.trace=1`).
 pub fn set_trace(on: bool) {
-    let (_, glue) = state();
-    glue.guests.trace = on;
+    guest::TRACE.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Gives the kernel a frame table covering every page of RAM in `memory` (from its lowest to its
+/// highest free byte), taken from `memory` itself and zeroed: 8 bytes per 4 KiB page.
+fn set_frame_table(kernel: &mut Kernel, memory: &mut MemoryMap) -> Result<(), LoadError> {
+    let free = memory.free();
+    let (Some(first), Some(last)) = (free.first(), free.last()) else {
+        return Err(LoadError::Map(MapError::OutOfMemory));
+    };
+    let (start, end) = (first.start & !(PAGE - 1), last.end.next_multiple_of(PAGE));
+    let pages = (end - start) / PAGE;
+    let bytes = (pages * size_of::<PageInfo>() as u64).next_multiple_of(PAGE);
+    let table = memory
+        .alloc(bytes / PAGE, PAGE)
+        .ok_or(LoadError::Map(MapError::OutOfMemory))?;
+    let pages = u32::try_from(pages).map_err(|_| LoadError::TooMany)?;
+    // SAFETY: `table` is free RAM just taken from the memory map, identity-mapped read/write,
+    // so nothing else uses it; zeroed, every entry reads `PageInfo::FREE`.
+    unsafe { crate::arch::aarch64::cpu::zero(table, bytes) };
+    // SAFETY: (1) the table is `pages` initialised entries in memory no longer in `memory`, so
+    // never covered by an untyped; (2) every page of `[start, end)` that is RAM is identity-
+    // mapped read/write (`kmain` maps all free RAM), and kernel objects are placed only in RAM
+    // untyped, which lie in that RAM; (3) the window (physical address `start`, identity) is
+    // page-aligned.
+    let frame_table =
+        unsafe { FrameTable::new(start, pages, table as *mut PageInfo, start as *mut u8) };
+    kernel.set_memory(frame_table)?;
+    Ok(())
 }
 
 /// HCR_EL2 for services.

@@ -20,7 +20,7 @@ use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::Ipa;
 use capvisor_kernel::object::boot::ROOT_CNODE_SLOTS;
 use capvisor_kernel::object::{
-    Effects, Kernel, Object, RootLayout, SyscallRegs, THREAD_CONFIGURE, ThreadRef, UserBuffer,
+    Effects, Kernel, Object, RootLayout, SyscallRegs, THREAD_CONFIGURE, ThreadRef,
 };
 use capvisor_kernel::stage2::S2Access;
 
@@ -34,6 +34,9 @@ pub const FIRST_FRAME: u64 = 64;
 pub const SCRATCH: u64 = ROOT_CNODE_SLOTS as u64 - 1;
 /// The kind code of a service AddressSpace.
 const ADDRESS_SPACE_KIND: u64 = 13;
+/// log2 of a boot service's AddressSpace object: its record, root table and 62 table pages
+/// (room for 62 distinct 2 MiB regions mapped in pages, or 62 GiB in blocks), 256 KiB.
+pub const SERVICE_SPACE_BITS: u64 = 18;
 
 /// The root thread, invoked on by the glue at boot.
 pub struct Root<'a> {
@@ -64,12 +67,13 @@ impl Root<'_> {
             *word = *arg;
         }
         if args.len() > MSG_REGS_IN_CPU {
-            let buffer = self.buffer();
-            let mut data = self.glue.read_ipc_buffer(buffer)?;
+            let space = *self.kernel.space_glue(self.layout.space)?;
+            let buffer = Ipa::new(IPC_BUFFER);
+            let mut data = self.glue.read_ipc_buffer(&space, buffer)?;
             for (word, arg) in data.msg.iter_mut().zip(args).skip(MSG_REGS_IN_CPU) {
                 *word = *arg;
             }
-            self.glue.write_ipc_buffer(buffer, &data)?;
+            self.glue.write_ipc_buffer(&space, buffer, &data)?;
         }
         let info = MessageInfo::new(label, args.len() * 8, 0)
             .map_err(|_| KernelError::InvalidMessageInfo)?;
@@ -80,14 +84,6 @@ impl Root<'_> {
         match regs.error_code() {
             Some(error) => Err(error),
             None => Ok([regs.0[2], regs.0[3], regs.0[4], regs.0[5]]),
-        }
-    }
-
-    fn buffer(&self) -> UserBuffer {
-        UserBuffer {
-            thread: self.layout.thread,
-            space: Some(self.layout.space),
-            addr: Ipa::new(IPC_BUFFER),
         }
     }
 
@@ -141,7 +137,7 @@ impl Root<'_> {
             0,
             cnode,
         )?;
-        self.retype(ADDRESS_SPACE_KIND, 0, 0, space)?;
+        self.retype(ADDRESS_SPACE_KIND, SERVICE_SPACE_BITS, 0, space)?;
         self.retype(u64::from(ObjectKind::Thread.code()), 0, 0, thread)?;
         for (dest, source) in [(1, cnode), (2, space), (3, thread)] {
             self.invoke(cnode, Invocation::Copy.code(), &[dest, source, all])?;

@@ -21,7 +21,7 @@ use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr::{self, ec};
 use capvisor_kernel::idregs;
 use capvisor_kernel::object::{
-    FaultOutcome, IrqOutcome, Kernel, MAX_SPACES, MAX_THREADS, Schedule, SyscallRegs, ThreadRef,
+    FaultOutcome, IrqOutcome, Kernel, Schedule, SyscallRegs, TICK_REAP_STEPS, ThreadRef,
 };
 use capvisor_kernel::stage2::S2Access;
 use core::arch::asm;
@@ -45,9 +45,9 @@ impl fmt::Display for Name {
     }
 }
 
-fn name(glue: &Glue, thread: ThreadRef) -> Name {
-    let index = thread.index() % MAX_THREADS;
-    Name(glue.names[index], index)
+fn name(kernel: &mut Kernel, thread: ThreadRef) -> Name {
+    let name = kernel.thread_glue(thread).ok().and_then(|t| t.name);
+    Name(name, thread.index())
 }
 
 /// Runs the thread the kernel picks, or idles; never returns.
@@ -64,8 +64,13 @@ pub fn schedule() -> ! {
 /// Waits for an interrupt with nothing to run, and hands it to the kernel.
 fn idle() {
     let (kernel, glue) = state();
+    // Dying objects are finished while nothing else wants the CPU.
+    if kernel.reaper_busy() {
+        kernel.reap(TICK_REAP_STEPS, glue);
+        return;
+    }
     if !kernel.interrupts_deliver() {
-        glue.guests.report();
+        guest::report(kernel);
         println!("capvisor: no service left to run");
         exit::success()
     }
@@ -77,27 +82,39 @@ fn idle() {
 /// Returns to `thread` at EL0, with the results of a syscall that completed while it waited.
 fn enter(thread: ThreadRef) -> ! {
     let (kernel, glue) = state();
-    if let Some(regs) = kernel.take_syscall_result(thread) {
-        set_first_eight(&mut glue.context(thread).x, &regs);
+    if let Some(regs) = kernel.take_syscall_result(thread)
+        && let Ok(t) = kernel.thread_glue(thread)
+    {
+        set_first_eight(&mut t.context.x, &regs);
     }
-    let space = kernel
-        .thread_space(thread)
-        .ok()
-        .flatten()
-        .filter(|s| kernel.space_vmid(*s).is_ok());
-    let Some(vttbr) = space.and_then(|s| glue.space(s)).map(|s| s.vttbr()) else {
+    let space = kernel.thread_space(thread).ok().flatten();
+    let Some(space) = space.and_then(|s| kernel.space_glue(s).ok()) else {
         // A thread whose space was deleted cannot run: it is stopped as if it had faulted.
-        let pc = glue.context(thread).pc;
+        let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
         fault(kernel, glue, thread, (0, 0), pc)
     };
+    let vmid = glue.vmids.of(space);
+    let vttbr = capvisor_kernel::stage2::vttbr(space.root, vmid);
     // A vCPU's thread enters its guest at EL1 with the vCPU's EL1 state loaded and the guest's
     // HCR_EL2; a service's returns to EL0.
     let hcr = match kernel.thread_vcpu(thread) {
         Some(vcpu) => {
-            glue.guests.load(vcpu);
+            if let Some(previous) = glue.guests.loaded.filter(|p| *p != vcpu) {
+                glue.guests.unload(kernel.vcpu_glue(previous).ok());
+            }
+            if let Ok(state) = kernel.vcpu_glue(vcpu) {
+                glue.guests.load(vcpu, state);
+            }
             guest_hcr()
         }
-        None => hcr(),
+        None => {
+            // A service thread resumes only at EL0t in AArch64 (the object model's invariant,
+            // kept here too: an ERET to EL1 with HCR_EL2.TGE set is an illegal return).
+            if let Ok(t) = kernel.thread_glue(thread) {
+                t.context.spsr &= !SPSR_MODE;
+            }
+            hcr()
+        }
     };
     // Only the glue writes HCR_EL2, and VTTBR_EL2 outside the TLB maintenance that restores it,
     // so registers that already hold the thread's values need no write (nor the ISB).
@@ -117,19 +134,25 @@ fn enter(thread: ThreadRef) -> ! {
             );
         }
     }
-    let context: *mut ThreadContext = glue.context(thread);
+    let Ok(t) = kernel.thread_glue(thread) else {
+        schedule()
+    };
+    let context: *mut ThreadContext = &mut t.context;
     let record = smp::per_cpu();
     // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 hold the thread's values
-    // (above), and its exceptions are saved into the same context (PerCpu.current). The context's
-    // SPSR is EL0t for a service and a mode the kernel validated for a vCPU.
+    // (above), and its exceptions are saved into the same context (PerCpu.current), which lives
+    // in the thread object as long as the thread does (a thread is freed only by the kernel,
+    // never while it runs). The context's SPSR is EL0t for a service and a mode the kernel
+    // validated for a vCPU.
     unsafe {
         (*record).current = context;
         el0::enter_el0(context, (*record).stack_top)
     }
 }
 
-/// x0–x7 of a saved context, copied word by word (an aggregate 64-byte copy is a `memcpy` call
-/// on this target; see `SyscallRegs::copied`).
+/// SPSR_EL2.{M[4] (nRW), M[3:0]}: the mode an ERET returns to.
+const SPSR_MODE: u64 = 0x1f;
+
 fn first_eight(x: &[u64; 31]) -> SyscallRegs {
     let [a, b, c, d, e, f, g, h, ..] = *x;
     SyscallRegs([a, b, c, d, e, f, g, h])
@@ -176,7 +199,7 @@ extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) ->
     if kind == KIND_IRQ {
         follow(interrupt(kernel, glue), thread)
     }
-    let pc = glue.context(thread).pc;
+    let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
     fault(kernel, glue, thread, (esr, far), pc)
 }
 
@@ -192,16 +215,20 @@ fn guest_exit(
     if kind == KIND_IRQ {
         follow(interrupt(kernel, glue), thread)
     }
-    if esr::class(esr) == ec::SYSREG && id_register_read(glue, thread, esr) {
+    if esr::class(esr) == ec::SYSREG && id_register_read(kernel, thread, esr) {
         enter(thread)
     }
-    let context = glue.context(thread);
+    let Ok(context) = kernel.thread_glue(thread).map(|t| t.context) else {
+        schedule()
+    };
     let pc = context.pc;
     let x = first_eight(&context.x).0;
     let hpfar = crate::arch::aarch64::vcpu::hpfar();
     let fault = guest::exit_fault(esr, far, hpfar, &x);
-    if let Some(space) = kernel.thread_space(thread).ok().flatten() {
-        glue.guests.stats[space.index() % MAX_SPACES].exits += 1;
+    if let Some(space) = kernel.thread_space(thread).ok().flatten()
+        && let Ok(space) = kernel.space_glue(space)
+    {
+        space.stats.exits += 1;
     }
     let (outcome, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
     if outcome == FaultOutcome::NoHandler {
@@ -217,7 +244,7 @@ fn guest_exit(
 /// Answers a guest's read of a feature ID register (trapped by HCR_EL2.TID3) with the hardware's
 /// value less what the kernel does not switch (`capvisor_kernel::idregs`), and steps past the
 /// MRS; `false` for any other system-register access, which goes to the VMM.
-fn id_register_read(glue: &mut Glue, thread: ThreadRef, esr: u64) -> bool {
+fn id_register_read(kernel: &mut Kernel, thread: ThreadRef, esr: u64) -> bool {
     let access = SysRegAccess::from_iss(esr::iss(esr));
     let (op0, op1, crn, crm, op2) = (access.op0, access.op1, access.crn, access.crm, access.op2);
     if !idregs::is_id_register(op0, op1, crn, crm, !access.write) {
@@ -225,7 +252,9 @@ fn id_register_read(glue: &mut Glue, thread: ThreadRef, esr: u64) -> bool {
     }
     let hardware = crate::arch::aarch64::vcpu::read_id_register(crm, op2);
     let value = idregs::sanitize(crm, op2, hardware, super::IPA_BITS);
-    let context = glue.context(thread);
+    let Ok(context) = kernel.thread_glue(thread).map(|t| &mut t.context) else {
+        return false;
+    };
     if let Some(register) = context.x.get_mut(usize::from(access.register.index())) {
         *register = value;
     }
@@ -246,6 +275,8 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
     match gic::take() {
         Interrupt::Tick => {
             gic::start_slice();
+            // Dying objects are finished a few steps per tick (bounded work).
+            kernel.reap(TICK_REAP_STEPS, glue);
             kernel.timer_tick()
         }
         Interrupt::VirtualTimer(intid) => {
@@ -255,7 +286,8 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
         Interrupt::Other(intid) => {
             if let Some((vcpu, vintid)) = kernel.irq_forward(intid) {
                 // Left active: the guest's deactivation of the virtual interrupt ends it.
-                glue.guests.forward_irq(vcpu, vintid, intid);
+                let state = kernel.vcpu_glue(vcpu).ok();
+                glue.guests.forward_irq(vcpu, state, vintid, intid);
                 return Schedule::Resume;
             }
             gic::deactivate(intid);
@@ -270,17 +302,21 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
 }
 
 fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
-    let context = glue.context(thread);
+    let Ok(context) = kernel.thread_glue(thread).map(|t| t.context) else {
+        schedule()
+    };
     let [x0, x1] = [context.x[0], context.x[1]];
     match context.x[7] {
         SYS_DEBUG_WRITE => {
             debug_write(kernel, glue, thread, x0, x1);
-            glue.context(thread).x[7] = 0;
+            if let Ok(t) = kernel.thread_glue(thread) {
+                t.context.x[7] = 0;
+            }
             enter(thread)
         }
         SYS_DEBUG_HALT => {
-            let name = name(glue, thread);
-            glue.guests.report();
+            let name = name(kernel, thread);
+            guest::report(kernel);
             println!("capvisor: service '{name}' halted the system with status {x0}");
             if x0 == 0 {
                 exit::success()
@@ -291,15 +327,15 @@ fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
             let mut regs = first_eight(&context.x);
             let schedule = kernel.handle_syscall(thread, &mut regs, glue);
             // Always (the kernel's contract): its results if it still runs, its own arguments,
-            // unchanged, if it blocked.
-            set_first_eight(&mut glue.context(thread).x, &regs);
+            // unchanged, if it blocked or must make the call again.
+            if let Ok(t) = kernel.thread_glue(thread) {
+                set_first_eight(&mut t.context.x, &regs);
+            }
             follow(schedule, thread)
         }
     }
 }
 
-/// A synchronous exception other than SVC: the kernel sends it to the thread's fault endpoint,
-/// or stops the thread, which is then reported here (never as a kernel error).
 fn fault(
     kernel: &mut Kernel,
     glue: &mut Glue,
@@ -309,7 +345,7 @@ fn fault(
 ) -> ! {
     let (outcome, schedule) = kernel.handle_fault(thread, pc, service_fault(esr, far), glue);
     if outcome == FaultOutcome::NoHandler {
-        let name = name(glue, thread);
+        let name = name(kernel, thread);
         console::print(format_args!(
             "capvisor: service '{name}' faulted and was stopped: {}; pc={pc:#x} far={far:#x}\n",
             esr::Decoded(esr),
@@ -337,8 +373,11 @@ fn service_fault(esr: u64, far: u64) -> ServiceFault {
 
 /// Prints up to [`DEBUG_WRITE_MAX`] bytes of a thread's memory, read through its own stage-2
 /// table; an address it does not map readable ends the text.
-fn debug_write(kernel: &Kernel, glue: &mut Glue, thread: ThreadRef, address: u64, length: u64) {
+fn debug_write(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, address: u64, length: u64) {
     let Some(space) = kernel.thread_space(thread).ok().flatten() else {
+        return;
+    };
+    let Ok(space) = kernel.space_glue(space).map(|s| *s) else {
         return;
     };
     let mut line: heapless::Vec<u8, { DEBUG_WRITE_MAX as usize }> = heapless::Vec::new();
@@ -351,7 +390,7 @@ fn debug_write(kernel: &Kernel, glue: &mut Glue, thread: ThreadRef, address: u64
         let Some(at) = address.checked_add(offset) else {
             break;
         };
-        let read = glue.user_range(space, at, 1, readable, |pa, _, _| {
+        let read = glue.user_range(&space, at, 1, readable, |pa, _, _| {
             // SAFETY: `pa` is kernel-mapped RAM the thread maps readable (checked by
             // `user_range`).
             let _ = line.push(unsafe { (pa as *const u8).read_volatile() });
@@ -361,13 +400,15 @@ fn debug_write(kernel: &Kernel, glue: &mut Glue, thread: ThreadRef, address: u64
         }
     }
     let text = core::str::from_utf8(&line).unwrap_or("<not UTF-8>\n");
-    let index = thread.index() % MAX_THREADS;
-    let name = name(glue, thread);
+    let name = name(kernel, thread);
+    let Ok(t) = kernel.thread_glue(thread) else {
+        return;
+    };
     for piece in text.split_inclusive('\n') {
-        if glue.line_start[index] {
+        if t.line_start {
             console::print(format_args!("[{name}] "));
         }
         console::print(format_args!("{piece}"));
-        glue.line_start[index] = piece.ends_with('\n');
+        t.line_start = piece.ends_with('\n');
     }
 }

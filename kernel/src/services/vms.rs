@@ -64,7 +64,7 @@ pub struct Plan {
     /// The platform device tree (copied into a device holder's boot-info region).
     dtb: &'static [u8],
     /// Per service index: the physical base and page count of its boot-info region (0: none).
-    regions: [(u64, u64); MAX_SERVICES],
+    pub regions: [(u64, u64); MAX_SERVICES],
 }
 
 /// A device region or carve-out of the manifest, as found at boot.
@@ -642,6 +642,14 @@ fn guest_info(index: usize, guest: &Guest) -> GuestInfo {
     info
 }
 
+/// log2 of a guest's VM object: its record, root table and a table budget of one page per
+/// 512 bytes of guest RAM (enough to map all of it in 4 KiB pages, 512 per table), at least 64
+/// KiB and at most 16 MiB.
+fn vm_bits(guest: &Guest) -> u64 {
+    let bytes = (guest.config.ram_size / 512).clamp(64 << 10, 16 << 20);
+    u64::from(bytes.next_power_of_two().trailing_zeros())
+}
+
 /// The objects of guest `index`: its VM, and per vCPU a vCPU, a thread and a badged fault
 /// endpoint.
 fn create_one(
@@ -654,7 +662,7 @@ fn create_one(
     let base = guest_slots(root, index);
     let vm = base;
     let all = u64::from(Rights::ALL.bits());
-    root.retype(u64::from(ObjectKind::Vm.code()), 0, 0, vm)?;
+    root.retype(u64::from(ObjectKind::Vm.code()), vm_bits(guest), 0, vm)?;
     // The memory manager maps the VM's RAM: it holds the VM with all rights.
     let (mm_cnode, _, _) = grants::window(root, memmgr);
     let dest = grants::next_slot(root, memmgr, &mut granted.next)?;
@@ -749,6 +757,7 @@ fn install(
         write: false,
         exec: false,
     };
+    let space = root.kernel.space_glue(space)?;
     for n in 0..count {
         let (ipa, pa) = (
             Ipa::new(BOOT_INFO + n * PAGE),

@@ -9,34 +9,7 @@
 
 use core::arch::global_asm;
 
-/// A thread's registers while it is not running.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ThreadContext {
-    /// x0 to x30.
-    pub x: [u64; 31],
-    /// SP_EL0.
-    pub sp: u64,
-    /// ELR_EL2: where it resumes.
-    pub pc: u64,
-    /// SPSR_EL2: the state it resumes in.
-    pub spsr: u64,
-}
-
-const _: () = assert!(size_of::<ThreadContext>() == 34 * 8);
-
-impl ThreadContext {
-    /// All registers zero.
-    pub const ZERO: Self = Self {
-        x: [0; 31],
-        sp: 0,
-        pc: 0,
-        spsr: 0,
-    };
-}
-
-/// SPSR for EL0t, AArch64, interrupts unmasked (they are taken to EL2 under TGE).
-pub const SPSR_EL0T: u64 = 0;
+pub use capvisor_kernel::context::{SPSR_EL0T, ThreadContext};
 
 /// HCR_EL2 for a service thread: RW (EL1 is AArch64), VM, TGE, DC; E2H clear. Also TSC (SMC
 /// traps to EL2) so a service cannot call firmware directly.

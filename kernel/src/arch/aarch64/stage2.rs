@@ -2,8 +2,9 @@
 //! VMID, with TLB maintenance that always targets that VMID.
 //!
 //! Tables are 4K-granule, walked from the start level VTCR_EL2 gives (`capvisor_kernel::stage2`
-//! has the encodings). Table pages come from a [`TablePages`] source (the boot memory map, or
-//! the glue's pool), zeroed, and are reached through the kernel's identity map. Writes are made visible to the table walker with DSB ISHST (the
+//! has the encodings). Table pages come from a [`TablePages`] source — a space's own table
+//! budget ([`TableBudget`], memory its creator paid for) — zeroed, and are reached through the
+//! kernel's identity map. Writes are made visible to the table walker with DSB ISHST (the
 //! walks are inner-shareable write-back, Arm ARM D8.2.6, so no cache maintenance is needed).
 //! Removing a valid entry is break-before-make: invalid first, then TLBI by IPA for the VMID,
 //! then (for combined stage-1+2 entries) TLBI VMALLE1IS (Arm ARM D8.13.5 "TLB maintenance
@@ -16,6 +17,9 @@ use core::arch::asm;
 const ENTRIES: usize = 512;
 /// A level-2 block (4K granule).
 pub const BLOCK_SIZE: u64 = 2 << 20;
+/// The most pages [`AddressSpace::invalidate_range`] invalidates one by one; a larger range
+/// invalidates the whole VMID (one instruction), so the work stays bounded.
+pub const TLBI_RANGE_PAGES: u64 = 64;
 
 /// Why a mapping could not be made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,29 +56,67 @@ impl TablePages for MemoryMap {
     }
 }
 
+/// The unused pages of a space's table budget (`[next, end)` of its own memory), taken one at a
+/// time; [`TableBudget::commit`] records what was taken.
+pub struct TableBudget {
+    next: u64,
+    end: u64,
+}
+
+impl TableBudget {
+    /// The budget `space` has left.
+    #[must_use]
+    pub fn of(space: &capvisor_kernel::object::SpaceGlue) -> Self {
+        Self {
+            next: space.next_table,
+            end: space.end,
+        }
+    }
+
+    /// Records in `space` the pages taken.
+    pub fn commit(&self, space: &mut capvisor_kernel::object::SpaceGlue) {
+        space.next_table = self.next;
+    }
+}
+
+impl TablePages for TableBudget {
+    fn take_page(&mut self) -> Option<u64> {
+        (self.next < self.end).then(|| {
+            let page = self.next;
+            self.next += 4096;
+            page
+        })
+    }
+}
+
 fn zeroed_page(memory: &mut impl TablePages) -> Result<u64, MapError> {
     let pa = memory.take_page().ok_or(MapError::OutOfMemory)?;
-    // SAFETY: the page was just taken from the free memory map, so nothing else uses it; RAM is
-    // identity mapped read/write in the kernel's map.
+    // SAFETY: the page was just taken from a space's own table budget (or the boot memory map),
+    // so nothing else uses it; RAM is identity mapped read/write in the kernel's map.
     unsafe { core::ptr::write_bytes(table(pa), 0, ENTRIES) };
     Ok(pa)
 }
 
 impl AddressSpace {
-    /// An empty address space of `ipa_bits` input bits, tagged `vmid`.
+    /// A zeroed root table from `memory`.
     ///
     /// # Errors
-    ///
-    /// [`MapError::OutOfMemory`] when no page is left for the root table.
-    pub fn new(vmid: u16, ipa_bits: u32, memory: &mut impl TablePages) -> Result<Self, MapError> {
-        Ok(Self {
-            root: zeroed_page(memory)?,
-            vmid,
-            ipa_bits,
-        })
+    /// [`MapError::OutOfMemory`] when `memory` has no page.
+    pub fn new_root(memory: &mut impl TablePages) -> Result<u64, MapError> {
+        zeroed_page(memory)
     }
 
-    /// VTTBR_EL2 for this space.
+    /// The tables rooted at `root` (made by [`AddressSpace::new_root`]), tagged `vmid`.
+    #[must_use]
+    pub const fn from_root(root: u64, vmid: u16, ipa_bits: u32) -> Self {
+        Self {
+            root,
+            vmid,
+            ipa_bits,
+        }
+    }
+
+    /// VTTBR_EL2 for this space: its root table and VMID.
     #[must_use]
     pub fn vttbr(&self) -> u64 {
         stage2::vttbr(self.root, self.vmid)
@@ -207,17 +249,17 @@ impl AddressSpace {
     }
 
     /// Unmaps the page at `ipa`, if mapped, and invalidates the TLB for it before returning.
-    pub fn unmap_page(&mut self, ipa: u64) -> bool {
-        self.unmap_leaf(ipa, 3)
+    pub fn unmap_page(&mut self, ipa: u64, invalidate: bool) -> bool {
+        self.unmap_leaf(ipa, 3, invalidate)
     }
 
     /// Unmaps the 2 MiB block at `ipa`, if mapped, and invalidates the TLB for it before
     /// returning.
-    pub fn unmap_block(&mut self, ipa: u64) -> bool {
-        self.unmap_leaf(ipa, 2)
+    pub fn unmap_block(&mut self, ipa: u64, invalidate: bool) -> bool {
+        self.unmap_leaf(ipa, 2, invalidate)
     }
 
-    fn unmap_leaf(&mut self, ipa: u64, level: u8) -> bool {
+    fn unmap_leaf(&mut self, ipa: u64, level: u8, invalidate: bool) -> bool {
         let Ok((entry, found)) = self.entry::<MemoryMap>(ipa, level, None) else {
             return false;
         };
@@ -231,43 +273,63 @@ impl AddressSpace {
             entry.write_volatile(0);
             asm!("dsb ishst", options(nostack, preserves_flags));
         }
-        // One TLBI by IPA removes a block's entry too (any address inside it).
-        self.invalidate_ipa(ipa);
+        // One TLBI by IPA removes a block's entry too (any address inside it). A VMID of an
+        // older generation has no TLB entries (they were all invalidated when it changed).
+        if invalidate {
+            self.invalidate_range(ipa, 0x1000);
+        }
         true
     }
 
-    /// Invalidates the TLB entries of `[ipa, ipa + size)` for this space's VMID, page by page.
+    /// Invalidates the TLB entries of `[ipa, ipa + size)` for this space's VMID (bounded work):
+    /// VTTBR_EL2 is switched once, one TLBI IPAS2E1IS per page, one DSB, then one TLBI VMALLE1IS
+    /// for the combined stage-1+2 entries that may cache them, and the DSB that completes it
+    /// (Arm ARM D8.13.5, the sequence for changing stage-2 entries). A range of more than
+    /// [`TLBI_RANGE_PAGES`] pages invalidates the whole VMID instead.
     pub fn invalidate_range(&self, ipa: u64, size: u64) {
-        for page in (0..size / 0x1000).map(|n| ipa + n * 0x1000) {
-            self.invalidate_ipa(page);
+        let pages = size.div_ceil(0x1000);
+        if pages > TLBI_RANGE_PAGES {
+            self.invalidate_all();
+            return;
         }
-    }
-
-    /// Calls `each` with every table page of this space (the root last), for a space being
-    /// destroyed: after [`AddressSpace::invalidate_all`] the walker can no longer use them.
-    pub fn table_pages(&self, mut each: impl FnMut(u64)) {
-        self.visit_tables(self.root, stage2::start_level(self.ipa_bits), &mut each);
-    }
-
-    fn visit_tables(&self, table_pa: u64, level: u8, each: &mut impl FnMut(u64)) {
-        if level < 3 {
-            for index in 0..ENTRIES {
-                // SAFETY: `table_pa` is a table page of this space (the root, or the output of a
-                // table descriptor we wrote); the index is below 512.
-                let value = unsafe { table(table_pa).add(index).read_volatile() };
-                if value & 3 == TABLE {
-                    // At most three levels below the root: the recursion is bounded.
-                    self.visit_tables(value & OA_MASK, level + 1, each);
-                }
-            }
+        let saved: u64;
+        // SAFETY: VTTBR_EL2 only affects the EL1&0 regime, which is not running while the kernel
+        // is; it is restored (with an ISB) below before returning. The TLBIs remove stage-2 and
+        // combined entries for the VMID in VTTBR_EL2; the DSBs wait for them on every CPU in the
+        // domain.
+        unsafe {
+            asm!(
+                "mrs {saved}, vttbr_el2",
+                "msr vttbr_el2, {target}",
+                "isb",
+                saved = out(reg) saved,
+                target = in(reg) self.vttbr(),
+                options(nostack, preserves_flags)
+            );
         }
-        each(table_pa);
+        for page in 0..pages {
+            let at = ((ipa >> 12) + page) & ((1 << 36) - 1);
+            // SAFETY: TLB maintenance for the VMID now in VTTBR_EL2; changes no memory.
+            unsafe { asm!("tlbi ipas2e1is, {}", in(reg) at, options(nostack, preserves_flags)) };
+        }
+        // SAFETY: barriers, TLB maintenance, and VTTBR_EL2 restored as above.
+        unsafe {
+            asm!(
+                "dsb ish",
+                "tlbi vmalle1is",
+                "dsb ish",
+                "msr vttbr_el2, {saved}",
+                "isb",
+                saved = in(reg) saved,
+                options(nostack, preserves_flags)
+            );
+        }
     }
 
     /// Invalidates every TLB entry of this space's VMID (stage 2 and combined), for a space
     /// being destroyed: its VMID may be reused at once.
     pub fn invalidate_all(&self) {
-        // SAFETY: as in `invalidate_ipa`: VTTBR_EL2 is switched to this space's VMID and back
+        // SAFETY: as in `invalidate_range`: VTTBR_EL2 is switched to this space's VMID and back
         // while no EL1&0 code runs; TLBI VMALLS12E1IS drops all its stage-1 and stage-2
         // entries on every CPU of the domain once the DSB completes.
         unsafe {
@@ -286,30 +348,18 @@ impl AddressSpace {
             );
         }
     }
+}
 
-    /// TLBI by IPA for this space's VMID, whichever VMID is loaded now.
-    fn invalidate_ipa(&self, ipa: u64) {
-        // SAFETY: VTTBR_EL2 only affects the EL1&0 regime, which is not running while the kernel
-        // is; it is restored before returning. TLBI IPAS2E1IS removes the stage-2 entry for the
-        // VMID in VTTBR_EL2; TLBI VMALLE1IS removes combined stage-1+2 entries that may cache
-        // it; DSB ISH waits for both on every CPU in the domain.
-        unsafe {
-            asm!(
-                "mrs {saved}, vttbr_el2",
-                "msr vttbr_el2, {target}",
-                "isb",
-                "tlbi ipas2e1is, {page}",
-                "dsb ish",
-                "tlbi vmalle1is",
-                "dsb ish",
-                "isb",
-                "msr vttbr_el2, {saved}",
-                "isb",
-                saved = out(reg) _,
-                target = in(reg) self.vttbr(),
-                page = in(reg) (ipa >> 12) & ((1 << 36) - 1),
-                options(nostack, preserves_flags)
-            );
-        }
+/// Invalidates every EL1&0 TLB entry of every VMID on every CPU of the domain (a VMID generation
+/// rolls over: `services/glue.rs`).
+pub fn invalidate_every_vmid() {
+    // SAFETY: TLB maintenance and barriers change no memory; no EL1&0 code runs meanwhile.
+    unsafe {
+        asm!(
+            "tlbi alle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
     }
 }

@@ -34,7 +34,8 @@ fn retype_creates_objects_and_charges_the_watermark() {
         assert_eq!(cap.object.kind_code(), ObjectKind::Endpoint.code());
         assert_eq!(cap.rights, Rights::ALL);
     }
-    assert_eq!(w.k.untyped(untyped_ref(&w)).unwrap().watermark(), 48);
+    // Each kernel object takes a page of the untyped, and lives there.
+    assert_eq!(w.k.untyped(untyped_ref(&w)).unwrap().watermark(), 3 * 4096);
     // A frame is aligned up to its size, at the real physical address.
     w.retype(World::kind(ObjectKind::Frame), 12, EP + 3, 1)
         .unwrap();
@@ -45,8 +46,8 @@ fn retype_creates_objects_and_charges_the_watermark() {
     else {
         panic!()
     };
-    assert_eq!(frame.base.raw(), RAM_BASE + 0x1000);
-    assert_eq!(w.k.untyped(untyped_ref(&w)).unwrap().watermark(), 0x2000);
+    assert_eq!(frame.base.raw(), RAM_BASE + 0x3000);
+    assert_eq!(w.k.untyped(untyped_ref(&w)).unwrap().watermark(), 0x4000);
     assert_eq!(w.fx.cleared_frames, 1);
     w.retype(u64::from(ADDRESS_SPACE_KIND), 0, EP + 4, 1)
         .unwrap();
@@ -97,14 +98,18 @@ fn retype_memory_and_argument_errors() {
     let mut w = World::new();
     let ep = World::kind(ObjectKind::Endpoint);
     let frame = World::kind(ObjectKind::Frame);
-    // 16 MiB holds eight 2 MiB frames, not nine; a failed retype changes nothing.
-    assert_eq!(
-        w.retype(frame, 21, EP, 9),
-        Err(KernelError::NotEnoughMemory)
-    );
+    // One retype zeroes at most 2 MiB (bounded work); a failed retype changes nothing.
+    assert_eq!(w.retype(frame, 21, EP, 2), Err(KernelError::RangeError));
     assert_eq!(w.k.untyped(untyped_ref(&w)).unwrap().watermark(), 0);
     assert!(w.cap(EP).is_none());
-    w.retype(frame, 21, EP, 8).unwrap();
+    // 16 MiB holds eight 2 MiB frames, not nine.
+    for i in 0..8 {
+        w.retype(frame, 21, EP + i, 1).unwrap();
+    }
+    assert_eq!(
+        w.retype(frame, 21, EP + 8, 1),
+        Err(KernelError::NotEnoughMemory)
+    );
     assert_eq!(
         w.retype(ep, 0, EP + 8, 1),
         Err(KernelError::NotEnoughMemory)
@@ -128,16 +133,51 @@ fn retype_memory_and_argument_errors() {
     );
 }
 
+/// Issue 13, finding 4: objects lived in fixed kernel arenas (64 CNodes, 16 vCPUs), so 7 KiB of
+/// untyped took every CNode and 64 KiB every vCPU, for everyone. Now each object lives in the
+/// memory it is charged: a small untyped runs out, and nobody else notices.
 #[test]
-fn arenas_run_out_as_not_enough_memory() {
+fn exhausting_one_untyped_takes_nothing_from_anyone_else() {
     let mut w = World::new();
-    // The root thread is one of MAX_THREADS.
-    let thread = World::kind(ObjectKind::Thread);
-    w.retype(thread, 0, EP, 63).unwrap();
-    assert_eq!(
-        w.retype(thread, 0, EP + 63, 1),
-        Err(KernelError::NotEnoughMemory)
-    );
+    let small = EP;
+    // A 64 KiB untyped (its record takes a page of the root's).
+    w.retype(World::kind(ObjectKind::Untyped), 16, small, 1)
+        .unwrap();
+    let retype_from = |w: &mut World, kind: ObjectKind, bits: u64, dest: u64| {
+        w.invoke(
+            small,
+            Invocation::Retype,
+            &[World::kind(kind), bits, 0, dest, 1],
+        )
+    };
+    // Sixteen vCPUs and CNodes of 4 slots: each takes a page, so 16 objects in all.
+    let mut made = 0;
+    let mut dest = EP + 1;
+    loop {
+        let kind = if made % 2 == 0 {
+            ObjectKind::Vcpu
+        } else {
+            ObjectKind::CNode
+        };
+        let bits = if kind == ObjectKind::CNode { 2 } else { 0 };
+        match retype_from(&mut w, kind, bits, dest) {
+            Ok(_) => made += 1,
+            Err(error) => {
+                assert_eq!(error, KernelError::NotEnoughMemory);
+                break;
+            }
+        }
+        dest += 1;
+    }
+    assert_eq!(made, 16);
+    // Everyone else still creates all they pay for.
+    for i in 0..40 {
+        w.retype(World::kind(ObjectKind::Vcpu), 0, 200 + i, 1)
+            .unwrap();
+        w.retype(World::kind(ObjectKind::CNode), 2, 300 + i, 1)
+            .unwrap();
+    }
+    w.k.check_invariants().unwrap();
 }
 
 #[test]
@@ -317,7 +357,10 @@ fn deleting_the_last_capability_destroys_the_object() {
 fn revoking_untyped_resets_it_once_nothing_paid_from_it_remains() {
     let mut w = World::new();
     let u = untyped_ref(&w);
-    w.retype(World::kind(ObjectKind::Frame), 21, EP, 8).unwrap();
+    for i in 0..8 {
+        w.retype(World::kind(ObjectKind::Frame), 21, EP + i, 1)
+            .unwrap();
+    }
     w.invoke(
         RootLayout::CNODE,
         Invocation::Copy,
@@ -341,7 +384,79 @@ fn revoking_untyped_resets_it_once_nothing_paid_from_it_remains() {
         .unwrap();
     assert!((0..9).all(|i| w.cap(EP + i).is_none()));
     assert_eq!(w.k.untyped(u).unwrap().watermark(), 0);
-    w.retype(World::kind(ObjectKind::Frame), 21, EP, 8).unwrap();
+    w.retype(World::kind(ObjectKind::Frame), 21, EP, 1).unwrap();
+}
+
+/// Issue 13, finding 5: copy untyped U to U', retype a child untyped C from U, a frame F from C,
+/// delete C, revoke U': the watermark of U went back to 0 while F lived, and the next retype
+/// overlapped F. Now C's record lives on (a zombie) while F does, so U stays charged; the
+/// invariant checks after every step (no two live objects overlap) would catch any overlap.
+#[test]
+fn memory_is_never_handed_out_twice_through_a_deleted_child_untyped() {
+    let mut w = World::new();
+    let u = untyped_ref(&w);
+    w.invoke(RootLayout::CNODE, Invocation::Copy, &[EP, UNTYPED, 0x1f])
+        .unwrap();
+    w.retype(World::kind(ObjectKind::Untyped), 20, EP + 1, 1)
+        .unwrap();
+    w.invoke(
+        EP + 1,
+        Invocation::Retype,
+        &[World::kind(ObjectKind::Frame), 12, 0, EP + 2, 1],
+    )
+    .unwrap();
+    let Some(Capability {
+        object: Object::Frame(f),
+        ..
+    }) = w.cap(EP + 2)
+    else {
+        panic!("no frame")
+    };
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[EP + 1])
+        .unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Revoke, &[EP])
+        .unwrap();
+    assert!(w.k.untyped(u).unwrap().watermark() > 0);
+    // Whatever comes next from U lies elsewhere.
+    for i in 0..8 {
+        if w.retype(World::kind(ObjectKind::Frame), 12, EP + 3 + i, 1)
+            .is_ok()
+        {
+            let Some(Capability {
+                object: Object::Frame(g),
+                ..
+            }) = w.cap(EP + 3 + i)
+            else {
+                panic!("no frame")
+            };
+            assert_ne!(g.base, f.base);
+        }
+    }
+    // Once F goes, C's record goes, and U's memory all comes back.
+    w.invoke(RootLayout::CNODE, Invocation::Revoke, &[UNTYPED])
+        .unwrap();
+    assert_eq!(w.k.untyped(u).unwrap().children(), 0);
+    assert_eq!(w.k.untyped(u).unwrap().watermark(), 0);
+    w.k.check_invariants().unwrap();
+}
+
+/// A revoke does a bounded number of deletions per kernel entry and restarts until done.
+#[test]
+fn a_long_revoke_restarts_until_every_descendant_is_gone() {
+    let mut w = World::new();
+    w.retype(World::kind(ObjectKind::Endpoint), 0, EP, 1)
+        .unwrap();
+    // 300 copies, each a child of the original.
+    for i in 0..300 {
+        w.invoke(RootLayout::CNODE, Invocation::Copy, &[EP + 1 + i, EP, 0x1f])
+            .unwrap();
+    }
+    let before = w.fx.restarts;
+    w.invoke(RootLayout::CNODE, Invocation::Revoke, &[EP])
+        .unwrap();
+    assert!(w.fx.restarts - before >= 300 / crate::object::delete::REVOKE_STEPS);
+    assert!((1..=300).all(|i| w.cap(EP + i).is_none()));
+    assert!(w.cap(EP).is_some());
 }
 
 #[test]
@@ -427,6 +542,17 @@ fn cnodes_holding_cnodes_are_destroyed_without_recursion() {
     assert_eq!(live, 22);
     w.invoke(RootLayout::CNODE, Invocation::Delete, &[EP])
         .unwrap();
+    // The delete did a bounded amount of the work; the reaper finishes the rest a few steps at
+    // a time (as on timer ticks), and nothing is left over.
+    assert!(w.k.reaper_busy());
+    let mut ticks = 0;
+    while w.k.reaper_busy() {
+        let ran = w.k.reap(crate::object::TICK_REAP_STEPS, &mut *w.fx);
+        assert!(ran <= crate::object::TICK_REAP_STEPS);
+        w.k.check_invariants().unwrap();
+        ticks += 1;
+    }
+    assert!(ticks > 1);
     assert_eq!(w.k.cnodes.iter::<crate::object::CNodeRef>().count(), 1);
 }
 

@@ -78,8 +78,8 @@ fn run(priorities: [u8; 2], calls: &[Call]) -> Result<usize, TestCaseError> {
     for &(who, number, cptr, info, words, caps) in calls {
         let t = threads[who];
         for w in [&mut fast, &mut slow] {
-            w.fx.buffer(t).caps = caps.map(|c| c % 40);
-            w.fx.buffer(t).receive_slot = 35;
+            w.buffer(t).caps = caps.map(|c| c % 40);
+            w.buffer(t).receive_slot = 35;
         }
         let entry = SyscallRegs([
             cptr, info, words[0], words[1], words[2], words[3], 0, number,
@@ -96,7 +96,7 @@ fn run(priorities: [u8; 2], calls: &[Call]) -> Result<usize, TestCaseError> {
             prop_assert_eq!(fast.k.take_syscall_result(t), slow.k.take_syscall_result(t));
         }
     }
-    prop_assert_eq!(format!("{:?}", fast.k), format!("{:?}", slow.k));
+    prop_assert_eq!(fast.k.describe(), slow.k.describe());
     prop_assert_eq!(format!("{:?}", fast.fx), format!("{:?}", slow.fx));
     Ok(TAKEN.with(std::cell::Cell::get) - before)
 }

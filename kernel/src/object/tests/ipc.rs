@@ -73,7 +73,7 @@ fn client_server() -> (World, ThreadRef, ThreadRef) {
     let receive = World::rights(&[Rights::READ, Rights::GRANT_REPLY]);
     w.invoke(SERVER_CNODE, Copy, &[THEIR_EP, EP, receive])
         .unwrap();
-    w.fx.buffer(server).receive_slot = WINDOW;
+    w.buffer(server).receive_slot = WINDOW;
     (w, client, server)
 }
 
@@ -92,7 +92,7 @@ fn client_calls(w: &mut World, client: ThreadRef, round: u64) -> memmgr::Request
     };
     let frame = [capvisor_ipc::cap::CPtr::new(THEIR_FRAME)];
     let caps: &[capvisor_ipc::cap::CPtr] = if round == 0 { &frame } else { &[] };
-    let buffer = w.fx.buffer(client);
+    let buffer = w.buffer(client);
     let info = encode_request::<MemMgr>(&request, Generation::ANY, caps, buffer).unwrap();
     let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
     w.syscall(client, Syscall::Call, THEIR_EP, info, words);
@@ -107,7 +107,7 @@ fn server_got(w: &mut World, server: ThreadRef, request: &memmgr::Request, round
             .expect("the server was woken");
     assert_eq!((got.error_code(), got.0[0]), (None, BADGE));
     let got_info = MessageInfo::decode(got.info()).unwrap();
-    let message = full_words(&got, w.fx.buffer(server));
+    let message = full_words(&got, w.buffer(server));
     let (decoded, context) =
         decode_request::<MemMgr>(got_info, &message, Generation::new(1)).unwrap();
     assert_eq!(&decoded, request);
@@ -125,7 +125,7 @@ fn server_got(w: &mut World, server: ThreadRef, request: &memmgr::Request, round
 /// The server replies and waits again in one syscall; the client gets the typed reply.
 fn server_replies(w: &mut World, server: ThreadRef, client: ThreadRef) {
     let reply = memmgr::Reply::AddRam(Ok(()));
-    let buffer = w.fx.buffer(server);
+    let buffer = w.buffer(server);
     let info = encode_reply::<MemMgr>(Ok(&reply), &[], Generation::new(1), buffer);
     let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
     w.syscall(server, Syscall::ReplyRecv, THEIR_EP, info, words);
@@ -134,7 +134,7 @@ fn server_replies(w: &mut World, server: ThreadRef, client: ThreadRef) {
             .expect("the client got its reply");
     assert_eq!((back.error_code(), back.0[0]), (None, 0));
     let back_info = MessageInfo::decode(back.info()).unwrap();
-    let message = full_words(&back, w.fx.buffer(client));
+    let message = full_words(&back, w.buffer(client));
     let (_, payload) = split_header(message.payload(back_info)).unwrap();
     assert_eq!(decode_exact::<memmgr::Reply>(payload).unwrap(), reply);
 }
@@ -199,13 +199,13 @@ fn a_sender_waits_for_a_receiver_and_short_messages_skip_the_buffer() {
         Ok(ThreadState::BlockedSend(endpoint(&w)))
     );
     // The server's buffer is poisoned: a short message must not touch it.
-    w.fx.buffer(server).msg[4] = 0xdead;
+    w.buffer(server).msg[4] = 0xdead;
     let (regs, _) = w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
     assert_eq!(regs.error_code(), None);
     assert_eq!((regs.0[0], regs.0[2], regs.0[3]), (BADGE, 11, 22));
     let got = MessageInfo::decode(regs.info()).unwrap();
     assert_eq!((got.label(), got.length(), got.extra_caps()), (5, 16, 0));
-    assert_eq!(w.fx.buffer(server).msg[4], 0xdead);
+    assert_eq!(w.buffer(server).msg[4], 0xdead);
     assert_eq!(
         w.k.take_syscall_result(client).map(|r| r.error_code()),
         Some(None)
@@ -247,12 +247,12 @@ fn ipc_errors_are_typed() {
     w.k.handle_syscall(client, &mut regs, &mut *w.fx);
     assert_eq!(regs.error_code(), Some(KernelError::InvalidSyscall));
     // Capabilities need GRANT, and must resolve.
-    w.fx.buffer(server).caps[0] = THEIR_EP;
+    w.buffer(server).caps[0] = THEIR_EP;
     assert_eq!(
         send_err(&mut w, server, Syscall::Call, THEIR_EP, info(0, 0, 1)),
         Some(KernelError::InsufficientRights)
     );
-    w.fx.buffer(client).caps[0] = 9;
+    w.buffer(client).caps[0] = 9;
     assert_eq!(
         send_err(&mut w, client, Syscall::Send, THEIR_EP, info(0, 0, 1)),
         Some(KernelError::EmptySlot)
@@ -390,7 +390,7 @@ fn replies_are_one_shot_and_receiving_again_spends_them() {
 fn caps_to_the_receiving_endpoint_arrive_unwrapped_and_a_full_window_stops_transfer() {
     let (mut w, client, server) = client_server();
     w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
-    let buffer = w.fx.buffer(client);
+    let buffer = w.buffer(client);
     buffer.caps = [THEIR_EP, THEIR_FRAME, 0];
     w.syscall(client, Syscall::Send, THEIR_EP, info(3, 0, 2), [0; 4]);
     let got = w.k.take_syscall_result(server).unwrap();
@@ -399,7 +399,7 @@ fn caps_to_the_receiving_endpoint_arrive_unwrapped_and_a_full_window_stops_trans
         (got_info.extra_caps(), got_info.caps_unwrapped()),
         (2, 0b01)
     );
-    let buffer = w.fx.buffer(server).clone();
+    let buffer = w.buffer(server).clone();
     assert_eq!(buffer.caps[0], BADGE);
     assert_eq!(
         buffer.caps[1], WINDOW,
@@ -407,7 +407,7 @@ fn caps_to_the_receiving_endpoint_arrive_unwrapped_and_a_full_window_stops_trans
     );
     // The window is now occupied: the next frame does not arrive.
     w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
-    w.fx.buffer(client).caps = [THEIR_FRAME, 0, 0];
+    w.buffer(client).caps = [THEIR_FRAME, 0, 0];
     w.syscall(client, Syscall::Send, THEIR_EP, info(3, 0, 1), [0; 4]);
     let got = w.k.take_syscall_result(server).unwrap();
     assert_eq!(MessageInfo::decode(got.info()).unwrap().extra_caps(), 0);
@@ -622,7 +622,7 @@ fn a_fault_goes_to_the_supervisor_whose_reply_resumes_or_stops() {
     assert_eq!(w.k.thread_state(faulty), Ok(ThreadState::BlockedReply));
     let got = w.k.take_syscall_result(server).unwrap();
     assert_eq!(got.0[0], 77);
-    let message = full_words(&got, w.fx.buffer(server));
+    let message = full_words(&got, w.buffer(server));
     let (request, _) = decode_request::<fault::Fault>(
         MessageInfo::decode(got.info()).unwrap(),
         &message,
@@ -639,7 +639,7 @@ fn a_fault_goes_to_the_supervisor_whose_reply_resumes_or_stops() {
     );
     // Resume: the thread runs again, with no syscall result to deliver.
     let reply = fault::Reply::Service(Ok(ServiceResolution::Resume));
-    let buffer = w.fx.buffer(server);
+    let buffer = w.buffer(server);
     let reply_info = encode_reply::<fault::Fault>(Ok(&reply), &[], Generation::new(1), buffer);
     let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
     w.syscall(server, Syscall::ReplyRecv, THEIR_EP, reply_info, words);
@@ -695,14 +695,14 @@ fn a_reply_carries_capabilities_only_when_the_server_may_grant_replies() {
         &[THEIR_FRAME, FRAME, 0x1f],
     )
     .unwrap();
-    w.fx.buffer(client).receive_slot = WINDOW;
+    w.buffer(client).receive_slot = WINDOW;
     w.syscall(client, Syscall::Call, THEIR_EP, info(1, 0, 0), [0; 4]);
     w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
-    w.fx.buffer(server).caps = [THEIR_FRAME, 0, 0];
+    w.buffer(server).caps = [THEIR_FRAME, 0, 0];
     w.syscall(server, Syscall::Reply, 0, info(0, 0, 1), [0; 4]);
     let back = w.k.take_syscall_result(client).unwrap();
     assert_eq!(MessageInfo::decode(back.info()).unwrap().extra_caps(), 1);
-    assert_eq!(w.fx.buffer(client).caps[0], WINDOW);
+    assert_eq!(w.buffer(client).caps[0], WINDOW);
     let window = w.k.cnode_slot(cnode(&w, CLIENT_CNODE), WINDOW).unwrap();
     assert!(matches!(
         w.k.slots.cap(window).map(|c| c.object),
@@ -722,7 +722,7 @@ fn a_reply_carries_capabilities_only_when_the_server_may_grant_replies() {
         &[THEIR_EP, EP, read],
     )
     .unwrap();
-    w.fx.buffer(client).receive_slot = WINDOW + 1;
+    w.buffer(client).receive_slot = WINDOW + 1;
     w.syscall(client, Syscall::Call, THEIR_EP, info(1, 0, 0), [0; 4]);
     w.syscall(server, Syscall::Recv, THEIR_EP, info(0, 0, 0), [0; 4]);
     w.syscall(server, Syscall::Reply, 0, info(0, 0, 1), [0; 4]);

@@ -20,12 +20,17 @@ use super::boot::{RootBoot, RootDevice, RootLayout, RootRam};
 use super::capability::{Capability, DeviceAttributes, Object};
 use super::fake::FakeEffects;
 use super::invoke::THREAD_CONFIGURE;
+use super::memory::host::HostRam;
 use super::syscall::{Schedule, SyscallRegs};
 use super::{Kernel, PlatformFeatures, ThreadRef};
+use capvisor_ipc::abi::IpcBuffer;
 
 /// RAM given to the root: 16 MiB.
 pub const RAM_BASE: u64 = 0x4000_0000;
 pub const RAM_SIZE: u64 = 16 << 20;
+/// The root's own objects (its CNode, space, thread, untyped records), after its RAM.
+pub const KERNEL_MEMORY: u64 = RAM_BASE + RAM_SIZE;
+pub const KERNEL_MEMORY_SIZE: u64 = 1 << 20;
 /// Root CNode slots the tests use for their own objects.
 pub const FREE: u64 = 16;
 
@@ -42,6 +47,24 @@ pub struct World {
     pub fx: Box<FakeEffects>,
     pub root: ThreadRef,
     pub layout: RootLayout,
+    /// The simulated RAM the kernel's objects live in (kept alive with the kernel).
+    pub _ram: HostRam,
+}
+
+/// Simulated RAM covering the root's RAM and the kernel memory, and a kernel using it.
+pub fn kernel_with_ram(features: PlatformFeatures) -> (Box<Kernel>, HostRam) {
+    let mut ram = HostRam::new(RAM_BASE, RAM_SIZE + KERNEL_MEMORY_SIZE);
+    let mut k = Box::new(Kernel::new(features));
+    k.set_memory(ram.table()).unwrap();
+    (k, ram)
+}
+
+/// The kernel memory for a root.
+pub fn kernel_memory() -> RootRam {
+    RootRam {
+        base: PhysAddr::new(KERNEL_MEMORY),
+        size: KERNEL_MEMORY_SIZE,
+    }
 }
 
 pub fn features() -> PlatformFeatures {
@@ -58,7 +81,7 @@ impl World {
     }
 
     pub fn with_features(features: PlatformFeatures) -> Self {
-        let mut k = Box::new(Kernel::new(features));
+        let (mut k, host_ram) = kernel_with_ram(features);
         let mut fx = Box::new(FakeEffects::new());
         let ram = [RootRam {
             base: PhysAddr::new(RAM_BASE),
@@ -88,6 +111,8 @@ impl World {
             stack: 0x8000,
             ipc_buffer: IPC_BUFFER,
             priority: 255,
+            kernel_memory: kernel_memory(),
+            space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
         };
         let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
         assert_eq!(k.pick_next(), Some(layout.thread));
@@ -96,7 +121,34 @@ impl World {
             fx,
             root: layout.thread,
             layout,
+            _ram: host_ram,
         }
+    }
+
+    /// Thread `t`'s IPC buffer (in the fake, by its space and address).
+    pub fn buffer(&mut self, t: ThreadRef) -> &mut IpcBuffer {
+        // A thread whose space is gone has no reachable buffer: a scratch one stands in.
+        let (root, addr) = match self.k.threads.get(t) {
+            Ok(thread) => (
+                thread
+                    .space
+                    .and_then(|space| self.k.spaces.get(space).ok())
+                    .map_or(0, |s| s.glue.root),
+                thread.ipc_buffer.raw(),
+            ),
+            Err(_) => (0, 0),
+        };
+        self.fx.buffer_at(root, addr)
+    }
+
+    /// The root table address of `space` (how the fake names spaces).
+    pub fn root_of(&self, space: super::SpaceRef) -> u64 {
+        self.k.spaces.get(space).unwrap().glue.root
+    }
+
+    /// Thread `t`'s saved registers.
+    pub fn context(&self, t: ThreadRef) -> crate::context::ThreadContext {
+        self.k.threads.get(t).unwrap().glue.context
     }
 
     /// Thread `t` makes syscall `number`; returns its registers afterwards and the decision.
@@ -118,8 +170,21 @@ impl World {
             0,
             number.code(),
         ]);
-        let schedule = self.k.handle_syscall(t, &mut regs, &mut *self.fx);
-        self.k.check_invariants().unwrap();
+        // A call stopped at a preemption point is made again, as the thread would: the glue
+        // rewound its PC to the `svc`, which it executes again with the same registers.
+        let arguments = regs;
+        let schedule = loop {
+            let before = self.fx.restarts;
+            regs = arguments;
+            let schedule = self.k.handle_syscall(t, &mut regs, &mut *self.fx);
+            self.k.check_invariants().unwrap();
+            if self.fx.restarts == before {
+                break schedule;
+            }
+            if let Ok(thread) = self.k.threads.get_mut(t) {
+                thread.glue.context.pc += 4;
+            }
+        };
         (regs, schedule)
     }
 
@@ -136,7 +201,7 @@ impl World {
             if i < 4 {
                 words[i] = a;
             } else {
-                self.fx.buffer(t).msg[i] = a;
+                self.buffer(t).msg[i] = a;
             }
         }
         let info = MessageInfo::new(label, args.len() * 8, 0).unwrap();
@@ -228,7 +293,7 @@ pub fn info(label: u64, length: usize, caps: usize) -> MessageInfo {
 
 #[test]
 fn the_root_runs_at_the_priority_the_glue_gives() {
-    let mut k = Box::new(Kernel::new(features()));
+    let (mut k, _ram) = kernel_with_ram(features());
     let mut fx = Box::new(FakeEffects::new());
     let boot = RootBoot {
         ram: &[],
@@ -237,6 +302,8 @@ fn the_root_runs_at_the_priority_the_glue_gives() {
         stack: 0x8000,
         ipc_buffer: 0,
         priority: 100,
+        kernel_memory: kernel_memory(),
+        space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
     let root = k.threads.get(layout.thread).unwrap();
@@ -268,8 +335,9 @@ fn root_thread_gets_its_capabilities() {
     ));
     assert_eq!(w.layout.first_device, UNTYPED + 1);
     assert_eq!(w.layout.first_free, UNTYPED + 4);
-    assert_eq!(w.fx.starts[w.root.index()], Some((0x1000, 0x8000)));
-    assert_eq!(w.fx.start_buffers[w.root.index()], IPC_BUFFER);
+    let context = w.context(w.root);
+    assert_eq!((context.pc, context.sp), (0x1000, 0x8000));
+    assert_eq!(context.x[0], IPC_BUFFER);
     assert_eq!(w.fx.live_spaces, 1);
     w.k.check_invariants().unwrap();
 }
@@ -284,12 +352,14 @@ fn a_second_root_or_a_bad_region_is_refused() {
         stack: 0,
         ipc_buffer: 0,
         priority: 255,
+        kernel_memory: kernel_memory(),
+        space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
     };
     assert_eq!(
         w.k.create_root_thread(&boot, &mut *w.fx),
         Err(KernelError::IllegalOperation)
     );
-    let mut k = Box::new(Kernel::new(features()));
+    let (mut k, _ram) = kernel_with_ram(features());
     let mut fx = Box::new(FakeEffects::new());
     let bad = [RootRam {
         base: PhysAddr::new(0x1001),
@@ -302,6 +372,8 @@ fn a_second_root_or_a_bad_region_is_refused() {
         stack: 0,
         ipc_buffer: 0,
         priority: 255,
+        kernel_memory: kernel_memory(),
+        space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -318,6 +390,8 @@ fn a_second_root_or_a_bad_region_is_refused() {
         stack: 0,
         ipc_buffer: 0,
         priority: 255,
+        kernel_memory: kernel_memory(),
+        space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -330,6 +404,8 @@ fn a_second_root_or_a_bad_region_is_refused() {
         stack: 0,
         ipc_buffer: 0x1004,
         priority: 255,
+        kernel_memory: kernel_memory(),
+        space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -338,13 +414,14 @@ fn a_second_root_or_a_bad_region_is_refused() {
 }
 
 /// The glue keeps the kernel in a static: `Kernel::new` must be usable in a constant.
-static STATIC_KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
+const STATIC_KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
 
 #[test]
 fn the_kernel_fits_a_static_and_takes_its_features_at_boot() {
     assert!(STATIC_KERNEL.current().is_none());
+    // No object arenas: the kernel's own state is the IRQ table and the scheduler.
     let size = core::mem::size_of::<Kernel>();
-    assert!(size < 512 * 1024, "{size} bytes");
+    assert!(size < 64 * 1024, "{size} bytes");
     let mut w = World::new();
     assert_eq!(
         w.k.set_features(features()),

@@ -138,8 +138,8 @@ fn apply(w: &mut World, op: &Op) {
 /// Every mapping in the fake's tables is recorded on exactly one frame capability, and vice versa.
 fn mappings_match(w: &World) -> Result<(), String> {
     let recorded: Vec<_> =
-        w.k.slots
-            .occupied()
+        w.k.capabilities()
+            .into_iter()
             .filter_map(|(_, cap)| match cap.object {
                 Object::Frame(frame) => frame.mapping.filter(|m| w.k.spaces.get(m.space).is_ok()),
                 _ => None,
@@ -155,7 +155,7 @@ fn mappings_match(w: &World) -> Result<(), String> {
     for m in &w.fx.mappings {
         if !recorded
             .iter()
-            .any(|r| r.space == m.space && r.ipa == m.ipa)
+            .any(|r| w.root_of(r.space) == m.space && r.ipa == m.ipa)
         {
             return Err(format!("a mapping at {:#x} has no capability", m.ipa.raw()));
         }
@@ -222,8 +222,8 @@ proptest! {
         let threads = [w.root, a, b];
         for (who, number, cptr, info, words, caps) in calls {
             let t = threads[who];
-            w.fx.buffer(t).caps = caps.map(|c| c % 40);
-            w.fx.buffer(t).receive_slot = 35;
+            w.buffer(t).caps = caps.map(|c| c % 40);
+            w.buffer(t).receive_slot = 35;
             let mut regs = SyscallRegs([cptr, info, words[0], words[1], words[2], words[3], 0, number]);
             let _ = w.k.handle_syscall(t, &mut regs, &mut *w.fx);
             prop_assert_eq!(w.k.check_invariants(), Ok(()));

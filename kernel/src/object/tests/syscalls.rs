@@ -85,7 +85,8 @@ fn configure_needs_rights_and_applies_to_inactive_threads() {
     let Object::Thread(t) = w.cap(T).unwrap().object else {
         unreachable!()
     };
-    assert_eq!(w.fx.starts[t.index()], Some((0x4000, 0x8000)));
+    let context = w.context(t);
+    assert_eq!((context.pc, context.sp), (0x4000, 0x8000));
     assert_eq!(w.k.thread_state(t), Ok(ThreadState::Inactive));
     w.invoke(T, Invocation::Resume, &[]).unwrap();
     assert_eq!(w.k.thread_state(t), Ok(ThreadState::Ready));

@@ -9,8 +9,9 @@ use capvisor_ipc::protocols::guest_call::{self, CallResult, GuestCall};
 use capvisor_ipc::types::Ipa;
 
 use super::*;
+use crate::object::FaultOutcome;
+use crate::object::fake::FakeMaintenance;
 use crate::object::thread::ThreadState;
-use crate::object::{FaultOutcome, MaintenanceTarget};
 
 const EP: u64 = FREE;
 const FAULT_EP: u64 = FREE + 1;
@@ -71,7 +72,7 @@ fn receive(w: &mut World) -> fault::Request {
     };
     assert_eq!(regs.0[0], 5, "the fault carries the vCPU thread's badge");
     let root = w.root;
-    let body = message(&regs, w.fx.buffer(root));
+    let body = message(&regs, w.buffer(root));
     let info = MessageInfo::decode(regs.info()).unwrap();
     decode_request::<fault::Fault>(info, &body, Generation::new(1))
         .unwrap()
@@ -80,7 +81,7 @@ fn receive(w: &mut World) -> fault::Request {
 
 fn reply(w: &mut World, reply: &fault::Reply) {
     let root = w.root;
-    let buffer = w.fx.buffer(root);
+    let buffer = w.buffer(root);
     let info = encode_reply::<fault::Fault>(Ok(reply), &[], Generation::new(1), buffer);
     let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
     w.syscall(w.root, Syscall::Reply, 0, info, words);
@@ -136,7 +137,7 @@ fn receive_raw(w: &mut World) -> (MessageInfo, [u64; 4]) {
 #[test]
 fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu() {
     let (mut w, thread) = guest();
-    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    let _vcpu = w.k.thread_vcpu(thread).unwrap();
     let hvc = GuestFault::Hvc {
         imm: 0,
         args: [0x8400_0000, 1, 2, 3, 4, 5, 6, 7],
@@ -160,7 +161,8 @@ fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu
     w.syscall(w.root, Syscall::Reply, 0, info, words);
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
     assert_eq!(w.fx.resolutions, 1);
-    assert_eq!(w.fx.vcpu_regs[vcpu.index()], (0, 0x1_0001));
+    let context = w.context(thread);
+    assert_eq!((context.pc, context.x[0]), (0x4020_0000, 0x1_0001));
     // The postcard reply is accepted too.
     w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
     receive_raw(&mut w);
@@ -178,7 +180,8 @@ fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu
     reply(&mut w, &fault::Reply::Guest(Ok(resolution)));
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
     assert_eq!(w.fx.resolutions, 2);
-    assert_eq!(w.fx.vcpu_regs[vcpu.index()], (0, 0x1_0002));
+    let context = w.context(thread);
+    assert_eq!((context.pc, context.x[0]), (0x4020_0000, 0x1_0002));
     // A malformed fixed reply (five values) resolves nothing: the vCPU stays stopped.
     w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
     receive_raw(&mut w);
@@ -227,7 +230,7 @@ fn a_guest_call_result_in_reply_recv_takes_the_fast_path() {
             ThreadState::Ready
         };
         assert_eq!(fast.k.thread_state(thread), Ok(expected));
-        assert_eq!(format!("{:?}", fast.k), format!("{:?}", slow.k));
+        assert_eq!(fast.k.describe(), slow.k.describe());
         assert_eq!(format!("{:?}", fast.fx), format!("{:?}", slow.fx));
         fast.k.check_invariants().unwrap();
     }
@@ -288,14 +291,14 @@ fn a_refused_or_unhandled_resolution_leaves_the_vcpu_stopped() {
 #[test]
 fn vcpu_registers_need_rights_and_a_bound_vcpu() {
     let (mut w, thread) = guest();
-    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    let _vcpu = w.k.thread_vcpu(thread).unwrap();
     w.invoke(VCPU, Invocation::VcpuWriteRegisters, &[32, 0x4020_0000])
         .unwrap();
     assert_eq!(
         w.invoke(VCPU, Invocation::VcpuReadRegisters, &[32]),
         Ok([0x4020_0000, 0, 0, 0])
     );
-    assert_eq!(w.fx.vcpu_regs[vcpu.index()].0, 0x4020_0000);
+    assert_eq!(w.context(thread).pc, 0x4020_0000);
     assert_eq!(
         w.invoke(VCPU, Invocation::VcpuReadRegisters, &[63]),
         Err(KernelError::InvalidArgument)
@@ -340,10 +343,7 @@ fn injecting_an_interrupt_needs_write_rights_a_valid_intid_and_a_bound_vcpu() {
         .unwrap();
     w.invoke(VCPU, Invocation::VcpuInjectIrq, &[1019, 0])
         .unwrap();
-    assert_eq!(
-        &w.fx.injected[..],
-        &[(vcpu.index(), 27, 0xa0), (vcpu.index(), 1019, 0)]
-    );
+    assert_eq!(&w.fx.injected[..], &[(vcpu, 27, 0xa0), (vcpu, 1019, 0)]);
     for bad in [[1020, 0], [27, 256], [u64::from(u32::MAX) + 1, 0]] {
         assert_eq!(
             w.invoke(VCPU, Invocation::VcpuInjectIrq, &bad),
@@ -386,7 +386,7 @@ fn maintenance_is_checked_before_the_glue_does_it() {
     let op = CacheOp::CleanInvalidatePoc.code();
     w.invoke(FRAME, Invocation::CacheMaintenance, &[op, VM])
         .unwrap();
-    let Some((CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { size, vm, .. })) =
+    let Some((CacheOp::CleanInvalidatePoc, FakeMaintenance::Frame { size, vm, .. })) =
         w.fx.maintenance.last().copied()
     else {
         panic!("no frame maintenance recorded")
@@ -418,9 +418,9 @@ fn maintenance_is_checked_before_the_glue_does_it() {
     .unwrap();
     assert_eq!(
         w.fx.maintenance.last().map(|m| m.1),
-        Some(MaintenanceTarget::Vm {
+        Some(FakeMaintenance::Vm {
             vm: match w.cap(VM).unwrap().object {
-                Object::Vm(vm) => vm,
+                Object::Vm(vm) => w.root_of(vm),
                 _ => unreachable!(),
             },
             ipa: Ipa::new(0x4000_0000),
@@ -491,17 +491,17 @@ fn an_spi_handler_forwards_to_a_vcpu_until_told_not_to_or_the_vcpu_goes() {
         w.invoke(handler, Invocation::IrqForwardToVcpu, &[FREE + 31, 79]),
         Err(KernelError::InsufficientRights)
     );
-    // A PPI's handler cannot forward.
-    w.invoke(
-        RootLayout::IRQ_CONTROL,
-        Invocation::IrqIssueHandler,
-        &[27, FREE + 32],
-    )
-    .unwrap();
-    assert_eq!(
-        w.invoke(FREE + 32, Invocation::IrqForwardToVcpu, &[VCPU, 40]),
-        Err(KernelError::InvalidArgument)
-    );
+    // A PPI or SGI gets no handler at all: they are the kernel's (the timers, IPIs).
+    for intid in [0, 15, 26, 27, 31, 1020] {
+        assert_eq!(
+            w.invoke(
+                RootLayout::IRQ_CONTROL,
+                Invocation::IrqIssueHandler,
+                &[intid, FREE + 32],
+            ),
+            Err(KernelError::RangeError)
+        );
+    }
     // Stopping: 0 as the vCPU.
     w.invoke(handler, Invocation::IrqForwardToVcpu, &[0, 0])
         .unwrap();
@@ -515,5 +515,7 @@ fn an_spi_handler_forwards_to_a_vcpu_until_told_not_to_or_the_vcpu_goes() {
     w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU])
         .unwrap();
     assert_eq!(w.k.irq_forward(79), None);
+    // ... and the glue withdraws the interrupt (deactivating it if the guest held it).
+    assert_eq!(w.fx.forwarding.last(), Some(&(79, false)));
     w.k.check_invariants().unwrap();
 }
