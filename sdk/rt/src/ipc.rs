@@ -11,7 +11,11 @@
 //! Received capabilities land in a [`ReceiveWindow`] of empty slots that each transport owns: the
 //! kernel installs them from the window's next slot, and the window moves past them. When it is
 //! used up, the transport offers no slot (the null pointer) and the kernel delivers messages
-//! without their capabilities (`extra_caps` says how many arrived), as seL4 does.
+//! without their capabilities (`extra_caps` says how many arrived), as seL4 does. A server that
+//! keeps some of what it receives and must go on receiving for ever uses a *landing* window
+//! ([`ReceiveWindow::landing`]) instead: every message's capabilities arrive in the same slots, the
+//! handler moves out what it keeps, and the transport deletes what is left before it receives
+//! again, so no client can use up the server's slots by sending capabilities.
 //!
 //! All operations block the service's thread in the kernel (see [`crate::executor`]): the futures
 //! complete on their first poll.
@@ -23,17 +27,30 @@ use capvisor_ipc::transport::{ServerTransport, Signal, Transport, TransportError
 
 use crate::sys::{self, Message};
 
+/// The service's own CNode: slot 1 of every boot service, the root included
+/// (`docs/architecture.md`, "EL0 services").
+const OWN_CNODE: CPtr = CPtr::new(1);
+
 /// A run of empty slots in this thread's capability space where received capabilities go, used
-/// one after the other (a capability a handler deletes does not give its slot back).
+/// one after the other (a capability a handler deletes does not give its slot back), or a
+/// landing window that is used again for every message ([`ReceiveWindow::landing`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveWindow {
     next: u64,
     end: u64,
+    /// A landing window: `next` does not move; `left` slots from it got capabilities.
+    landing: bool,
+    left: u64,
 }
 
 impl ReceiveWindow {
     /// No slots: messages arrive without capabilities.
-    pub const NONE: Self = Self { next: 0, end: 0 };
+    pub const NONE: Self = Self {
+        next: 0,
+        end: 0,
+        landing: false,
+        left: 0,
+    };
 
     /// `count` slots from `first` on.
     #[must_use]
@@ -41,6 +58,24 @@ impl ReceiveWindow {
         Self {
             next: first.raw(),
             end: first.raw().saturating_add(count),
+            landing: false,
+            left: 0,
+        }
+    }
+
+    /// A landing window: the three slots from `first` on (a message carries at most three
+    /// capabilities), which must be empty, receive every message's capabilities. Whatever the
+    /// handler has not moved out of them (CNode `Move`) is deleted before the next receive, so the
+    /// window is never used up, whatever clients send.
+    #[must_use]
+    pub const fn landing(first: Slot) -> Self {
+        Self {
+            next: first.raw(),
+            end: first
+                .raw()
+                .saturating_add(capvisor_ipc::abi::MAX_CAPS as u64),
+            landing: true,
+            left: 0,
         }
     }
 
@@ -60,11 +95,29 @@ impl ReceiveWindow {
         self.next().map_or(CPtr::NULL.raw(), Slot::raw)
     }
 
-    /// Moves past the capabilities that `info` says were installed (unwrapped ones took no slot).
+    /// Moves past the capabilities that `info` says were installed (unwrapped ones took no slot);
+    /// a landing window remembers them instead, to empty its slots before the next receive.
     fn consume(&mut self, info: MessageInfo) {
         let unwrapped = info.caps_unwrapped().count_ones() as usize;
         let installed = info.extra_caps().saturating_sub(unwrapped) as u64;
-        self.next = self.next.saturating_add(installed).min(self.end);
+        if self.landing {
+            self.left = installed.min(self.end - self.next);
+        } else {
+            self.next = self.next.saturating_add(installed).min(self.end);
+        }
+    }
+
+    /// Deletes what the last message left in a landing window (a slot the handler emptied by
+    /// moving its capability out answers `EmptySlot`, which is what it should be).
+    #[inline]
+    fn clear(&mut self) {
+        if self.left == 0 {
+            return;
+        }
+        for slot in self.next..self.next + self.left {
+            let _ = sys::delete(OWN_CNODE, slot);
+        }
+        self.left = 0;
     }
 }
 
@@ -152,6 +205,7 @@ impl Transport for EndpointClient {
         info: MessageInfo,
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError> {
+        self.window.clear();
         stage(info, buffer, &self.window);
         let registers = registers(buffer);
         let reply = sys::call(self.endpoint.cptr(), info, registers)?;
@@ -182,6 +236,7 @@ impl EndpointServer {
 
 impl ServerTransport for EndpointServer {
     async fn recv(&mut self, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
+        self.window.clear();
         sys::with_ipc_buffer(|thread| thread.receive_slot = self.window.receive_slot());
         let message = sys::recv(self.endpoint.cptr())?;
         Ok(arrived(&message, buffer, &mut self.window))
@@ -192,6 +247,7 @@ impl ServerTransport for EndpointServer {
         reply: MessageInfo,
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError> {
+        self.window.clear();
         stage(reply, buffer, &self.window);
         let registers = registers(buffer);
         let message = sys::reply_recv(self.endpoint.cptr(), reply, registers)?;
