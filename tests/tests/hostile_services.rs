@@ -51,3 +51,32 @@ fn s2walk_survives_a_revoking_client_on_cortex_a57() {
 fn s2walk_survives_a_revoking_client_on_max() {
     s2walk_survives_a_revoking_client("max");
 }
+
+/// svc-devbroker: a client that grants and releases a region over and over leaves it grantable
+/// (the broker resets the region's untyped and reuses its slots), a release takes back every
+/// copy of the capability, and a bystander is granted the region afterwards.
+fn devbroker_regions_can_be_granted_again(cpu: &str) {
+    let image = build("tests/images/hostile-devbroker.toml");
+    let outcome = boot(&image.path, cpu, 1);
+    for line in [
+        "[cycler] cycler: 300 of 300 grants of the RTC, each released; PrimeCell ID 0xb105f00d through the first, 0xb105f00d through the last",
+        "[cycler] cycler: the copy kept across the last release: Err(EmptySlot)",
+        "[cycler] cycler: done",
+        "[device-client] device-client: private grant of the RTC refused: PrivateDeviceMapping",
+        "[device-client] device-client: RTC PrimeCell ID 0xb105f00d through the shared grant",
+        "[device-client] device-client: released the RTC; PASS",
+    ] {
+        assert_line(&outcome, line);
+    }
+    assert_exited_ok(&outcome);
+}
+
+#[test]
+fn devbroker_regions_can_be_granted_again_on_cortex_a57() {
+    devbroker_regions_can_be_granted_again("cortex-a57");
+}
+
+#[test]
+fn devbroker_regions_can_be_granted_again_on_max() {
+    devbroker_regions_can_be_granted_again("max");
+}
