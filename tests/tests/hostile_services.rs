@@ -80,3 +80,40 @@ fn devbroker_regions_can_be_granted_again_on_cortex_a57() {
 fn devbroker_regions_can_be_granted_again_on_max() {
     devbroker_regions_can_be_granted_again("max");
 }
+
+/// svc-memmgr: a guest that maps all of its RAM first, when the memory manager holds less than
+/// both guests' RAM, is refused beyond its fair share (`Quota`, its VMM stops it), and the other
+/// guest gets all it was promised.
+fn memmgr_keeps_each_guests_share(cpu: &str) {
+    let image = build("tests/images/hostile-memmgr.toml");
+    let outcome = boot(&image.path, cpu, 1);
+    for line in [
+        "[memmgr] memmgr: pool of 32 MiB: 16 x 2 MiB for blocks, 0 x 4 KiB for pages",
+        "[memmgr] memmgr: guest greedy: quota 8 x 2 MiB and 0 x 4 KiB from the pool, 16 frames (a fair share: the memory manager holds less than its guests' RAM)",
+        "[memmgr] memmgr: guest bystander: quota 8 x 2 MiB and 0 x 4 KiB from the pool, 8 frames",
+        // Its kernel and device tree took two blocks at load; it reads six more.
+        "[vmm-greedy] guest greedy: 12 MiB of RAM in use",
+        "[vmm-greedy] vmm: guest greedy: RAM at 0x40e00000 not mapped: Service(Quota)",
+        "[vmm-bystander] guest isolation: PASS",
+    ] {
+        assert_line(&outcome, line);
+    }
+    assert!(
+        !outcome
+            .console
+            .contains("guest greedy: read all of its RAM"),
+        "{}",
+        outcome.console
+    );
+    assert_exited_ok(&outcome);
+}
+
+#[test]
+fn memmgr_keeps_each_guests_share_on_cortex_a57() {
+    memmgr_keeps_each_guests_share("cortex-a57");
+}
+
+#[test]
+fn memmgr_keeps_each_guests_share_on_max() {
+    memmgr_keeps_each_guests_share("max");
+}
