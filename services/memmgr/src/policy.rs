@@ -341,7 +341,14 @@ impl<K: Kernel> MemMgr<K> {
         let mut ipa = guest.ram_base;
         while ipa < guest.ram_end() {
             let (base, size) = guest.region(ipa);
-            self.new_frame(index, base, size, Some(guest.identity_untyped))?;
+            // After a refusal (its quota), the frames made before it stay: none is made twice.
+            let made = self
+                .frames
+                .iter()
+                .any(|f| usize::from(f.guest) == index && f.ipa == base);
+            if !made {
+                self.new_frame(index, base, size, Some(guest.identity_untyped))?;
+            }
             ipa = base + size.bytes();
         }
         self.identity_made[index] = true;
