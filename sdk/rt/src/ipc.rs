@@ -12,10 +12,10 @@
 //! kernel installs them from the window's next slot, and the window moves past them. When it is
 //! used up, the transport offers no slot (the null pointer) and the kernel delivers messages
 //! without their capabilities (`extra_caps` says how many arrived), as seL4 does. A server that
-//! keeps some of what it receives and must go on receiving for ever uses a *landing* window
-//! ([`ReceiveWindow::landing`]) instead: every message's capabilities arrive in the same slots, the
-//! handler moves out what it keeps, and the transport deletes what is left before it receives
-//! again, so no client can use up the server's slots by sending capabilities.
+//! keeps some of what it receives and must go on receiving for ever uses a [`LandingServer`]
+//! instead: every message's capabilities arrive in the same slots, the handler moves out what it
+//! keeps, and the transport deletes what is left before it receives again, so no client can use
+//! up the server's slots by sending capabilities.
 //!
 //! All operations block the service's thread in the kernel (see [`crate::executor`]): the futures
 //! complete on their first poll.
@@ -27,30 +27,17 @@ use capvisor_ipc::transport::{ServerTransport, Signal, Transport, TransportError
 
 use crate::sys::{self, Message};
 
-/// The service's own CNode: slot 1 of every boot service, the root included
-/// (`docs/architecture.md`, "EL0 services").
-const OWN_CNODE: CPtr = CPtr::new(1);
-
 /// A run of empty slots in this thread's capability space where received capabilities go, used
-/// one after the other (a capability a handler deletes does not give its slot back), or a
-/// landing window that is used again for every message ([`ReceiveWindow::landing`]).
+/// one after the other (a capability a handler deletes does not give its slot back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReceiveWindow {
     next: u64,
     end: u64,
-    /// A landing window: `next` does not move; `left` slots from it got capabilities.
-    landing: bool,
-    left: u64,
 }
 
 impl ReceiveWindow {
     /// No slots: messages arrive without capabilities.
-    pub const NONE: Self = Self {
-        next: 0,
-        end: 0,
-        landing: false,
-        left: 0,
-    };
+    pub const NONE: Self = Self { next: 0, end: 0 };
 
     /// `count` slots from `first` on.
     #[must_use]
@@ -58,24 +45,6 @@ impl ReceiveWindow {
         Self {
             next: first.raw(),
             end: first.raw().saturating_add(count),
-            landing: false,
-            left: 0,
-        }
-    }
-
-    /// A landing window: the three slots from `first` on (a message carries at most three
-    /// capabilities), which must be empty, receive every message's capabilities. Whatever the
-    /// handler has not moved out of them (CNode `Move`) is deleted before the next receive, so the
-    /// window is never used up, whatever clients send.
-    #[must_use]
-    pub const fn landing(first: Slot) -> Self {
-        Self {
-            next: first.raw(),
-            end: first
-                .raw()
-                .saturating_add(capvisor_ipc::abi::MAX_CAPS as u64),
-            landing: true,
-            left: 0,
         }
     }
 
@@ -95,29 +64,11 @@ impl ReceiveWindow {
         self.next().map_or(CPtr::NULL.raw(), Slot::raw)
     }
 
-    /// Moves past the capabilities that `info` says were installed (unwrapped ones took no slot);
-    /// a landing window remembers them instead, to empty its slots before the next receive.
+    /// Moves past the capabilities that `info` says were installed (unwrapped ones took no slot).
     fn consume(&mut self, info: MessageInfo) {
         let unwrapped = info.caps_unwrapped().count_ones() as usize;
         let installed = info.extra_caps().saturating_sub(unwrapped) as u64;
-        if self.landing {
-            self.left = installed.min(self.end - self.next);
-        } else {
-            self.next = self.next.saturating_add(installed).min(self.end);
-        }
-    }
-
-    /// Deletes what the last message left in a landing window (a slot the handler emptied by
-    /// moving its capability out answers `EmptySlot`, which is what it should be).
-    #[inline]
-    fn clear(&mut self) {
-        if self.left == 0 {
-            return;
-        }
-        for slot in self.next..self.next + self.left {
-            let _ = sys::delete(OWN_CNODE, slot);
-        }
-        self.left = 0;
+        self.next = self.next.saturating_add(installed).min(self.end);
     }
 }
 
@@ -205,7 +156,6 @@ impl Transport for EndpointClient {
         info: MessageInfo,
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError> {
-        self.window.clear();
         stage(info, buffer, &self.window);
         let registers = registers(buffer);
         let reply = sys::call(self.endpoint.cptr(), info, registers)?;
@@ -236,7 +186,6 @@ impl EndpointServer {
 
 impl ServerTransport for EndpointServer {
     async fn recv(&mut self, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
-        self.window.clear();
         sys::with_ipc_buffer(|thread| thread.receive_slot = self.window.receive_slot());
         let message = sys::recv(self.endpoint.cptr())?;
         Ok(arrived(&message, buffer, &mut self.window))
@@ -247,11 +196,81 @@ impl ServerTransport for EndpointServer {
         reply: MessageInfo,
         buffer: &mut IpcBuffer,
     ) -> Result<MessageInfo, TransportError> {
-        self.window.clear();
         stage(reply, buffer, &self.window);
         let registers = registers(buffer);
         let message = sys::reply_recv(self.endpoint.cptr(), reply, registers)?;
         Ok(arrived(&message, buffer, &mut self.window))
+    }
+}
+
+/// A server's endpoint capability whose received capabilities land in the same three slots
+/// (a message carries at most [`MAX_CAPS`](capvisor_ipc::abi::MAX_CAPS)) for every message:
+/// [`ServerTransport`] for a `protocol!` `serve` loop that must receive for ever. The handler moves
+/// out what it keeps (CNode `Move`); whatever is left there is deleted before the next receive.
+/// The slots must be empty to begin with; the service's CNode is its slot 1 (every boot
+/// service's, `docs/architecture.md`, "EL0 services").
+#[derive(Debug)]
+pub struct LandingServer {
+    endpoint: Cap<Endpoint>,
+    first: Slot,
+    /// Slots from `first` on that the last message filled.
+    left: u64,
+}
+
+impl LandingServer {
+    /// Receives on `endpoint`; capabilities in requests land from `first` on.
+    #[must_use]
+    pub const fn new(endpoint: Cap<Endpoint>, first: Slot) -> Self {
+        Self {
+            endpoint,
+            first,
+            left: 0,
+        }
+    }
+
+    /// The landing slots' window, fresh for one message.
+    const fn window(&self) -> ReceiveWindow {
+        ReceiveWindow::new(self.first, capvisor_ipc::abi::MAX_CAPS as u64)
+    }
+
+    /// Deletes what the last message left in the landing slots (a slot the handler emptied by
+    /// moving its capability out answers `EmptySlot`, which is what it should be).
+    fn clear(&mut self) {
+        let own_cnode = CPtr::new(1);
+        for slot in self.first.raw()..self.first.raw() + self.left {
+            let _ = sys::delete(own_cnode, slot);
+        }
+        self.left = 0;
+    }
+
+    /// Notes how many landing slots `info`'s message filled.
+    fn landed(&mut self, message: &Message, buffer: &mut IpcBuffer) -> MessageInfo {
+        let mut window = self.window();
+        let info = arrived(message, buffer, &mut window);
+        self.left = window.next - self.first.raw();
+        info
+    }
+}
+
+impl ServerTransport for LandingServer {
+    async fn recv(&mut self, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
+        self.clear();
+        let slot = self.first.raw();
+        sys::with_ipc_buffer(|thread| thread.receive_slot = slot);
+        let message = sys::recv(self.endpoint.cptr())?;
+        Ok(self.landed(&message, buffer))
+    }
+
+    async fn reply_recv(
+        &mut self,
+        reply: MessageInfo,
+        buffer: &mut IpcBuffer,
+    ) -> Result<MessageInfo, TransportError> {
+        self.clear();
+        stage(reply, buffer, &self.window());
+        let registers = registers(buffer);
+        let message = sys::reply_recv(self.endpoint.cptr(), reply, registers)?;
+        Ok(self.landed(&message, buffer))
     }
 }
 

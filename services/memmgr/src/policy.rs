@@ -236,9 +236,9 @@ pub struct MemMgr<K> {
     /// Per guest: its identity-mapped RAM's frames were all made.
     identity_made: [bool; MAX_GUESTS],
     pool: Pool,
-    /// Per guest: its quota, and what it uses of it.
+    /// Per guest: its quota, and what is left of it.
     quotas: heapless::Vec<Quota, MAX_GUESTS>,
-    used: [Quota; MAX_GUESTS],
+    left: [Quota; MAX_GUESTS],
 }
 
 fn refused(_: KernelError) -> MemError {
@@ -274,8 +274,8 @@ impl<K: Kernel> MemMgr<K> {
             frames: heapless::Vec::new(),
             identity_made: [false; MAX_GUESTS],
             pool,
+            left: core::array::from_fn(|i| quotas.get(i).copied().unwrap_or_default()),
             quotas,
-            used: [Quota::default(); MAX_GUESTS],
         }
     }
 
@@ -364,18 +364,13 @@ impl<K: Kernel> MemMgr<K> {
         size: FrameSize,
         untyped: Option<u64>,
     ) -> Result<usize, MemError> {
-        let quota = self.quotas.get(index).copied().unwrap_or_default();
-        let used = &mut self.used[index];
+        let left = &mut self.left[index];
         let from_pool = match (untyped, size) {
             (Some(_), _) => None,
-            (None, FrameSize::Block) => Some((&mut used.blocks, quota.blocks)),
-            (None, FrameSize::Page) => Some((&mut used.pages, quota.pages)),
+            (None, FrameSize::Block) => Some(&mut left.blocks),
+            (None, FrameSize::Page) => Some(&mut left.pages),
         };
-        if from_pool
-            .as_ref()
-            .is_some_and(|(used, quota)| **used >= *quota)
-            || used.frames >= quota.frames
-        {
+        if left.frames == 0 || from_pool.as_deref() == Some(&0) {
             return Err(MemError::Quota);
         }
         if self.frames.is_full() {
@@ -388,10 +383,10 @@ impl<K: Kernel> MemMgr<K> {
         .map_err(out_of_memory)?;
         // Charged as soon as it exists: should a later step fail, the frame is lost to this
         // guest's quota only.
-        if let Some((used, _)) = from_pool {
-            *used += 1;
+        if let Some(left) = from_pool {
+            *left -= 1;
         }
-        used.frames += 1;
+        left.frames -= 1;
         let own_cap = self.kernel.copy_frame(vm_cap).map_err(out_of_memory)?;
         let window = Self::window(index, base);
         self.kernel

@@ -125,6 +125,8 @@ struct Piece {
 #[derive(Debug)]
 pub struct Pool {
     pieces: heapless::Vec<Piece, MAX_PIECES>,
+    /// The piece blocks come from now (those before it have none left).
+    current: usize,
     /// The pages' untyped and the pages it can still make.
     pages: Option<(u64, u64)>,
     block_capacity: u64,
@@ -168,6 +170,7 @@ impl Pool {
             block_capacity: pieces.iter().map(|p| p.blocks).sum(),
             page_capacity: pages.map_or(0, |(_, count)| count),
             pieces,
+            current: 0,
             pages,
         }
     }
@@ -201,10 +204,13 @@ impl Pool {
                 Ok(frame)
             }
             FrameSize::Block => {
+                // Pieces are used up in order: the first with blocks left is the current one.
+                while self.pieces.get(self.current).is_some_and(|p| p.blocks == 0) {
+                    self.current += 1;
+                }
                 let piece = self
                     .pieces
-                    .iter_mut()
-                    .find(|piece| piece.blocks > 0)
+                    .get_mut(self.current)
                     .ok_or(KernelError::NotEnoughMemory)?;
                 let frame = kernel.new_frame_from(piece.slot, size)?;
                 piece.blocks -= 1;

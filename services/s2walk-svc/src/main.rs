@@ -56,7 +56,7 @@ mod el0 {
     use capvisor_ipc::protocol::Generation;
     use capvisor_ipc::protocols::s2walk;
     use capvisor_ipc::transport::{ServerTransport, TransportError};
-    use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
+    use capvisor_rt::ipc::LandingServer;
     use capvisor_rt::{CPtr, Rights, sys, thread};
     use svc_s2walk::recovery::{Placeholder, RevokedPages};
     use svc_s2walk::{MAX_PAGES, PAGE_SIZE, WINDOW};
@@ -74,7 +74,7 @@ mod el0 {
     const PLACEHOLDER: u64 = 242;
     const STACK: u64 = 243;
     const STACK_PAGES: u64 = 8;
-    /// Three slots where each request's capabilities land (`ReceiveWindow::landing`).
+    /// Three slots where each request's capabilities land (`LandingServer`).
     const LANDING: u64 = 252;
     /// Window page `n`'s frame (or placeholder) capability is in slot `FRAMES + n`.
     const FRAMES: u64 = 256;
@@ -124,8 +124,7 @@ mod el0 {
 
     /// The walker thread: the s2walk protocol's serve loop.
     extern "C" fn walker(_ipc_buffer: u64) -> ! {
-        let window = ReceiveWindow::landing(Slot::new(LANDING));
-        let mut server = EndpointServer::new(Cap::from_cptr(ENDPOINT), window);
+        let mut server = LandingServer::new(Cap::from_cptr(ENDPOINT), Slot::new(LANDING));
         let mut walker = svc_s2walk::Walker::new(Kernel);
         let error = thread::block_on(s2walk::serve(&mut server, &mut walker, Generation::new(1)));
         capvisor_rt::println!("s2walk: the walker's serve loop ended: {error:?}");

@@ -41,8 +41,8 @@ async fn cycle() -> Result<(), &'static str> {
     use capvisor_rt::{CPtr, Rights, println, sys};
 
     // A further service's CNode: 1 itself, 2 its AddressSpace, 4 its own endpoint, 5 the
-    // broker's (its first grant). Granted frames land in slots 32–34 (a landing window, used
-    // again for every reply); slot 40 keeps a copy across a release.
+    // broker's (its first grant). Granted frames land in slot 32; slot 40 keeps a copy across a
+    // release.
     const CNODE: CPtr = CPtr::new(1);
     const SPACE: CPtr = CPtr::new(2);
     const BROKER: u64 = 5;
@@ -53,10 +53,16 @@ async fn cycle() -> Result<(), &'static str> {
     const ROUNDS: u32 = 300;
     const RTC: u64 = 0x0901_0000;
 
-    let broker = Service::granted(Cap::from_cptr(CPtr::new(BROKER)));
-    let window = ReceiveWindow::landing(Slot::new(LANDING));
-    let mut broker = DevBrokerClient::connect(broker, window);
-    let page = broker.list_regions(0).await.map_err(|_| "list_regions")?;
+    // A client per grant, whose window is the one slot 32: each release empties it again (the
+    // broker revokes the region, the granted capability with it).
+    let connect = || {
+        let broker = Service::granted(Cap::from_cptr(CPtr::new(BROKER)));
+        DevBrokerClient::connect(broker, ReceiveWindow::new(Slot::new(LANDING), 1))
+    };
+    let page = connect()
+        .list_regions(0)
+        .await
+        .map_err(|_| "list_regions")?;
     let rtc = page
         .regions
         .iter()
@@ -77,6 +83,7 @@ async fn cycle() -> Result<(), &'static str> {
     };
     let (mut granted, mut first_id, mut last_id) = (0, 0, 0);
     for round in 0..ROUNDS {
+        let mut broker = connect();
         let frame = match broker
             .grant_region_frame(rtc, MemoryType::DeviceNgnre, Sharing::Shared)
             .await

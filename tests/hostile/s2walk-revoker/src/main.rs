@@ -65,7 +65,7 @@ async fn attack() -> Result<(), &'static str> {
     // The sample's first case, a read through all three levels.
     let case = &sample::CASES[0];
     let (vtcr, vttbr) = (Vtcr::new(sample::VTCR), Vttbr::new(case.vttbr));
-    let mut walk = async |walker: &mut S2WalkClient<capvisor_rt::ipc::EndpointClient>| {
+    let walk = async |walker: &mut S2WalkClient<capvisor_rt::ipc::EndpointClient>| {
         walker
             .walk(vm, vtcr, vttbr, Ipa::new(case.ipa), case.access)
             .await
