@@ -34,8 +34,17 @@ impl svc_s2walk::Platform for Pages {
         Ok(())
     }
 
-    fn read(&self, index: usize, offset: usize) -> u64 {
-        sample::word(self.window.lock().unwrap()[index], offset / 8)
+    fn read(&self, index: usize, offset: usize) -> Option<u64> {
+        Some(sample::word(self.window.lock().unwrap()[index], offset / 8))
+    }
+
+    /// This example never revokes what it lends.
+    fn gone(&self, _index: usize) -> bool {
+        false
+    }
+
+    fn forget(&mut self, _index: usize) {
+        unreachable!("nothing is revoked, so nothing is forgotten");
     }
 }
 

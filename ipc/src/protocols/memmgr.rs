@@ -29,6 +29,9 @@ crate::stable_codes! {
         UnknownVm = 6,
         /// The guest has no such payload (its manifest declares no device tree or initrd).
         NoPayload = 7,
+        /// The VM already has all the memory (or frames) its quota allows: its share of what the
+        /// memory manager holds, which no other guest can take (1.2).
+        Quota = 8,
     }
 }
 
@@ -62,7 +65,7 @@ crate::protocol! {
     /// The memory manager's protocol.
     protocol MemMgr {
         id: ProtocolId::MEMMGR,
-        version: Version::new(1, 1),
+        version: Version::new(1, 2),
         error: MemError,
     }
     /// Declares `[base, base + size)` as RAM of `vm`, allocated lazily on fault.

@@ -29,6 +29,8 @@ crate::stable_codes! {
         MissingFrame = 5,
         /// The walker has no room left for another VM or page.
         Full = 6,
+        /// The caller already holds as many VMs, or lent pages, as one client may (1.2).
+        Quota = 7,
     }
 }
 
@@ -74,20 +76,23 @@ crate::protocol! {
     /// The nested stage-2 walker's protocol.
     protocol S2Walk {
         id: ProtocolId::S2WALK,
-        version: Version::new(1, 1),
+        version: Version::new(1, 2),
         error: WalkError,
     }
     /// Walks `vm`'s guest-hypervisor stage-2 tables (`vtcr`, `vttbr`) for `ipa` and `access`.
     fn walk(vm: VmId, vtcr: Vtcr, vttbr: Vttbr, ipa: Ipa, access: Access) -> WalkOutcome as Walk;
     /// Drops shadow stage-2 entries after a guest TLBI: one IPA, or the whole VMID when `ipa` is `None`.
     fn invalidate(vm: VmId, vttbr: Vttbr, ipa: Option<Ipa>) -> () as Invalidate;
-    /// Makes `vm` nested for the caller (its badge owns it from now on): its walks emulate a
-    /// machine whose implemented PA size (PAMax) is `pa_bits` (32, 36, 40, 42, 44, 48 or 52).
-    /// Nesting it again (owner only) changes the PA size and keeps the lent pages.
+    /// Makes `vm` nested for the caller: VM ids are the caller's own (its badge's), so another
+    /// client's `vm` is a different VM. Its walks emulate a machine whose implemented PA size
+    /// (PAMax) is `pa_bits` (32, 36, 40, 42, 44, 48 or 52). Nesting it again changes the PA size
+    /// and keeps the lent pages. A client holds a bounded number of VMs (`Quota` beyond).
     fn nest(vm: VmId, pa_bits: u8) -> () as Nest;
     /// Lends the walker the 4 KiB page of `vm`'s memory at `base`: the frame capability the
     /// request carries (attached, first), which the walker maps read-only. Descriptor reads
     /// outside the pages lent are synchronous external aborts on the walk, as hardware reports a
-    /// walk into memory that is not there.
+    /// walk into memory that is not there. Revoking the frame (or anything it was derived from)
+    /// takes the page back: walks then read it as not lent, and it may be lent again. A client
+    /// has a bounded number of pages lent at once (`Quota` beyond).
     fn lend(vm: VmId, base: Ipa) -> () as Lend;
 }

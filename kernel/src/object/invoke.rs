@@ -5,7 +5,7 @@
 //!
 //! | object | invocation | words |
 //! |---|---|---|
-//! | any | `Identify` | → kind code, rights bits, badge |
+//! | any | `Identify` | → kind code, rights bits, badge, and for an untyped its size in bytes |
 //! | CNode | `Copy` | dest index (in the invoked CNode), source CPtr (caller's CSpace), rights mask |
 //! | CNode | `Mint` | as `Copy`, then the badge |
 //! | CNode | `Move` | dest index, source CPtr |
@@ -90,7 +90,13 @@ impl Kernel {
         let args = self.invocation_args(caller, info, fx)?;
         let cap = *self.slots.cap(slot).ok_or(KernelError::EmptySlot)?;
         let results = match Invocation::from_code(info.label()) {
-            Some(Invocation::Identify) => identify(&cap),
+            Some(Invocation::Identify) => {
+                let size = match cap.object {
+                    Object::Untyped(u) => self.untyped.get(u).map_or(0, |u| u.size),
+                    _ => 0,
+                };
+                identify(&cap, size)
+            }
             Some(Invocation::ThreadConfigure) => {
                 let Object::Thread(thread) = cap.object else {
                     return Err(KernelError::IllegalOperation);
@@ -377,14 +383,15 @@ impl Kernel {
     }
 }
 
-fn identify(cap: &Capability) -> Results {
+fn identify(cap: &Capability, size: u64) -> Results {
     let mut results = Results::new();
     for word in [
         u64::from(cap.object.kind_code()),
         u64::from(cap.rights.bits()),
         cap.badge.raw(),
+        size,
     ] {
-        // Three words fit in four.
+        // Four words fit in four.
         let _ = results.push(word);
     }
     results

@@ -228,10 +228,11 @@ impl<T: Transport> DevBrokerClient<T> {
 
 impl<T: Transport> S2WalkClient<T> {
     /// Lends the walker `frame`, the 4 KiB page of `vm`'s memory at `base` (`lend` with the
-    /// frame attached). The walker maps it read-only; keep a copy to map it yourself.
+    /// frame attached). The walker maps it read-only; keep a copy to map it yourself. Revoking
+    /// the frame (or what it was derived from) takes the page back.
     ///
     /// # Errors
-    /// The walker's refusal (`NotPermitted`, `BadArgument`, `MissingFrame`, `Full`), or a
+    /// The walker's refusal (`UnknownVm`, `BadArgument`, `MissingFrame`, `Quota`, `Full`), or a
     /// [`CallError`] (`Encode(TooLarge)` when three capabilities were already attached).
     pub async fn lend_frame(
         &mut self,

@@ -11,7 +11,11 @@
 //! Received capabilities land in a [`ReceiveWindow`] of empty slots that each transport owns: the
 //! kernel installs them from the window's next slot, and the window moves past them. When it is
 //! used up, the transport offers no slot (the null pointer) and the kernel delivers messages
-//! without their capabilities (`extra_caps` says how many arrived), as seL4 does.
+//! without their capabilities (`extra_caps` says how many arrived), as seL4 does. A server that
+//! keeps some of what it receives and must go on receiving for ever uses a [`LandingServer`]
+//! instead: every message's capabilities arrive in the same slots, the handler moves out what it
+//! keeps, and the transport deletes what is left before it receives again, so no client can use
+//! up the server's slots by sending capabilities.
 //!
 //! All operations block the service's thread in the kernel (see [`crate::executor`]): the futures
 //! complete on their first poll.
@@ -196,6 +200,77 @@ impl ServerTransport for EndpointServer {
         let registers = registers(buffer);
         let message = sys::reply_recv(self.endpoint.cptr(), reply, registers)?;
         Ok(arrived(&message, buffer, &mut self.window))
+    }
+}
+
+/// A server's endpoint capability whose received capabilities land in the same three slots
+/// (a message carries at most [`MAX_CAPS`](capvisor_ipc::abi::MAX_CAPS)) for every message:
+/// [`ServerTransport`] for a `protocol!` `serve` loop that must receive for ever. The handler moves
+/// out what it keeps (CNode `Move`); whatever is left there is deleted before the next receive.
+/// The slots must be empty to begin with; the service's CNode is its slot 1 (every boot
+/// service's, `docs/architecture.md`, "EL0 services").
+#[derive(Debug)]
+pub struct LandingServer {
+    endpoint: Cap<Endpoint>,
+    first: Slot,
+    /// Slots from `first` on that the last message filled.
+    left: u64,
+}
+
+impl LandingServer {
+    /// Receives on `endpoint`; capabilities in requests land from `first` on.
+    #[must_use]
+    pub const fn new(endpoint: Cap<Endpoint>, first: Slot) -> Self {
+        Self {
+            endpoint,
+            first,
+            left: 0,
+        }
+    }
+
+    /// The landing slots' window, fresh for one message.
+    const fn window(&self) -> ReceiveWindow {
+        ReceiveWindow::new(self.first, capvisor_ipc::abi::MAX_CAPS as u64)
+    }
+
+    /// Deletes what the last message left in the landing slots (a slot the handler emptied by
+    /// moving its capability out answers `EmptySlot`, which is what it should be).
+    fn clear(&mut self) {
+        let own_cnode = CPtr::new(1);
+        for slot in self.first.raw()..self.first.raw() + self.left {
+            let _ = sys::delete(own_cnode, slot);
+        }
+        self.left = 0;
+    }
+
+    /// Notes how many landing slots `info`'s message filled.
+    fn landed(&mut self, message: &Message, buffer: &mut IpcBuffer) -> MessageInfo {
+        let mut window = self.window();
+        let info = arrived(message, buffer, &mut window);
+        self.left = window.next - self.first.raw();
+        info
+    }
+}
+
+impl ServerTransport for LandingServer {
+    async fn recv(&mut self, buffer: &mut IpcBuffer) -> Result<MessageInfo, TransportError> {
+        self.clear();
+        let slot = self.first.raw();
+        sys::with_ipc_buffer(|thread| thread.receive_slot = slot);
+        let message = sys::recv(self.endpoint.cptr())?;
+        Ok(self.landed(&message, buffer))
+    }
+
+    async fn reply_recv(
+        &mut self,
+        reply: MessageInfo,
+        buffer: &mut IpcBuffer,
+    ) -> Result<MessageInfo, TransportError> {
+        self.clear();
+        stage(reply, buffer, &self.window());
+        let registers = registers(buffer);
+        let message = sys::reply_recv(self.endpoint.cptr(), reply, registers)?;
+        Ok(self.landed(&message, buffer))
     }
 }
 

@@ -46,6 +46,9 @@ pub mod ipc;
 /// Typed system calls (bare metal only: the host build has no kernel).
 #[cfg(target_os = "none")]
 pub mod sys;
+/// A second thread in the service's address space (bare metal only).
+#[cfg(target_os = "none")]
+pub mod thread;
 pub use capvisor_ipc::abi::{KernelError, MessageInfo};
 pub use capvisor_ipc::cap::{CPtr, Rights};
 

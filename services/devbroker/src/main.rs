@@ -192,11 +192,16 @@ mod el0 {
     /// This service's CNode (`kernel/src/services/spawn.rs`).
     const CNODE: u64 = 1;
 
+    /// Released slots kept for reuse: a grant takes two and its release gives them back, and
+    /// each region is granted once at a time, so this many always fit.
+    const REUSED: usize = 2 * crate::policy::MAX_REGIONS;
+
     /// The kernel, as the broker reaches it.
     #[derive(Debug)]
     pub struct Kernel {
         next_free: u64,
         free_end: u64,
+        reused: heapless::Vec<u64, REUSED>,
     }
 
     impl Kernel {
@@ -205,12 +210,17 @@ mod el0 {
             Self {
                 next_free: info.free_first,
                 free_end: info.free_end.max(info.free_first),
+                reused: heapless::Vec::new(),
             }
         }
 
-        /// The next empty slot of this service's CNode (the kernel left `[free_first,
-        /// free_end)` empty, and only this service fills it, in order).
+        /// An empty slot of this service's CNode: one a release emptied, else the next of
+        /// `[free_first, free_end)`, which the kernel left empty and only this service fills, in
+        /// order.
         fn free_slot(&mut self) -> Result<u64, KernelError> {
+            if let Some(slot) = self.reused.pop() {
+                return Ok(slot);
+            }
             if self.next_free >= self.free_end {
                 return Err(KernelError::NotEnoughMemory);
             }
@@ -251,12 +261,17 @@ mod el0 {
             Ok(slot)
         }
 
-        fn revoke(&mut self, frame: u64) -> Result<(), KernelError> {
-            sys::invoke(CPtr::new(CNODE), Invocation::Revoke.code(), &[frame]).map(|_| ())
+        fn revoke(&mut self, slot: u64) -> Result<(), KernelError> {
+            sys::invoke(CPtr::new(CNODE), Invocation::Revoke.code(), &[slot]).map(|_| ())
+        }
+
+        fn reuse_slot(&mut self, slot: u64) {
+            // Without room to remember it, the slot is just not reused.
+            let _ = self.reused.push(slot);
         }
 
         fn slots_left(&self) -> u64 {
-            self.free_end - self.next_free
+            self.free_end - self.next_free + self.reused.len() as u64
         }
     }
 }

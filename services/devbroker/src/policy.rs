@@ -267,11 +267,15 @@ pub trait Kernel {
     /// # Errors
     /// The kernel's refusal.
     fn copy(&mut self, frame: u64) -> Result<u64, KernelError>;
-    /// Revokes every capability derived from `frame` (their mappings go with them).
+    /// Revokes every capability derived from the one in `slot` (their mappings go with them).
+    /// Revoking an untyped whose memory nothing else pays for any more lets the kernel reset its
+    /// watermark: its memory can be retyped again.
     ///
     /// # Errors
     /// The kernel's refusal.
-    fn revoke(&mut self, frame: u64) -> Result<(), KernelError>;
+    fn revoke(&mut self, slot: u64) -> Result<(), KernelError>;
+    /// `slot`, which a revoke emptied, may be handed out again.
+    fn reuse_slot(&mut self, slot: u64);
     /// Free capability slots left.
     fn slots_left(&self) -> u64;
 }
@@ -341,8 +345,9 @@ enum Holder {
     Free,
     /// Passed through to a guest by the manifest (granted or refused).
     Guest,
-    /// Granted to a protocol client with this badge; `frame` is the broker's original.
-    Client { badge: u64, frame: u64 },
+    /// Granted to a protocol client with this badge; `frame` is the broker's original, `copy`
+    /// the slot the client's capability was copied from.
+    Client { badge: u64, frame: u64, copy: u64 },
 }
 
 /// The broker: its regions, who has them, and the kernel.
@@ -427,6 +432,19 @@ fn map_all(
     Ok(plan)
 }
 
+/// Revokes region untyped `untyped` (everything made from it goes, with its mappings, and the
+/// kernel resets its watermark) and reuses `slots`, which that emptied; `false` when the kernel
+/// refused (nothing changed).
+fn take_back(kernel: &mut impl Kernel, untyped: u64, slots: &[u64]) -> bool {
+    if kernel.revoke(untyped).is_err() {
+        return false;
+    }
+    for &slot in slots {
+        kernel.reuse_slot(slot);
+    }
+    true
+}
+
 impl<K: Kernel> Handler for Broker<K> {
     async fn list_regions(
         &mut self,
@@ -484,18 +502,19 @@ impl<K: Kernel> Handler for Broker<K> {
             .kernel
             .device_frame(held.untyped, plan.bits)
             .map_err(|_| BrokerError::NotPermitted)?;
-        let copy = self
-            .kernel
-            .copy(frame)
-            .map_err(|_| BrokerError::NotPermitted)?;
-        let transferred = ctx
-            .grant(capvisor_ipc::cap::Cap::from_cptr(
-                capvisor_ipc::cap::CPtr::new(copy),
-            ))
-            .map_err(|_| BrokerError::NotPermitted)?;
+        let Ok(copy) = self.kernel.copy(frame) else {
+            take_back(&mut self.kernel, held.untyped, &[frame]);
+            return Err(BrokerError::NotPermitted);
+        };
+        let cap = capvisor_ipc::cap::Cap::from_cptr(capvisor_ipc::cap::CPtr::new(copy));
+        let Ok(transferred) = ctx.grant(cap) else {
+            take_back(&mut self.kernel, held.untyped, &[frame, copy]);
+            return Err(BrokerError::NotPermitted);
+        };
         *holder = Holder::Client {
             badge: ctx.badge().raw(),
             frame,
+            copy,
         };
         Ok(RegionGrant {
             frame: transferred,
@@ -515,20 +534,25 @@ impl<K: Kernel> Handler for Broker<K> {
         Err(BrokerError::NoSuchIrq)
     }
 
+    /// Takes a granted region back and makes it grantable again. The broker revokes the
+    /// region's untyped, not just the frame it made: that deletes the frame, the client's copy
+    /// and whatever was derived from it (copies the client made or passed on), with every mapping
+    /// of them; with nothing paid from the untyped left, the kernel resets its watermark, so the
+    /// next grant can retype the region's frame again. The two slots are reused.
     async fn release_region(
         &mut self,
         ctx: &mut Context,
         region: RegionId,
     ) -> Result<(), BrokerError> {
-        let (_, holder) = self
+        let (held, holder) = self
             .regions
             .get_mut(region.raw() as usize)
             .ok_or(BrokerError::NoSuchRegion)?;
         match *holder {
-            Holder::Client { badge, frame } if badge == ctx.badge().raw() => {
-                self.kernel
-                    .revoke(frame)
-                    .map_err(|_| BrokerError::NotPermitted)?;
+            Holder::Client { badge, frame, copy } if badge == ctx.badge().raw() => {
+                if !take_back(&mut self.kernel, held.untyped, &[frame, copy]) {
+                    return Err(BrokerError::NotPermitted);
+                }
                 *holder = Holder::Free;
                 Ok(())
             }

@@ -2,6 +2,7 @@
 //! checks what a rule of `DESIGN.md` (stage-2 rules 3–8) requires; the inventory is read from
 //! QEMU `virt`'s own device tree (`tests/qemu-virt-max.dtb`, from `-machine dumpdtb`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -37,12 +38,22 @@ enum Op {
     Revoke(u64),
 }
 
+/// A fake kernel that keeps what matters for grants and releases as the kernel does: each
+/// untyped's watermark (a frame is retyped at the next aligned offset, `NotEnoughMemory` past its
+/// size, reset when the untyped is revoked), the derivation of every capability it made
+/// (a revoke deletes the descendants), and the free slots.
 #[derive(Debug, Default)]
 struct Fake {
     ops: Vec<Op>,
     next: u64,
     slots: u64,
     refuse_map: Option<KernelError>,
+    /// Size of each untyped (by slot); an untyped not listed is 1 GiB.
+    sizes: HashMap<u64, u64>,
+    watermarks: HashMap<u64, u64>,
+    /// The capability each made one was derived from.
+    parents: HashMap<u64, u64>,
+    reused: Vec<u64>,
 }
 
 impl Fake {
@@ -54,6 +65,9 @@ impl Fake {
     }
 
     fn slot(&mut self) -> Result<u64, KernelError> {
+        if let Some(slot) = self.reused.pop() {
+            return Ok(slot);
+        }
         if self.slots == 0 {
             return Err(KernelError::NotEnoughMemory);
         }
@@ -61,11 +75,30 @@ impl Fake {
         self.next += 1;
         Ok(100 + self.next)
     }
+
+    /// Whether `slot` descends from `ancestor`.
+    fn descends(&self, mut slot: u64, ancestor: u64) -> bool {
+        while let Some(&parent) = self.parents.get(&slot) {
+            if parent == ancestor {
+                return true;
+            }
+            slot = parent;
+        }
+        false
+    }
 }
 
 impl Kernel for Fake {
     fn device_frame(&mut self, untyped: u64, bits: u32) -> Result<u64, KernelError> {
+        let size = self.sizes.get(&untyped).copied().unwrap_or(1 << 30);
+        let used = self.watermarks.get(&untyped).copied().unwrap_or(0);
+        let start = used.next_multiple_of(1 << bits);
+        if start + (1 << bits) > size {
+            return Err(KernelError::NotEnoughMemory);
+        }
         let slot = self.slot()?;
+        self.watermarks.insert(untyped, start + (1 << bits));
+        self.parents.insert(slot, untyped);
         self.ops.push(Op::Frame(untyped, bits, slot));
         Ok(slot)
     }
@@ -82,15 +115,34 @@ impl Kernel for Fake {
     }
     fn copy(&mut self, frame: u64) -> Result<u64, KernelError> {
         let slot = self.slot()?;
+        self.parents.insert(slot, frame);
         self.ops.push(Op::Copy(frame, slot));
         Ok(slot)
     }
-    fn revoke(&mut self, frame: u64) -> Result<(), KernelError> {
-        self.ops.push(Op::Revoke(frame));
+    fn revoke(&mut self, slot: u64) -> Result<(), KernelError> {
+        self.ops.push(Op::Revoke(slot));
+        let gone: Vec<u64> = self
+            .parents
+            .keys()
+            .copied()
+            .filter(|&made| self.descends(made, slot))
+            .collect();
+        for made in gone {
+            self.parents.remove(&made);
+        }
+        // Nothing paid from it is left: the kernel resets the watermark.
+        self.watermarks.remove(&slot);
         Ok(())
     }
+    fn reuse_slot(&mut self, slot: u64) {
+        assert!(
+            !self.parents.contains_key(&slot),
+            "slot {slot} is reused while it holds a capability"
+        );
+        self.reused.push(slot);
+    }
     fn slots_left(&self) -> u64 {
-        self.slots
+        self.slots + self.reused.len() as u64
     }
 }
 
@@ -404,7 +456,8 @@ fn the_protocol_grants_free_regions_once_under_the_same_rules() {
         block_on(broker.release_region(ctx, RegionId::new(1))),
         Ok(())
     );
-    assert_eq!(broker.kernel().ops.last(), Some(&Op::Revoke(101)));
+    // The region's untyped is revoked (the frame and the client's copy go with it).
+    assert_eq!(broker.kernel().ops.last(), Some(&Op::Revoke(10)));
     assert!(grant(&mut broker, other, 1, device).is_ok());
     assert_eq!(
         block_on(broker.grant_irq(ctx, capvisor_ipc::types::Intid::new(34))).unwrap_err(),
@@ -516,4 +569,57 @@ fn boot_info_devices_become_regions() {
     assert!(pfnmap.cacheable && pfnmap.carveout);
     let passthrough = pfnmap.passthrough.as_ref().unwrap();
     assert!(passthrough.optional && passthrough.memtype == MemoryType::NormalWriteBack);
+}
+
+#[test]
+fn a_released_region_can_be_granted_again_and_again() {
+    let mut free = rtc();
+    free.passthrough = None;
+    let mut fake = Fake::new();
+    // The region's untyped holds exactly its one frame, as the kernel's does; and a few slots.
+    fake.sizes.insert(free.untyped, free.size);
+    fake.slots = 4;
+    let mut broker = Broker::new(fake, ALL, [free]);
+    let device = MemoryType::DeviceNgnre;
+    for round in 0..100 {
+        let ctx = &mut Context::new(Badge::new(5), Default::default());
+        let granted = block_on(broker.grant_region(ctx, RegionId::new(0), device, Sharing::Shared));
+        assert!(granted.is_ok(), "grant {round}: {granted:?}");
+        assert_eq!(
+            block_on(broker.release_region(ctx, RegionId::new(0))),
+            Ok(()),
+            "release {round}"
+        );
+    }
+    assert!(broker.kernel().parents.is_empty(), "nothing made is left");
+}
+
+#[test]
+fn a_grant_that_cannot_be_sent_is_taken_back() {
+    let mut free = rtc();
+    free.passthrough = None;
+    let mut fake = Fake::new();
+    fake.sizes.insert(free.untyped, free.size);
+    let mut broker = Broker::new(fake, ALL, [free]);
+    let device = MemoryType::DeviceNgnre;
+    // A reply carries at most three capabilities: a context that already holds three cannot
+    // take the grant's.
+    let full = &mut Context::new(Badge::new(5), Default::default());
+    for _ in 0..3 {
+        full.grant(
+            capvisor_ipc::cap::Cap::<capvisor_ipc::cap::Frame>::from_cptr(
+                capvisor_ipc::cap::CPtr::new(1),
+            ),
+        )
+        .unwrap();
+    }
+    let refused = block_on(broker.grant_region(full, RegionId::new(0), device, Sharing::Shared));
+    assert_eq!(refused.unwrap_err(), BrokerError::NotPermitted);
+    assert!(
+        broker.kernel().parents.is_empty(),
+        "the frame made for it is revoked"
+    );
+    let ctx = &mut Context::new(Badge::new(5), Default::default());
+    let granted = block_on(broker.grant_region(ctx, RegionId::new(0), device, Sharing::Shared));
+    assert!(granted.is_ok(), "{granted:?}");
 }

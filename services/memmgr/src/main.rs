@@ -12,6 +12,11 @@ capvisor_rt::service_async!(run);
     allow(dead_code, reason = "the host program does not serve")
 )]
 mod policy;
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not serve")
+)]
+mod quota;
 
 #[cfg(test)]
 mod tests;
@@ -59,7 +64,31 @@ async fn run() -> u64 {
             );
         }
     }
-    let mut manager = policy::MemMgr::new(kernel, features, &guests);
+    let untyped: heapless::Vec<u64, 32> = info.untyped().iter().copied().collect();
+    let manager = policy::MemMgr::new(kernel, features, &guests, &untyped);
+    let (blocks, pages) = manager.capacity();
+    println!(
+        "memmgr: pool of {} MiB: {blocks} x 2 MiB for blocks, {pages} x 4 KiB for pages",
+        (blocks * policy::BLOCK + pages * policy::PAGE) >> 20
+    );
+    for (index, info) in info.guests().iter().enumerate() {
+        let Some((quota, need)) = manager.quota(index) else {
+            continue;
+        };
+        let name = capvisor_ipc::bootinfo::BootInfo::name(info);
+        let fair = if quota.frames < need.frames()
+            || (info.ram_untyped == 0 && (quota.blocks, quota.pages) != (need.blocks, need.pages))
+        {
+            " (a fair share: the memory manager holds less than its guests' RAM)"
+        } else {
+            ""
+        };
+        println!(
+            "memmgr: guest {name}: quota {} x 2 MiB and {} x 4 KiB from the pool, {} frames{fair}",
+            quota.blocks, quota.pages, quota.frames
+        );
+    }
+    let mut manager = manager;
     let mut server = EndpointServer::new(
         Cap::from_cptr(capvisor_rt::CPtr::new(endpoint)),
         ReceiveWindow::NONE,
@@ -96,7 +125,7 @@ mod el0 {
     pub struct Kernel {
         /// This service's endpoint (taken by `run`).
         pub endpoint: u64,
-        untyped: heapless::Vec<u64, 32>,
+        untyped_count: usize,
         next_free: u64,
         free_end: u64,
     }
@@ -106,10 +135,9 @@ mod el0 {
         /// the boot-info page (no slot is probed: `Identify` is made with `Call`, which on an
         /// endpoint would be an IPC call).
         pub fn discover(info: &BootInfo) -> Option<Self> {
-            let untyped: heapless::Vec<u64, 32> = info.untyped().iter().copied().collect();
             (info.endpoint != 0 && info.free_first < info.free_end).then(|| Self {
                 endpoint: info.endpoint,
-                untyped,
+                untyped_count: info.untyped().len(),
                 next_free: info.free_first,
                 free_end: info.free_end,
             })
@@ -117,45 +145,57 @@ mod el0 {
 
         /// How many untyped capabilities were found.
         pub fn untyped_count(&self) -> usize {
-            self.untyped.len()
+            self.untyped_count
         }
 
-        /// The next empty slot of this service's CNode (the kernel left `[free_first,
-        /// free_end)` empty, and only this service fills it, in order).
-        fn free_slot(&mut self) -> Result<u64, KernelError> {
+        /// Fills the next empty slot of this service's CNode with `make` (the kernel left
+        /// `[free_first, free_end)` empty, and only this service fills it, in order); a slot
+        /// `make` could not fill stays free.
+        fn in_free_slot(
+            &mut self,
+            make: impl FnOnce(u64) -> Result<(), KernelError>,
+        ) -> Result<u64, KernelError> {
             if self.next_free >= self.free_end {
                 return Err(KernelError::NotEnoughMemory);
             }
+            make(self.next_free)?;
             self.next_free += 1;
             Ok(self.next_free - 1)
         }
     }
 
     impl crate::policy::Kernel for Kernel {
-        fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError> {
-            let slot = self.free_slot()?;
-            let frame = u64::from(ObjectKind::Frame.code());
-            let mut last = KernelError::NotEnoughMemory;
-            for &untyped in &self.untyped {
-                match sys::retype(CPtr::new(untyped), frame, size.bits(), CPtr::NULL, slot, 1) {
-                    Ok(()) => return Ok(slot),
-                    Err(error) => last = error,
-                }
+        fn new_untyped(&mut self, parent: u64, bits: u32) -> Result<u64, KernelError> {
+            let kind = u64::from(ObjectKind::Untyped.code());
+            self.in_free_slot(|slot| {
+                sys::retype(CPtr::new(parent), kind, bits.into(), CPtr::NULL, slot, 1)
+            })
+        }
+
+        fn untyped_size(&mut self, untyped: u64) -> Result<u64, KernelError> {
+            let [kind, _, _, size] =
+                sys::invoke(CPtr::new(untyped), Invocation::Identify.code(), &[])?;
+            if kind != u64::from(ObjectKind::Untyped.code()) {
+                return Err(KernelError::WrongType);
             }
-            Err(last)
+            Ok(size)
         }
 
         fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError> {
-            let slot = self.free_slot()?;
             let frame = u64::from(ObjectKind::Frame.code());
-            sys::retype(CPtr::new(untyped), frame, size.bits(), CPtr::NULL, slot, 1)?;
-            Ok(slot)
+            self.in_free_slot(|slot| {
+                sys::retype(CPtr::new(untyped), frame, size.bits(), CPtr::NULL, slot, 1)
+            })
+        }
+
+        fn free_slots(&self) -> u64 {
+            self.free_end - self.next_free
         }
 
         fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {
-            let slot = self.free_slot()?;
-            sys::copy(CPtr::new(CNODE), slot, CPtr::new(frame), Rights::ALL)?;
-            Ok(slot)
+            self.in_free_slot(|slot| {
+                sys::copy(CPtr::new(CNODE), slot, CPtr::new(frame), Rights::ALL)
+            })
         }
 
         fn map(

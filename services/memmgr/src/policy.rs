@@ -21,12 +21,18 @@
 //! exactly its RAM: at its first use all its frames are retyped from it in address order (an
 //! untyped hands out memory from its start upwards), so the frame backing an IPA is the one at
 //! the same physical address; they enter the VM on faults like any other frame.
+//!
+//! Every other guest's frames come from the shared pool, and no guest may take more of the pool
+//! or of the frame table than its quota ([`crate::quota`]): `MemError::Quota` beyond it, so no
+//! guest can exhaust what another was promised.
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::bootinfo::{GuestInfo, Payload};
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
+
+use crate::quota::{self, Need, Pool, Quota};
 
 /// A 4 KiB page.
 pub const PAGE: u64 = 1 << 12;
@@ -87,17 +93,25 @@ pub enum Space {
 
 /// What the memory manager asks of the kernel (slots are the memory manager's CSpace).
 pub trait Kernel {
-    /// Retypes a RAM frame of `size` from the memory manager's untyped into a free slot.
+    /// Retypes a child untyped of `1 << bits` bytes from untyped `parent` (at its watermark,
+    /// aligned to its size) into a free slot; a refusal changes nothing.
     ///
     /// # Errors
-    /// The kernel's refusal (`NotEnoughMemory` when no untyped has room).
-    fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError>;
+    /// The kernel's refusal (`NotEnoughMemory` when it does not fit).
+    fn new_untyped(&mut self, parent: u64, bits: u32) -> Result<u64, KernelError>;
+    /// The size in bytes of untyped `untyped` (`Identify`'s fourth word).
+    ///
+    /// # Errors
+    /// The kernel's refusal (not an untyped, an empty slot).
+    fn untyped_size(&mut self, untyped: u64) -> Result<u64, KernelError>;
     /// Retypes the next frame of `size` from untyped `untyped` (at its watermark) into a free
     /// slot.
     ///
     /// # Errors
     /// The kernel's refusal.
     fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError>;
+    /// Empty capability slots left.
+    fn free_slots(&self) -> u64;
     /// Copies frame capability `frame` into a free slot (a frame capability maps once).
     ///
     /// # Errors
@@ -226,6 +240,10 @@ pub struct MemMgr<K> {
     frames: heapless::Vec<Frame, MAX_FRAMES>,
     /// Per guest: its identity-mapped RAM's frames were all made.
     identity_made: [bool; MAX_GUESTS],
+    pool: Pool,
+    /// Per guest: its quota, and what is left of it.
+    quotas: heapless::Vec<Quota, MAX_GUESTS>,
+    left: [Quota; MAX_GUESTS],
 }
 
 fn refused(_: KernelError) -> MemError {
@@ -237,19 +255,46 @@ fn out_of_memory(_: KernelError) -> MemError {
 }
 
 impl<K: Kernel> MemMgr<K> {
-    /// A memory manager for `guests` (extra ones beyond [`MAX_GUESTS`] are ignored).
-    pub fn new(kernel: K, features: Features, guests: &[Guest]) -> Self {
-        let mut list = heapless::Vec::new();
+    /// A memory manager for `guests` (extra ones beyond [`MAX_GUESTS`] are ignored), whose pool
+    /// is the untyped in slots `untyped`: it sizes and splits the pool and sets every guest's
+    /// quota ([`crate::quota`]).
+    pub fn new(mut kernel: K, features: Features, guests: &[Guest], untyped: &[u64]) -> Self {
+        let mut list: heapless::Vec<Guest, MAX_GUESTS> = heapless::Vec::new();
         for guest in guests.iter().take(MAX_GUESTS) {
             let _ = list.push(*guest);
         }
+        let pages = list
+            .iter()
+            .filter(|guest| guest.identity_untyped == 0)
+            .map(|guest| Need::of(guest).pages)
+            .sum();
+        let pool = Pool::carve(&mut kernel, untyped, pages);
+        // Each frame takes two slots: the VM's capability and the window's copy.
+        let frames = (MAX_FRAMES as u64).min(kernel.free_slots() / 2);
+        let quotas = quota::quotas(&list, &pool, frames);
         Self {
             kernel,
             features,
             guests: list,
             frames: heapless::Vec::new(),
             identity_made: [false; MAX_GUESTS],
+            pool,
+            left: core::array::from_fn(|i| quotas.get(i).copied().unwrap_or_default()),
+            quotas,
         }
+    }
+
+    /// Guest `index`'s quota and its need (to report at start).
+    #[must_use]
+    pub fn quota(&self, index: usize) -> Option<(Quota, Need)> {
+        let quota = *self.quotas.get(index)?;
+        Some((quota, Need::of(self.guests.get(index)?)))
+    }
+
+    /// What the pool holds: blocks and pages.
+    #[must_use]
+    pub const fn capacity(&self) -> (u64, u64) {
+        (self.pool.block_capacity(), self.pool.page_capacity())
     }
 
     /// The kernel (for the tests' fake).
@@ -301,7 +346,14 @@ impl<K: Kernel> MemMgr<K> {
         let mut ipa = guest.ram_base;
         while ipa < guest.ram_end() {
             let (base, size) = guest.region(ipa);
-            self.new_frame(index, base, size, Some(guest.identity_untyped))?;
+            // After a refusal (its quota), the frames made before it stay: none is made twice.
+            let made = self
+                .frames
+                .iter()
+                .any(|f| usize::from(f.guest) == index && f.ipa == base);
+            if !made {
+                self.new_frame(index, base, size, Some(guest.identity_untyped))?;
+            }
             ipa = base + size.bytes();
         }
         self.identity_made[index] = true;
@@ -317,14 +369,29 @@ impl<K: Kernel> MemMgr<K> {
         size: FrameSize,
         untyped: Option<u64>,
     ) -> Result<usize, MemError> {
+        let left = &mut self.left[index];
+        let from_pool = match (untyped, size) {
+            (Some(_), _) => None,
+            (None, FrameSize::Block) => Some(&mut left.blocks),
+            (None, FrameSize::Page) => Some(&mut left.pages),
+        };
+        if left.frames == 0 || from_pool.as_deref() == Some(&0) {
+            return Err(MemError::Quota);
+        }
         if self.frames.is_full() {
             return Err(MemError::OutOfMemory);
         }
         let vm_cap = match untyped {
             Some(untyped) => self.kernel.new_frame_from(untyped, size),
-            None => self.kernel.new_frame(size),
+            None => self.pool.take(&mut self.kernel, size),
         }
         .map_err(out_of_memory)?;
+        // Charged as soon as it exists: should a later step fail, the frame is lost to this
+        // guest's quota only.
+        if let Some(left) = from_pool {
+            *left -= 1;
+        }
+        left.frames -= 1;
         let own_cap = self.kernel.copy_frame(vm_cap).map_err(out_of_memory)?;
         let window = Self::window(index, base);
         self.kernel

@@ -32,37 +32,115 @@ enum Op {
     VmIcache(u64, u64),
 }
 
-#[derive(Debug, Default)]
+/// A fake kernel: it records every operation, and keeps the memory manager's pool as the kernel
+/// keeps untyped memory (each retype at the watermark aligned up to the object's size,
+/// `NotEnoughMemory` past the end), so waste and exhaustion are what they would be.
+#[derive(Debug)]
 struct Fake {
     ops: Vec<Op>,
     next: u64,
     memory: HashMap<u64, u8>,
     frames_left: Option<usize>,
     payload: Vec<u8>,
+    /// Untyped the fake keeps (slot → size, watermark, top: child untyped records are taken
+    /// from the top, as the kernel does); others (an identity guest's) are not checked.
+    untyped: HashMap<u64, (u64, u64, u64)>,
+    next_untyped: u64,
+    slots: u64,
+}
+
+/// The fake's pool untyped, 1 GiB unless a test says otherwise.
+const POOL: u64 = 5;
+
+impl Default for Fake {
+    fn default() -> Self {
+        Self::with_pool(&[1 << 30])
+    }
+}
+
+impl Fake {
+    /// A fake whose pool is untyped of `sizes`, in slots `POOL`, `POOL + 1`, …
+    fn with_pool(sizes: &[u64]) -> Self {
+        Self {
+            ops: Vec::new(),
+            next: 0,
+            memory: HashMap::new(),
+            frames_left: None,
+            payload: Vec::new(),
+            untyped: (POOL..)
+                .zip(sizes.iter().map(|&size| (size, 0, size)))
+                .collect(),
+            next_untyped: 500,
+            slots: 1000,
+        }
+    }
+
+    /// Places `1 << bits` bytes in untyped `slot` (and, for a child untyped, its record page at
+    /// the top), if the fake keeps it.
+    fn place(&mut self, slot: u64, bits: u32, record: bool) -> Result<(), KernelError> {
+        if let Some((_, watermark, top)) = self.untyped.get_mut(&slot) {
+            let start = watermark.next_multiple_of(1 << bits);
+            let limit = if record { *top - 4096 } else { *top };
+            if start + (1 << bits) > limit {
+                return Err(KernelError::NotEnoughMemory);
+            }
+            *watermark = start + (1 << bits);
+            *top = limit;
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self) -> Result<u64, KernelError> {
+        if self.slots == 0 {
+            return Err(KernelError::NotEnoughMemory);
+        }
+        self.slots -= 1;
+        self.next += 1;
+        Ok(100 + self.next)
+    }
 }
 
 impl Kernel for Fake {
-    fn new_frame(&mut self, size: FrameSize) -> Result<u64, KernelError> {
-        if let Some(left) = &mut self.frames_left {
+    fn new_untyped(&mut self, parent: u64, bits: u32) -> Result<u64, KernelError> {
+        if !self.untyped.contains_key(&parent) {
+            return Err(KernelError::WrongType);
+        }
+        self.place(parent, bits, true)?;
+        self.next_untyped += 1;
+        self.untyped
+            .insert(self.next_untyped, (1 << bits, 0, 1 << bits));
+        Ok(self.next_untyped)
+    }
+    fn untyped_size(&mut self, untyped: u64) -> Result<u64, KernelError> {
+        self.untyped
+            .get(&untyped)
+            .map(|&(size, _, _)| size)
+            .ok_or(KernelError::WrongType)
+    }
+    fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError> {
+        let pool = self.untyped.contains_key(&untyped);
+        if pool && let Some(left) = &mut self.frames_left {
             if *left == 0 {
                 return Err(KernelError::NotEnoughMemory);
             }
             *left -= 1;
         }
-        self.next += 1;
-        self.ops.push(Op::NewFrame(size, 100 + self.next));
-        Ok(100 + self.next)
+        self.place(untyped, size.bits() as u32, false)?;
+        let slot = self.slot()?;
+        self.ops.push(if pool {
+            Op::NewFrame(size, slot)
+        } else {
+            Op::NewFrameFrom(untyped, size, slot)
+        });
+        Ok(slot)
     }
-    fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError> {
-        self.next += 1;
-        self.ops
-            .push(Op::NewFrameFrom(untyped, size, 100 + self.next));
-        Ok(100 + self.next)
+    fn free_slots(&self) -> u64 {
+        self.slots
     }
     fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {
-        self.next += 1;
-        self.ops.push(Op::Copy(frame, 100 + self.next));
-        Ok(100 + self.next)
+        let slot = self.slot()?;
+        self.ops.push(Op::Copy(frame, slot));
+        Ok(slot)
     }
     fn map(&mut self, frame: u64, space: Space, ipa: u64, access: u64) -> Result<(), KernelError> {
         self.ops.push(Op::Map(frame, space, ipa, access));
@@ -126,8 +204,18 @@ fn guest(ram_size: u64, kernel_size: u64) -> Guest {
     }
 }
 
+/// A memory manager with a 1 GiB pool (its set-up's operations taken out).
+fn new_manager(fake: Fake, features: Features, guests: &[Guest]) -> MemMgr<Fake> {
+    let pool: Vec<u64> = fake.untyped.keys().copied().collect();
+    let mut pool = pool;
+    pool.sort_unstable();
+    let mut m = MemMgr::new(fake, features, guests, &pool);
+    m.kernel().ops.clear();
+    m
+}
+
 fn manager(fwb: bool, dic: bool) -> MemMgr<Fake> {
-    MemMgr::new(
+    new_manager(
         Fake::default(),
         Features { fwb, dic },
         &[guest(16 << 20, 0x3000)],
@@ -217,7 +305,7 @@ fn an_instruction_fault_remaps_executable_after_icache_invalidation_unless_dic()
 #[test]
 fn regions_not_wholly_in_ram_get_pages() {
     // 2 MiB + 8 KiB: the first region is a block, the last two pages are pages.
-    let mut m = MemMgr::new(
+    let mut m = new_manager(
         Fake::default(),
         Features {
             fwb: true,
@@ -384,7 +472,7 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
         identity_untyped: UNTYPED,
         ..guest((4 << 20) + 2 * PAGE, 0x3000)
     };
-    let mut m = MemMgr::new(
+    let mut m = new_manager(
         Fake::default(),
         Features {
             fwb: true,
@@ -438,4 +526,105 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
             .iter()
             .all(|op| !matches!(op, Op::NewFrame(..) | Op::NewFrameFrom(..)))
     );
+}
+
+/// Guest `index` (VM `VM + index`, its VMM badge `VMM + index`) with `ram_size` bytes of RAM.
+fn guest_at(index: u32, ram_size: u64) -> Guest {
+    Guest {
+        id: VmId::new(index),
+        vm: VM + u64::from(index),
+        vmm_badge: VMM + u64::from(index),
+        ..guest(ram_size, 0)
+    }
+}
+
+/// Guest `index`'s fault at `ipa`, from its own VMM.
+fn fault_of(m: &mut MemMgr<Fake>, index: u32, ipa: u64) -> Result<FaultOutcome, MemError> {
+    let vmm = &mut Context::new(Badge::new(VMM + u64::from(index)), Default::default());
+    let (vm, vcpu) = (VmId::new(index), VcpuId::new(0));
+    block_on(m.handle_stage2_fault(vmm, vm, vcpu, Ipa::new(ipa), Access::Write))
+}
+
+/// Faults every 2 MiB block of guest `index`'s RAM, in order; returns how many were mapped and
+/// the first refusal.
+fn fault_blocks(m: &mut MemMgr<Fake>, index: u32, blocks: u64) -> (u64, Option<MemError>) {
+    for n in 0..blocks {
+        if let Err(error) = fault_of(m, index, RAM + n * BLOCK) {
+            return (n, Some(error));
+        }
+    }
+    (blocks, None)
+}
+
+const FWB_DIC: Features = Features {
+    fwb: true,
+    dic: true,
+};
+
+#[test]
+fn a_guest_touching_all_its_ram_first_cannot_take_what_another_was_promised() {
+    // 24 MiB of pool (the SDK's pieces: 16 MiB and 8 MiB) for 32 + 8 MiB of guest RAM: the
+    // greedy guest gets what the other leaves of the fair share, the other all its 8 MiB.
+    let fake = Fake::with_pool(&[16 << 20, 8 << 20]);
+    let guests = [guest_at(0, 32 << 20), guest_at(1, 8 << 20)];
+    let mut m = new_manager(fake, FWB_DIC, &guests);
+    assert_eq!(m.capacity(), (12, 0));
+    let (greedy, need) = m.quota(0).unwrap();
+    assert_eq!((greedy.blocks, need.blocks), (8, 16));
+    assert_eq!(m.quota(1).unwrap().0.blocks, 4);
+    assert_eq!(fault_blocks(&mut m, 0, 16), (8, Some(MemError::Quota)));
+    assert_eq!(fault_blocks(&mut m, 1, 4), (4, None));
+}
+
+#[test]
+fn a_guest_faulting_in_a_wasteful_order_cannot_starve_another() {
+    // 4 blocks and 64 pages (8 MiB + 256 KiB), faulted page, block, page, block…: from one
+    // untyped shared by both sizes each block after a page would waste most of 2 MiB. Blocks and
+    // pages come from separate untyped, so the other guest's 16 MiB are all there.
+    let fake = Fake::with_pool(&[32 << 20]);
+    let guests = [guest_at(0, (8 << 20) + (256 << 10)), guest_at(1, 16 << 20)];
+    let mut m = new_manager(fake, FWB_DIC, &guests);
+    assert_eq!(
+        m.quota(0).unwrap().0,
+        m.quota(0).map(|(_, n)| full(n)).unwrap()
+    );
+    let tail = RAM + (8 << 20);
+    for n in 0..4 {
+        fault_of(&mut m, 0, tail + n * PAGE).unwrap();
+        fault_of(&mut m, 0, RAM + n * BLOCK).unwrap();
+    }
+    for n in 4..64 {
+        fault_of(&mut m, 0, tail + n * PAGE).unwrap();
+    }
+    assert_eq!(fault_blocks(&mut m, 1, 8), (8, None));
+}
+
+/// The quota that is a need in full.
+fn full(need: crate::quota::Need) -> crate::quota::Quota {
+    crate::quota::Quota {
+        blocks: need.blocks,
+        pages: need.pages,
+        frames: need.frames(),
+    }
+}
+
+#[test]
+fn a_guest_of_many_pages_cannot_fill_the_frame_table() {
+    // 1 MiB of RAM that is not a 2 MiB block: 256 pages, more than the table's 192 frames.
+    let fake = Fake::with_pool(&[64 << 20]);
+    let mut small = guest_at(0, 1 << 20);
+    small.ram_base = RAM + (1 << 20);
+    let guests = [small, guest_at(1, 16 << 20)];
+    let mut m = new_manager(fake, FWB_DIC, &guests);
+    let (quota, need) = m.quota(0).unwrap();
+    assert_eq!((quota.frames, need.frames()), (192 - 8, 256));
+    let mut mapped = 0;
+    let refusal = loop {
+        match fault_of(&mut m, 0, small.ram_base + mapped * PAGE) {
+            Ok(_) => mapped += 1,
+            Err(error) => break error,
+        }
+    };
+    assert_eq!((mapped, refusal), (192 - 8, MemError::Quota));
+    assert_eq!(fault_blocks(&mut m, 1, 8), (8, None));
 }

@@ -4,16 +4,28 @@
 //! Principles:
 //! - The tables are guest memory and untrusted; the walk is the library's (exact to the Arm ARM,
 //!   `docs/s2walk.md`). This crate only keeps the book of who lent which page.
-//! - A VM's owner is the badge that `nest`ed it; every other request for that VM is refused with
-//!   `NotPermitted`, so one client cannot read or walk another's guest.
+//! - A VM is named by its owner: the badge that `nest`ed it and the id it chose. Each client has
+//!   its own ids, so one client can neither reach nor squat another's VM (an id another client
+//!   uses is, to this one, simply unknown).
+//! - No client can take what the others need: each badge may hold [`VMS_PER_CLIENT`] VMs and
+//!   [`PAGES_PER_CLIENT`] lent pages (`Quota` beyond), and the VM table is large enough for every
+//!   client an image can have.
 //! - Memory is reached only through lent pages, each a frame capability mapped read-only at a
 //!   fixed window of the service's address space ([`Platform`]); a descriptor read anywhere else is
 //!   a synchronous external abort on the walk, as hardware reports one.
+//! - A lender may revoke a lent frame at any time, and the kernel then removes the walker's
+//!   mapping: the page is no longer lent. A walk that reads it reports the external abort on the
+//!   walk (as for a page never lent), the page's book entry is dropped, and the page may be lent
+//!   again. The walker thread cannot check first (it can be preempted between a check and its
+//!   read), so the service survives the read itself: [`recovery`] handles the walker thread's
+//!   fault and puts a placeholder page where the frame was.
 //! - No heap: fixed tables of [`MAX_VMS`] VMs and [`MAX_PAGES`] pages.
 //! - The same handler runs at EL0 over the `svc` transport (`main.rs`) and on the host under
 //!   `capvisor_ipc::hosted` in the unit tests, with a host [`Platform`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+use core::cell::RefCell;
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::{Badge, Cap, Frame};
@@ -22,30 +34,51 @@ use capvisor_ipc::protocols::s2walk::{Handler, Translation, WalkError, WalkFault
 use capvisor_ipc::types::{Access, Ipa, VmId, Vtcr, Vttbr};
 use s2walk::{GuestMemory, Machine, OutputAddr, PaBits, ReadError};
 
+#[cfg(test)]
+mod prop;
+pub mod recovery;
 pub mod sample;
 #[cfg(test)]
 mod tests;
 
-/// VMs the walker serves at once.
-pub const MAX_VMS: usize = 8;
+/// VMs the walker serves at once: [`VMS_PER_CLIENT`] for each of the 16 services an image may
+/// have (`kernel/src/services/mod.rs`, `MAX_SERVICES`), so every client can nest its quota
+/// whatever the others do.
+pub const MAX_VMS: usize = 32;
+/// VMs one client (badge) may nest.
+pub const VMS_PER_CLIENT: usize = 2;
 /// Guest pages lent to the walker, over all VMs.
 pub const MAX_PAGES: usize = 256;
+/// Pages one client (badge) may have lent at once: an eighth of the window, so eight clients at
+/// their quota fill it and no single one can.
+pub const PAGES_PER_CLIENT: usize = 32;
 /// The size of a lent page.
 pub const PAGE_SIZE: u64 = 4096;
 /// Where the EL0 service maps lent page `n`: `WINDOW + n * PAGE_SIZE` (inside its 39-bit address
 /// space, clear of its image, stack and IPC buffer; `docs/architecture.md`, "EL0 services").
 pub const WINDOW: u64 = 0x10_0000_0000;
+/// Descriptor reads one walk makes at most (one per level, levels -1 to 3).
+const READS_PER_WALK: usize = 5;
 
 /// What the walker asks of the kernel (or of a host stand-in).
 pub trait Platform {
-    /// Maps `frame` read-only as window page `index`.
+    /// Takes `frame` (the capability that came with a `lend`) as window page `index`'s, and maps
+    /// it read-only there.
     ///
     /// # Errors
-    /// The kernel's refusal (e.g. `WrongType`, `InsufficientRights`).
+    /// The kernel's refusal (e.g. `WrongType`, `InsufficientRights`); the capability is then not
+    /// kept.
     fn map(&mut self, frame: Cap<Frame>, index: usize) -> Result<(), KernelError>;
     /// Reads the word at byte `offset` (a multiple of 8, below [`PAGE_SIZE`]) of window page
-    /// `index`, which [`Platform::map`] mapped.
-    fn read(&self, index: usize, offset: usize) -> u64;
+    /// `index`, which [`Platform::map`] mapped; `None` when the page's frame is gone (its lender
+    /// revoked it), whatever the read returned.
+    fn read(&self, index: usize, offset: usize) -> Option<u64>;
+    /// Whether window page `index`'s frame is gone (its lender revoked it). Once gone it stays
+    /// gone until [`Platform::forget`]; a frame still there may go at any moment after.
+    fn gone(&self, index: usize) -> bool;
+    /// Forgets window page `index`, whose frame is gone: whatever is mapped there is removed and
+    /// its slot emptied, so the page can be lent again.
+    fn forget(&mut self, index: usize);
 }
 
 /// One nested VM: who owns it and the machine its walks emulate.
@@ -59,6 +92,7 @@ struct Vm {
 /// One lent page: whose, at which guest address, and in which window page.
 #[derive(Debug, Clone, Copy)]
 struct Page {
+    owner: Badge,
     vm: VmId,
     base: u64,
 }
@@ -68,9 +102,8 @@ struct Page {
 pub struct Walker<P> {
     platform: P,
     vms: [Option<Vm>; MAX_VMS],
-    /// Entry `n` is window page `n`; filled in order and never reused (a mapped page stays).
+    /// Entry `n` is window page `n`; a free entry is reused.
     pages: [Option<Page>; MAX_PAGES],
-    used: usize,
 }
 
 impl<P: Platform> Walker<P> {
@@ -80,7 +113,6 @@ impl<P: Platform> Walker<P> {
             platform,
             vms: [None; MAX_VMS],
             pages: [None; MAX_PAGES],
-            used: 0,
         }
     }
 
@@ -89,26 +121,55 @@ impl<P: Platform> Walker<P> {
         &self.platform
     }
 
-    /// `vm`, if the caller owns it.
+    /// The caller's VM `vm`.
     fn owned(&self, ctx: &Context, vm: VmId) -> Result<Vm, WalkError> {
-        let known = self
-            .vms
+        self.vms
             .iter()
             .flatten()
-            .find(|known| known.id == vm)
-            .ok_or(WalkError::UnknownVm)?;
-        if known.owner == ctx.badge() {
-            Ok(*known)
-        } else {
-            Err(WalkError::NotPermitted)
+            .find(|known| known.id == vm && known.owner == ctx.badge())
+            .copied()
+            .ok_or(WalkError::UnknownVm)
+    }
+
+    /// Window pages in use by `owner` (every client: `None`).
+    fn pages_of(&self, owner: Option<Badge>) -> impl Iterator<Item = usize> + '_ {
+        self.pages
+            .iter()
+            .enumerate()
+            .filter_map(move |(index, page)| {
+                page.filter(|p| owner.is_none_or(|o| p.owner == o))
+                    .map(|_| index)
+            })
+    }
+
+    /// Drops the book entry of window page `index`, whose frame is gone.
+    fn drop_page(&mut self, index: usize) {
+        self.platform.forget(index);
+        self.pages[index] = None;
+    }
+
+    /// Drops every page of `owner` (or of everyone) whose frame is gone; returns how many.
+    fn sweep(&mut self, owner: Option<Badge>) -> usize {
+        let mut gone: heapless::Vec<usize, MAX_PAGES> = heapless::Vec::new();
+        for index in self.pages_of(owner) {
+            if self.platform.gone(index) {
+                let _ = gone.push(index);
+            }
         }
+        for &index in &gone {
+            self.drop_page(index);
+        }
+        gone.len()
     }
 }
 
-/// The guest memory of one VM: the pages lent for it, read through the platform.
+/// The guest memory of one VM: the pages lent for it, read through the platform. Pages found
+/// gone are noted, for the walker to drop once the walk is over.
 struct Lent<'a, P> {
     walker: &'a Walker<P>,
+    owner: Badge,
     vm: VmId,
+    gone: RefCell<heapless::Vec<usize, READS_PER_WALK>>,
 }
 
 impl<P: Platform> GuestMemory for Lent<'_, P> {
@@ -119,11 +180,23 @@ impl<P: Platform> GuestMemory for Lent<'_, P> {
         if !offset.is_multiple_of(8) {
             return Err(ReadError::Unbacked);
         }
-        let index = self.walker.pages[..self.walker.used]
+        let index = self
+            .walker
+            .pages
             .iter()
-            .position(|page| matches!(page, Some(p) if p.vm == self.vm && p.base == base))
+            .position(|page| {
+                matches!(page, Some(p) if p.owner == self.owner && p.vm == self.vm && p.base == base)
+            })
             .ok_or(ReadError::Unbacked)?;
-        Ok(self.walker.platform.read(index, offset))
+        self.walker.platform.read(index, offset).ok_or_else(|| {
+            let mut gone = self.gone.borrow_mut();
+            if !gone.contains(&index) {
+                // A walk reads at most READS_PER_WALK pages; should one not fit, a later sweep
+                // drops it.
+                let _ = gone.push(index);
+            }
+            ReadError::Unbacked
+        })
     }
 }
 
@@ -179,7 +252,12 @@ impl<P: Platform> Handler for Walker<P> {
         kind: Access,
     ) -> Result<WalkOutcome, WalkError> {
         let nested = self.owned(ctx, vm)?;
-        let memory = Lent { walker: self, vm };
+        let memory = Lent {
+            walker: self,
+            owner: ctx.badge(),
+            vm,
+            gone: RefCell::new(heapless::Vec::new()),
+        };
         let (vtcr, vttbr) = registers(vtcr, vttbr);
         let result = s2walk::walk(
             &nested.machine,
@@ -189,6 +267,10 @@ impl<P: Platform> Handler for Walker<P> {
             s2walk::Ipa::new(ipa.raw()),
             access(kind),
         );
+        let gone = memory.gone.into_inner();
+        for index in gone {
+            self.drop_page(index);
+        }
         Ok(outcome(result))
     }
 
@@ -207,12 +289,15 @@ impl<P: Platform> Handler for Walker<P> {
     async fn nest(&mut self, ctx: &mut Context, vm: VmId, pa_bits: u8) -> Result<(), WalkError> {
         let pa_bits = PaBits::from_bits(u32::from(pa_bits)).ok_or(WalkError::BadArgument)?;
         let machine = Machine::new(pa_bits);
-        if let Some(known) = self.vms.iter_mut().flatten().find(|known| known.id == vm) {
-            if known.owner != ctx.badge() {
-                return Err(WalkError::NotPermitted);
-            }
+        let owner = ctx.badge();
+        let mut owned = self.vms.iter_mut().flatten().filter(|v| v.owner == owner);
+        if let Some(known) = owned.find(|known| known.id == vm) {
             known.machine = machine;
             return Ok(());
+        }
+        let held = self.vms.iter().flatten().filter(|v| v.owner == owner);
+        if held.count() >= VMS_PER_CLIENT {
+            return Err(WalkError::Quota);
         }
         let free = self
             .vms
@@ -221,7 +306,7 @@ impl<P: Platform> Handler for Walker<P> {
             .ok_or(WalkError::Full)?;
         *free = Some(Vm {
             id: vm,
-            owner: ctx.badge(),
+            owner,
             machine,
         });
         Ok(())
@@ -229,15 +314,20 @@ impl<P: Platform> Handler for Walker<P> {
 
     async fn lend(&mut self, ctx: &mut Context, vm: VmId, base: Ipa) -> Result<(), WalkError> {
         self.owned(ctx, vm)?;
+        let owner = ctx.badge();
         let base = base.raw();
         if !base.is_multiple_of(PAGE_SIZE) {
             return Err(WalkError::BadArgument);
         }
-        let lent = self.pages[..self.used]
-            .iter()
-            .any(|page| matches!(page, Some(p) if p.vm == vm && p.base == base));
-        if lent {
-            return Err(WalkError::BadArgument);
+        let lent = self.pages.iter().position(
+            |page| matches!(page, Some(p) if p.owner == owner && p.vm == vm && p.base == base),
+        );
+        if let Some(index) = lent {
+            // Lent again after its frame was revoked: the old entry is stale.
+            if !self.platform.gone(index) {
+                return Err(WalkError::BadArgument);
+            }
+            self.drop_page(index);
         }
         let frame: Cap<Frame> = ctx
             .received()
@@ -247,14 +337,26 @@ impl<P: Platform> Handler for Walker<P> {
             .ok_or(WalkError::MissingFrame)?
             .downcast()
             .map_err(|_| WalkError::MissingFrame)?;
-        if self.used == MAX_PAGES {
-            return Err(WalkError::Full);
+        if self.pages_of(Some(owner)).count() >= PAGES_PER_CLIENT
+            && (self.sweep(Some(owner)) == 0
+                || self.pages_of(Some(owner)).count() >= PAGES_PER_CLIENT)
+        {
+            return Err(WalkError::Quota);
         }
+        let free = match self.pages.iter().position(Option::is_none) {
+            Some(index) => index,
+            None => {
+                self.sweep(None);
+                self.pages
+                    .iter()
+                    .position(Option::is_none)
+                    .ok_or(WalkError::Full)?
+            }
+        };
         self.platform
-            .map(frame, self.used)
+            .map(frame, free)
             .map_err(|_| WalkError::MissingFrame)?;
-        self.pages[self.used] = Some(Page { vm, base });
-        self.used += 1;
+        self.pages[free] = Some(Page { owner, vm, base });
         Ok(())
     }
 }
