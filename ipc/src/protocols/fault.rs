@@ -275,6 +275,11 @@ pub enum Resolution {
         /// FAR_EL1 to present.
         far: Far,
     },
+    /// For a trapped WFI: step past it and let the vCPU sleep until an interrupt can wake it —
+    /// a virtual interrupt pending in its list registers, its virtual timer firing, or one its
+    /// VMM injects — instead of running (a guest that idles gives its CPU away). The kernel
+    /// resumes it at once if one is already pending.
+    WaitForInterrupt,
 }
 
 /// A service thread's fault.
@@ -314,7 +319,7 @@ crate::protocol! {
     /// The kernel's fault messages.
     protocol Fault {
         id: ProtocolId::FAULT,
-        version: Version::new(1, 0),
+        version: Version::new(1, 1),
         error: FaultError,
     }
     /// A vCPU faulted at `pc`.

@@ -39,6 +39,20 @@ pub enum MaintenanceTarget<'a> {
     },
 }
 
+/// How a vCPU goes on after its fault was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumption {
+    /// It runs again.
+    Run,
+    /// It sleeps (a WFI with nothing pending) until an interrupt can wake it: a virtual
+    /// interrupt made pending for it, or its virtual timer reaching `deadline` (physical counter
+    /// ticks; `None`: its timer is off).
+    Sleep {
+        /// When its virtual timer fires, in physical counter ticks.
+        deadline: Option<u64>,
+    },
+}
+
 /// A vCPU register access: read, or write a value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegisterAccess {
@@ -79,6 +93,8 @@ pub struct VcpuGlue {
     pub el1: El1State,
     /// The virtual CPU interface (list registers, active priorities, VMCR).
     pub vgic: VgicState,
+    /// ESR_EL2 of its last exit (its IL bit says how far to step past the instruction).
+    pub exit_esr: u64,
 }
 
 impl VcpuGlue {
@@ -86,6 +102,7 @@ impl VcpuGlue {
     pub const RESET: Self = Self {
         el1: El1State::RESET,
         vgic: VgicState::RESET,
+        exit_esr: 0,
     };
 }
 
@@ -277,6 +294,9 @@ pub trait Effects {
     /// state is `thread`, before it is made ready again (register writes, PC advance, abort
     /// injection).
     ///
+    /// Returns whether the vCPU runs or sleeps ([`Resolution::WaitForInterrupt`] with nothing
+    /// pending for it).
+    ///
     /// # Errors
     /// [`KernelError::InvalidArgument`] when the resolution is not valid for the fault or the vCPU's
     /// state (e.g. an injected syndrome whose exception class does not match the guest's EL):
@@ -288,7 +308,7 @@ pub trait Effects {
         state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
-    ) -> Result<(), KernelError>;
+    ) -> Result<Resumption, KernelError>;
 
     /// Performs cache or TLB maintenance (the object model has checked the capabilities, that
     /// the operation suits the target, and that the range is bounded).

@@ -13,7 +13,8 @@ use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
 use super::effects::{
-    Effects, IpcWords, MaintenanceTarget, RegisterAccess, SpaceGlue, ThreadGlue, VcpuGlue,
+    Effects, IpcWords, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, ThreadGlue,
+    VcpuGlue,
 };
 use super::memory::{PAGE, VcpuRef};
 use crate::context::{SPSR_EL0T, ThreadContext};
@@ -93,6 +94,9 @@ pub struct FakeEffects {
     pub restarts: usize,
     /// vCPUs destroyed.
     pub destroyed_vcpus: usize,
+    /// What a `WaitForInterrupt` resolution finds: `None` an interrupt pending (it runs),
+    /// `Some(deadline)` nothing pending (it sleeps, with that timer deadline).
+    pub wait_finds: Option<Option<u64>>,
 }
 
 impl Default for FakeEffects {
@@ -121,6 +125,7 @@ impl FakeEffects {
             maintenance: heapless::Vec::new(),
             restarts: 0,
             destroyed_vcpus: 0,
+            wait_finds: Some(None),
         }
     }
 
@@ -372,23 +377,32 @@ impl Effects for FakeEffects {
         _state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
-    ) -> Result<(), KernelError> {
+    ) -> Result<Resumption, KernelError> {
         if self.refuse_resolution {
             return Err(KernelError::InvalidArgument);
         }
         self.resolutions += 1;
         let context = &mut thread.context;
-        if let Resolution::Emulate { writes, advance_pc } = resolution {
-            for write in writes {
-                if let Some(x) = context.x.get_mut(usize::from(write.register.index())) {
-                    *x = write.value;
+        match resolution {
+            Resolution::Emulate { writes, advance_pc } => {
+                for write in writes {
+                    if let Some(x) = context.x.get_mut(usize::from(write.register.index())) {
+                        *x = write.value;
+                    }
+                }
+                if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
+                    context.pc += 4;
                 }
             }
-            if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
+            Resolution::WaitForInterrupt => {
                 context.pc += 4;
+                if let Some(deadline) = self.wait_finds {
+                    return Ok(Resumption::Sleep { deadline });
+                }
             }
+            Resolution::Resume | Resolution::InjectAbort { .. } => {}
         }
-        Ok(())
+        Ok(Resumption::Run)
     }
 
     fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {

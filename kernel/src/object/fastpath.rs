@@ -142,13 +142,7 @@ impl Kernel {
     #[inline(never)]
     fn fast_resolve(&mut self, caller: ThreadRef, result: &CallResult, fx: &mut impl Effects) {
         let resume = self.apply_call_result(caller, result, fx);
-        if let Ok(c) = self.threads.get_mut(caller) {
-            c.fault = None;
-            c.state = ThreadState::Inactive;
-        }
-        if resume {
-            self.make_ready(caller);
-        }
+        self.resume_after_fault(caller, resume);
     }
 
     /// The endpoint, rights and badge of the capability in x0, without copying the capability.

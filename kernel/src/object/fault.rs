@@ -17,7 +17,7 @@ use capvisor_ipc::protocols::fault::{
 use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::Kernel;
-use super::effects::Effects;
+use super::effects::{Effects, Resumption};
 use super::memory::ThreadRef;
 use super::syscall::Schedule;
 use super::thread::{FaultKind, FaultRecord, SendInfo, ThreadState};
@@ -105,7 +105,7 @@ impl Kernel {
         let resume = if sent && message.info.label() != 0 {
             // The fixed-layout reply to a guest call (`guest_call`), checked like any emulation.
             CallResult::decode(message.info, message.words)
-                .is_some_and(|result| self.apply_call_result(caller, &result, fx))
+                .and_then(|result| self.apply_call_result(caller, &result, fx))
         } else {
             let reply = if sent {
                 message.with_payload(decode_reply)
@@ -120,20 +120,25 @@ impl Kernel {
                 (
                     Some(FaultKind::Service(_)),
                     Some(Reply::Service(Ok(ServiceResolution::Resume))),
-                ) => true,
+                ) => Some(Resumption::Run),
                 (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => vcpu
-                    .is_some_and(|vcpu| {
-                        self.apply_resolution(caller, vcpu, &fault, resolution, fx)
-                    }),
-                _ => false,
+                    .and_then(|vcpu| self.apply_resolution(caller, vcpu, &fault, resolution, fx)),
+                _ => None,
             }
         };
+        self.resume_after_fault(caller, resume);
+    }
+
+    /// Ends `caller`'s fault: it runs, sleeps, or (`None`) stays stopped.
+    pub(super) fn resume_after_fault(&mut self, caller: ThreadRef, resume: Option<Resumption>) {
         if let Ok(c) = self.threads.get_mut(caller) {
             c.fault = None;
             c.state = ThreadState::Inactive;
         }
-        if resume {
-            self.make_ready(caller);
+        match resume {
+            Some(Resumption::Run) => self.make_ready(caller),
+            Some(Resumption::Sleep { deadline }) => self.sleep(caller, deadline),
+            None => {}
         }
     }
 }
@@ -147,15 +152,11 @@ impl Kernel {
         fault: &GuestFault,
         resolution: &Resolution,
         fx: &mut impl Effects,
-    ) -> bool {
-        let Ok(t) = self.threads.get_mut(thread) else {
-            return false;
-        };
-        let Ok(v) = self.vcpus.get_mut(vcpu) else {
-            return false;
-        };
+    ) -> Option<Resumption> {
+        let t = self.threads.get_mut(thread).ok()?;
+        let v = self.vcpus.get_mut(vcpu).ok()?;
         fx.resolve_guest_fault(&mut t.glue, vcpu, &mut v.glue, fault, resolution)
-            .is_ok()
+            .ok()
     }
 }
 
@@ -168,10 +169,8 @@ impl Kernel {
         thread: ThreadRef,
         result: &CallResult,
         fx: &mut impl Effects,
-    ) -> bool {
-        let Ok(t) = self.threads.get(thread) else {
-            return false;
-        };
+    ) -> Option<Resumption> {
+        let t = self.threads.get(thread).ok()?;
         let (
             Some(vcpu),
             Some(FaultRecord {
@@ -180,7 +179,7 @@ impl Kernel {
             }),
         ) = (t.vcpu, t.fault)
         else {
-            return false;
+            return None;
         };
         self.apply_resolution(thread, vcpu, &fault, &result.resolution(), fx)
     }

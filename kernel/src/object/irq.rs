@@ -202,11 +202,16 @@ pub enum IrqOutcome {
 }
 
 impl Kernel {
-    /// Whether an interrupt can still wake a thread: some handler delivers to a notification.
+    /// Whether an interrupt can still wake a thread: some handler delivers to a notification or
+    /// forwards to a vCPU, or a sleeping vCPU's timer is armed.
     /// With no thread ready and none of these, nothing can ever run again (one CPU runs threads).
     #[must_use]
     pub fn interrupts_deliver(&self) -> bool {
-        self.irqs.iter().any(|(_, h)| h.notification.is_some())
+        self.timers_pending()
+            || self
+                .irqs
+                .iter()
+                .any(|(_, h)| h.notification.is_some() || h.forward.is_some())
     }
 
     /// The vCPU (and virtual INTID) interrupt `intid` is forwarded to, if its handler forwards

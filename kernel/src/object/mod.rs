@@ -81,7 +81,8 @@ pub use capability::{
 };
 pub use delete::{REAP_STEPS, TICK_REAP_STEPS};
 pub use effects::{
-    Effects, IpcWords, MaintenanceTarget, RegisterAccess, SpaceGlue, ThreadGlue, VcpuGlue,
+    Effects, IpcWords, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, ThreadGlue,
+    VcpuGlue,
 };
 pub use fault::FaultOutcome;
 pub use invoke::{THREAD_BIND_NOTIFICATION, THREAD_CONFIGURE};
@@ -158,6 +159,8 @@ pub struct Kernel {
     irqs: irq::IrqTable,
     sched: sched::Scheduler,
     reaper: delete::Reaper,
+    /// vCPU threads sleeping in WFI with a timer, by deadline (`vcpu.rs`).
+    sleepers: thread::Queue,
     booted: bool,
     /// The system call being handled stopped at a preemption point (`delete.rs`): the glue
     /// restarts it.
@@ -184,6 +187,7 @@ impl Kernel {
             irqs: irq::IrqTable::new(),
             sched: sched::Scheduler::new(),
             reaper: delete::Reaper::new(),
+            sleepers: thread::Queue::EMPTY,
             booted: false,
             restart: false,
         }

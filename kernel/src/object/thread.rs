@@ -3,7 +3,8 @@
 //!
 //! Invariant: a thread is linked into at most one queue, and its [`ThreadState`] names it: `Ready`
 //! → the ready queue of its priority; `BlockedSend`/`BlockedRecv` → that endpoint's queue;
-//! `BlockedNotification` → that notification's queue; any other state → no queue.
+//! `BlockedNotification` → that notification's queue; `WaitingForInterrupt` → the sleepers' queue
+//! when it has a deadline; any other state → no queue.
 
 use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocols::fault::{GuestFault, ServiceFault};
@@ -32,6 +33,9 @@ pub enum ThreadState {
     BlockedReply,
     /// Waiting for a notification.
     BlockedNotification(NotificationRef),
+    /// A vCPU's thread sleeping in WFI until an interrupt can wake its vCPU (in the sleepers'
+    /// queue when its virtual timer is armed).
+    WaitingForInterrupt,
 }
 
 /// A queued sender's message, as the kernel needs it when a receiver arrives.
@@ -89,6 +93,8 @@ pub struct Thread {
     /// The vCPU this thread runs (its space is then a VM).
     pub(super) vcpu: Option<VcpuRef>,
     pub(super) slice: u32,
+    /// When a sleeping vCPU's timer fires (physical counter ticks), if it is armed.
+    pub(super) deadline: Option<u64>,
     pub(super) next: Option<ThreadRef>,
     pub(super) prev: Option<ThreadRef>,
     pub(super) caps: u32,
@@ -124,6 +130,7 @@ impl Thread {
             bound: None,
             vcpu: None,
             slice: 0,
+            deadline: None,
             next: None,
             prev: None,
             caps: 0,
@@ -176,6 +183,39 @@ impl Queue {
             None => self.head = Some(thread),
         }
         self.tail = Some(thread);
+    }
+
+    /// Inserts `thread` (in no queue) before the first thread whose `deadline` is later, walking
+    /// from the tail: deadlines are usually later than every queued one, so this is usually one
+    /// step (and at most the queue's length).
+    pub(super) fn insert_by_deadline(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
+        let Some(deadline) = threads.get(thread).ok().and_then(|t| t.deadline) else {
+            return;
+        };
+        // The last queued thread due no later than `deadline`.
+        let mut after = self.tail;
+        while let Some(at) = after {
+            match threads.get(at) {
+                Ok(t) if t.deadline.is_some_and(|d| d > deadline) => after = t.prev,
+                _ => break,
+            }
+        }
+        let before = match after {
+            Some(at) => threads.get(at).ok().and_then(|t| t.next),
+            None => self.head,
+        };
+        if let Ok(t) = threads.get_mut(thread) {
+            t.prev = after;
+            t.next = before;
+        }
+        match after.and_then(|a| threads.get_mut(a).ok()) {
+            Some(a) => a.next = Some(thread),
+            None => self.head = Some(thread),
+        }
+        match before.and_then(|b| threads.get_mut(b).ok()) {
+            Some(b) => b.prev = Some(thread),
+            None => self.tail = Some(thread),
+        }
     }
 
     /// Unlinks `thread` from this queue.
@@ -236,10 +276,16 @@ impl Kernel {
                     notification.queue.remove(&mut self.threads, thread);
                 }
             }
+            ThreadState::WaitingForInterrupt => {
+                if self.threads.get(thread).is_ok_and(|t| t.deadline.is_some()) {
+                    self.sleepers.remove(&mut self.threads, thread);
+                }
+            }
             ThreadState::Inactive | ThreadState::BlockedReply => {}
         }
         if let Ok(t) = self.threads.get_mut(thread) {
             t.state = ThreadState::Inactive;
+            t.deadline = None;
         }
     }
 

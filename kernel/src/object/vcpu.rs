@@ -21,6 +21,14 @@
 //! invalidation is one `IC IALLUIS`; a TLB invalidation of a large range becomes one invalidation
 //! of the VM's VMID in the glue.
 //!
+//! # Sleeping vCPUs
+//! A VMM answers a trapped WFI with `Resolution::WaitForInterrupt`; when the glue finds nothing
+//! pending for the vCPU, its thread sleeps (`WaitingForInterrupt`) instead of running, so an
+//! idle guest gives its CPU to lower priorities. It wakes when a virtual interrupt is made
+//! pending for its vCPU (`VcpuInjectIrq`, a forwarded device interrupt: [`Kernel::wake_vcpu`]) or
+//! when its virtual timer's deadline passes ([`Kernel::wake_expired`], on each tick, at most
+//! [`WAKES_PER_TICK`] per tick). Sleepers with a deadline are kept in deadline order.
+//!
 //! The kernel decides no policy here: which maintenance a fault needs is the memory manager's
 //! decision (DESIGN.md, stage-2 rules 1–2 and the vCPU-reset rule); the kernel checks the
 //! capabilities and performs it.
@@ -34,10 +42,14 @@ use super::capability::{Capability, Object};
 use super::effects::{Effects, MaintenanceTarget, RegisterAccess};
 use super::invoke::Args;
 use super::memory::{SpaceRef, ThreadRef, VcpuRef};
+use super::syscall::Schedule;
 use super::thread::ThreadState;
 
 /// Page size of the IPA ranges maintenance accepts.
 const PAGE: u64 = 4096;
+/// The most sleepers one tick wakes (the rest wake on the next ones: bounded work).
+pub const WAKES_PER_TICK: usize = 32;
+
 /// The most bytes one clean to PoC of a VM's range covers.
 pub const MAX_CLEAN: u64 = 2 << 20;
 
@@ -149,7 +161,9 @@ impl Kernel {
         }
         let v = self.vcpus.get_mut(vcpu)?;
         v.thread.ok_or(KernelError::IllegalOperation)?;
-        fx.vcpu_inject_irq(vcpu, &mut v.glue, intid, priority)
+        fx.vcpu_inject_irq(vcpu, &mut v.glue, intid, priority)?;
+        self.wake_vcpu(vcpu);
+        Ok(())
     }
 
     /// `CacheMaintenance` on a Frame or a Vm.
@@ -220,6 +234,75 @@ impl Kernel {
             }
             _ => Err(KernelError::IllegalOperation),
         }
+    }
+
+    /// Puts `thread` (a vCPU's, just resolved) to sleep until an interrupt can wake its vCPU.
+    pub(super) fn sleep(&mut self, thread: ThreadRef, deadline: Option<u64>) {
+        self.unlink_thread(thread);
+        let Ok(t) = self.threads.get_mut(thread) else {
+            return;
+        };
+        t.state = ThreadState::WaitingForInterrupt;
+        t.deadline = deadline;
+        if deadline.is_some() {
+            self.sleepers.insert_by_deadline(&mut self.threads, thread);
+        }
+    }
+
+    /// An interrupt was made pending for `vcpu`: its thread wakes if it sleeps in WFI.
+    pub fn wake_vcpu(&mut self, vcpu: VcpuRef) {
+        let Some(thread) = self.vcpus.get(vcpu).ok().and_then(|v| v.thread) else {
+            return;
+        };
+        if self
+            .threads
+            .get(thread)
+            .is_ok_and(|t| t.state == ThreadState::WaitingForInterrupt)
+        {
+            self.unlink_thread(thread);
+            self.make_ready(thread);
+        }
+    }
+
+    /// Wakes the sleepers whose virtual timer deadline is at or before `now` (physical counter
+    /// ticks), at most [`WAKES_PER_TICK`]; returns what to run next.
+    pub fn wake_expired(&mut self, now: u64) -> Schedule {
+        for _ in 0..WAKES_PER_TICK {
+            let Some(first) = self.sleepers.front() else {
+                break;
+            };
+            if self
+                .threads
+                .get(first)
+                .map_or(true, |t| t.deadline.is_some_and(|d| d > now))
+            {
+                break;
+            }
+            self.unlink_thread(first);
+            self.make_ready(first);
+        }
+        self.decide()
+    }
+
+    /// The earliest deadline of a sleeping vCPU's timer.
+    #[must_use]
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.sleepers
+            .front()
+            .and_then(|t| self.threads.get(t).ok())
+            .and_then(|t| t.deadline)
+    }
+
+    /// What to run next, after the glue changed who is ready (woke a vCPU).
+    #[must_use]
+    pub fn schedule_now(&self) -> Schedule {
+        self.decide()
+    }
+
+    /// Whether a sleeping vCPU's timer will wake it.
+    #[must_use]
+    pub fn timers_pending(&self) -> bool {
+        !self.sleepers.is_empty()
     }
 
     /// The VM a capability in the caller's CSpace names, with at least `rights`.

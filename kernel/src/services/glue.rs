@@ -18,7 +18,8 @@ use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::effects::IPC_BUFFER_WORDS;
 use capvisor_kernel::object::{
-    Effects, IpcWords, MaintenanceTarget, RegisterAccess, SpaceGlue, ThreadGlue, VcpuGlue, VcpuRef,
+    Effects, IpcWords, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, ThreadGlue,
+    VcpuGlue, VcpuRef,
 };
 use capvisor_kernel::stage2::{self, MemType, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
@@ -460,7 +461,7 @@ impl Effects for Glue {
         state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
-    ) -> Result<(), KernelError> {
+    ) -> Result<Resumption, KernelError> {
         self.guests
             .resolve(&mut thread.context, vcpu, state, fault, resolution)
     }

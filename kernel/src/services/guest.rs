@@ -17,7 +17,7 @@ use capvisor_ipc::protocols::fault::{DataAccess, GuestFault, Resolution, SysRegA
 use capvisor_ipc::types::{Esr, Far, Ipa};
 use capvisor_kernel::context::{El1State, ThreadContext};
 use capvisor_kernel::object::{
-    Kernel, MaintenanceTarget, RegisterAccess, SpaceGlue, VcpuGlue, VcpuRef,
+    Kernel, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, VcpuGlue, VcpuRef,
 };
 use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
 use core::arch::asm;
@@ -265,6 +265,37 @@ impl Guests {
         }
     }
 
+    /// Whether `vcpu` (state current) sleeps in WFI, and until when: it runs on at once if a
+    /// virtual interrupt is pending in its list registers or held back for it, or its virtual
+    /// timer has fired; otherwise it sleeps until its timer's deadline (if armed and unmasked,
+    /// and its last timer interrupt is not still active) or an interrupt made pending for it.
+    fn wakeup(&self, vcpu: VcpuRef, state: &VcpuGlue) -> Resumption {
+        const PENDING: u64 = 0b01 << 62;
+        let implemented = vgic::list_registers();
+        let pending = state
+            .vgic
+            .lr
+            .iter()
+            .take(implemented)
+            .any(|lr| lr & PENDING != 0);
+        if pending || self.held_back.iter().any(|(v, _)| *v == vcpu) {
+            return Resumption::Run;
+        }
+        // CNTV_CTL_EL0: ENABLE [0], IMASK [1] (Arm ARM D24.8.17).
+        let ctl = state.el1.sys[sys::CNTV_CTL];
+        if ctl & 0b11 != 0b01 || state.vgic.vtimer_active {
+            return Resumption::Sleep { deadline: None };
+        }
+        // The virtual count is the physical count minus CNTVOFF_EL2.
+        let deadline = state.el1.sys[sys::CNTV_CVAL].wrapping_add(state.el1.sys[sys::CNTVOFF]);
+        if crate::arch::aarch64::cpu::physical_counter() >= deadline {
+            return Resumption::Run;
+        }
+        Resumption::Sleep {
+            deadline: Some(deadline),
+        }
+    }
+
     /// Makes virtual interrupt `intid` pending for `vcpu` at `priority` (`VcpuInjectIrq`).
     ///
     /// # Errors
@@ -395,9 +426,10 @@ impl Guests {
         state: &mut VcpuGlue,
         fault: &GuestFault,
         resolution: &Resolution,
-    ) -> Result<(), KernelError> {
+    ) -> Result<Resumption, KernelError> {
+        let length = instruction_length(state.exit_esr);
         match resolution {
-            Resolution::Resume => Ok(()),
+            Resolution::Resume => Ok(Resumption::Run),
             Resolution::Emulate { writes, advance_pc } => {
                 for write in writes {
                     let n = usize::from(write.register.index());
@@ -407,14 +439,24 @@ impl Guests {
                     }
                 }
                 if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
-                    context.pc = context.pc.wrapping_add(instruction_length(fault));
+                    context.pc = context.pc.wrapping_add(length);
                     context.spsr = skipped(context.spsr);
                 }
-                Ok(())
+                Ok(Resumption::Run)
             }
             Resolution::InjectAbort { esr, far } => {
                 self.sync(vcpu, state);
-                inject_abort(context, &mut state.el1, *esr, *far)
+                inject_abort(context, &mut state.el1, *esr, *far).map(|()| Resumption::Run)
+            }
+            Resolution::WaitForInterrupt => {
+                if !matches!(fault, GuestFault::Wait { event: false }) {
+                    return Err(KernelError::InvalidArgument);
+                }
+                // The WFI completes when the vCPU wakes: step past it now.
+                context.pc = context.pc.wrapping_add(length);
+                context.spsr = skipped(context.spsr);
+                self.sync(vcpu, state);
+                Ok(self.wakeup(vcpu, state))
             }
         }
     }
@@ -544,19 +586,10 @@ fn sys_index(register: VcpuRegister) -> usize {
     }
 }
 
-/// The length of the instruction that trapped: 4 for an A64 instruction (ESR.IL = 1), 2 for a
-/// 16-bit T32 one (only aborts carry their ESR here; other traps are A64).
-fn instruction_length(fault: &GuestFault) -> u64 {
-    match fault {
-        GuestFault::DataAbort { esr, .. }
-        | GuestFault::InstructionAbort { esr, .. }
-        | GuestFault::Other { esr }
-            if esr.raw() & (1 << 25) == 0 =>
-        {
-            2
-        }
-        _ => 4,
-    }
+/// The length of the instruction that trapped, from its syndrome: 4 for an A64 or 32-bit T32
+/// instruction (ESR_EL2.IL = 1), 2 for a 16-bit T32 one (Arm ARM D24.2.40, ESR_EL2.IL).
+fn instruction_length(esr: u64) -> u64 {
+    if esr & (1 << 25) == 0 { 2 } else { 4 }
 }
 
 /// DC CIVAC over `[pa, pa + size)` through the kernel's identity map of RAM, by the smallest data

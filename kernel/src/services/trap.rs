@@ -74,6 +74,10 @@ fn idle() {
         println!("capvisor: no service left to run");
         exit::success()
     }
+    // A sleeping vCPU's timer due before the next tick moves the kernel's timer earlier.
+    if let Some(deadline) = kernel.next_deadline() {
+        gic::fire_by(deadline);
+    }
     // SAFETY: WFI only waits; a pending interrupt ends it even with IRQs masked at EL2.
     unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
     let _ = interrupt(kernel, glue);
@@ -223,6 +227,11 @@ fn guest_exit(
     };
     let pc = context.pc;
     let x = first_eight(&context.x).0;
+    if let Some(vcpu) = kernel.thread_vcpu(thread)
+        && let Ok(state) = kernel.vcpu_glue(vcpu)
+    {
+        state.exit_esr = esr;
+    }
     let hpfar = crate::arch::aarch64::vcpu::hpfar();
     let fault = guest::exit_fault(esr, far, hpfar, &x);
     if let Some(space) = kernel.thread_space(thread).ok().flatten()
@@ -275,8 +284,10 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
     match gic::take() {
         Interrupt::Tick => {
             gic::start_slice();
-            // Dying objects are finished a few steps per tick (bounded work).
+            // Dying objects are finished a few steps per tick (bounded work), and vCPUs whose
+            // timer is due wake.
             kernel.reap(TICK_REAP_STEPS, glue);
+            kernel.wake_expired(crate::arch::aarch64::cpu::physical_counter());
             kernel.timer_tick()
         }
         Interrupt::VirtualTimer(intid) => {
@@ -288,7 +299,9 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
                 // Left active: the guest's deactivation of the virtual interrupt ends it.
                 let state = kernel.vcpu_glue(vcpu).ok();
                 glue.guests.forward_irq(vcpu, state, vintid, intid);
-                return Schedule::Resume;
+                // A vCPU asleep in WFI wakes for it.
+                kernel.wake_vcpu(vcpu);
+                return kernel.schedule_now();
             }
             gic::deactivate(intid);
             gic::set_enabled(intid, false);

@@ -363,11 +363,17 @@ impl<'a, M: Machine> Vmm<'a, M> {
             }
             GuestFault::Hvc { args, .. } => self.psci(vcpu, args, false).await,
             GuestFault::Smc { args, .. } => self.psci(vcpu, args, true).await,
-            GuestFault::Wait { .. } => {
+            GuestFault::Wait { event } => {
                 // A guest that waits has said all it will for now: what it wrote of a line (a
                 // shell's prompt) is shown.
                 self.flush_console();
-                Ok(emulate(&[], true))
+                if event {
+                    // WFE: a spin-wait; stepping past it lets others run first.
+                    Ok(emulate(&[], true))
+                } else {
+                    // WFI: the vCPU sleeps until an interrupt can wake it (the kernel checks).
+                    Ok(Resolution::WaitForInterrupt)
+                }
             }
             GuestFault::SysReg(access) if access.write && gic_sgi::is_sgi_register(&access) => {
                 self.send_sgi(vcpu, access.register)

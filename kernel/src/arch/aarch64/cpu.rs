@@ -49,6 +49,17 @@ pub fn counter_frequency() -> u64 {
     value
 }
 
+/// The physical count (CNTPCT_EL0), after an ISB so it is not read early.
+#[must_use]
+pub fn physical_counter() -> u64 {
+    let value: u64;
+    // SAFETY: reading the counter has no side effects.
+    unsafe {
+        asm!("isb", "mrs {}, cntpct_el0", out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 /// Lets EL0 read the virtual counter (CNTKCTL_EL1.EL0VCTEN, which governs EL0 in the EL1&0
 /// regime with HCR_EL2.E2H = 0) and makes it equal to the physical count (CNTVOFF_EL2 = 0), so
 /// services can time themselves.

@@ -92,6 +92,27 @@ pub unsafe fn init(
     Ok(())
 }
 
+/// Makes the kernel's timer fire at physical count `deadline` if that is before it would (a
+/// sleeping vCPU's timer is due before the next tick).
+pub fn fire_by(deadline: u64) {
+    let current: u64;
+    // SAFETY: reading the kernel's own timer's compare value has no side effects.
+    unsafe {
+        asm!("mrs {}, cnthp_cval_el2", out(reg) current, options(nomem, nostack, preserves_flags))
+    };
+    if deadline < current {
+        // SAFETY: the kernel's own timer, enabled and unmasked as `start_slice` leaves it.
+        unsafe {
+            asm!(
+                "msr cnthp_cval_el2, {}",
+                "isb",
+                in(reg) deadline,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+}
+
 /// Starts a new time slice: the timer fires after one slice from now.
 pub fn start_slice() {
     // SAFETY: CNTHP_TVAL_EL2/CNTHP_CTL_EL2 are the kernel's own timer; ENABLE set, IMASK clear.

@@ -519,3 +519,92 @@ fn an_spi_handler_forwards_to_a_vcpu_until_told_not_to_or_the_vcpu_goes() {
     assert_eq!(w.fx.forwarding.last(), Some(&(79, false)));
     w.k.check_invariants().unwrap();
 }
+
+/// Issue 13, finding 7 (and issue 14, item 8): a vCPU in WFI was resumed at once, so an idle
+/// guest kept its CPU. Now its VMM answers `WaitForInterrupt` and the vCPU's thread sleeps until
+/// an interrupt is made pending for it or its timer's deadline passes.
+#[test]
+fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
+    let (mut w, thread) = guest();
+    let vcpu = w.k.thread_vcpu(thread).unwrap();
+    let wfi = fault::GuestFault::Wait { event: false };
+    // Nothing pending: it sleeps; a virtual interrupt made pending wakes it.
+    w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
+    receive(&mut w);
+    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    assert_eq!(
+        w.k.thread_state(thread),
+        Ok(ThreadState::WaitingForInterrupt)
+    );
+    assert_eq!(w.k.pick_next(), Some(w.root));
+    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[40, 0xa0]).unwrap();
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    // With its timer armed it sleeps until the deadline, and an earlier tick does not wake it.
+    w.fx.wait_finds = Some(Some(1000));
+    w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
+    receive(&mut w);
+    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    assert_eq!(w.k.next_deadline(), Some(1000));
+    assert!(w.k.interrupts_deliver(), "its timer will wake it");
+    w.k.wake_expired(999);
+    assert_eq!(
+        w.k.thread_state(thread),
+        Ok(ThreadState::WaitingForInterrupt)
+    );
+    w.k.wake_expired(1000);
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    assert_eq!(w.k.next_deadline(), None);
+    // Something already pending: the glue says run, and it never sleeps.
+    w.fx.wait_finds = None;
+    w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
+    receive(&mut w);
+    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    // Deleting the vCPU of a sleeping thread stops it cleanly.
+    w.fx.wait_finds = Some(Some(5000));
+    w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
+    receive(&mut w);
+    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU]).unwrap();
+    assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
+    assert_eq!(w.k.next_deadline(), None);
+    let _ = vcpu;
+    w.k.check_invariants().unwrap();
+}
+
+/// Issue 13, finding 1, as a host test: a vCPU-bound thread configured into a service space,
+/// given EL1h through VcpuWriteRegisters, its vCPU deleted and the thread resumed, was entered
+/// at EL1 with HCR_EL2.TGE set (an illegal exception return that stopped the kernel). Now the
+/// configure is refused, and whatever follows leaves the thread in its VM or stopped.
+#[test]
+fn a_vcpu_thread_cannot_be_moved_into_a_service_space() {
+    let (mut w, thread) = guest();
+    w.invoke(THREAD, Invocation::Suspend, &[]).unwrap();
+    let args = [
+        0x2000,
+        0x9000,
+        0,
+        100,
+        RootLayout::CNODE,
+        RootLayout::SPACE,
+        0,
+    ];
+    assert_eq!(
+        w.invoke_as(w.root, THREAD, THREAD_CONFIGURE, &args),
+        Err(KernelError::IllegalOperation)
+    );
+    // The rest of the chain: EL1h into its saved state, the vCPU deleted, the thread resumed.
+    w.invoke(VCPU, Invocation::VcpuWriteRegisters, &[33, 0x3c5])
+        .unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU]).unwrap();
+    // In a VM without a vCPU it cannot run.
+    assert_eq!(
+        w.invoke(THREAD, Invocation::Resume, &[]),
+        Err(KernelError::InvalidArgument)
+    );
+    // Configured into a service space now (no vCPU any more), it starts afresh at EL0.
+    w.invoke_as(w.root, THREAD, THREAD_CONFIGURE, &args).unwrap();
+    w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
+    assert_eq!(w.context(thread).spsr & 0x1f, 0, "EL0t");
+    w.k.check_invariants().unwrap();
+}
