@@ -96,11 +96,13 @@ impl Glue {
                 buffer.msg[i] = *w;
             }
         }
+        // The trap saves x0–x7 in the thread's context; the kernel reads its arguments there
+        // and leaves its results there (its arguments, unchanged, when it blocked).
         let call = regs(number, cptr, label, words);
-        let mut regs = SyscallRegs(call);
-        let schedule = self.k.handle_syscall(thread, &mut regs, &mut *self.fx);
-        // Unchanged when the thread blocked, its results otherwise: always safe to copy back.
-        self.saved.insert(thread, regs.0);
+        SyscallRegs(call).write_to(&mut self.k.thread_glue(thread).unwrap().context);
+        let schedule = self.k.handle_syscall(thread, &mut *self.fx);
+        let registers = self.registers(thread);
+        self.saved.insert(thread, registers);
         if schedule == Schedule::Switch {
             self.switch();
         }
@@ -108,11 +110,15 @@ impl Glue {
 
     fn switch(&mut self) {
         self.running = self.k.pick_next();
-        if let Some(next) = self.running
-            && let Some(result) = self.k.take_syscall_result(next)
-        {
-            self.saved.insert(next, result.0);
+        // Results that arrived while it waited are in its saved context already.
+        if let Some(next) = self.running {
+            let registers = self.registers(next);
+            self.saved.insert(next, registers);
         }
+    }
+
+    fn registers(&mut self, thread: ThreadRef) -> [u64; 8] {
+        SyscallRegs::of(&self.k.thread_glue(thread).unwrap().context).0
     }
 }
 

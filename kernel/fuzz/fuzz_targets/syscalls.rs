@@ -165,7 +165,11 @@ fn invoke(
         .map(MessageInfo::raw)
         .unwrap_or(0);
     regs.0[7] = Syscall::Call.code();
-    k.handle_syscall(root, &mut regs, fx);
+    // The saved x0–x7 are the syscall's registers, in and out.
+    let context = &mut k.thread_glue(root).expect("the root").context;
+    regs.write_to(context);
+    k.handle_syscall(root, fx);
+    let regs = SyscallRegs::of(&k.thread_glue(root).expect("the root").context);
     assert_eq!(regs.error_code(), None, "setup invocation {label} failed");
 }
 
@@ -297,8 +301,10 @@ fn step(k: &mut Kernel, fx: &mut FakeEffects, (thread, index): (ThreadRef, usize
             // A call stopped at a preemption point is made again (it always makes progress).
             loop {
                 let before = fx.restarts;
-                let mut regs = arguments;
-                let schedule = k.handle_syscall(thread, &mut regs, fx);
+                if let Ok(t) = k.thread_glue(thread) {
+                    arguments.write_to(&mut t.context);
+                }
+                let schedule = k.handle_syscall(thread, fx);
                 if let Err(broken) = k.check_invariants() {
                     panic!("invariant broken: {broken}");
                 }

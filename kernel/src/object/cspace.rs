@@ -28,7 +28,7 @@ use super::capability::Capability;
 use super::memory::{Elements, FrameTable, KernelObject, PageKind};
 use super::{CNodeRef, UntypedRef};
 
-const NIL: u64 = u64::MAX;
+const NIL: u128 = u128::MAX;
 
 /// Bytes of one slot (a power of two; a CNode of `n` slots takes `n * SLOT_BYTES`).
 pub const SLOT_BYTES: u64 = 128;
@@ -37,35 +37,51 @@ pub const SLOT_BITS: u32 = 7;
 /// The most slots a CNode has (log2: 12).
 pub const MAX_CNODE_SLOTS: u64 = 4096;
 
-/// A slot: its CNode's first page and its index there.
+/// A slot: its CNode's first page and generation, its index there, and the CNode's length. The
+/// generation makes an id of a freed CNode name nothing, even once another CNode (of another
+/// length) occupies its pages; the length then bounds the index for the CNode it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SlotId(u64);
+pub struct SlotId(u128);
 
 impl SlotId {
-    const fn new(page: u32, index: u32) -> Self {
-        Self(((page as u64) << 16) | index as u64)
+    const fn new(page: u32, generation: u32, index: u32, len: u32) -> Self {
+        // index < len <= 4096: 16 bits each; then the generation and the page, 32 bits each.
+        Self(
+            ((page as u128) << 64)
+                | ((generation as u128) << 32)
+                | ((len as u128) << 16)
+                | index as u128,
+        )
     }
 
     const fn page(self) -> u32 {
-        (self.0 >> 16) as u32
+        (self.0 >> 64) as u32
+    }
+
+    const fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
     }
 
     const fn index(self) -> u32 {
         (self.0 & 0xffff) as u32
     }
 
-    const fn link(raw: u64) -> Option<Self> {
+    const fn len(self) -> u32 {
+        ((self.0 >> 16) & 0xffff) as u32
+    }
+
+    const fn link(raw: u128) -> Option<Self> {
         if raw == NIL { None } else { Some(Self(raw)) }
     }
 
     /// A number naming the slot, for diagnostics.
     #[must_use]
-    pub const fn raw(self) -> u64 {
+    pub const fn raw(self) -> u128 {
         self.0
     }
 }
 
-const fn raw(slot: Option<SlotId>) -> u64 {
+const fn raw(slot: Option<SlotId>) -> u128 {
     match slot {
         Some(SlotId(value)) => value,
         None => NIL,
@@ -76,10 +92,10 @@ const fn raw(slot: Option<SlotId>) -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     cap: Option<Capability>,
-    parent: u64,
-    first_child: u64,
-    next: u64,
-    prev: u64,
+    parent: u128,
+    first_child: u128,
+    next: u128,
+    prev: u128,
 }
 
 const EMPTY: Entry = Entry {
@@ -123,36 +139,40 @@ impl SlotTable {
     }
 
     /// Empties slots `1..len` of a new CNode at `page`.
-    pub(super) fn init_cnode(&mut self, page: u32, len: u32) {
-        self.entries.fill(page, len, SlotBytes(EMPTY));
+    pub(super) fn init_cnode(&mut self, page: u32, generation: u32, len: u32) {
+        self.entries.fill(page, generation, len, SlotBytes(EMPTY));
+    }
+
+    #[inline(always)]
+    fn get(&self, slot: SlotId) -> Option<&SlotBytes> {
+        self.entries
+            .get(slot.page(), slot.generation(), slot.index(), slot.len())
+    }
+
+    #[inline(always)]
+    fn get_mut(&mut self, slot: SlotId) -> Option<&mut SlotBytes> {
+        self.entries
+            .get_mut(slot.page(), slot.generation(), slot.index(), slot.len())
     }
 
     fn entry(&self, slot: SlotId) -> Entry {
-        self.entries
-            .get(slot.page(), slot.index())
-            .map_or(EMPTY, |e| e.0)
+        self.get(slot).map_or(EMPTY, |e| e.0)
     }
 
     fn with<R>(&mut self, slot: Option<SlotId>, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-        let slot = slot?;
-        self.entries
-            .get_mut(slot.page(), slot.index())
-            .map(|e| f(&mut e.0))
+        self.get_mut(slot?).map(|e| f(&mut e.0))
     }
 
     /// The capability in `slot`, if any.
     #[must_use]
+    #[inline]
     pub fn cap(&self, slot: SlotId) -> Option<&Capability> {
-        self.entries
-            .get(slot.page(), slot.index())
-            .and_then(|e| e.0.cap.as_ref())
+        self.get(slot).and_then(|e| e.0.cap.as_ref())
     }
 
     /// The capability in `slot`, mutably.
     pub fn cap_mut(&mut self, slot: SlotId) -> Option<&mut Capability> {
-        self.entries
-            .get_mut(slot.page(), slot.index())
-            .and_then(|e| e.0.cap.as_mut())
+        self.get_mut(slot).and_then(|e| e.0.cap.as_mut())
     }
 
     /// The first capability derived from `slot`.
@@ -171,7 +191,7 @@ impl SlotTable {
         cap: Capability,
         parent: Option<SlotId>,
     ) -> Result<(), KernelError> {
-        if self.cap(slot).is_some() || self.entries.get(slot.page(), slot.index()).is_none() {
+        if self.cap(slot).is_some() || self.get(slot).is_none() {
             return Err(KernelError::SlotOccupied);
         }
         if parent.is_some_and(|p| self.cap(p).is_none()) {
@@ -256,7 +276,7 @@ impl SlotTable {
         if from == to {
             return Ok(());
         }
-        if self.cap(to).is_some() || self.entries.get(to.page(), to.index()).is_none() {
+        if self.cap(to).is_some() || self.get(to).is_none() {
             return Err(KernelError::SlotOccupied);
         }
         let mut moved = entry;
@@ -279,7 +299,7 @@ impl SlotTable {
     /// # Errors
     /// The first violated invariant.
     pub fn check_tree(&self, slots: &[SlotId]) -> Result<(), &'static str> {
-        let occupied = |raw: u64| SlotId::link(raw).is_none_or(|s| self.cap(s).is_some());
+        let occupied = |raw: u128| SlotId::link(raw).is_none_or(|s| self.cap(s).is_some());
         for &slot in slots {
             let e = self.entry(slot);
             if e.cap.is_none() {
@@ -382,8 +402,9 @@ pub enum Dying {
 /// A CNode: its record, stored in its slot 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CNode {
-    /// Its own first page (slot ids are made from it).
+    /// Its own first page and generation (slot ids are made from them).
     page: u32,
+    pub(super) generation: u32,
     /// Slots, slot 0 included.
     len: u32,
     pub(super) caps: u32,
@@ -406,6 +427,7 @@ impl CNode {
     pub(super) const fn new(page: u32, len: u32, origin: Option<UntypedRef>) -> Self {
         Self {
             page,
+            generation: 0,
             len,
             caps: 0,
             origin,
@@ -431,26 +453,33 @@ impl CNode {
     ///
     /// # Errors
     /// [`KernelError::InvalidSlot`] for index 0 (the null capability) or beyond the CNode.
+    #[inline(always)]
     pub fn slot(&self, index: u64) -> Result<SlotId, KernelError> {
         if index == 0 || index >= u64::from(self.len) {
             return Err(KernelError::InvalidSlot);
         }
         // index < len <= 4096: fits the id's 16 index bits.
-        Ok(SlotId::new(self.page, index as u32))
+        Ok(SlotId::new(
+            self.page,
+            self.generation,
+            index as u32,
+            self.len,
+        ))
     }
 
     /// The slot a `CPtr` names (single level: the `CPtr` is the index).
     ///
     /// # Errors
     /// As [`CNode::slot`].
+    #[inline(always)]
     pub fn lookup(&self, cptr: CPtr) -> Result<SlotId, KernelError> {
         self.slot(cptr.raw())
     }
 
     /// Every slot of this CNode but slot 0.
     pub fn slots(&self) -> impl Iterator<Item = SlotId> {
-        let page = self.page;
-        (1..self.len).map(move |index| SlotId::new(page, index))
+        let (page, generation, len) = (self.page, self.generation, self.len);
+        (1..len).map(move |index| SlotId::new(page, generation, index, len))
     }
 }
 
@@ -459,7 +488,7 @@ mod tests {
     use super::*;
     use crate::object::capability::Object;
     use crate::object::memory::host::HostRam;
-    use crate::object::memory::{PAGE, Store};
+    use crate::object::memory::{ObjectRef, PAGE, Store};
     use capvisor_ipc::types::PhysAddr;
 
     fn cap() -> Capability {
@@ -473,11 +502,12 @@ mod tests {
         cnodes.set_memory(ram.table());
         let mut slots = SlotTable::new();
         slots.set_memory(ram.table());
-        let cnode = CNode::new(0, 64, None);
-        let _: CNodeRef = cnodes
+        let mut cnode = CNode::new(0, 64, None);
+        let r: CNodeRef = cnodes
             .create(PhysAddr::new(0x4000_0000), 64 * SLOT_BYTES, cnode)
             .unwrap();
-        slots.init_cnode(0, 64);
+        cnode.generation = r.generation();
+        slots.init_cnode(0, cnode.generation, 64);
         (ram, slots, cnode)
     }
 
@@ -556,25 +586,33 @@ mod tests {
 
     #[test]
     fn cnode_lookup_rejects_null_and_out_of_range() {
-        let cnode = CNode::new(16, 8, None);
+        let mut cnode = CNode::new(16, 8, None);
+        cnode.generation = 3;
         assert_eq!(cnode.lookup(CPtr::new(0)), Err(KernelError::InvalidSlot));
         assert_eq!(cnode.lookup(CPtr::new(8)), Err(KernelError::InvalidSlot));
         assert_eq!(
             cnode.lookup(CPtr::new(u64::MAX)),
             Err(KernelError::InvalidSlot)
         );
-        assert_eq!(cnode.lookup(CPtr::new(7)), Ok(SlotId::new(16, 7)));
+        assert_eq!(cnode.lookup(CPtr::new(7)), Ok(SlotId::new(16, 3, 7, 8)));
     }
 
     #[test]
     fn a_slot_past_its_cnode_or_in_freed_memory_is_never_reached() {
-        let (_ram, t, _cnode) = table();
-        // 64 slots of 128 bytes span pages 0 and 1; index 64 starts page 2 (free).
-        assert!(t.cap(SlotId::new(0, 64)).is_none());
-        assert!(t.cap(SlotId::new(5, 1)).is_none());
+        let (_ram, t, cnode) = table();
+        let generation = cnode.generation;
+        // Index 64 is past the 64-slot CNode; page 5 holds no CNode; a longer CNode of another
+        // generation at page 0 is not this one.
+        assert!(t.cap(SlotId::new(0, generation, 64, 64)).is_none());
+        assert!(t.cap(SlotId::new(5, generation, 1, 64)).is_none());
+        assert!(t.cap(SlotId::new(0, generation + 1, 1, 64)).is_none());
         let mut t = t;
         assert_eq!(
-            t.insert(SlotId::new(0, 64), cap(), None),
+            t.insert(SlotId::new(0, generation, 64, 64), cap(), None),
+            Err(KernelError::SlotOccupied)
+        );
+        assert_eq!(
+            t.insert(SlotId::new(0, generation + 1, 70, 4096), cap(), None),
             Err(KernelError::SlotOccupied)
         );
     }

@@ -306,7 +306,15 @@ impl Kernel {
         let mut done = 0;
         while done < steps {
             let Some(head) = self.reaper.head else { break };
+            // The head leaves the queue while it is worked on: finishing it can queue another
+            // object (its untyped's record, once its last child is gone), which must link
+            // behind the rest of the queue, not behind the object being freed.
             let next = self.next_dying(head);
+            self.reaper.head = next;
+            if next.is_none() {
+                self.reaper.tail = None;
+            }
+            self.set_next_dying(head, None);
             done += 1;
             let freed = match head {
                 Dying::CNode(r) => self.reap_cnode(r, fx),
@@ -319,11 +327,13 @@ impl Kernel {
                     true
                 }
             };
-            if freed {
-                self.reaper.head = next;
-                if next.is_none() {
-                    self.reaper.tail = None;
+            if !freed {
+                // More to do: it stays first.
+                self.set_next_dying(head, self.reaper.head);
+                if self.reaper.head.is_none() {
+                    self.reaper.tail = Some(head);
                 }
+                self.reaper.head = Some(head);
             }
         }
         done

@@ -66,15 +66,13 @@ pub enum RegisterAccess {
     Write(VcpuRegister, u64),
 }
 
-/// What the glue keeps in a thread: its saved registers and its console state.
+/// What the glue keeps in a thread: its saved registers and its name.
 #[derive(Debug, Clone, Copy)]
 pub struct ThreadGlue {
     /// The registers while it is not running (the exception path saves into them).
     pub context: ThreadContext,
     /// The image service's name (threads services create have none).
     pub name: Option<&'static str>,
-    /// Its console output is at a line start (where its name prefix goes).
-    pub line_start: bool,
 }
 
 impl ThreadGlue {
@@ -82,7 +80,6 @@ impl ThreadGlue {
     pub const NEW: Self = Self {
         context: ThreadContext::ZERO,
         name: None,
-        line_start: true,
     };
 }
 

@@ -302,7 +302,6 @@ impl Effects for FakeEffects {
             ..ThreadContext::ZERO
         };
         thread.context.x[0] = ipc_buffer;
-        thread.line_start = true;
     }
 
     fn restart_syscall(&mut self, thread: &mut ThreadGlue) {

@@ -31,35 +31,34 @@ use super::capability::Object;
 use super::effects::Effects;
 use super::memory::{EndpointRef, ThreadRef};
 use super::syscall::{Schedule, SyscallRegs};
-use super::thread::{FaultKind, FaultRecord, ThreadState};
+use super::thread::{FaultKind, FaultRecord, Thread, ThreadState};
 use super::transfer::{REGISTER_BYTES, delivered_info};
 
 impl Kernel {
     /// `Call` on the fast path; `None` (nothing changed) when it does not apply. Not inlined: the
     /// other syscalls would pay for its registers in `handle_syscall`'s prologue.
     #[inline(never)]
-    pub(super) fn fast_call(&mut self, caller: ThreadRef, regs: &SyscallRegs) -> Option<Schedule> {
+    pub(super) fn fast_call(&mut self, caller: ThreadRef) -> Option<Schedule> {
+        let c = self.threads.get(caller).ok()?;
+        let regs = &SyscallRegs::of(&c.glue.context);
         let info = short_info(regs)?;
-        let (endpoint, rights, badge) = self.fast_endpoint(caller, regs)?;
+        let (endpoint, rights, badge) = self.fast_endpoint(c, regs)?;
         if !rights.contains(Rights::WRITE) {
             return None;
         }
         let receiver = self.waiting(endpoint, true)?;
-        let (c, r) = (
-            self.threads.get(caller).ok()?,
-            self.threads.get(receiver).ok()?,
-        );
+        let r = self.threads.get(receiver).ok()?;
         if c.fault.is_some() || r.priority < c.priority {
             return None;
         }
         let can_grant_reply = r.recv_can_grant;
         // The slow path's steps, in its order (`send_ipc` meeting a receiver).
-        self.dequeue(endpoint, receiver);
-        let delivered = delivered_info(info, info.length(), 0, 0);
-        self.set_result(
-            receiver,
-            SyscallRegs::message(badge, delivered, regs.words()),
+        let message = SyscallRegs::message(
+            badge,
+            delivered_info(info, info.length(), 0, 0),
+            regs.words(),
         );
+        self.dequeue(endpoint, receiver);
         self.sched.remove(&mut self.threads, caller);
         if let Ok(c) = self.threads.get_mut(caller) {
             c.state = ThreadState::BlockedReply;
@@ -68,7 +67,7 @@ impl Kernel {
             r.reply_can_grant = can_grant_reply;
             r.caller = Some(caller);
         }
-        self.make_ready(receiver);
+        self.wake_with(receiver, message);
         Some(Schedule::Switch)
     }
 
@@ -79,11 +78,11 @@ impl Kernel {
     pub(super) fn fast_reply_recv(
         &mut self,
         server: ThreadRef,
-        regs: &SyscallRegs,
         fx: &mut impl Effects,
     ) -> Option<Schedule> {
-        let info = short_info(regs)?;
         let s = self.threads.get(server).ok()?;
+        let regs = &SyscallRegs::of(&s.glue.context);
+        let info = short_info(regs)?;
         let caller = s.caller?;
         let c = self.threads.get(caller).ok()?;
         // A vCPU's thread runs below its VMM: the priority rule is for replies to calls.
@@ -102,7 +101,7 @@ impl Kernel {
             }) => Some(CallResult::decode(info, regs.words())?),
             Some(_) => return None,
         };
-        let (endpoint, rights, _) = self.fast_endpoint(server, regs)?;
+        let (endpoint, rights, _) = self.fast_endpoint(s, regs)?;
         if !rights.contains(Rights::READ) || self.waiting(endpoint, false).is_some() {
             return None;
         }
@@ -112,14 +111,10 @@ impl Kernel {
             // capabilities, so whether it could have granted them does not matter).
             None => {
                 let delivered = delivered_info(info, info.length(), 0, 0);
-                self.set_result(
+                self.wake_with(
                     caller,
                     SyscallRegs::message(Badge::NONE, delivered, regs.words()),
                 );
-                if let Ok(c) = self.threads.get_mut(caller) {
-                    c.state = ThreadState::Inactive;
-                }
-                self.make_ready(caller);
             }
         }
         // `recv_ipc` finding no sender: the server waits at the tail of the endpoint's queue.
@@ -149,10 +144,10 @@ impl Kernel {
     #[inline(always)]
     fn fast_endpoint(
         &self,
-        thread: ThreadRef,
+        thread: &Thread,
         regs: &SyscallRegs,
     ) -> Option<(EndpointRef, Rights, Badge)> {
-        let slot = self.lookup_slot(thread, regs.cptr()).ok()?;
+        let slot = self.lookup_slot_of(thread, regs.cptr()).ok()?;
         let cap = self.slots.cap(slot)?;
         match cap.object {
             Object::Endpoint(endpoint) => Some((endpoint, cap.rights, cap.badge)),

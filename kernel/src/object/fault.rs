@@ -115,14 +115,20 @@ impl Kernel {
             let Ok(c) = self.threads.get(caller) else {
                 return;
             };
-            let (record, vcpu) = (c.fault, c.vcpu);
-            match (record.map(|r| r.fault), &reply) {
-                (
-                    Some(FaultKind::Service(_)),
-                    Some(Reply::Service(Ok(ServiceResolution::Resume))),
-                ) => Some(Resumption::Run),
-                (Some(FaultKind::Guest(fault)), Some(Reply::Guest(Ok(resolution)))) => vcpu
-                    .and_then(|vcpu| self.apply_resolution(caller, vcpu, &fault, resolution, fx)),
+            let service = matches!(
+                c.fault,
+                Some(FaultRecord {
+                    fault: FaultKind::Service(_),
+                    ..
+                })
+            );
+            match &reply {
+                Some(Reply::Service(Ok(ServiceResolution::Resume))) if service => {
+                    Some(Resumption::Run)
+                }
+                Some(Reply::Guest(Ok(resolution))) if !service => {
+                    self.apply_resolution(caller, resolution, fx)
+                }
                 _ => None,
             }
         };
@@ -144,16 +150,26 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// Lets the glue apply a guest resolution; `false` (the vCPU stays stopped) when it refuses.
+    /// Lets the glue apply a guest resolution to `thread`'s guest fault; `None` (the vCPU stays
+    /// stopped) when it refuses or the thread has no guest fault. The fault record is borrowed in
+    /// place (it is large: copying it costs a `memcpy` on every guest exit).
     fn apply_resolution(
         &mut self,
         thread: ThreadRef,
-        vcpu: super::VcpuRef,
-        fault: &GuestFault,
         resolution: &Resolution,
         fx: &mut impl Effects,
     ) -> Option<Resumption> {
         let t = self.threads.get_mut(thread).ok()?;
+        let (
+            Some(vcpu),
+            Some(FaultRecord {
+                fault: FaultKind::Guest(fault),
+                ..
+            }),
+        ) = (t.vcpu, &t.fault)
+        else {
+            return None;
+        };
         let v = self.vcpus.get_mut(vcpu).ok()?;
         fx.resolve_guest_fault(&mut t.glue, vcpu, &mut v.glue, fault, resolution)
             .ok()
@@ -161,27 +177,16 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// Lets the glue apply a guest call's result to the faulted vCPU of `thread`, read in place
-    /// (the fault record is not copied); `false` when the thread has no guest fault or the glue
-    /// refuses.
+    /// Applies a guest-call result to `thread`'s guest fault (the fast path's and
+    /// `resolve_fault`'s common step).
+    #[inline]
     pub(super) fn apply_call_result(
         &mut self,
         thread: ThreadRef,
         result: &CallResult,
         fx: &mut impl Effects,
     ) -> Option<Resumption> {
-        let t = self.threads.get(thread).ok()?;
-        let (
-            Some(vcpu),
-            Some(FaultRecord {
-                fault: FaultKind::Guest(fault),
-                ..
-            }),
-        ) = (t.vcpu, t.fault)
-        else {
-            return None;
-        };
-        self.apply_resolution(thread, vcpu, &fault, &result.resolution(), fx)
+        self.apply_resolution(thread, &result.resolution(), fx)
     }
 }
 

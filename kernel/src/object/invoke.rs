@@ -35,7 +35,7 @@ use super::Kernel;
 use super::capability::{Capability, Object, ObjectType};
 use super::cspace::SlotId;
 use super::delete::Progress;
-use super::effects::Effects;
+use super::effects::{Effects, IPC_MSG_WORD, IpcWords};
 use super::irq::IrqHandlerRef;
 use super::memory::ThreadRef;
 use super::syscall::SyscallRegs;
@@ -132,13 +132,17 @@ impl Kernel {
         info: MessageInfo,
         fx: &mut impl Effects,
     ) -> Result<Args, KernelError> {
-        let regs = self.threads.get(caller)?.regs;
+        let regs = SyscallRegs::of(&self.threads.get(caller)?.glue.context);
         let mut words = [0; ARG_WORDS];
         words[..MSG_REGS_IN_CPU].copy_from_slice(&regs.words());
         let count = info.length().div_ceil(8).min(ARG_WORDS);
         if count > MSG_REGS_IN_CPU {
-            let buffer = self.read_thread_buffer(caller, fx)?;
-            words[MSG_REGS_IN_CPU..].copy_from_slice(&buffer.msg[MSG_REGS_IN_CPU..ARG_WORDS]);
+            // Only the few words beyond the registers: never a copy of the whole buffer.
+            let buffer = self.thread_buffer(caller, fx)?;
+            buffer.read(
+                IPC_MSG_WORD + MSG_REGS_IN_CPU,
+                &mut words[MSG_REGS_IN_CPU..ARG_WORDS],
+            );
         }
         Ok(Args { words, count })
     }

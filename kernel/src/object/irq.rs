@@ -28,8 +28,9 @@ use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::Badge;
 
 use super::Kernel;
-use super::memory::{NotificationRef, VcpuRef};
+use super::memory::{NotificationRef, ThreadRef, VcpuRef};
 use super::syscall::Schedule;
+use super::thread::ThreadState;
 
 /// The first interrupt ID a handler can be issued for (the first SPI).
 pub const FIRST_SPI: u32 = 32;
@@ -202,16 +203,31 @@ pub enum IrqOutcome {
 }
 
 impl Kernel {
-    /// Whether an interrupt can still wake a thread: some handler delivers to a notification or
-    /// forwards to a vCPU, or a sleeping vCPU's timer is armed.
-    /// With no thread ready and none of these, nothing can ever run again (one CPU runs threads).
+    /// Whether an interrupt can still wake a thread: a sleeping vCPU's timer is armed, or some
+    /// handler delivers to a notification a thread waits on (or whose bound thread waits in
+    /// `Recv`), or forwards to a vCPU asleep in WFI. With no thread ready and none of these,
+    /// nothing can ever run again (one CPU runs threads). Called only when idle; at most one
+    /// pass over the handler table.
     #[must_use]
     pub fn interrupts_deliver(&self) -> bool {
-        self.timers_pending()
-            || self
-                .irqs
-                .iter()
-                .any(|(_, h)| h.notification.is_some() || h.forward.is_some())
+        let waits = |t: Option<ThreadRef>, state: fn(ThreadState) -> bool| {
+            t.and_then(|t| self.threads.get(t).ok())
+                .is_some_and(|t| state(t.state))
+        };
+        let wakes = |h: &IrqHandler| {
+            let notified = h.notification.is_some_and(|(n, _)| {
+                self.notifications.get(n).is_ok_and(|n| {
+                    !n.queue.is_empty()
+                        || waits(n.bound, |s| matches!(s, ThreadState::BlockedRecv(_)))
+                })
+            });
+            let forwarded = h.forward.is_some_and(|(vcpu, _)| {
+                let thread = self.vcpus.get(vcpu).ok().and_then(|v| v.thread);
+                waits(thread, |s| s == ThreadState::WaitingForInterrupt)
+            });
+            notified || forwarded
+        };
+        self.timers_pending() || self.irqs.iter().any(|(_, h)| wakes(h))
     }
 
     /// The vCPU (and virtual INTID) interrupt `intid` is forwarded to, if its handler forwards

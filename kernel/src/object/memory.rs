@@ -27,6 +27,7 @@
 #![allow(unsafe_code)]
 
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use capvisor_ipc::abi::KernelError;
@@ -37,7 +38,7 @@ pub const PAGE: u64 = 4096;
 
 /// What a page holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
+#[repr(u32)]
 pub enum PageKind {
     /// Nothing the kernel owns (free untyped memory, or a frame).
     Free = 0,
@@ -59,9 +60,10 @@ pub enum PageKind {
     Tail,
 }
 
-/// One page's entry in the frame table.
+/// One page's entry in the frame table: 8 bytes without padding, so that a lookup compares
+/// kind and generation as one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
+#[repr(C, align(8))]
 pub struct PageInfo {
     generation: u32,
     kind: PageKind,
@@ -85,6 +87,21 @@ impl PageInfo {
         generation: 0,
         kind: PageKind::Free,
     };
+
+    /// Kind and generation as one word.
+    #[inline(always)]
+    const fn word(self) -> u64 {
+        ((self.kind as u64) << 32) | self.generation as u64
+    }
+}
+
+/// The generation after `generation`: never 0, so a reference's generation is never 0 and an
+/// `Option` of a reference takes no more room than the reference.
+const fn next_generation(generation: u32) -> u32 {
+    match generation.wrapping_add(1) {
+        0 => 1,
+        next => next,
+    }
 }
 
 /// A typed, generation-checked reference to a kernel object: the index of its first page in the
@@ -105,18 +122,24 @@ macro_rules! object_refs {
             #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
             pub struct $name {
                 page: u32,
-                generation: u32,
+                generation: core::num::NonZeroU32,
             }
 
             impl ObjectRef for $name {
+                #[inline(always)]
                 fn from_parts(page: u32, generation: u32) -> Self {
+                    // Live objects never have generation 0 (`claim`); a forged 0 names nothing.
+                    let generation = core::num::NonZeroU32::new(generation)
+                        .unwrap_or(core::num::NonZeroU32::MAX);
                     Self { page, generation }
                 }
+                #[inline(always)]
                 fn page(self) -> u32 {
                     self.page
                 }
+                #[inline(always)]
                 fn generation(self) -> u32 {
-                    self.generation
+                    self.generation.get()
                 }
             }
 
@@ -149,6 +172,8 @@ object_refs! {
     VcpuRef;
 }
 
+const _: () = assert!(size_of::<Option<ThreadRef>>() == 8 && size_of::<PageInfo>() == 8);
+
 /// A kernel object type: which page kind marks it.
 pub trait KernelObject: Sized {
     /// The kind of its first page.
@@ -163,12 +188,12 @@ pub trait KernelObject: Sized {
 pub struct FrameTable {
     /// Physical address of page 0.
     base: u64,
-    /// Pages covered.
+    /// Pages covered (0: none, and the pointers are dangling).
     pages: u32,
     /// One entry per page.
-    table: Option<NonNull<PageInfo>>,
+    table: NonNull<PageInfo>,
     /// Where the kernel reaches physical address `base`.
-    window: Option<NonNull<u8>>,
+    window: NonNull<u8>,
 }
 
 impl FrameTable {
@@ -176,8 +201,8 @@ impl FrameTable {
     pub const EMPTY: Self = Self {
         base: 0,
         pages: 0,
-        table: None,
-        window: None,
+        table: NonNull::dangling(),
+        window: NonNull::dangling(),
     };
 
     /// A table for the `pages` pages from physical address `base`.
@@ -193,11 +218,14 @@ impl FrameTable {
     /// 3. `window` is at least 16-byte aligned (objects start on page boundaries of it).
     #[must_use]
     pub const unsafe fn new(base: u64, pages: u32, table: *mut PageInfo, window: *mut u8) -> Self {
-        Self {
-            base,
-            pages,
-            table: NonNull::new(table),
-            window: NonNull::new(window),
+        match (NonNull::new(table), NonNull::new(window)) {
+            (Some(table), Some(window)) => Self {
+                base,
+                pages,
+                table,
+                window,
+            },
+            _ => Self::EMPTY,
         }
     }
 
@@ -222,51 +250,59 @@ impl FrameTable {
             return false;
         };
         let limit = self.base + u64::from(self.pages) * PAGE;
-        pa.raw() >= self.base && end <= limit && self.table.is_some()
+        pa.raw() >= self.base && end <= limit
     }
 
     /// The entry of page `page` (a free entry for a page the table does not cover).
     #[must_use]
+    #[inline]
     pub fn info(&self, page: u32) -> PageInfo {
-        match self.table {
-            Some(table) if page < self.pages => {
-                // SAFETY: `page` is below `pages` (checked), so the entry is inside the table
-                // (`new`'s contract 1); no reference to it is held anywhere.
-                unsafe { table.as_ptr().add(page as usize).read() }
-            }
-            _ => PageInfo::FREE,
+        if page < self.pages {
+            // SAFETY: `page` is below `pages` (checked), so the entry is inside the table
+            // (`new`'s contract 1); no reference to it is held anywhere.
+            unsafe { self.table.as_ptr().add(page as usize).read() }
+        } else {
+            PageInfo::FREE
         }
     }
 
     fn set(&self, page: u32, info: PageInfo) {
-        if let Some(table) = self.table
-            && page < self.pages
-        {
+        if page < self.pages {
             // SAFETY: as in `info`; the write replaces a plain-data entry.
-            unsafe { table.as_ptr().add(page as usize).write(info) };
+            unsafe { self.table.as_ptr().add(page as usize).write(info) };
         }
     }
 
-    /// The kernel pointer to the start of page `page` (which the caller checked is covered).
+    /// The kernel pointer to the start of page `page`, when it is covered.
+    #[inline]
     fn pointer(&self, page: u32) -> Option<NonNull<u8>> {
-        let window = self.window?;
         if page >= self.pages {
             return None;
         }
         // SAFETY: `page < pages`, so the offset stays inside the window (contract 2).
-        Some(unsafe { window.add(page as usize * PAGE as usize) })
+        Some(unsafe { self.window.add(page as usize * PAGE as usize) })
     }
 
-    /// The kind and generation of the object whose first page is `page`.
-    fn object_at(&self, page: u32, kind: PageKind, generation: u32) -> bool {
-        self.info(page) == PageInfo { generation, kind }
+    /// The kernel pointer to the object of `kind` and `generation` whose first page is `page`,
+    /// if that is what the page holds (one bounds check, one table read).
+    #[inline]
+    fn object(&self, page: u32, kind: PageKind, generation: u32) -> Option<NonNull<u8>> {
+        if page >= self.pages {
+            return None;
+        }
+        // SAFETY: `page < pages`: inside the table (contract 1) and the window (contract 2).
+        unsafe {
+            let info = self.table.as_ptr().add(page as usize).read();
+            (info.word() == PageInfo { generation, kind }.word())
+                .then(|| self.window.add(page as usize * PAGE as usize))
+        }
     }
 
     /// Marks `[page, page + pages)` as one object of `kind` (the first) and its tails, if every
     /// page is free; returns the first page's generation.
     fn claim(&self, page: u32, pages: u32, kind: PageKind) -> Result<u32, KernelError> {
         let end = page.checked_add(pages).ok_or(KernelError::RangeError)?;
-        if pages == 0 || end > self.pages || self.table.is_none() {
+        if pages == 0 || end > self.pages {
             return Err(KernelError::NotEnoughMemory);
         }
         if (page..end).any(|p| self.info(p).kind != PageKind::Free) {
@@ -274,7 +310,11 @@ impl FrameTable {
             // over a live one. Refuse rather than alias.
             return Err(KernelError::IllegalOperation);
         }
-        let generation = self.info(page).generation;
+        // Generation 0 is never handed out (a zeroed table's pages start there).
+        let generation = match self.info(page).generation {
+            0 => 1,
+            generation => generation,
+        };
         self.set(page, PageInfo { generation, kind });
         for tail in page + 1..end {
             let generation = self.info(tail).generation;
@@ -296,7 +336,7 @@ impl FrameTable {
         self.set(
             page,
             PageInfo {
-                generation: info.generation.wrapping_add(1),
+                generation: next_generation(info.generation),
                 kind: PageKind::Free,
             },
         );
@@ -343,12 +383,10 @@ impl<T: KernelObject> Store<T> {
         &self.memory
     }
 
+    #[inline]
     fn pointer<R: ObjectRef>(&self, r: R) -> Result<NonNull<T>, KernelError> {
-        if !self.memory.object_at(r.page(), T::KIND, r.generation()) {
-            return Err(KernelError::Revoked);
-        }
         self.memory
-            .pointer(r.page())
+            .object(r.page(), T::KIND, r.generation())
             .map(NonNull::cast)
             .ok_or(KernelError::Revoked)
     }
@@ -357,6 +395,7 @@ impl<T: KernelObject> Store<T> {
     ///
     /// # Errors
     /// [`KernelError::Revoked`] when it was freed (or `r` names no object of this kind).
+    #[inline]
     pub fn get<R: ObjectRef>(&self, r: R) -> Result<&T, KernelError> {
         let pointer = self.pointer(r)?;
         // SAFETY: the page holds a live `T` (module safety argument 2), aligned (page start,
@@ -368,6 +407,7 @@ impl<T: KernelObject> Store<T> {
     ///
     /// # Errors
     /// [`KernelError::Revoked`] when it was freed.
+    #[inline]
     pub fn get_mut<R: ObjectRef>(&mut self, r: R) -> Result<&mut T, KernelError> {
         let mut pointer = self.pointer(r)?;
         // SAFETY: as in `get`; the exclusive borrow of `self` makes this the only reference to
@@ -471,34 +511,26 @@ impl<E: Copy> Elements<E> {
         self.memory = memory;
     }
 
-    /// A pointer to element `index` of the object starting at `page`, if that object is of this
-    /// kind and the element lies inside it (its pages are the object's first page or its tails,
-    /// so an index past the object's end can only reach another object's first page or a free
-    /// page, which is refused).
-    fn pointer(&self, page: u32, index: u32) -> Option<NonNull<E>> {
-        if index == 0 || self.memory.info(page).kind != self.kind {
+    /// A pointer to element `index` of the object of this kind and `generation` starting at
+    /// `page`, if that object lives and `index` is in `1..count`. The caller passes the count
+    /// that object was created with (a slot id records it with the generation): the generation
+    /// names exactly that object, so the element lies inside it.
+    #[inline(always)]
+    fn pointer(&self, page: u32, generation: u32, index: u32, count: u32) -> Option<NonNull<E>> {
+        if index == 0 || index >= count {
             return None;
         }
-        let size = size_of::<E>() as u64;
-        let start = u64::from(index) * size;
-        let last = start + size - 1;
-        let (first_page, last_page) = (start / PAGE, last / PAGE);
-        for offset in first_page..=last_page {
-            let p = page.checked_add(u32::try_from(offset).ok()?)?;
-            if offset != 0 && self.memory.info(p).kind != PageKind::Tail {
-                return None;
-            }
-        }
-        let base = self.memory.pointer(page)?;
-        // SAFETY: every byte of the element is inside the object's pages (checked above), which
-        // the window maps contiguously.
-        Some(unsafe { base.add(start as usize) }.cast())
+        let base = self.memory.object(page, self.kind, generation)?;
+        // SAFETY: the element lies inside the object (index < count, the object's own element
+        // count), whose pages the window maps contiguously.
+        Some(unsafe { base.add(index as usize * size_of::<E>()) }.cast())
     }
 
-    /// Element `index` of the object at `page`.
+    /// Element `index` (in `1..count`) of the object at `page` of `generation`.
     #[must_use]
-    pub fn get(&self, page: u32, index: u32) -> Option<&E> {
-        let pointer = self.pointer(page, index)?;
+    #[inline(always)]
+    pub fn get(&self, page: u32, generation: u32, index: u32, count: u32) -> Option<&E> {
+        let pointer = self.pointer(page, generation, index, count)?;
         // SAFETY: the element lies in a live object of this kind past its header (element 0
         // holds the header; `size_of::<E>()` is at least the header's size, asserted by the
         // user), initialised by `fill`; aligned because `E`'s size is a multiple of its
@@ -506,19 +538,43 @@ impl<E: Copy> Elements<E> {
         Some(unsafe { pointer.as_ref() })
     }
 
-    /// Element `index` of the object at `page`, mutably.
-    pub fn get_mut(&mut self, page: u32, index: u32) -> Option<&mut E> {
-        let mut pointer = self.pointer(page, index)?;
+    /// Element `index` (in `1..count`) of the object at `page` of `generation`, mutably.
+    #[inline(always)]
+    pub fn get_mut(
+        &mut self,
+        page: u32,
+        generation: u32,
+        index: u32,
+        count: u32,
+    ) -> Option<&mut E> {
+        let mut pointer = self.pointer(page, generation, index, count)?;
         // SAFETY: as in `get`; `&mut self` makes this the only reference to any element.
         Some(unsafe { pointer.as_mut() })
     }
 
-    /// Writes `value` into elements `1..count` of the object at `page` (its creation).
-    pub fn fill(&mut self, page: u32, count: u32, value: E) {
-        for index in 1..count {
-            if let Some(pointer) = self.pointer(page, index) {
-                // SAFETY: inside the object (checked by `pointer`); plain data is overwritten.
-                unsafe { pointer.as_ptr().write(value) };
+    /// Writes `value` into elements `1..count` of the object at `page` of `generation` (its
+    /// creation; `count` is its element count). One lookup, then plain stores.
+    pub fn fill(&mut self, page: u32, generation: u32, count: u32, value: E) {
+        let Some(base) = self.memory.object(page, self.kind, generation) else {
+            return;
+        };
+        let first = base.cast::<E>();
+        // Word by word: a `memcpy` of each element would cost several times the stores (the
+        // kernel's target has no vector registers, and CNodes have up to 4096 slots); volatile
+        // stores, or LLVM turns the loop back into `memcpy` calls. Copied as `MaybeUninit`
+        // words, so padding bytes are copied, never read as values.
+        const { assert!(size_of::<E>().is_multiple_of(8) && align_of::<E>() >= 8) };
+        let words = size_of::<E>() / 8;
+        let source = (&raw const value).cast::<MaybeUninit<u64>>();
+        for index in 1..count as usize {
+            // SAFETY: the object lives (looked up above) and holds `count` elements, so element
+            // `index < count` lies inside it; plain data is overwritten, word by word (`E` is a
+            // whole number of aligned words, asserted above), from `value`'s own words.
+            unsafe {
+                let target = first.add(index).cast::<MaybeUninit<u64>>();
+                for word in 0..words {
+                    target.add(word).write_volatile(source.add(word).read());
+                }
             }
         }
     }

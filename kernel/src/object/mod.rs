@@ -143,6 +143,17 @@ impl PlatformFeatures {
     }
 }
 
+/// What [`Kernel::entry`] gives the glue.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    /// The thread's saved registers and name.
+    pub thread: &'a mut ThreadGlue,
+    /// Its space's tables and VMID.
+    pub space: &'a mut SpaceGlue,
+    /// The vCPU it runs, if any.
+    pub vcpu: Option<VcpuRef>,
+}
+
 /// The whole kernel state: the object stores (views of the memory objects live in), the IRQ
 /// handler table, the scheduler and the queue of dying objects.
 #[derive(Debug)]
@@ -289,6 +300,19 @@ impl Kernel {
             .iter::<SpaceRef>()
             .filter(|(_, s)| s.vm)
             .map(|(_, s)| ((s.glue.root >> 12) as usize, s.glue.stats))
+    }
+
+    /// What the glue needs to enter `thread`, in one lookup: its saved registers, its space's
+    /// glue state and its vCPU. `None` when the thread or its space is gone.
+    #[inline]
+    pub fn entry(&mut self, thread: ThreadRef) -> Option<Entry<'_>> {
+        let t = self.threads.get_mut(thread).ok()?;
+        let space = self.spaces.get_mut(t.space?).ok()?;
+        Some(Entry {
+            thread: &mut t.glue,
+            space: &mut space.glue,
+            vcpu: t.vcpu,
+        })
     }
 
     /// The glue's states of a thread and the vCPU it runs, together (for a guest exit).

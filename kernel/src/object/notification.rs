@@ -84,11 +84,7 @@ impl Kernel {
             return;
         }
         if let Some(waiter) = n.queue.pop_front(&mut self.threads) {
-            if let Ok(t) = self.threads.get_mut(waiter) {
-                t.state = ThreadState::Inactive;
-            }
-            self.set_result(waiter, woken(badge.raw()));
-            self.make_ready(waiter);
+            self.wake_with(waiter, woken(badge.raw()));
             return;
         }
         let bound = n.bound;

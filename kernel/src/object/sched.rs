@@ -19,6 +19,7 @@
 use super::Kernel;
 use super::memory::{Store, ThreadRef};
 use super::syscall::Schedule;
+use super::syscall::SyscallRegs;
 use super::thread::{Queue, Thread, ThreadState};
 
 /// Timer ticks in one time slice.
@@ -51,11 +52,12 @@ impl Scheduler {
         self.current
     }
 
-    fn queue(&mut self, priority: u8) -> &mut Queue {
+    pub(super) fn queue(&mut self, priority: u8) -> &mut Queue {
         // A u8 indexes 256 queues: always in range.
         &mut self.ready[usize::from(priority)]
     }
 
+    #[inline]
     fn update_bit(&mut self, priority: u8) {
         let (word, bit) = (usize::from(priority) / 64, priority % 64);
         let empty = self.ready[usize::from(priority)].is_empty();
@@ -66,6 +68,7 @@ impl Scheduler {
         }
     }
 
+    #[inline]
     fn highest(&self) -> Option<u8> {
         let (word, bits) = self
             .bitmap
@@ -76,11 +79,13 @@ impl Scheduler {
         Some((word * 64 + 63 - bits.leading_zeros() as usize) as u8)
     }
 
+    #[inline]
     pub(super) fn push(&mut self, threads: &mut Store<Thread>, thread: ThreadRef, priority: u8) {
         self.queue(priority).push_back(threads, thread);
         self.update_bit(priority);
     }
 
+    #[inline]
     pub(super) fn remove(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
         let Ok(priority) = threads.get(thread).map(|t| t.priority) else {
             return;
@@ -149,9 +154,26 @@ impl Default for Scheduler {
 impl Kernel {
     /// Makes an unqueued thread ready (tail of its priority's queue).
     pub(super) fn make_ready(&mut self, thread: ThreadRef) {
+        self.ready_after(thread, |_| {});
+    }
+
+    /// Wakes the unqueued, blocked `thread` with `regs` as its syscall results: [`Kernel::set_result`]
+    /// and [`Kernel::make_ready`] in one lookup (signal and IPC paths).
+    #[inline]
+    pub(super) fn wake_with(&mut self, thread: ThreadRef, regs: SyscallRegs) {
+        self.ready_after(thread, |t| {
+            regs.write_to(&mut t.glue.context);
+            t.regs_pending = true;
+        });
+    }
+
+    /// Applies `first` to `thread`, then makes it ready if it is not (one lookup).
+    #[inline]
+    fn ready_after(&mut self, thread: ThreadRef, first: impl FnOnce(&mut Thread)) {
         let Ok(t) = self.threads.get_mut(thread) else {
             return;
         };
+        first(t);
         if t.state == ThreadState::Ready {
             return;
         }
@@ -165,17 +187,15 @@ impl Kernel {
 
     /// Moves a ready thread to the tail of its queue with a fresh slice.
     fn rotate(&mut self, thread: ThreadRef) {
-        if self
-            .threads
-            .get(thread)
-            .is_ok_and(|t| t.state == ThreadState::Ready)
-        {
-            self.sched.remove(&mut self.threads, thread);
-            if let Ok(t) = self.threads.get_mut(thread) {
-                t.state = ThreadState::Inactive;
-                t.slice = TIME_SLICE_TICKS;
-            }
-            self.make_ready(thread);
+        let Ok(t) = self.threads.get_mut(thread) else {
+            return;
+        };
+        if t.state == ThreadState::Ready {
+            t.slice = TIME_SLICE_TICKS;
+            let priority = t.priority;
+            self.sched
+                .queue(priority)
+                .move_to_back(&mut self.threads, thread);
         }
     }
 

@@ -2,17 +2,13 @@
 //! to run next.
 //!
 //! # Contract with the glue
-//! - **Registers.** The glue saves a thread's full context (x0–x30, SP_EL0, ELR, SPSR) per thread
-//!   index on every trap. On an `svc` it copies x0–x7 into a [`SyscallRegs`] and calls
-//!   [`Kernel::handle_syscall`]. When the call returns, the glue copies `regs` back into the
-//!   thread's saved x0–x7, always: they are the thread's results if it is still runnable, and
-//!   exactly what it passed in (untouched) if it blocked.
-//! - **Results of blocked threads.** A thread that blocked in a syscall gets its results later,
-//!   when another thread's syscall (or an interrupt, or a deletion) wakes it. The kernel keeps them
-//!   in the thread; before returning to EL0 in any thread `t`, the glue calls
-//!   [`Kernel::take_syscall_result`]`(t)` and, when it is `Some`, writes those x0–x7 into `t`'s saved
-//!   context. (`None` means the thread was preempted or resumed after a fault: its context is
-//!   exactly as saved.)
+//! - **Registers.** The glue saves a thread's full context (x0–x30, SP_EL0, ELR, SPSR) in the
+//!   thread's [`ThreadGlue`](super::ThreadGlue) on every trap, and on an `svc` calls
+//!   [`Kernel::handle_syscall`]. The saved x0–x7 *are* the thread's syscall registers: the kernel
+//!   reads the arguments there and writes results there, for the running thread as for one that
+//!   blocked and is woken later (whose saved registers still hold its arguments until then). A
+//!   thread that must make the call again (preempted at a restart point) keeps its arguments and
+//!   has its PC rewound. The glue just restores the context.
 //! - **Scheduling.** [`Schedule::Resume`]: return to the same thread. [`Schedule::Switch`]: call
 //!   [`Kernel::pick_next`] and switch to the thread it returns (or idle on `None`).
 //! - **Result registers.** `x7` = 0 or a `KernelError` code; after IPC, `x0` = badge, `x1` = the
@@ -29,6 +25,7 @@ use super::capability::Object;
 use super::effects::Effects;
 use super::memory::ThreadRef;
 use super::thread::{SendInfo, ThreadState};
+use crate::context::ThreadContext;
 
 /// x0–x7 of a syscall, in and out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,6 +40,22 @@ impl SyscallRegs {
     pub const fn copied(&self) -> Self {
         let [a, b, c, d, e, f, g, h] = self.0;
         Self([a, b, c, d, e, f, g, h])
+    }
+
+    /// x0–x7 of a saved context.
+    #[must_use]
+    #[inline(always)]
+    pub const fn of(context: &ThreadContext) -> Self {
+        let [a, b, c, d, e, f, g, h, ..] = context.x;
+        Self([a, b, c, d, e, f, g, h])
+    }
+
+    /// Writes these into x0–x7 of a saved context, word by word.
+    #[inline(always)]
+    pub const fn write_to(&self, context: &mut ThreadContext) {
+        let [a, b, c, d, e, f, g, h] = self.0;
+        let x = &mut context.x;
+        [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]] = [a, b, c, d, e, f, g, h];
     }
 
     /// `x0`: the capability pointer on entry.
@@ -112,30 +125,29 @@ pub enum Schedule {
 pub(super) const SUCCESS: SyscallRegs = SyscallRegs([0; 8]);
 
 impl Kernel {
-    /// Handles one `svc` of thread `current`, whose x0–x7 are `regs`. See the module doc for the
-    /// exact contract.
-    pub fn handle_syscall(
-        &mut self,
-        current: ThreadRef,
-        regs: &mut SyscallRegs,
-        fx: &mut impl Effects,
-    ) -> Schedule {
-        match self.threads.get_mut(current) {
+    /// Handles one `svc` of thread `current`, whose saved x0–x7 hold its arguments. See the
+    /// module doc for the exact contract.
+    ///
+    /// Kept small: the entry checks and the IPC fast path, which reads its few registers
+    /// itself; everything else goes out of line to [`Kernel::slow_syscall`].
+    #[inline]
+    pub fn handle_syscall(&mut self, current: ThreadRef, fx: &mut impl Effects) -> Schedule {
+        let number = match self.threads.get_mut(current) {
             Ok(thread) if thread.state == ThreadState::Ready => {
-                thread.regs = regs.copied();
                 thread.regs_pending = false;
-                // The glue says which thread trapped: that is the one running on this CPU.
-                self.sched.set_current(current);
+                thread.glue.context.x[7]
             }
             // The glue ran a thread the kernel does not consider runnable: reschedule.
             _ => return Schedule::Switch,
-        }
+        };
+        // The glue says which thread trapped: that is the one running on this CPU.
+        self.sched.set_current(current);
         // The fast path leaves exactly the slow path's state, with `current` blocked.
         const CALL: u64 = Syscall::Call.code();
         const REPLY_RECV: u64 = Syscall::ReplyRecv.code();
-        let fast = match regs.number() {
-            CALL => self.fast_call(current, regs),
-            REPLY_RECV => self.fast_reply_recv(current, regs, fx),
+        let fast = match number {
+            CALL => self.fast_call(current),
+            REPLY_RECV => self.fast_reply_recv(current, fx),
             _ => None,
         };
         if let Some(schedule) = fast {
@@ -143,7 +155,7 @@ impl Kernel {
             super::fastpath::TAKEN.with(|taken| taken.set(taken.get() + 1));
             return schedule;
         }
-        self.slow_syscall(current, regs, fx)
+        self.slow_syscall(current, fx)
     }
 
     /// [`Kernel::handle_syscall`] without the fast path (the tests compare the two).
@@ -151,28 +163,26 @@ impl Kernel {
     pub(crate) fn handle_syscall_slow(
         &mut self,
         current: ThreadRef,
-        regs: &mut SyscallRegs,
         fx: &mut impl Effects,
     ) -> Schedule {
         match self.threads.get_mut(current) {
-            Ok(thread) if thread.state == ThreadState::Ready => {
-                thread.regs = regs.copied();
-                thread.regs_pending = false;
-                self.sched.set_current(current);
-            }
+            Ok(thread) if thread.state == ThreadState::Ready => thread.regs_pending = false,
             _ => return Schedule::Switch,
         }
-        self.slow_syscall(current, regs, fx)
+        self.sched.set_current(current);
+        self.slow_syscall(current, fx)
     }
 
     /// Everything after the entry checks: dispatch, errors, results and the scheduling decision.
-    #[inline(always)]
-    fn slow_syscall(
-        &mut self,
-        current: ThreadRef,
-        regs: &mut SyscallRegs,
-        fx: &mut impl Effects,
-    ) -> Schedule {
+    #[inline(never)]
+    fn slow_syscall(&mut self, current: ThreadRef, fx: &mut impl Effects) -> Schedule {
+        let Ok(regs) = self
+            .threads
+            .get(current)
+            .map(|t| SyscallRegs::of(&t.glue.context))
+        else {
+            return Schedule::Switch;
+        };
         if let Err(error) = self.dispatch(current, regs.copied(), fx) {
             self.set_result(current, SyscallRegs::error(error));
         }
@@ -181,29 +191,22 @@ impl Kernel {
             // again (after any pending interrupt).
             if let Ok(thread) = self.threads.get_mut(current) {
                 thread.regs_pending = false;
+                regs.write_to(&mut thread.glue.context);
                 fx.restart_syscall(&mut thread.glue);
             }
-            return self.decide();
-        }
-        if let Ok(thread) = self.threads.get_mut(current)
-            && thread.state == ThreadState::Ready
-            && thread.regs_pending
-        {
-            *regs = thread.regs.copied();
-            thread.regs_pending = false;
         }
         self.decide()
     }
 
-    /// The results a woken thread must see in x0–x7, once (see the module doc).
+    /// x0–x7 of `thread` if results were written there since its last syscall (once; for tests
+    /// and diagnostics: the glue needs nothing, the results are in the saved context).
     #[inline]
     pub fn take_syscall_result(&mut self, thread: ThreadRef) -> Option<SyscallRegs> {
         let t = self.threads.get_mut(thread).ok()?;
-        if !t.regs_pending {
+        if !core::mem::take(&mut t.regs_pending) {
             return None;
         }
-        t.regs_pending = false;
-        Some(t.regs.copied())
+        Some(SyscallRegs::of(&t.glue.context))
     }
 
     fn dispatch(

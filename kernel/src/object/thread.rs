@@ -77,8 +77,8 @@ pub struct Thread {
     pub(super) space: Option<SpaceRef>,
     pub(super) ipc_buffer: Ipa,
     pub(super) fault_endpoint: Option<(EndpointRef, Badge)>,
-    /// x0–x7 as of the thread's last syscall; results are written here for the glue to collect.
-    pub(super) regs: SyscallRegs,
+    /// Results were written into its saved x0–x7 since its last syscall (for
+    /// [`Kernel::take_syscall_result`]).
     pub(super) regs_pending: bool,
     /// The thread this one must reply to (the one-shot reply capability).
     pub(super) caller: Option<ThreadRef>,
@@ -120,7 +120,6 @@ impl Thread {
             space: None,
             ipc_buffer: Ipa::new(0),
             fault_endpoint: None,
-            regs: SyscallRegs::default(),
             regs_pending: false,
             caller: None,
             reply_can_grant: false,
@@ -159,16 +158,19 @@ impl Queue {
         tail: None,
     };
 
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.head.is_none()
     }
 
     /// The first thread.
+    #[inline]
     pub(super) fn front(&self) -> Option<ThreadRef> {
         self.head
     }
 
     /// Appends `thread` (which must be in no queue).
+    #[inline]
     pub(super) fn push_back(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
         let old_tail = self.tail;
         match threads.get_mut(thread) {
@@ -219,6 +221,7 @@ impl Queue {
     }
 
     /// Unlinks `thread` from this queue.
+    #[inline]
     pub(super) fn remove(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
         let Ok(t) = threads.get_mut(thread) else {
             return;
@@ -234,7 +237,35 @@ impl Queue {
         }
     }
 
+    /// Moves `thread` (queued here) to the back; for the head (the running thread yielding, or
+    /// its slice ending) this relinks only the head, its successor and the tail.
+    pub(super) fn move_to_back(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
+        if self.tail == Some(thread) {
+            return;
+        }
+        if self.head != Some(thread) {
+            self.remove(threads, thread);
+            self.push_back(threads, thread);
+            return;
+        }
+        let old_tail = self.tail;
+        let Ok(t) = threads.get_mut(thread) else {
+            return;
+        };
+        let next = t.next.take();
+        t.prev = old_tail;
+        self.head = next;
+        self.tail = Some(thread);
+        if let Some(n) = next.and_then(|n| threads.get_mut(n).ok()) {
+            n.prev = None;
+        }
+        if let Some(tail) = old_tail.and_then(|t| threads.get_mut(t).ok()) {
+            tail.next = Some(thread);
+        }
+    }
+
     /// Removes and returns the first thread.
+    #[inline]
     pub(super) fn pop_front(&mut self, threads: &mut Store<Thread>) -> Option<ThreadRef> {
         let first = self.front()?;
         self.remove(threads, first);
@@ -289,10 +320,11 @@ impl Kernel {
         }
     }
 
-    /// Records syscall results for `thread` (x0..x7 as `regs`) for the glue to collect.
+    /// Writes syscall results into `thread`'s saved x0–x7.
+    #[inline]
     pub(super) fn set_result(&mut self, thread: ThreadRef, regs: SyscallRegs) {
         if let Ok(t) = self.threads.get_mut(thread) {
-            t.regs = regs.copied();
+            regs.write_to(&mut t.glue.context);
             t.regs_pending = true;
         }
     }

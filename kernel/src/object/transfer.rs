@@ -33,7 +33,7 @@ use super::effects::{
 };
 use super::memory::{EndpointRef, ThreadRef};
 use super::syscall::SyscallRegs;
-use super::thread::{FaultKind, SendInfo};
+use super::thread::{FaultKind, SendInfo, Thread};
 
 pub(super) const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;
 
@@ -92,6 +92,7 @@ impl Kernel {
     /// # Errors
     /// [`KernelError::InvalidSlot`] (no CSpace, null or out-of-range pointer), [`KernelError::Revoked`]
     /// (the CSpace was deleted), [`KernelError::EmptySlot`].
+    #[inline(always)]
     pub(super) fn lookup(
         &self,
         thread: ThreadRef,
@@ -107,11 +108,17 @@ impl Kernel {
     /// # Errors
     /// As [`Kernel::lookup`], except an empty slot is fine.
     pub(super) fn lookup_slot(&self, thread: ThreadRef, cptr: CPtr) -> Result<SlotId, KernelError> {
-        let cspace = self
-            .threads
-            .get(thread)?
-            .cspace
-            .ok_or(KernelError::InvalidSlot)?;
+        self.lookup_slot_of(self.threads.get(thread)?, cptr)
+    }
+
+    /// [`Kernel::lookup_slot`] for a thread already looked up.
+    #[inline(always)]
+    pub(super) fn lookup_slot_of(
+        &self,
+        thread: &Thread,
+        cptr: CPtr,
+    ) -> Result<SlotId, KernelError> {
+        let cspace = thread.cspace.ok_or(KernelError::InvalidSlot)?;
         self.live_cnode(cspace)?.lookup(cptr)
     }
 
@@ -136,24 +143,6 @@ impl Kernel {
         }
         let space = self.spaces.get(space)?;
         fx.ipc_buffer(&space.glue, t.ipc_buffer)
-    }
-
-    /// `thread`'s whole IPC buffer, read.
-    ///
-    /// # Errors
-    /// As [`Kernel::thread_buffer`].
-    pub(super) fn read_thread_buffer(
-        &self,
-        thread: ThreadRef,
-        fx: &mut impl Effects,
-    ) -> Result<IpcBuffer, KernelError> {
-        let t = self.threads.get(thread)?;
-        let space = t.space.ok_or(KernelError::BadAddress)?;
-        if t.ipc_buffer.raw() == 0 {
-            return Err(KernelError::BadAddress);
-        }
-        let space = self.spaces.get(space)?;
-        fx.read_ipc_buffer(&space.glue, t.ipc_buffer)
     }
 
     pub(super) fn outgoing(
@@ -190,9 +179,9 @@ impl Kernel {
             message.words.copy_from_slice(&body.msg[..MSG_REGS_IN_CPU]);
             return Ok(());
         }
-        let info =
-            MessageInfo::decode(t.regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
-        let words = t.regs.words();
+        let regs = SyscallRegs::of(&t.glue.context);
+        let info = MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+        let words = regs.words();
         if info.length() <= REGISTER_BYTES && info.extra_caps() == 0 {
             message.info = info;
             message.words = words;
@@ -293,7 +282,11 @@ impl Kernel {
 
     /// The registers-only part of a sender's message (its buffer is unavailable).
     fn register_message(&self, sender: ThreadRef) -> Message {
-        let regs = self.threads.get(sender).map(|t| t.regs).unwrap_or_default();
+        let regs = self
+            .threads
+            .get(sender)
+            .map(|t| SyscallRegs::of(&t.glue.context))
+            .unwrap_or_default();
         let decoded = MessageInfo::decode(regs.info()).ok();
         let label = decoded.map_or(0, MessageInfo::label);
         let length = decoded.map_or(0, |i| i.length().min(REGISTER_BYTES));

@@ -41,6 +41,7 @@ use super::cspace::{CNode, Dying, SLOT_BITS, SlotId};
 use super::effects::{Effects, SpaceGlue, VcpuGlue};
 use super::endpoint::Endpoint;
 use super::frame::{Space, Vcpu};
+use super::memory::ObjectRef;
 use super::memory::{CNodeRef, KernelObject, PAGE, PageKind, UntypedRef};
 use super::notification::Notification;
 use super::thread::Thread;
@@ -241,12 +242,13 @@ impl Kernel {
         let untyped = self.untyped.get(untyped_ref)?.clone();
         let bits = check_request(&untyped, &request)?;
         let dest = *self.live_cnode(request.dest)?;
-        let slots = self.destination_slots(&dest, request.first, request.count)?;
+        self.check_destination(&dest, request.first, request.count)?;
         let records = request.kind == ObjectType::Untyped;
         let place = placement(&untyped, bits, request.count, records)?;
         self.check_placeable(&untyped, &request, &place, bits)?;
-        for (i, &dest_slot) in slots.iter().enumerate() {
-            let i = i as u64;
+        for i in 0..request.count {
+            // Checked above: in range and empty.
+            let dest_slot = dest.slot(request.first + i)?;
             let at = |offset: u64| PhysAddr::new(untyped.base.raw() + offset);
             let object_pa = at(place.objects + (i << bits));
             let record_pa = at(place.records + i * PAGE);
@@ -294,22 +296,16 @@ impl Kernel {
         }
     }
 
-    /// `count` consecutive empty slots of `dest` from index `first`.
-    fn destination_slots(
-        &self,
-        dest: &CNode,
-        first: u64,
-        count: u64,
-    ) -> Result<heapless::Vec<SlotId, { MAX_RETYPE as usize }>, KernelError> {
-        let mut slots: heapless::Vec<SlotId, { MAX_RETYPE as usize }> = heapless::Vec::new();
+    /// Checks that `dest` has `count` consecutive empty slots from index `first`. (Checked, not
+    /// collected: a list of up to [`MAX_RETYPE`] slot ids is a kilobyte to move around.)
+    fn check_destination(&self, dest: &CNode, first: u64, count: u64) -> Result<(), KernelError> {
         for i in 0..count {
             let slot = dest.slot(first.checked_add(i).ok_or(KernelError::InvalidSlot)?)?;
             if self.slots.cap(slot).is_some() {
                 return Err(KernelError::SlotOccupied);
             }
-            slots.push(slot).map_err(|_| KernelError::RangeError)?;
         }
-        Ok(slots)
+        Ok(())
     }
 
     /// Makes one object of the request: at `pa` (`1 << bits` bytes), and for a child untyped its
@@ -394,10 +390,12 @@ impl Kernel {
             .memory()
             .page_of(pa)
             .ok_or(KernelError::NotEnoughMemory)?;
-        let cnode = self
+        let cnode: CNodeRef = self
             .cnodes
             .create(pa, bytes, CNode::new(page, slots, origin))?;
-        self.slots.init_cnode(page, slots);
+        // Its slot ids carry its generation: an id outliving it names nothing.
+        self.cnodes.get_mut(cnode)?.generation = cnode.generation();
+        self.slots.init_cnode(page, cnode.generation(), slots);
         Ok(cnode)
     }
 
@@ -472,6 +470,7 @@ impl Kernel {
     ///
     /// # Errors
     /// [`KernelError::Revoked`] when it is gone or dying.
+    #[inline(always)]
     pub(super) fn live_cnode(&self, cnode: CNodeRef) -> Result<&CNode, KernelError> {
         match self.cnodes.get(cnode) {
             Ok(c) if !c.dying => Ok(c),

@@ -82,6 +82,8 @@ pub struct Glue {
     /// The HCR_EL2 and VTTBR_EL2 values last written on the way to a thread (0: none yet; one
     /// CPU runs threads).
     pub loaded_translation: (u64, u64),
+    /// The service thread that last ran (whose TPIDR_EL0 values the CPU holds).
+    pub last_service: Option<capvisor_kernel::object::ThreadRef>,
 }
 
 /// The translation tables of `space`, for an operation now.
@@ -98,6 +100,7 @@ impl Glue {
             vmids: Vmids::new(),
             guests: super::guest::Guests::new(),
             loaded_translation: (0, 0),
+            last_service: None,
         }
     }
 
@@ -397,7 +400,6 @@ impl Effects for Glue {
             ..ThreadContext::ZERO
         };
         thread.context.x[0] = ipc_buffer;
-        thread.line_start = true;
     }
 
     fn restart_syscall(&mut self, thread: &mut ThreadGlue) {

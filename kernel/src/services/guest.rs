@@ -114,6 +114,8 @@ pub struct Guests {
     held_back: heapless::Vec<(VcpuRef, u32), 16>,
     /// The vCPU whose state is in the CPU's EL1 registers.
     pub loaded: Option<VcpuRef>,
+    /// Its EL0-visible registers, while services run with their own profile in them.
+    parked: Option<vcpu::Parked>,
 }
 
 impl Guests {
@@ -122,16 +124,36 @@ impl Guests {
         Self {
             held_back: heapless::Vec::new(),
             loaded: None,
+            parked: None,
+        }
+    }
+
+    /// A service runs next: if a guest's state is loaded, its EL0-visible registers are kept
+    /// and the services' profile loaded (issue 14: none of a guest's EL1 settings govern a
+    /// service, and its FP/SIMD registers are out of reach).
+    pub fn park(&mut self) {
+        if self.loaded.is_some() && self.parked.is_none() {
+            self.parked = Some(vcpu::park());
+        }
+    }
+
+    /// Puts the loaded guest's EL0-visible registers back, if services had their own.
+    fn unpark(&mut self) {
+        if let Some(parked) = self.parked.take() {
+            vcpu::unpark(&parked);
         }
     }
 
     /// Writes the CPU's vCPU state into `state` (the loaded vCPU's): EL1 registers, virtual CPU
     /// interface, the physical virtual-timer PPI's active state; nothing is loaded afterwards.
     fn save_into(&mut self, state: &mut VcpuGlue) {
+        self.unpark();
         vcpu::save(&mut state.el1);
         vgic::save(&mut state.vgic);
         state.vgic.vtimer_active = gic::take_vtimer_active();
         self.loaded = None;
+        // No guest's state is in the CPU: the services' profile is.
+        vcpu::load_service_profile();
     }
 
     /// Makes `state` (vCPU `vcpu`'s) current: if the CPU holds it, it is saved first.
@@ -235,6 +257,7 @@ impl Guests {
     pub fn load(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
         self.release_held_back(vcpu);
         if self.loaded == Some(vcpu) {
+            self.unpark();
             return;
         }
         if self.loaded.is_some() {
@@ -372,7 +395,19 @@ impl Guests {
         state: &mut VcpuGlue,
         access: RegisterAccess,
     ) -> Result<u64, KernelError> {
-        self.sync(vcpu, state);
+        // Only the EL1 system registers live in the CPU while the vCPU is loaded: x0–x30, PC,
+        // PSTATE and SP_EL0 are in its thread's saved context, and reach no further.
+        let in_context = |r: &VcpuRegister| {
+            matches!(
+                r,
+                VcpuRegister::Pc | VcpuRegister::Pstate | VcpuRegister::SpEl0
+            )
+        };
+        match &access {
+            RegisterAccess::ReadGp(_) | RegisterAccess::WriteGp(..) => {}
+            RegisterAccess::Read(r) | RegisterAccess::Write(r, _) if in_context(r) => {}
+            _ => self.sync(vcpu, state),
+        }
         match access {
             RegisterAccess::ReadGp(n) => Ok(context.x[usize::from(n) % 31]),
             RegisterAccess::WriteGp(n, value) => {
@@ -534,13 +569,20 @@ impl Glue {
             }
             (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Vm { vm, ipa, size }) => {
                 if vm.root != 0 {
+                    // Leaf by leaf: one walk per page or block mapped, one per unmapped page.
                     let mut table = super::glue::tables(vm);
-                    for page in (0..size / 4096).map(|n| ipa.raw() + n * 4096) {
-                        if let Some(pa) = table.translate(page)
-                            && self.ram.contains(pa, pa + 4096)
-                        {
-                            clean_invalidate_poc(pa, 4096);
+                    let end = ipa.raw() + size;
+                    let mut at = ipa.raw();
+                    while at < end {
+                        let Some((pa, extent)) = table.translate_extent(at) else {
+                            at = (at | 0xfff) + 1;
+                            continue;
+                        };
+                        let bytes = extent.min(end - at);
+                        if self.ram.contains(pa, pa + bytes) {
+                            clean_invalidate_poc(pa, bytes);
                         }
+                        at += bytes;
                     }
                 }
                 count(vm, Op::CleanPoc, ipa.raw(), size);
@@ -600,9 +642,30 @@ fn clean_invalidate_poc(pa: u64, size: u64) {
     unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
     let line = 4u64 << ((ctr >> 16) & 0xf);
     let mut at = pa & !(line - 1);
-    while at < pa + size {
-        // SAFETY: `at` is inside RAM the kernel maps (the caller checked); cleaning and
-        // invalidating a line changes no memory contents as seen by any observer.
+    let end = pa + size;
+    // Four lines per iteration while four fit (the loop's own instructions are most of the cost
+    // otherwise), then line by line.
+    while at + 4 * line <= end {
+        // SAFETY: the four lines are inside RAM the kernel maps (the caller checked); cleaning
+        // and invalidating a line changes no memory contents as seen by any observer.
+        unsafe {
+            asm!(
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                "dc civac, {a}",
+                "add {a}, {a}, {line}",
+                a = inout(reg) at,
+                line = in(reg) line,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    while at < end {
+        // SAFETY: as above, one line.
         unsafe { asm!("dc civac, {}", in(reg) at, options(nostack, preserves_flags)) };
         at += line;
     }

@@ -78,9 +78,18 @@ impl Root<'_> {
         let info = MessageInfo::new(label, args.len() * 8, 0)
             .map_err(|_| KernelError::InvalidMessageInfo)?;
         let [w0, w1, w2, w3] = words;
-        let mut regs = SyscallRegs([cptr, info.raw(), w0, w1, w2, w3, 0, Syscall::Call.code()]);
-        self.kernel
-            .handle_syscall(self.layout.thread, &mut regs, self.glue);
+        let regs = SyscallRegs([cptr, info.raw(), w0, w1, w2, w3, 0, Syscall::Call.code()]);
+        // The call's arguments and results are the root's saved x0–x7: the root has not run
+        // yet, and its start registers (x0, the IPC buffer) must survive these calls.
+        let thread = self.layout.thread;
+        let start = self.kernel.thread_glue(thread).map(|t| t.context)?;
+        if let Ok(t) = self.kernel.thread_glue(thread) {
+            regs.write_to(&mut t.context);
+        }
+        self.kernel.handle_syscall(thread, self.glue);
+        let t = self.kernel.thread_glue(thread)?;
+        let regs = SyscallRegs::of(&t.context);
+        t.context = start;
         match regs.error_code() {
             Some(error) => Err(error),
             None => Ok([regs.0[2], regs.0[3], regs.0[4], regs.0[5]]),

@@ -86,22 +86,17 @@ fn idle() {
 /// Returns to `thread` at EL0, with the results of a syscall that completed while it waited.
 fn enter(thread: ThreadRef) -> ! {
     let (kernel, glue) = state();
-    if let Some(regs) = kernel.take_syscall_result(thread)
-        && let Ok(t) = kernel.thread_glue(thread)
-    {
-        set_first_eight(&mut t.context.x, &regs);
-    }
-    let space = kernel.thread_space(thread).ok().flatten();
-    let Some(space) = space.and_then(|s| kernel.space_glue(s).ok()) else {
+    let Some(entry) = kernel.entry(thread) else {
         // A thread whose space was deleted cannot run: it is stopped as if it had faulted.
         let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
         fault(kernel, glue, thread, (0, 0), pc)
     };
-    let vmid = glue.vmids.of(space);
-    let vttbr = capvisor_kernel::stage2::vttbr(space.root, vmid);
+    let vmid = glue.vmids.of(entry.space);
+    let vttbr = capvisor_kernel::stage2::vttbr(entry.space.root, vmid);
+    let context: *mut ThreadContext = &mut entry.thread.context;
     // A vCPU's thread enters its guest at EL1 with the vCPU's EL1 state loaded and the guest's
     // HCR_EL2; a service's returns to EL0.
-    let hcr = match kernel.thread_vcpu(thread) {
+    let hcr = match entry.vcpu {
         Some(vcpu) => {
             if let Some(previous) = glue.guests.loaded.filter(|p| *p != vcpu) {
                 glue.guests.unload(kernel.vcpu_glue(previous).ok());
@@ -114,8 +109,13 @@ fn enter(thread: ThreadRef) -> ! {
         None => {
             // A service thread resumes only at EL0t in AArch64 (the object model's invariant,
             // kept here too: an ERET to EL1 with HCR_EL2.TGE set is an illegal return).
-            if let Ok(t) = kernel.thread_glue(thread) {
-                t.context.spsr &= !SPSR_MODE;
+            entry.thread.context.spsr &= !SPSR_MODE;
+            // It runs with the services' EL1 profile, not a guest's, and shares no thread
+            // register with the service that ran before it.
+            glue.guests.park();
+            if glue.last_service != Some(thread) {
+                crate::arch::aarch64::vcpu::clear_thread_registers();
+                glue.last_service = Some(thread);
             }
             hcr()
         }
@@ -138,10 +138,6 @@ fn enter(thread: ThreadRef) -> ! {
             );
         }
     }
-    let Ok(t) = kernel.thread_glue(thread) else {
-        schedule()
-    };
-    let context: *mut ThreadContext = &mut t.context;
     let record = smp::per_cpu();
     // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 hold the thread's values
     // (above), and its exceptions are saved into the same context (PerCpu.current), which lives
@@ -162,12 +158,6 @@ fn first_eight(x: &[u64; 31]) -> SyscallRegs {
     SyscallRegs([a, b, c, d, e, f, g, h])
 }
 
-/// Writes x0–x7 of a saved context, word by word.
-fn set_first_eight(x: &mut [u64; 31], regs: &SyscallRegs) {
-    let [a, b, c, d, e, f, g, h] = regs.0;
-    [x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]] = [a, b, c, d, e, f, g, h];
-}
-
 fn follow(schedule: Schedule, thread: ThreadRef) -> ! {
     match schedule {
         Schedule::Resume => enter(thread),
@@ -186,19 +176,24 @@ fn esr_far() -> (u64, u64) {
 }
 
 /// Every exception from EL0 arrives here (from `lower_common`), with the thread's registers
-/// already saved in its context (the glue's, which `_context` points at).
+/// already saved in its context (the glue's, which `context` points at).
 #[unsafe(no_mangle)]
-extern "C" fn handle_lower_exception(kind: u64, _context: *mut ThreadContext) -> ! {
+extern "C" fn handle_lower_exception(kind: u64, context: *const ThreadContext) -> ! {
     let (kernel, glue) = state();
     let Some(thread) = kernel.current() else {
         schedule()
     };
     let (esr, far) = esr_far();
-    if kernel.thread_vcpu(thread).is_some() {
+    // HCR_EL2 holds the running thread's value (`enter`): TGE is clear only under a guest.
+    if glue.loaded_translation.0 & el0::HCR_TGE == 0 {
         guest_exit(kernel, glue, thread, kind, (esr, far))
     }
     if kind == KIND_SYNC && esr::class(esr) == ec::SVC64 {
-        syscall(kernel, glue, thread)
+        // SAFETY: `context` is `PerCpu.current`, the running thread's saved context, which
+        // `lower_common` just filled; it lives in the thread object, which nothing frees while
+        // the syscall is decoded (only the kernel's handling below can).
+        let (x0, x1, x7) = unsafe { ((*context).x[0], (*context).x[1], (*context).x[7]) };
+        syscall(kernel, glue, thread, [x0, x1, x7])
     }
     if kind == KIND_IRQ {
         follow(interrupt(kernel, glue), thread)
@@ -222,23 +217,20 @@ fn guest_exit(
     if esr::class(esr) == ec::SYSREG && id_register_read(kernel, thread, esr) {
         enter(thread)
     }
-    let Ok(context) = kernel.thread_glue(thread).map(|t| t.context) else {
+    let Some(entry) = kernel.entry(thread) else {
         schedule()
     };
-    let pc = context.pc;
-    let x = first_eight(&context.x).0;
-    if let Some(vcpu) = kernel.thread_vcpu(thread)
+    let pc = entry.thread.context.pc;
+    let x = first_eight(&entry.thread.context.x).0;
+    entry.space.stats.exits += 1;
+    // The exit's syndrome, for stepping past the instruction once the VMM resolves it.
+    if let Some(vcpu) = entry.vcpu
         && let Ok(state) = kernel.vcpu_glue(vcpu)
     {
         state.exit_esr = esr;
     }
     let hpfar = crate::arch::aarch64::vcpu::hpfar();
     let fault = guest::exit_fault(esr, far, hpfar, &x);
-    if let Some(space) = kernel.thread_space(thread).ok().flatten()
-        && let Ok(space) = kernel.space_glue(space)
-    {
-        space.stats.exits += 1;
-    }
     let (outcome, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
     if outcome == FaultOutcome::NoHandler {
         console::print(format_args!(
@@ -314,12 +306,8 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
     }
 }
 
-fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
-    let Ok(context) = kernel.thread_glue(thread).map(|t| t.context) else {
-        schedule()
-    };
-    let [x0, x1] = [context.x[0], context.x[1]];
-    match context.x[7] {
+fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, [x0, x1, x7]: [u64; 3]) -> ! {
+    match x7 {
         SYS_DEBUG_WRITE => {
             debug_write(kernel, glue, thread, x0, x1);
             if let Ok(t) = kernel.thread_glue(thread) {
@@ -337,13 +325,9 @@ fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef) -> ! {
             exit::fail(Status::ServiceFailure)
         }
         _ => {
-            let mut regs = first_eight(&context.x);
-            let schedule = kernel.handle_syscall(thread, &mut regs, glue);
-            // Always (the kernel's contract): its results if it still runs, its own arguments,
-            // unchanged, if it blocked or must make the call again.
-            if let Ok(t) = kernel.thread_glue(thread) {
-                set_first_eight(&mut t.context.x, &regs);
-            }
+            // The kernel reads the arguments from the thread's saved x0–x7 and leaves its
+            // results there.
+            let schedule = kernel.handle_syscall(thread, glue);
             follow(schedule, thread)
         }
     }
@@ -412,16 +396,6 @@ fn debug_write(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, address:
             break;
         }
     }
-    let text = core::str::from_utf8(&line).unwrap_or("<not UTF-8>\n");
     let name = name(kernel, thread);
-    let Ok(t) = kernel.thread_glue(thread) else {
-        return;
-    };
-    for piece in text.split_inclusive('\n') {
-        if t.line_start {
-            console::print(format_args!("[{name}] "));
-        }
-        console::print(format_args!("{piece}"));
-        t.line_start = piece.ends_with('\n');
-    }
+    console::print_service(thread, &name, &line);
 }

@@ -60,27 +60,30 @@ pub fn physical_counter() -> u64 {
     value
 }
 
-/// Lets EL0 read the virtual counter (CNTKCTL_EL1.EL0VCTEN, which governs EL0 in the EL1&0
-/// regime with HCR_EL2.E2H = 0) and makes it equal to the physical count (CNTVOFF_EL2 = 0), so
-/// services can time themselves.
+/// Sets the EL1 registers that govern EL0 to the services' profile ([`vcpu::SERVICE_EL0`]) at
+/// boot, so services run the same before and after any guest: little-endian, the virtual
+/// counter readable and equal to the physical count, FP/SIMD trapped by CPTR_EL2.
 pub fn enable_el0_counter() {
-    // SAFETY: these only affect counter visibility and the virtual offset for EL1&0.
-    unsafe {
-        asm!(
-            "msr cntvoff_el2, xzr",
-            "msr cntkctl_el1, {}",
-            "isb",
-            in(reg) 1u64 << 1,
-            options(nostack, preserves_flags)
-        );
-    }
+    super::vcpu::load_service_profile();
 }
 
 /// CPTR_EL2 with E2H = 0 (Arm ARM D24.2.32): its RES1 bits (13, 9, 7:0), and traps of what the
 /// world switch does not switch: TZ (8) SVE, TSM (12) SME, TTA (20) trace registers, TAM (30)
-/// activity monitors. FP/SIMD (TFP, 10) stays allowed: the switch saves it.
+/// activity monitors. FP/SIMD (TFP, 10) is allowed only while a guest runs (the switch saves
+/// its registers); services are soft-float, so [`CPTR_TFP`] traps it for them.
 pub const CPTR_EL2: u64 =
     (1 << 13) | (1 << 9) | 0xff | (1 << 8) | (1 << 12) | (1 << 20) | (1 << 30);
+/// CPTR_EL2.TFP: FP/SIMD instructions at any EL below EL2 (and at EL2) trap.
+pub const CPTR_TFP: u64 = 1 << 10;
+
+/// Traps (`trap`) or allows FP/SIMD: allowed while a guest runs or its FP state is saved or
+/// restored, trapped while services run (a service's FP instruction is EC 0x07).
+pub fn trap_fp(trap: bool) {
+    let value = CPTR_EL2 | if trap { CPTR_TFP } else { 0 };
+    // SAFETY: CPTR_EL2 only controls traps; the ISB makes it take effect before the next FP/SIMD
+    // instruction.
+    unsafe { asm!("msr cptr_el2, {}", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
 /// MDCR_EL2 trap bits (D24.2.96): TPMCR (5) and TPM (6) the PMU, TDA (9) the debug registers
 /// (MDSCR_EL1, breakpoints, watchpoints), TDOSA (10) the OS lock, TDRA (11) the debug ROM, TTRF
 /// (19) the trace filter. Their state is not switched, so a guest must not reach it: a trapped
@@ -100,7 +103,7 @@ pub fn trap_unswitched_state() {
             "orr {mdcr}, {mdcr}, {traps}",
             "msr mdcr_el2, {mdcr}",
             "isb",
-            cptr = in(reg) CPTR_EL2,
+            cptr = in(reg) CPTR_EL2 | CPTR_TFP,
             traps = in(reg) MDCR_EL2_TRAPS,
             mdcr = out(reg) _,
             options(nostack, preserves_flags)

@@ -14,6 +14,8 @@ pub use capvisor_kernel::context::{SPSR_EL0T, ThreadContext};
 /// HCR_EL2 for a service thread: RW (EL1 is AArch64), VM, TGE, DC; E2H clear. Also TSC (SMC
 /// traps to EL2) so a service cannot call firmware directly.
 pub const HCR_SERVICE: u64 = (1 << 31) | (1 << 27) | (1 << 12) | (1 << 19) | 1;
+/// HCR_EL2.TGE: set for services, clear for guests (so it tells which one trapped).
+pub const HCR_TGE: u64 = 1 << 27;
 
 /// Per-CPU data; TPIDR_EL2 holds its address. `current` is first: the vector code reads it.
 #[repr(C)]

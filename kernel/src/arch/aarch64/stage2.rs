@@ -237,6 +237,15 @@ impl AddressSpace {
         Some((value & OA_MASK & !(size - 1)) | (ipa & (size - 1)))
     }
 
+    /// The output address `ipa` maps to and how many bytes from `ipa` on the same leaf maps
+    /// contiguously (to the end of its page or block).
+    #[must_use]
+    pub fn translate_extent(&mut self, ipa: u64) -> Option<(u64, u64)> {
+        let (value, size) = self.lookup(ipa)?;
+        let offset = ipa & (size - 1);
+        Some(((value & OA_MASK & !(size - 1)) | offset, size - offset))
+    }
+
     /// The access a mapping at `ipa` allows.
     #[must_use]
     pub fn access(&mut self, ipa: u64) -> Option<stage2::S2Access> {

@@ -13,6 +13,124 @@ use core::arch::{asm, global_asm};
 
 pub use capvisor_kernel::context::{El1State, MPIDR_RESET, MPIDR_WRITABLE, PSTATE_RESET, sys};
 
+/// SCTLR_EL1 for services at EL0 (HCR_EL2.TGE = 1, E2H = 0 leaves every EL0 control of it in
+/// force but M; Arm ARM D24.2.48 TGE, D24.2.161 SCTLR_EL1): its RES1 bits (29, 28, 23, 22, 20,
+/// 11) plus C (2), SA0 (4), I (12), DZE (14), UCT (15), nTWI (16) and nTWE (18); E0E = 0
+/// (little-endian), A = 0 (no alignment faults), UCI = 0 (no cache maintenance from EL0), the
+/// pointer-authentication enables clear.
+pub const SERVICE_SCTLR: u64 = 0x30d5_d814;
+/// CNTKCTL_EL1 for services: EL0VCTEN only (the virtual counter, no timers, no event stream).
+pub const SERVICE_CNTKCTL: u64 = 1 << 1;
+/// CPACR_EL1 for services: FPEN = 0b11, so FP/SIMD traps by CPTR_EL2.TFP (EC 0x07), not by
+/// CPACR (which would arrive as EC 0x00 under TGE).
+pub const SERVICE_CPACR: u64 = 0b11 << 20;
+
+/// The EL0-visible registers of the guest whose EL1 state is loaded, kept while services run
+/// with their own profile in those registers.
+#[derive(Clone, Copy, Debug)]
+pub struct Parked {
+    sctlr: u64,
+    cntkctl: u64,
+    cpacr: u64,
+    cntvoff: u64,
+    tpidr_el0: u64,
+    tpidrro_el0: u64,
+}
+
+/// Keeps the loaded guest's EL0-visible registers and loads the services' profile: SCTLR_EL1,
+/// CNTKCTL_EL1, CPACR_EL1 as above, CNTVOFF_EL2 = 0 (services' virtual count is the physical
+/// count), TPIDR_EL0 = TPIDRRO_EL0 = 0, and FP/SIMD trapped (the guest's registers stay in the
+/// CPU, out of the services' reach).
+#[must_use]
+pub fn park() -> Parked {
+    let (sctlr, cntkctl, cpacr, cntvoff, tpidr, tpidrro): (u64, u64, u64, u64, u64, u64);
+    // SAFETY: reading EL1 and EL2 system registers has no side effects.
+    unsafe {
+        asm!(
+            "mrs {0}, sctlr_el1",
+            "mrs {1}, cntkctl_el1",
+            "mrs {2}, cpacr_el1",
+            "mrs {3}, cntvoff_el2",
+            "mrs {4}, tpidr_el0",
+            "mrs {5}, tpidrro_el0",
+            out(reg) sctlr,
+            out(reg) cntkctl,
+            out(reg) cpacr,
+            out(reg) cntvoff,
+            out(reg) tpidr,
+            out(reg) tpidrro,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    load_service_profile();
+    Parked {
+        sctlr,
+        cntkctl,
+        cpacr,
+        cntvoff,
+        tpidr_el0: tpidr,
+        tpidrro_el0: tpidrro,
+    }
+}
+
+/// Writes the services' EL0 profile (see [`park`]) and traps FP/SIMD.
+pub fn load_service_profile() {
+    // SAFETY: these registers govern only the EL1&0 regime, which services use at EL0; the ISB
+    // makes them take effect before the next ERET.
+    unsafe {
+        asm!(
+            "msr sctlr_el1, {sctlr}",
+            "msr cntkctl_el1, {cntkctl}",
+            "msr cpacr_el1, {cpacr}",
+            "msr cntvoff_el2, xzr",
+            "msr tpidr_el0, xzr",
+            "msr tpidrro_el0, xzr",
+            "isb",
+            sctlr = in(reg) SERVICE_SCTLR,
+            cntkctl = in(reg) SERVICE_CNTKCTL,
+            cpacr = in(reg) SERVICE_CPACR,
+            options(nostack, preserves_flags)
+        );
+    }
+    super::cpu::trap_fp(true);
+}
+
+/// Clears the EL0 thread registers (another service thread runs next: no channel between them).
+pub fn clear_thread_registers() {
+    // SAFETY: TPIDR_EL0/TPIDRRO_EL0 are software thread IDs with no effect on the kernel.
+    unsafe {
+        asm!(
+            "msr tpidr_el0, xzr",
+            "msr tpidrro_el0, xzr",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Puts back the loaded guest's registers [`park`] kept, and allows FP/SIMD again.
+pub fn unpark(parked: &Parked) {
+    // SAFETY: the guest's own values, which it had when it left; ISB before it runs.
+    unsafe {
+        asm!(
+            "msr sctlr_el1, {}",
+            "msr cntkctl_el1, {}",
+            "msr cpacr_el1, {}",
+            "msr cntvoff_el2, {}",
+            "msr tpidr_el0, {}",
+            "msr tpidrro_el0, {}",
+            "isb",
+            in(reg) parked.sctlr,
+            in(reg) parked.cntkctl,
+            in(reg) parked.cpacr,
+            in(reg) parked.cntvoff,
+            in(reg) parked.tpidr_el0,
+            in(reg) parked.tpidrro_el0,
+            options(nostack, preserves_flags)
+        );
+    }
+    super::cpu::trap_fp(false);
+}
+
 // The save and restore sequences. System registers are stored in `sys` order; `.arch_extension
 // fp` lets the kernel (built soft-float) name the FP/SIMD registers here, and only here.
 global_asm!(
@@ -162,15 +280,19 @@ unsafe extern "C" {
 
 /// Saves the CPU's EL1 state into `state`.
 pub fn save(state: &mut El1State) {
-    // SAFETY: reads EL1 system and FP/SIMD registers (accessible at EL2) into `state`, and
-    // disables the virtual timer (the guest's copy of CNTV_CTL is saved first).
+    super::cpu::trap_fp(false);
+    // SAFETY: reads EL1 system and FP/SIMD registers (accessible at EL2, FP/SIMD allowed just
+    // above) into `state`, and disables the virtual timer (the guest's copy of CNTV_CTL is saved
+    // first).
     unsafe { vcpu_save(state) }
 }
 
 /// Loads `state` into the CPU's EL1 registers.
 pub fn restore(state: &El1State) {
-    // SAFETY: writes EL1 system and FP/SIMD registers, which only the EL1&0 regime uses; the
-    // caller enters the guest next (or keeps the state loaded while EL0 services run with TGE).
+    super::cpu::trap_fp(false);
+    // SAFETY: writes EL1 system and FP/SIMD registers (FP/SIMD allowed just above), which only
+    // the EL1&0 regime uses; the caller enters the guest next (and parks its EL0-visible
+    // registers before any service runs).
     unsafe { vcpu_restore(state) }
 }
 

@@ -85,8 +85,8 @@ fn run(priorities: [u8; 2], calls: &[Call]) -> Result<usize, TestCaseError> {
             cptr, info, words[0], words[1], words[2], words[3], 0, number,
         ]);
         let (mut a, mut b) = (entry, entry);
-        let fast_schedule = fast.k.handle_syscall(t, &mut a, &mut *fast.fx);
-        let slow_schedule = slow.k.handle_syscall_slow(t, &mut b, &mut *slow.fx);
+        let fast_schedule = fast.raw_syscall(t, &mut a);
+        let slow_schedule = slow.raw_syscall_slow(t, &mut b);
         prop_assert_eq!(fast_schedule, slow_schedule, "{:?}", entry);
         prop_assert_eq!(a, b, "{:?}", entry);
         prop_assert_eq!(fast.k.check_invariants(), Ok(()));

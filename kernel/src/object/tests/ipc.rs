@@ -241,10 +241,10 @@ fn ipc_errors_are_typed() {
     );
     // A malformed message-info word.
     let mut regs = SyscallRegs([THEIR_EP, 1 << 15, 0, 0, 0, 0, 0, Syscall::Send.code()]);
-    w.k.handle_syscall(client, &mut regs, &mut *w.fx);
+    w.raw_syscall(client, &mut regs);
     assert_eq!(regs.error_code(), Some(KernelError::InvalidMessageInfo));
     let mut regs = SyscallRegs([THEIR_EP, 0, 0, 0, 0, 0, 0, 77]);
-    w.k.handle_syscall(client, &mut regs, &mut *w.fx);
+    w.raw_syscall(client, &mut regs);
     assert_eq!(regs.error_code(), Some(KernelError::InvalidSyscall));
     // Capabilities need GRANT, and must resolve.
     w.buffer(server).caps[0] = THEIR_EP;
@@ -526,6 +526,48 @@ fn notification_waiters_errors_and_deletion() {
         w.k.take_syscall_result(waiter).and_then(|r| r.error_code()),
         Some(KernelError::Cancelled)
     );
+}
+
+/// Issue 13, finding 6: the kernel's own interrupts (SGIs, PPIs: the tick is PPI 26, the virtual
+/// timer PPI 27) get no handler, and a handler without WRITE can change nothing.
+#[test]
+fn only_spis_get_handlers_and_handlers_need_write() {
+    use capvisor_ipc::abi::Invocation::{
+        Copy, IrqAck, IrqForwardToVcpu, IrqIssueHandler, IrqSetNotification,
+    };
+    let mut w = World::new();
+    for intid in [0, 15, 16, 23, 26, 27, 31, 1020, 1023] {
+        assert_eq!(
+            w.invoke(
+                RootLayout::IRQ_CONTROL,
+                IrqIssueHandler,
+                &[intid, FREE + 10]
+            ),
+            Err(KernelError::RangeError),
+            "INTID {intid}"
+        );
+    }
+    w.invoke(RootLayout::IRQ_CONTROL, IrqIssueHandler, &[32, FREE + 10])
+        .unwrap();
+    w.invoke(RootLayout::IRQ_CONTROL, IrqIssueHandler, &[1019, FREE + 11])
+        .unwrap();
+    w.retype(World::kind(ObjectKind::Notification), 0, NOTIFICATION, 1)
+        .unwrap();
+    // A copy with READ only.
+    w.invoke(RootLayout::CNODE, Copy, &[FREE + 12, FREE + 10, 1])
+        .unwrap();
+    for (label, args) in [
+        (IrqAck, vec![]),
+        (IrqSetNotification, vec![NOTIFICATION]),
+        (IrqForwardToVcpu, vec![0, 40]),
+    ] {
+        assert_eq!(
+            w.invoke(FREE + 12, label, &args),
+            Err(KernelError::InsufficientRights),
+            "{label:?}"
+        );
+    }
+    w.k.check_invariants().unwrap();
 }
 
 #[test]

@@ -151,6 +151,38 @@ impl World {
         self.k.threads.get(t).unwrap().glue.context
     }
 
+    /// What the glue's trap entry does before a syscall: `t`'s saved x0–x7 hold its arguments.
+    pub fn trap_registers(&mut self, t: ThreadRef, regs: &SyscallRegs) {
+        if let Ok(thread) = self.k.threads.get_mut(t) {
+            regs.write_to(&mut thread.glue.context);
+        }
+    }
+
+    /// `t`'s saved x0–x7.
+    pub fn registers(&self, t: ThreadRef) -> SyscallRegs {
+        self.k
+            .threads
+            .get(t)
+            .map_or(SyscallRegs::default(), |t| SyscallRegs::of(&t.glue.context))
+    }
+
+    /// One `svc` of `t` with `regs` in x0–x7 (as the glue saves them); `regs` becomes its saved
+    /// x0–x7 afterwards: results, or the arguments unchanged if it blocked.
+    pub fn raw_syscall(&mut self, t: ThreadRef, regs: &mut SyscallRegs) -> Schedule {
+        self.trap_registers(t, regs);
+        let schedule = self.k.handle_syscall(t, &mut *self.fx);
+        *regs = self.registers(t);
+        schedule
+    }
+
+    /// [`World::raw_syscall`] without the fast path.
+    pub fn raw_syscall_slow(&mut self, t: ThreadRef, regs: &mut SyscallRegs) -> Schedule {
+        self.trap_registers(t, regs);
+        let schedule = self.k.handle_syscall_slow(t, &mut *self.fx);
+        *regs = self.registers(t);
+        schedule
+    }
+
     /// Thread `t` makes syscall `number`; returns its registers afterwards and the decision.
     pub fn syscall(
         &mut self,
@@ -176,7 +208,7 @@ impl World {
         let schedule = loop {
             let before = self.fx.restarts;
             regs = arguments;
-            let schedule = self.k.handle_syscall(t, &mut regs, &mut *self.fx);
+            let schedule = self.raw_syscall(t, &mut regs);
             self.k.check_invariants().unwrap();
             if self.fx.restarts == before {
                 break schedule;

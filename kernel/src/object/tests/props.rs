@@ -225,7 +225,7 @@ proptest! {
             w.buffer(t).caps = caps.map(|c| c % 40);
             w.buffer(t).receive_slot = 35;
             let mut regs = SyscallRegs([cptr, info, words[0], words[1], words[2], words[3], 0, number]);
-            let _ = w.k.handle_syscall(t, &mut regs, &mut *w.fx);
+            let _ = w.raw_syscall(t, &mut regs);
             prop_assert_eq!(w.k.check_invariants(), Ok(()));
             let _ = w.k.timer_tick();
             let _ = w.k.pick_next();
@@ -235,4 +235,38 @@ proptest! {
         }
         prop_assert_eq!(mappings_match(&w), Ok(()));
     }
+}
+
+/// The reaper finishing an endpoint whose untyped lost its last capability queues the untyped's
+/// record behind the endpoint; the record must not be lost when the endpoint was the only
+/// dying object (proptest found this sequence).
+#[test]
+fn a_record_queued_while_its_last_child_is_reaped_is_reaped_too() {
+    let mut w = World::new();
+    let slot =
+        w.k.cnode_slot(w.k.threads.get(w.root).unwrap().cspace.unwrap(), 5)
+            .unwrap();
+    let Some(Object::Untyped(untyped)) = w.k.capability(slot).map(|c| c.object) else {
+        panic!("slot 5 holds the root's first untyped");
+    };
+    apply(
+        &mut w,
+        &Op::Retype {
+            kind: 2,
+            size_bits: 0,
+            dest: 13,
+            count: 1,
+            from: 5,
+        },
+    );
+    apply(&mut w, &Op::Delete { index: 5 });
+    // The untyped is a zombie now: no capability, one child (the endpoint).
+    assert!(w.k.untyped.get(untyped).is_ok_and(|u| u.zombie));
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[13])
+        .unwrap();
+    w.k.check_invariants().unwrap();
+    assert!(
+        w.k.untyped.get(untyped).is_err(),
+        "the zombie's record was reaped"
+    );
 }

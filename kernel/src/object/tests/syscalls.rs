@@ -105,10 +105,7 @@ fn a_thread_the_kernel_does_not_run_cannot_make_syscalls() {
         unreachable!()
     };
     let mut regs = SyscallRegs([1, 0, 0, 0, 0, 0, 0, Syscall::Yield.code()]);
-    assert_eq!(
-        w.k.handle_syscall(t, &mut regs, &mut *w.fx),
-        Schedule::Switch
-    );
+    assert_eq!(w.raw_syscall(t, &mut regs), Schedule::Switch);
     assert_eq!(
         regs.0[0], 1,
         "registers of a thread that is not running are untouched"

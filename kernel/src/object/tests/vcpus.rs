@@ -219,8 +219,8 @@ fn a_guest_call_result_in_reply_recv_takes_the_fast_path() {
         let entry = SyscallRegs([EP, info.raw(), words[0], words[1], words[2], words[3], 0, 2]);
         let (mut a, mut b) = (entry, entry);
         let root = fast.root;
-        let fast_schedule = fast.k.handle_syscall(root, &mut a, &mut *fast.fx);
-        let slow_schedule = slow.k.handle_syscall_slow(root, &mut b, &mut *slow.fx);
+        let fast_schedule = fast.raw_syscall(root, &mut a);
+        let slow_schedule = slow.raw_syscall_slow(root, &mut b);
         assert_eq!((fast_schedule, a), (slow_schedule, b));
         let taken = crate::object::fastpath::TAKEN.with(std::cell::Cell::get) - before;
         assert_eq!(taken, 1);
@@ -531,19 +531,26 @@ fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
     // Nothing pending: it sleeps; a virtual interrupt made pending wakes it.
     w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
     receive(&mut w);
-    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    reply(
+        &mut w,
+        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+    );
     assert_eq!(
         w.k.thread_state(thread),
         Ok(ThreadState::WaitingForInterrupt)
     );
     assert_eq!(w.k.pick_next(), Some(w.root));
-    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[40, 0xa0]).unwrap();
+    w.invoke(VCPU, Invocation::VcpuInjectIrq, &[40, 0xa0])
+        .unwrap();
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
     // With its timer armed it sleeps until the deadline, and an earlier tick does not wake it.
     w.fx.wait_finds = Some(Some(1000));
     w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
     receive(&mut w);
-    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    reply(
+        &mut w,
+        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+    );
     assert_eq!(w.k.next_deadline(), Some(1000));
     assert!(w.k.interrupts_deliver(), "its timer will wake it");
     w.k.wake_expired(999);
@@ -558,14 +565,21 @@ fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
     w.fx.wait_finds = None;
     w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
     receive(&mut w);
-    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
+    reply(
+        &mut w,
+        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+    );
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
     // Deleting the vCPU of a sleeping thread stops it cleanly.
     w.fx.wait_finds = Some(Some(5000));
     w.k.handle_guest_fault(thread, 0x4020_0010, wfi, &mut *w.fx);
     receive(&mut w);
-    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)));
-    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU]).unwrap();
+    reply(
+        &mut w,
+        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+    );
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU])
+        .unwrap();
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
     assert_eq!(w.k.next_deadline(), None);
     let _ = vcpu;
@@ -596,14 +610,16 @@ fn a_vcpu_thread_cannot_be_moved_into_a_service_space() {
     // The rest of the chain: EL1h into its saved state, the vCPU deleted, the thread resumed.
     w.invoke(VCPU, Invocation::VcpuWriteRegisters, &[33, 0x3c5])
         .unwrap();
-    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU]).unwrap();
+    w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU])
+        .unwrap();
     // In a VM without a vCPU it cannot run.
     assert_eq!(
         w.invoke(THREAD, Invocation::Resume, &[]),
         Err(KernelError::InvalidArgument)
     );
     // Configured into a service space now (no vCPU any more), it starts afresh at EL0.
-    w.invoke_as(w.root, THREAD, THREAD_CONFIGURE, &args).unwrap();
+    w.invoke_as(w.root, THREAD, THREAD_CONFIGURE, &args)
+        .unwrap();
     w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
     assert_eq!(w.context(thread).spsr & 0x1f, 0, "EL0t");
     w.k.check_invariants().unwrap();
