@@ -124,6 +124,21 @@ mod run_on_target {
         unsafe { asm!("msr icc_eoir1_el1, {}", "isb", in(reg) intid, options(nomem, nostack)) };
     }
 
+    /// Waits for an interrupt unless `taken` already counts one: IRQs masked while it checks and
+    /// while it waits (a pending interrupt still ends a WFI, Arm ARM D1.6.2), then unmasked so
+    /// the interrupt is taken. Checking with IRQs unmasked and then waiting would sleep through
+    /// an interrupt taken in between.
+    fn wait_for_interrupt(taken: &AtomicU64) {
+        // SAFETY: masking IRQs at EL1.
+        unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+        if taken.load(Ordering::Relaxed) == 0 {
+            // SAFETY: waiting for an interrupt has no effect on memory.
+            unsafe { asm!("wfi", options(nomem, nostack)) };
+        }
+        // SAFETY: unmasking IRQs at EL1: a pending one is taken now.
+        unsafe { asm!("msr daifclr, #2", "isb", options(nomem, nostack)) };
+    }
+
     /// Enables the GIC CPU interface (system registers, priority mask, group 1) and IRQs.
     fn enable_interrupts() {
         capvisor_guest_rt::set_irq_hook(on_irq);
@@ -240,8 +255,7 @@ mod run_on_target {
                 write32(device + STATUS, 0);
                 return Err("the device's interrupt did not come within a second");
             }
-            // SAFETY: waiting for the interrupt (the VMM answers a trapped WFI at once).
-            unsafe { asm!("wfi", options(nomem, nostack)) };
+            wait_for_interrupt(&TAKEN);
         }
         // SAFETY: masking IRQs again.
         unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };

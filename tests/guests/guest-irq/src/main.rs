@@ -88,8 +88,17 @@ mod run_on_target {
             if counter() - start > 62_500_000 {
                 return false;
             }
-            // SAFETY: waiting for an interrupt (the VMM answers a trapped WFI at once).
-            unsafe { asm!("wfi", options(nomem, nostack)) };
+            // IRQs masked while checking and waiting (a pending interrupt still ends a WFI,
+            // Arm ARM D1.6.2), then unmasked so it is taken: checking with IRQs unmasked and
+            // then waiting would sleep through an interrupt taken in between.
+            // SAFETY: masking IRQs at EL1, waiting, unmasking.
+            unsafe { asm!("msr daifset, #2", options(nomem, nostack)) };
+            if counter_of.load(Ordering::Relaxed) < value {
+                // SAFETY: waiting for an interrupt has no effect on memory.
+                unsafe { asm!("wfi", options(nomem, nostack)) };
+            }
+            // SAFETY: as above.
+            unsafe { asm!("msr daifclr, #2", "isb", options(nomem, nostack)) };
         }
         true
     }

@@ -1,7 +1,8 @@
 //! Test guest `isolation`: two copies run at once, in two VMs with their own VMIDs and stage-2
 //! tables over the same IPAs. Each fills a range of its RAM with a pattern seeded by its own
-//! start time (the virtual counter), then repeatedly waits (WFI: its VMM resumes it, the other
-//! guest runs meanwhile) and checks that every word is still its own. Shared memory, a shared
+//! start time (the virtual counter), then repeatedly waits (a millisecond of WFI with the virtual
+//! timer armed: the vCPU sleeps and the other guest runs meanwhile) and checks that every word
+//! is still its own. Shared memory, a shared
 //! translation or a stale TLB entry across VMIDs would show up as the other guest's pattern.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -23,6 +24,33 @@ fn word(seed: u64, n: u64) -> u64 {
     (seed ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
+/// Sleeps about a millisecond: the virtual timer armed (its interrupt masked at PSTATE, which
+/// still wakes a WFI, Arm ARM D1.6.2 "Wait for Interrupt"), one WFI, the timer off again. A WFI
+/// may also complete early (a pending interrupt, or any implementation reason): that is fine.
+#[cfg(target_os = "none")]
+fn pause() {
+    let frequency: u64;
+    // SAFETY: reading the counter frequency has no side effects.
+    unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack)) };
+    let deadline = capvisor_guest_rt::counter() + frequency / 1000;
+    // SAFETY: the guest's own virtual timer: compare value, ENABLE (IMASK clear), WFI, then off.
+    unsafe {
+        core::arch::asm!(
+            "msr daifset, #2",
+            "msr cntv_cval_el0, {deadline}",
+            "mov {t}, #1",
+            "msr cntv_ctl_el0, {t}",
+            "isb",
+            "wfi",
+            "msr cntv_ctl_el0, xzr",
+            "isb",
+            deadline = in(reg) deadline,
+            t = out(reg) _,
+            options(nostack, nomem)
+        )
+    };
+}
+
 #[cfg(target_os = "none")]
 fn run() -> capvisor_guest_rt::Outcome {
     use capvisor_guest_rt::Outcome;
@@ -33,8 +61,7 @@ fn run() -> capvisor_guest_rt::Outcome {
         unsafe { capvisor_guest_rt::write64(BASE + n * 8, word(seed, n)) };
     }
     for round in 0..ROUNDS {
-        // SAFETY: WFI only waits (it traps to the VMM, which resumes the guest after it).
-        unsafe { core::arch::asm!("wfi", options(nostack, nomem)) };
+        pause();
         for n in 0..WORDS {
             // SAFETY: as above.
             let found = unsafe { capvisor_guest_rt::read64(BASE + n * 8) };
