@@ -24,6 +24,11 @@ fn run() -> u64 {
         capvisor_rt::println!("bench: failed with {error:?}");
         capvisor_rt::debug_halt(1)
     }
+    #[cfg(target_os = "none")]
+    if let Err(error) = longest::measure() {
+        capvisor_rt::println!("bench: failed with {error:?}");
+        capvisor_rt::debug_halt(1)
+    }
     capvisor_rt::debug_write("bench: done\n");
     capvisor_rt::debug_halt(0)
 }
@@ -82,6 +87,126 @@ mod peer {
     }
 }
 
+/// The longest kernel paths a service can trigger: each syscall whose kernel work grows with its
+/// arguments, at the bound the kernel puts on them (`docs/benchmarks.md` lists the bounds and why
+/// no other path is longer), measured one syscall at a time on fresh objects. The last row,
+/// `longest_kernel_path`, is the largest of them.
+#[cfg(target_os = "none")]
+mod longest {
+    use super::report_runs;
+    use capvisor_rt::{CPtr, KernelError, Rights, sys};
+
+    /// Object kinds (`ObjectKind` codes) and the `CacheMaintenance` invocation and operations.
+    const ENDPOINT: u64 = 2;
+    const CNODE: u64 = 5;
+    const FRAME: u64 = 6;
+    const VM: u64 = 8;
+    const CACHE_MAINTENANCE: u64 = 19;
+    const CLEAN_POC: u64 = 1;
+    const TLB_IPA: u64 = 3;
+    /// The largest range a Vm clean covers (`MAX_CLEAN`), and the largest object a retype clears
+    /// (`MAX_CLEARED`), 2 MiB each.
+    const TWO_MIB: u64 = 2 << 20;
+    /// The largest range invalidated page by page (beyond it, one invalidation by VMID).
+    const TLB_PAGES: u64 = 64;
+    /// The most deletions one revoke makes before it restarts (`REVOKE_STEPS`).
+    const REVOKE_STEPS: u64 = 64;
+    /// Timed repetitions of each path.
+    const RUNS: u64 = 4;
+    /// Free slots of the root CNode used here (the IPC rows use 900–903).
+    const FIRST: u64 = 200;
+    /// Where the VM maps its frame.
+    const IPA: u64 = 0x4000_0000;
+
+    /// Instructions of one call of `body`.
+    fn once(body: impl FnOnce() -> Result<(), KernelError>) -> Result<u64, KernelError> {
+        let start = capvisor_rt::counter();
+        body()?;
+        let ticks = u128::from(capvisor_rt::counter() - start);
+        let per_second = u128::from(capvisor_rt::counter_frequency().max(1));
+        Ok((ticks * 1_000_000_000 / per_second) as u64)
+    }
+
+    /// The first of the root's untyped that retypes `kind` of `bits` into `slot` (untimed).
+    fn first_untyped(kind: u64, bits: u64, slot: u64) -> Result<CPtr, KernelError> {
+        let mut last = KernelError::NotEnoughMemory;
+        for untyped in (5..24).map(CPtr::new) {
+            match sys::retype(untyped, kind, bits, CPtr::NULL, slot, 1) {
+                Ok(()) => return Ok(untyped),
+                Err(error) => last = error,
+            }
+        }
+        Err(last)
+    }
+
+    /// The average instructions of retyping [`RUNS`] objects of `kind` and `bits`, one at a time,
+    /// into the slots after `slot` (which an untimed first retype fills).
+    fn retypes(kind: u64, bits: u64, slot: u64) -> Result<u64, KernelError> {
+        let untyped = first_untyped(kind, bits, slot)?;
+        let mut total = 0;
+        for i in 1..=RUNS {
+            total += once(|| sys::retype(untyped, kind, bits, CPtr::NULL, slot + i, 1))?;
+        }
+        Ok(total / RUNS)
+    }
+
+    pub fn measure() -> Result<(), KernelError> {
+        let cnode = CPtr::new(1);
+        let floor = once(|| Ok(()))?;
+        let mut longest = 0;
+        let mut row = |name: &str, instructions: u64| {
+            longest = longest.max(instructions);
+            report_runs(name, RUNS, instructions, floor);
+        };
+        // A 2 MiB frame, which the kernel clears before handing it out.
+        let frames = FIRST;
+        row("retype_frame_2m", retypes(FRAME, 21, frames)?);
+        // A CNode of 4096 slots: 512 KiB cleared, every slot initialised.
+        row("retype_cnode_4096", retypes(CNODE, 12, FIRST + 10)?);
+        // Cleaning a VM's fully mapped 2 MiB to the point of coherency, and invalidating the
+        // largest range the kernel invalidates page by page.
+        let vm = CPtr::new(FIRST + 20);
+        first_untyped(VM, 0, vm.raw())?;
+        sys::map(CPtr::new(frames), vm, IPA, 3, 0)?;
+        let mut maintenance = |args: [u64; 3]| -> Result<u64, KernelError> {
+            let mut total = 0;
+            for _ in 0..RUNS {
+                total += once(|| sys::invoke(vm, CACHE_MAINTENANCE, &args).map(|_| ()))?;
+            }
+            Ok(total / RUNS)
+        };
+        row("vm_clean_poc_2m", maintenance([CLEAN_POC, IPA, TWO_MIB])?);
+        row(
+            "vm_tlbi_64_pages",
+            maintenance([TLB_IPA, IPA, TLB_PAGES * 4096])?,
+        );
+        // A revoke that deletes REVOKE_STEPS copies of an endpoint in one kernel entry.
+        let endpoint = FIRST + 30;
+        first_untyped(ENDPOINT, 0, endpoint)?;
+        let copies = FIRST + 40;
+        let mut revoke = 0;
+        for _ in 0..RUNS {
+            for c in 0..REVOKE_STEPS {
+                sys::copy(cnode, copies + c, CPtr::new(endpoint), Rights::ALL)?;
+            }
+            revoke += once(|| sys::revoke(cnode, endpoint))?;
+        }
+        row("revoke_64_copies", revoke / RUNS);
+        // A range beyond the bound is refused before any work.
+        let refused =
+            once(
+                || match sys::invoke(vm, CACHE_MAINTENANCE, &[CLEAN_POC, 0, 1 << 39]) {
+                    Err(KernelError::RangeError) => Ok(()),
+                    Err(error) => Err(error),
+                    Ok(_) => Err(KernelError::IllegalOperation),
+                },
+            )?;
+        report_runs("vm_clean_2p39_refused", 1, refused, floor);
+        report_runs("longest_kernel_path", RUNS, longest, floor);
+        Ok(())
+    }
+}
+
 /// Instructions per iteration of `body`, after a warm-up.
 fn measure(body: impl Fn()) -> u64 {
     for i in 0..WARM_UP {
@@ -100,11 +225,15 @@ fn measure(body: impl Fn()) -> u64 {
 }
 
 fn report(name: &str, per_iteration: u64, floor: u64) {
+    report_runs(name, ITERATIONS, per_iteration, floor);
+}
+
+fn report_runs(name: &str, iterations: u64, per_iteration: u64, floor: u64) {
     let mut line = capvisor_rt::Line::new();
     line.push("bench: name=");
     line.push(name);
     line.push(" iterations=");
-    line.push_u64(ITERATIONS);
+    line.push_u64(iterations);
     line.push(" instructions=");
     line.push_u64(per_iteration);
     line.push(" floor=");
