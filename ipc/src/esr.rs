@@ -8,8 +8,30 @@ use core::fmt;
 
 /// The exception classes the kernel and services act on (ESR_ELx.EC).
 pub mod ec {
+    /// Unknown reason (an Undefined Instruction when injected into a guest).
+    pub const UNKNOWN: u8 = 0x00;
     /// Trapped WFI or WFE.
     pub const WFX: u8 = 0x01;
+    /// Trapped MCR or MRC access to CP15 (AArch32).
+    pub const CP15_32: u8 = 0x03;
+    /// Trapped MCRR or MRRC access to CP15 (AArch32).
+    pub const CP15_64: u8 = 0x04;
+    /// Trapped MCR or MRC access to CP14 (AArch32).
+    pub const CP14_32: u8 = 0x05;
+    /// Trapped LDC or STC access to CP14 (AArch32).
+    pub const CP14_LS: u8 = 0x06;
+    /// Trapped FP/SIMD access (CPTR_EL2.TFP, CPACR_EL1.FPEN).
+    pub const FP: u8 = 0x07;
+    /// Trapped pointer authentication instruction (HCR_EL2.API).
+    pub const PAC: u8 = 0x09;
+    /// Trapped MRRC access to CP14 (AArch32).
+    pub const CP14_64: u8 = 0x0c;
+    /// Trapped SVE access.
+    pub const SVE: u8 = 0x19;
+    /// Trapped SME access.
+    pub const SME: u8 = 0x1d;
+    /// SError.
+    pub const SERROR: u8 = 0x2f;
     /// SVC from AArch64.
     pub const SVC64: u8 = 0x15;
     /// HVC from AArch64.

@@ -182,7 +182,10 @@ fn boot_with(
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);
             cpu::enable_el0_counter();
-            cpu::trap_unswitched_state();
+            let features = cpu::Features::read();
+            cpu::configure_el2(&features);
+            crate::arch::aarch64::vcpu::set_guest_hcr(&features, platform.fwb);
+            services::set_platform(&features);
             println!(
                 "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
                 untyped >> 20

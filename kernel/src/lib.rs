@@ -11,6 +11,7 @@
 
 pub mod bootargs;
 pub mod context;
+pub mod exception;
 pub mod idregs;
 pub use capvisor_ipc::esr;
 pub mod memmap;
@@ -18,3 +19,4 @@ pub mod object;
 pub mod platform;
 pub mod stage2;
 pub mod vgic;
+pub mod vsysreg;

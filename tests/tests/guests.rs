@@ -166,7 +166,7 @@ fn two_guests_take_their_own_virtual_interrupts_while_they_share_the_cpu() {
 }
 
 #[test]
-fn a_guest_sees_no_feature_whose_state_is_not_switched_and_cannot_use_the_debug_registers() {
+fn a_guest_sees_no_feature_whose_state_is_not_switched_and_keeps_its_own_debug_registers() {
     // `max` has SVE, SME, MTE, pointer authentication, a PMU and 52-bit addresses: the kernel
     // hides them; `cortex-a57` has none of the first ones to hide.
     for cpu in ["cortex-a57", "max"] {
@@ -174,7 +174,7 @@ fn a_guest_sees_no_feature_whose_state_is_not_switched_and_cannot_use_the_debug_
         let line = "guest features: sve=0 sme=0 mte=0 pauth=0 pmu=0 spe=0 trace=0 pa_range=1";
         assert!(console.contains(line), "{cpu}:\n{console}");
         assert!(
-            console.contains("guest features: MDSCR_EL1 after setting MDE: 0x0"),
+            console.contains("guest features: MDSCR_EL1 after setting MDE: 0x8000"),
             "{cpu}:\n{console}"
         );
     }

@@ -92,6 +92,10 @@ pub struct VcpuGlue {
     pub vgic: VgicState,
     /// ESR_EL2 of its last exit (its IL bit says how far to step past the instruction).
     pub exit_esr: u64,
+    /// The registers the kernel emulates for it: debug, the EL1 physical timer.
+    pub emul: crate::vsysreg::Emulated,
+    /// Its physical timer's interrupt level as last presented to it (in a list register).
+    pub ptimer_line: bool,
 }
 
 impl VcpuGlue {
@@ -100,6 +104,8 @@ impl VcpuGlue {
         el1: El1State::RESET,
         vgic: VgicState::RESET,
         exit_esr: 0,
+        emul: crate::vsysreg::Emulated::RESET,
+        ptimer_line: false,
     };
 }
 

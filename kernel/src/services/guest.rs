@@ -16,10 +16,12 @@ use capvisor_ipc::esr::{self, ec};
 use capvisor_ipc::protocols::fault::{DataAccess, GuestFault, Resolution, SysRegAccess};
 use capvisor_ipc::types::{Esr, Far, Ipa};
 use capvisor_kernel::context::{El1State, ThreadContext};
+use capvisor_kernel::exception::{self, EntryFeatures};
 use capvisor_kernel::object::{
     Kernel, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, VcpuGlue, VcpuRef,
 };
 use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
+use capvisor_kernel::vsysreg::{self, Emulated, Hardware, Outcome};
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -59,6 +61,9 @@ impl Op {
 const VTIMER_PRIORITY: u8 = 0xa0;
 /// The priority of a forwarded device interrupt: the same default.
 const FORWARD_PRIORITY: u8 = 0xa0;
+/// The emulated EL1 physical timer's interrupt: PPI 14, INTID 30 (the device tree's
+/// non-secure physical timer), at the virtual timer's priority.
+const PTIMER_INTID: u32 = 30;
 
 /// Print each counted operation as it happens (`capvisor.trace=1`).
 pub static TRACE: AtomicBool = AtomicBool::new(false);
@@ -107,6 +112,41 @@ pub fn report(kernel: &Kernel) {
     }
 }
 
+/// Records what guests are shown of this machine, for the emulation of trapped registers and
+/// exception entry (boot, from the CPU's ID registers).
+pub fn set_platform(features: &crate::arch::aarch64::cpu::Features) {
+    // DBGAUTHSTATUS_EL1 as the guest's machine has it: Non-secure invasive and non-invasive
+    // debug implemented and enabled (NSID, NSNID = 0b11); no Secure state (it is shown no EL3),
+    // so SID and SNID are 0b00 (D24.3.5). (QEMU does not implement the register at EL2.)
+    let authstatus = 0b1111;
+    let hardware = Hardware::new(features.dfr0, authstatus, super::IPA_BITS);
+    let field = |value: u64, shift: u32| (value >> shift) & 0xf;
+    let entry = EntryFeatures {
+        pan: field(features.mmfr1, 20) >= 1,
+        ssbs: field(features.pfr1, 4) >= 1,
+        dit: field(features.pfr0, 48) >= 1,
+    };
+    let (_, glue) = super::state();
+    glue.guests.set_platform(hardware, entry);
+}
+
+/// Whether the kernel may answer an exit of exception class `class` itself ([`Guests::emulate`]).
+#[must_use]
+pub const fn kernel_class(class: u8) -> bool {
+    matches!(
+        class,
+        ec::SYSREG
+            | ec::CP15_32
+            | ec::CP15_64
+            | ec::CP14_32
+            | ec::CP14_LS
+            | ec::CP14_64
+            | ec::SVE
+            | ec::SME
+            | ec::PAC
+    )
+}
+
 /// The glue's guest state beside the objects: which vCPU the CPU holds, and interrupts held back.
 pub struct Guests {
     /// Forwarded interrupts masked because their vCPU's list registers were full: (vCPU, INTID),
@@ -116,6 +156,14 @@ pub struct Guests {
     pub loaded: Option<VcpuRef>,
     /// Its EL0-visible registers, while services run with their own profile in them.
     parked: Option<vcpu::Parked>,
+    /// MDSCR_EL1 as the hardware holds it (0 while services run).
+    hw_mdscr: u64,
+    /// The vCPU whose breakpoints and watchpoints are in the hardware.
+    debug_loaded: Option<VcpuRef>,
+    /// What the emulation of trapped registers needs to know of the hardware (set at boot).
+    hardware: Hardware,
+    /// What changes exception entry to a guest's EL1 on this CPU (set at boot).
+    entry: EntryFeatures,
 }
 
 impl Guests {
@@ -125,7 +173,160 @@ impl Guests {
             held_back: heapless::Vec::new(),
             loaded: None,
             parked: None,
+            hw_mdscr: 0,
+            debug_loaded: None,
+            hardware: Hardware {
+                breakpoints: 0,
+                watchpoints: 0,
+                authstatus: 0,
+                ipa_bits: super::IPA_BITS,
+            },
+            entry: EntryFeatures {
+                pan: false,
+                ssbs: false,
+                dit: false,
+            },
         }
+    }
+
+    /// Records what the hardware has (boot, from its ID registers).
+    pub fn set_platform(&mut self, hardware: Hardware, entry: EntryFeatures) {
+        self.hardware = hardware;
+        self.entry = entry;
+    }
+
+    /// MDSCR_EL1 in the hardware, written only when it changes.
+    fn set_mdscr(&mut self, value: u64) {
+        if self.hw_mdscr != value {
+            vcpu::write_mdscr(value);
+            self.hw_mdscr = value;
+        }
+    }
+
+    /// Just before `vcpu` (its state loaded) is entered: its debug state goes into the hardware
+    /// (MDSCR_EL1 as its OS Lock allows; its breakpoints and watchpoints when they can fire and
+    /// are not there already), and its physical timer's interrupt is made pending if its level
+    /// is high (or withdrawn if it fell before the guest took it); the kernel's timer fires by
+    /// its deadline.
+    #[inline]
+    pub fn prepare_entry(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
+        // Most guests use neither: no debug state, no physical timer.
+        let idle = state.emul.debug.mdscr
+            | (state.emul.ptimer.ctl & 1)
+            | u64::from(state.ptimer_line)
+            | self.hw_mdscr;
+        if idle != 0 {
+            self.prepare_debug_and_timer(vcpu, state);
+        }
+    }
+
+    #[inline(never)]
+    fn prepare_debug_and_timer(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
+        let debug = &mut state.emul.debug;
+        self.set_mdscr(debug.hardware_mdscr());
+        if debug.armed() && (self.debug_loaded != Some(vcpu) || debug.changed) {
+            vcpu::load_debug(debug, &self.hardware);
+            debug.changed = false;
+            self.debug_loaded = Some(vcpu);
+        }
+        let timer = state.emul.ptimer;
+        if timer.ctl & 1 == 0 && !state.ptimer_line {
+            return;
+        }
+        let now = crate::arch::aarch64::cpu::physical_counter();
+        let level = timer.level(now);
+        if level {
+            // Pending (or still active) in a list register: nothing to add.
+            let present = vgic::holds_loaded(PTIMER_INTID);
+            if !present {
+                let _ = vgic::inject_loaded(
+                    capvisor_kernel::vgic::software_list_registers(vgic::list_registers()),
+                    PTIMER_INTID,
+                    VTIMER_PRIORITY,
+                    None,
+                );
+            }
+        } else if state.ptimer_line {
+            // The level fell (the guest reprogrammed or disabled it) before it was taken.
+            vgic::withdraw_pending_loaded(PTIMER_INTID);
+        }
+        state.ptimer_line = level;
+        if let Some(deadline) = timer.deadline().filter(|d| *d > now) {
+            gic::fire_by(deadline);
+        }
+    }
+
+    /// A guest's trapped access that the kernel answers itself (`capvisor_kernel::vsysreg`):
+    /// system registers and AArch32 coprocessor accesses, and the instructions of features the
+    /// guest is told it does not have (SVE, SME, pointer authentication: UNDEFINED). `context` is
+    /// the vCPU thread's, `esr` the exit's syndrome. `false` when the VMM must decide.
+    pub fn emulate(
+        &mut self,
+        context: &mut ThreadContext,
+        vcpu: VcpuRef,
+        state: &mut VcpuGlue,
+        esr: u64,
+    ) -> bool {
+        let class = esr::class(esr);
+        let iss = esr::iss(esr);
+        let rt = ((iss >> 5) & 0x1f) as usize;
+        let register = |context: &ThreadContext, n: usize| context.x.get(n).copied().unwrap_or(0);
+        let now = || crate::arch::aarch64::cpu::physical_counter();
+        let outcome = match class {
+            ec::SYSREG => {
+                let access = SysRegAccess::from_iss(iss);
+                let written = register(context, rt);
+                vsysreg::emulate(
+                    &access,
+                    written,
+                    &mut state.emul,
+                    &self.hardware,
+                    now(),
+                    vcpu::read_id_register,
+                )
+            }
+            ec::CP15_32 | ec::CP15_64 | ec::CP14_32 | ec::CP14_LS | ec::CP14_64 => {
+                if !exception::passes_condition(esr, context.spsr) {
+                    // A conditional instruction that fails its condition does nothing.
+                    exception::step(context, esr);
+                    return true;
+                }
+                let rt2 = ((iss >> 10) & 0x1f) as usize;
+                let written = (register(context, rt) & 0xffff_ffff)
+                    | (register(context, rt2) & 0xffff_ffff) << 32;
+                vsysreg::emulate_aarch32(class, iss, written, &mut state.emul, now())
+            }
+            ec::SVE | ec::SME | ec::PAC => Outcome::Undefined,
+            _ => return false,
+        };
+        match outcome {
+            Outcome::Read(value) => {
+                let aarch32 = context.spsr & (1 << 4) != 0;
+                if let Some(x) = context.x.get_mut(rt) {
+                    *x = if aarch32 { value & 0xffff_ffff } else { value };
+                }
+                exception::step(context, esr);
+            }
+            Outcome::ReadPair(low, high) => {
+                let rt2 = ((iss >> 10) & 0x1f) as usize;
+                if let Some(x) = context.x.get_mut(rt) {
+                    *x = low;
+                }
+                if let Some(x) = context.x.get_mut(rt2) {
+                    *x = high;
+                }
+                exception::step(context, esr);
+            }
+            Outcome::Written => exception::step(context, esr),
+            Outcome::Undefined => {
+                self.sync(vcpu, state);
+                if !exception::undefined(context, &mut state.el1, self.entry) {
+                    return false;
+                }
+            }
+            Outcome::Vmm => return false,
+        }
+        true
     }
 
     /// A service runs next: if a guest's state is loaded, its EL0-visible registers are kept
@@ -134,6 +335,8 @@ impl Guests {
     pub fn park(&mut self) {
         if self.loaded.is_some() && self.parked.is_none() {
             self.parked = Some(vcpu::park());
+            // No guest's step, breakpoint or watchpoint fires in a service.
+            self.set_mdscr(0);
         }
     }
 
@@ -152,8 +355,9 @@ impl Guests {
         vgic::save(&mut state.vgic);
         state.vgic.vtimer_active = gic::take_vtimer_active();
         self.loaded = None;
-        // No guest's state is in the CPU: the services' profile is.
+        // No guest's state is in the CPU: the services' profile is, with debug off.
         vcpu::load_service_profile();
+        self.set_mdscr(0);
     }
 
     /// Makes `state` (vCPU `vcpu`'s) current: if the CPU holds it, it is saved first.
@@ -166,6 +370,9 @@ impl Guests {
     /// `vcpu` is being destroyed: if the CPU holds its state, the state is dropped (its timer
     /// disabled, its list registers no longer anyone's).
     pub fn forget(&mut self, vcpu: VcpuRef) {
+        if self.debug_loaded == Some(vcpu) {
+            self.debug_loaded = None;
+        }
         if self.loaded == Some(vcpu) {
             let mut scratch = VcpuGlue::RESET;
             self.save_into(&mut scratch);
@@ -195,6 +402,11 @@ impl Guests {
             gic::deactivate(intid);
         }
         state.vgic = VgicState::RESET;
+        state.emul = Emulated::RESET;
+        state.ptimer_line = false;
+        if self.debug_loaded == Some(vcpu) {
+            self.debug_loaded = None;
+        }
         self.release_held_back(vcpu);
     }
 
@@ -304,18 +516,19 @@ impl Guests {
         if pending || self.held_back.iter().any(|(v, _)| *v == vcpu) {
             return Resumption::Run;
         }
-        // CNTV_CTL_EL0: ENABLE [0], IMASK [1] (Arm ARM D24.8.17).
+        // CNTV_CTL_EL0: ENABLE [0], IMASK [1] (Arm ARM D24.8.17); the virtual count is the
+        // physical count minus CNTVOFF_EL2. The emulated physical timer counts the physical
+        // count.
         let ctl = state.el1.sys[sys::CNTV_CTL];
-        if ctl & 0b11 != 0b01 || state.vgic.vtimer_active {
-            return Resumption::Sleep { deadline: None };
-        }
-        // The virtual count is the physical count minus CNTVOFF_EL2.
-        let deadline = state.el1.sys[sys::CNTV_CVAL].wrapping_add(state.el1.sys[sys::CNTVOFF]);
-        if crate::arch::aarch64::cpu::physical_counter() >= deadline {
-            return Resumption::Run;
-        }
-        Resumption::Sleep {
-            deadline: Some(deadline),
+        let virtual_deadline = (ctl & 0b11 == 0b01 && !state.vgic.vtimer_active)
+            .then(|| state.el1.sys[sys::CNTV_CVAL].wrapping_add(state.el1.sys[sys::CNTVOFF]));
+        let deadline = match (virtual_deadline, state.emul.ptimer.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match deadline {
+            Some(d) if crate::arch::aarch64::cpu::physical_counter() >= d => Resumption::Run,
+            deadline => Resumption::Sleep { deadline },
         }
     }
 
@@ -368,14 +581,6 @@ pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
         },
         _ => GuestFault::Other { esr: Esr::new(esr) },
     }
-}
-
-/// SPSR after the kernel steps a guest past a trapped instruction, as completing it would leave
-/// PSTATE: BTYPE [11:10] cleared (the next instruction is not a branch target) and SS [21]
-/// cleared (a software step has completed; Arm ARM D2.12.5). KVM's `kvm_skip_instr` does the
-/// same.
-pub fn skipped(spsr: u64) -> u64 {
-    spsr & !((0b11 << 10) | (1 << 21))
 }
 
 /// PSTATE.M values a vCPU may be in (AArch64 only): EL0t, EL1t, EL1h.
@@ -462,7 +667,7 @@ impl Guests {
         fault: &GuestFault,
         resolution: &Resolution,
     ) -> Result<Resumption, KernelError> {
-        let length = instruction_length(state.exit_esr);
+        let exit_esr = state.exit_esr;
         match resolution {
             Resolution::Resume => Ok(Resumption::Run),
             Resolution::Emulate { writes, advance_pc } => {
@@ -474,22 +679,21 @@ impl Guests {
                     }
                 }
                 if *advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
-                    context.pc = context.pc.wrapping_add(length);
-                    context.spsr = skipped(context.spsr);
+                    exception::step(context, exit_esr);
                 }
                 Ok(Resumption::Run)
             }
             Resolution::InjectAbort { esr, far } => {
                 self.sync(vcpu, state);
-                inject_abort(context, &mut state.el1, *esr, *far).map(|()| Resumption::Run)
+                inject_abort(context, &mut state.el1, self.entry, *esr, *far)
+                    .map(|()| Resumption::Run)
             }
             Resolution::WaitForInterrupt => {
                 if !matches!(fault, GuestFault::Wait { event: false }) {
                     return Err(KernelError::InvalidArgument);
                 }
                 // The WFI completes when the vCPU wakes: step past it now.
-                context.pc = context.pc.wrapping_add(length);
-                context.spsr = skipped(context.spsr);
+                exception::step(context, exit_esr);
                 self.sync(vcpu, state);
                 Ok(self.wakeup(vcpu, state))
             }
@@ -497,40 +701,34 @@ impl Guests {
     }
 }
 
-/// Takes a synchronous exception to the guest's EL1 with `esr` and `far`, as hardware would
-/// (Arm ARM D1.10.2 "Exception entry"): ELR_EL1 = the faulting PC, SPSR_EL1 = its PSTATE,
-/// PSTATE = EL1h with DAIF masked, PC = VBAR_EL1 + the vector offset for where it came from
-/// (0x000 from EL1t, 0x200 from EL1h, 0x400 from EL0 in AArch64, D1.10.2 Table D1-7).
+/// Takes a synchronous abort to the guest's EL1 with `esr` and `far`, as hardware would
+/// (`capvisor_kernel::exception::take_exception`: `AArch64.TakeException`).
 ///
 /// The syndrome must be an abort of the class the guest's EL produces: from EL1 the same-EL
-/// classes (0x21, 0x25), from EL0 the lower-EL ones (0x20, 0x24), with IL = 1 (a 32-bit
-/// instruction); anything else is refused and the vCPU stays stopped.
+/// classes (0x21, 0x25), from EL0 (AArch64 or AArch32) the lower-EL ones (0x20, 0x24), with
+/// IL = 1 (required for aborts, D24.2.40); anything else is refused and the vCPU stays stopped.
 fn inject_abort(
     context: &mut ThreadContext,
     state: &mut El1State,
+    entry: EntryFeatures,
     esr: Esr,
     far: Far,
 ) -> Result<(), KernelError> {
     let (esr, far) = (esr.raw(), far.raw());
     let class = esr::class(esr);
-    let mode = context.spsr & 0x1f;
-    let (allowed, offset) = match mode {
-        0b00101 => ([ec::IABT_SAME, ec::DABT_SAME], 0x200),
-        0b00100 => ([ec::IABT_SAME, ec::DABT_SAME], 0x000),
-        0b00000 => ([ec::IABT_LOWER, ec::DABT_LOWER], 0x400),
+    let allowed = match context.spsr & 0x1f {
+        0b00101 | 0b00100 => [ec::IABT_SAME, ec::DABT_SAME],
+        0b00000 | 0b10000 => [ec::IABT_LOWER, ec::DABT_LOWER],
         _ => return Err(KernelError::InvalidArgument),
     };
     if !allowed.contains(&class) || esr & (1 << 25) == 0 || esr >> 32 != 0 {
         return Err(KernelError::InvalidArgument);
     }
-    state.sys[sys::ESR] = esr;
-    state.sys[sys::FAR] = far;
-    state.sys[sys::ELR] = context.pc;
-    state.sys[sys::SPSR] = context.spsr;
-    let vbar = state.sys[sys::VBAR];
-    context.spsr = PSTATE_RESET;
-    context.pc = vbar.wrapping_add(offset);
-    Ok(())
+    if exception::take_exception(context, state, entry, esr, far) {
+        Ok(())
+    } else {
+        Err(KernelError::InvalidArgument)
+    }
 }
 
 /// A named register of a vCPU (state current).
@@ -626,12 +824,6 @@ fn sys_index(register: VcpuRegister) -> usize {
             sys::TPIDR_EL1
         }
     }
-}
-
-/// The length of the instruction that trapped, from its syndrome: 4 for an A64 or 32-bit T32
-/// instruction (ESR_EL2.IL = 1), 2 for a 16-bit T32 one (Arm ARM D24.2.40, ESR_EL2.IL).
-fn instruction_length(esr: u64) -> u64 {
-    if esr & (1 << 25) == 0 { 2 } else { 4 }
 }
 
 /// DC CIVAC over `[pa, pa + size)` through the kernel's identity map of RAM, by the smallest data

@@ -22,6 +22,7 @@
 mod glue;
 mod grants;
 mod guest;
+pub use guest::set_platform;
 mod loader;
 mod spawn;
 mod supervision;

@@ -16,10 +16,9 @@ use crate::arch::aarch64::el0::{self, ThreadContext};
 use crate::arch::aarch64::gic::{self, Interrupt};
 use crate::exit::{self, Status};
 use crate::{console, println, smp};
-use capvisor_ipc::protocols::fault::{ServiceFault, SysRegAccess};
+use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr::{self, ec};
-use capvisor_kernel::idregs;
 use capvisor_kernel::object::{
     FaultOutcome, IrqOutcome, Kernel, Schedule, SyscallRegs, TICK_REAP_STEPS, ThreadRef,
 };
@@ -32,6 +31,7 @@ const DEBUG_WRITE_MAX: u64 = 1024;
 /// `lower_common`'s vector kinds: synchronous and IRQ from a lower EL (AArch64).
 const KIND_SYNC: u64 = 8;
 const KIND_IRQ: u64 = 9;
+const KIND_FIQ: u64 = 10;
 
 /// A thread's name for the console: its image service's, or its index.
 struct Name(Option<&'static str>, usize);
@@ -103,6 +103,7 @@ fn enter(thread: ThreadRef) -> ! {
             }
             if let Ok(state) = kernel.vcpu_glue(vcpu) {
                 glue.guests.load(vcpu, state);
+                glue.guests.prepare_entry(vcpu, state);
             }
             guest_hcr()
         }
@@ -211,10 +212,12 @@ fn guest_exit(
     kind: u64,
     (esr, far): (u64, u64),
 ) -> ! {
-    if kind == KIND_IRQ {
+    // A FIQ writes no syndrome (ESR_EL2 still holds the previous exception's): it is an
+    // interrupt like an IRQ (capvisor configures no group-0 interrupt, so none is expected).
+    if kind == KIND_IRQ || kind == KIND_FIQ {
         follow(interrupt(kernel, glue), thread)
     }
-    if esr::class(esr) == ec::SYSREG && id_register_read(kernel, thread, esr) {
+    if kind == KIND_SYNC && kernel_emulates(kernel, glue, thread, esr) {
         enter(thread)
     }
     let Some(entry) = kernel.entry(thread) else {
@@ -242,31 +245,27 @@ fn guest_exit(
     follow(schedule, thread)
 }
 
-/// Answers a guest's read of a feature ID register (trapped by HCR_EL2.TID3) with the hardware's
-/// value less what the kernel does not switch (`capvisor_kernel::idregs`), and steps past the
-/// MRS; `false` for any other system-register access, which goes to the VMM.
-fn id_register_read(kernel: &mut Kernel, thread: ThreadRef, esr: u64) -> bool {
-    let access = SysRegAccess::from_iss(esr::iss(esr));
-    let (op0, op1, crn, crm, op2) = (access.op0, access.op1, access.crn, access.crm, access.op2);
-    if !idregs::is_id_register(op0, op1, crn, crm, !access.write) {
+/// A guest's trapped access the kernel answers itself (`Guests::emulate`: ID registers, debug
+/// registers, the EL1 physical timer, ACTLR_EL1, UNDEFINED absent features); `false` when its
+/// VMM decides.
+fn kernel_emulates(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, esr: u64) -> bool {
+    if !guest::kernel_class(esr::class(esr)) {
         return false;
     }
-    let hardware = crate::arch::aarch64::vcpu::read_id_register(crm, op2);
-    let value = idregs::sanitize(crm, op2, hardware, super::IPA_BITS);
-    let Ok(context) = kernel.thread_glue(thread).map(|t| &mut t.context) else {
+    let Some(vcpu) = kernel.thread_vcpu(thread) else {
         return false;
     };
-    if let Some(register) = context.x.get_mut(usize::from(access.register.index())) {
-        *register = value;
-    }
-    context.pc = context.pc.wrapping_add(4);
-    context.spsr = guest::skipped(context.spsr);
-    true
+    let Ok((t, state)) = kernel.vcpu_thread_glue(thread, vcpu) else {
+        return false;
+    };
+    state.exit_esr = esr;
+    glue.guests.emulate(&mut t.context, vcpu, state, esr)
 }
 
-/// HCR_EL2 for a guest: the guest flags, plus FWB when the descriptors use its encoding.
+/// HCR_EL2 for a guest (with FWB when the descriptors use it).
+#[inline(always)]
 fn guest_hcr() -> u64 {
-    crate::arch::aarch64::vcpu::HCR_GUEST | (hcr() & (1 << 46))
+    crate::arch::aarch64::vcpu::guest_hcr()
 }
 
 /// Takes the pending interrupt: a tick charges the running thread's slice; the virtual timer
@@ -274,6 +273,13 @@ fn guest_hcr() -> u64 {
 /// notification.
 fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
     match gic::take() {
+        Interrupt::Tick if !gic::slice_over() => {
+            // The timer fired early for a deadline (a sleeping or running vCPU's timer), not
+            // for the end of the slice: wake who is due; the slice goes on.
+            gic::resume_slice();
+            kernel.wake_expired(crate::arch::aarch64::cpu::physical_counter());
+            kernel.schedule_now()
+        }
         Interrupt::Tick => {
             gic::start_slice();
             // Dying objects are finished a few steps per tick (bounded work), and vCPUs whose

@@ -69,7 +69,7 @@ pub fn enable_el0_counter() {
 
 /// CPTR_EL2 with E2H = 0 (Arm ARM D24.2.32): its RES1 bits (13, 9, 7:0), and traps of what the
 /// world switch does not switch: TZ (8) SVE, TSM (12) SME, TTA (20) trace registers, TAM (30)
-/// activity monitors. FP/SIMD (TFP, 10) is allowed only while a guest runs (the switch saves
+/// activity monitors (each UNDEFINED for a guest: `capvisor_kernel::vsysreg`). FP/SIMD (TFP, 10) is allowed only while a guest runs (the switch saves
 /// its registers); services are soft-float, so [`CPTR_TFP`] traps it for them.
 pub const CPTR_EL2: u64 =
     (1 << 13) | (1 << 9) | 0xff | (1 << 8) | (1 << 12) | (1 << 20) | (1 << 30);
@@ -84,31 +84,200 @@ pub fn trap_fp(trap: bool) {
     // instruction.
     unsafe { asm!("msr cptr_el2, {}", "isb", in(reg) value, options(nostack, preserves_flags)) };
 }
-/// MDCR_EL2 trap bits (D24.2.96): TPMCR (5) and TPM (6) the PMU, TDA (9) the debug registers
-/// (MDSCR_EL1, breakpoints, watchpoints), TDOSA (10) the OS lock, TDRA (11) the debug ROM, TTRF
-/// (19) the trace filter. Their state is not switched, so a guest must not reach it: a trapped
-/// access goes to its VMM (read as zero, writes ignored). HPMN and E2PB are left as they are.
-pub const MDCR_EL2_TRAPS: u64 = (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 19);
+/// The ID register fields the EL2 configuration depends on, read once.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    /// ID_AA64PFR0_EL1.
+    pub pfr0: u64,
+    /// ID_AA64PFR1_EL1.
+    pub pfr1: u64,
+    /// ID_AA64DFR0_EL1.
+    pub dfr0: u64,
+    /// ID_AA64MMFR0_EL1.
+    pub mmfr0: u64,
+    /// ID_AA64MMFR1_EL1.
+    pub mmfr1: u64,
+}
 
-/// Sets the EL2 traps of state that no world switch saves (SVE, SME, trace, activity monitors,
-/// debug, PMU) for everything below EL2 — guests and services alike — so none of it can leak
-/// from one to another.
-pub fn trap_unswitched_state() {
-    // SAFETY: CPTR_EL2 and MDCR_EL2 only control traps of lower ELs; the kernel itself uses
-    // none of the trapped state.
+impl Features {
+    /// This CPU's.
+    #[must_use]
+    pub fn read() -> Self {
+        use super::vcpu::read_id_register as id;
+        Self {
+            pfr0: id(4, 0),
+            pfr1: id(4, 1),
+            dfr0: id(5, 0),
+            mmfr0: id(7, 0),
+            mmfr1: id(7, 1),
+        }
+    }
+
+    fn field(value: u64, shift: u32) -> u64 {
+        (value >> shift) & 0xf
+    }
+
+    /// FEAT_RAS (ID_AA64PFR0_EL1.RAS ≥ 1).
+    #[must_use]
+    pub fn ras(&self) -> bool {
+        Self::field(self.pfr0, 28) >= 1
+    }
+
+    /// PMUVer, 0 when there is no PMU (0xF: an IMPLEMENTATION DEFINED one, none for us).
+    fn pmu_version(&self) -> u64 {
+        match Self::field(self.dfr0, 8) {
+            0xf => 0,
+            v => v,
+        }
+    }
+}
+
+/// MDCR_EL2 (D24.2.96), written whole (never ORed into what firmware left, whose E2PB/E2TB could
+/// hand the profiling or trace buffer to EL1): HPMN = the PMU's counters (kept as the
+/// hardware has them, so EL2 owns none), TPMCR (5) and TPM (6) trap the PMU, TDA (9), TDOSA (10)
+/// and TDRA (11) trap the debug registers (emulated per vCPU: `capvisor_kernel::vsysreg`), TPMS
+/// (14) the statistical profiling registers, HPMD (17) and HCCD (23) stop event and cycle
+/// counting at EL2, TTRF (19) traps the trace filter, TDCC (27) the debug communications
+/// channel; E2PB = E2TB = 0 (EL2 owns the buffers), TDE = 0 (a guest's debug exceptions go to
+/// its own EL1; services run with TGE, which makes TDE effective anyway).
+fn mdcr_el2(features: &Features) -> u64 {
+    let pmu = features.pmu_version();
+    let hpmn = if pmu != 0 {
+        let pmcr: u64;
+        // SAFETY: PMCR_EL0 exists (PMUVer ≠ 0); reading it at EL2 has no side effects.
+        unsafe {
+            asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags))
+        };
+        (pmcr >> 11) & 0x1f
+    } else {
+        0
+    };
+    let mut mdcr = hpmn | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11);
+    if Features::field(features.dfr0, 32) >= 1 {
+        mdcr |= 1 << 14;
+    }
+    if pmu >= 4 {
+        mdcr |= 1 << 17;
+    }
+    if Features::field(features.dfr0, 40) >= 1 {
+        mdcr |= 1 << 19;
+    }
+    if pmu >= 6 {
+        mdcr |= 1 << 23;
+    }
+    if Features::field(features.mmfr0, 56) >= 1 {
+        mdcr |= 1 << 27;
+    }
+    mdcr
+}
+
+/// HCR_EL2 bits for guests that depend on the features present (setting one whose feature is
+/// absent would write a RES0 bit): TACR (21) always (ACTLR_EL1 is implementation defined and not
+/// switched: read as zero), TLOR (35) with LORegions, TERR (36) and TEA (37) with RAS (error
+/// records are not switched; synchronous external aborts are EL2's to judge), TID5 (58) with
+/// MTE2 (GMID_EL1). Arm ARM D24.2.48.
+#[must_use]
+pub fn guest_hcr_extra(features: &Features) -> u64 {
+    let mut hcr = 1 << 21;
+    if Features::field(features.mmfr1, 16) >= 1 {
+        hcr |= 1 << 35;
+    }
+    if features.ras() {
+        hcr |= (1 << 36) | (1 << 37);
+    }
+    if Features::field(features.pfr1, 8) >= 2 {
+        hcr |= 1 << 58;
+    }
+    hcr
+}
+
+/// Sets this CPU's EL2 controls of everything below EL2 to capvisor's values, each register
+/// written whole (their reset values are UNKNOWN, and firmware may leave anything):
+/// - CPTR_EL2 ([`CPTR_EL2`], FP/SIMD trapped until a guest's state is loaded);
+/// - MDCR_EL2 ([`mdcr_el2`]);
+/// - HCRX_EL2 = 0 with FEAT_HCX: every feature it enables stays off (LS64, MOPS, TCR2/SCTLR2,
+///   GCS, FPMR… trap or UNDEF), D24.2.49;
+/// - the fine-grained trap registers = 0 with FEAT_FGT (and FGT2): no positive fine-grained trap,
+///   and every feature its n-bits gate (newer than capvisor) trapped (D24.2.5x);
+/// - VPIDR_EL2 = MIDR_EL1: a guest reads the real part number (errata, Spectre decisions);
+/// - CNTHCTL_EL2 = EL1PCTEN only: the physical counter is readable below EL2, the EL1 physical
+///   timer traps (it is emulated per vCPU), no event stream (D24.2.20, E2H = 0 layout);
+/// - the debug state: the OS Lock cleared (QEMU resets it set, which would stop every debug
+///   exception), MDSCR_EL1 and every breakpoint and watchpoint control cleared.
+///
+/// Precondition (booting.rst's contract for a kernel entered at EL2): EL3, if present, set
+/// SCR_EL3.FGTEn and HXEn, so these registers do not trap to EL3.
+pub fn configure_el2(features: &Features) {
+    let mdcr = mdcr_el2(features);
+    // SAFETY: these registers control traps and identification for lower ELs only; the kernel
+    // itself uses none of what they govern.
     unsafe {
         asm!(
             "msr cptr_el2, {cptr}",
-            "mrs {mdcr}, mdcr_el2",
-            "orr {mdcr}, {mdcr}, {traps}",
             "msr mdcr_el2, {mdcr}",
+            "mrs {t}, midr_el1",
+            "msr vpidr_el2, {t}",
+            "mov {t}, #1",
+            "msr cnthctl_el2, {t}",
+            "msr oslar_el1, xzr",
+            "msr mdscr_el1, xzr",
             "isb",
             cptr = in(reg) CPTR_EL2 | CPTR_TFP,
-            traps = in(reg) MDCR_EL2_TRAPS,
-            mdcr = out(reg) _,
+            mdcr = in(reg) mdcr,
+            t = out(reg) _,
             options(nostack, preserves_flags)
         );
     }
+    if Features::field(features.mmfr1, 40) >= 1 {
+        // SAFETY: HCRX_EL2 exists (FEAT_HCX).
+        unsafe {
+            asm!(
+                "msr s3_4_c1_c2_2, xzr",
+                "isb",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    let fgt = Features::field(features.mmfr0, 56);
+    if fgt >= 1 {
+        // SAFETY: HFGRTR/HFGWTR/HFGITR/HDFGRTR/HDFGWTR_EL2 exist (FEAT_FGT).
+        unsafe {
+            asm!(
+                "msr s3_4_c1_c1_4, xzr",
+                "msr s3_4_c1_c1_5, xzr",
+                "msr s3_4_c1_c1_6, xzr",
+                "msr s3_4_c3_c1_4, xzr",
+                "msr s3_4_c3_c1_5, xzr",
+                "isb",
+                options(nostack, preserves_flags)
+            );
+        }
+        if Features::field(features.pfr0, 44) >= 1 {
+            // SAFETY: HAFGRTR_EL2 exists (FEAT_FGT with FEAT_AMUv1).
+            unsafe {
+                asm!(
+                    "msr s3_4_c3_c1_6, xzr",
+                    "isb",
+                    options(nostack, preserves_flags)
+                )
+            };
+        }
+    }
+    if fgt >= 2 {
+        // SAFETY: the FGT2 registers exist (FEAT_FGT2).
+        unsafe {
+            asm!(
+                "msr s3_4_c3_c1_0, xzr",
+                "msr s3_4_c3_c1_1, xzr",
+                "msr s3_4_c3_c1_2, xzr",
+                "msr s3_4_c3_c1_3, xzr",
+                "msr s3_4_c3_c1_7, xzr",
+                "isb",
+                options(nostack, preserves_flags)
+            );
+        }
+    }
+    super::vcpu::clear_debug_registers(features);
 }
 
 /// Zeroes `[start, start + size)` of kernel-mapped Normal memory with DC ZVA, a whole block per

@@ -20,7 +20,7 @@ use arm_gic::gicv3::{GicCpuInterface, GicV3};
 use arm_gic::{IntId, InterruptGroup, UniqueMmioPointer};
 use core::arch::asm;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 static GIC: Mutex<Option<GicV3<'static>>> = Mutex::new(None);
@@ -92,8 +92,12 @@ pub unsafe fn init(
     Ok(())
 }
 
+/// The physical count at which the current slice ends (the kernel's timer may fire earlier for
+/// a deadline, `fire_by`).
+static SLICE_END: AtomicU64 = AtomicU64::new(0);
+
 /// Makes the kernel's timer fire at physical count `deadline` if that is before it would (a
-/// sleeping vCPU's timer is due before the next tick).
+/// sleeping vCPU's timer is due before the next tick, or a running one's emulated timer).
 pub fn fire_by(deadline: u64) {
     let current: u64;
     // SAFETY: reading the kernel's own timer's compare value has no side effects.
@@ -113,15 +117,34 @@ pub fn fire_by(deadline: u64) {
     }
 }
 
+/// Whether the current slice has ended (the timer did not fire early for a deadline).
+#[must_use]
+pub fn slice_over() -> bool {
+    super::cpu::physical_counter() >= SLICE_END.load(Ordering::Relaxed)
+}
+
+/// The timer fired early for a deadline: it fires again at the slice's end.
+pub fn resume_slice() {
+    let end = SLICE_END.load(Ordering::Relaxed);
+    // SAFETY: the kernel's own timer, enabled and unmasked as `start_slice` leaves it.
+    unsafe {
+        asm!("msr cnthp_cval_el2, {}", "isb", in(reg) end, options(nostack, preserves_flags))
+    };
+}
+
 /// Starts a new time slice: the timer fires after one slice from now.
 pub fn start_slice() {
-    // SAFETY: CNTHP_TVAL_EL2/CNTHP_CTL_EL2 are the kernel's own timer; ENABLE set, IMASK clear.
+    // SAFETY: written once in `init`, before any interrupt can fire.
+    let ticks = unsafe { SLICE_TICKS };
+    let end = super::cpu::physical_counter().wrapping_add(ticks);
+    SLICE_END.store(end, Ordering::Relaxed);
+    // SAFETY: CNTHP_CVAL_EL2/CNTHP_CTL_EL2 are the kernel's own timer; ENABLE set, IMASK clear.
     unsafe {
         asm!(
-            "msr cnthp_tval_el2, {ticks}",
+            "msr cnthp_cval_el2, {end}",
             "msr cnthp_ctl_el2, {ctl}",
             "isb",
-            ticks = in(reg) SLICE_TICKS,
+            end = in(reg) end,
             ctl = in(reg) 1u64,
             options(nostack, preserves_flags)
         );

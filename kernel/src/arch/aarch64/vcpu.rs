@@ -12,6 +12,7 @@
 use core::arch::{asm, global_asm};
 
 pub use capvisor_kernel::context::{El1State, MPIDR_RESET, MPIDR_WRITABLE, PSTATE_RESET, sys};
+use capvisor_kernel::vsysreg::{DebugState, Hardware};
 
 /// SCTLR_EL1 for services at EL0 (HCR_EL2.TGE = 1, E2H = 0 leaves every EL0 control of it in
 /// force but M; Arm ARM D24.2.48 TGE, D24.2.161 SCTLR_EL1): its RES1 bits (29, 28, 23, 22, 20,
@@ -296,6 +297,57 @@ pub fn restore(state: &El1State) {
     unsafe { vcpu_restore(state) }
 }
 
+/// `write_debug(kind, n, value)`: DBGBVR<n>_EL1 (kind 4), DBGBCR<n>_EL1 (5), DBGWVR<n>_EL1 (6) or
+/// DBGWCR<n>_EL1 (7) — op0 2, op1 0, CRn 0, CRm n, op2 kind; one MSR encoding each.
+macro_rules! debug_register_writer {
+    ($($n:literal),*) => {
+        fn write_debug(kind: u8, n: usize, value: u64) {
+            match (kind, n) {
+                $(
+                    // SAFETY: writing an implemented breakpoint or watchpoint register (the
+                    // caller bounds `n` by the hardware's count) affects only debug events of
+                    // lower ELs whose MDSCR_EL1 enables them.
+                    (4, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_4, {}"), in(reg) value, options(nostack, preserves_flags)) },
+                    (5, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_5, {}"), in(reg) value, options(nostack, preserves_flags)) },
+                    (6, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_6, {}"), in(reg) value, options(nostack, preserves_flags)) },
+                    (7, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_7, {}"), in(reg) value, options(nostack, preserves_flags)) },
+                )*
+                _ => {}
+            }
+        }
+    };
+}
+
+debug_register_writer!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+/// Loads a vCPU's breakpoints and watchpoints into the hardware (the first `hardware.breakpoints`
+/// and `hardware.watchpoints` of each).
+pub fn load_debug(state: &DebugState, hardware: &Hardware) {
+    for n in 0..hardware.breakpoints {
+        write_debug(4, n, state.bvr[n]);
+        write_debug(5, n, state.bcr[n]);
+    }
+    for n in 0..hardware.watchpoints {
+        write_debug(6, n, state.wvr[n]);
+        write_debug(7, n, state.wcr[n]);
+    }
+    // SAFETY: a barrier, so the registers are in effect before the guest runs.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// MDSCR_EL1 in the hardware.
+pub fn write_mdscr(value: u64) {
+    // SAFETY: MDSCR_EL1 enables debug events of lower ELs only (the kernel runs with PSTATE.D
+    // set and never sets KDE for itself).
+    unsafe { asm!("msr mdscr_el1, {}", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Disables every breakpoint and watchpoint at boot (their reset values are UNKNOWN).
+pub fn clear_debug_registers(features: &super::cpu::Features) {
+    let hardware = Hardware::new(features.dfr0, 0, 0);
+    load_debug(&DebugState::RESET, &hardware);
+}
+
 /// HCR_EL2 for a guest (Arm ARM D24.2.48): RW (EL1 is AArch64), VM (stage 2), SWIO, PTW (a
 /// stage-1 walk to device memory faults), FMO/IMO/AMO (physical interrupts and SErrors to EL2,
 /// virtual ones to the guest), FB and BSU = inner shareable (broadcast TLB and barrier scope),
@@ -319,6 +371,25 @@ pub const HCR_GUEST: u64 = (1 << 31)
     | (1 << 2)
     | (1 << 1)
     | 1;
+
+/// HCR_EL2 for guests on this machine: [`HCR_GUEST`], the trap bits whose features exist
+/// (`cpu::guest_hcr_extra`) and FWB (bit 46) when the stage-2 descriptors use its encoding; set
+/// at boot.
+static GUEST_HCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(HCR_GUEST);
+
+/// Sets the guests' HCR_EL2 for this machine (boot).
+pub fn set_guest_hcr(features: &super::cpu::Features, fwb: bool) {
+    GUEST_HCR.store(
+        HCR_GUEST | super::cpu::guest_hcr_extra(features) | (u64::from(fwb) << 46),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// HCR_EL2 for a guest.
+#[must_use]
+pub fn guest_hcr() -> u64 {
+    GUEST_HCR.load(core::sync::atomic::Ordering::Relaxed)
+}
 
 /// HPFAR_EL2: the faulting IPA's page, for stage-2 faults (Arm ARM D24.2.57: FIPA holds
 /// IPA[51:12] in bits [43:4] (with FEAT_LPA, [47:4] for 52 bits)).

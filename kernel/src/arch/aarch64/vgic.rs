@@ -173,3 +173,26 @@ pub fn inject_loaded(
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
     Ok(())
 }
+
+/// Whether a list register of the loaded vCPU holds software interrupt `intid` (pending or
+/// active).
+pub fn holds_loaded(intid: u32) -> bool {
+    (0..list_registers()).any(|n| {
+        let value = read_lr(n);
+        value & vgic::STATE != 0 && value & vgic::HW == 0 && vgic::intid(value) == intid
+    })
+}
+
+/// Withdraws the pending state of software interrupt `intid` from the loaded vCPU's list
+/// registers (its level-sensitive source fell before the guest took it); an active one stays.
+pub fn withdraw_pending_loaded(intid: u32) {
+    for n in 0..list_registers() {
+        let value = read_lr(n);
+        if value & vgic::PENDING != 0 && value & vgic::HW == 0 && vgic::intid(value) == intid {
+            let rest = value & !vgic::PENDING;
+            write_lr(n, if rest & vgic::STATE == 0 { 0 } else { rest });
+        }
+    }
+    // SAFETY: a barrier so that the list register is written before the guest is entered.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}

@@ -3,8 +3,9 @@
 //! 1. the feature ID registers (trapped by HCR_EL2.TID3, answered by the kernel) show no SVE,
 //!    SME, pointer authentication, MTE, PMU, SPE or trace, and a physical address size no larger
 //!    than the VM's 39-bit IPA space (36 bits);
-//! 2. the debug registers are trapped (MDCR_EL2.TDA): a write of MDSCR_EL1.MDE (bit 15) does not
-//!    stick, so a guest cannot arm a breakpoint that would hit the services at EL0.
+//! 2. the debug registers are the guest's own (trapped by MDCR_EL2.TDA and kept per vCPU by the
+//!    kernel, `capvisor_kernel::vsysreg`): a write of MDSCR_EL1.MDE (bit 15) reads back, and
+//!    clearing it reads back too.
 //!
 //! It prints the fields it read, so the QEMU test can compare a model that has the features
 //! (`max`) with one that has not (`cortex-a57`). Without a VMM (bare QEMU) it skips.
@@ -78,8 +79,8 @@ mod run_on_target {
         }
         let mdscr: u64;
         // SAFETY: setting MDSCR_EL1.MDE (monitor debug events) with no breakpoint programmed, then
-        // reading it back: under the hypervisor both accesses trap (MDCR_EL2.TDA) and the write
-        // is ignored.
+        // reading it back: under the hypervisor both accesses trap (MDCR_EL2.TDA) and the
+        // kernel keeps the value for this vCPU.
         unsafe {
             asm!(
                 "mrs {t}, mdscr_el1",
@@ -92,8 +93,22 @@ mod run_on_target {
             );
         }
         println!("MDSCR_EL1 after setting MDE: {mdscr:#x}");
-        if mdscr & (1 << 15) != 0 {
-            return Outcome::Fail("the debug registers are the guest's: MDE stuck");
+        if mdscr & (1 << 15) == 0 {
+            return Outcome::Fail("MDSCR_EL1.MDE did not stick: the guest has no debug");
+        }
+        let cleared: u64;
+        // SAFETY: clearing MDE again, and reading it back.
+        unsafe {
+            asm!(
+                "msr mdscr_el1, xzr",
+                "isb",
+                "mrs {t}, mdscr_el1",
+                t = out(reg) cleared,
+                options(nomem, nostack)
+            );
+        }
+        if cleared != 0 {
+            return Outcome::Fail("MDSCR_EL1 did not read back as written");
         }
         Outcome::Pass
     }
