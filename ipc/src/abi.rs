@@ -157,10 +157,56 @@ crate::stable_codes! {
         /// the vCPU's number). Bit 31 reads as one; only the affinity fields, U and MT are kept.
         /// A reset keeps it. At creation: `0x8000_0000`.
         Mpidr = 43,
+        /// Read-only: CNTV_CTL_EL0 (ENABLE, IMASK) with ISTATUS (bit 2) as of now — the virtual
+        /// timer's interrupt level is ENABLE and ISTATUS and not IMASK (for a VMM's virtual GIC).
+        VirtualTimerCtl = 44,
+        /// Read-only: the emulated EL1 physical timer's CNTP_CTL_EL0, ISTATUS as of now.
+        PhysicalTimerCtl = 45,
+        /// Read-only: how many list registers the vCPU's virtual CPU interface has
+        /// (ICH_VTR_EL2.ListRegs + 1); `ListRegister0` up to that many are readable.
+        ListRegisters = 47,
         /// Write-only: reset the whole vCPU (every general and EL1 system register, FP/SIMD and the
         /// virtual timer) to its reset state: EL1h with DAIF masked, MMU and caches off
         /// (SCTLR_EL1's RES1 bits only), everything else zero. The value written is ignored.
         Reset = 63,
+        /// The vCPU's list registers (ICH_LR<n>_EL2, GIC IHI 0069H 12.5.10): a read gives the
+        /// register (its State [63:62], HW [61], Group [60], Priority [55:48], pINTID [44:32]
+        /// with HW, vINTID [31:0]); a write changes only the State of a register that holds an
+        /// interrupt (a VMM's GICD/GICR ICPENDR, ICACTIVER, ISACTIVER), and ending the active
+        /// state of a hardware-linked one deactivates its physical interrupt. An empty register
+        /// or one beyond `ListRegisters` is `InvalidArgument` to write and reads as 0. New
+        /// interrupts go through `VcpuInjectIrq`.
+        ListRegister0 = 64,
+        /// ICH_LR1_EL2.
+        ListRegister1 = 65,
+        /// ICH_LR2_EL2.
+        ListRegister2 = 66,
+        /// ICH_LR3_EL2.
+        ListRegister3 = 67,
+        /// ICH_LR4_EL2.
+        ListRegister4 = 68,
+        /// ICH_LR5_EL2.
+        ListRegister5 = 69,
+        /// ICH_LR6_EL2.
+        ListRegister6 = 70,
+        /// ICH_LR7_EL2.
+        ListRegister7 = 71,
+        /// ICH_LR8_EL2.
+        ListRegister8 = 72,
+        /// ICH_LR9_EL2.
+        ListRegister9 = 73,
+        /// ICH_LR10_EL2.
+        ListRegister10 = 74,
+        /// ICH_LR11_EL2.
+        ListRegister11 = 75,
+        /// ICH_LR12_EL2.
+        ListRegister12 = 76,
+        /// ICH_LR13_EL2.
+        ListRegister13 = 77,
+        /// ICH_LR14_EL2.
+        ListRegister14 = 78,
+        /// ICH_LR15_EL2.
+        ListRegister15 = 79,
     }
 }
 

@@ -184,6 +184,7 @@ fn boot_with(
             cpu::enable_el0_counter();
             let features = cpu::Features::read();
             cpu::configure_el2(&features);
+            cpu::set_mitigations(&features);
             crate::arch::aarch64::vcpu::set_guest_hcr(&features, platform.fwb);
             services::set_platform(&features);
             println!(

@@ -10,6 +10,7 @@ use capvisor_ipc::types::{Ipa, PhysAddr};
 
 use capvisor_ipc::abi::{CacheOp, VcpuRegister};
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
+use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::VcpuRef;
 use crate::context::{El1State, ThreadContext, VmStats};
@@ -96,6 +97,9 @@ pub struct VcpuGlue {
     pub emul: crate::vsysreg::Emulated,
     /// Its physical timer's interrupt level as last presented to it (in a list register).
     pub ptimer_line: bool,
+    /// VDISR_EL2 (with FEAT_RAS): the guest's DISR_EL1, where its ESB records a deferred
+    /// virtual SError.
+    pub vdisr: u64,
 }
 
 impl VcpuGlue {
@@ -106,6 +110,7 @@ impl VcpuGlue {
         exit_esr: 0,
         emul: crate::vsysreg::Emulated::RESET,
         ptimer_line: false,
+        vdisr: 0,
     };
 }
 
@@ -313,7 +318,44 @@ pub trait Effects {
         resolution: &Resolution,
     ) -> Result<Resumption, KernelError>;
 
+    /// Applies a guest-call result (`guest_call::CallResult`, the fixed-layout reply to an
+    /// `hvc` or `smc`) to the vCPU's thread: x0, x1, … take its values and, for an `smc` that
+    /// asks for it, the PC steps past the instruction (an `hvc`'s return address is already
+    /// past it). The same as a `Resolution::Emulate` of those writes, without building one.
+    ///
+    /// # Errors
+    /// As [`Effects::resolve_guest_fault`] (the glue's implementation never refuses).
+    fn apply_guest_call(
+        &mut self,
+        thread: &mut ThreadGlue,
+        state: &mut VcpuGlue,
+        fault: &GuestFault,
+        result: &CallResult,
+    ) -> Result<Resumption, KernelError> {
+        apply_call_result(&mut thread.context, state.exit_esr, fault, result);
+        Ok(Resumption::Run)
+    }
+
     /// Performs cache or TLB maintenance (the object model has checked the capabilities, that
     /// the operation suits the target, and that the range is bounded).
     fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>);
+}
+
+/// What [`Effects::apply_guest_call`] does to the vCPU's saved registers: x0.. = the values, the
+/// PC past the trapped instruction (by ESR_EL2.IL of `exit_esr`) when the result asks for it
+/// and the call is not an `hvc`.
+pub fn apply_call_result(
+    context: &mut ThreadContext,
+    exit_esr: u64,
+    fault: &GuestFault,
+    result: &CallResult,
+) {
+    let count = usize::from(result.count).min(result.values.len());
+    let [a, b, c, d] = result.values;
+    for (x, value) in context.x.iter_mut().zip([a, b, c, d]).take(count) {
+        *x = value;
+    }
+    if result.advance_pc && !matches!(fault, GuestFault::Hvc { .. }) {
+        crate::exception::step(context, exit_esr);
+    }
 }

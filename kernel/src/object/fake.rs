@@ -369,6 +369,21 @@ impl Effects for FakeEffects {
         })
     }
 
+    fn apply_guest_call(
+        &mut self,
+        thread: &mut ThreadGlue,
+        state: &mut VcpuGlue,
+        fault: &GuestFault,
+        result: &capvisor_ipc::protocols::guest_call::CallResult,
+    ) -> Result<Resumption, KernelError> {
+        if self.refuse_resolution {
+            return Err(KernelError::InvalidArgument);
+        }
+        self.resolutions += 1;
+        super::effects::apply_call_result(&mut thread.context, state.exit_esr, fault, result);
+        Ok(Resumption::Run)
+    }
+
     fn resolve_guest_fault(
         &mut self,
         thread: &mut ThreadGlue,

@@ -178,7 +178,7 @@ impl Kernel {
 
 impl Kernel {
     /// Applies a guest-call result to `thread`'s guest fault (the fast path's and
-    /// `resolve_fault`'s common step).
+    /// `resolve_fault`'s common step), the fault record borrowed in place.
     #[inline]
     pub(super) fn apply_call_result(
         &mut self,
@@ -186,7 +186,20 @@ impl Kernel {
         result: &CallResult,
         fx: &mut impl Effects,
     ) -> Option<Resumption> {
-        self.apply_resolution(thread, &result.resolution(), fx)
+        let t = self.threads.get_mut(thread).ok()?;
+        let (
+            Some(vcpu),
+            Some(FaultRecord {
+                fault: FaultKind::Guest(fault),
+                ..
+            }),
+        ) = (t.vcpu, &t.fault)
+        else {
+            return None;
+        };
+        let v = self.vcpus.get_mut(vcpu).ok()?;
+        fx.apply_guest_call(&mut t.glue, &mut v.glue, fault, result)
+            .ok()
     }
 }
 

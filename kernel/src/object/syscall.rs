@@ -112,6 +112,14 @@ impl SyscallRegs {
     }
 }
 
+/// The words of a syscall that choose its path: x0, x1, x7.
+#[derive(Debug, Clone, Copy)]
+struct SyscallArgs {
+    cptr: CPtr,
+    info: u64,
+    number: u64,
+}
+
 /// What the glue does after a kernel entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
@@ -176,22 +184,27 @@ impl Kernel {
     /// Everything after the entry checks: dispatch, errors, results and the scheduling decision.
     #[inline(never)]
     fn slow_syscall(&mut self, current: ThreadRef, fx: &mut impl Effects) -> Schedule {
-        let Ok(regs) = self
-            .threads
-            .get(current)
-            .map(|t| SyscallRegs::of(&t.glue.context))
-        else {
+        // Only x0 (the capability), x1 (the message info) and x7 (the number) decide the path;
+        // the paths read the message words from the saved context themselves.
+        let Ok(args) = self.threads.get(current).map(|t| {
+            let x = &t.glue.context.x;
+            SyscallArgs {
+                cptr: CPtr::new(x[0]),
+                info: x[1],
+                number: x[7],
+            }
+        }) else {
             return Schedule::Switch;
         };
-        if let Err(error) = self.dispatch(current, regs.copied(), fx) {
+        if let Err(error) = self.dispatch(current, args, fx) {
             self.set_result(current, SyscallRegs::error(error));
         }
         if core::mem::take(&mut self.restart) {
-            // Preempted: the registers stay as the thread passed them, and it makes the call
-            // again (after any pending interrupt).
+            // Preempted: the saved registers still hold the arguments (a call that restarts
+            // writes no results), and the thread makes the call again (after any pending
+            // interrupt).
             if let Ok(thread) = self.threads.get_mut(current) {
                 thread.regs_pending = false;
-                regs.write_to(&mut thread.glue.context);
                 fx.restart_syscall(&mut thread.glue);
             }
         }
@@ -212,32 +225,32 @@ impl Kernel {
     fn dispatch(
         &mut self,
         current: ThreadRef,
-        regs: SyscallRegs,
+        regs: SyscallArgs,
         fx: &mut impl Effects,
     ) -> Result<(), KernelError> {
-        let number = Syscall::from_code(regs.number()).ok_or(KernelError::InvalidSyscall)?;
+        let number = Syscall::from_code(regs.number).ok_or(KernelError::InvalidSyscall)?;
         match number {
             Syscall::Call => self.sys_send(current, regs, true, true, fx),
             Syscall::Send => self.sys_send(current, regs, false, true, fx),
             Syscall::NbSend => self.sys_send(current, regs, false, false, fx),
-            Syscall::Recv => self.sys_recv(current, regs.cptr(), true, fx),
-            Syscall::NbRecv => self.sys_recv(current, regs.cptr(), false, fx),
+            Syscall::Recv => self.sys_recv(current, regs.cptr, true, fx),
+            Syscall::NbRecv => self.sys_recv(current, regs.cptr, false, fx),
             Syscall::Reply => {
-                MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+                MessageInfo::decode(regs.info).map_err(|_| KernelError::InvalidMessageInfo)?;
                 self.reply(current, fx);
                 self.set_result(current, SUCCESS);
                 Ok(())
             }
             Syscall::ReplyRecv => {
-                MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
+                MessageInfo::decode(regs.info).map_err(|_| KernelError::InvalidMessageInfo)?;
                 // Check the receive capability first, so a bad one fails before the reply is spent.
-                self.receive_object(current, regs.cptr())?;
+                self.receive_object(current, regs.cptr)?;
                 self.reply(current, fx);
-                self.sys_recv(current, regs.cptr(), true, fx)
+                self.sys_recv(current, regs.cptr, true, fx)
             }
-            Syscall::Signal => self.sys_signal(current, regs.cptr()),
-            Syscall::Wait => self.sys_wait(current, regs.cptr(), true),
-            Syscall::Poll => self.sys_wait(current, regs.cptr(), false),
+            Syscall::Signal => self.sys_signal(current, regs.cptr),
+            Syscall::Wait => self.sys_wait(current, regs.cptr, true),
+            Syscall::Poll => self.sys_wait(current, regs.cptr, false),
             Syscall::Yield => {
                 self.set_result(current, SUCCESS);
                 self.yield_current(current);
@@ -249,13 +262,13 @@ impl Kernel {
     fn sys_send(
         &mut self,
         current: ThreadRef,
-        regs: SyscallRegs,
+        regs: SyscallArgs,
         call: bool,
         blocking: bool,
         fx: &mut impl Effects,
     ) -> Result<(), KernelError> {
-        let info = MessageInfo::decode(regs.info()).map_err(|_| KernelError::InvalidMessageInfo)?;
-        let (slot, cap) = self.lookup(current, regs.cptr())?;
+        let info = MessageInfo::decode(regs.info).map_err(|_| KernelError::InvalidMessageInfo)?;
+        let (slot, cap) = self.lookup(current, regs.cptr)?;
         let Object::Endpoint(endpoint) = cap.object else {
             return self.invoke(current, slot, info, fx);
         };

@@ -358,6 +358,10 @@ mod tests {
         );
         assert_eq!(
             register_access(64, Some(0)),
+            Ok(RegisterAccess::Write(VcpuRegister::ListRegister0, 0))
+        );
+        assert_eq!(
+            register_access(80, Some(0)),
             Err(KernelError::InvalidArgument)
         );
     }

@@ -127,7 +127,7 @@ pub fn set_platform(features: &crate::arch::aarch64::cpu::Features) {
         dit: field(features.pfr0, 48) >= 1,
     };
     let (_, glue) = super::state();
-    glue.guests.set_platform(hardware, entry);
+    glue.guests.set_platform(hardware, entry, features.ras());
 }
 
 /// Whether the kernel may answer an exit of exception class `class` itself ([`Guests::emulate`]).
@@ -164,6 +164,8 @@ pub struct Guests {
     hardware: Hardware,
     /// What changes exception entry to a guest's EL1 on this CPU (set at boot).
     entry: EntryFeatures,
+    /// The CPU has FEAT_RAS: VDISR_EL2 is switched with the vCPU.
+    ras: bool,
 }
 
 impl Guests {
@@ -186,13 +188,15 @@ impl Guests {
                 ssbs: false,
                 dit: false,
             },
+            ras: false,
         }
     }
 
     /// Records what the hardware has (boot, from its ID registers).
-    pub fn set_platform(&mut self, hardware: Hardware, entry: EntryFeatures) {
+    pub fn set_platform(&mut self, hardware: Hardware, entry: EntryFeatures, ras: bool) {
         self.hardware = hardware;
         self.entry = entry;
+        self.ras = ras;
     }
 
     /// MDSCR_EL1 in the hardware, written only when it changes.
@@ -353,6 +357,9 @@ impl Guests {
         self.unpark();
         vcpu::save(&mut state.el1);
         vgic::save(&mut state.vgic);
+        if self.ras {
+            state.vdisr = vcpu::take_vdisr();
+        }
         state.vgic.vtimer_active = gic::take_vtimer_active();
         self.loaded = None;
         // No guest's state is in the CPU: the services' profile is, with debug off.
@@ -403,6 +410,7 @@ impl Guests {
         }
         state.vgic = VgicState::RESET;
         state.emul = Emulated::RESET;
+        state.vdisr = 0;
         state.ptimer_line = false;
         if self.debug_loaded == Some(vcpu) {
             self.debug_loaded = None;
@@ -483,6 +491,9 @@ impl Guests {
         }
         vcpu::restore(&state.el1);
         vgic::restore(&state.vgic);
+        if self.ras {
+            vcpu::set_vdisr(state.vdisr);
+        }
         self.loaded = Some(vcpu);
     }
 
@@ -653,7 +664,13 @@ impl Guests {
                 let mpidr = vcpu::MPIDR_RESET | (value & vcpu::MPIDR_WRITABLE);
                 state.el1.sys[sys::VMPIDR] = mpidr;
             }
-            other => state.el1.sys[sys_index(other)] = value,
+            VcpuRegister::VirtualTimerCtl
+            | VcpuRegister::PhysicalTimerCtl
+            | VcpuRegister::ListRegisters => return Err(KernelError::InvalidArgument),
+            other => match list_register(other) {
+                Some(n) => write_list_register(state, n, value)?,
+                None => state.el1.sys[sys_index(other)] = value,
+            },
         }
         Ok(())
     }
@@ -737,13 +754,64 @@ fn read_named(
     state: &VcpuGlue,
     register: VcpuRegister,
 ) -> Result<u64, KernelError> {
+    let now = || crate::arch::aarch64::cpu::physical_counter();
     Ok(match register {
         VcpuRegister::Pc => context.pc,
         VcpuRegister::Pstate => context.spsr,
         VcpuRegister::SpEl0 => context.sp,
         VcpuRegister::Reset => return Err(KernelError::InvalidArgument),
-        other => state.el1.sys[sys_index(other)],
+        VcpuRegister::VirtualTimerCtl => {
+            // ISTATUS from the saved compare value against the virtual count now.
+            let ctl = state.el1.sys[sys::CNTV_CTL] & 0b11;
+            let count = now().wrapping_sub(state.el1.sys[sys::CNTVOFF]);
+            let met = ctl & 1 == 1 && count >= state.el1.sys[sys::CNTV_CVAL];
+            ctl | (u64::from(met) << 2)
+        }
+        VcpuRegister::PhysicalTimerCtl => state.emul.ptimer.read_ctl(now()),
+        VcpuRegister::ListRegisters => vgic::list_registers() as u64,
+        other => match list_register(other) {
+            Some(n) if n < vgic::list_registers() => state.vgic.lr[n],
+            Some(_) => 0,
+            None => state.el1.sys[sys_index(other)],
+        },
     })
+}
+
+/// A VMM's write of list register `n` (state current): only the State field changes, of a
+/// register that holds an interrupt; a hardware-linked interrupt whose active state ends is
+/// deactivated (the guest will not deactivate it now), and the virtual timer's is made active
+/// again on the next load only if it still is.
+fn write_list_register(state: &mut VcpuGlue, n: usize, value: u64) -> Result<(), KernelError> {
+    use capvisor_kernel::vgic::{ACTIVE, HW, STATE};
+    if n >= vgic::list_registers() {
+        return Err(KernelError::InvalidArgument);
+    }
+    let old = state.vgic.lr[n];
+    if old & STATE == 0 {
+        return Err(KernelError::InvalidArgument);
+    }
+    let new = (old & !STATE) | (value & STATE);
+    state.vgic.lr[n] = new;
+    if old & HW != 0 && old & ACTIVE != 0 && new & ACTIVE == 0 {
+        let physical = ((old >> 32) & 0x3ff) as u32;
+        if physical == gic::vtimer() {
+            state.vgic.vtimer_active = false;
+        } else {
+            gic::deactivate(physical);
+        }
+    }
+    Ok(())
+}
+
+/// The number of a `ListRegister<n>`.
+const fn list_register(register: VcpuRegister) -> Option<usize> {
+    let code = register.code();
+    let first = VcpuRegister::ListRegister0.code();
+    if code >= first && code < first + 16 {
+        Some((code - first) as usize)
+    } else {
+        None
+    }
 }
 
 impl Glue {
@@ -819,10 +887,9 @@ fn sys_index(register: VcpuRegister) -> usize {
         VcpuRegister::SpsrEl1 => sys::SPSR,
         VcpuRegister::Cntvoff => sys::CNTVOFF,
         VcpuRegister::Mpidr => sys::VMPIDR,
-        // Handled by the callers (they live in the thread context, or are write-only).
-        VcpuRegister::Pc | VcpuRegister::Pstate | VcpuRegister::SpEl0 | VcpuRegister::Reset => {
-            sys::TPIDR_EL1
-        }
+        // Handled by the callers (they live in the thread context or the glue's state, or are
+        // write-only).
+        _ => sys::TPIDR_EL1,
     }
 }
 

@@ -166,25 +166,25 @@ fn follow(schedule: Schedule, thread: ThreadRef) -> ! {
     }
 }
 
-fn esr_far() -> (u64, u64) {
-    let (esr, far): (u64, u64);
-    // SAFETY: reading syndrome registers has no side effects.
-    unsafe {
-        asm!("mrs {}, esr_el2", "mrs {}, far_el2", out(reg) esr, out(reg) far,
-             options(nomem, nostack, preserves_flags));
-    }
-    (esr, far)
-}
-
 /// Every exception from EL0 arrives here (from `lower_common`), with the thread's registers
 /// already saved in its context (the glue's, which `context` points at).
 #[unsafe(no_mangle)]
-extern "C" fn handle_lower_exception(kind: u64, context: *const ThreadContext) -> ! {
+extern "C" fn handle_lower_exception(
+    context: *const ThreadContext,
+    kind: u64,
+    esr: u64,
+    far: u64,
+    serror: u64,
+) -> ! {
     let (kernel, glue) = state();
     let Some(thread) = kernel.current() else {
         schedule()
     };
-    let (esr, far) = esr_far();
+    if serror != 0 {
+        // An SError was pending when the thread exited: it is that thread's (its own
+        // asynchronous abort); the exit itself is dropped (a pending interrupt stays pending).
+        deferred_serror(kernel, glue, thread, serror)
+    }
     // HCR_EL2 holds the running thread's value (`enter`): TGE is clear only under a guest.
     if glue.loaded_translation.0 & el0::HCR_TGE == 0 {
         guest_exit(kernel, glue, thread, kind, (esr, far))
@@ -201,6 +201,22 @@ extern "C" fn handle_lower_exception(kind: u64, context: *const ThreadContext) -
     }
     let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
     fault(kernel, glue, thread, (esr, far), pc)
+}
+
+/// The thread that just exited had an SError pending (`lower_common` synchronised it): a
+/// service is stopped as for a fault; a vCPU's goes to its VMM as an exit with the SError's
+/// syndrome (ESR class 0x2F; with RAS, DISR_EL1's syndrome).
+fn deferred_serror(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, serror: u64) -> ! {
+    // DISR_EL1 (RAS) holds A [31] and an ISS-format syndrome; an SError taken in the window
+    // left a whole ESR. Either way: an SError ESR.
+    let esr = (u64::from(ec::SERROR) << 26) | (1 << 25) | (serror & 0x1ff_ffff);
+    let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
+    if glue.loaded_translation.0 & el0::HCR_TGE == 0 {
+        let fault = guest::exit_fault(esr, 0, 0, &[0; 8]);
+        let (_, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
+        follow(schedule, thread)
+    }
+    fault(kernel, glue, thread, (esr, 0), pc)
 }
 
 /// An exception from a guest: interrupts are the kernel's (the tick preempts the vCPU like any

@@ -191,6 +191,41 @@ pub fn guest_hcr_extra(features: &Features) -> u64 {
     hcr
 }
 
+/// The mitigations `lower_common` applies on every exception from a lower EL, in one word: bits
+/// [31:0] the iterations of the branch-history clearing loop (0: none needed), bit 32 set when
+/// the CPU has FEAT_RAS (SErrors are synchronised with ESB and DISR_EL1, else with an unmasked
+/// window). Set at boot ([`set_mitigations`]).
+#[unsafe(no_mangle)]
+pub static mut ENTRY_MITIGATIONS: u64 = 0;
+
+/// The branch-history clearing loop a CPU needs on entry to EL2 from a lower EL (Spectre-BHB,
+/// CVE-2022-23960): none with FEAT_CSV2_3 (ID_AA64PFR0_EL1.CSV2 = 3) or FEAT_ECBHB
+/// (ID_AA64MMFR1_EL1.ECBHB), else k iterations by part, as Arm's published list gives them —
+/// 8 for Cortex-A57/A72, 24 for Cortex-A76/A77 and Neoverse N1, 32 for Cortex-A78 (AE, C),
+/// X1, X2, A710, Neoverse N2 and V1 — and 32 for a part not listed.
+#[must_use]
+pub fn bhb_iterations(midr: u64, features: &Features) -> u32 {
+    if Features::field(features.pfr0, 56) >= 3 || Features::field(features.mmfr1, 60) >= 1 {
+        return 0;
+    }
+    let (implementer, part) = ((midr >> 24) & 0xff, (midr >> 4) & 0xfff);
+    match (implementer, part) {
+        (0x41, 0xd07 | 0xd08) => 8,
+        (0x41, 0xd0b | 0xd0c | 0xd0d) => 24,
+        _ => 32,
+    }
+}
+
+/// Sets the exception-entry mitigations for this machine (boot, before any lower EL runs).
+pub fn set_mitigations(features: &Features) {
+    let midr: u64;
+    // SAFETY: reading MIDR_EL1 has no side effects.
+    unsafe { asm!("mrs {}, midr_el1", out(reg) midr, options(nomem, nostack, preserves_flags)) };
+    let word = u64::from(bhb_iterations(midr, features)) | (u64::from(features.ras()) << 32);
+    // SAFETY: written on CPU 0 at boot, before any exception from a lower EL reads it.
+    unsafe { ENTRY_MITIGATIONS = word };
+}
+
 /// Sets this CPU's EL2 controls of everything below EL2 to capvisor's values, each register
 /// written whole (their reset values are UNKNOWN, and firmware may leave anything):
 /// - CPTR_EL2 ([`CPTR_EL2`], FP/SIMD trapped until a guest's state is loaded);

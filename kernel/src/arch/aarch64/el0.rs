@@ -33,8 +33,11 @@ global_asm!(
     r#"
     .section .text.el0, "ax"
     /* Lower-EL entry (from the vector table): x0, x1 were pushed; x1 = vector kind. Saves the
-       thread's registers into PerCpu.current, pops the stack back to its top, and calls
-       handle_lower_exception(kind, context), which never returns (it leaves by enter_el0). */
+       thread's registers into PerCpu.current, pops the stack back to its top, clears the branch
+       history where the CPU needs it (Spectre-BHB), takes the exit's syndrome and synchronises
+       a pending SError (so it is blamed on the context that just exited, not on the next one),
+       and calls handle_lower_exception(context, kind, esr, far, serror), which never returns
+       (it leaves by enter_el0). */
     .global lower_common
 lower_common:
     mrs     x0, tpidr_el2
@@ -60,10 +63,41 @@ lower_common:
     stp     x2, x3, [x0, #256]
     ldp     x2, x3, [sp], #16
     stp     x2, x3, [x0, #0]
-    mov     x2, x0
-    mov     x0, x1
-    mov     x1, x2
-    bl      handle_lower_exception
+    /* One word of entry mitigations (cpu::ENTRY_MITIGATIONS): bits [31:0] the Spectre-BHB loop
+       count, bit 32 FEAT_RAS. */
+    adrp    x5, {mitigations}
+    ldr     x5, [x5, :lo12:{mitigations}]
+    cbnz    w5, 7f
+2:  mrs     x2, esr_el2
+    mrs     x3, far_el2
+    tbz     x5, #32, 4f
+    /* With RAS: ESB defers a pending SError into DISR_EL1 (PSTATE.A is masked here). */
+    hint    #16                 /* ESB */
+    mrs     x4, s3_0_c12_c1_1   /* DISR_EL1 */
+    cbz     x4, 5f
+    msr     s3_0_c12_c1_1, xzr
+    b       5f
+    /* Spectre-BHB: k taken branches replace the branch history the lower EL left, before the
+       kernel's first indirect branch (a RET). */
+7:  mov     w6, w5
+1:  b       3f
+3:  subs    w6, w6, #1
+    b.ne    1b
+    dsb     nsh
+    isb
+    b       2b
+    /* Without RAS: a pending SError is taken in this window; the vector records its syndrome
+       in x4 and returns to its end (exceptions.rs, vector 7). */
+4:  mov     x4, xzr
+    dsb     sy
+    .global serror_window
+serror_window:
+    msr     daifclr, #4
+    isb
+    msr     daifset, #4
+    .global serror_window_end
+serror_window_end:
+5:  bl      handle_lower_exception
     b       .
 
     /* enter_el0(context, stack_top): resets this CPU's kernel stack and returns to the thread. */
@@ -95,7 +129,8 @@ enter_el0:
     /* No straight-line speculation past the ERET. */
     dsb     nsh
     isb
-"#
+"#,
+    mitigations = sym super::cpu::ENTRY_MITIGATIONS,
 );
 
 unsafe extern "C" {

@@ -335,6 +335,30 @@ pub fn load_debug(state: &DebugState, hardware: &Hardware) {
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
 }
 
+/// VDISR_EL2 (FEAT_RAS only), then cleared: the loaded guest's DISR_EL1 (with HCR_EL2.AMO set,
+/// EL1 accesses to DISR_EL1 reach VDISR_EL2; D24.2.214), so no other guest reads it.
+pub fn take_vdisr() -> u64 {
+    let value: u64;
+    // SAFETY: VDISR_EL2 exists (the caller checked FEAT_RAS); only guests use it.
+    unsafe {
+        asm!(
+            "mrs {}, s3_4_c12_c1_1",
+            "msr s3_4_c12_c1_1, xzr",
+            out(reg) value,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    value
+}
+
+/// Sets VDISR_EL2 (FEAT_RAS only) to a guest's DISR_EL1.
+pub fn set_vdisr(value: u64) {
+    // SAFETY: as in `take_vdisr`.
+    unsafe {
+        asm!("msr s3_4_c12_c1_1, {}", in(reg) value, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// MDSCR_EL1 in the hardware.
 pub fn write_mdscr(value: u64) {
     // SAFETY: MDSCR_EL1 enables debug events of lower ELs only (the kernel runs with PSTATE.D
