@@ -344,6 +344,29 @@ pub fn ram_carveouts(plan: &Plan) -> impl Iterator<Item = RootRam> + '_ {
     carveouts.chain(identity)
 }
 
+/// The RAM the kernel may touch for services ([`super::glue::Glue::ram`]): `free`, the boot
+/// memory map as it was before [`plan`] took the carve-outs, the identity-mapped guests' RAM and
+/// the boot-info regions out of it (all of it mapped read/write at EL2 at boot), minus the
+/// carve-outs that are not RAM (a cacheable PFNMAP is device memory by declaration: the kernel
+/// never writes or cleans it through its own map).
+///
+/// So the frames retyped from a RAM carve-out or from `ram_identity` RAM are zeroed, and cleaned
+/// to PoC where the rules ask for it, like every other RAM frame: none reaches its owner with
+/// what DRAM held before (`Effects::clear_frame`), and a guest's PoC maintenance reaches them.
+pub fn kernel_ram(plan: &Plan, mut free: MemoryMap) -> MemoryMap {
+    for device in plan
+        .devices
+        .iter()
+        .filter(|d| d.record.is_carveout() && !d.ram)
+    {
+        free.reserve(capvisor_kernel::memmap::Range {
+            start: device.base,
+            end: device.base + device.size,
+        });
+    }
+    free
+}
+
 /// The guests whose RAM is mapped at IPA = PA.
 fn identity_guests(plan: &Plan) -> impl Iterator<Item = &Guest> + '_ {
     plan.guests.iter().filter(|g| g.config.ram_identity())
