@@ -86,6 +86,17 @@ pub struct Glue {
     pub last_service: Option<capvisor_kernel::object::ThreadRef>,
 }
 
+impl Glue {
+    /// [`Effects::clear_frame`]'s clean and invalidate to PoC of the zeroed frame, with DSB SY,
+    /// without FEAT_S2FWB. Out of line: with FWB (the common case) the retype path keeps only
+    /// the zeroing.
+    #[inline(never)]
+    fn clean_cleared_frame(&mut self, pa: PhysAddr, size: u64) {
+        let frame = MaintenanceTarget::Frame { pa, size, vm: None };
+        self.guest_maintenance(CacheOp::CleanInvalidatePoc, frame);
+    }
+}
+
 /// The translation tables of `space`, for an operation now.
 pub fn tables(space: &SpaceGlue) -> AddressSpace {
     AddressSpace::from_root(space.root, space.vmid, IPA_BITS)
@@ -375,8 +386,7 @@ impl Effects for Glue {
         // no capability names yet, so nothing else uses it.
         unsafe { crate::arch::aarch64::cpu::zero(pa.raw(), size) };
         if !self.fwb {
-            let frame = MaintenanceTarget::Frame { pa, size, vm: None };
-            self.guest_maintenance(CacheOp::CleanInvalidatePoc, frame);
+            self.clean_cleared_frame(pa, size);
         }
     }
 
