@@ -200,13 +200,21 @@ pub struct BootInfo {
     pub free_end: u64,
     /// The guests this service runs or serves.
     pub guests: [GuestInfo; MAX_GUESTS],
+    /// What `SMCCC_ARCH_FEATURES` truthfully answers on this platform for
+    /// `SMCCC_ARCH_WORKAROUND_1`, `_2` and `_3` (SMCCC DEN0028 1.1, "Arm Architecture Calls";
+    /// values as DEN0070A defines them: 0 implemented and needed, 1 not needed on this PE, -1
+    /// not supported, -2 not required), decided by the kernel from the CPU and from what it does
+    /// on every exit from a lower exception level: a VMM answers its guest's queries with these.
+    pub smccc_workarounds: [i32; 3],
+    /// Reserved, zero.
+    pub reserved_smccc: u32,
 }
 
 impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 6;
+    pub const VERSION: u32 = 7;
 
     /// The page in `bytes` (at least [`size_of::<BootInfo>()`] of them), if its magic and version
     /// are this layout's.

@@ -337,3 +337,34 @@ fn identity_mapped_ram_reaches_the_guest_zeroed_whatever_dram_held() {
         assert_exited_ok(&outcome);
     }
 }
+
+#[test]
+fn psci_and_smccc_calls_are_answered_as_the_specifications_say() {
+    // Issue 14, item 8: AFFINITY_INFO (it was NOT_SUPPORTED), PSCI_FEATURES listing it, the
+    // SMC32 rule (W registers only), SMCCC_ARCH_FEATURES (mandatory in SMCCC 1.1; it was
+    // NOT_SUPPORTED) — the guest checks those itself — and the Spectre workaround answers, which
+    // depend on the CPU: cortex-a57 has no mitigation to offer (CSV2 = 0, no firmware), `max`
+    // (FEAT_CSV2_3) is not affected.
+    for (cpu, workarounds) in [
+        (
+            "cortex-a57",
+            "features wa1=-1 wa2=-1 wa3=-1, calls wa1=-1 wa2=-1 wa3=-1",
+        ),
+        (
+            "max",
+            "features wa1=1 wa2=-1 wa3=1, calls wa1=0 wa2=-1 wa3=0",
+        ),
+    ] {
+        let (_, console) = run_with_console("psci", cpu);
+        assert!(
+            console.contains("guest psci: vCPU 1 started, was ON, called CPU_OFF and is OFF"),
+            "{cpu}:\n{console}"
+        );
+        let line = format!("guest psci: smccc workarounds: {workarounds}");
+        assert!(
+            console.contains(&line),
+            "{cpu}: expected {line:?} in:\n{console}"
+        );
+        assert!(console.contains(", 0 failed"), "{cpu}:\n{console}");
+    }
+}

@@ -645,6 +645,7 @@ fn empty_info(flags: u32) -> BootInfo {
     info.magic = BootInfo::MAGIC;
     info.version = BootInfo::VERSION;
     info.flags = flags;
+    info.smccc_workarounds = crate::arch::aarch64::mitigation::smccc_workaround_answers();
     info
 }
 
