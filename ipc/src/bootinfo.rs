@@ -115,6 +115,10 @@ pub const DEVICE_CARVEOUT: u32 = 1 << 1;
 /// `DeviceInfo::flags`: the guest's passthrough is optional (refused on this platform: report it
 /// and go on).
 pub const DEVICE_OPTIONAL: u32 = 1 << 2;
+/// `DeviceInfo::flags`: the manifest accepts that the guest's passthrough of this device can
+/// DMA to all physical memory (`unprotected_dma`: there is no IOMMU); a device broker says so in
+/// the boot log, and refuses a device that may master the bus without it.
+pub const DEVICE_UNPROTECTED_DMA: u32 = 1 << 3;
 /// The most devices listed.
 pub const MAX_DEVICES: usize = 16;
 

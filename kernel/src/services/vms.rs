@@ -27,7 +27,8 @@ use capvisor_ipc::bootinfo::{
     VCPU_BADGE,
 };
 use capvisor_ipc::bootinfo::{
-    DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DeviceInfo, MAX_DEVICES,
+    DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DEVICE_UNPROTECTED_DMA, DeviceInfo,
+    MAX_DEVICES,
 };
 use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::{Ipa, PhysAddr};
@@ -584,6 +585,9 @@ fn grant_devices(
         }
         if record.flags & devices::FLAG_OPTIONAL != 0 {
             info.flags |= DEVICE_OPTIONAL;
+        }
+        if record.flags & devices::FLAG_UNPROTECTED_DMA != 0 {
+            info.flags |= DEVICE_UNPROTECTED_DMA;
         }
         let page = infos[service].get_or_insert_with(|| empty_info(flags));
         if let Some(guest) = plan.guests.get(record.guest as usize) {
