@@ -115,6 +115,10 @@ pub const DEVICE_CARVEOUT: u32 = 1 << 1;
 /// `DeviceInfo::flags`: the guest's passthrough is optional (refused on this platform: report it
 /// and go on).
 pub const DEVICE_OPTIONAL: u32 = 1 << 2;
+/// `DeviceInfo::flags`: the manifest accepts that the guest's passthrough of this device can
+/// DMA to all physical memory (`unprotected_dma`: there is no IOMMU); a device broker says so in
+/// the boot log, and refuses a device that may master the bus without it.
+pub const DEVICE_UNPROTECTED_DMA: u32 = 1 << 3;
 /// The most devices listed.
 pub const MAX_DEVICES: usize = 16;
 
@@ -200,13 +204,21 @@ pub struct BootInfo {
     pub free_end: u64,
     /// The guests this service runs or serves.
     pub guests: [GuestInfo; MAX_GUESTS],
+    /// What `SMCCC_ARCH_FEATURES` truthfully answers on this platform for
+    /// `SMCCC_ARCH_WORKAROUND_1`, `_2` and `_3` (SMCCC DEN0028 1.1, "Arm Architecture Calls";
+    /// values as DEN0070A defines them: 0 implemented and needed, 1 not needed on this PE, -1
+    /// not supported, -2 not required), decided by the kernel from the CPU and from what it does
+    /// on every exit from a lower exception level: a VMM answers its guest's queries with these.
+    pub smccc_workarounds: [i32; 3],
+    /// Reserved, zero.
+    pub reserved_smccc: u32,
 }
 
 impl BootInfo {
     /// `CVBOOTI\0`.
     pub const MAGIC: [u8; 8] = *b"CVBOOTI\0";
     /// The layout version.
-    pub const VERSION: u32 = 6;
+    pub const VERSION: u32 = 7;
 
     /// The page in `bytes` (at least [`size_of::<BootInfo>()`] of them), if its magic and version
     /// are this layout's.

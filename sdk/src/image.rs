@@ -231,6 +231,9 @@ pub fn device_records(manifest: &Manifest) -> Result<Vec<DeviceRecord>, String> 
                 if passthrough.irqs {
                     record.flags |= devices::FLAG_IRQS;
                 }
+                if passthrough.unprotected_dma {
+                    record.flags |= devices::FLAG_UNPROTECTED_DMA;
+                }
             }
         }
         records.push(record);

@@ -163,11 +163,16 @@ fn describe_devices(out: &mut String, view: &ImageView<'_>) -> Result<(), String
         let guest = match guests.get(record.guest as usize) {
             None => "not passed through".to_string(),
             Some(guest) => format!(
-                "passed through to guest \"{}\" as {}{}",
+                "passed through to guest \"{}\" as {}{}{}",
                 guest.name,
                 ["device-ngnre", "normal-nc", "normal-wb"][record.memtype as usize],
                 if record.flags & devices::FLAG_OPTIONAL != 0 {
                     " (optional)"
+                } else {
+                    ""
+                },
+                if record.flags & devices::FLAG_UNPROTECTED_DMA != 0 {
+                    ", unprotected DMA to all physical memory accepted"
                 } else {
                     ""
                 }
@@ -279,7 +284,7 @@ mod tests {
 
     fn records() -> [devices::DeviceRecord; 2] {
         let mut rtc = devices::record("rtc", "arm,pl031");
-        rtc.flags = devices::FLAG_COMPATIBLE;
+        rtc.flags = devices::FLAG_COMPATIBLE | devices::FLAG_UNPROTECTED_DMA;
         rtc.service = 1;
         rtc.guest = 0;
         let mut pfnmap = devices::record("pfnmap", "");
@@ -298,7 +303,7 @@ mod tests {
         assert!(
             text.contains(
                 "device \"rtc\": compatible \"arm,pl031\", held by \"memmgr\", passed through to \
-                 guest \"mmu\" as device-ngnre\n"
+                 guest \"mmu\" as device-ngnre, unprotected DMA to all physical memory accepted\n"
             ),
             "{text}"
         );

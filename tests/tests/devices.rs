@@ -19,7 +19,10 @@
 //! A device that DMAs needs its guest's RAM at IPA = PA (no IOMMU): `tests/images/guest-dma.toml`
 //! passes QEMU's virtio-mmio entropy device through to a `ram_identity` guest, which gives it the
 //! physical addresses of its rings and buffer, takes the device's interrupt (forwarded by the
-//! kernel through a hardware-linked list register) and finds the device's DMA in its RAM.
+//! kernel through a hardware-linked list register) and finds the device's DMA in its RAM. The
+//! manifest accepts that the device can DMA to all physical memory (`unprotected_dma`, without
+//! which `capvisor build` refuses it: `tests/tests/sdk_dma.rs`), and the broker says so in one
+//! boot-log line.
 
 use capvisor_tests::{assert_contains, assert_exited_ok, boot, boot_with, build};
 
@@ -73,6 +76,12 @@ fn one_image_passes_through_the_rtc_everywhere_and_the_cacheable_pfnmap_only_wit
             "devbroker: granted 'gpio' to guest 'passthrough': 0x9030000..0x9031000 Normal non-cacheable",
         );
         assert_contains(&outcome, "guest passthrough: gpio: PrimeCell ID");
+        // The PL031 and PL061 cannot master the bus: no DMA warning for them (issue 14, item 7).
+        assert!(
+            !outcome.console.contains("can DMA to all physical memory"),
+            "{cpu}:\n{}",
+            outcome.console
+        );
         // Rule 7 for both uncached types: neither page is ever executable.
         assert_contains(
             &outcome,
@@ -186,6 +195,13 @@ fn a_passed_through_virtio_device_dmas_into_guest_ram_mapped_at_ipa_equals_pa() 
         assert_contains(
             &outcome,
             "devbroker: granted 'virtio' to guest 'dma': 0xa003000..0xa004000 Device-nGnRE at IPA = PA",
+        );
+        // A bus master: the manifest accepts its DMA (`unprotected_dma`), and the boot log says
+        // what that means in one line (issue 14, item 7).
+        capvisor_tests::assert_line(
+            &outcome,
+            "[devbroker] devbroker: device 'virtio' given to guest 'dma' can DMA to all physical \
+             memory (unprotected_dma: no IOMMU)",
         );
         // The kernel took the RAM out of its map and the memory manager maps it at IPA = PA.
         let console = &outcome.console;

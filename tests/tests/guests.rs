@@ -280,3 +280,91 @@ fn two_guests_run_at_once_and_cannot_see_each_others_memory() {
         );
     }
 }
+
+/// The `[start, end)` of identity-mapped guest RAM, from the guest's own line
+/// `guest hygiene: RAM <start>..<end> at IPA = PA: …`.
+fn identity_ram(console: &str) -> (u64, u64) {
+    let line = console
+        .lines()
+        .find_map(|line| line.split("guest hygiene: RAM ").nth(1))
+        .unwrap_or_else(|| panic!("no RAM line in:\n{console}"));
+    let range = line.split(' ').next().unwrap_or_default();
+    let parse = |hex: &str| u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap();
+    let (start, end) = range.split_once("..").expect("a range");
+    (parse(start), parse(end))
+}
+
+#[test]
+fn identity_mapped_ram_reaches_the_guest_zeroed_whatever_dram_held() {
+    // Issue 14, item 6: RAM given with `ram_identity` leaves the kernel's map at boot, and was
+    // handed to the guest as DRAM held it. A first boot finds where that RAM is (the layout is
+    // the same on every model: it depends on the image and QEMU's RAM only); then QEMU's
+    // `-device loader` plants a secret there — above the guest's image and past its device
+    // tree — before the hypervisor starts, and the guest, reading with its MMU off (so from
+    // memory, not from a cache line; cortex-a57 has no FEAT_S2FWB), must see only zeroes.
+    let built = build("tests/images/guest-hygiene.toml");
+    let first = boot(&built.path, "cortex-a57", 1);
+    assert_contains(&first, "guest hygiene: PASS");
+    let (start, end) = identity_ram(&first.console);
+    let secret: Vec<u8> = b"capvisor issue 14 secret: never to be read by a guest. "
+        .iter()
+        .copied()
+        .cycle()
+        .take(4096)
+        .collect();
+    let dir = capvisor_tests::root().join("target/test-secrets");
+    std::fs::create_dir_all(&dir).expect("create target/test-secrets");
+    let file = dir.join("identity-ram.bin");
+    std::fs::write(&file, &secret).expect("write the secret");
+    let file = file.display();
+    let loaders = [start + (4 << 20), end - 0x1000]
+        .map(|addr| format!("loader,file={file},addr={addr:#x},force-raw=on"));
+    let extra = ["-device", &loaders[0], "-device", &loaders[1]];
+    for cpu in ["cortex-a57", "max"] {
+        let outcome = capvisor_tests::boot_with(&built.path, cpu, 1, &extra);
+        assert_eq!(
+            identity_ram(&outcome.console),
+            (start, end),
+            "{cpu}: the secret must be planted in the guest's RAM"
+        );
+        assert!(
+            !outcome.console.contains("capvisor issue"),
+            "{cpu}: the guest read the planted secret:\n{}",
+            outcome.console
+        );
+        assert_contains(&outcome, "non-zero words");
+        assert_contains(&outcome, "guest hygiene: PASS");
+        assert_exited_ok(&outcome);
+    }
+}
+
+#[test]
+fn psci_and_smccc_calls_are_answered_as_the_specifications_say() {
+    // Issue 14, item 8: AFFINITY_INFO (it was NOT_SUPPORTED), PSCI_FEATURES listing it, the
+    // SMC32 rule (W registers only), SMCCC_ARCH_FEATURES (mandatory in SMCCC 1.1; it was
+    // NOT_SUPPORTED) — the guest checks those itself — and the Spectre workaround answers, which
+    // depend on the CPU: cortex-a57 has no mitigation to offer (CSV2 = 0, no firmware), `max`
+    // (FEAT_CSV2_3) is not affected.
+    for (cpu, workarounds) in [
+        (
+            "cortex-a57",
+            "features wa1=-1 wa2=-1 wa3=-1, calls wa1=-1 wa2=-1 wa3=-1",
+        ),
+        (
+            "max",
+            "features wa1=1 wa2=-1 wa3=1, calls wa1=0 wa2=-1 wa3=0",
+        ),
+    ] {
+        let (_, console) = run_with_console("psci", cpu);
+        assert!(
+            console.contains("guest psci: vCPU 1 started, was ON, called CPU_OFF and is OFF"),
+            "{cpu}:\n{console}"
+        );
+        let line = format!("guest psci: smccc workarounds: {workarounds}");
+        assert!(
+            console.contains(&line),
+            "{cpu}: expected {line:?} in:\n{console}"
+        );
+        assert!(console.contains(", 0 failed"), "{cpu}:\n{console}");
+    }
+}

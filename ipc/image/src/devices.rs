@@ -35,6 +35,27 @@ pub const FLAG_OPTIONAL: u32 = 1 << 4;
 /// `flags`: the guest's passthrough takes the device's interrupts (its device-tree node's SPIs,
 /// forwarded to the guest's vCPU 0 as the same virtual INTIDs).
 pub const FLAG_IRQS: u32 = 1 << 5;
+/// `flags`: the manifest acknowledges that the guest's passthrough of this device can DMA to
+/// all physical memory (`unprotected_dma = true`): capvisor drives no IOMMU, so nothing confines
+/// a bus master's accesses. `capvisor build` refuses a passthrough of a device that may master
+/// the bus without it ([`cannot_master_bus`]).
+pub const FLAG_UNPROTECTED_DMA: u32 = 1 << 6;
+
+/// The device-tree `compatible` strings of devices that cannot master the bus, so cannot DMA:
+/// every other device is taken to be DMA-capable. Each is an AMBA APB peripheral that only
+/// answers accesses (its TRM lists no bus-master interface; the PL011's DMA interface only
+/// signals requests to a separate DMA controller): the PL011 UART (ARM DDI 0183), the PL031
+/// real-time clock (ARM DDI 0224) and the PL061 GPIO controller (ARM DDI 0190).
+pub const NO_BUS_MASTER: [&str; 3] = ["arm,pl011", "arm,pl031", "arm,pl061"];
+
+/// Whether a device whose device-tree node's `compatible` list is `compatible` (its strings, or
+/// just the one the manifest names) cannot master the bus: one of them is in [`NO_BUS_MASTER`].
+/// A device located any other way (by path, where the SDK does not know the node) is taken to
+/// be DMA-capable.
+#[must_use]
+pub fn cannot_master_bus<'a>(mut compatible: impl Iterator<Item = &'a str>) -> bool {
+    compatible.any(|c| NO_BUS_MASTER.contains(&c))
+}
 
 /// Passthrough memory types (`memtype`), as the manifest spells them.
 pub const MEMTYPE_DEVICE_NGNRE: u32 = 0;
@@ -113,8 +134,13 @@ impl DeviceRecord {
     }
 
     fn check(&self, services: usize) -> bool {
-        let known =
-            FLAG_COMPATIBLE | FLAG_CACHEABLE | FLAG_CARVEOUT | FLAG_RAM | FLAG_OPTIONAL | FLAG_IRQS;
+        let known = FLAG_COMPATIBLE
+            | FLAG_CACHEABLE
+            | FLAG_CARVEOUT
+            | FLAG_RAM
+            | FLAG_OPTIONAL
+            | FLAG_IRQS
+            | FLAG_UNPROTECTED_DMA;
         let service_ok = self.service == NONE || (self.service as usize) < services;
         let region_ok = if self.is_carveout() {
             self.size != 0
@@ -123,7 +149,10 @@ impl DeviceRecord {
         } else {
             self.base == 0 && self.size == 0 && !self.locator().is_empty()
         };
+        // A carve-out is memory, not a bus master: it has no DMA to acknowledge.
+        let dma_ok = !self.is_carveout() || self.flags & FLAG_UNPROTECTED_DMA == 0;
         self.flags & !known == 0
+            && dma_ok
             && self.memtype <= MEMTYPE_NORMAL_WB
             && service_ok
             && region_ok
@@ -199,5 +228,29 @@ mod tests {
             decode(&records.as_bytes()[1..], 3),
             Err(DeviceError::Length)
         );
+        // The DMA acknowledgement is a device's; a carve-out with it is refused.
+        let mut acknowledged = records;
+        acknowledged[0].flags |= FLAG_UNPROTECTED_DMA;
+        assert!(decode(acknowledged.as_bytes(), 3).is_ok());
+        acknowledged[1].flags |= FLAG_UNPROTECTED_DMA;
+        assert_eq!(
+            decode(acknowledged.as_bytes(), 3),
+            Err(DeviceError::Record(1))
+        );
+    }
+
+    #[test]
+    fn only_the_listed_bus_slaves_cannot_master_the_bus() {
+        for compatible in NO_BUS_MASTER {
+            assert!(cannot_master_bus([compatible].into_iter()));
+        }
+        // A node's list: any listed string is enough ("arm,pl031", "arm,primecell").
+        assert!(cannot_master_bus(
+            ["arm,primecell", "arm,pl031"].into_iter()
+        ));
+        for compatible in ["virtio,mmio", "arm,primecell", "arm,pl330", "", "ARM,PL031"] {
+            assert!(!cannot_master_bus([compatible].into_iter()), "{compatible}");
+        }
+        assert!(!cannot_master_bus(core::iter::empty()));
     }
 }

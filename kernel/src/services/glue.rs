@@ -86,6 +86,17 @@ pub struct Glue {
     pub last_service: Option<capvisor_kernel::object::ThreadRef>,
 }
 
+impl Glue {
+    /// [`Effects::clear_frame`]'s clean and invalidate to PoC of the zeroed frame, with DSB SY,
+    /// without FEAT_S2FWB. Out of line: with FWB (the common case) the retype path keeps only
+    /// the zeroing.
+    #[inline(never)]
+    fn clean_cleared_frame(&mut self, pa: PhysAddr, size: u64) {
+        let frame = MaintenanceTarget::Frame { pa, size, vm: None };
+        self.guest_maintenance(CacheOp::CleanInvalidatePoc, frame);
+    }
+}
+
 /// The translation tables of `space`, for an operation now.
 pub fn tables(space: &SpaceGlue) -> AddressSpace {
     AddressSpace::from_root(space.root, space.vmid, IPA_BITS)
@@ -355,11 +366,27 @@ impl Effects for Glue {
         space.root = 0;
     }
 
+    /// A frame reaches its new owner zeroed, before any mapping of it can exist: DC ZVA through
+    /// the kernel's write-back map of RAM (`cpu::zero`, ending with DSB ISH). Without FEAT_S2FWB
+    /// the zeroes are also cleaned and invalidated to the Point of Coherency, with DSB SY
+    /// (`guest_maintenance`): DC ZVA stores into the cache like any store (DDI 0487, DC ZVA), and
+    /// a reader whose access is non-cacheable — a guest with its MMU off, whose Device stage 1
+    /// combined with stage 2's Normal write-back is non-cacheable (B2.16, "Mismatched memory
+    /// attributes") — reads memory, which would still hold the previous owner's bytes; and no
+    /// clean line may survive for such a guest to hit once it turns its MMU on. With FWB every
+    /// stage-2 mapping is forced write-back, so every reader is coherent with these stores.
+    ///
+    /// This covers RAM carve-outs and `ram_identity` RAM too: they are in [`Glue::ram`]
+    /// (`vms::kernel_ram`).
     fn clear_frame(&mut self, pa: PhysAddr, size: u64) {
-        if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
-            // SAFETY: the range is kernel-mapped RAM (checked above) retyped into a new frame
-            // that no capability names yet, so nothing else uses it.
-            unsafe { crate::arch::aarch64::cpu::zero(pa.raw(), size) };
+        if !self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
+            return;
+        }
+        // SAFETY: the range is kernel-mapped RAM (checked above) retyped into a new frame that
+        // no capability names yet, so nothing else uses it.
+        unsafe { crate::arch::aarch64::cpu::zero(pa.raw(), size) };
+        if !self.fwb {
+            self.clean_cleared_frame(pa, size);
         }
     }
 

@@ -149,13 +149,17 @@ pub fn load_all(
         .count();
     let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
     // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
-    // takes memory; the kernel's notion of RAM it may touch for services is what is left.
+    // takes memory; the kernel's notion of RAM it may touch for services is what is left, with
+    // the RAM carve-outs and identity-mapped guest RAM (`vms::kernel_ram`).
     let (kernel, glue) = state();
     // The frame table covers every page of RAM, before anything is taken from it.
     set_frame_table(kernel, memory).map_err(|e| (first.name, e))?;
+    let free = memory.clone();
     let guests = vms::plan(image, services, memory, (dt, supervised))?;
     glue.fwb = platform.fwb;
-    glue.ram = memory.clone();
+    // RAM carve-outs and `ram_identity` RAM leave the map here but stay RAM the kernel maps: the
+    // frames retyped from them are zeroed (and cleaned to PoC) like any other.
+    glue.ram = vms::kernel_ram(&guests, free);
     let features = PlatformFeatures::for_platform(platform, IPA_BITS as u8);
     kernel
         .set_features(features)

@@ -27,7 +27,8 @@ use capvisor_ipc::bootinfo::{
     VCPU_BADGE,
 };
 use capvisor_ipc::bootinfo::{
-    DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DeviceInfo, MAX_DEVICES,
+    DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DEVICE_UNPROTECTED_DMA, DeviceInfo,
+    MAX_DEVICES,
 };
 use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::{Ipa, PhysAddr};
@@ -344,6 +345,29 @@ pub fn ram_carveouts(plan: &Plan) -> impl Iterator<Item = RootRam> + '_ {
     carveouts.chain(identity)
 }
 
+/// The RAM the kernel may touch for services ([`super::glue::Glue::ram`]): `free`, the boot
+/// memory map as it was before [`plan`] took the carve-outs, the identity-mapped guests' RAM and
+/// the boot-info regions out of it (all of it mapped read/write at EL2 at boot), minus the
+/// carve-outs that are not RAM (a cacheable PFNMAP is device memory by declaration: the kernel
+/// never writes or cleans it through its own map).
+///
+/// So the frames retyped from a RAM carve-out or from `ram_identity` RAM are zeroed, and cleaned
+/// to PoC where the rules ask for it, like every other RAM frame: none reaches its owner with
+/// what DRAM held before (`Effects::clear_frame`), and a guest's PoC maintenance reaches them.
+pub fn kernel_ram(plan: &Plan, mut free: MemoryMap) -> MemoryMap {
+    for device in plan
+        .devices
+        .iter()
+        .filter(|d| d.record.is_carveout() && !d.ram)
+    {
+        free.reserve(capvisor_kernel::memmap::Range {
+            start: device.base,
+            end: device.base + device.size,
+        });
+    }
+    free
+}
+
 /// The guests whose RAM is mapped at IPA = PA.
 fn identity_guests(plan: &Plan) -> impl Iterator<Item = &Guest> + '_ {
     plan.guests.iter().filter(|g| g.config.ram_identity())
@@ -562,6 +586,9 @@ fn grant_devices(
         if record.flags & devices::FLAG_OPTIONAL != 0 {
             info.flags |= DEVICE_OPTIONAL;
         }
+        if record.flags & devices::FLAG_UNPROTECTED_DMA != 0 {
+            info.flags |= DEVICE_UNPROTECTED_DMA;
+        }
         let page = infos[service].get_or_insert_with(|| empty_info(flags));
         if let Some(guest) = plan.guests.get(record.guest as usize) {
             let vm = grants::next_slot(root, service, &mut granted.next)?;
@@ -622,6 +649,7 @@ fn empty_info(flags: u32) -> BootInfo {
     info.magic = BootInfo::MAGIC;
     info.version = BootInfo::VERSION;
     info.flags = flags;
+    info.smccc_workarounds = crate::arch::aarch64::mitigation::smccc_workaround_answers();
     info
 }
 

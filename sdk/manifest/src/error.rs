@@ -298,6 +298,23 @@ pub enum ErrorKind {
         /// The guest it is passed through to.
         guest: String,
     },
+    /// A device that may master the bus passed through to a guest without `unprotected_dma =
+    /// true`: with no IOMMU, it could DMA to all physical memory.
+    UnprotectedDma {
+        /// The device.
+        device: String,
+        /// The guest.
+        guest: String,
+        /// Its `compatible`, when it is located by one (else by path, so unknown here).
+        compatible: Option<String>,
+    },
+    /// `unprotected_dma = true` on a device that cannot master the bus.
+    NeedlessUnprotectedDma {
+        /// The device.
+        device: String,
+        /// Its `compatible`.
+        compatible: String,
+    },
 }
 
 impl fmt::Display for ManifestError {
@@ -578,6 +595,29 @@ impl fmt::Display for Message<'_> {
                 "{what} `{name}` is passed through to guest `{guest}` but no service holds it, so \
                  nothing would map it; grant it to the device broker (`{{ {grant_key} = \
                  \"{name}\" }}` in its `caps`), which maps every passthrough"
+            ),
+            ErrorKind::UnprotectedDma {
+                device,
+                guest,
+                compatible,
+            } => {
+                let why = match compatible {
+                    Some(compatible) => format!("its compatible `{compatible}` is not"),
+                    None => "located by `path`, it is not known to be".to_owned(),
+                };
+                write!(
+                    f,
+                    "device `{device}` passed through to guest `{guest}` may master the bus ({why} \
+                     one of {}, which cannot): with no IOMMU it could DMA to all physical \
+                     memory; add `unprotected_dma = true` to this passthrough to accept that, or \
+                     do not pass the device through",
+                    Choices(&capvisor_image::devices::NO_BUS_MASTER)
+                )
+            }
+            ErrorKind::NeedlessUnprotectedDma { device, compatible } => write!(
+                f,
+                "device `{device}` (`{compatible}`) cannot master the bus, so it cannot DMA: \
+                 remove `unprotected_dma`"
             ),
         }
     }

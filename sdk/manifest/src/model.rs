@@ -327,6 +327,9 @@ pub struct Passthrough {
     /// Whether the system boots without it where the platform refuses it (a cacheable
     /// passthrough without FEAT_S2FWB and CTR_EL0.DIC): the device broker reports the refusal.
     pub optional: bool,
+    /// The manifest accepts that the device, which may master the bus, can DMA to all physical
+    /// memory once the guest has it (`unprotected_dma = true`: there is no IOMMU).
+    pub unprotected_dma: bool,
 }
 
 /// A carve-out mapped into a guest.

@@ -136,6 +136,8 @@ pub(crate) struct RawPassthrough {
     pub irqs: bool,
     #[serde(default)]
     pub optional: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub unprotected_dma: Option<Spanned<bool>>,
 }
 
 /// One element of a guest's `carveouts`: a carve-out name, or a table

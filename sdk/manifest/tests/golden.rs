@@ -95,6 +95,8 @@ fn kind_name(kind: &ErrorKind) -> &'static str {
         ErrorKind::NeedsGeneratedDeviceTree => "NeedsGeneratedDeviceTree",
         ErrorKind::HeldTwice { .. } => "HeldTwice",
         ErrorKind::PassthroughNotHeld { .. } => "PassthroughNotHeld",
+        ErrorKind::UnprotectedDma { .. } => "UnprotectedDma",
+        ErrorKind::NeedlessUnprotectedDma { .. } => "NeedlessUnprotectedDma",
     }
 }
 
@@ -145,6 +147,8 @@ fn every_manifest_error_kind_has_a_golden_test() {
         "NeedsGeneratedDeviceTree",
         "HeldTwice",
         "PassthroughNotHeld",
+        "UnprotectedDma",
+        "NeedlessUnprotectedDma",
     ];
     let untested: Vec<&str> = required
         .into_iter()

@@ -95,12 +95,14 @@ fn complete_manifest_reads_every_field() {
                 memtype: MemType::DeviceNgnre,
                 irqs: true,
                 optional: false,
+                unprotected_dma: true,
             },
             Passthrough {
                 device: "accel".to_owned(),
                 memtype: MemType::NormalWb,
                 irqs: false,
                 optional: false,
+                unprotected_dma: true,
             },
         ]
     );

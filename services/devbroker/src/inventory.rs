@@ -133,6 +133,22 @@ pub fn scan<'a>(dtb: &'a [u8], mut visit: impl FnMut(&Device<'a>)) -> Result<(),
     Ok(())
 }
 
+/// Whether the device whose registers cover `base..base + size` in the device tree `dtb` may
+/// master the bus: true unless its first `compatible` string is one of the devices known not to
+/// (`capvisor_image::devices::NO_BUS_MASTER`). A region no device covers, or a device tree that
+/// does not parse, counts as one that may: the safe answer.
+#[must_use]
+pub fn masters_bus(dtb: &[u8], base: u64, size: u64) -> bool {
+    let mut masters = true;
+    let _ = scan(dtb, |device| {
+        if device.covers(base, size) {
+            masters =
+                !capvisor_image::devices::cannot_master_bus(core::iter::once(device.compatible));
+        }
+    });
+    masters
+}
+
 fn console<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
     let is_pl011 = |n: &FdtNode<'_, '_>| {
         n.compatible()

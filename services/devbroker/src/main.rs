@@ -26,19 +26,24 @@ mod tests;
 #[cfg(target_os = "none")]
 const GENERATION: capvisor_ipc::protocol::Generation = capvisor_ipc::protocol::Generation::new(1);
 
-/// The regions of a boot-info page, as the policy sees them.
+/// The regions of a boot-info page, as the policy sees them; whether a passed-through device
+/// may master the bus is read from the platform device tree `dtb`.
 #[cfg_attr(
     not(target_os = "none"),
     allow(dead_code, reason = "used on the target and in tests")
 )]
 fn regions(
     info: &capvisor_ipc::bootinfo::BootInfo,
+    dtb: &[u8],
 ) -> heapless::Vec<policy::Region, { policy::MAX_REGIONS }> {
-    use capvisor_ipc::bootinfo::{BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL};
+    use capvisor_ipc::bootinfo::{
+        BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DEVICE_UNPROTECTED_DMA,
+    };
     use capvisor_ipc::types::MemoryType;
     info.devices()
         .iter()
         .map(|device| {
+            let carveout = device.flags & DEVICE_CARVEOUT != 0;
             let memtype = policy::memtype_from_boot_info(device.memtype);
             let guest_name = info
                 .guests()
@@ -50,6 +55,8 @@ fn regions(
                 vm: device.vm,
                 memtype,
                 optional: device.flags & DEVICE_OPTIONAL != 0,
+                masters_bus: !carveout && inventory::masters_bus(dtb, device.base, device.size),
+                unprotected_dma: device.flags & DEVICE_UNPROTECTED_DMA != 0,
             });
             policy::Region {
                 name: heapless::String::try_from(BootInfo::device_name(device)).unwrap_or_default(),
@@ -57,7 +64,7 @@ fn regions(
                 base: device.base,
                 size: device.size,
                 cacheable: device.flags & DEVICE_CACHEABLE != 0,
-                carveout: device.flags & DEVICE_CARVEOUT != 0,
+                carveout,
                 allows_uncached: memtype == MemoryType::NormalNonCacheable,
                 passthrough,
             }
@@ -142,7 +149,8 @@ async fn run() -> u64 {
         fwb: info.fwb(),
         dic: info.dic(),
     };
-    let held = regions(&info);
+    let dtb = capvisor_rt::boot_payload(info.platform_dtb);
+    let held = regions(&info, dtb);
     println!(
         "devbroker: {} region(s) held, fwb={} dic={}, endpoint slot {}",
         held.len(),
@@ -150,14 +158,15 @@ async fn run() -> u64 {
         features.dic,
         info.endpoint
     );
-    print_inventory(
-        capvisor_rt::boot_payload(info.platform_dtb),
-        &held,
-        |line| println!("{line}"),
-    );
+    print_inventory(dtb, &held, |line| println!("{line}"));
     let kernel = el0::Kernel::new(&info);
     let mut broker = policy::Broker::new(kernel, features, held);
-    let complete = broker.grant_passthroughs(|outcome| println!("{outcome}"));
+    let complete = broker.grant_passthroughs(|outcome| {
+        println!("{outcome}");
+        if let Some(warning) = outcome.unprotected_dma() {
+            println!("{warning}");
+        }
+    });
     if !complete {
         println!("devbroker: a required passthrough was refused");
     }

@@ -19,6 +19,13 @@
 //! Guest passthroughs are mapped at IPA = PA, read/write, before the guests run (the broker's
 //! priority is above the VMMs'). An optional passthrough that the platform refuses is reported
 //! and the system goes on without it.
+//!
+//! DMA: capvisor drives no IOMMU, so a device that can master the bus, once a guest has it, can
+//! read and write all physical memory. The broker reads each passed-through device's
+//! `compatible` in the platform device tree: one not known to be unable to master the bus
+//! (`capvisor_image::devices::NO_BUS_MASTER`) is granted only when the image accepts that
+//! (`unprotected_dma`, which `capvisor build` requires), and then the boot log says so in one
+//! line ([`Outcome::unprotected_dma`]).
 
 use core::fmt;
 
@@ -66,6 +73,10 @@ pub enum Refusal {
     PrivateDeviceMapping,
     /// Rule 7: an executable mapping of device memory.
     Executable,
+    /// The device may master the bus, and the image does not accept that the guest can make it
+    /// DMA to all physical memory (no `unprotected_dma`; `capvisor build` refuses such a
+    /// manifest, so the image was not made by it).
+    UnacknowledgedDma,
     /// The region does not fit the broker's free capability slots.
     NoSlots,
     /// The kernel refused (the broker's rules let it through; the kernel's did not).
@@ -83,7 +94,7 @@ impl Refusal {
             | Self::NotCacheable
             | Self::UncachedNormalNotAllowed
             | Self::Executable => BrokerError::MemoryTypeRefused,
-            Self::NoSlots | Self::Kernel(_) => BrokerError::NotPermitted,
+            Self::UnacknowledgedDma | Self::NoSlots | Self::Kernel(_) => BrokerError::NotPermitted,
         }
     }
 }
@@ -113,6 +124,10 @@ impl fmt::Display for Refusal {
                 f.write_str("a private (copy-on-write) mapping of device memory is refused")
             }
             Self::Executable => f.write_str("device memory is never mapped executable"),
+            Self::UnacknowledgedDma => f.write_str(
+                "the device may master the bus, so DMA to all physical memory (no IOMMU), and the \
+                 image does not accept that (no unprotected_dma)",
+            ),
             Self::NoSlots => f.write_str("the broker has no free capability slots left for it"),
             Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
         }
@@ -164,6 +179,12 @@ pub struct Passthrough {
     pub memtype: MemoryType,
     /// The manifest marks it optional (refused on this platform: report and go on).
     pub optional: bool,
+    /// The device may master the bus (the broker's own reading of its device-tree
+    /// `compatible`, `capvisor_image::devices::cannot_master_bus`; never a carve-out): once the
+    /// guest has it, it can DMA to all physical memory.
+    pub masters_bus: bool,
+    /// The image accepts that (`unprotected_dma`).
+    pub unprotected_dma: bool,
 }
 
 /// A device region or carve-out the broker holds.
@@ -302,6 +323,38 @@ impl fmt::Display for Guest<'_> {
     }
 }
 
+impl<'a> Outcome<'a> {
+    /// The boot-log line of a device granted to a guest that can DMA to all physical memory, if
+    /// this is one.
+    #[must_use]
+    pub fn unprotected_dma(&self) -> Option<UnprotectedDma<'a>> {
+        (self.result.is_ok() && self.passthrough.masters_bus).then_some(UnprotectedDma {
+            region: self.region,
+            passthrough: self.passthrough,
+        })
+    }
+}
+
+/// A device a guest was given that can DMA to all physical memory (its `Display` is the one
+/// console line that says so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnprotectedDma<'a> {
+    region: &'a Region,
+    passthrough: &'a Passthrough,
+}
+
+impl fmt::Display for UnprotectedDma<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "devbroker: device '{}' given to guest {} can DMA to all physical memory \
+             (unprotected_dma: no IOMMU)",
+            self.region.name,
+            Guest(self.passthrough)
+        )
+    }
+}
+
 impl fmt::Display for Outcome<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (region, guest) = (self.region, Guest(self.passthrough));
@@ -391,14 +444,18 @@ impl<K: Kernel> Broker<K> {
             let Some(passthrough) = &region.passthrough else {
                 continue;
             };
-            let result = decide(
-                region,
-                passthrough.memtype,
-                Sharing::Shared,
-                false,
-                self.features,
-            )
-            .and_then(|plan| map_all(&mut self.kernel, region, passthrough.vm, plan));
+            let result = if passthrough.masters_bus && !passthrough.unprotected_dma {
+                Err(Refusal::UnacknowledgedDma)
+            } else {
+                decide(
+                    region,
+                    passthrough.memtype,
+                    Sharing::Shared,
+                    false,
+                    self.features,
+                )
+                .and_then(|plan| map_all(&mut self.kernel, region, passthrough.vm, plan))
+            };
             all_required &= result.is_ok() || passthrough.optional;
             report(&Outcome {
                 region,

@@ -9,7 +9,8 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use capvisor_ipc::abi::{KernelError, MapMemType};
 use capvisor_ipc::bootinfo::{
-    BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DeviceInfo,
+    BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DEVICE_UNPROTECTED_DMA,
+    DeviceInfo,
 };
 use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocol::Context;
@@ -162,7 +163,31 @@ fn passthrough(memtype: MemoryType, optional: bool) -> Option<Passthrough> {
         vm: VM,
         memtype,
         optional,
+        masters_bus: false,
+        unprotected_dma: false,
     })
+}
+
+/// The page of QEMU `virt`'s virtio-mmio transports 24–31, passed through: a bus master.
+const VIRTIO: u64 = 0x0a00_3000;
+
+fn virtio(unprotected_dma: bool) -> Region {
+    let mut region = Region {
+        name: "virtio".try_into().unwrap(),
+        untyped: 12,
+        base: VIRTIO,
+        size: 0x1000,
+        cacheable: false,
+        carveout: false,
+        allows_uncached: false,
+        passthrough: passthrough(MemoryType::DeviceNgnre, false),
+    };
+    if let Some(passthrough) = region.passthrough.as_mut() {
+        passthrough.guest_name = Some("dma".try_into().unwrap());
+        passthrough.masters_bus = true;
+        passthrough.unprotected_dma = unprotected_dma;
+    }
+    region
 }
 
 fn rtc() -> Region {
@@ -557,8 +582,9 @@ fn boot_info_devices_become_regions() {
         2,
         VM,
     );
-    let regions = crate::regions(&info);
-    assert_eq!(regions.len(), 3);
+    device("virtio", VIRTIO, DEVICE_UNPROTECTED_DMA, 0, VM);
+    let regions = crate::regions(&info, DTB);
+    assert_eq!(regions.len(), 4);
     assert_eq!(
         regions[0].passthrough.as_ref().unwrap().memtype,
         MemoryType::DeviceNgnre
@@ -569,6 +595,72 @@ fn boot_info_devices_become_regions() {
     assert!(pfnmap.cacheable && pfnmap.carveout);
     let passthrough = pfnmap.passthrough.as_ref().unwrap();
     assert!(passthrough.optional && passthrough.memtype == MemoryType::NormalWriteBack);
+    // Whether a device may master the bus is the broker's own reading of the device tree: the
+    // PL031 cannot, a carve-out is no device, the virtio transports can (and the image says
+    // it accepts that).
+    let dma = |region: &Region| {
+        let p = region.passthrough.as_ref().unwrap();
+        (p.masters_bus, p.unprotected_dma)
+    };
+    assert_eq!(dma(&regions[0]), (false, false));
+    assert_eq!(dma(pfnmap), (false, false));
+    assert_eq!(dma(&regions[3]), (true, true));
+}
+
+#[test]
+fn only_devices_known_not_to_master_the_bus_count_as_unable_to_dma() {
+    // QEMU `virt`'s PL031 RTC and PL061 GPIO are bus slaves; its virtio-mmio transports are bus
+    // masters; an address no device covers, or a device tree that does not parse, counts as a
+    // bus master.
+    assert!(!inventory::masters_bus(DTB, RTC, 0x1000));
+    assert!(!inventory::masters_bus(DTB, 0x0903_0000, 0x1000));
+    assert!(inventory::masters_bus(DTB, VIRTIO, 0x1000));
+    assert!(inventory::masters_bus(DTB, 0x0a00_3e00, 0x200));
+    assert!(inventory::masters_bus(DTB, 0x2_0000_0000, 0x1000));
+    assert!(inventory::masters_bus(&DTB[..100], RTC, 0x1000));
+}
+
+#[test]
+fn a_bus_master_is_granted_only_when_the_image_accepts_its_dma_and_the_log_says_so() {
+    let mut broker = Broker::new(Fake::new(), ALL, [virtio(true), rtc()]);
+    let mut lines = Vec::new();
+    assert!(broker.grant_passthroughs(|outcome| {
+        lines.push(outcome.to_string());
+        if let Some(warning) = outcome.unprotected_dma() {
+            lines.push(warning.to_string());
+        }
+    }));
+    assert_eq!(
+        lines,
+        [
+            "devbroker: granted 'virtio' to guest 'dma': 0xa003000..0xa004000 Device-nGnRE at \
+             IPA = PA, 1 x 4 KiB frame(s), read/write, never executable",
+            "devbroker: device 'virtio' given to guest 'dma' can DMA to all physical memory \
+             (unprotected_dma: no IOMMU)",
+            "devbroker: granted 'rtc' to guest 'passthrough': 0x9010000..0x9011000 Device-nGnRE \
+             at IPA = PA, 1 x 4 KiB frame(s), read/write, never executable",
+        ]
+    );
+    // An image that does not accept it (not one `capvisor build` makes): refused, nothing made.
+    let mut broker = Broker::new(Fake::new(), ALL, [virtio(false)]);
+    let mut lines = Vec::new();
+    assert!(!broker.grant_passthroughs(|outcome| {
+        assert!(outcome.unprotected_dma().is_none());
+        lines.push(outcome.to_string());
+    }));
+    assert!(broker.kernel().ops.is_empty());
+    assert_eq!(
+        lines,
+        [
+            "devbroker: refused grant of 'virtio' to guest 'dma': the device may master the bus, \
+          so DMA to all physical memory (no IOMMU), and the image does not accept that (no \
+          unprotected_dma) (required)"
+        ]
+    );
+    assert_eq!(
+        Refusal::UnacknowledgedDma.broker_error(),
+        BrokerError::NotPermitted
+    );
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //!
 //! Frames are a small state machine per guest region:
 //! - *allocated*: retyped, mapped read/write into the memory manager's own window (so it can
-//!   write payloads), not in the VM; `needs_clean` (its contents were written through a cacheable
-//!   alias: the kernel zeroed it, or `load`/`write_word` wrote it);
+//!   write payloads), not in the VM; `needs_clean` once `load`/`write_word` wrote it through that
+//!   cacheable alias. A frame fresh from retype does not need it: the kernel hands every RAM
+//!   frame over zeroed and, without FEAT_S2FWB, already cleaned and invalidated to PoC
+//!   (`Effects::clear_frame`), so a second clean of the same zeroes would only cost time;
 //! - *mapped*: in the VM, read/write execute-never (a data fault) or read/write/execute (an
 //!   instruction fault);
 //! - a reset without FEAT_S2FWB drops every *mapped* frame back to *allocated*, `needs_clean`.
@@ -404,8 +406,9 @@ impl<K: Kernel> MemMgr<K> {
             vm_cap,
             own_cap,
             mapped: None,
-            // The kernel zeroed it through its cacheable alias.
-            needs_clean: true,
+            // The kernel zeroed it and, without FWB, cleaned the zeroes to PoC: nothing written
+            // since is only in a cache.
+            needs_clean: false,
         };
         self.frames.push(frame).map_err(|_| MemError::OutOfMemory)?;
         Ok(self.frames.len() - 1)

@@ -10,6 +10,11 @@ capvisor_rt::service_async!(run);
     not(any(target_os = "none", test)),
     allow(dead_code, reason = "the host program does not run a guest")
 )]
+mod calls;
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not run a guest")
+)]
 mod fdt;
 #[cfg_attr(
     not(any(target_os = "none", test)),
@@ -70,6 +75,7 @@ async fn run() -> u64 {
         image_size: guest.image_size,
         vcpus: guest.vcpus,
         cmdline,
+        workarounds: calls::Workarounds::from_kernel(info.smccc_workarounds),
     };
     println!(
         "vmm: starting guest {name}: {} vCPU(s), RAM {:#x}..{:#x}",
@@ -101,6 +107,17 @@ async fn run() -> u64 {
     );
     let generation = Generation::new(1);
     let mut buffer = capvisor_ipc::abi::IpcBuffer::default();
+    // A call answered at once has one result word; its reply's message-info word depends only
+    // on whether the PC advances (an `smc`), so both are made once, here.
+    let one_word = |advance_pc| {
+        let result = guest_call::CallResult {
+            values: [0; 4],
+            count: 1,
+            advance_pc,
+        };
+        result.encode().0
+    };
+    let (hvc_reply, smc_reply) = (one_word(false), one_word(true));
     let mut message = server.recv(&mut buffer).await;
     loop {
         let info = match message {
@@ -117,20 +134,19 @@ async fn run() -> u64 {
         // x0, x1, … goes back the same way (in registers, no postcard); anything else as postcard.
         let call = guest_call::GuestCall::decode(info, words).filter(|_| badge >= VCPU_BADGE);
         if let Some(call) = call {
-            let vcpu = (badge - VCPU_BADGE) as u32;
             // The calls that change nothing are answered here, synchronously and without a
-            // `Resolution`; the others by the VMM's logic.
-            let reply = match vmm::quick_call(call.smc, call.args) {
+            // `Resolution` (and whoever calls); the others by the VMM's logic.
+            let reply = match vmm.quick_call(call.smc, call.args) {
                 Some((x0, advance_pc)) => {
-                    let values = [x0, 0, 0, 0];
-                    let fixed = guest_call::CallResult {
-                        values,
-                        count: 1,
-                        advance_pc,
-                    };
-                    fixed_reply(&fixed, &mut buffer)
+                    // The reply `CallResult { values: [x0, ..], count: 1, advance_pc }` encodes
+                    // to: the kernel reads x0 only.
+                    buffer.msg[0] = x0;
+                    if advance_pc { smc_reply } else { hvc_reply }
                 }
                 None => {
+                    // Any badge from VCPU_BADGE up: `handle` refuses one that names no vCPU of
+                    // the guest.
+                    let vcpu = u32::try_from(badge - VCPU_BADGE).unwrap_or(u32::MAX);
                     let result = vmm.handle(vcpu, 0, call.fault()).await;
                     match result
                         .as_ref()
@@ -155,7 +171,7 @@ async fn run() -> u64 {
         }
         let reply = match decode_request::<fault::Fault>(info, &buffer, generation) {
             Ok((fault::Request::Guest { pc, fault, .. }, _)) if badge >= VCPU_BADGE => {
-                let vcpu = (badge - VCPU_BADGE) as u32;
+                let vcpu = u32::try_from(badge - VCPU_BADGE).unwrap_or(u32::MAX);
                 let result = vmm.handle(vcpu, pc, fault).await;
                 capvisor_ipc::protocol::encode_reply::<fault::Fault>(
                     Ok(&fault::Reply::Guest(result)),

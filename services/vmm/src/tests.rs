@@ -15,7 +15,8 @@ use capvisor_ipc::protocols::fault::{
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Esr, Far, Ipa};
 
-use crate::vmm::{GuestConfig, Machine, Vmm, psci};
+use crate::calls::{Workarounds, psci, smccc};
+use crate::vmm::{GuestConfig, Machine, Vmm};
 
 const RAM: u64 = 0x4000_0000;
 const PC: u64 = RAM + 0x20_0000;
@@ -127,6 +128,7 @@ fn config(vcpus: u32) -> GuestConfig<'static> {
         image_size: 0x1000,
         vcpus,
         cmdline: "",
+        workarounds: Workarounds::UNKNOWN,
     }
 }
 
@@ -547,18 +549,22 @@ fn system_registers_read_as_zero_and_other_exits_stop_the_vcpu() {
 
 #[test]
 fn quick_calls_answer_only_the_calls_that_change_nothing() {
-    use crate::vmm::quick_call;
+    let vmm = booted(1);
     let call = |function: u32, x1: u64| [u64::from(function), x1, 0, 0];
     assert_eq!(
-        quick_call(false, call(psci::VERSION, 0)),
+        vmm.quick_call(false, call(psci::VERSION, 0)),
         Some((psci::PSCI_1_1, false))
     );
     assert_eq!(
-        quick_call(true, call(psci::FEATURES, u64::from(psci::CPU_ON_64))),
+        vmm.quick_call(true, call(psci::FEATURES, u64::from(psci::CPU_ON_64))),
         Some((psci::SUCCESS, true))
     );
     assert_eq!(
-        quick_call(false, call(0x8400_1234, 0)),
+        vmm.quick_call(false, call(psci::AFFINITY_INFO_64, 0)),
+        Some((psci::ON, false))
+    );
+    assert_eq!(
+        vmm.quick_call(false, call(0x8400_1234, 0)),
         Some((psci::NOT_SUPPORTED, false))
     );
     for function in [
@@ -568,8 +574,190 @@ fn quick_calls_answer_only_the_calls_that_change_nothing() {
         psci::SYSTEM_OFF,
         psci::SYSTEM_RESET,
     ] {
-        assert_eq!(quick_call(false, call(function, 0)), None);
+        assert_eq!(vmm.quick_call(false, call(function, 0)), None);
     }
+}
+
+/// The answer to `x0..x3` by HVC from vCPU 0, as x0.
+fn answer(vmm: &mut Vmm<'_, Fake>, args: &[u64]) -> u64 {
+    match hvc(vmm, 0, args) {
+        Ok(Resolution::Emulate { writes, .. }) if writes.len() == 1 => writes[0].value,
+        other => panic!("{args:x?}: {other:?}"),
+    }
+}
+
+#[test]
+fn function_ids_are_w0_and_smc32_arguments_are_w_registers() {
+    let mut vmm = booted(2);
+    // W0 is the function ID, whatever the upper half of X0 holds.
+    assert_eq!(answer(&mut vmm, &[0xdead_beef_8400_0000]), psci::PSCI_1_1);
+    // PSCI_FEATURES is SMC32: its argument is W1.
+    let features = u64::from(psci::FEATURES);
+    let junk = 0xffff_ffff_0000_0000;
+    for function in [
+        psci::AFFINITY_INFO_32,
+        psci::AFFINITY_INFO_64,
+        psci::CPU_ON_64,
+    ] {
+        assert_eq!(answer(&mut vmm, &[features, u64::from(function)]), 0);
+        assert_eq!(answer(&mut vmm, &[features, junk | u64::from(function)]), 0);
+    }
+    assert_eq!(
+        answer(&mut vmm, &[features, u64::from(smccc::ARCH_FEATURES)]),
+        psci::NOT_SUPPORTED
+    );
+    // CPU_ON (SMC32): target, entry and context are W1–W3; the SMC64 form takes all 64 bits,
+    // and no vCPU has that affinity.
+    take(&mut vmm);
+    let on_32 = u64::from(psci::CPU_ON_32);
+    let call = [on_32, junk | 1, junk | (RAM + 0x30_0000), junk | 7];
+    assert_eq!(answer(&mut vmm, &call), psci::SUCCESS);
+    assert_eq!(take(&mut vmm), start_ops(1, RAM + 0x30_0000, 7));
+    hvc(&mut vmm, 1, &[u64::from(psci::CPU_OFF)]).unwrap();
+    let on_64 = u64::from(psci::CPU_ON_64);
+    assert_eq!(
+        answer(&mut vmm, &[on_64, junk | 1, RAM, 0]),
+        psci::INVALID_PARAMETERS
+    );
+}
+
+#[test]
+fn affinity_info_says_which_vcpus_are_on_and_checks_its_arguments() {
+    let mut vmm = booted(2);
+    let (info_32, info_64) = (
+        u64::from(psci::AFFINITY_INFO_32),
+        u64::from(psci::AFFINITY_INFO_64),
+    );
+    // vCPU 0 runs; vCPU 1 was never started.
+    assert_eq!(answer(&mut vmm, &[info_64, 0, 0]), psci::ON);
+    assert_eq!(answer(&mut vmm, &[info_64, 1, 0]), psci::OFF);
+    assert_eq!(answer(&mut vmm, &[info_32, 1, 0]), psci::OFF);
+    // No such vCPU, no such level, bits outside the affinity fields.
+    for (target, level) in [(2, 0), (0x100, 0), (0, 4), (1 << 24, 0), (1 << 63, 0)] {
+        assert_eq!(
+            answer(&mut vmm, &[info_64, target, level]),
+            psci::INVALID_PARAMETERS,
+            "target {target:#x} level {level}"
+        );
+    }
+    // Levels 1–3 name a group: the lower fields are ignored; vCPU 0 is on in it.
+    assert_eq!(answer(&mut vmm, &[info_64, 0x1, 1]), psci::ON);
+    assert_eq!(answer(&mut vmm, &[info_64, 0xff, 1]), psci::ON);
+    assert_eq!(
+        answer(&mut vmm, &[info_64, 0x1_0000, 1]),
+        psci::INVALID_PARAMETERS
+    );
+    assert_eq!(answer(&mut vmm, &[info_64, 0x12_3456, 3]), psci::ON);
+    assert_eq!(
+        answer(&mut vmm, &[info_64, 1 << 32, 3]),
+        psci::INVALID_PARAMETERS
+    );
+    // SMC32: W1 and W2 only; SMC64: all of X1 and X2.
+    let junk = 0xffff_ffff_0000_0000;
+    assert_eq!(answer(&mut vmm, &[info_32, junk | 1, junk]), psci::OFF);
+    assert_eq!(
+        answer(&mut vmm, &[info_64, junk | 1, 0]),
+        psci::INVALID_PARAMETERS
+    );
+    assert_eq!(
+        answer(&mut vmm, &[info_64, 1, junk]),
+        psci::INVALID_PARAMETERS
+    );
+    // ON from CPU_ON until CPU_OFF.
+    hvc(&mut vmm, 0, &[u64::from(psci::CPU_ON_64), 1, RAM, 0]).unwrap();
+    assert_eq!(answer(&mut vmm, &[info_64, 1, 0]), psci::ON);
+    hvc(&mut vmm, 1, &[u64::from(psci::CPU_OFF)]).unwrap();
+    assert_eq!(answer(&mut vmm, &[info_64, 1, 0]), psci::OFF);
+    // A group is on while any vCPU in it is.
+    assert_eq!(answer(&mut vmm, &[info_64, 0, 1]), psci::ON);
+    hvc(&mut vmm, 0, &[u64::from(psci::CPU_OFF)]).unwrap();
+    assert_eq!(answer(&mut vmm, &[info_64, 0, 1]), psci::OFF);
+}
+
+#[test]
+fn smccc_arch_features_answers_the_workarounds_from_the_kernel() {
+    let features = u64::from(smccc::ARCH_FEATURES);
+    let workarounds = [
+        smccc::ARCH_WORKAROUND_1,
+        smccc::ARCH_WORKAROUND_2,
+        smccc::ARCH_WORKAROUND_3,
+    ];
+    let minus = |n: i64| n as u64;
+    // (the kernel's answers, what ARCH_FEATURES says, what a call of each returns)
+    let cases = [
+        // cortex-a57 (and unknown parts): nothing to offer.
+        ([-1, -1, -1], [minus(-1); 3], [smccc::NOT_SUPPORTED; 3]),
+        // neoverse-n1, cortex-a710, neoverse-v1: WA1 not needed, WA3 done on every exit.
+        ([1, -1, 0], [1, minus(-1), 0], [0, smccc::NOT_SUPPORTED, 0]),
+        // max (CSV2_3): not affected.
+        ([1, -1, 1], [1, minus(-1), 1], [0, smccc::NOT_SUPPORTED, 0]),
+        // WA2 not required: its call is a no-op; Linux's "1" is said as -2.
+        (
+            [0, -2, -1],
+            [0, minus(-2), minus(-1)],
+            [0, 0, smccc::NOT_SUPPORTED],
+        ),
+        (
+            [0, 1, -1],
+            [0, minus(-2), minus(-1)],
+            [0, 0, smccc::NOT_SUPPORTED],
+        ),
+        // Values the VMM cannot honour (WA2 0 would need a switchable mitigation) are -1.
+        ([7, 0, -9], [minus(-1); 3], [smccc::NOT_SUPPORTED; 3]),
+    ];
+    for (kernel, queried, called) in cases {
+        let mut vmm = Vmm::new(
+            Fake::default(),
+            GuestConfig {
+                workarounds: Workarounds::from_kernel(kernel),
+                ..config(1)
+            },
+        );
+        block_on(vmm.boot()).unwrap();
+        for ((function, query), call) in workarounds.iter().zip(queried).zip(called) {
+            let function = u64::from(*function);
+            assert_eq!(answer(&mut vmm, &[features, function]), query, "{kernel:?}");
+            // SMCCC_ARCH_FEATURES is SMC32: W1 only.
+            let junk = 0xffff_ffff_0000_0000 | function;
+            assert_eq!(answer(&mut vmm, &[features, junk]), query, "{kernel:?}");
+            assert_eq!(answer(&mut vmm, &[function, 1]), call, "{kernel:?}");
+        }
+        // SMCCC 1.1: SMCCC_VERSION and SMCCC_ARCH_FEATURES exist; nothing else in the range.
+        assert_eq!(answer(&mut vmm, &[u64::from(smccc::VERSION)]), 0x1_0001);
+        for function in [smccc::VERSION, smccc::ARCH_FEATURES] {
+            assert_eq!(answer(&mut vmm, &[features, u64::from(function)]), 0);
+        }
+        for function in [0x8000_0002, 0x8000_00ff, u64::from(psci::VERSION)] {
+            assert_eq!(
+                answer(&mut vmm, &[features, function]),
+                smccc::NOT_SUPPORTED
+            );
+        }
+    }
+}
+
+#[test]
+fn a_fault_from_a_badge_that_names_no_vcpu_is_refused_not_a_panic() {
+    let mut vmm = booted(2);
+    take(&mut vmm);
+    for vcpu in [2, 7, 8, 100, u32::MAX] {
+        assert_eq!(
+            hvc(&mut vmm, vcpu, &[u64::from(psci::CPU_OFF)]),
+            Err(FaultError::Unhandled),
+            "vCPU {vcpu}"
+        );
+        let fault = GuestFault::Wait { event: false };
+        assert_eq!(
+            block_on(vmm.handle(vcpu, PC, fault)),
+            Err(FaultError::Unhandled)
+        );
+    }
+    assert!(take(&mut vmm).is_empty());
+    // vCPU 0 is still on.
+    assert_eq!(
+        answer(&mut vmm, &[u64::from(psci::AFFINITY_INFO_64), 0, 0]),
+        psci::ON
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The VMM's logic, apart from the kernel: booting the guest as the guest contract says
-//! (`docs/guests.md`), PSCI 1.1 over HVC/SMC (Arm DEN0022 PSCI 1.1, SMCCC DEN0028 1.1), the
-//! console, and routing every other fault (RAM to the memory manager, the rest an injected
+//! (`docs/guests.md`), PSCI 1.1 and the SMCCC 1.1 architecture calls over HVC/SMC (answered in
+//! [`crate::calls`]; this file starts and stops the vCPUs they ask for), the console, and routing
+//! every other fault (RAM to the memory manager, the rest an injected
 //! external abort). A [`Machine`] performs the effects (memory manager calls, vCPU registers and
 //! threads, the console), so the rules are tested on the host.
 
@@ -12,6 +13,7 @@ use capvisor_ipc::protocols::fault::{
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Esr, Far};
 
+use crate::calls::{self, Call, Online, Workarounds, psci};
 use crate::fdt;
 use crate::vgic::Vgic;
 
@@ -21,49 +23,6 @@ pub const MAX_VCPUS: usize = capvisor_ipc::bootinfo::MAX_GUEST_VCPUS;
 /// for a kernel loaded above it (`text_offset` past it, like the test guests'; a Linux `Image`
 /// with `text_offset` 0 gets none).
 pub const BOOT_COUNT_OFFSET: u64 = 0x10_0000;
-
-/// PSCI function IDs (DEN0022 PSCI 1.1, section 5.1; SMC32 and SMC64 forms).
-pub mod psci {
-    /// `PSCI_VERSION`.
-    pub const VERSION: u32 = 0x8400_0000;
-    /// `CPU_OFF`.
-    pub const CPU_OFF: u32 = 0x8400_0002;
-    /// `CPU_ON`, SMC32.
-    pub const CPU_ON_32: u32 = 0x8400_0003;
-    /// `CPU_ON`, SMC64.
-    pub const CPU_ON_64: u32 = 0xC400_0003;
-    /// `SYSTEM_OFF`.
-    pub const SYSTEM_OFF: u32 = 0x8400_0008;
-    /// `SYSTEM_RESET`.
-    pub const SYSTEM_RESET: u32 = 0x8400_0009;
-    /// `PSCI_FEATURES`.
-    pub const FEATURES: u32 = 0x8400_000A;
-    /// `SMCCC_VERSION` (SMCCC 1.1, section 7.2).
-    pub const SMCCC_VERSION: u32 = 0x8000_0000;
-    /// PSCI 1.1 (major 1 in bits 31:16, minor 1).
-    pub const PSCI_1_1: u64 = 0x1_0001;
-    /// SMCCC 1.1.
-    pub const SMCCC_1_1: u64 = 0x1_0001;
-    /// `SUCCESS`.
-    pub const SUCCESS: u64 = 0;
-    /// `NOT_SUPPORTED` (-1).
-    pub const NOT_SUPPORTED: u64 = -1i64 as u64;
-    /// `INVALID_PARAMETERS` (-2).
-    pub const INVALID_PARAMETERS: u64 = -2i64 as u64;
-    /// `ALREADY_ON` (-4).
-    pub const ALREADY_ON: u64 = -4i64 as u64;
-    /// The functions this VMM implements (what `PSCI_FEATURES` answers 0 for).
-    pub const IMPLEMENTED: [u32; 8] = [
-        VERSION,
-        CPU_OFF,
-        CPU_ON_32,
-        CPU_ON_64,
-        SYSTEM_OFF,
-        SYSTEM_RESET,
-        FEATURES,
-        SMCCC_VERSION,
-    ];
-}
 
 /// Exception classes of an injected abort (Arm ARM DDI 0487, ESR_EL1.EC).
 const EC_DATA_SAME_EL: u64 = 0x25;
@@ -186,6 +145,8 @@ pub struct GuestConfig<'a> {
     pub vcpus: u32,
     /// The kernel command line (`/chosen/bootargs`), checked text.
     pub cmdline: &'a str,
+    /// What `SMCCC_ARCH_FEATURES` says of the Spectre workarounds (the kernel's answers).
+    pub workarounds: Workarounds,
 }
 
 /// The VMM of one guest.
@@ -194,7 +155,7 @@ pub struct Vmm<'a, M> {
     machine: M,
     guest: GuestConfig<'a>,
     gic: Vgic,
-    on: [bool; MAX_VCPUS],
+    on: Online,
     /// Per target vCPU, the SGIs (a bit per INTID 0–15) not yet delivered because its list
     /// registers were full: retried at every exit of any vCPU.
     sgi_pending: [u16; MAX_VCPUS],
@@ -210,7 +171,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
             machine,
             gic: Vgic::new(vcpus),
             guest: GuestConfig { vcpus, ..guest },
-            on: [false; MAX_VCPUS],
+            on: Online::default(),
             sgi_pending: [0; MAX_VCPUS],
             boots: 0,
             line: heapless::Vec::new(),
@@ -310,27 +271,32 @@ impl<'a, M: Machine> Vmm<'a, M> {
     fn start(&mut self, vcpu: u32, entry: u64, context: u64) -> Result<(), KernelError> {
         let machine = &mut self.machine;
         machine.write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
-        machine.write_register(vcpu, VcpuRegister::Mpidr.code(), u64::from(vcpu))?;
+        machine.write_register(vcpu, VcpuRegister::Mpidr.code(), calls::mpidr(vcpu))?;
         machine.write_register(vcpu, VcpuRegister::Pc.code(), entry)?;
         machine.write_register(vcpu, 0, context)?;
         for register in 1..=3 {
             machine.write_register(vcpu, register, 0)?;
         }
         machine.resume(vcpu)?;
-        self.on[vcpu as usize] = true;
+        self.on.set(vcpu, true);
         Ok(())
     }
 
     /// Handles a fault of vCPU `vcpu` (its badge's index).
     ///
     /// # Errors
-    /// [`FaultError::Unhandled`]: the kernel stops the vCPU.
+    /// [`FaultError::Unhandled`]: the kernel stops the vCPU. Also the answer to a fault that
+    /// names no vCPU of the guest (a badge the kernel never gave a vCPU: a buggy or hostile
+    /// sender), which changes nothing.
     pub async fn handle(
         &mut self,
         vcpu: u32,
         pc: u64,
         fault: GuestFault,
     ) -> Result<Resolution, FaultError> {
+        if vcpu >= self.guest.vcpus {
+            return Err(FaultError::Unhandled);
+        }
         self.retry_sgis();
         match fault {
             GuestFault::DataAbort {
@@ -559,42 +525,45 @@ impl<'a, M: Machine> Vmm<'a, M> {
         })
     }
 
-    /// PSCI and SMCCC calls (`smc`: the PC is advanced past the SMC).
+    /// PSCI and SMCCC calls (`smc`: the PC is advanced past the SMC). Those that change nothing
+    /// are [`Vmm::quick_call`]'s; here the ones that start and stop vCPUs.
     async fn psci(
         &mut self,
         vcpu: u32,
         args: [u64; 8],
         smc: bool,
     ) -> Result<Resolution, FaultError> {
-        if let Some(result) = pure_call(args[0], args[1]) {
-            return Ok(emulate(
-                &[(GpRegister::new(0).unwrap_or(GpRegister::XZR), result)],
-                smc,
-            ));
-        }
-        let function = args[0] as u32;
-        let result = match function {
-            psci::CPU_ON_32 | psci::CPU_ON_64 => self.cpu_on(args[1], args[2], args[3]),
-            psci::CPU_OFF => {
-                // The vCPU stops here; the reply to its call goes nowhere.
-                let _ = self.machine.suspend(vcpu);
-                self.on[vcpu as usize] = false;
-                return Ok(emulate(&[], smc));
-            }
-            psci::SYSTEM_OFF => {
-                // Every vCPU stops (the caller's reply goes nowhere). The VMM serves on: when
-                // no guest is left running, nothing can run and the kernel ends the system with
-                // status 0 (an image may run several guests; see docs/services.md).
-                self.stop_all();
-                say(
-                    &mut self.machine,
-                    format_args!("vmm: guest {} powered off", self.guest.name),
-                );
-                return Ok(emulate(&[], smc));
-            }
-            psci::SYSTEM_RESET => return self.system_reset(vcpu).await,
-            // `pure_call` answered every other function.
-            _ => psci::NOT_SUPPORTED,
+        let call = Call::new([args[0], args[1], args[2], args[3]]);
+        let result = match calls::answer([args[0], args[1], args[2], args[3]], || self.state()) {
+            Some(result) => result,
+            None => match call.function {
+                psci::CPU_ON_32 | psci::CPU_ON_64 => {
+                    let [target, entry, context] = call.args;
+                    self.cpu_on(target, entry, context)
+                }
+                psci::CPU_OFF => {
+                    // The vCPU stops here; the reply to its call goes nowhere. (`handle` checked
+                    // that `vcpu` is one of the guest's.)
+                    let _ = self.machine.suspend(vcpu);
+                    self.on.set(vcpu, false);
+                    return Ok(emulate(&[], smc));
+                }
+                psci::SYSTEM_OFF => {
+                    // Every vCPU stops (the caller's reply goes nowhere). The VMM serves on:
+                    // when no guest is left running, nothing can run and the kernel ends the
+                    // system with status 0 (an image may run several guests; see
+                    // docs/services.md).
+                    self.stop_all();
+                    say(
+                        &mut self.machine,
+                        format_args!("vmm: guest {} powered off", self.guest.name),
+                    );
+                    return Ok(emulate(&[], smc));
+                }
+                psci::SYSTEM_RESET => return self.system_reset(vcpu).await,
+                // `calls::answer` answered every other function.
+                _ => psci::NOT_SUPPORTED,
+            },
         };
         Ok(emulate(
             &[(GpRegister::new(0).unwrap_or(GpRegister::XZR), result)],
@@ -602,26 +571,45 @@ impl<'a, M: Machine> Vmm<'a, M> {
         ))
     }
 
+    /// The guest call answered without changing anything (every PSCI/SMCCC function but
+    /// `CPU_ON`, `CPU_OFF`, `SYSTEM_OFF` and `SYSTEM_RESET`, [`calls::answer`]), from the vCPU's
+    /// x0–x3, as the result for x0 and whether the PC advances (an `smc`'s); `None`:
+    /// [`Vmm::handle`] it. The VMM's fault loop answers these synchronously, without building a
+    /// `Resolution`.
+    #[must_use]
+    #[inline(always)]
+    pub fn quick_call(&self, smc: bool, args: [u64; 4]) -> Option<(u64, bool)> {
+        calls::answer(args, || self.state()).map(|result| (result, smc))
+    }
+
+    /// What the calls are answered from: which vCPUs are on, and the workaround answers.
+    fn state(&self) -> calls::State {
+        calls::State {
+            online: self.on,
+            vcpus: self.guest.vcpus,
+            workarounds: self.guest.workarounds,
+        }
+    }
+
     /// Suspends every running vCPU.
     fn stop_all(&mut self) {
         for vcpu in 0..self.guest.vcpus {
-            if self.on[vcpu as usize] {
+            if self.on.contains(vcpu) {
                 let _ = self.machine.suspend(vcpu);
-                self.on[vcpu as usize] = false;
+                self.on.set(vcpu, false);
             }
         }
     }
 
+    /// `CPU_ON(target, entry, context)`: `target` is the MPIDR affinity of a vCPU of the guest.
     fn cpu_on(&mut self, target: u64, entry: u64, context: u64) -> u64 {
-        // MPIDR of vCPU n: Aff0 = n, the other affinity fields 0.
-        let index = target as usize;
-        if index >= self.guest.vcpus as usize {
+        let Some(index) = (0..self.guest.vcpus).find(|&vcpu| calls::mpidr(vcpu) == target) else {
             return psci::INVALID_PARAMETERS;
-        }
-        if self.on[index] {
+        };
+        if self.on.contains(index) {
             return psci::ALREADY_ON;
         }
-        match self.start(index as u32, entry, context) {
+        match self.start(index, entry, context) {
             Ok(()) => psci::SUCCESS,
             Err(_) => psci::INVALID_PARAMETERS,
         }
@@ -633,10 +621,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
     async fn system_reset(&mut self, caller: u32) -> Result<Resolution, FaultError> {
         for vcpu in 0..self.guest.vcpus {
             // vCPU 0, when it is the caller, is blocked on this reply: it is restarted by it.
-            if self.on[vcpu as usize] && !(vcpu == 0 && caller == 0) {
+            if self.on.contains(vcpu) && !(vcpu == 0 && caller == 0) {
                 let _ = self.machine.suspend(vcpu);
             }
-            self.on[vcpu as usize] = false;
+            self.on.set(vcpu, false);
         }
         let policy = match self.machine.reset_vcpu(0).await {
             Ok(policy) => policy,
@@ -661,38 +649,6 @@ impl<'a, M: Machine> Vmm<'a, M> {
         }
         Ok(emulate(&[], false))
     }
-}
-
-/// The guest call answered without the VMM's state or another service (every PSCI/SMCCC
-/// function but `CPU_ON`, `CPU_OFF`, `SYSTEM_OFF` and `SYSTEM_RESET`), as the result for x0 and
-/// whether the PC advances (an `smc`'s); `None`: [`Vmm::handle`] it. The VMM's fault loop answers
-/// these synchronously, without building a `Resolution`.
-#[must_use]
-pub fn quick_call(smc: bool, args: [u64; 4]) -> Option<(u64, bool)> {
-    pure_call(args[0], args[1]).map(|result| (result, smc))
-}
-
-/// The result of a function that changes nothing: `x0` is the function ID, `x1` its first argument.
-fn pure_call(x0: u64, x1: u64) -> Option<u64> {
-    Some(match x0 as u32 {
-        psci::VERSION => psci::PSCI_1_1,
-        psci::SMCCC_VERSION => psci::SMCCC_1_1,
-        psci::FEATURES => {
-            if psci::IMPLEMENTED.contains(&(x1 as u32)) && x1 >> 32 == 0 {
-                psci::SUCCESS
-            } else {
-                psci::NOT_SUPPORTED
-            }
-        }
-        psci::CPU_ON_32
-        | psci::CPU_ON_64
-        | psci::CPU_OFF
-        | psci::SYSTEM_OFF
-        | psci::SYSTEM_RESET => {
-            return None;
-        }
-        _ => psci::NOT_SUPPORTED,
-    })
 }
 
 /// Prints one formatted line through `machine`.

@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod el0;
 pub mod exceptions;
 pub mod gic;
+pub mod mitigation;
 pub mod mmu;
 pub mod stage2;
 pub mod vcpu;

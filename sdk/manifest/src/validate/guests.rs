@@ -237,7 +237,7 @@ impl Checker<'_> {
         if cacheable {
             let span = raw.memtype.as_ref().map_or(0..0, Spanned::span);
             let field = format!("{field}.memtype");
-            if self.devices.get(&device) != Some(&true) {
+            if !self.devices.get(&device).is_some_and(|d| d.cacheable) {
                 let kind = ErrorKind::DeviceNotCacheable {
                     device: device.clone(),
                 };
@@ -246,12 +246,60 @@ impl Checker<'_> {
                 self.cacheable_needs_features(span, field);
             }
         }
+        let unprotected_dma = self.unprotected_dma(raw, &device, guest, &field);
         Some(Passthrough {
             device,
             memtype,
             irqs: raw.irqs,
             optional,
+            unprotected_dma,
         })
+    }
+
+    /// A passthrough's `unprotected_dma`: required for a device that may master the bus (every
+    /// device but one located by a `compatible` in `capvisor_image::devices::NO_BUS_MASTER`),
+    /// which could then DMA to all physical memory, since capvisor drives no IOMMU; refused on one
+    /// that cannot, where it would acknowledge nothing.
+    fn unprotected_dma(
+        &mut self,
+        raw: &RawPassthrough,
+        device: &str,
+        guest: &str,
+        field: &str,
+    ) -> bool {
+        let compatible = self.devices.get(device).and_then(|d| d.compatible.clone());
+        let can_dma = !compatible
+            .as_deref()
+            .is_some_and(|c| capvisor_image::devices::cannot_master_bus(core::iter::once(c)));
+        let acknowledged = raw
+            .unprotected_dma
+            .as_ref()
+            .map(|a| (*a.get_ref(), a.span()));
+        match (can_dma, acknowledged) {
+            (true, Some((true, _))) => true,
+            (true, written) => {
+                // At `unprotected_dma = false` if it is written, else at the device.
+                let (span, key) = written.map_or((raw.device.span(), "device"), |(_, span)| {
+                    (span, "unprotected_dma")
+                });
+                let kind = ErrorKind::UnprotectedDma {
+                    device: device.to_owned(),
+                    guest: guest.to_owned(),
+                    compatible,
+                };
+                self.error(span, format!("{field}.{key}"), kind);
+                false
+            }
+            (false, Some((true, span))) => {
+                let kind = ErrorKind::NeedlessUnprotectedDma {
+                    device: device.to_owned(),
+                    compatible: compatible.unwrap_or_default(),
+                };
+                self.error(span, format!("{field}.unprotected_dma"), kind);
+                false
+            }
+            (false, _) => false,
+        }
     }
 
     /// A passthrough's `optional`: only a cacheable passthrough can be refused by the platform

@@ -38,8 +38,9 @@ pub(crate) struct Checker<'a> {
     pa_bits: u8,
     /// Declared services, in order, for resolving references and listing them in messages.
     services: Vec<String>,
-    /// Declared devices, each with whether it is declared `cacheable`.
-    devices: BTreeMap<String, bool>,
+    /// Declared devices, each with whether it is declared `cacheable` and its `compatible`, when
+    /// it is located by one.
+    devices: BTreeMap<String, DeclaredDevice>,
     /// Declared carve-outs, each with whether it is a cacheable PFNMAP.
     carveouts: BTreeMap<String, bool>,
     /// `[platform].requires`, for the cacheable-mapping rule.
@@ -51,6 +52,15 @@ pub(crate) struct Checker<'a> {
     region_holders: BTreeMap<(RegionKind, String), (String, Location)>,
     /// The guest each device and carve-out is passed through to, and where, to refuse a second.
     passed_through: BTreeMap<(RegionKind, String), (String, Location)>,
+}
+
+/// What the checks of passthroughs need to know of a declared device.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeclaredDevice {
+    /// Declared `cacheable`.
+    cacheable: bool,
+    /// Its `compatible`, when it is located by one (not by `path`).
+    compatible: Option<String>,
 }
 
 /// Checks `raw` (read from `text`, the contents of `file`) and builds the manifest.

@@ -9,7 +9,7 @@ use crate::error::{ErrorKind, Location};
 use crate::model::{Carveout, Device, DeviceLocator, PAGE_SIZE};
 use crate::schema::{RawCarveout, RawDevice, Table};
 
-use super::Checker;
+use super::{Checker, DeclaredDevice};
 
 /// A device or a carve-out: the two kinds of region a service holds and a guest is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,7 +44,10 @@ impl Checker<'_> {
             let device = spanned.get_ref();
             self.devices
                 .entry(device.name.get_ref().clone())
-                .or_insert(device.cacheable);
+                .or_insert(DeclaredDevice {
+                    cacheable: device.cacheable,
+                    compatible: device.compatible.as_ref().map(|c| c.get_ref().clone()),
+                });
             let locator = match (&device.path, &device.compatible) {
                 (Some(path), None) => DeviceLocator::Path(path.get_ref().clone()),
                 (None, Some(compatible)) => DeviceLocator::Compatible(compatible.get_ref().clone()),
