@@ -22,6 +22,7 @@
 
 pub mod contract;
 pub mod encode;
+pub mod fdt;
 pub mod stage1;
 
 #[cfg(target_os = "none")]
