@@ -3,10 +3,11 @@
 //! met when the count reaches CVAL; CNTP_CTL_EL0.ISTATUS shows it, IMASK masks the interrupt;
 //! the non-secure EL1 physical timer's interrupt is PPI 30 on QEMU `virt`). Two roles (the
 //! manifest's `cmdline`), run at once:
-//! - `first`: its own interrupt (CNTP_TVAL_EL0 = 1 ms, ENABLE) arrives as INTID 30 with ISTATUS
-//!   set and not before CVAL; IMASK stops it though ISTATUS reads 1; then it sets CVAL 100 ms
-//!   ahead, sleeps 10 ms (the other guest arms and takes its own timer meanwhile), finds its CVAL
-//!   unchanged and no early interrupt, and takes its own at 100 ms; and the virtual timer, INTID 27;
+//! - `first`: sets CVAL 300 ms ahead and sleeps 200 ms — the second guest boots and runs all of
+//!   its checks meanwhile — then finds its CVAL unchanged and no interrupt yet, and takes its
+//!   own at 300 ms; its own interrupt (CNTP_TVAL_EL0 = 1 ms, ENABLE) arrives as INTID 30 with
+//!   ISTATUS set and not before CVAL; IMASK stops it though ISTATUS reads 1; and the virtual
+//!   timer, INTID 27;
 //! - `second`: its own interrupt at 2 ms, then a CVAL 5 ms ahead that must read back and fire at
 //!   its own time, while the first guest's timer is armed too.
 //!
