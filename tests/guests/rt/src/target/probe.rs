@@ -111,7 +111,7 @@ macro_rules! probe {
     ($instruction:expr $(, $($operands:tt)*)?) => {{
         let slot = $crate::probe::slot();
         // SAFETY: the probe words are statics; the instruction is the caller's, who answers for
-        // its effects. If it traps, the dispatcher resumes at label 2 with every register as
+        // its effects. If it traps, the dispatcher resumes at label 22 with every register as
         // the exception left it.
         unsafe {
             core::arch::asm!(
