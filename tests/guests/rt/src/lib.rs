@@ -12,7 +12,9 @@
 //!
 //! plus a `build.rs` passing [`guest.ld`](../guest.ld) to the linker. The runtime supplies the arm64
 //! `Image` header, the entry code (stack, `.bss`, vectors), the console, PSCI calls and stage-1
-//! MMU helpers, and prints the result line of the guest contract (`docs/guests.md`).
+//! MMU helpers, and prints the result line of the guest contract (`docs/guests.md`); for the
+//! hostile guests (`docs/hostile-guests.md`) also probes of single instructions (`probe!`), a
+//! hook for every vector, trips to EL0 (`el0::run`) and the command line (`bootargs`).
 //!
 //! Principles: everything the guest contract fixes is a constant in [`contract`], defined once;
 //! descriptor, register-value and instruction encodings are pure functions tested on the host
@@ -22,6 +24,7 @@
 
 pub mod contract;
 pub mod encode;
+pub mod fdt;
 pub mod stage1;
 
 #[cfg(target_os = "none")]

@@ -2,7 +2,9 @@
 //! and the stage-1 MMU. All of the runtime's assembly and system-register access is here.
 
 mod cache;
+pub mod el0;
 mod mmu;
+pub mod probe;
 
 pub use cache::{clean_invalidate_to_poc, invalidate_to_poc, sync_instructions};
 pub use mmu::{disable_mmu, enable_mmu, image_range};
@@ -181,15 +183,32 @@ pub fn set_sync_hook(hook: Hook) {
     HOOK.store(hook as usize, Ordering::Release);
 }
 
-/// Installs `hook` for IRQs taken at EL1 (vector "current EL with SPx").
+/// Installs `hook` for IRQs taken at EL1 (vector "current EL with SPx", and from EL0 during an
+/// [`el0::run`] trip).
 pub fn set_irq_hook(hook: IrqHook) {
     IRQ_HOOK.store(hook as usize, Ordering::Release);
 }
 
+/// A handler for any exception: called first with the vector entry (0–15, the offset from
+/// VBAR_EL1 divided by 0x80), returns whether it handled it (and set `elr` where to resume).
+pub type VectorHook = fn(u64, &Fault, &mut ExceptionFrame) -> bool;
+
+static VECTOR_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs `hook` for every exception, before probes, EL0 trips and the other hooks; `None`
+/// removes it.
+pub fn set_vector_hook(hook: Option<VectorHook>) {
+    VECTOR_HOOK.store(hook.map_or(0, |h| h as usize), Ordering::Release);
+}
+
 /// The vector entries of a synchronous exception and of an IRQ from the current EL using
-/// SP_EL1.
+/// SP_EL1, and of an IRQ from EL0 (AArch64, AArch32).
 const SYNC_CURRENT_SPX: u64 = 4;
 const IRQ_CURRENT_SPX: u64 = 5;
+const IRQ_LOWER_A64: u64 = 9;
+const IRQ_LOWER_A32: u64 = 13;
+/// The first vector entry of exceptions from a lower EL (VBAR_EL1 + 0x400).
+const FIRST_LOWER: u64 = 8;
 
 #[unsafe(no_mangle)]
 extern "C" fn __capvisor_guest_exception(frame: &mut ExceptionFrame, entry: u64) {
@@ -200,8 +219,23 @@ extern "C" fn __capvisor_guest_exception(frame: &mut ExceptionFrame, entry: u64)
             options(nomem, nostack));
     }
     let fault = Fault { esr, far };
+    let vector_hook = VECTOR_HOOK.load(Ordering::Acquire);
+    if vector_hook != 0 {
+        // SAFETY: VECTOR_HOOK only ever holds 0 or a `VectorHook` stored by `set_vector_hook`.
+        let hook: VectorHook = unsafe { core::mem::transmute::<usize, VectorHook>(vector_hook) };
+        if hook(entry, &fault, frame) {
+            return;
+        }
+    }
+    if entry == SYNC_CURRENT_SPX && probe::catch(entry, esr, far, &mut frame.elr) {
+        return;
+    }
     let irq_hook = IRQ_HOOK.load(Ordering::Acquire);
-    if entry == IRQ_CURRENT_SPX && irq_hook != 0 {
+    let irq = matches!(entry, IRQ_CURRENT_SPX | IRQ_LOWER_A64 | IRQ_LOWER_A32);
+    if entry >= FIRST_LOWER && !(irq && irq_hook != 0) && el0::end(entry, esr, far, frame) {
+        return;
+    }
+    if irq && irq_hook != 0 {
         // SAFETY: IRQ_HOOK only ever holds 0 or an `IrqHook` stored by `set_irq_hook`.
         let hook: IrqHook = unsafe { core::mem::transmute::<usize, IrqHook>(irq_hook) };
         hook(frame);
@@ -220,6 +254,28 @@ extern "C" fn __capvisor_guest_exception(frame: &mut ExceptionFrame, entry: u64)
         frame.elr
     );
     system_off()
+}
+
+/// The kernel command line the VMM gave the guest (the manifest's `cmdline`, in
+/// `/chosen/bootargs` of its device tree), copied into `buffer` and cut at its length; empty
+/// without a device tree or the property (bare QEMU). Read one byte at a time, so it works with
+/// the MMU off.
+pub fn bootargs(buffer: &mut [u8]) -> &str {
+    let base = device_tree();
+    if base == 0 {
+        return "";
+    }
+    // SAFETY: the device tree lies in guest RAM (the guest contract); only bytes below its
+    // header's size (at most 2 MiB) are read, with byte loads, which are never unaligned.
+    let byte = |at: usize| unsafe { core::ptr::read_volatile((base as usize + at) as *const u8) };
+    let Some((at, len)) = crate::fdt::chosen_bootargs(byte) else {
+        return "";
+    };
+    let len = len.min(buffer.len());
+    for (i, slot) in buffer.iter_mut().take(len).enumerate() {
+        *slot = byte(at + i);
+    }
+    core::str::from_utf8(&buffer[..len]).unwrap_or("")
 }
 
 /// The device tree's IPA the guest was started with (x0 at entry).
