@@ -118,6 +118,52 @@ impl VgicState {
 }
 
 impl VgicState {
+    /// The running priority of the guest's virtual CPU interface: the highest (numerically
+    /// lowest) priority with its bit set in the active priority registers, as a priority value
+    /// (`pre_bits` preemption bits: bit `n` of ICH_AP<g>R0 stands for priority
+    /// `n << (8 - pre_bits)`); `0x100` (idle) when none is set. IHI 0069H 4.8.2, 12.5.1-4.
+    #[must_use]
+    pub fn running_priority(&self, pre_bits: u32) -> u32 {
+        let shift = 8 - pre_bits.clamp(5, 7);
+        let mut lowest = 0x100;
+        for ap in [&self.ap0r, &self.ap1r] {
+            for (n, &word) in ap.iter().enumerate() {
+                if word & 0xffff_ffff != 0 {
+                    let bit = (word & 0xffff_ffff).trailing_zeros() + 32 * n as u32;
+                    lowest = lowest.min(bit << shift);
+                    break;
+                }
+            }
+        }
+        lowest
+    }
+
+    /// Whether a virtual interrupt of `priority` in group 1 (else 0) would be signalled to the
+    /// vCPU now: its group is enabled (ICH_VMCR_EL2.VENG1 [1] / VENG0 [0]), its priority is
+    /// higher than the priority mask (VPMR [31:24]) and than the running priority (IHI 0069H
+    /// 4.8.1, "Interrupt signaling"). A WFI ends only for such an interrupt (Arm ARM D1.6.2).
+    #[must_use]
+    pub fn signals(&self, priority: u8, group1: bool, pre_bits: u32) -> bool {
+        let enabled = if group1 {
+            self.vmcr & 0b10 != 0
+        } else {
+            self.vmcr & 0b01 != 0
+        };
+        let mask = ((self.vmcr >> 24) & 0xff) as u32;
+        // The priority compared with the running priority is its group priority.
+        let shift = 8 - pre_bits.clamp(5, 7);
+        let group_priority = (u32::from(priority) >> shift) << shift;
+        enabled && u32::from(priority) < mask && group_priority < self.running_priority(pre_bits)
+    }
+
+    /// Whether a list register holds a pending interrupt the vCPU would be signalled now.
+    #[must_use]
+    pub fn pending_signalled(&self, implemented: usize, pre_bits: u32) -> bool {
+        self.lr.iter().take(implemented).any(|&lr| {
+            lr & PENDING != 0 && self.signals((lr >> 48) as u8, lr & GROUP1 != 0, pre_bits)
+        })
+    }
+
     /// Puts virtual interrupt `vintid`, hardware-linked to physical interrupt `pintid`, pending
     /// at `priority` in a free software list register (a forwarded device interrupt: its
     /// physical interrupt stays active until the guest deactivates the virtual one, so it is
@@ -152,6 +198,30 @@ impl VgicState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interrupt_is_signalled_only_above_the_mask_and_the_running_priority() {
+        let mut state = VgicState::RESET;
+        // Group 1 disabled: nothing.
+        assert!(!state.signals(0xa0, true, 5));
+        // Group 1 enabled, mask 0xf0: 0xa0 passes, 0xf0 does not; mask 0: nothing passes.
+        state.vmcr = (0xf0 << 24) | 0b10;
+        assert!(state.signals(0xa0, true, 5) && !state.signals(0xf0, true, 5));
+        assert!(!state.signals(0xa0, false, 5), "group 0 disabled");
+        state.vmcr = 0b10;
+        assert!(!state.signals(0x00, true, 5));
+        // An active interrupt at 0x80 (5 bits: bit 0x80 >> 3 = 16): 0xa0 waits, 0x70 preempts.
+        state.vmcr = (0xf0 << 24) | 0b10;
+        state.ap1r[0] = 1 << 16;
+        assert_eq!(state.running_priority(5), 0x80);
+        assert!(!state.signals(0xa0, true, 5) && state.signals(0x70, true, 5));
+        // Pending in a list register, masked: no wake-up.
+        state.ap1r[0] = 0;
+        state.lr[0] = pending(27, 0xa0, Some(27));
+        assert!(state.pending_signalled(4, 5));
+        state.vmcr = 0b10;
+        assert!(!state.pending_signalled(4, 5));
+    }
 
     #[test]
     fn a_forwarded_interrupt_is_linked_in_a_software_register_and_listed() {

@@ -516,16 +516,18 @@ impl Guests {
     /// timer has fired; otherwise it sleeps until its timer's deadline (if armed and unmasked,
     /// and its last timer interrupt is not still active) or an interrupt made pending for it.
     fn wakeup(&self, vcpu: VcpuRef, state: &VcpuGlue) -> Resumption {
-        const PENDING: u64 = 0b01 << 62;
-        let implemented = vgic::list_registers();
+        // A pending virtual interrupt ends the WFI only if the guest's virtual CPU interface
+        // would signal it (group enabled, above the priority mask and the running priority).
+        let pre_bits = vgic::pre_bits();
         let pending = state
             .vgic
-            .lr
-            .iter()
-            .take(implemented)
-            .any(|lr| lr & PENDING != 0);
+            .pending_signalled(vgic::list_registers(), pre_bits);
         if pending || self.held_back.iter().any(|(v, _)| *v == vcpu) {
             return Resumption::Run;
+        }
+        // A timer whose interrupt the guest could not be signalled would not end it either.
+        if !state.vgic.signals(VTIMER_PRIORITY, true, pre_bits) {
+            return Resumption::Sleep { deadline: None };
         }
         // CNTV_CTL_EL0: ENABLE [0], IMASK [1] (Arm ARM D24.8.17); the virtual count is the
         // physical count minus CNTVOFF_EL2. The emulated physical timer counts the physical

@@ -263,6 +263,15 @@ pub fn configure_el2(features: &Features) {
             options(nostack, preserves_flags)
         );
     }
+    if features.pmu_version() != 0 {
+        // PMUSERENR_EL0.EN: EL0's PMU accesses are not trapped to EL1 by it, so they reach
+        // MDCR_EL2.TPM and EL2, which makes them UNDEFINED for a guest (its PMU is hidden) —
+        // the PMUSERENR_EL0 check comes first in the Arm ARM's access pseudocode. A guest's
+        // writes of PMUSERENR_EL0 itself trap (TPM) and are UNDEFINED too.
+        // SAFETY: PMUSERENR_EL0 exists (PMUVer ≠ 0); only EL0 accesses are affected, and they
+        // all trap to EL2.
+        unsafe { asm!("msr pmuserenr_el0, {}", in(reg) 1u64, options(nostack, preserves_flags)) };
+    }
     if Features::field(features.mmfr1, 40) >= 1 {
         // SAFETY: HCRX_EL2 exists (FEAT_HCX).
         unsafe {

@@ -14,9 +14,10 @@
 //! WA2 is -1 everywhere: the parts above with SSBS let the guest use PSTATE.SSBS itself, and
 //! capvisor has no firmware call to make the mitigation permanent on the others.
 //!
-//! **The WA3 answer 0 on N1, A710 and V1 is true only when the kernel runs the BHB-clearing loop
-//! on every exception entry from a lower EL, before its first indirect branch** (issue 14 item 5:
-//! the exception vectors' change). Until that loop is in the vectors, that row overstates.
+//! **The WA3 answer 0 on N1, A710 and V1 is true because the kernel runs the BHB-clearing loop
+//! on every exception entry from a lower EL, before its first indirect branch**: `lower_common`
+//! (`el0.rs`) with the count `cpu::bhb_iterations` gives those parts (24, 32, 32). Change one
+//! only with the other.
 
 use aarch64_cpu::registers::{ID_AA64PFR0_EL1, MIDR_EL1, Readable};
 

@@ -38,6 +38,15 @@ pub fn init() {
     let ap = (1usize << pre_bits.saturating_sub(5)).min(MAX_AP);
     LIST_REGISTERS.store(lrs, Ordering::Relaxed);
     AP_REGISTERS.store(ap, Ordering::Relaxed);
+    PRE_BITS.store(pre_bits, Ordering::Relaxed);
+}
+
+/// The virtual CPU interface's preemption bits (ICH_VTR_EL2.PREbits + 1).
+static PRE_BITS: AtomicUsize = AtomicUsize::new(5);
+
+/// The preemption bits of the virtual CPU interface (5 to 7).
+pub fn pre_bits() -> u32 {
+    PRE_BITS.load(Ordering::Relaxed) as u32
 }
 
 /// `read_lr(n)` and `write_lr(n, value)`: ICH_LR<n>_EL2 has one instruction encoding per `n`.

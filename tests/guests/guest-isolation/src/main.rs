@@ -24,19 +24,30 @@ fn word(seed: u64, n: u64) -> u64 {
     (seed ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1
 }
 
-/// Sleeps about a millisecond: the virtual timer armed (its interrupt masked at PSTATE, which
-/// still wakes a WFI, Arm ARM D1.6.2 "Wait for Interrupt"), one WFI, the timer off again. A WFI
-/// may also complete early (a pending interrupt, or any implementation reason): that is fine.
+/// Sleeps about a millisecond: the GIC CPU interface on and the virtual timer armed (its
+/// interrupt masked at PSTATE, which still wakes a WFI, Arm ARM D1.6.2 "Wait for Interrupt"),
+/// one WFI, the timer off again. A WFI may also complete early (a pending interrupt, or any
+/// implementation reason): that is fine.
 #[cfg(target_os = "none")]
 fn pause() {
     let frequency: u64;
     // SAFETY: reading the counter frequency has no side effects.
     unsafe { core::arch::asm!("mrs {}, cntfrq_el0", out(reg) frequency, options(nomem, nostack)) };
     let deadline = capvisor_guest_rt::counter() + frequency / 1000;
-    // SAFETY: the guest's own virtual timer: compare value, ENABLE (IMASK clear), WFI, then off.
+    // SAFETY: the guest's own GIC CPU interface (system registers, priority mask, group 1: a
+    // timer interrupt must be one the interface would signal to end a WFI, GIC IHI 0069H 4.8)
+    // and virtual timer: compare value, ENABLE (IMASK clear), WFI, then off.
     unsafe {
         core::arch::asm!(
             "msr daifset, #2",
+            "mrs {t}, icc_sre_el1",
+            "orr {t}, {t}, #1",
+            "msr icc_sre_el1, {t}",
+            "isb",
+            "mov {t}, #0xf0",
+            "msr icc_pmr_el1, {t}",
+            "mov {t}, #1",
+            "msr icc_igrpen1_el1, {t}",
             "msr cntv_cval_el0, {deadline}",
             "mov {t}, #1",
             "msr cntv_ctl_el0, {t}",
