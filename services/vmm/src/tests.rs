@@ -429,6 +429,38 @@ fn other_addresses_get_the_contract_external_abort() {
     assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(expected));
 }
 
+/// An unaligned access to an emulated device is the guest's alignment fault (Device memory
+/// faults for alignment at stage 1, before stage 2: Arm ARM R_XCHFJ), with its WnR; an aligned
+/// one is emulated.
+#[test]
+fn an_unaligned_device_access_gets_the_alignment_fault() {
+    let mut vmm = booted(1);
+    vmm.machine().pstate = 0x3c5;
+    let word = |write| {
+        byte_access(write, 1).map(|a| DataAccess {
+            size: AccessSize::Word,
+            ..a
+        })
+    };
+    let fault = data_abort(0x0900_0002, word(true));
+    let expected = Resolution::InjectAbort {
+        esr: Esr::new(0x9600_0061),
+        far: Far::new(0x0900_0002),
+    };
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(expected));
+    vmm.machine().pstate = 0;
+    let fault = data_abort(0x0900_0fe1, word(false));
+    let expected = Resolution::InjectAbort {
+        esr: Esr::new(0x9200_0021),
+        far: Far::new(0x0900_0fe1),
+    };
+    assert_eq!(block_on(vmm.handle(0, PC, fault)), Ok(expected));
+    assert!(matches!(
+        block_on(vmm.handle(0, PC, data_abort(0x0900_0fe0, word(false)))),
+        Ok(Resolution::Emulate { .. })
+    ));
+}
+
 #[test]
 fn psci_version_features_and_unknown_functions() {
     let mut vmm = booted(1);

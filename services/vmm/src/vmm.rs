@@ -33,6 +33,8 @@ const EC_INSTRUCTION_LOWER_EL: u64 = 0x20;
 const IL: u64 = 1 << 25;
 /// DFSC/IFSC `0b010000`: synchronous external abort, not on a translation table walk.
 const EXTERNAL_ABORT: u64 = 0x10;
+/// DFSC `0b100001`: alignment fault.
+const ALIGNMENT_FAULT: u64 = 0x21;
 /// ISS.WnR of a data abort.
 const WNR: u64 = 1 << 6;
 /// The PL011 data register (UARTDR) offset.
@@ -312,20 +314,27 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 }
                 let offset = ipa.raw().wrapping_sub(fdt::UART_BASE);
                 match access {
+                    // An unaligned access to a device region: Device memory (and the MMU off
+                    // makes every data access Device) faults for alignment at stage 1, before
+                    // any stage-2 fault (Arm ARM R_XCHFJ); a CPU that checked stage 2 first
+                    // brings it here, and the guest gets the fault it would have taken.
+                    Some(access) if far.raw() % u64::from(access.size.bytes()) != 0 => {
+                        self.inject(vcpu, false, far, esr.raw() & WNR, ALIGNMENT_FAULT)
+                    }
                     Some(access) if offset < fdt::UART_SIZE => {
                         self.uart(vcpu, offset, access.write, access.register)
                     }
                     Some(access) if self.gic.contains(ipa.raw()) => {
                         self.gic_access(vcpu, ipa.raw(), access)
                     }
-                    _ => self.inject(vcpu, false, far, esr.raw() & WNR),
+                    _ => self.inject(vcpu, false, far, esr.raw() & WNR, EXTERNAL_ABORT),
                 }
             }
             GuestFault::InstructionAbort { ipa, far, .. } => {
                 if self.in_ram(ipa.raw()) {
                     return self.map_ram(vcpu, ipa.raw(), Access::Execute).await;
                 }
-                self.inject(vcpu, true, far, 0)
+                self.inject(vcpu, true, far, 0, EXTERNAL_ABORT)
             }
             GuestFault::Hvc { args, .. } => self.psci(vcpu, args, false).await,
             GuestFault::Smc { args, .. } => self.psci(vcpu, args, true).await,
@@ -498,13 +507,15 @@ impl<'a, M: Machine> Vmm<'a, M> {
         }
     }
 
-    /// A synchronous external abort for the guest, with the syndrome of the guest contract.
+    /// A synchronous abort for the guest (`status`: its DFSC/IFSC), with the syndrome of the
+    /// guest contract.
     fn inject(
         &mut self,
         vcpu: u32,
         instruction: bool,
         far: Far,
         wnr: u64,
+        status: u64,
     ) -> Result<Resolution, FaultError> {
         let pstate = self
             .machine
@@ -518,7 +529,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
             (true, false) => EC_INSTRUCTION_SAME_EL,
             (true, true) => EC_INSTRUCTION_LOWER_EL,
         };
-        let esr = (class << 26) | IL | wnr | EXTERNAL_ABORT;
+        let esr = (class << 26) | IL | wnr | status;
         Ok(Resolution::InjectAbort {
             esr: Esr::new(esr),
             far,
