@@ -162,9 +162,18 @@ crate::stable_codes! {
         VirtualTimerCtl = 44,
         /// Read-only: the emulated EL1 physical timer's CNTP_CTL_EL0, ISTATUS as of now.
         PhysicalTimerCtl = 45,
+        /// Read-only: the vCPU's ICH_VMCR_EL2 (its virtual CPU interface's priority mask, group
+        /// enables, binary points and EOImode, VEOIM [9]; IHI 0069H 12.5.27).
+        GicVmcr = 46,
         /// Read-only: how many list registers the vCPU's virtual CPU interface has
         /// (ICH_VTR_EL2.ListRegs + 1); `ListRegister0` up to that many are readable.
         ListRegisters = 47,
+        /// Read-only: 1 if the guest's ICC_DIR_EL1 writes trap (ICH_HCR_EL2.TDIR, where
+        /// ICH_VTR_EL2.TDS says the interface can): a deactivation of an interrupt no list
+        /// register holds then reaches the VMM as a `SysReg` fault, so a VMM may take active
+        /// interrupts of a guest that deactivates them itself (EOImode 1) out of the list
+        /// registers to make room for pending ones. 0 otherwise.
+        GicDeactivationTrapped = 48,
         /// Write-only: reset the whole vCPU (every general and EL1 system register, FP/SIMD and the
         /// virtual timer) to its reset state: EL1h with DAIF masked, MMU and caches off
         /// (SCTLR_EL1's RES1 bits only), everything else zero. The value written is ignored.
@@ -174,7 +183,8 @@ crate::stable_codes! {
         /// with HW, vINTID [31:0]); a write changes only the State of a register that holds an
         /// interrupt (a VMM's GICD/GICR ICPENDR, ICACTIVER, ISACTIVER), and ending the active
         /// state of a hardware-linked one deactivates its physical interrupt. An empty register
-        /// or one beyond `ListRegisters` is `InvalidArgument` to write and reads as 0. New
+        /// or one beyond `ListRegisters` is `InvalidArgument` to write and reads as 0; writing State
+        /// 00 takes the interrupt out of the register. New
         /// interrupts go through `VcpuInjectIrq`.
         ListRegister0 = 64,
         /// ICH_LR1_EL2.

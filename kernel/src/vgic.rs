@@ -74,6 +74,10 @@ pub struct VgicState {
     /// The physical virtual-timer PPI was active for this vCPU (a hardware list register links
     /// it) when the vCPU left the CPU; it is made active again when the vCPU returns.
     pub vtimer_active: bool,
+    /// A `VcpuInjectIrq` found the software list registers full: the VMM still has interrupts
+    /// for this vCPU, and wants to know when the guest has taken every pending one (the
+    /// maintenance interrupt on ICH_MISR_EL2.NP, armed while this is set).
+    pub overflow: bool,
 }
 
 impl VgicState {
@@ -84,6 +88,7 @@ impl VgicState {
         ap1r: [0; MAX_AP],
         vmcr: 0,
         vtimer_active: false,
+        overflow: false,
     };
 
     /// Makes software interrupt `intid` pending at `priority` in the list registers a VMM may

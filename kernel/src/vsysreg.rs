@@ -18,8 +18,10 @@
 //!   (HCR_EL2.TLOR), pointer-authentication keys (HCR_EL2.APK), SCXTNUM (HCR_EL2.EnSCXT = 0),
 //!   implementation-defined registers (HCR_EL2.TIDCP), and every encoding not listed here.
 //!
-//! Two kinds go to the VMM: writes of the SGI generation registers (ICC_SGI0R/SGI1R/ASGI1R_EL1,
-//! its virtual GIC's business) and set/way cache maintenance (HCR_EL2.TSW).
+//! Three kinds go to the VMM: writes of the SGI generation registers (ICC_SGI0R/SGI1R/ASGI1R_EL1,
+//! its virtual GIC's business), set/way cache maintenance (HCR_EL2.TSW), and a guest's
+//! ICC_DIR_EL1 write (ICH_HCR_EL2.TDIR) for an interrupt no list register holds — the glue
+//! deactivates one they hold before it gets here.
 //!
 //! From AArch32 EL0 the same rules hold: the physical timer's CP15 encodings are emulated, every
 //! other trapped CP14/CP15 access is UNDEFINED.
@@ -254,8 +256,9 @@ pub fn emulate(
         )),
         // ACTLR_EL1: RAZ/WI.
         (3, 0, 1, 0, 1) => read_zero_or_ignore(write),
+        // ICC_DIR_EL1 (of an interrupt no list register holds: the glue deactivates the others),
         // ICC_SGI1R_EL1, ICC_ASGI1R_EL1, ICC_SGI0R_EL1: write-only, the VMM's virtual GIC.
-        (3, 0, 12, 11, 5..=7) if write => Outcome::Vmm,
+        (3, 0, 12, 11, 1 | 5..=7) if write => Outcome::Vmm,
         // CNTP_TVAL_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0.
         (3, 3, 14, 2, 0..=2) => physical_timer(op2, write, written, &mut vcpu.ptimer, now),
         // DC ISW, DC CSW, DC CISW: set/way maintenance (HCR_EL2.TSW).

@@ -235,6 +235,12 @@ pub enum GuestFault {
     },
     /// A trapped system-register access.
     SysReg(SysRegAccess),
+    /// The vCPU took every pending interrupt its list registers held while its VMM still had
+    /// more for it (a `VcpuInjectIrq` found them full): the GIC's maintenance interrupt
+    /// (ICH_MISR_EL2.NP, IHI 0069H 12.5.9). The VMM makes room — it may take active interrupts
+    /// of a guest that deactivates them itself (EOImode 1: its ICC_DIR_EL1 writes trap) out of
+    /// the list registers — and injects the rest. Resume the vCPU with `Resolution::Resume`.
+    ListRegistersDrained,
     /// Any other trap the kernel does not handle itself.
     Other {
         /// The raw ESR_EL2.
@@ -319,7 +325,7 @@ crate::protocol! {
     /// The kernel's fault messages.
     protocol Fault {
         id: ProtocolId::FAULT,
-        version: Version::new(1, 1),
+        version: Version::new(1, 2),
         error: FaultError,
     }
     /// A vCPU faulted at `pc`.

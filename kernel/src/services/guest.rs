@@ -166,6 +166,8 @@ pub struct Guests {
     entry: EntryFeatures,
     /// The CPU has FEAT_RAS: VDISR_EL2 is switched with the vCPU.
     ras: bool,
+    /// The maintenance interrupt fired for drained list registers (`Guests::maintenance`).
+    drained: bool,
 }
 
 impl Guests {
@@ -189,7 +191,25 @@ impl Guests {
                 dit: false,
             },
             ras: false,
+            drained: false,
         }
+    }
+
+    /// The maintenance interrupt for drained list registers fired: disarmed; the vCPU that
+    /// runs (if it is the loaded one) goes to its VMM (`take_drained`), else it is armed again
+    /// when that vCPU next runs.
+    pub fn maintenance(&mut self) {
+        vgic::arm_drained(false);
+        self.drained = true;
+    }
+
+    /// Whether the loaded vCPU, whose exit this is, drained its list registers (once).
+    pub fn take_drained(&mut self, state: &mut VcpuGlue) -> bool {
+        if core::mem::take(&mut self.drained) && state.vgic.overflow {
+            state.vgic.overflow = false;
+            return true;
+        }
+        false
     }
 
     /// Records what the hardware has (boot, from its ID registers).
@@ -214,10 +234,11 @@ impl Guests {
     /// its deadline.
     #[inline]
     pub fn prepare_entry(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
-        // Most guests use neither: no debug state, no physical timer.
+        // Most guests use neither: no debug state, no physical timer, no queue at the VMM.
         let idle = state.emul.debug.mdscr
             | (state.emul.ptimer.ctl & 1)
             | u64::from(state.ptimer_line)
+            | u64::from(state.vgic.overflow)
             | self.hw_mdscr;
         if idle != 0 {
             self.prepare_debug_and_timer(vcpu, state);
@@ -226,6 +247,10 @@ impl Guests {
 
     #[inline(never)]
     fn prepare_debug_and_timer(&mut self, vcpu: VcpuRef, state: &mut VcpuGlue) {
+        self.drained = false;
+        if state.vgic.overflow {
+            vgic::arm_drained(true);
+        }
         let debug = &mut state.emul.debug;
         self.set_mdscr(debug.hardware_mdscr());
         if debug.armed() && (self.debug_loaded != Some(vcpu) || debug.changed) {
@@ -280,6 +305,24 @@ impl Guests {
             ec::SYSREG => {
                 let access = SysRegAccess::from_iss(iss);
                 let written = register(context, rt);
+                // ICC_DIR_EL1 (trapped by ICH_HCR_EL2.TDIR): the kernel deactivates an
+                // interrupt its list registers hold; one its VMM took out of them is the VMM's.
+                if (
+                    access.op0,
+                    access.op1,
+                    access.crn,
+                    access.crm,
+                    access.op2,
+                    access.write,
+                ) == (3, 0, 12, 11, 1, true)
+                {
+                    let intid = (written & 0xff_ffff) as u32;
+                    if self.loaded == Some(vcpu) && vgic::deactivate_loaded(intid) {
+                        exception::step(context, esr);
+                        return true;
+                    }
+                    return false;
+                }
                 vsysreg::emulate(
                     &access,
                     written,
@@ -484,6 +527,8 @@ impl Guests {
             let mut scratch = VcpuGlue::RESET;
             self.save_into(&mut scratch);
         }
+        // A maintenance interrupt taken for the vCPU that left is not this one's.
+        self.drained = false;
         // The timer's physical interrupt is made active again before its timer is re-enabled
         // (`vcpu::restore`), so it cannot be taken a second time meanwhile.
         if core::mem::take(&mut state.vgic.vtimer_active) {
@@ -557,7 +602,12 @@ impl Guests {
         priority: u8,
     ) -> Result<(), NoFreeListRegister> {
         self.sync(vcpu, state);
-        state.vgic.inject(vgic::list_registers(), intid, priority)
+        let result = state.vgic.inject(vgic::list_registers(), intid, priority);
+        if result.is_err() {
+            // The VMM keeps it: it hears when the guest has taken what is pending.
+            state.vgic.overflow = true;
+        }
+        result
     }
 }
 
@@ -668,6 +718,8 @@ impl Guests {
             }
             VcpuRegister::VirtualTimerCtl
             | VcpuRegister::PhysicalTimerCtl
+            | VcpuRegister::GicVmcr
+            | VcpuRegister::GicDeactivationTrapped
             | VcpuRegister::ListRegisters => return Err(KernelError::InvalidArgument),
             other => match list_register(other) {
                 Some(n) => write_list_register(state, n, value)?,
@@ -771,6 +823,8 @@ fn read_named(
         }
         VcpuRegister::PhysicalTimerCtl => state.emul.ptimer.read_ctl(now()),
         VcpuRegister::ListRegisters => vgic::list_registers() as u64,
+        VcpuRegister::GicVmcr => state.vgic.vmcr,
+        VcpuRegister::GicDeactivationTrapped => u64::from(vgic::traps_deactivation()),
         other => match list_register(other) {
             Some(n) if n < vgic::list_registers() => state.vgic.lr[n],
             Some(_) => 0,
@@ -780,9 +834,9 @@ fn read_named(
 }
 
 /// A VMM's write of list register `n` (state current): only the State field changes, of a
-/// register that holds an interrupt; a hardware-linked interrupt whose active state ends is
-/// deactivated (the guest will not deactivate it now), and the virtual timer's is made active
-/// again on the next load only if it still is.
+/// register that holds an interrupt; a hardware-linked interrupt that leaves the register or
+/// whose active state ends is deactivated (the guest will not deactivate it now) — the virtual
+/// timer's by not making it active again on the next load.
 fn write_list_register(state: &mut VcpuGlue, n: usize, value: u64) -> Result<(), KernelError> {
     use capvisor_kernel::vgic::{ACTIVE, HW, STATE};
     if n >= vgic::list_registers() {
@@ -794,7 +848,10 @@ fn write_list_register(state: &mut VcpuGlue, n: usize, value: u64) -> Result<(),
     }
     let new = (old & !STATE) | (value & STATE);
     state.vgic.lr[n] = new;
-    if old & HW != 0 && old & ACTIVE != 0 && new & ACTIVE == 0 {
+    // A hardware-linked interrupt's physical interrupt is active from the moment the kernel
+    // took it until the guest deactivates the virtual one: it ends when the register no longer
+    // holds it active, or when it leaves the register altogether (its pending state cleared).
+    if old & HW != 0 && (new & STATE == 0 || (old & ACTIVE != 0 && new & ACTIVE == 0)) {
         let physical = ((old >> 32) & 0x3ff) as u32;
         if physical == gic::vtimer() {
             state.vgic.vtimer_active = false;

@@ -231,7 +231,19 @@ fn guest_exit(
     // A FIQ writes no syndrome (ESR_EL2 still holds the previous exception's): it is an
     // interrupt like an IRQ (capvisor configures no group-0 interrupt, so none is expected).
     if kind == KIND_IRQ || kind == KIND_FIQ {
-        follow(interrupt(kernel, glue), thread)
+        let schedule = interrupt(kernel, glue);
+        // The maintenance interrupt for drained list registers: the vCPU goes to its VMM,
+        // which has more interrupts for it.
+        if let Some(vcpu) = kernel.thread_vcpu(thread)
+            && let Ok(state) = kernel.vcpu_glue(vcpu)
+            && glue.guests.take_drained(state)
+        {
+            let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
+            let fault = capvisor_ipc::protocols::fault::GuestFault::ListRegistersDrained;
+            let (_, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
+            follow(schedule, thread)
+        }
+        follow(schedule, thread)
     }
     if kind == KIND_SYNC && kernel_emulates(kernel, glue, thread, esr) {
         enter(thread)
@@ -303,6 +315,10 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
             kernel.reap(TICK_REAP_STEPS, glue);
             kernel.wake_expired(crate::arch::aarch64::cpu::physical_counter());
             kernel.timer_tick()
+        }
+        Interrupt::Maintenance => {
+            glue.guests.maintenance();
+            Schedule::Resume
         }
         Interrupt::VirtualTimer(intid) => {
             glue.guests.vtimer_fired(intid);

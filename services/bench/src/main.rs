@@ -168,7 +168,7 @@ mod longest {
         let vm = CPtr::new(FIRST + 20);
         first_untyped(VM, 0, vm.raw())?;
         sys::map(CPtr::new(frames), vm, IPA, 3, 0)?;
-        let mut maintenance = |args: [u64; 3]| -> Result<u64, KernelError> {
+        let maintenance = |args: [u64; 3]| -> Result<u64, KernelError> {
             let mut total = 0;
             for _ in 0..RUNS {
                 total += once(|| sys::invoke(vm, CACHE_MAINTENANCE, &args).map(|_| ()))?;

@@ -16,7 +16,11 @@ use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, Rese
 use capvisor_ipc::types::{Access, Esr, Far, Ipa};
 
 use crate::calls::{Workarounds, psci, smccc};
+use crate::vgic::GICR_BASE;
 use crate::vmm::{GuestConfig, Machine, Vmm};
+
+/// A redistributor's SGI/PPI frame, after its RD frame.
+const SGI_FRAME: u64 = 0x1_0000;
 
 const RAM: u64 = 0x4000_0000;
 const PC: u64 = RAM + 0x20_0000;
@@ -83,6 +87,12 @@ impl Machine for Fake {
     }
     fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError> {
         self.ops.push(Op::Write(vcpu, register, value));
+        // Emptying a list register makes room in a full vCPU's.
+        let lr0 = VcpuRegister::ListRegister0.code();
+        if (lr0..lr0 + 16).contains(&register) && value == 0 {
+            self.full.retain(|full| *full != vcpu);
+            self.registers.insert((vcpu, register), 0);
+        }
         Ok(())
     }
     fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError> {
@@ -823,6 +833,11 @@ fn sgi_register_values_decode_to_their_targets() {
 fn a_guest_sgi_write_is_delivered_to_each_target_and_emulated() {
     use capvisor_ipc::protocols::fault::SysRegAccess;
     let mut vmm = booted(2);
+    // vCPU 0's guest gives SGI 1 priority 0x90 (GICR_IPRIORITYR0 byte 1); vCPU 1's keeps the
+    // reset value, 0.
+    vmm.machine().registers.insert((0, 6), 0x90);
+    let priority = data_abort(GICR_BASE + SGI_FRAME + 0x0401, byte_access(true, 6));
+    assert_eq!(block_on(vmm.handle(0, PC, priority)), Ok(nothing(true)));
     take(&mut vmm);
     // x5 holds SGI 1 to vCPUs 0 and 1.
     vmm.machine().registers.insert((0, 5), 0x0100_0003);
@@ -839,7 +854,7 @@ fn a_guest_sgi_write_is_delivered_to_each_target_and_emulated() {
     assert_eq!(resolution, nothing(true));
     assert_eq!(
         take(&mut vmm),
-        [Op::Inject(0, 1, 0xa0), Op::Inject(1, 1, 0xa0)]
+        [Op::Inject(0, 1, 0x90), Op::Inject(1, 1, 0)]
     );
     // Another system register write is still ignored.
     let other = SysRegAccess { crm: 12, ..access };
@@ -890,7 +905,7 @@ fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
         block_on(vmm.handle(0, PC, GuestFault::SysReg(access))),
         Ok(nothing(true))
     );
-    assert_eq!(take(&mut vmm), [Op::Inject(0, 2, 0xa0)]);
+    assert_eq!(take(&mut vmm), [Op::Inject(0, 2, 0)]);
     // Still full at the next exit: nothing yet, nothing printed.
     let wait = GuestFault::Wait { event: false };
     block_on(vmm.handle(0, PC, wait)).unwrap();
@@ -898,7 +913,136 @@ fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
     // Room again: the next exit (of any vCPU) delivers it, once.
     vmm.machine().full.clear();
     block_on(vmm.handle(0, PC, wait)).unwrap();
-    assert_eq!(take(&mut vmm), [Op::Inject(1, 2, 0xa0)]);
+    assert_eq!(take(&mut vmm), [Op::Inject(1, 2, 0)]);
     block_on(vmm.handle(0, PC, wait)).unwrap();
     assert!(take(&mut vmm).is_empty());
+}
+
+/// A write of ICC_SGI1R_EL1 from x5 sending SGI `intid` to vCPU 0.
+fn sgi_to_vcpu0(vmm: &mut Vmm<'_, Fake>, intid: u64) -> Result<Resolution, FaultError> {
+    use capvisor_ipc::protocols::fault::SysRegAccess;
+    vmm.machine().registers.insert((0, 5), (intid << 24) | 1);
+    let access = SysRegAccess {
+        op0: 3,
+        op1: 0,
+        crn: 12,
+        crm: 11,
+        op2: 5,
+        register: GpRegister::new(5).unwrap(),
+        write: true,
+    };
+    block_on(vmm.handle(0, PC, GuestFault::SysReg(access)))
+}
+
+/// A 32-bit access to the GIC at `ipa` through x7; a read's value.
+fn gic_word(vmm: &mut Vmm<'_, Fake>, ipa: u64, write: Option<u32>) -> u64 {
+    let access = Some(DataAccess {
+        write: write.is_some(),
+        size: AccessSize::Word,
+        register: GpRegister::new(7).unwrap(),
+        sign_extend: false,
+        sixty_four: false,
+        acquire_release: false,
+    });
+    if let Some(value) = write {
+        vmm.machine().registers.insert((0, 7), u64::from(value));
+    }
+    match block_on(vmm.handle(0, PC, data_abort(ipa, access))).unwrap() {
+        Resolution::Emulate { writes, .. } => writes.first().map_or(0, |w| w.value),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn active_interrupts_a_guest_deactivates_itself_make_room_and_stay_active() {
+    use capvisor_ipc::protocols::fault::SysRegAccess;
+    let mut vmm = booted(1);
+    take(&mut vmm);
+    let lr = |n: u64| VcpuRegister::ListRegister0.code() + n;
+    // Four list registers, all holding SGIs 0-3 active (acknowledged, priority dropped, not
+    // deactivated: EOImode 1, ICH_VMCR_EL2.VEOIM), and the guest's DIR writes trap.
+    let registers = &mut vmm.machine().registers;
+    registers.insert((0, VcpuRegister::ListRegisters.code()), 4);
+    registers.insert((0, VcpuRegister::GicVmcr.code()), 1 << 9);
+    registers.insert((0, VcpuRegister::GicDeactivationTrapped.code()), 1);
+    for n in 0..4 {
+        registers.insert((0, lr(n)), (0b10 << 62) | (1 << 60) | n);
+    }
+    vmm.machine().full.push(0);
+    // SGI 5: they are taken out of the list registers, and SGI 5 goes in.
+    assert_eq!(sgi_to_vcpu0(&mut vmm, 5), Ok(nothing(true)));
+    let mut expected: Vec<Op> = (0..4).map(|n| Op::Write(0, lr(n), 0)).collect();
+    expected.push(Op::Inject(0, 5, 0));
+    assert_eq!(take(&mut vmm), expected);
+    // They are still active: GICR_ISACTIVER0 says so; SGI 5 is pending in no list register of
+    // the fake, so ISPENDR0 reads 0.
+    assert_eq!(
+        gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0300, None),
+        0xf
+    );
+    // SGI 2 again while it is active: it waits until the guest deactivates it.
+    assert_eq!(sgi_to_vcpu0(&mut vmm, 2), Ok(nothing(true)));
+    assert!(take(&mut vmm).is_empty());
+    assert_eq!(
+        gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0200, None),
+        1 << 2
+    );
+    vmm.machine().registers.insert((0, 9), 2);
+    let dir = SysRegAccess {
+        op0: 3,
+        op1: 0,
+        crn: 12,
+        crm: 11,
+        op2: 1,
+        register: GpRegister::new(9).unwrap(),
+        write: true,
+    };
+    assert_eq!(
+        block_on(vmm.handle(0, PC, GuestFault::SysReg(dir))),
+        Ok(nothing(true))
+    );
+    assert_eq!(take(&mut vmm), [Op::Inject(0, 2, 0)]);
+    assert_eq!(
+        gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0300, None),
+        0b1011
+    );
+    // GICR_ICACTIVER0 ends SGI 0's active state too.
+    gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0380, Some(1));
+    assert_eq!(
+        gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0300, None),
+        0b1010
+    );
+    // The VMM's answer to the kernel's "list registers drained": resume.
+    assert_eq!(
+        block_on(vmm.handle(0, PC, GuestFault::ListRegistersDrained)),
+        Ok(Resolution::Resume)
+    );
+}
+
+#[test]
+fn active_interrupts_of_a_guest_that_does_not_deactivate_them_itself_stay() {
+    let mut vmm = booted(1);
+    take(&mut vmm);
+    let lr0 = VcpuRegister::ListRegister0.code();
+    let registers = &mut vmm.machine().registers;
+    registers.insert((0, VcpuRegister::ListRegisters.code()), 1);
+    registers.insert((0, VcpuRegister::GicDeactivationTrapped.code()), 1);
+    registers.insert((0, lr0), (0b10 << 62) | 3);
+    vmm.machine().full.push(0);
+    // EOImode 0: its EOI deactivates, so SGI 3 must stay in its list register; SGI 4 waits.
+    assert_eq!(sgi_to_vcpu0(&mut vmm, 4), Ok(nothing(true)));
+    assert!(take(&mut vmm).is_empty());
+    // EOImode 1 without trapped deactivation: the same.
+    let registers = &mut vmm.machine().registers;
+    registers.insert((0, VcpuRegister::GicVmcr.code()), 1 << 9);
+    registers.insert((0, VcpuRegister::GicDeactivationTrapped.code()), 0);
+    assert_eq!(
+        block_on(vmm.handle(0, PC, GuestFault::ListRegistersDrained)),
+        Ok(Resolution::Resume)
+    );
+    assert!(take(&mut vmm).is_empty());
+    assert_eq!(
+        gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0200, None),
+        1 << 4
+    );
 }

@@ -8,8 +8,9 @@
 //! The model is the one QEMU `virt` presents to an EL1 guest, at the same addresses: affinity
 //! routing always on (GICD_CTLR.ARE_NS reads one), no LPIs, no security extension (the guest sees
 //! the non-secure view), [`SPIS`] shared interrupts, one redistributor per vCPU (128 KiB each,
-//! the last one marked Last). Pending and active state lives in the vCPUs' list registers, so the
-//! pending/active registers read as zero and ignore writes.
+//! the last one marked Last). Pending and active state lives in the vCPUs' list registers (and
+//! the VMM's queue of SGIs waiting for one): the pending/active registers are answered from
+//! them by the VMM ([`Vgic::state_word`], `vmm.rs`).
 
 /// The distributor's IPA and size (QEMU `virt`).
 pub const GICD_BASE: u64 = 0x0800_0000;
@@ -96,6 +97,13 @@ impl Vgic {
             route: [0; SPIS],
             redistributors: [Redistributor::RESET; MAX_VCPUS],
         }
+    }
+
+    /// Back to the reset state, as at [`Vgic::new`] (a system reset). Not inlined into the
+    /// VMM's async code, whose poll functions would otherwise carry the temporary.
+    #[inline(never)]
+    pub fn reset(&mut self) {
+        *self = Self::new(self.vcpus as u32);
     }
 
     /// Bytes of the redistributor region for this guest's vCPUs.
@@ -353,6 +361,93 @@ impl Vgic {
     }
 }
 
+/// A pending/active register (GICD_/GICR_ ISPENDR, ICPENDR, ISACTIVER, ICACTIVER; IHI 0069H
+/// 12.9.23-12.9.30, 12.11.24-12.11.31): the state lives in the vCPUs' list registers, so the VMM
+/// answers these with the kernel's view of them (`vmm.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateRegister {
+    /// ISPENDR: reads pending, a write makes interrupts pending.
+    SetPending,
+    /// ICPENDR: reads pending, a write clears pending.
+    ClearPending,
+    /// ISACTIVER: reads active, a write makes interrupts active.
+    SetActive,
+    /// ICACTIVER: reads active, a write clears active.
+    ClearActive,
+}
+
+/// A pending/active register word: which register, the first of the 32 INTIDs it covers, and
+/// the vCPU whose redistributor it is in (`None`: the distributor's, for SPIs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateWord {
+    /// The register.
+    pub register: StateRegister,
+    /// The INTID of bit 0.
+    pub first: u32,
+    /// The redistributor's vCPU, for SGIs and PPIs.
+    pub vcpu: Option<u32>,
+}
+
+impl Vgic {
+    /// The pending/active register word at `ipa`, if it is one (with affinity routing the
+    /// distributor's first word, SGIs and PPIs, is RAZ/WI: `None`; so are words beyond the
+    /// emulated SPIs).
+    #[must_use]
+    pub fn state_word(&self, ipa: u64) -> Option<StateWord> {
+        let (offset, vcpu) = match self.frame(ipa & !3)? {
+            Frame::Distributor(offset) if (0x0200..0x0400).contains(&offset) => (offset, None),
+            Frame::Sgi(vcpu, offset) if (0x0200..0x0400).contains(&offset) => {
+                (offset, Some(vcpu as u32))
+            }
+            _ => return None,
+        };
+        let register = match (offset - 0x0200) / 0x80 {
+            0 => StateRegister::SetPending,
+            1 => StateRegister::ClearPending,
+            2 => StateRegister::SetActive,
+            _ => StateRegister::ClearActive,
+        };
+        let word = ((offset % 0x80) / 4) as u32;
+        match vcpu {
+            Some(_) if word == 0 => Some(StateWord {
+                register,
+                first: 0,
+                vcpu,
+            }),
+            None if word >= 1 && (word as usize) <= SPIS / 32 => Some(StateWord {
+                register,
+                first: 32 * word,
+                vcpu: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The vCPU an SPI is routed to (GICD_IROUTER<n>.Aff0; vCPU 0 for one beyond the emulated
+    /// SPIs or routed to no vCPU of the guest).
+    #[must_use]
+    pub fn spi_target(&self, intid: u32) -> u32 {
+        let aff0 = intid
+            .checked_sub(32)
+            .and_then(|i| self.route.get(i as usize))
+            .map_or(0, |route| (*route & 0xff) as usize);
+        if aff0 < self.vcpus { aff0 as u32 } else { 0 }
+    }
+
+    /// The priority the guest gave interrupt `intid` (of `vcpu`'s redistributor for an SGI or
+    /// PPI).
+    #[must_use]
+    pub fn priority(&self, vcpu: u32, intid: u32) -> u8 {
+        match intid {
+            0..32 => self
+                .redistributors
+                .get(vcpu as usize)
+                .map_or(0, |r| r.priority[intid as usize]),
+            _ => self.priority.get(intid as usize - 32).copied().unwrap_or(0),
+        }
+    }
+}
+
 /// Whether a word is one of the byte-accessible priority registers.
 fn is_priority(frame: &Frame) -> bool {
     matches!(
@@ -464,6 +559,40 @@ mod tests {
         // Beyond the emulated SPIs: RAZ/WI.
         gic.write(GICD_BASE + 0x010c, 4, 1);
         assert_eq!(gic.read(GICD_BASE + 0x010c, 4), Some(0));
+    }
+
+    #[test]
+    fn pending_and_active_registers_are_found_for_the_vmm() {
+        let mut gic = Vgic::new(2);
+        let sgi1 = GICR_BASE + GICR_STRIDE + SGI_FRAME;
+        assert_eq!(
+            gic.state_word(sgi1 + 0x0280),
+            Some(StateWord {
+                register: StateRegister::ClearPending,
+                first: 0,
+                vcpu: Some(1)
+            })
+        );
+        assert_eq!(
+            gic.state_word(GICD_BASE + 0x0304),
+            Some(StateWord {
+                register: StateRegister::SetActive,
+                first: 32,
+                vcpu: None
+            })
+        );
+        // The distributor's SGI/PPI word, words beyond the SPIs and other registers: no.
+        assert_eq!(gic.state_word(GICD_BASE + 0x0200), None);
+        assert_eq!(gic.state_word(GICD_BASE + 0x020c), None);
+        assert_eq!(gic.state_word(sgi1 + 0x0204), None);
+        assert_eq!(gic.state_word(sgi1 + 0x0100), None);
+        // SPI 40 routed to vCPU 1; an out-of-range route falls back to vCPU 0.
+        gic.write(GICD_BASE + 0x6000 + 8 * 40, 8, 1);
+        assert_eq!(gic.spi_target(40), 1);
+        gic.write(GICD_BASE + 0x6000 + 8 * 40, 8, 7);
+        assert_eq!(gic.spi_target(40), 0);
+        gic.write(GICD_BASE + 0x0428, 1, 0x90);
+        assert_eq!(gic.priority(0, 40), 0x90);
     }
 
     #[test]

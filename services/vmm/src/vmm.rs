@@ -158,9 +158,14 @@ pub struct Vmm<'a, M> {
     guest: GuestConfig<'a>,
     gic: Vgic,
     on: Online,
-    /// Per target vCPU, the SGIs (a bit per INTID 0–15) not yet delivered because its list
-    /// registers were full: retried at every exit of any vCPU.
-    sgi_pending: [u16; MAX_VCPUS],
+    /// Per target vCPU, the interrupts (a bit per INTID below [`QUEUED`]) made pending but not
+    /// yet in its list registers, which were full (or which it still holds active, below):
+    /// retried at every exit of any vCPU. None is lost.
+    queued: [u128; MAX_VCPUS],
+    /// Per vCPU, the active interrupts taken out of its list registers to make room for pending
+    /// ones (its guest deactivates them itself: EOImode 1, its ICC_DIR_EL1 writes trap). The
+    /// guest's deactivation reaches the VMM and ends them.
+    held_active: [u128; MAX_VCPUS],
     boots: u64,
     line: heapless::Vec<u8, 200>,
 }
@@ -174,7 +179,8 @@ impl<'a, M: Machine> Vmm<'a, M> {
             gic: Vgic::new(vcpus),
             guest: GuestConfig { vcpus, ..guest },
             on: Online::default(),
-            sgi_pending: [0; MAX_VCPUS],
+            queued: [0; MAX_VCPUS],
+            held_active: [0; MAX_VCPUS],
             boots: 0,
             line: heapless::Vec::new(),
         }
@@ -271,6 +277,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
     /// its MPIDR_EL1 says it is CPU `vcpu` (Aff0), as the device tree's `cpu@n` and PSCI
     /// `CPU_ON` name it.
     fn start(&mut self, vcpu: u32, entry: u64, context: u64) -> Result<(), KernelError> {
+        // Its virtual CPU interface starts empty: nothing it held or was waiting for stays.
+        self.queued[vcpu as usize] = 0;
+        self.held_active[vcpu as usize] = 0;
         let machine = &mut self.machine;
         machine.write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
         machine.write_register(vcpu, VcpuRegister::Mpidr.code(), calls::mpidr(vcpu))?;
@@ -299,7 +308,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         if vcpu >= self.guest.vcpus {
             return Err(FaultError::Unhandled);
         }
-        self.retry_sgis();
+        self.retry_queued();
         match fault {
             GuestFault::DataAbort {
                 ipa,
@@ -353,6 +362,11 @@ impl<'a, M: Machine> Vmm<'a, M> {
             GuestFault::SysReg(access) if access.write && gic_sgi::is_sgi_register(&access) => {
                 self.send_sgi(vcpu, access.register)
             }
+            GuestFault::SysReg(access) if access.write && is_deactivation(&access) => {
+                self.deactivate(vcpu, access.register)
+            }
+            // The queued interrupts were retried above, with room made where the guest allows.
+            GuestFault::ListRegistersDrained => Ok(Resolution::Resume),
             GuestFault::SysReg(access) => {
                 let writes = if access.write {
                     &[][..]
@@ -381,35 +395,95 @@ impl<'a, M: Machine> Vmm<'a, M> {
         let value = self.register(vcpu, register)?;
         let sgi = gic_sgi::decode(value, vcpu, self.guest.vcpus);
         for target in (0..self.guest.vcpus).filter(|t| sgi.targets & (1 << t) != 0) {
-            self.sgi_pending[target as usize] |= 1 << sgi.intid;
+            self.queued[target as usize] |= 1 << sgi.intid;
         }
-        self.retry_sgis();
+        self.retry_queued();
         Ok(emulate(&[], true))
     }
 
-    /// Delivers the SGIs still pending: one whose target's list registers are full stays
-    /// pending (Linux waits for its IPIs: none may be lost); another refusal drops it, once
-    /// reported.
-    fn retry_sgis(&mut self) {
+    /// Delivers the queued interrupts: one whose target's list registers are full, or that the
+    /// target still holds active, stays queued (Linux waits for its IPIs: none may be lost);
+    /// another refusal drops it, once reported.
+    fn retry_queued(&mut self) {
         for target in 0..self.guest.vcpus {
-            let mut pending = self.sgi_pending[target as usize];
-            while pending != 0 {
-                let intid = pending.trailing_zeros();
-                pending &= pending - 1;
-                match self.machine.inject_irq(target, intid, gic_sgi::PRIORITY) {
+            let mut queued = self.queued[target as usize] & !self.held_active[target as usize];
+            while queued != 0 {
+                let intid = queued.trailing_zeros();
+                queued &= queued - 1;
+                match self.deliver(target, intid) {
                     Err(KernelError::ListRegistersFull) => continue,
                     Err(error) => say(
                         &mut self.machine,
                         format_args!(
-                            "vmm: guest {}: SGI {intid} to vCPU {target} dropped: {error:?}",
+                            "vmm: guest {}: interrupt {intid} to vCPU {target} dropped: {error:?}",
                             self.guest.name
                         ),
                     ),
                     Ok(()) => {}
                 }
-                self.sgi_pending[target as usize] &= !(1 << intid);
+                self.queued[target as usize] &= !(1 << intid);
             }
         }
+    }
+
+    /// Makes `intid` pending in `target`'s list registers at the priority its guest gave it;
+    /// when they are full, first makes room by taking out the active interrupts the guest
+    /// deactivates itself (`held_active`).
+    fn deliver(&mut self, target: u32, intid: u32) -> Result<(), KernelError> {
+        let priority = self.gic.priority(target, intid);
+        match self.machine.inject_irq(target, intid, priority) {
+            Err(KernelError::ListRegistersFull) if self.make_room(target) => {
+                self.machine.inject_irq(target, intid, priority)
+            }
+            other => other,
+        }
+    }
+
+    /// Takes `target`'s active-only software interrupts out of its list registers, if its
+    /// guest deactivates interrupts itself (ICH_VMCR_EL2.VEOIM: its priority drop already
+    /// happened at its EOI, IHI 0069H 4.4) and its deactivations trap to this VMM. Whether any
+    /// register was freed.
+    fn make_room(&mut self, target: u32) -> bool {
+        const VEOIM: u64 = 1 << 9;
+        let trapped = self
+            .machine
+            .read_register(target, VcpuRegister::GicDeactivationTrapped.code())
+            .unwrap_or(0);
+        let vmcr = self
+            .machine
+            .read_register(target, VcpuRegister::GicVmcr.code())
+            .unwrap_or(0);
+        if trapped == 0 || vmcr & VEOIM == 0 {
+            return false;
+        }
+        let Ok(held) = self.list_registers(target) else {
+            return false;
+        };
+        let mut freed = false;
+        for (n, lr) in held {
+            let intid = lr as u32;
+            // Active and not pending, software (not HW-linked), and one the VMM can track.
+            if lr >> 61 == 0b100 && intid < QUEUED {
+                let register = VcpuRegister::ListRegister0.code() + n as u64;
+                if self.machine.write_register(target, register, 0).is_ok() {
+                    self.held_active[target as usize] |= 1 << intid;
+                    freed = true;
+                }
+            }
+        }
+        freed
+    }
+
+    /// The guest's ICC_DIR_EL1 write for an interrupt no list register holds (the kernel
+    /// deactivates those itself): one the VMM took out of them is deactivated, and may be
+    /// delivered again; any other is ignored, as the GIC does (IHI 0069H 12.2.10).
+    fn deactivate(&mut self, vcpu: u32, register: GpRegister) -> Result<Resolution, FaultError> {
+        let intid = (self.register(vcpu, register)? & 0xff_ffff) as u32;
+        if intid < QUEUED {
+            self.held_active[vcpu as usize] &= !(1 << intid);
+            self.retry_queued();
+        }
+        Ok(emulate(&[], true))
     }
 
     async fn map_ram(
@@ -443,6 +517,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
         access: DataAccess,
     ) -> Result<Resolution, FaultError> {
         let size = u64::from(access.size.bytes());
+        if let Some(word) = self.gic.state_word(ipa).filter(|_| size == 4) {
+            return self.gic_state(vcpu, word, access);
+        }
         if access.write {
             let value = self.register(vcpu, access.register)?;
             self.gic.write(ipa, size, value);
@@ -450,6 +527,129 @@ impl<'a, M: Machine> Vmm<'a, M> {
         }
         let value = self.gic.read(ipa, size).unwrap_or(0);
         Ok(emulate(&[(access.register, value)], true))
+    }
+
+    /// A pending/active register (`vgic::StateWord`): the state is in the vCPUs' list registers
+    /// (the kernel's `ListRegister<n>`), the interrupts this VMM still queues or holds active
+    /// for them, and the timers' levels.
+    fn gic_state(
+        &mut self,
+        vcpu: u32,
+        word: crate::vgic::StateWord,
+        access: DataAccess,
+    ) -> Result<Resolution, FaultError> {
+        use crate::vgic::StateRegister::{ClearActive, ClearPending, SetActive, SetPending};
+        let first = word.first;
+        let active = matches!(word.register, SetActive | ClearActive);
+        if !access.write {
+            let mut bits = 0u32;
+            for target in self.holders(word) {
+                let mine = self.word_bits(word, target);
+                for (_, lr) in self.list_registers(target)? {
+                    let state = lr >> 62;
+                    let hit = if active { state & 0b10 } else { state & 0b01 } != 0;
+                    if hit && let Some(bit) = bit_of(first, lr as u32) {
+                        bits |= bit & mine;
+                    }
+                }
+                let software = if active {
+                    self.held_active[target as usize]
+                } else {
+                    self.queued[target as usize]
+                };
+                bits |= (software >> first) as u32 & mine;
+                if !active && first == 0 {
+                    // A timer's level-sensitive output is pending while it is high (IHI 0069H
+                    // 4.1.2), whether or not it is in a list register yet.
+                    for (intid, register) in [
+                        (27, VcpuRegister::VirtualTimerCtl),
+                        (30, VcpuRegister::PhysicalTimerCtl),
+                    ] {
+                        let ctl = self
+                            .machine
+                            .read_register(target, register.code())
+                            .unwrap_or(0);
+                        if ctl & 0b111 == 0b101 {
+                            bits |= 1 << intid;
+                        }
+                    }
+                }
+            }
+            return Ok(emulate(&[(access.register, u64::from(bits))], true));
+        }
+        let value = self.register(vcpu, access.register)? as u32;
+        for target in self.holders(word) {
+            let mine = value & self.word_bits(word, target);
+            if mine == 0 {
+                continue;
+            }
+            let wide = u128::from(mine) << first;
+            match word.register {
+                SetPending => self.queued[target as usize] |= wide,
+                ClearPending => self.queued[target as usize] &= !wide,
+                ClearActive => self.held_active[target as usize] &= !wide,
+                SetActive => {}
+            }
+            if word.register == SetPending {
+                continue;
+            }
+            for (n, lr) in self.list_registers(target)? {
+                if bit_of(first, lr as u32).is_none_or(|bit| mine & bit == 0) {
+                    continue;
+                }
+                let state = lr >> 62;
+                let new = match word.register {
+                    ClearPending => state & !0b01,
+                    SetActive => state | 0b10,
+                    _ => state & !0b10,
+                };
+                if new != state {
+                    let register = VcpuRegister::ListRegister0.code() + n as u64;
+                    let _ = self.machine.write_register(target, register, new << 62);
+                }
+            }
+        }
+        self.retry_queued();
+        Ok(emulate(&[], true))
+    }
+
+    /// The bits of a state word whose interrupts `target` holds: all of a redistributor's; of
+    /// the distributor's SPIs, those routed to it.
+    fn word_bits(&self, word: crate::vgic::StateWord, target: u32) -> u32 {
+        if word.vcpu.is_some() {
+            return u32::MAX;
+        }
+        (0..32)
+            .filter(|i| self.gic.spi_target(word.first + i) == target)
+            .fold(0, |bits, i| bits | 1 << i)
+    }
+
+    /// The vCPUs whose list registers a state word's interrupts can be in.
+    fn holders(&self, word: crate::vgic::StateWord) -> core::ops::Range<u32> {
+        match word.vcpu {
+            Some(vcpu) => vcpu..vcpu + 1,
+            None => 0..self.guest.vcpus,
+        }
+    }
+
+    /// The list registers of `vcpu` that hold an interrupt, by number, as the kernel reads them.
+    fn list_registers(&mut self, vcpu: u32) -> Result<heapless::Vec<(usize, u64), 16>, FaultError> {
+        let count = self
+            .machine
+            .read_register(vcpu, VcpuRegister::ListRegisters.code())
+            .map_err(|_| FaultError::Unhandled)?
+            .min(16);
+        let mut held = heapless::Vec::new();
+        for n in 0..count {
+            let lr = self
+                .machine
+                .read_register(vcpu, VcpuRegister::ListRegister0.code() + n)
+                .map_err(|_| FaultError::Unhandled)?;
+            if lr >> 62 != 0 {
+                let _ = held.push((n as usize, lr));
+            }
+        }
+        Ok(held)
     }
 
     /// The value of general register `register` of `vcpu` (XZR reads as zero).
@@ -651,6 +851,8 @@ impl<'a, M: Machine> Vmm<'a, M> {
             &mut self.machine,
             format_args!("vmm: guest {} reset (policy {policy:?})", self.guest.name),
         );
+        // The distributor and redistributors reset with the machine.
+        self.gic.reset();
         if let Err(error) = self.boot().await {
             say(
                 &mut self.machine,
@@ -667,6 +869,21 @@ fn say<M: Machine>(machine: &mut M, line: core::fmt::Arguments<'_>) {
     let mut text: heapless::String<160> = heapless::String::new();
     let _ = core::fmt::write(&mut text, line);
     machine.print(&text);
+}
+
+/// INTIDs below this (SGIs, PPIs and the emulated SPIs) can be queued or held by the VMM.
+const QUEUED: u32 = 32 + crate::vgic::SPIS as u32;
+const _: () = assert!(QUEUED <= u128::BITS);
+
+/// The bit of `intid` in the 32-interrupt word starting at `first`, if it is in it.
+fn bit_of(first: u32, intid: u32) -> Option<u32> {
+    intid.checked_sub(first).filter(|i| *i < 32).map(|i| 1 << i)
+}
+
+/// Whether a trapped system-register write is ICC_DIR_EL1 (op0 3, op1 0, CRn 12, CRm 11,
+/// op2 1; IHI 0069H 12.2.10).
+fn is_deactivation(access: &capvisor_ipc::protocols::fault::SysRegAccess) -> bool {
+    (access.op0, access.op1, access.crn, access.crm, access.op2) == (3, 0, 12, 11, 1)
 }
 
 /// An emulation reply writing `writes`.
@@ -686,9 +903,6 @@ fn emulate(writes: &[(GpRegister, u64)], advance_pc: bool) -> Resolution {
 /// HCR_EL2.IMO is set, and the VMM delivers them.
 pub mod gic_sgi {
     use capvisor_ipc::protocols::fault::SysRegAccess;
-
-    /// The priority SGIs are given in a list register (Linux's default, `GICD_INT_DEF_PRI`).
-    pub const PRIORITY: u8 = 0xa0;
 
     /// An SGI to deliver.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -211,7 +211,7 @@ pub fn bhb_iterations(midr: u64, features: &Features) -> u32 {
     let (implementer, part) = ((midr >> 24) & 0xff, (midr >> 4) & 0xfff);
     match (implementer, part) {
         (0x41, 0xd07 | 0xd08) => 8,
-        (0x41, 0xd0b | 0xd0c | 0xd0d) => 24,
+        (0x41, 0xd0b..=0xd0d) => 24,
         _ => 32,
     }
 }

@@ -69,6 +69,11 @@ pub unsafe fn init(
         .map_err(|_| GicError)?;
     gic.enable_interrupt(HYP_TIMER, Some(0), true)
         .map_err(|_| GicError)?;
+    let maintenance = IntId::ppi(MAINTENANCE - 16);
+    gic.set_interrupt_priority(maintenance, Some(0), 0x80)
+        .map_err(|_| GicError)?;
+    gic.enable_interrupt(maintenance, Some(0), true)
+        .map_err(|_| GicError)?;
     if (16..32).contains(&vtimer) {
         VTIMER.store(vtimer, Ordering::Relaxed);
         let id = IntId::ppi(vtimer - 16);
@@ -171,6 +176,9 @@ pub fn set_enabled(intid: u32, enabled: bool) {
 pub enum Interrupt {
     /// The time slice ended (deactivated).
     Tick,
+    /// The virtual CPU interface's maintenance interrupt (deactivated): the loaded vCPU took
+    /// every pending interrupt of its list registers while its VMM had more.
+    Maintenance,
     /// The loaded vCPU's virtual timer (its PPI): still active, for the vCPU to deactivate
     /// through a hardware list register, or for [`deactivate`].
     VirtualTimer(u32),
@@ -195,10 +203,17 @@ pub fn take() -> Interrupt {
     if intid == HYP_TIMER {
         deactivate(raw);
         Interrupt::Tick
+    } else if raw == MAINTENANCE {
+        deactivate(raw);
+        Interrupt::Maintenance
     } else {
         Interrupt::Other(raw)
     }
 }
+
+/// The virtual CPU interface's maintenance interrupt: PPI 9, INTID 25 (the GIC binding's
+/// and QEMU `virt`'s).
+const MAINTENANCE: u32 = 25;
 
 /// Deactivates interrupt `intid` (ICC_DIR_EL1, IHI 0069H 12.2.10).
 pub fn deactivate(intid: u32) {

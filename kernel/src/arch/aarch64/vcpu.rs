@@ -302,17 +302,19 @@ pub fn restore(state: &El1State) {
 macro_rules! debug_register_writer {
     ($($n:literal),*) => {
         fn write_debug(kind: u8, n: usize, value: u64) {
-            match (kind, n) {
-                $(
-                    // SAFETY: writing an implemented breakpoint or watchpoint register (the
-                    // caller bounds `n` by the hardware's count) affects only debug events of
-                    // lower ELs whose MDSCR_EL1 enables them.
-                    (4, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_4, {}"), in(reg) value, options(nostack, preserves_flags)) },
-                    (5, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_5, {}"), in(reg) value, options(nostack, preserves_flags)) },
-                    (6, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_6, {}"), in(reg) value, options(nostack, preserves_flags)) },
-                    (7, $n) => unsafe { asm!(concat!("msr S2_0_C0_C", stringify!($n), "_7, {}"), in(reg) value, options(nostack, preserves_flags)) },
-                )*
-                _ => {}
+            // SAFETY: writing an implemented breakpoint or watchpoint register (the caller
+            // bounds `n` by the hardware's count) affects only debug events of lower ELs whose
+            // MDSCR_EL1 enables them.
+            unsafe {
+                match (kind, n) {
+                    $(
+                        (4, $n) => asm!(concat!("msr S2_0_C0_C", stringify!($n), "_4, {}"), in(reg) value, options(nostack, preserves_flags)),
+                        (5, $n) => asm!(concat!("msr S2_0_C0_C", stringify!($n), "_5, {}"), in(reg) value, options(nostack, preserves_flags)),
+                        (6, $n) => asm!(concat!("msr S2_0_C0_C", stringify!($n), "_6, {}"), in(reg) value, options(nostack, preserves_flags)),
+                        (7, $n) => asm!(concat!("msr S2_0_C0_C", stringify!($n), "_7, {}"), in(reg) value, options(nostack, preserves_flags)),
+                    )*
+                    _ => {}
+                }
             }
         }
     };

@@ -16,6 +16,73 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// ICH_HCR_EL2.En: the virtual CPU interface is enabled.
 const ICH_HCR_EN: u64 = 1;
+/// ICH_HCR_EL2.UIE (bit 1): a maintenance interrupt while at most one list register holds an
+/// interrupt (ICH_MISR_EL2.U).
+const ICH_HCR_UIE: u64 = 1 << 1;
+/// ICH_HCR_EL2.NPIE (bit 3): a maintenance interrupt while no list register holds a pending
+/// interrupt (ICH_MISR_EL2.NP).
+const ICH_HCR_NPIE: u64 = 1 << 3;
+/// ICH_HCR_EL2.TDIR (bit 14): EL1 writes of ICC_DIR_EL1 trap to EL2, so a guest's
+/// deactivation of an interrupt that is no longer in a list register reaches its VMM.
+const ICH_HCR_TDIR: u64 = 1 << 14;
+/// ICH_HCR_EL2 while a vCPU is loaded (TDIR where the interface has it: ICH_VTR_EL2.TDS).
+static ICH_HCR: AtomicUsize = AtomicUsize::new(ICH_HCR_EN as usize);
+
+/// ICH_HCR_EL2 for a vCPU with list registers `lrs`, whose VMM waits (`overflow`) for room in
+/// them: the maintenance interrupt comes when the guest has taken every pending interrupt
+/// (NPIE), or — none pending, all active — when it has deactivated all but one (UIE). Either
+/// armed while its condition already holds would interrupt the guest at once, again and again,
+/// so neither is then: NPIE needs a pending register, UIE two that hold an interrupt.
+fn ich_hcr(overflow: bool, lrs: impl Iterator<Item = u64>) -> u64 {
+    let base = ICH_HCR.load(Ordering::Relaxed) as u64;
+    if !overflow {
+        return base;
+    }
+    let (mut pending, mut held) = (false, 0);
+    for lr in lrs {
+        pending |= lr & vgic::PENDING != 0;
+        held += usize::from(lr & vgic::STATE != 0);
+    }
+    base | match (pending, held) {
+        (true, _) => ICH_HCR_NPIE,
+        (false, 2..) => ICH_HCR_UIE,
+        (false, _) => 0,
+    }
+}
+
+/// Arms (or disarms) the loaded vCPU's maintenance interrupt for room in its list registers.
+pub fn arm_drained(overflow: bool) {
+    let value = ich_hcr(overflow, (0..list_registers()).map(read_lr));
+    // SAFETY: ICH_HCR_EL2 of the loaded vCPU's virtual CPU interface; the ISB makes it take
+    // effect before the guest runs again.
+    unsafe { asm!("msr ich_hcr_el2, {}", "isb", in(reg) value, options(nostack, preserves_flags)) };
+}
+
+/// Whether the virtual CPU interface traps a guest's ICC_DIR_EL1 writes (ICH_VTR_EL2.TDS): a
+/// VMM may then keep a guest's active interrupts outside the list registers.
+pub fn traps_deactivation() -> bool {
+    ICH_HCR.load(Ordering::Relaxed) as u64 & ICH_HCR_TDIR != 0
+}
+
+/// Deactivates software interrupt `intid` in the loaded vCPU's list registers (its trapped
+/// ICC_DIR_EL1 write, EOImode 1); a hardware-linked one's physical interrupt is deactivated
+/// too. `false` when no list register holds it active.
+pub fn deactivate_loaded(intid: u32) -> bool {
+    for n in 0..list_registers() {
+        let value = read_lr(n);
+        if value & vgic::ACTIVE != 0 && vgic::intid(value) == intid {
+            let rest = value & !vgic::ACTIVE;
+            write_lr(n, if rest & vgic::STATE == 0 { 0 } else { rest });
+            if value & vgic::HW != 0 {
+                super::gic::deactivate(((value >> 32) & 0x3ff) as u32);
+            }
+            // SAFETY: a barrier so the list register is written before the guest runs.
+            unsafe { asm!("isb", options(nostack, preserves_flags)) };
+            return true;
+        }
+    }
+    false
+}
 
 /// Implemented list registers (0 until [`init`]: no GIC virtualization).
 static LIST_REGISTERS: AtomicUsize = AtomicUsize::new(0);
@@ -39,6 +106,9 @@ pub fn init() {
     LIST_REGISTERS.store(lrs, Ordering::Relaxed);
     AP_REGISTERS.store(ap, Ordering::Relaxed);
     PRE_BITS.store(pre_bits, Ordering::Relaxed);
+    let tds = vtr & (1 << 19) != 0;
+    let hcr = ICH_HCR_EN | if tds { ICH_HCR_TDIR } else { 0 };
+    ICH_HCR.store(hcr as usize, Ordering::Relaxed);
 }
 
 /// The virtual CPU interface's preemption bits (ICH_VTR_EL2.PREbits + 1).
@@ -152,11 +222,12 @@ pub fn restore(state: &VgicState) {
         write_ap(false, n, state.ap0r[n]);
         write_ap(true, n, state.ap1r[n]);
     }
+    let hcr = ich_hcr(state.overflow, state.lr[..list_registers()].iter().copied());
     // SAFETY: as in `save`; the ISB makes the interface's new state take effect before the guest
     // is entered.
     unsafe {
         asm!("msr ich_vmcr_el2, {}", in(reg) state.vmcr, options(nostack, preserves_flags));
-        asm!("msr ich_hcr_el2, {}", "isb", in(reg) ICH_HCR_EN, options(nostack, preserves_flags));
+        asm!("msr ich_hcr_el2, {}", "isb", in(reg) hcr, options(nostack, preserves_flags));
     }
 }
 
