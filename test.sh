@@ -20,6 +20,9 @@ else
   echo "test.sh: cargo clippy is not installed (rustup component add clippy): lints NOT checked"
 fi
 
+step "kernel size (code lines at EL2: scripts/kernel-lines.sh)"
+scripts/kernel-lines.sh
+
 step "fuzzing decoders for a bounded time"
 scripts/fuzz-all.sh
 
