@@ -20,9 +20,9 @@
 mod crc;
 pub mod devices;
 mod features;
-pub mod grants;
 mod guest;
-pub mod priorities;
+pub mod plan;
+pub mod service;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;
 
@@ -50,15 +50,18 @@ pub const ARM64_IMAGE_MAGIC: u32 = 0x644d_5241;
 pub const CAPVISOR_MAGIC: [u8; 8] = *b"CAPVISOR";
 /// The magic at the start of [`PayloadTable`].
 pub const PAYLOAD_MAGIC: [u8; 8] = *b"CVPAYLD\0";
-/// The version of this layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The version of this layout; bumped on any incompatible change (2: services as laid-out
+/// segments, the boot plan, a payload of whole 2 MiB blocks).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Where [`CapvisorHeader`] sits in the image.
 pub const CAPVISOR_HEADER_OFFSET: usize = 64;
 /// The bytes at the start of the image that the checksum does not cover: the two headers, which
 /// the SDK patches after the kernel is linked.
 pub const CHECKSUM_START: usize = 128;
-/// The payload's alignment inside the image file.
-pub const PAYLOAD_ALIGN: u64 = 4096;
+/// The payload's alignment inside the image file, and the multiple its size is padded to: a
+/// boot loader places the image on a 2 MiB boundary (Linux `booting.rst`), so the payload is
+/// whole 2 MiB blocks in memory, which the kernel hands to init as read-only frames.
+pub const PAYLOAD_ALIGN: u64 = plan::IMAGE_BLOCK;
 /// The most payload entries an image may have.
 pub const MAX_ENTRIES: u32 = 256;
 
@@ -159,21 +162,27 @@ pub struct PayloadEntry {
 pub enum EntryKind {
     /// A [`BootConfig`].
     BootConfig = 1,
-    /// An EL0 service's ELF file.
-    ServiceElf = 2,
+    /// An EL0 service's code and data, laid out by the SDK ([`service`]); the first is the
+    /// root service (init), which the kernel loads itself.
+    Service = 2,
     /// A guest's kernel.
     GuestKernel = 3,
     /// A guest's initial RAM disk.
     GuestInitrd = 4,
     /// A guest's device tree.
     GuestDtb = 5,
-    /// The compiled manifest (postcard), for the root service.
+    /// A record of the manifest for `capvisor inspect` (the devices entry, [`devices`]).
     Manifest = 6,
     /// A guest's configuration, a [`GuestConfig`]; named after the guest.
     Guest = 7,
     /// A guest's kernel command line (UTF-8, no NUL, at most [`MAX_CMDLINE`] bytes), which its
     /// VMM writes into `/chosen/bootargs` of the device tree it gives the guest.
     GuestCmdline = 8,
+    /// The boot plan ([`plan`]), which init carries out; the kernel never reads it.
+    BootPlan = 9,
+    /// A service's boot-info page as the SDK computed it (`capvisor_ipc::bootinfo::BootInfo`),
+    /// named after the service; init completes it with what only the running system knows.
+    BootInfo = 10,
 }
 
 impl EntryKind {
@@ -182,15 +191,30 @@ impl EntryKind {
     pub fn from_u32(value: u32) -> Option<Self> {
         Some(match value {
             1 => Self::BootConfig,
-            2 => Self::ServiceElf,
+            2 => Self::Service,
             3 => Self::GuestKernel,
             4 => Self::GuestInitrd,
             5 => Self::GuestDtb,
             6 => Self::Manifest,
             7 => Self::Guest,
             8 => Self::GuestCmdline,
+            9 => Self::BootPlan,
+            10 => Self::BootInfo,
             _ => return None,
         })
+    }
+
+    /// The alignment of an entry of this kind in the payload: a guest's kernel, initrd and device
+    /// tree occupy whole 2 MiB blocks of their own (init hands them to the memory manager as the
+    /// kernel's read-only frames of the image, [`plan::IMAGE_BLOCK`]); a service's blobs are
+    /// page-aligned.
+    #[must_use]
+    pub const fn alignment(self) -> u64 {
+        match self {
+            Self::GuestKernel | Self::GuestInitrd | Self::GuestDtb => plan::IMAGE_BLOCK,
+            Self::Service | Self::BootInfo => 4096,
+            _ => 16,
+        }
     }
 }
 
@@ -237,17 +261,16 @@ pub struct BootConfig {
     pub min_pa_bits: u32,
     /// The fewest CPUs the system accepts (0: any).
     pub min_cpus: u32,
-    /// [`BOOT_FLAG_SUPERVISED`].
-    pub flags: u64,
     /// Reserved, zero.
-    pub reserved: [u64; 4],
+    pub flags: u64,
+    /// How many services the manifest declares (the kernel's boot log says so; init creates
+    /// them).
+    pub services: u32,
+    /// The root service's (init's) priority.
+    pub root_priority: u32,
+    /// Reserved, zero.
+    pub reserved: [u64; 3],
 }
-
-/// `BootConfig::flags`: the first service is the supervisor (`services/init`): the kernel creates
-/// the other services suspended, with the supervisor's endpoint (badged with the service's
-/// index plus one) as their fault endpoint, and lists them in its boot info; the supervisor
-/// starts them and is told of their faults.
-pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
 
 /// Why an image was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -488,7 +511,12 @@ impl<'a> ImageView<'a> {
         };
         let config =
             BootConfig::read_from_bytes(entry.bytes).map_err(|_| ImageError::BadBootConfig)?;
-        if SelfTest::from_u32(config.selftest).is_none() || !(1..=5).contains(&config.log_level) {
+        if SelfTest::from_u32(config.selftest).is_none()
+            || !(1..=5).contains(&config.log_level)
+            || config.root_priority > 255
+            || config.flags != 0
+            || config.reserved != [0; 3]
+        {
             return Err(ImageError::BadBootConfig);
         }
         Ok(config)
@@ -523,7 +551,9 @@ impl Default for BootConfig {
             min_pa_bits: 0,
             min_cpus: 0,
             flags: 0,
-            reserved: [0; 4],
+            services: 0,
+            root_priority: 255,
+            reserved: [0; 3],
         }
     }
 }

@@ -143,6 +143,7 @@ impl Checker<'_> {
             carveouts,
             vmm,
             memmgr: String::new(),
+            line: self.line(&raw.name.span()),
         }
     }
 
