@@ -177,7 +177,8 @@ fn boot_with(
     }
     let view = image_view(base);
     let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
-    match services::load_all(&view, &mut memory, &platform, dt, supervised) {
+    let services = config.services as usize;
+    match services::load_all(&view, &mut memory, &platform, dt, (supervised, services)) {
         Ok((0, _)) => {}
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);

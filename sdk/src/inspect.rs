@@ -319,12 +319,23 @@ mod tests {
         };
         let config = BootConfig {
             required_features: FeatureSet::EMPTY.with(Feature::Fwb).0,
+            services: 2,
             ..BootConfig::default()
         };
+        let code = capvisor_image::service::NewSegment {
+            ipa: 0x20_0000,
+            pages: 1,
+            access: capvisor_image::service::ACCESS_READ | capvisor_image::service::ACCESS_EXECUTE,
+            data: vec![1; 10],
+        };
         let service = |name: &str| NewEntry {
-            kind: EntryKind::ServiceElf,
+            kind: EntryKind::Service,
             name: name.into(),
-            bytes: vec![1; 10],
+            bytes: capvisor_image::service::encode(
+                0x20_0000,
+                16 << 10,
+                std::slice::from_ref(&code),
+            ),
         };
         let guest = capvisor_image::GuestConfig {
             version: 1,
@@ -394,7 +405,7 @@ mod tests {
     #[test]
     fn reports_entries_and_requirements() {
         let text = report(&image()).unwrap();
-        assert!(text.contains("entry 1: service-elf   \"hello\""), "{text}");
+        assert!(text.contains("entry 1: service       \"hello\""), "{text}");
         assert!(text.contains("requires: features [fwb]"), "{text}");
         assert!(
             text.contains(

@@ -124,10 +124,14 @@ pub fn service_image(elf: &[u8], stack: u64) -> Result<Vec<u8>, String> {
         let access = u32::from(flags & 4 != 0)
             | u32::from(flags & 2 != 0) << 1
             | u32::from(flags & 1 != 0) << 2;
-        let end = start.checked_add(size).ok_or("a segment wraps the address space")?;
+        let end = start
+            .checked_add(size)
+            .ok_or("a segment wraps the address space")?;
         let mut page = start & !(PAGE - 1);
         while page < end {
-            let entry = pages.entry(page).or_insert_with(|| (0, vec![0; PAGE as usize]));
+            let entry = pages
+                .entry(page)
+                .or_insert_with(|| (0, vec![0; PAGE as usize]));
             entry.0 |= access;
             let from = page.max(start);
             let to = (page + PAGE).min(start + data.len() as u64);

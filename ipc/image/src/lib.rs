@@ -20,8 +20,10 @@
 mod crc;
 pub mod devices;
 mod features;
+pub mod grants;
 mod guest;
 pub mod plan;
+pub mod priorities;
 pub mod service;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;
@@ -261,16 +263,24 @@ pub struct BootConfig {
     pub min_pa_bits: u32,
     /// The fewest CPUs the system accepts (0: any).
     pub min_cpus: u32,
-    /// Reserved, zero.
+    /// [`BOOT_FLAG_SUPERVISED`].
     pub flags: u64,
-    /// How many services the manifest declares (the kernel's boot log says so; init creates
-    /// them).
+    /// How many services the manifest declares: the image's last `services` service entries,
+    /// in manifest order. An entry before them is the init the SDK added to an image whose
+    /// manifest has none, to carry out the boot plan; until it does (issue 15), the kernel
+    /// still creates the manifest's services itself and does not start that init.
     pub services: u32,
     /// The root service's (init's) priority.
     pub root_priority: u32,
     /// Reserved, zero.
     pub reserved: [u64; 3],
 }
+
+/// `BootConfig::flags`: the first service is the supervisor (`services/init`): the kernel creates
+/// the other services suspended, with the supervisor's endpoint (badged with the service's
+/// index plus one) as their fault endpoint, and lists them in its boot info; the supervisor
+/// starts them and is told of their faults.
+pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
 
 /// Why an image was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -514,7 +524,7 @@ impl<'a> ImageView<'a> {
         if SelfTest::from_u32(config.selftest).is_none()
             || !(1..=5).contains(&config.log_level)
             || config.root_priority > 255
-            || config.flags != 0
+            || config.flags & !BOOT_FLAG_SUPERVISED != 0
             || config.reserved != [0; 3]
         {
             return Err(ImageError::BadBootConfig);

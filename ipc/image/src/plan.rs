@@ -840,7 +840,7 @@ impl fmt::Display for Op<'_> {
                 "device untyped of {} \"{locator}\" ({}) into {}",
                 if compatible { "compatible" } else { "path" },
                 ["uncached", "uncached or normal-nc", "cacheable"]
-                    .get(attributes as usize)
+                    .get((attributes as usize).wrapping_sub(1))
                     .unwrap_or(&"?"),
                 S(slot)
             ),

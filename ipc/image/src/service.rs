@@ -241,9 +241,10 @@ impl<'a> ServiceImage<'a> {
     }
 
     /// Every page of every segment, in address order.
-    pub fn pages(&self) -> impl Iterator<Item = ServicePage<'a>> + '_ {
+    pub fn pages(&self) -> impl Iterator<Item = ServicePage<'a>> + 'a {
+        let image = *self;
         self.segments.iter().flat_map(move |segment| {
-            let data = self.data(segment);
+            let data = image.data(segment);
             (0..segment.pages).map(move |n| {
                 let start = (n * PAGE) as usize;
                 let end = data.len().min(start + PAGE as usize);

@@ -219,7 +219,8 @@ impl Kernel {
         if self.booted {
             return Err(KernelError::IllegalOperation);
         }
-        self.service_names = heapless::Vec::from_slice(names).map_err(|_| KernelError::RangeError)?;
+        self.service_names =
+            heapless::Vec::from_slice(names).map_err(|_| KernelError::RangeError)?;
         Ok(())
     }
 

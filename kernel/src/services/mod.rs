@@ -3,14 +3,17 @@
 //! runs them ([`glue`] for the kernel's effects, [`trap`] for exceptions and scheduling).
 //!
 //! Address-space layout of a service (stage 1 is off for EL0, so a virtual address is an IPA):
-//! its ELF segments where they are linked (below [`STACK_TOP`] - stack), a stack ending at
-//! [`STACK_TOP`], and its IPC buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC
-//! buffer's address and SP = [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
+//! the segments the SDK laid out from its ELF file (`capvisor_image::service`: the kernel parses
+//! no ELF) below its stack, a stack of the manifest's size ending at [`STACK_TOP`], and its IPC
+//! buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC buffer's address and SP =
+//! [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
 //!
-//! The first image service is the root: the kernel loads its ELF into pages taken from the
-//! memory map, sets aside a pool for stage-2 tables, and gives it every other free RAM range as
-//! untyped memory (`Kernel::create_root_thread`). Further image services are made from the
-//! root's untyped by invocations made in its name ([`spawn`]).
+//! The manifest's first service is the root: the kernel copies its segments into pages taken
+//! from the memory map, sets aside a pool for stage-2 tables, and gives it every other free RAM
+//! range as untyped memory (`Kernel::create_root_thread`). Further services are made from the
+//! root's untyped by invocations made in its name ([`spawn`]). An init the SDK added to an image
+//! whose manifest has none (`BootConfig::services`) is not started yet: it is there for the boot
+//! plan, which the kernel does not read (issue 15).
 //!
 //! # The kernel's place and the lock
 //! `Kernel` is over 300 KiB, far more than a 64 KiB boot stack, so it lives in a `static`
@@ -23,7 +26,6 @@ mod glue;
 mod grants;
 mod guest;
 pub use guest::set_platform;
-mod loader;
 mod spawn;
 mod supervision;
 mod trap;
@@ -32,6 +34,7 @@ mod vms;
 use crate::arch::aarch64::el0::HCR_SERVICE;
 use crate::arch::aarch64::stage2::MapError;
 use crate::{exit, println};
+use capvisor_image::service::{IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError};
 use capvisor_image::{EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::types::{Ipa, PhysAddr};
@@ -44,16 +47,9 @@ use capvisor_kernel::stage2::{self, MemType, S2Access};
 use core::arch::asm;
 use glue::Glue;
 use heapless::Vec;
-use loader::ServiceImage;
 
 /// Input address bits of a service's address space (39: one level-1 root table).
 pub const IPA_BITS: u32 = 39;
-/// The top of a service's stack.
-pub const STACK_TOP: u64 = 0x40_0000_0000;
-/// Stack pages.
-pub const STACK_PAGES: u64 = 16;
-/// Where a service's IPC buffer is mapped.
-pub const IPC_BUFFER: u64 = 0x40_0010_0000;
 /// The most services an image may have.
 pub const MAX_SERVICES: usize = 16;
 const PAGE: u64 = 4096;
@@ -81,10 +77,8 @@ fn state() -> (&'static mut Kernel, &'static mut Glue) {
 /// Why a service could not be loaded.
 #[derive(Clone, Copy, Debug)]
 pub enum LoadError {
-    /// The ELF file is malformed.
-    Elf(&'static str),
-    /// A segment lies where it may not (beyond the address space, over the stack).
-    Layout(u64),
+    /// The service entry is malformed.
+    Image(ServiceImageError),
     /// Out of memory or address space.
     Map(MapError),
     /// The object model refused an operation.
@@ -102,8 +96,7 @@ pub enum LoadError {
 impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Elf(what) => write!(f, "malformed ELF file: {what}"),
-            Self::Layout(address) => write!(f, "a segment at {address:#x} is out of place"),
+            Self::Image(error) => write!(f, "{error}"),
             Self::Map(error) => write!(f, "cannot map it: {error:?}"),
             Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
             Self::TooMany => f.write_str("too many services or grants"),
@@ -117,6 +110,12 @@ impl core::fmt::Display for LoadError {
 impl From<MapError> for LoadError {
     fn from(e: MapError) -> Self {
         Self::Map(e)
+    }
+}
+
+impl From<ServiceImageError> for LoadError {
+    fn from(e: ServiceImageError) -> Self {
+        Self::Image(e)
     }
 }
 
@@ -137,16 +136,21 @@ pub fn load_all(
     memory: &mut MemoryMap,
     platform: &Platform,
     dt: &crate::devicetree::Description,
-    supervised: bool,
+    (supervised, services): (bool, usize),
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
-    let mut entries = image.entries().filter(|e| e.kind == EntryKind::ServiceElf);
+    // The manifest's services are the last `services` service entries.
+    let added = image
+        .entries()
+        .filter(|e| e.kind == EntryKind::Service)
+        .count()
+        .saturating_sub(services);
+    let mut entries = image
+        .entries()
+        .filter(|e| e.kind == EntryKind::Service)
+        .skip(added);
     let Some(first) = entries.next() else {
         return Ok((0, 0));
     };
-    let services = image
-        .entries()
-        .filter(|e| e.kind == EntryKind::ServiceElf)
-        .count();
     let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
     // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
     // takes memory; the kernel's notion of RAM it may touch for services is what is left, with
@@ -164,7 +168,7 @@ pub fn load_all(
     kernel
         .set_features(features)
         .map_err(|e| (first.name, e.into()))?;
-    let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
+    let root_image = ServiceImage::decode(first.bytes).map_err(|e| (first.name, e.into()))?;
     let devices = vms::root_devices(&guests);
     let carveouts: Vec<RootRam, { vms::MAX_HELD }> = vms::ram_carveouts(&guests).collect();
     let (layout, untyped) = boot_root(
@@ -199,10 +203,11 @@ pub fn load_all(
         } else {
             None
         };
-        let service = ServiceImage::parse(entry.bytes)
+        let service = ServiceImage::decode(entry.bytes)
+            .map_err(LoadError::from)
             .and_then(|image| {
                 frames_end[count] =
-                    spawn::FIRST_FRAME + image.pages().count() as u64 + STACK_PAGES + 1;
+                    spawn::FIRST_FRAME + image.page_count() + image.stack_pages() + 1;
                 root.spawn(base, &image, (priorities[count], platform.idc), supervisor)
             })
             .map_err(|e| (entry.name, e))?;
@@ -268,7 +273,7 @@ fn boot_root(
     memory: &mut MemoryMap,
     (priority, idc, root_payload_pages): (u8, bool, u64),
 ) -> Result<(RootLayout, u64), LoadError> {
-    let pages = image.pages().count() as u64 + STACK_PAGES + 1;
+    let pages = image.page_count() + image.stack_pages() + 1;
     let base = memory
         .alloc(pages, PAGE)
         .ok_or(LoadError::Map(MapError::OutOfMemory))?;
@@ -294,7 +299,7 @@ fn boot_root(
     let boot = RootBoot {
         ram: &ram,
         devices,
-        entry: image.entry,
+        entry: image.header.entry,
         stack: STACK_TOP,
         ipc_buffer: IPC_BUFFER,
         priority,
@@ -303,6 +308,7 @@ fn boot_root(
             size: kernel_bytes,
         },
         space_bytes,
+        image: RootRam::NONE,
     };
     let layout = kernel.create_root_thread(&boot, glue)?;
     map_root(kernel, glue, &layout, image, base, idc)?;
@@ -319,27 +325,10 @@ fn map_root(
     base: u64,
     idc: bool,
 ) -> Result<(), LoadError> {
-    let read_write = S2Access {
-        read: true,
-        write: true,
-        exec: false,
-    };
-    let stack = STACK_TOP - STACK_PAGES * PAGE;
-    let zeroed = (0..STACK_PAGES)
-        .map(|n| (stack + n * PAGE, read_write))
-        .chain([(IPC_BUFFER, read_write)]);
-    for (n, (ipa, access)) in image.pages().chain(zeroed).enumerate() {
+    for (n, page) in spawn::all_pages(image).enumerate() {
         let pa = base + n as u64 * PAGE;
-        spawn::write_page(
-            glue,
-            pa,
-            |page| {
-                page.fill(0);
-                image.fill(ipa, page);
-            },
-            idc,
-        )?;
-        let (ipa, pa) = (Ipa::new(ipa), PhysAddr::new(pa));
+        spawn::write_page(glue, pa, page.data, idc)?;
+        let (ipa, pa, access) = (Ipa::new(page.ipa), PhysAddr::new(pa), access(page.access));
         glue.map(
             kernel.space_glue(layout.space)?,
             ipa,
@@ -350,6 +339,16 @@ fn map_root(
         )?;
     }
     Ok(())
+}
+
+/// A service page's `ACCESS_*` bits as stage-2 permissions.
+fn access(bits: u32) -> S2Access {
+    use capvisor_image::service::{ACCESS_EXECUTE, ACCESS_READ, ACCESS_WRITE};
+    S2Access {
+        read: bits & ACCESS_READ != 0,
+        write: bits & ACCESS_WRITE != 0,
+        exec: bits & ACCESS_EXECUTE != 0,
+    }
 }
 
 /// Zeroes the root's IPC buffer, which carried the boot invocations' extra words, so the root

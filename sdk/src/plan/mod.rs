@@ -15,8 +15,8 @@ mod layout;
 use crate::image::device_records;
 use capvisor_image::devices::{self, DeviceRecord};
 use capvisor_image::plan::{
-    self, INIT_CNODE, INIT_SPACE, IRQ_CONTROL, NONE, NameKind, Op,
-    PAGES_CMDLINE, PlanHeader, PlanItem, PlanName, Purpose, RetypeKind, Step,
+    self, INIT_CNODE, INIT_SPACE, IRQ_CONTROL, NONE, NameKind, Op, PAGES_CMDLINE, PlanHeader,
+    PlanItem, PlanName, Purpose, RetypeKind, Step,
 };
 use capvisor_image::service::{
     ACCESS_READ, ACCESS_WRITE, IPC_BUFFER, PAGE, STACK_TOP, ServiceImage,
@@ -24,7 +24,7 @@ use capvisor_image::service::{
 use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, DeviceInfo, GuestInfo, VCPU_BADGE};
 use capvisor_manifest::{Capability, Manifest};
 use layout::{Window, vm_bits};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::FromZeros;
 
 pub use layout::{PAYLOAD_IPA, ROOT_CNODE_BITS, SERVICE_CNODE_BITS, SERVICE_SPACE_BITS};
 
@@ -295,8 +295,19 @@ impl<'a> Planner<'a> {
             self.window_slot(index)?
         };
         let op = match badge {
-            Some(badge) => Op::Mint { slot: source, cnode, dest, rights, badge },
-            None => Op::Copy { slot: source, cnode, dest, rights },
+            Some(badge) => Op::Mint {
+                slot: source,
+                cnode,
+                dest,
+                rights,
+                badge,
+            },
+            None => Op::Copy {
+                slot: source,
+                cnode,
+                dest,
+                rights,
+            },
         };
         self.step(op, purpose, owner);
         Ok(dest)
@@ -314,7 +325,12 @@ impl<'a> Planner<'a> {
         let service = &self.services[target];
         if service.cnode != INIT_CNODE {
             let (cnode, dest) = (service.cnode, service.window.base);
-            let op = Op::Copy { slot, cnode, dest, rights: ALL };
+            let op = Op::Copy {
+                slot,
+                cnode,
+                dest,
+                rights: ALL,
+            };
             self.step(op, Purpose::Endpoint, owner);
         }
         Ok(slot)
@@ -349,7 +365,12 @@ impl<'a> Planner<'a> {
             }
             let slot = self.slot();
             let cacheable = carveout.cacheable_pfnmap;
-            let op = Op::Carveout { slot, base, size, cacheable };
+            let op = Op::Carveout {
+                slot,
+                base,
+                size,
+                cacheable,
+            };
             self.step(op, Purpose::Carveout, owner);
             self.regions[first + index] = slot;
         }
@@ -361,7 +382,13 @@ impl<'a> Planner<'a> {
     fn identity_ram(&mut self) {
         for (index, guest) in self.inputs.manifest.guests.iter().enumerate() {
             if guest.ram_identity {
-                let bits = u64::from(guest.memory.max(2 << 20).next_power_of_two().trailing_zeros());
+                let bits = u64::from(
+                    guest
+                        .memory
+                        .max(2 << 20)
+                        .next_power_of_two()
+                        .trailing_zeros(),
+                );
                 let slot = self.slot();
                 let owner = self.owner(NameKind::Guest, index);
                 self.step(Op::IdentityRam { slot, bits }, Purpose::IdentityRam, owner);
@@ -389,7 +416,12 @@ impl<'a> Planner<'a> {
             let strings = (self.strings.len() as u64, locator.len() as u64);
             self.strings.extend_from_slice(locator.as_bytes());
             let slot = self.slot();
-            let op = Op::Device { slot, locator, compatible, attributes };
+            let op = Op::Device {
+                slot,
+                locator,
+                compatible,
+                attributes,
+            };
             let owner = self.owner(NameKind::Device, index);
             self.push(op, Purpose::Device, owner, strings);
             self.regions[index] = slot;
@@ -398,3 +430,6 @@ impl<'a> Planner<'a> {
 }
 
 mod steps;
+
+#[cfg(test)]
+mod tests;

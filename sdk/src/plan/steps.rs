@@ -1,12 +1,14 @@
 //! The planner's steps for services, grants, guests, devices and boot-info pages, in the order
 //! [`super::plan`] calls them.
 
-use super::layout::{self, DTB_IPA, PAYLOAD_IPA, ROOT_CNODE_BITS, SERVICE_CNODE_BITS, SERVICE_SPACE_BITS};
+use super::layout::{
+    self, DTB_IPA, PAYLOAD_IPA, ROOT_CNODE_BITS, SERVICE_CNODE_BITS, SERVICE_SPACE_BITS,
+};
 use super::{
-    ACCESS_READ, ACCESS_WRITE, ALL, BOOT_INFO, BootInfo, Capability, DeviceInfo, GRANT,
-    GuestInfo, INIT_CNODE, IPC_BUFFER, IRQ_CONTROL, IntoBytes, NONE, NameKind, Op, PAGE,
-    PAGES_CMDLINE, Patch, PlanHeader, Planned, Planner, Purpose, RetypeKind, STACK_TOP,
-    ServiceImage, VCPU_BADGE, WRITE, devices, plan, vm_bits,
+    ACCESS_READ, ACCESS_WRITE, ALL, BOOT_INFO, BootInfo, Capability, DeviceInfo, GRANT, GuestInfo,
+    INIT_CNODE, IPC_BUFFER, IRQ_CONTROL, NONE, NameKind, Op, PAGE, PAGES_CMDLINE, Patch,
+    PlanHeader, Planned, Planner, Purpose, RetypeKind, STACK_TOP, ServiceImage, VCPU_BADGE, WRITE,
+    devices, plan, vm_bits,
 };
 use capvisor_image::plan::{IMAGE_BLOCK, MAX_SLOTS};
 use zerocopy::FromZeros;
@@ -39,19 +41,42 @@ impl Planner<'_> {
         } else {
             NONE
         };
-        let bits = if root { ROOT_CNODE_BITS } else { SERVICE_CNODE_BITS };
+        let bits = if root {
+            ROOT_CNODE_BITS
+        } else {
+            SERVICE_CNODE_BITS
+        };
         let cnode = self.retype(RetypeKind::CNode, bits, Purpose::Cnode, owner);
-        let space = self.retype(RetypeKind::AddressSpace, SERVICE_SPACE_BITS, Purpose::Space, owner);
+        let space = self.retype(
+            RetypeKind::AddressSpace,
+            SERVICE_SPACE_BITS,
+            Purpose::Space,
+            owner,
+        );
         let thread = self.retype(RetypeKind::Thread, 0, Purpose::Thread, owner);
         for (dest, slot, purpose) in [
             (1, cnode, Purpose::Cnode),
             (2, space, Purpose::Space),
             (3, thread, Purpose::Thread),
         ] {
-            self.step(Op::Copy { slot, cnode, dest, rights: ALL }, purpose, owner);
+            self.step(
+                Op::Copy {
+                    slot,
+                    cnode,
+                    dest,
+                    rights: ALL,
+                },
+                purpose,
+                owner,
+            );
         }
         if root {
-            let op = Op::Copy { slot: IRQ_CONTROL, cnode, dest: 4, rights: ALL };
+            let op = Op::Copy {
+                slot: IRQ_CONTROL,
+                cnode,
+                dest: 4,
+                rights: ALL,
+            };
             self.step(op, Purpose::Root, owner);
         }
         let record = &mut self.services[index];
@@ -63,19 +88,38 @@ impl Planner<'_> {
         for segment in image.segments() {
             let source = placed.offset + segment.offset;
             let range = (segment.ipa, segment.pages, source, segment.data_size);
-            self.pages(index, range, (u64::from(segment.access), 0), (Purpose::Code, &mut frame));
+            self.pages(
+                index,
+                range,
+                (u64::from(segment.access), 0),
+                (Purpose::Code, &mut frame),
+            );
         }
         let stack = service.stack.max(PAGE).next_multiple_of(PAGE);
         let read_write = u64::from(ACCESS_READ | ACCESS_WRITE);
         let stack_range = (STACK_TOP - stack, stack / PAGE, 0, 0);
-        self.pages(index, stack_range, (read_write, 0), (Purpose::Stack, &mut frame));
+        self.pages(
+            index,
+            stack_range,
+            (read_write, 0),
+            (Purpose::Stack, &mut frame),
+        );
         let ipc = (IPC_BUFFER, 1, 0, 0);
-        self.pages(index, ipc, (read_write, 0), (Purpose::IpcBuffer, &mut frame));
+        self.pages(
+            index,
+            ipc,
+            (read_write, 0),
+            (Purpose::IpcBuffer, &mut frame),
+        );
         self.services[index].frames_end = frame;
         // Its manifest priority, which is also its maximum (it cannot make a thread above
         // itself); the root-compatible first service keeps the root's maximum, 255.
         let priority = u64::from(service.priority);
-        let max = if root && !self.supervised { 255 } else { priority };
+        let max = if root && !self.supervised {
+            255
+        } else {
+            priority
+        };
         let configure = Op::Configure {
             slot: thread,
             cspace: cnode,
@@ -86,7 +130,14 @@ impl Planner<'_> {
         };
         self.step(configure, Purpose::Thread, owner);
         let entry = self.inputs.first_entry + index as u64;
-        self.step(Op::Name { slot: thread, service: entry }, Purpose::Thread, owner);
+        self.step(
+            Op::Name {
+                slot: thread,
+                service: entry,
+            },
+            Purpose::Thread,
+            owner,
+        );
         Ok(())
     }
 
@@ -146,14 +197,21 @@ impl Planner<'_> {
                     let endpoint = self.endpoint(target)?;
                     let owner = self.services[granter].owner;
                     let badge = Some(granter as u64 + 1);
-                    let slot = self.give(granter, endpoint, (WRITE | GRANT, badge), (Purpose::Grant, owner))?;
+                    let slot = self.give(
+                        granter,
+                        endpoint,
+                        (WRITE | GRANT, badge),
+                        (Purpose::Grant, owner),
+                    )?;
                     self.services[granter].granted[target] = slot;
                 }
             }
         }
         for (index, service) in manifest.services.iter().enumerate() {
             for cap in &service.caps {
-                let Capability::Untyped(bytes) = cap else { continue };
+                let Capability::Untyped(bytes) = cap else {
+                    continue;
+                };
                 for bits in (12..=47u64).rev().filter(|bits| bytes & (1 << bits) != 0) {
                     let owner = self.services[index].owner;
                     let piece = self.retype(RetypeKind::Untyped, bits, Purpose::Untyped, owner);
@@ -192,7 +250,12 @@ impl Planner<'_> {
             0 => {
                 let to_memmgr = self.endpoint(memmgr)?;
                 let badge = Some(vmm as u64 + 1);
-                let slot = self.give(vmm, to_memmgr, (WRITE | GRANT, badge), (Purpose::Grant, owner))?;
+                let slot = self.give(
+                    vmm,
+                    to_memmgr,
+                    (WRITE | GRANT, badge),
+                    (Purpose::Grant, owner),
+                )?;
                 self.services[vmm].granted[memmgr] = slot;
                 slot
             }
@@ -205,7 +268,13 @@ impl Planner<'_> {
             let thread = self.retype(RetypeKind::Thread, 0, Purpose::VcpuThread, owner);
             let fault = self.slot();
             let badge = VCPU_BADGE + n as u64;
-            let mint = Op::Mint { slot: endpoint, cnode: INIT_CNODE, dest: u64::from(fault), rights: WRITE, badge };
+            let mint = Op::Mint {
+                slot: endpoint,
+                cnode: INIT_CNODE,
+                dest: u64::from(fault),
+                rights: WRITE,
+                badge,
+            };
             self.step(mint, Purpose::FaultEndpoint, owner);
             // Entry, stack and IPC buffer are the VMM's to set (a guest makes no syscalls); its
             // CSpace is the VMM's CNode, which it never uses.
@@ -218,13 +287,19 @@ impl Planner<'_> {
                 fault,
             };
             self.step(configure, Purpose::VcpuThread, owner);
-            self.step(Op::BindVcpu { slot: thread, vcpu }, Purpose::VcpuThread, owner);
+            self.step(
+                Op::BindVcpu { slot: thread, vcpu },
+                Purpose::VcpuThread,
+                owner,
+            );
             vmm_info.vcpu[n] = self.give(vmm, vcpu, (ALL, None), (Purpose::Vcpu, owner))?;
-            vmm_info.thread[n] = self.give(vmm, thread, (ALL, None), (Purpose::VcpuThread, owner))?;
+            vmm_info.thread[n] =
+                self.give(vmm, thread, (ALL, None), (Purpose::VcpuThread, owner))?;
         }
         self.interrupts(index, vmm, &mut vmm_info)?;
         if let Some(ram) = self.identity[index] {
-            mm_info.ram_untyped = self.give(memmgr, ram, (ALL, None), (Purpose::IdentityRam, owner))?;
+            mm_info.ram_untyped =
+                self.give(memmgr, ram, (ALL, None), (Purpose::IdentityRam, owner))?;
         }
         self.payloads(index, (vmm, memmgr), (&mut vmm_info, &mut mm_info));
         for (service, info) in [(vmm, vmm_info), (memmgr, mm_info)] {
@@ -242,7 +317,10 @@ impl Planner<'_> {
             *slot = info;
             page.guest_count += 1;
             if let Some(region) = self.identity[index] {
-                self.patches[service].push(Patch::GuestRam { region, index: entry });
+                self.patches[service].push(Patch::GuestRam {
+                    region,
+                    index: entry,
+                });
             }
         }
     }
@@ -260,7 +338,11 @@ impl Planner<'_> {
                     .reserve(IRQS_PER_DEVICE)
                     .ok_or_else(|| format!("{name}: its capability window is full"))?;
                 self.info(vmm);
-                let patch = Patch::Irqs { device: region, dest, guest: guest_entry };
+                let patch = Patch::Irqs {
+                    device: region,
+                    dest,
+                    guest: guest_entry,
+                };
                 self.patches[vmm].push(patch);
             }
         }
@@ -290,9 +372,22 @@ impl Planner<'_> {
             for block in 0..blocks {
                 let slot = self.slot();
                 let first = payload.offset / IMAGE_BLOCK;
-                self.step(Op::ImageFrame { slot, block: first + block }, Purpose::GuestPayload, owner);
+                self.step(
+                    Op::ImageFrame {
+                        slot,
+                        block: first + block,
+                    },
+                    Purpose::GuestPayload,
+                    owner,
+                );
                 let ipa = PAYLOAD_IPA + at + block * IMAGE_BLOCK;
-                let map = Op::Map { slot, space, ipa, access: u64::from(ACCESS_READ), memtype: 0 };
+                let map = Op::Map {
+                    slot,
+                    space,
+                    ipa,
+                    access: u64::from(ACCESS_READ),
+                    memtype: 0,
+                };
                 self.step(map, Purpose::GuestPayload, owner);
             }
             *out = capvisor_ipc::bootinfo::Payload {
@@ -304,7 +399,12 @@ impl Planner<'_> {
         if let Some(cmdline) = payloads.cmdline {
             let at = self.services[vmm].next_cmdline;
             self.services[vmm].next_cmdline += PAGE;
-            let range = (BOOT_INFO + at, 1, cmdline.offset, cmdline.bytes.len() as u64);
+            let range = (
+                BOOT_INFO + at,
+                1,
+                cmdline.offset,
+                cmdline.bytes.len() as u64,
+            );
             let read = (u64::from(ACCESS_READ), PAGES_CMDLINE);
             self.pages_owned(vmm, range, read, (Purpose::Cmdline, owner));
             vmm_info.cmdline = capvisor_ipc::bootinfo::Payload {
@@ -326,7 +426,18 @@ impl Planner<'_> {
         let slot = self.next_slot;
         self.next_slot += count as u32;
         let space = self.services[service].space;
-        let op = Op::Pages { slot, count, source, data_size, space, ipa, access, cnode: NONE, dest: 0, flags };
+        let op = Op::Pages {
+            slot,
+            count,
+            source,
+            data_size,
+            space,
+            ipa,
+            access,
+            cnode: NONE,
+            dest: 0,
+            flags,
+        };
         self.step(op, purpose, owner);
     }
 
@@ -337,7 +448,11 @@ impl Planner<'_> {
         let mut info = GuestInfo::new_zeroed();
         info.index = index as u32;
         info.vcpus = u32::from(guest.vcpus);
-        info.ram_base = if guest.ram_identity { 0 } else { capvisor_image::GUEST_RAM_BASE };
+        info.ram_base = if guest.ram_identity {
+            0
+        } else {
+            capvisor_image::GUEST_RAM_BASE
+        };
         info.ram_size = guest.memory;
         let header = capvisor_image::LinuxImageHeader::read(kernel);
         info.text_offset = header.map_or(0, |header| header.text_offset);
@@ -354,7 +469,10 @@ impl Planner<'_> {
     /// guest's `Vm`, listed in its boot-info page with a copy of the platform device tree.
     pub(super) fn device_grants(&mut self) -> Result<(), String> {
         for (index, record) in self.records.clone().iter().enumerate() {
-            let Some(holder) = usize::try_from(record.service).ok().filter(|&s| s < self.services.len()) else {
+            let Some(holder) = usize::try_from(record.service)
+                .ok()
+                .filter(|&s| s < self.services.len())
+            else {
                 continue;
             };
             let devices = self.inputs.manifest.devices.len();
@@ -376,7 +494,11 @@ impl Planner<'_> {
             let guest = record.guest as usize;
             if let Some(&vm) = self.vms.get(guest) {
                 device.vm = self.give(holder, vm, (ALL, None), (Purpose::Vm, owner))?;
-                let known = self.info(holder).guests().iter().any(|g| g.index == record.guest);
+                let known = self
+                    .info(holder)
+                    .guests()
+                    .iter()
+                    .any(|g| g.index == record.guest);
                 if !known {
                     let info = self.guest_info(guest);
                     self.add_guest(holder, guest, info);
@@ -388,7 +510,10 @@ impl Planner<'_> {
                 *slot = device;
                 page.device_count += 1;
                 if !record.is_carveout() {
-                    self.patches[holder].push(Patch::Device { region, index: entry });
+                    self.patches[holder].push(Patch::Device {
+                        region,
+                        index: entry,
+                    });
                 }
             }
             if !self.patches[holder].iter().any(|p| matches!(p, Patch::Dtb)) {
@@ -401,9 +526,15 @@ impl Planner<'_> {
     /// Each boot-info page: made from the image's copy, completed by init, mapped read-only.
     pub(super) fn boot_info_pages(&mut self) {
         for index in 0..self.infos.len() {
-            let Some(mut info) = self.infos[index] else { continue };
+            let Some(mut info) = self.infos[index] else {
+                continue;
+            };
             let service = &self.services[index];
-            info.endpoint = if self.endpoints[index].is_some() { service.window.base } else { 0 };
+            info.endpoint = if self.endpoints[index].is_some() {
+                service.window.base
+            } else {
+                0
+            };
             for (slot, &untyped) in info.untyped.iter_mut().zip(&service.untyped) {
                 *slot = untyped;
             }
@@ -419,23 +550,66 @@ impl Planner<'_> {
             let frame = self.slot();
             let source = self.inputs.boot_infos.get(index).copied().unwrap_or(0);
             let size = size_of::<BootInfo>() as u64;
-            let op = Op::Pages { slot: frame, count: 1, source, data_size: size, space: NONE, ipa: 0, access: 0, cnode: NONE, dest: 0, flags: 0 };
+            let op = Op::Pages {
+                slot: frame,
+                count: 1,
+                source,
+                data_size: size,
+                space: NONE,
+                ipa: 0,
+                access: 0,
+                cnode: NONE,
+                dest: 0,
+                flags: 0,
+            };
             self.step(op, Purpose::BootInfo, owner);
             self.step(Op::InfoPlatform { slot: frame }, Purpose::BootInfo, owner);
             for patch in self.patches[index].clone() {
                 let op = match patch {
-                    Patch::Device { region, index } => Op::InfoDevice { slot: frame, region, index },
-                    Patch::GuestRam { region, index } => Op::InfoGuestRam { slot: frame, region, index },
-                    Patch::Irqs { device, dest, guest } => {
+                    Patch::Device { region, index } => Op::InfoDevice {
+                        slot: frame,
+                        region,
+                        index,
+                    },
+                    Patch::GuestRam { region, index } => Op::InfoGuestRam {
+                        slot: frame,
+                        region,
+                        index,
+                    },
+                    Patch::Irqs {
+                        device,
+                        dest,
+                        guest,
+                    } => {
                         let cnode = self.services[index].cnode;
-                        Op::Irqs { slot: device, cnode, info: frame, dest, guest }
+                        Op::Irqs {
+                            slot: device,
+                            cnode,
+                            info: frame,
+                            dest,
+                            guest,
+                        }
                     }
-                    Patch::Dtb => Op::InfoDtb { slot: frame, space, ipa: DTB_IPA },
+                    Patch::Dtb => Op::InfoDtb {
+                        slot: frame,
+                        space,
+                        ipa: DTB_IPA,
+                    },
                 };
-                let purpose = if matches!(patch, Patch::Irqs { .. }) { Purpose::Irq } else { Purpose::BootInfo };
+                let purpose = if matches!(patch, Patch::Irqs { .. }) {
+                    Purpose::Irq
+                } else {
+                    Purpose::BootInfo
+                };
                 self.step(op, purpose, owner);
             }
-            let map = Op::Map { slot: frame, space, ipa: BOOT_INFO, access: u64::from(ACCESS_READ), memtype: 0 };
+            let map = Op::Map {
+                slot: frame,
+                space,
+                ipa: BOOT_INFO,
+                access: u64::from(ACCESS_READ),
+                memtype: 0,
+            };
             self.step(map, Purpose::BootInfo, owner);
         }
     }
@@ -507,4 +681,3 @@ fn device_flags(record: &capvisor_image::devices::DeviceRecord) -> u32 {
     }
     flags
 }
-

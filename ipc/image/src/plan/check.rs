@@ -66,7 +66,12 @@ pub(super) fn step<'a>(item: &PlanItem, strings: &'a [u8]) -> Result<Step<'a>, (
                 .get(a as usize..a.saturating_add(b) as usize)
                 .and_then(|s| core::str::from_utf8(s).ok())
                 .ok_or(())?;
-            check(!locator.is_empty() && c & !DEVICE_COMPATIBLE == 0 && (1..=3).contains(&d) && e == 0)?;
+            check(
+                !locator.is_empty()
+                    && c & !DEVICE_COMPATIBLE == 0
+                    && (1..=3).contains(&d)
+                    && e == 0,
+            )?;
             Op::Device {
                 slot,
                 locator,
