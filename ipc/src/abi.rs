@@ -120,30 +120,6 @@ crate::stable_codes! {
         /// through a hardware-linked list register, so the guest's deactivation deactivates it
         /// (vCPU CPtr with WRITE, vINTID 32–1019; a vCPU CPtr of 0 stops forwarding).
         IrqForwardToVcpu = 23,
-        /// Untyped: fix the memory attributes ([`DeviceMemory`]) of a device untyped, once,
-        /// before anything is retyped from it; or make a RAM untyped nothing is retyped from
-        /// device memory its owner maps cacheable (a cacheable PFNMAP carve-out).
-        UntypedDeviceMemory = 24,
-        /// IrqControl: name a thread (word 0, a CPtr with WRITE) after the image's service entry
-        /// word 1 (its console prefix and fault reports), as init does for the services it makes.
-        IrqControlNameThread = 25,
-    }
-}
-
-crate::stable_codes! {
-    /// The memory attributes of a device untyped (`UntypedDeviceMemory`, word 0): which stage-2
-    /// memory types the device frames retyped from it may be mapped with (DESIGN.md rules 3–5).
-    ///
-    /// # Errors
-    /// Any other number is [`KernelError::InvalidArgument`].
-    pub enum DeviceMemory: u64 {
-        /// Device-nGnRE only (what a device untyped is until its attributes are fixed).
-        Uncached = 1,
-        /// Device-nGnRE or Normal non-cacheable (a grant that allows any uncached type).
-        UncachedNormalNc = 2,
-        /// Normal write-back only, on a platform with FEAT_S2FWB and CTR_EL0.DIC (a cacheable
-        /// PFNMAP); the only attributes a RAM untyped can take.
-        Cacheable = 3,
     }
 }
 

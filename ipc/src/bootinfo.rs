@@ -1,17 +1,10 @@
-//! The boot information pages.
+//! The boot information page the kernel maps read-only into a service that runs or serves guests
+//! (a VMM, a memory manager) at [`BOOT_INFO`]: the platform's features, the capabilities the kernel
+//! placed in the service's CSpace for each guest, and the guests' payloads (kernel, device tree,
+//! initrd) right after the page, for the memory manager to load.
 //!
-//! - [`BootInfo`]: what init (`services/init`) maps read-only at [`BOOT_INFO`] into a service that
-//!   runs or serves guests (a VMM, a memory manager, a device broker): the platform's features,
-//!   the capabilities init placed in the service's CSpace for each guest and device, and the
-//!   guests' payloads (kernel, device tree, initrd) after the page, for the memory manager to
-//!   load. The SDK computes it at build time (the image's `BootInfo` entries); init completes
-//!   what only the running system knows (features, device addresses, interrupts).
-//! - [`RootInfo`]: what the kernel maps read-only at [`ROOT_INFO`] into the root service, init:
-//!   where the capabilities it was given are (RAM and device untyped, the image's frames) and
-//!   the platform's features, with the platform device tree mapped at [`RootInfo::dtb`].
-//!
-//! The layouts are fixed (`zerocopy`, little-endian); a reader checks the magic and version before
-//! it trusts anything else.
+//! The layout is fixed (`zerocopy`, little-endian); a service checks [`BootInfo::MAGIC`] and
+//! [`BootInfo::VERSION`] before it trusts anything else.
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -29,9 +22,6 @@ pub const MAX_GUEST_IRQS: usize = 8;
 pub const FLAG_FWB: u32 = 1 << 0;
 /// `BootInfo::flags`: CTR_EL0.DIC is 1 (no instruction-cache invalidation needed for coherence).
 pub const FLAG_DIC: u32 = 1 << 1;
-/// `RootInfo::flags`: CTR_EL0.IDC is 1 (no data-cache clean to PoU needed before code is
-/// fetched).
-pub const FLAG_IDC: u32 = 1 << 2;
 /// The badge the kernel gives the fault endpoint of a guest's vCPU `n`: `VCPU_BADGE + n` (above
 /// any service badge, which are service indices + 1).
 pub const VCPU_BADGE: u64 = 0x1000;
@@ -304,100 +294,3 @@ fn text(bytes: &[u8]) -> &str {
 }
 
 const _: () = assert!(size_of::<BootInfo>() <= 4096);
-
-/// Where the kernel maps the [`RootInfo`] page in init's address space.
-pub const ROOT_INFO: u64 = BOOT_INFO;
-/// Where the kernel maps the platform device tree's pages in init's address space (read-only);
-/// the blob starts at [`RootInfo::dtb`], inside the first page.
-pub const ROOT_DTB: u64 = BOOT_INFO + (2 << 20);
-/// The most RAM untyped the kernel gives init.
-pub const MAX_ROOT_RAM: usize = 32;
-/// The most device untyped the kernel gives init.
-pub const MAX_ROOT_DEVICES: usize = 64;
-
-/// An untyped the kernel gave init: its slot and the physical range it covers.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
-)]
-#[repr(C)]
-pub struct RootUntyped {
-    /// Its slot in init's CNode.
-    pub slot: u64,
-    /// Its first byte.
-    pub base: u64,
-    /// Its size in bytes.
-    pub size: u64,
-}
-
-/// What the kernel tells the root service (init) about the capabilities it gave it. init's
-/// CNode holds, from slot 1: its CNode, its AddressSpace, its Thread, IrqControl, then `ram`,
-/// `devices` and the image's frames, in that order; the rest is empty.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-pub struct RootInfo {
-    /// [`RootInfo::MAGIC`].
-    pub magic: [u8; 8],
-    /// [`RootInfo::VERSION`].
-    pub version: u32,
-    /// [`FLAG_FWB`], [`FLAG_DIC`], [`FLAG_IDC`].
-    pub flags: u32,
-    /// How many slots init's CNode has.
-    pub cnode_slots: u64,
-    /// The first slot the kernel left empty.
-    pub first_free: u64,
-    /// Number of valid entries in `ram`.
-    pub ram_count: u64,
-    /// The free RAM, one untyped per range of the kernel's memory map, in address order.
-    pub ram: [RootUntyped; MAX_ROOT_RAM],
-    /// Number of valid entries in `devices`.
-    pub device_count: u64,
-    /// The device regions (every device-tree `reg` range that is not RAM and not the kernel's
-    /// console or GIC, page-aligned, overlapping ones merged), in address order: device untyped
-    /// whose attributes are still to be fixed (`UntypedDeviceMemory`).
-    pub devices: [RootUntyped; MAX_ROOT_DEVICES],
-    /// The slot of the first of the image payload's read-only 2 MiB frames.
-    pub image_first: u64,
-    /// How many.
-    pub image_blocks: u64,
-    /// The payload's size in bytes (its table first: `capvisor_image`).
-    pub image_size: u64,
-    /// Where the platform device tree starts in init's address space (inside the page at
-    /// [`ROOT_DTB`]).
-    pub dtb: u64,
-    /// Its size in bytes (its header's `totalsize`).
-    pub dtb_size: u64,
-    /// As [`BootInfo::smccc_workarounds`].
-    pub smccc_workarounds: [i32; 3],
-    /// Reserved, zero.
-    pub reserved: u32,
-}
-
-impl RootInfo {
-    /// `CVROOTI\0`.
-    pub const MAGIC: [u8; 8] = *b"CVROOTI\0";
-    /// The layout version.
-    pub const VERSION: u32 = 1;
-
-    /// The page in `bytes`, if its magic and version are this layout's.
-    #[must_use]
-    pub fn parse(bytes: &[u8]) -> Option<Self> {
-        let (info, _) = Self::read_from_prefix(bytes).ok()?;
-        (info.magic == Self::MAGIC && info.version == Self::VERSION).then_some(info)
-    }
-
-    /// The RAM untyped.
-    #[must_use]
-    pub fn ram(&self) -> &[RootUntyped] {
-        let count = usize::try_from(self.ram_count).unwrap_or(MAX_ROOT_RAM);
-        &self.ram[..count.min(MAX_ROOT_RAM)]
-    }
-
-    /// The device untyped.
-    #[must_use]
-    pub fn devices(&self) -> &[RootUntyped] {
-        let count = usize::try_from(self.device_count).unwrap_or(MAX_ROOT_DEVICES);
-        &self.devices[..count.min(MAX_ROOT_DEVICES)]
-    }
-}
-
-const _: () = assert!(size_of::<RootInfo>() <= 4096);

@@ -470,7 +470,9 @@ pub enum Op<'a> {
         locator: &'a str,
         /// Whether `locator` is a `compatible` string.
         compatible: bool,
-        /// The attributes: a `capvisor_ipc::abi::DeviceMemory` code (1 to 3).
+        /// The memory types its frames may be mapped with: 1 Device-nGnRE only, 2 Device-nGnRE
+        /// or Normal non-cacheable, 3 Normal write-back only (a cacheable PFNMAP, DESIGN.md
+        /// rules 3–5).
         attributes: u64,
     },
     /// A RAM untyped covering exactly `[base, base + size)` (a power of two aligned to its size),

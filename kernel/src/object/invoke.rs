@@ -5,8 +5,7 @@
 //!
 //! | object | invocation | words |
 //! |---|---|---|
-//! | any | `Identify` | → kind code, rights bits, badge (for an untyped: its physical base), and for an untyped its size in bytes |
-//! | Untyped | `UntypedDeviceMemory` | a `DeviceMemory` code (see `untyped.rs`) |
+//! | any | `Identify` | → kind code, rights bits, badge, and for an untyped its size in bytes |
 //! | CNode | `Copy` | dest index (in the invoked CNode), source CPtr (caller's CSpace), rights mask |
 //! | CNode | `Mint` | as `Copy`, then the badge |
 //! | CNode | `Move` | dest index, source CPtr |
@@ -15,7 +14,6 @@
 //! | Frame | `Map` | AddressSpace/Vm CPtr, IPA, access (R=1 W=2 X=4), memory type (0 WB, 1 NC, 2 Device-nGnRE) |
 //! | Frame | `Unmap` | — |
 //! | IrqControl | `IrqIssueHandler` | SPI INTID 32–1019, dest index (caller's CSpace) |
-//! | IrqControl | `IrqControlNameThread` | thread CPtr with `WRITE`, image service entry index |
 //! | IrqHandler | `IrqSetNotification` | notification CPtr (its badge is what the interrupt signals) |
 //! | IrqHandler | `IrqAck` | — |
 //! | IrqHandler | `IrqForwardToVcpu` | vCPU CPtr with `WRITE` (0: stop), vINTID 32–1019 |
@@ -93,14 +91,11 @@ impl Kernel {
         let cap = *self.slots.cap(slot).ok_or(KernelError::EmptySlot)?;
         let results = match Invocation::from_code(info.label()) {
             Some(Invocation::Identify) => {
-                let (badge, size) = match cap.object {
-                    Object::Untyped(u) => self
-                        .untyped
-                        .get(u)
-                        .map_or((0, 0), |u| (u.base.raw(), u.size)),
-                    _ => (cap.badge.raw(), 0),
+                let size = match cap.object {
+                    Object::Untyped(u) => self.untyped.get(u).map_or(0, |u| u.size),
+                    _ => 0,
                 };
-                identify(&cap, badge, size)
+                identify(&cap, size)
             }
             Some(Invocation::ThreadConfigure) => {
                 let Object::Thread(thread) = cap.object else {
@@ -174,14 +169,6 @@ impl Kernel {
             }
             (Invocation::Retype, Object::Untyped(_)) => {
                 self.invoke_retype(caller, slot, args, fx)?
-            }
-            (Invocation::UntypedDeviceMemory, Object::Untyped(untyped)) => {
-                let [code] = args.take()?;
-                self.untyped_device_memory(untyped, cap.rights, code)?;
-            }
-            (Invocation::IrqControlNameThread, Object::IrqControl) => {
-                let [thread, entry] = args.take()?;
-                self.name_thread(caller, thread, entry)?;
             }
             (Invocation::Map, Object::Frame(_)) => {
                 self.map_frame(caller, slot, args.take()?, fx)?
@@ -400,13 +387,12 @@ impl Kernel {
     }
 }
 
-/// `Identify`'s words: kind, rights, `badge` (an untyped's base), `size` (an untyped's).
-fn identify(cap: &Capability, badge: u64, size: u64) -> Results {
+fn identify(cap: &Capability, size: u64) -> Results {
     let mut results = Results::new();
     for word in [
         u64::from(cap.object.kind_code()),
         u64::from(cap.rights.bits()),
-        badge,
+        cap.badge.raw(),
         size,
     ] {
         // Four words fit in four.

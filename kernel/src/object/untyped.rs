@@ -27,15 +27,6 @@
 //! capability goes while it still has children stays as a *zombie* record until its last child
 //! goes; its own record then goes through the reaper, and only then does its parent's count drop.
 //!
-//! # Device memory
-//! A device untyped's memory attributes (the memory types its frames allow) are fixed once, by
-//! `UntypedDeviceMemory`, while nothing retyped from it lives; until then its frames allow
-//! Device-nGnRE only. The same invocation makes a RAM untyped nothing lives in device memory
-//! mapped cacheable (a cacheable PFNMAP carve-out), never uncached: RAM is mapped cacheable by
-//! the kernel. Attributes never change again, so memory once mapped cacheable is never mapped
-//! uncached afterwards (mismatched attributes, Arm ARM DDI 0487 B2.16), and uncached mappings
-//! leave no cache lines behind for a later cacheable one to meet.
-//!
 //! Invariant: `watermark <= top <= size`; `children` is exactly what the paragraph above counts.
 
 use capvisor_ipc::abi::KernelError;
@@ -79,8 +70,6 @@ pub struct Untyped {
     pub(super) origin: Option<UntypedRef>,
     /// Its last capability is gone but children remain: the record lives until they are gone.
     pub(super) zombie: bool,
-    /// Its memory attributes were fixed (`UntypedDeviceMemory`): they never change again.
-    pub(super) fixed: bool,
     pub(super) next_dying: Option<Dying>,
 }
 
@@ -107,7 +96,6 @@ impl Untyped {
             queued: 0,
             origin,
             zombie: false,
-            fixed: false,
             next_dying: None,
         }
     }
@@ -441,43 +429,6 @@ impl Kernel {
             return Err(error);
         }
         Ok(space)
-    }
-
-    /// `UntypedDeviceMemory`: fixes `untyped`'s memory attributes to the `DeviceMemory` code in
-    /// the argument word (module doc).
-    ///
-    /// # Errors
-    /// `InsufficientRights` without `WRITE`; `InvalidArgument` for an unknown code;
-    /// `IllegalOperation` when the attributes were fixed before or something retyped from it
-    /// lives; `MismatchedAttributes` for uncached attributes on RAM.
-    pub(super) fn untyped_device_memory(
-        &mut self,
-        untyped: UntypedRef,
-        rights: Rights,
-        code: u64,
-    ) -> Result<(), KernelError> {
-        use capvisor_ipc::abi::DeviceMemory;
-        if !rights.contains(Rights::WRITE) {
-            return Err(KernelError::InsufficientRights);
-        }
-        let attributes = match DeviceMemory::from_code(code) {
-            Some(DeviceMemory::Uncached) => DeviceAttributes::Uncached { normal_nc: false },
-            Some(DeviceMemory::UncachedNormalNc) => DeviceAttributes::Uncached { normal_nc: true },
-            Some(DeviceMemory::Cacheable) => DeviceAttributes::Cacheable,
-            None => return Err(KernelError::InvalidArgument),
-        };
-        let u = self.untyped.get_mut(untyped)?;
-        if u.fixed || u.children != 0 {
-            return Err(KernelError::IllegalOperation);
-        }
-        if u.device.is_none() && attributes != DeviceAttributes::Cacheable {
-            return Err(KernelError::MismatchedAttributes);
-        }
-        u.device = Some(attributes);
-        u.fixed = true;
-        u.watermark = 0;
-        u.top = u.size;
-        Ok(())
     }
 
     /// The untyped object a capability names (for tests and diagnostics).

@@ -308,7 +308,6 @@ fn boot_root(
             size: kernel_bytes,
         },
         space_bytes,
-        image: RootRam::NONE,
     };
     let layout = kernel.create_root_thread(&boot, glue)?;
     map_root(kernel, glue, &layout, image, base, idc)?;

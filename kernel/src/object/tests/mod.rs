@@ -113,7 +113,6 @@ impl World {
             priority: 255,
             kernel_memory: kernel_memory(),
             space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
-            image: RootRam::NONE,
         };
         let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
         assert_eq!(k.pick_next(), Some(layout.thread));
@@ -337,7 +336,6 @@ fn the_root_runs_at_the_priority_the_glue_gives() {
         priority: 100,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
-        image: RootRam::NONE,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
     let root = k.threads.get(layout.thread).unwrap();
@@ -388,7 +386,6 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
-        image: RootRam::NONE,
     };
     assert_eq!(
         w.k.create_root_thread(&boot, &mut *w.fx),
@@ -409,7 +406,6 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
-        image: RootRam::NONE,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -428,7 +424,6 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
-        image: RootRam::NONE,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -443,7 +438,6 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
-        image: RootRam::NONE,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
