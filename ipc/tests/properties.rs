@@ -67,19 +67,17 @@ fn s2walk_request() -> impl Strategy<Value = s2walk::Request> {
 fn guest_fault() -> impl Strategy<Value = GuestFault> {
     let abort = (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>());
     prop_oneof![
-        (abort, 0u64..32, any::<bool>()).prop_map(
-            |((ipa, far, esr, x), srt, isv_write)| {
-                // Half of them writes with ISV = 1 (SRT of the strategy's choosing, XZR included).
-                let esr = if isv_write {
-                    esr | 1 << 24 | 1 << 6
-                } else {
-                    esr
-                };
-                let esr = (esr & !(0x1f << 16)) | srt << 16;
-                let registers: [u64; 31] = core::array::from_fn(|n| x.rotate_left(n as u32));
-                GuestFault::data_abort(Ipa::new(ipa), Far::new(far), Esr::new(esr), &registers)
-            }
-        ),
+        (abort, 0u64..32, any::<bool>()).prop_map(|((ipa, far, esr, x), srt, isv_write)| {
+            // Half of them writes with ISV = 1 (SRT of the strategy's choosing, XZR included).
+            let esr = if isv_write {
+                esr | 1 << 24 | 1 << 6
+            } else {
+                esr
+            };
+            let esr = (esr & !(0x1f << 16)) | srt << 16;
+            let registers: [u64; 31] = core::array::from_fn(|n| x.rotate_left(n as u32));
+            GuestFault::data_abort(Ipa::new(ipa), Far::new(far), Esr::new(esr), &registers)
+        }),
         abort.prop_map(|(ipa, far, esr, _)| GuestFault::InstructionAbort {
             ipa: Ipa::new(ipa),
             far: Far::new(far),
