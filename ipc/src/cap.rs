@@ -12,6 +12,7 @@
 
 use core::marker::PhantomData;
 
+#[cfg(feature = "postcard")]
 use serde::{Deserialize, Serialize};
 use zerocopy::{Immutable, IntoBytes, KnownLayout};
 
@@ -260,8 +261,9 @@ impl AnyCap {
 }
 
 /// Access rights carried by a capability; a derived capability (copy, mint) can only have fewer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "postcard", derive(Serialize, Deserialize))]
+#[cfg_attr(feature = "postcard", serde(try_from = "u8", into = "u8"))]
 pub struct Rights(u8);
 
 impl Rights {
@@ -394,6 +396,7 @@ mod tests {
         assert!(rw.contains(Rights::READ));
         assert!(!rw.contains(Rights::EXECUTE));
         assert_eq!(rw.intersection(Rights::ALL), rw);
+        #[cfg(feature = "postcard")]
         assert!(postcard::from_bytes::<Rights>(&[0x40]).is_err());
     }
 }

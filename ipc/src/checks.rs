@@ -5,12 +5,19 @@
 //! - [`message_info`]: a raw message-info word either is rejected or round-trips field by field.
 //! - [`request`] / [`reply`]: a hostile message either is rejected with a typed error or decodes to a
 //!   value that re-encodes to a message decoding to the same value (one message, one meaning).
+//! - [`fault_message`] / [`fault_reply`] / [`guest_call`]: a hostile message-info word and four
+//!   message words either are refused or decode to a value that encodes back to exactly that word
+//!   and the words it uses (the fixed layouts the kernel sends and decodes).
 //! - [`ring`]: a hostile producer interleaved with an honest one never makes the consumer return more
 //!   than a slot, never un-breaks a broken ring, and without hostile writes the ring is a FIFO.
 
+#[cfg(feature = "postcard")]
 use core::fmt::Debug;
 
-use crate::abi::{IpcBuffer, MAX_CAPS, MSG_MAX_BYTES, MessageInfo};
+use crate::abi::MessageInfo;
+#[cfg(feature = "postcard")]
+use crate::abi::{IpcBuffer, MAX_CAPS, MSG_MAX_BYTES};
+#[cfg(feature = "postcard")]
 use crate::protocol::{self, CallError, Generation, Protocol};
 use crate::ring::{Consumer, Producer, Ring, RingError};
 
@@ -37,6 +44,7 @@ fn take<const N: usize>(data: &mut &[u8]) -> [u8; N] {
 
 /// Builds a hostile message: a control byte (capabilities, unwrapped bits, foreign label), capability
 /// kinds, then the payload.
+#[cfg(feature = "postcard")]
 fn hostile_message(mut data: &[u8], label: u64) -> (MessageInfo, IpcBuffer) {
     let [control] = take::<1>(&mut data);
     let kinds = take::<MAX_CAPS>(&mut data);
@@ -61,6 +69,7 @@ fn hostile_message(mut data: &[u8], label: u64) -> (MessageInfo, IpcBuffer) {
 }
 
 /// Checks the request decoder of protocol `P` on hostile bytes; returns whether they decoded.
+#[cfg(feature = "postcard")]
 pub fn request<P: Protocol>(data: &[u8]) -> bool
 where
     P::Request: PartialEq + Debug,
@@ -85,6 +94,7 @@ where
 }
 
 /// Checks the reply decoder of protocol `P` on hostile bytes; returns whether they decoded.
+#[cfg(feature = "postcard")]
 pub fn reply<P: Protocol>(mut data: &[u8]) -> bool
 where
     P::Reply: PartialEq + Debug,
@@ -234,4 +244,111 @@ pub fn guest_call(mut data: &[u8]) {
             Some(result)
         );
     }
+}
+
+/// A hostile fixed-layout message: a control byte, a shape byte, label bits and four words.
+/// Control bit 0 set steers the label near the fault layout's: bits 7:3 pick a known kind of
+/// either direction or a guest call's, bit 1 the direction, bit 2 version 2 (else any), so the
+/// decoders' checks past the kind are reached. The shape byte's bit 7 attaches a capability, bit
+/// 6 allows any length below 48 bytes (else a multiple of 8 up to 32), bits 5:0 the length.
+fn fixed_message(mut data: &[u8]) -> (MessageInfo, [u64; 4]) {
+    use crate::protocols::fault::{MessageKind, ReplyKind};
+    use crate::protocols::guest_call::{REPLY_LABEL, REQUEST_LABEL};
+    let [control, shape] = take::<2>(&mut data);
+    let raw = u64::from_le_bytes(take(&mut data));
+    let words = core::array::from_fn(|_| u64::from_le_bytes(take(&mut data)));
+    let reply = control & 0b10 != 0;
+    let label = if control & 1 == 0 {
+        raw & MessageInfo::MAX_LABEL
+    } else {
+        let kinds = MessageKind::ALL.iter().map(|kind| kind.code());
+        let kinds = kinds.chain(ReplyKind::ALL.iter().map(|kind| kind.code()));
+        let count = MessageKind::ALL.len() + ReplyKind::ALL.len() + 1;
+        match kinds
+            .cycle()
+            .take(count)
+            .nth(usize::from(control >> 3) % count)
+        {
+            Some(kind) => {
+                let version = if control & 0b100 != 0 {
+                    2
+                } else {
+                    (raw >> 24) & 0x7f
+                };
+                let direction = if reply { 1 << 31 } else { 0 };
+                u64::from(kind) << 32 | direction | version << 24 | (raw & 0xff_ffff)
+            }
+            // The last: a guest call's own labels, request or reply.
+            None => (if reply { REPLY_LABEL } else { REQUEST_LABEL }) | (raw & 0x1_ffff),
+        }
+    };
+    let length = if shape & 0x40 != 0 {
+        usize::from(shape & 0x3f) % 48
+    } else {
+        usize::from(shape % 5) * 8
+    };
+    let caps = usize::from(shape >> 7);
+    let info = MessageInfo::new(label, length, caps).unwrap_or_else(|_| {
+        MessageInfo::new(0, 0, 0).expect("an empty message-info word is valid")
+    });
+    (info, words)
+}
+
+/// The words a fixed-layout message of `info` uses.
+fn used(info: MessageInfo) -> usize {
+    info.length().div_ceil(8).min(4)
+}
+
+/// Checks the fault message decoder (`protocols::fault::FaultMessage::decode`, what a VMM or
+/// supervisor receives): refused, or exactly what the encoder makes of the decoded value, and a
+/// decoded data abort is consistent with its ESR (as `GuestFault::data_abort` makes one).
+/// Returns whether it decoded.
+pub fn fault_message(data: &[u8]) -> bool {
+    use crate::protocols::fault::{DataAccess, FaultMessage, GuestFault};
+    let (info, words) = fixed_message(data);
+    let Ok(message) = FaultMessage::decode(info, words) else {
+        return false;
+    };
+    let (again, encoded) = message.encode();
+    assert_eq!(again, info, "{message:?}");
+    assert_eq!(encoded[..used(info)], words[..used(info)]);
+    if let FaultMessage::Guest(GuestFault::DataAbort {
+        access,
+        esr,
+        write_value,
+        ..
+    }) = message
+    {
+        let from_esr = DataAccess::from_iss(esr.raw() as u32 & 0x1ff_ffff);
+        assert_eq!(access, from_esr);
+        assert_eq!(write_value.is_some(), from_esr.is_some_and(|a| a.write));
+    }
+    true
+}
+
+/// Checks the two fault reply decoders (`decode_guest_reply`, `decode_service_reply`: what the
+/// kernel decodes): each refuses, or decodes to a reply its encoder makes exactly that message of;
+/// only an error reply is accepted by both. Returns whether either decoded it.
+pub fn fault_reply(data: &[u8]) -> bool {
+    use crate::protocols::fault::{
+        decode_guest_reply, decode_service_reply, encode_guest_reply, encode_service_reply,
+    };
+    let (info, words) = fixed_message(data);
+    let guest = decode_guest_reply(info, words);
+    let service = decode_service_reply(info, words);
+    if let Ok(reply) = &guest {
+        let (again, encoded) = encode_guest_reply(reply);
+        assert_eq!(again, info, "{reply:?}");
+        assert_eq!(encoded[..used(info)], words[..used(info)]);
+    }
+    if let Ok(reply) = service {
+        let (again, encoded) = encode_service_reply(reply);
+        assert_eq!(again, info, "{reply:?}");
+        assert_eq!(encoded[..used(info)], words[..used(info)]);
+    }
+    let decoded = guest.is_ok() || service.is_ok();
+    if let (Ok(guest), Ok(service)) = (guest, service) {
+        assert!(guest.is_err() && guest.err() == service.err());
+    }
+    decoded
 }

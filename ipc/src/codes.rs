@@ -3,7 +3,8 @@
 //! An error that crosses an address-space boundary travels as a number. The number of each variant is
 //! written once, next to the variant, and the macro derives everything else from that one list: the
 //! `#[repr]` discriminants, `code()`, `from_code()`, the serde encoding (the code, never postcard's
-//! declaration-order index) and a `const` assertion that codes are unique and non-zero (0 means
+//! declaration-order index; with the `postcard` feature, and not for `@fixed` enums, which travel
+//! only in fixed layouts) and a `const` assertion that codes are unique and non-zero (0 means
 //! "success" on the wire). Nothing is kept in sync by a comment (STYLE.md 10 and 13).
 
 /// Defines an enum of errors with stable, unique, non-zero numeric codes.
@@ -24,7 +25,10 @@
 /// ```
 #[macro_export]
 macro_rules! stable_codes {
+    // Without serde: codes that travel only in fixed layouts (fault messages), so no build of
+    // them, the kernel's included, carries a serde implementation.
     (
+        @fixed
         $(#[$meta:meta])*
         $vis:vis enum $name:ident : $repr:ident {
             $( $(#[$vmeta:meta])* $variant:ident = $code:literal ),+ $(,)?
@@ -41,14 +45,14 @@ macro_rules! stable_codes {
             /// Every variant, in declaration order.
             pub const ALL: &'static [Self] = &[ $( Self::$variant ),+ ];
 
-            /// The stable numeric code of this error (never 0, which means success on the wire).
+            /// The stable numeric code of this variant (never 0, which means success on the wire).
             #[must_use]
             pub const fn code(self) -> $repr {
                 self as $repr
             }
 
-            /// The error with numeric code `code`, or `None` for an unknown code (a hostile or newer
-            /// peer may send any number).
+            /// The variant with numeric code `code`, or `None` for an unknown code (a hostile or
+            /// newer peer may send any number).
             #[must_use]
             pub const fn from_code(code: $repr) -> Option<Self> {
                 $( if code == $code { return Some(Self::$variant); } )+
@@ -83,15 +87,43 @@ macro_rules! stable_codes {
         }
 
         impl core::error::Error for $name {}
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident : $repr:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $code:literal ),+ $(,)?
+        }
+    ) => {
+        $crate::stable_codes! {
+            @fixed
+            $(#[$meta])*
+            $vis enum $name : $repr {
+                $( $(#[$vmeta])* $variant = $code ),+
+            }
+        }
+        $crate::__stable_codes_serde!($name, $repr);
+    };
+}
 
+/// The serde encoding of a [`stable_codes!`] enum: its code, never postcard's declaration index.
+#[cfg(feature = "postcard")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stable_codes_serde {
+    ($name:ident, $repr:ident) => {
         impl $crate::__serde::Serialize for $name {
-            fn serialize<S: $crate::__serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: $crate::__serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> Result<S::Ok, S::Error> {
                 $crate::__serde::Serialize::serialize(&self.code(), serializer)
             }
         }
 
         impl<'de> $crate::__serde::Deserialize<'de> for $name {
-            fn deserialize<D: $crate::__serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> Result<Self, D::Error> {
                 let code = <$repr as $crate::__serde::Deserialize>::deserialize(deserializer)?;
                 Self::from_code(code).ok_or_else(|| {
                     <D::Error as $crate::__serde::de::Error>::custom("unknown error code")
@@ -99,6 +131,14 @@ macro_rules! stable_codes {
             }
         }
     };
+}
+
+/// Without the `postcard` feature no serde encoding is made.
+#[cfg(not(feature = "postcard"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stable_codes_serde {
+    ($name:ident, $repr:ident) => {};
 }
 
 #[cfg(test)]
@@ -114,6 +154,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "postcard")]
     fn codes_round_trip_through_postcard_as_numbers() {
         let mut buf = [0u8; 8];
         let used = postcard::to_slice(&Sample::B, &mut buf).unwrap();

@@ -3,8 +3,12 @@
 //! Principles:
 //! - **Fixed layouts are zerocopy types** ([`abi::IpcBuffer`], [`abi::MessageInfo`],
 //!   [`protocol::WireHeader`], [`ring::RingHeader`]): no casting by hand, offsets const-asserted.
-//! - **Payloads are postcard**, encoded into and decoded from fixed buffers: no allocation anywhere in
-//!   the `no_std` build, so the EL2 kernel can use this crate as it is.
+//! - **Service-to-service payloads are postcard** (feature `postcard`, on by default), encoded into and
+//!   decoded from fixed buffers: no allocation anywhere in the `no_std` build.
+//! - **What the EL2 kernel sends and decodes is fixed layout**: invocations, fault messages
+//!   ([`protocols::fault`]) and guest calls ([`protocols::guest_call`]) are a label and words in the
+//!   message registers. The kernel builds this crate without `postcard`, so neither serde nor postcard
+//!   is in the trusted base.
 //! - **Bytes from another address space are hostile**: every decoder returns an error for bad input and
 //!   never panics; a shared ring's peer-written indices are validated on every use.
 //! - **One declaration per interface** ([`protocol!`]) yields the request and reply enums, the client
@@ -18,10 +22,12 @@
 #![forbid(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "postcard")]
 #[doc(hidden)]
 pub use serde as __serde;
 
 mod codes;
+#[cfg(feature = "postcard")]
 mod protocol_macro;
 
 pub mod abi;
@@ -33,6 +39,7 @@ pub mod esr;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 pub mod local;
+#[cfg(feature = "postcard")]
 pub mod protocol;
 pub mod protocols;
 pub mod ring;

@@ -1,13 +1,15 @@
 //! Address and identifier newtypes shared by the protocols (never a bare `u64` across an interface).
 
+#[cfg(feature = "postcard")]
 use serde::{Deserialize, Serialize};
 
 macro_rules! newtype {
     ($( $(#[$meta:meta])* $name:ident($inner:ty); )+) => {
         $(
             $(#[$meta])*
-            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
-            #[serde(transparent)]
+            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+            #[cfg_attr(feature = "postcard", derive(Serialize, Deserialize))]
+            #[cfg_attr(feature = "postcard", serde(transparent))]
             pub struct $name($inner);
 
             impl $name {
@@ -53,7 +55,8 @@ newtype! {
 }
 
 /// Memory access kind, for faults and walks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "postcard", derive(Serialize, Deserialize))]
 pub enum Access {
     /// A data read.
     Read,
@@ -64,7 +67,8 @@ pub enum Access {
 }
 
 /// A stage-2 memory type, as a frame capability carries it and a mapping asks for it (DESIGN.md rules 1–8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "postcard", derive(Serialize, Deserialize))]
 pub enum MemoryType {
     /// Normal write-back cacheable (RAM; cacheable device memory only with FEAT_S2FWB and CTR_EL0.DIC).
     NormalWriteBack,

@@ -3,7 +3,7 @@
 
 use capvisor_ipc::abi::{Invocation, KernelError, Syscall};
 use capvisor_ipc::protocol::{Protocol, WireError};
-use capvisor_ipc::protocols::{devbroker, fault, memmgr, s2walk, vmm};
+use capvisor_ipc::protocols::{devbroker, memmgr, s2walk, vmm};
 
 const DOC: &str = include_str!("../../docs/ipc.md");
 
@@ -81,7 +81,6 @@ fn protocol_tables_match_the_code() {
             devbroker::DevBroker::VERSION,
         ),
         ("vmm", vmm::Vmm::ID, vmm::Vmm::VERSION),
-        ("fault", fault::Fault::ID, fault::Fault::VERSION),
     ]
     .iter()
     .map(|(name, id, v)| format!("| {name} | {} | {}.{} |", id.raw(), v.major, v.minor))

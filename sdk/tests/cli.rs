@@ -96,6 +96,12 @@ fn bench_reports_json_with_floors() {
     // A round trip EL0 -> EL2 -> EL0 takes at least the exception entry and return.
     assert!(instructions > floor + 20, "{null}");
     assert_eq!(null["net"].as_u64().unwrap(), instructions - floor);
+    // The boot row: the counter as the first service's first instruction read it, from reset.
+    let boot = results
+        .iter()
+        .find(|r| r["name"] == "boot_to_first_service")
+        .expect("boot_to_first_service");
+    assert!(boot["instructions"].as_u64().unwrap() > 0, "{boot}");
     // The guest rows: an hvc through the EL0 VMM costs more than a null syscall (two IPC
     // transfers and two world switches), and a stage-2 fault through the memory manager more still.
     let row = |name: &str| {

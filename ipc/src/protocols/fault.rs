@@ -1,31 +1,49 @@
-//! The kernel's fault messages: guest (vCPU) faults and service faults, and the handler's replies.
+//! The kernel's fault messages: a guest (vCPU) or service fault, and the handler's reply, in a
+//! fixed layout (version 2, [`wire`]: a label and at most four words in the message registers, as
+//! the guest calls of [`guest_call`](crate::protocols::guest_call) are), so the EL2 kernel encodes
+//! and decodes them without serde or postcard.
 //!
-//! The kernel turns a trap it does not handle itself into a [`Request`] sent to the endpoint that the
-//! vCPU's (or thread's) capability names (the seL4 model); the faulting vCPU stays blocked until the
-//! handler replies with a [`Resolution`], which the kernel validates (register numbers, ESR values)
-//! before it touches the vCPU. Fields are decoded from ESR_EL2 as described in the Arm ARM (DDI 0487),
-//! register ESR_EL2, "ISS encoding for an exception from a Data Abort" and "ISS encoding for an
-//! exception from MSR, MRS, or System instruction execution in AArch64 state"; the raw ESR is kept too.
+//! The kernel turns a trap it does not handle itself into a [`FaultMessage`] sent to the endpoint
+//! that the thread's (or vCPU's thread's) fault capability names (the seL4 model); that
+//! capability's badge tells the handler which thread or vCPU it is. The thread stays blocked until
+//! the handler replies; the kernel decodes the reply ([`decode_guest_reply`],
+//! [`decode_service_reply`]) and validates a resolution (register numbers, ESR values) before it
+//! touches the vCPU. A trapped `hvc` or `smc` goes as a guest call instead, which a guest reply of
+//! this layout may also answer. A guest fault carries no PC: the vCPU's is in its registers
+//! (`VcpuReadRegisters`), as for a guest call. Handlers are served by [`serve`].
+//!
+//! ISS fields are decoded as the Arm ARM (DDI 0487) specifies, register ESR_EL2, "ISS encoding for
+//! an exception from a Data Abort" and "ISS encoding for an exception from MSR, MRS, or System
+//! instruction execution in AArch64 state".
 
-use serde::{Deserialize, Serialize};
+use crate::abi::MSG_REGS_IN_CPU;
+use crate::types::{Access, Esr, Far, Ipa};
 
-use crate::protocol::{ProtocolId, Version};
-use crate::types::{Access, Esr, Far, Ipa, ThreadId, VcpuId};
+mod serve;
+pub mod wire;
+
+pub use serve::{Handler, handle, serve};
+pub use wire::{
+    DecodeError, MessageKind, ReplyKind, VERSION, Words, decode_guest_reply, decode_service_reply,
+    encode_guest_reply, encode_service_reply,
+};
 
 crate::stable_codes! {
-    /// A fault handler's errors.
+    @fixed
+    /// A fault handler's errors, sent as a reply's fields.
     ///
     /// # Errors
-    /// [`FaultError::Unhandled`]: the kernel stops the vCPU or thread and reports it to its supervisor.
+    /// Either makes the kernel stop the vCPU or thread (its supervisor or VMM may restart it).
     pub enum FaultError: u16 {
         /// The handler cannot resolve the fault.
         Unhandled = 1,
+        /// The message was not a fault message (a sender other than the kernel).
+        Malformed = 2,
     }
 }
 
 /// A general-purpose register number, 0–30, or 31 for XZR (reads as zero, writes are discarded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GpRegister(u8);
 
 /// A register number above 31.
@@ -62,6 +80,12 @@ impl GpRegister {
     pub const fn index(self) -> u8 {
         self.0
     }
+
+    /// Its value among `x` (x0–x30); XZR is 0.
+    #[must_use]
+    pub const fn value_in(self, x: &[u64; 31]) -> u64 {
+        if self.0 < 31 { x[self.0 as usize] } else { 0 }
+    }
 }
 
 impl TryFrom<u8> for GpRegister {
@@ -78,7 +102,7 @@ impl From<GpRegister> for u8 {
 }
 
 /// Access size of a data abort (ISS.SAS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessSize {
     /// 1 byte.
     Byte,
@@ -108,13 +132,56 @@ const fn iss_bit(iss: u32, n: u32) -> bool {
     (iss >> n) & 1 == 1
 }
 
-/// Bits `shift + width - 1 : shift` of an ISS (at most 8 bits wide).
-const fn iss_field(iss: u32, shift: u32, width: u32) -> u8 {
-    ((iss >> shift) & ((1 << width) - 1)) as u8
+/// An ISS field: its lowest bit and width.
+#[derive(Clone, Copy)]
+struct IssField(u32, u32);
+
+impl IssField {
+    /// The field's value in `iss` (at most 8 bits wide).
+    const fn get(self, iss: u32) -> u8 {
+        ((iss >> self.0) & ((1 << self.1) - 1)) as u8
+    }
+
+    /// `value` in the field's place, its bits above the width dropped.
+    const fn put(self, value: u8) -> u32 {
+        ((value as u32) & ((1 << self.1) - 1)) << self.0
+    }
+}
+
+/// The fields of a trapped MSR/MRS's ISS, and bit 0, Direction (1 a read): together bits 21:0.
+const OP0: IssField = IssField(20, 2);
+const OP2: IssField = IssField(17, 3);
+const OP1: IssField = IssField(14, 3);
+const CRN: IssField = IssField(10, 4);
+const RT: IssField = IssField(5, 5);
+const CRM: IssField = IssField(1, 4);
+const SYSREG_ISS: u32 = (1 << 22) - 1;
+const _: () = {
+    let fields = [OP0, OP2, OP1, CRN, RT, CRM, IssField(0, 1)];
+    let (mut covered, mut i) = (0u32, 0);
+    while i < fields.len() {
+        let mask = ((1 << fields[i].1) - 1) << fields[i].0;
+        assert!(covered & mask == 0, "system-register ISS fields overlap");
+        covered |= mask;
+        i += 1;
+    }
+    assert!(
+        covered == SYSREG_ISS,
+        "system-register ISS fields tile bits 21:0"
+    );
+};
+
+/// ISS.ISV and ISS.WnR of a data abort: a write whose syndrome names its register.
+const ISV: u64 = 1 << 24;
+const WNR: u64 = 1 << 6;
+
+/// Whether a data abort with syndrome `esr` carries the stored value (a write with ISV = 1).
+const fn carries_value(esr: u64) -> bool {
+    esr & (ISV | WNR) == ISV | WNR
 }
 
 /// The decoded instruction syndrome of a data abort, present when ISS.ISV is 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DataAccess {
     /// ISS.WnR: a write.
     pub write: bool,
@@ -156,7 +223,7 @@ impl DataAccess {
 }
 
 /// A trapped MSR/MRS (ESR_EL2.EC 0x18), decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SysRegAccess {
     /// Op0.
     pub op0: u8,
@@ -179,31 +246,48 @@ impl SysRegAccess {
     #[must_use]
     pub const fn from_iss(iss: u32) -> Self {
         Self {
-            op0: iss_field(iss, 20, 2),
-            op2: iss_field(iss, 17, 3),
-            op1: iss_field(iss, 14, 3),
-            crn: iss_field(iss, 10, 4),
-            register: GpRegister(iss_field(iss, 5, 5)),
-            crm: iss_field(iss, 1, 4),
+            op0: OP0.get(iss),
+            op2: OP2.get(iss),
+            op1: OP1.get(iss),
+            crn: CRN.get(iss),
+            register: GpRegister(RT.get(iss)),
+            crm: CRM.get(iss),
             // Direction: 1 is a read (MRS), 0 a write (MSR).
             write: iss & 1 == 0,
         }
     }
+
+    /// The ISS's bits 21:0 that [`SysRegAccess::from_iss`] decodes to this (each field's bits
+    /// above its width dropped).
+    #[must_use]
+    pub const fn iss(&self) -> u32 {
+        OP0.put(self.op0)
+            | OP2.put(self.op2)
+            | OP1.put(self.op1)
+            | CRN.put(self.crn)
+            | RT.put(self.register.0)
+            | CRM.put(self.crm)
+            | if self.write { 0 } else { 1 }
+    }
 }
 
 /// A guest (vCPU) fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestFault {
     /// A stage-2 data abort: RAM not yet mapped (for the memory manager) or MMIO to emulate.
+    /// [`GuestFault::data_abort`] makes one as the kernel reports it.
     DataAbort {
         /// The faulting IPA (from HPFAR_EL2 and FAR_EL2's page offset).
         ipa: Ipa,
         /// FAR_EL2.
         far: Far,
-        /// The decoded syndrome, when ISV is 1.
+        /// The decoded syndrome, when ISV is 1 (always `DataAccess::from_iss` of `esr`).
         access: Option<DataAccess>,
         /// The raw ESR_EL2.
         esr: Esr,
+        /// For a write with ISV = 1 (and only then): the value of the transfer register x\[SRT\]
+        /// (0 for XZR), as `VcpuReadRegisters` would read it, so an MMIO write's handler need not.
+        write_value: Option<u64>,
     },
     /// A stage-2 instruction abort.
     InstructionAbort {
@@ -214,19 +298,20 @@ pub enum GuestFault {
         /// The raw ESR_EL2.
         esr: Esr,
     },
-    /// An HVC from the guest (ELR already points past it).
+    /// An HVC from the guest (ELR already points past it); sent as a guest call.
     Hvc {
         /// The instruction's immediate.
         imm: u16,
-        /// x0–x7 (SMCCC arguments).
-        args: [u64; 8],
+        /// x0–x3 (SMCCC arguments; a handler that needs x4–x7 reads them with `VcpuReadRegisters`).
+        args: [u64; MSG_REGS_IN_CPU],
     },
-    /// An SMC trapped by HCR_EL2.TSC (ELR points at it: emulate with `advance_pc`).
+    /// An SMC trapped by HCR_EL2.TSC (ELR points at it: emulate with `advance_pc`); sent as a
+    /// guest call.
     Smc {
         /// The instruction's immediate.
         imm: u16,
-        /// x0–x7 (SMCCC arguments).
-        args: [u64; 8],
+        /// x0–x3 (SMCCC arguments).
+        args: [u64; MSG_REGS_IN_CPU],
     },
     /// A trapped WFI or WFE.
     Wait {
@@ -248,8 +333,32 @@ pub enum GuestFault {
     },
 }
 
+impl GuestFault {
+    /// A stage-2 data abort with syndrome `esr` by a vCPU whose x0–x30 are `x`: its access decoded
+    /// from the ISS and, for a write with ISV = 1, the value of x\[SRT\].
+    #[must_use]
+    pub const fn data_abort(ipa: Ipa, far: Far, esr: Esr, x: &[u64; 31]) -> Self {
+        let access = DataAccess::from_iss(esr.raw() as u32 & 0x1ff_ffff);
+        let write_value = match access {
+            Some(DataAccess {
+                write: true,
+                register,
+                ..
+            }) => Some(register.value_in(x)),
+            _ => None,
+        };
+        Self::DataAbort {
+            ipa,
+            far,
+            access,
+            esr,
+            write_value,
+        }
+    }
+}
+
 /// A register write in an emulation reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RegisterWrite {
     /// The register (writes to XZR are discarded).
     pub register: GpRegister,
@@ -261,7 +370,7 @@ pub struct RegisterWrite {
 pub const MAX_REGISTER_WRITES: usize = 4;
 
 /// How the handler resolved a guest fault.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// Resume the vCPU at the same instruction (e.g. after a mapping was installed).
     Resume,
@@ -289,7 +398,7 @@ pub enum Resolution {
 }
 
 /// A service thread's fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceFault {
     /// An access outside its mapped memory.
     Memory {
@@ -313,7 +422,7 @@ pub enum ServiceFault {
 }
 
 /// How a supervisor resolved a service fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceResolution {
     /// Resume the thread where it faulted (after the supervisor fixed the cause).
     Resume,
@@ -321,76 +430,19 @@ pub enum ServiceResolution {
     Stop,
 }
 
-crate::protocol! {
-    /// The kernel's fault messages.
-    protocol Fault {
-        id: ProtocolId::FAULT,
-        version: Version::new(1, 2),
-        error: FaultError,
-    }
-    /// A vCPU faulted at `pc`.
-    fn guest(vcpu: VcpuId, pc: u64, fault: GuestFault) -> Resolution as Guest;
-    /// A service thread faulted at `pc`.
-    fn service(thread: ThreadId, pc: u64, fault: ServiceFault) -> ServiceResolution as Service;
+/// What a fault endpoint receives from the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultMessage {
+    /// A fault of the vCPU the badge names.
+    Guest(GuestFault),
+    /// A fault of the service thread the badge names, at `pc`.
+    Service {
+        /// Where it faulted.
+        pc: u64,
+        /// What happened.
+        fault: ServiceFault,
+    },
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_abort_iss_decodes_each_field() {
-        // ISV, SAS = word, SSE, SRT = 7, SF, WnR.
-        let iss = (1 << 24) | (0b10 << 22) | (1 << 21) | (7 << 16) | (1 << 15) | (1 << 6);
-        let access = DataAccess::from_iss(iss).unwrap();
-        assert!(access.write && access.sign_extend && access.sixty_four && !access.acquire_release);
-        assert_eq!(
-            (access.size, access.register.index()),
-            (AccessSize::Word, 7)
-        );
-        assert_eq!(DataAccess::from_iss(iss & !(1 << 24)), None);
-        assert_eq!(
-            DataAccess::from_iss((1 << 24) | (31 << 16))
-                .unwrap()
-                .register,
-            GpRegister::XZR
-        );
-    }
-
-    #[test]
-    fn sysreg_iss_decodes_cntvct_read() {
-        // MRS x3, CNTVCT_EL0: op0 3, op1 3, CRn 14, CRm 0, op2 2, direction read.
-        let iss = (3 << 20) | (2 << 17) | (3 << 14) | (14 << 10) | (3 << 5) | 1;
-        let access = SysRegAccess::from_iss(iss);
-        assert_eq!(
-            (access.op0, access.op1, access.crn, access.crm, access.op2),
-            (3, 3, 14, 0, 2)
-        );
-        assert_eq!(access.register.index(), 3);
-        assert!(!access.write);
-    }
-
-    #[test]
-    fn an_emulation_reply_with_too_many_register_writes_does_not_decode() {
-        // Emulate (variant 1), five writes of x0 = 0, advance_pc = true.
-        let mut bytes = vec![1u8, 5];
-        bytes.extend_from_slice(&[0, 0].repeat(5));
-        bytes.push(1);
-        assert!(postcard::from_bytes::<Resolution>(&bytes).is_err());
-        bytes[1] = 4;
-        bytes.drain(10..12);
-        let resolution = postcard::from_bytes::<Resolution>(&bytes).unwrap();
-        assert!(
-            matches!(resolution, Resolution::Emulate { ref writes, advance_pc: true } if writes.len() == 4)
-        );
-    }
-
-    #[test]
-    fn register_numbers_above_31_do_not_decode() {
-        assert!(postcard::from_bytes::<GpRegister>(&[32]).is_err());
-        assert_eq!(
-            postcard::from_bytes::<GpRegister>(&[31]).unwrap(),
-            GpRegister::XZR
-        );
-    }
-}
+mod tests;

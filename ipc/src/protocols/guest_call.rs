@@ -1,9 +1,10 @@
 //! Fixed-layout guest calls (fault message kind "guest call", version 1): a vCPU's trapped `hvc` or
 //! `smc` and its resolution, as a label and four message words, without postcard.
 //!
-//! The kernel sends this kind instead of `fault::Request::Guest` for `GuestFault::Hvc` and
-//! `GuestFault::Smc`; the handler may answer with [`CallResult`] (this kind) or with the postcard
-//! `fault::Reply` (any other resolution). Both fit the message registers (x2–x5), so neither side
+//! This is how the kernel sends `GuestFault::Hvc` and `GuestFault::Smc` (the other guest faults go
+//! in the layout of [`fault`](crate::protocols::fault), whose decoder `FaultMessage::decode` takes
+//! this kind too); the handler may answer with [`CallResult`] (this kind) or with a guest reply of
+//! that layout (any other resolution). Both fit the message registers (x2–x5), so neither side
 //! touches an IPC buffer, and both are total decoders of hostile words: a label or length that is
 //! not exactly what [`GuestCall::encode`] or [`CallResult::encode`] makes is refused (`None`).
 //!
@@ -55,18 +56,13 @@ impl GuestCall {
             GuestFault::Smc { imm, args } => (true, imm, args),
             _ => return None,
         };
-        Some(Self {
-            smc,
-            imm,
-            args: [args[0], args[1], args[2], args[3]],
-        })
+        Some(Self { smc, imm, args })
     }
 
-    /// The fault it reports (x4–x7 zero: they are not sent).
+    /// The fault it reports.
     #[must_use]
     pub const fn fault(&self) -> GuestFault {
-        let [a, b, c, d] = self.args;
-        let args = [a, b, c, d, 0, 0, 0, 0];
+        let args = self.args;
         if self.smc {
             GuestFault::Smc {
                 imm: self.imm,

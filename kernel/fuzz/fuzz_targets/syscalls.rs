@@ -1,7 +1,8 @@
 //! Drives the kernel's syscall entry with arbitrary registers and IPC buffer contents from
-//! several threads, interleaved with timer ticks, interrupts, faults and reaper steps, against the
-//! fake effects. The root also holds a VM, a vCPU bound to a thread in it, and a child untyped,
-//! so vCPU/VM/thread/untyped/revoke orderings are reached. Nothing may panic, and the object
+//! several threads, interleaved with timer ticks, interrupts, faults, reaper steps, vCPUs going to
+//! sleep in WFI and their deadlines passing, against the fake effects. The root also holds a VM,
+//! four vCPUs bound to threads in it, and a child untyped, so vCPU/VM/thread/untyped/revoke and
+//! sleeper orderings are reached. Nothing may panic, and the object
 //! model's invariants (no overlap, exact counts, a vCPU thread only in its VM, ...) must hold
 //! after every step. A call stopped at a preemption point is made again, as a thread would.
 //!
@@ -10,7 +11,7 @@
 //! | bytes | meaning |
 //! |---|---|
 //! | 0 | the thread (mod 3) |
-//! | 1 | the event: tick, interrupt, fault, or (mostly) a syscall; bit 7 keeps x0/x7 raw |
+//! | 1 | the event: tick, interrupt, fault, reaper, WFI, deadlines, or (mostly) a syscall; bit 7 keeps x0/x7 raw |
 //! | 2 | x0, the capability pointer |
 //! | 3 | x7, the syscall number |
 //! | 4..12 | x1, the message-info word (bit 7 of byte 1 clear: rebuilt as a valid word) |
@@ -22,12 +23,14 @@
 
 use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
 use capvisor_ipc::cap::ObjectKind;
-use capvisor_ipc::protocols::fault::ServiceFault;
+use capvisor_ipc::protocol::{Generation, encode_reply};
+use capvisor_ipc::protocols::fault::{self, GuestFault, Resolution, ServiceFault};
 use capvisor_ipc::types::{Esr, PhysAddr};
 use capvisor_kernel::object::fake::FakeEffects;
+use capvisor_kernel::object::thread::ThreadState;
 use capvisor_kernel::object::{
-    Capability, DeviceAttributes, FrameTable, Kernel, Object, PageInfo, PlatformFeatures,
-    RootBoot, RootDevice, RootLayout, RootRam, Schedule, SyscallRegs, ThreadRef,
+    Capability, DeviceAttributes, FrameTable, Kernel, Object, PageInfo, PlatformFeatures, RootBoot,
+    RootDevice, RootLayout, RootRam, Schedule, SyscallRegs, ThreadRef,
 };
 use libfuzzer_sys::fuzz_target;
 use std::alloc::{Layout, alloc_zeroed, dealloc};
@@ -210,9 +213,17 @@ fn boot_root(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
 }
 
 /// The root, plus two endpoints (slots 10, 11), a notification (12), two frames (13, 14), two
-/// more threads (15, 16) sharing its CSpace and faulting to the first endpoint, a VM (17) with a
-/// vCPU (18) bound to a thread (19) in it, and a 512 KiB child untyped (20).
-fn boot(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
+/// more threads (15, 16) sharing its CSpace and faulting to the first endpoint, a VM (17) with
+/// vCPUs (18, 21–23) bound to threads (19, 24–26) in it that fault to the first endpoint, and a
+/// 512 KiB child untyped (20). Returns the three service threads and the four vCPU threads.
+fn boot(
+    ram: &mut HostRam,
+) -> (
+    Box<Kernel>,
+    Box<FakeEffects>,
+    [ThreadRef; 3],
+    [ThreadRef; 4],
+) {
     let (mut k, mut fx, layout) = boot_root(ram);
     let root = layout.thread;
     let retype = Invocation::Retype.code();
@@ -226,6 +237,8 @@ fn boot(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
         [kind(ObjectKind::Vcpu), 0, 0, 18, 1],
         [kind(ObjectKind::Thread), 0, 0, 19, 1],
         [kind(ObjectKind::Untyped), 19, 0, 20, 1],
+        [kind(ObjectKind::Vcpu), 0, 0, 21, 3],
+        [kind(ObjectKind::Thread), 0, 0, 24, 3],
     ] {
         invoke(
             &mut k,
@@ -237,10 +250,12 @@ fn boot(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
         );
     }
     let vcpu_thread = [0x4000_0000, 0, 0, 90, RootLayout::CNODE, 17, 10];
-    invoke(&mut k, &mut fx, root, 19, THREAD_CONFIGURE, &vcpu_thread);
     let bind = Invocation::ThreadBindVcpu.code();
-    invoke(&mut k, &mut fx, root, 19, bind, &[18]);
-    invoke(&mut k, &mut fx, root, 19, Invocation::Resume.code(), &[]);
+    for (slot, vcpu) in VCPU_THREADS {
+        invoke(&mut k, &mut fx, root, slot, THREAD_CONFIGURE, &vcpu_thread);
+        invoke(&mut k, &mut fx, root, slot, bind, &[vcpu]);
+        invoke(&mut k, &mut fx, root, slot, Invocation::Resume.code(), &[]);
+    }
     for (slot, ipc) in [(15, BUFFERS[1]), (16, BUFFERS[2])] {
         let args = [
             0x2000,
@@ -266,11 +281,58 @@ fn boot(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, [ThreadRef; 3]) {
         _ => panic!("no thread at {index}"),
     };
     let threads = [root, thread(&k, 15), thread(&k, 16)];
-    (k, fx, threads)
+    let vcpu_threads = VCPU_THREADS.map(|(slot, _)| thread(&k, slot));
+    (k, fx, threads, vcpu_threads)
+}
+
+/// The vCPU threads' slots and their vCPUs'.
+const VCPU_THREADS: [(u64, u64); 4] = [(19, 18), (24, 21), (25, 22), (26, 23)];
+
+/// `thread` makes the syscall `regs` (it does nothing unless the thread is ready).
+fn syscall(k: &mut Kernel, fx: &mut FakeEffects, thread: ThreadRef, regs: SyscallRegs) {
+    if let Ok(t) = k.thread_glue(thread) {
+        regs.write_to(&mut t.context);
+    }
+    if k.handle_syscall(thread, fx) == Schedule::Switch {
+        let _ = k.pick_next();
+    }
+}
+
+/// A vCPU thread that may be running traps on WFI, and the root, as its VMM, receives on the
+/// fault endpoint (slot 10) and replies `WaitForInterrupt` (to whichever fault it received);
+/// the fake then finds an interrupt pending (it runs), nothing (it sleeps) or its timer armed
+/// (it sleeps until the deadline), as `wait` says.
+fn wait_for_interrupt(
+    k: &mut Kernel,
+    fx: &mut FakeEffects,
+    (root, vcpu_thread): (ThreadRef, ThreadRef),
+    wait: Option<Option<u64>>,
+) {
+    if k.thread_state(vcpu_thread) != Ok(ThreadState::Ready) {
+        return;
+    }
+    fx.wait_finds = wait;
+    let wfi = GuestFault::Wait { event: false };
+    let _ = k.handle_guest_fault(vcpu_thread, 0x4000_0000, wfi, fx);
+    let recv = SyscallRegs([10, 0, 0, 0, 0, 0, 0, Syscall::Recv.code()]);
+    syscall(k, fx, root, recv);
+    let answer = fault::Reply::Guest(Ok(Resolution::WaitForInterrupt));
+    let buffer = buffer(k, fx, root, 0);
+    let info = encode_reply::<fault::Fault>(Ok(&answer), &[], Generation::new(1), buffer);
+    let [w0, w1, w2, w3, ..] = buffer.msg;
+    let reply = SyscallRegs([0, info.raw(), w0, w1, w2, w3, 0, Syscall::Reply.code()]);
+    syscall(k, fx, root, reply);
 }
 
 /// One step of the input.
-fn step(k: &mut Kernel, fx: &mut FakeEffects, (thread, index): (ThreadRef, usize), step: &[u8]) {
+fn step(
+    k: &mut Kernel,
+    fx: &mut FakeEffects,
+    (threads, vcpu_threads): ([ThreadRef; 3], [ThreadRef; 4]),
+    step: &[u8],
+) {
+    let index = usize::from(step[0]) % threads.len();
+    let thread = threads[index];
     match step[1] % 16 {
         0 => {
             let _ = k.timer_tick();
@@ -286,6 +348,19 @@ fn step(k: &mut Kernel, fx: &mut FakeEffects, (thread, index): (ThreadRef, usize
         }
         3 => {
             let _ = k.reap(usize::from(step[2]), fx);
+        }
+        4 => {
+            let vcpu_thread = vcpu_threads[usize::from(step[2]) % vcpu_threads.len()];
+            let wait = match step[3] % 4 {
+                0 => None,
+                1 => Some(None),
+                // Deadlines close together, so that ties and expiries are common.
+                _ => Some(Some(half(step, 12) % 64)),
+            };
+            wait_for_interrupt(k, fx, (threads[0], vcpu_thread), wait);
+        }
+        5 => {
+            let _ = k.wake_expired(half(step, 12) % 64);
         }
         _ => {
             let buffer = buffer(k, fx, thread, index);
@@ -321,11 +396,10 @@ fn step(k: &mut Kernel, fx: &mut FakeEffects, (thread, index): (ThreadRef, usize
 
 fuzz_target!(|data: &[u8]| {
     let mut ram = HostRam::new();
-    let (mut k, mut fx, threads) = boot(&mut ram);
+    let (mut k, mut fx, threads, vcpu_threads) = boot(&mut ram);
     k.check_invariants().expect("boot state");
     for chunk in data.chunks_exact(STEP) {
-        let index = usize::from(chunk[0]) % threads.len();
-        step(&mut k, &mut fx, (threads[index], index), chunk);
+        step(&mut k, &mut fx, (threads, vcpu_threads), chunk);
         for &t in &threads {
             let _ = k.take_syscall_result(t);
         }

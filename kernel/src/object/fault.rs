@@ -1,27 +1,28 @@
-//! Service faults: the glue reports a thread's fault, the kernel sends it to the thread's fault
-//! endpoint as a `Fault` protocol request (seL4's model), and the handler's reply resumes or stops
-//! the thread.
+//! Faults: the glue reports a thread's fault (or its vCPU's), the kernel sends it to the thread's
+//! fault endpoint as a fixed-layout fault message (`capvisor_ipc::protocols::fault`, seL4's
+//! model), and the handler's reply resumes or stops the thread.
 //!
 //! The faulting thread behaves as if it had called its fault endpoint with the kernel-made message:
 //! it waits in the endpoint's queue until the handler receives, then for the reply. A reply that
 //! decodes to `ServiceResolution::Resume` makes it ready again, re-executing the faulting
-//! instruction (the glue's saved context is untouched); any other reply stops it (inactive). A
+//! instruction (the glue's saved context is untouched); a guest fault's resolution goes to the glue
+//! to apply; any other reply, or one that does not decode exactly, stops it (inactive). A
 //! thread without a live fault endpoint is stopped at once, and the glue reports it
 //! ([`FaultOutcome::NoHandler`]) at warning level: a service's fault is never an ERROR of the
 //! kernel. If the fault endpoint is deleted while the message is queued, the thread stays stopped.
 
-use capvisor_ipc::protocol::{decode_exact, split_header};
+use capvisor_ipc::abi::MessageInfo;
 use capvisor_ipc::protocols::fault::{
-    GuestFault, Reply, Resolution, ServiceFault, ServiceResolution,
+    GuestFault, Resolution, ServiceFault, ServiceResolution, decode_guest_reply,
+    decode_service_reply,
 };
 use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::Kernel;
 use super::effects::{Effects, Resumption};
 use super::memory::ThreadRef;
-use super::syscall::Schedule;
+use super::syscall::{Schedule, SyscallRegs};
 use super::thread::{FaultKind, FaultRecord, SendInfo, ThreadState};
-use super::transfer::Message;
 
 /// What became of a reported fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,8 +47,8 @@ impl Kernel {
     }
 
     /// The vCPU that `thread` runs trapped at guest `pc` with `fault` (the glue saved its state):
-    /// the fault goes to the thread's fault endpoint as a `Fault::guest` request, and the thread
-    /// waits for the resolution.
+    /// the fault goes to the thread's fault endpoint as a guest fault message (without `pc`: the
+    /// handler reads the vCPU's registers), and the thread waits for the resolution.
     pub fn handle_guest_fault(
         &mut self,
         thread: ThreadRef,
@@ -93,44 +94,48 @@ impl Kernel {
         (FaultOutcome::Sent, self.decide())
     }
 
-    /// `server` replied to the faulted `caller`: resume or stop it.
+    /// `server` replied to the faulted `caller`: resume or stop it. The reply is the server's
+    /// message-info word and first words, all a fault reply has (`protocols::fault`; a guest
+    /// call's result, `guest_call`, for any guest fault), decoded exactly.
     pub(super) fn resolve_fault(
         &mut self,
         server: ThreadRef,
         caller: ThreadRef,
         fx: &mut impl Effects,
     ) {
-        let mut message = Message::empty();
-        let sent = self.outgoing(server, fx, &mut message).is_ok();
-        let resume = if sent && message.info.label() != 0 {
-            // The fixed-layout reply to a guest call (`guest_call`), checked like any emulation.
-            CallResult::decode(message.info, message.words)
-                .and_then(|result| self.apply_call_result(caller, &result, fx))
-        } else {
-            let reply = if sent {
-                message.with_payload(decode_reply)
-            } else {
-                None
-            };
-            let Ok(c) = self.threads.get(caller) else {
-                return;
-            };
-            let service = matches!(
-                c.fault,
+        let Ok(s) = self.threads.get(server) else {
+            return;
+        };
+        let regs = SyscallRegs::of(&s.glue.context);
+        let (info, words) = (MessageInfo::decode(regs.info()).ok(), regs.words());
+        let Ok(c) = self.threads.get(caller) else {
+            return;
+        };
+        let resume = match (info, &c.fault) {
+            (
+                Some(info),
+                Some(FaultRecord {
+                    fault: FaultKind::Guest(_),
+                    ..
+                }),
+            ) => match CallResult::decode(info, words) {
+                Some(result) => self.apply_call_result(caller, &result, fx),
+                None => match decode_guest_reply(info, words) {
+                    Ok(Ok(resolution)) => self.apply_resolution(caller, &resolution, fx),
+                    _ => None,
+                },
+            },
+            (
+                Some(info),
                 Some(FaultRecord {
                     fault: FaultKind::Service(_),
                     ..
-                })
-            );
-            match &reply {
-                Some(Reply::Service(Ok(ServiceResolution::Resume))) if service => {
-                    Some(Resumption::Run)
-                }
-                Some(Reply::Guest(Ok(resolution))) if !service => {
-                    self.apply_resolution(caller, resolution, fx)
-                }
+                }),
+            ) => match decode_service_reply(info, words) {
+                Ok(Ok(ServiceResolution::Resume)) => Some(Resumption::Run),
                 _ => None,
-            }
+            },
+            _ => None,
         };
         self.resume_after_fault(caller, resume);
     }
@@ -201,10 +206,4 @@ impl Kernel {
         fx.apply_guest_call(&mut t.glue, &mut v.glue, fault, result)
             .ok()
     }
-}
-
-/// The fault handler's reply, if its payload is a well-formed `Fault` protocol reply.
-fn decode_reply(payload: &[u8]) -> Option<Reply> {
-    let (_, payload) = split_header(payload).ok()?;
-    decode_exact::<Reply>(payload).ok()
 }

@@ -445,26 +445,14 @@ impl Kernel {
                 queued += 1;
             }
         }
-        for thread in self.sleepers.iter(&self.threads, limit) {
-            let t = self.threads.get(thread).map_err(|_| "a sleeper is dead")?;
-            if t.state != ThreadState::WaitingForInterrupt || t.deadline.is_none() {
-                return Err("the sleepers' queue holds a thread not sleeping with a deadline");
-            }
-            queued += 1;
-        }
-        let mut previous = 0;
-        for thread in self.sleepers.iter(&self.threads, limit) {
-            let deadline = self
-                .threads
-                .get(thread)
-                .ok()
-                .and_then(|t| t.deadline)
-                .unwrap_or(0);
-            if deadline < previous {
-                return Err("the sleepers are not in deadline order");
-            }
-            previous = deadline;
-        }
+        queued += self.sleepers.check(&self.threads, &mut |thread| match self
+            .threads
+            .get(thread)
+            .map(|t| t.state)
+        {
+            Ok(ThreadState::WaitingForInterrupt) => Ok(()),
+            _ => Err("the sleepers' tree holds a thread not sleeping in WFI"),
+        })?;
         let in_queue_states = objs
             .each::<_, ThreadRef>(&self.threads)
             .filter(|(_, t)| match t.state {

@@ -64,6 +64,7 @@ pub mod irq;
 pub mod memory;
 mod notification;
 pub mod sched;
+mod sleepers;
 pub mod syscall;
 mod tcb;
 pub mod thread;
@@ -170,8 +171,8 @@ pub struct Kernel {
     irqs: irq::IrqTable,
     sched: sched::Scheduler,
     reaper: delete::Reaper,
-    /// vCPU threads sleeping in WFI with a timer, by deadline (`vcpu.rs`).
-    sleepers: thread::Queue,
+    /// vCPU threads sleeping in WFI with a timer, by deadline (`vcpu.rs`, `sleepers.rs`).
+    sleepers: sleepers::Sleepers,
     booted: bool,
     /// The system call being handled stopped at a preemption point (`delete.rs`): the glue
     /// restarts it.
@@ -198,7 +199,7 @@ impl Kernel {
             irqs: irq::IrqTable::new(),
             sched: sched::Scheduler::new(),
             reaper: delete::Reaper::new(),
-            sleepers: thread::Queue::EMPTY,
+            sleepers: sleepers::Sleepers::EMPTY,
             booted: false,
             restart: false,
         }

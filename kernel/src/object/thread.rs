@@ -3,19 +3,21 @@
 //!
 //! Invariant: a thread is linked into at most one queue, and its [`ThreadState`] names it: `Ready`
 //! → the ready queue of its priority; `BlockedSend`/`BlockedRecv` → that endpoint's queue;
-//! `BlockedNotification` → that notification's queue; `WaitingForInterrupt` → the sleepers' queue
-//! when it has a deadline; any other state → no queue.
+//! `BlockedNotification` → that notification's queue; `WaitingForInterrupt` → the sleepers' tree
+//! when it has a deadline (`sleepers.rs`); any other state → no queue.
 
 use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocols::fault::{GuestFault, ServiceFault};
 use capvisor_ipc::types::Ipa;
 
 use super::Kernel;
+use super::capability::ObjectType;
 use super::effects::ThreadGlue;
 use super::memory::{
     CNodeRef, EndpointRef, KernelObject, NotificationRef, PageKind, SpaceRef, Store, ThreadRef,
     UntypedRef, VcpuRef,
 };
+use super::sleepers::Links;
 use super::syscall::SyscallRegs;
 
 /// What a thread is doing.
@@ -34,7 +36,7 @@ pub enum ThreadState {
     /// Waiting for a notification.
     BlockedNotification(NotificationRef),
     /// A vCPU's thread sleeping in WFI until an interrupt can wake its vCPU (in the sleepers'
-    /// queue when its virtual timer is armed).
+    /// tree when its virtual timer is armed).
     WaitingForInterrupt,
 }
 
@@ -97,6 +99,8 @@ pub struct Thread {
     pub(super) deadline: Option<u64>,
     pub(super) next: Option<ThreadRef>,
     pub(super) prev: Option<ThreadRef>,
+    /// Its place among the sleepers while it sleeps with a deadline.
+    pub(super) sleeper: Links,
     pub(super) caps: u32,
     /// The untyped it was retyped from (`None` at boot).
     pub(super) origin: Option<UntypedRef>,
@@ -107,6 +111,9 @@ pub struct Thread {
 impl KernelObject for Thread {
     const KIND: PageKind = PageKind::Thread;
 }
+
+// Retype gives a thread one page (`ObjectType::charge`): its record, links and saved registers.
+const _: () = assert!(size_of::<Thread>() as u64 <= 1 << ObjectType::RECORD_BITS);
 
 impl Thread {
     /// A new, inactive thread at priority 0, paid from `origin`.
@@ -132,6 +139,7 @@ impl Thread {
             deadline: None,
             next: None,
             prev: None,
+            sleeper: Links::NONE,
             caps: 0,
             origin,
             glue: ThreadGlue::NEW,
@@ -185,39 +193,6 @@ impl Queue {
             None => self.head = Some(thread),
         }
         self.tail = Some(thread);
-    }
-
-    /// Inserts `thread` (in no queue) before the first thread whose `deadline` is later, walking
-    /// from the tail: deadlines are usually later than every queued one, so this is usually one
-    /// step (and at most the queue's length).
-    pub(super) fn insert_by_deadline(&mut self, threads: &mut Store<Thread>, thread: ThreadRef) {
-        let Some(deadline) = threads.get(thread).ok().and_then(|t| t.deadline) else {
-            return;
-        };
-        // The last queued thread due no later than `deadline`.
-        let mut after = self.tail;
-        while let Some(at) = after {
-            match threads.get(at) {
-                Ok(t) if t.deadline.is_some_and(|d| d > deadline) => after = t.prev,
-                _ => break,
-            }
-        }
-        let before = match after {
-            Some(at) => threads.get(at).ok().and_then(|t| t.next),
-            None => self.head,
-        };
-        if let Ok(t) = threads.get_mut(thread) {
-            t.prev = after;
-            t.next = before;
-        }
-        match after.and_then(|a| threads.get_mut(a).ok()) {
-            Some(a) => a.next = Some(thread),
-            None => self.head = Some(thread),
-        }
-        match before.and_then(|b| threads.get_mut(b).ok()) {
-            Some(b) => b.prev = Some(thread),
-            None => self.tail = Some(thread),
-        }
     }
 
     /// Unlinks `thread` from this queue.

@@ -17,10 +17,6 @@ use capvisor_ipc::abi::{
     IpcBuffer, KernelError, MAX_CAPS, MSG_MAX_WORDS, MSG_REGS_IN_CPU, MessageInfo,
 };
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
-use capvisor_ipc::protocol::{Generation, encode_request};
-use capvisor_ipc::protocols::fault::{Fault, Request};
-use capvisor_ipc::protocols::guest_call::GuestCall;
-use capvisor_ipc::types::{ThreadId, VcpuId};
 
 use zerocopy::FromZeros;
 
@@ -38,8 +34,8 @@ use super::thread::{FaultKind, SendInfo, Thread};
 pub(super) const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;
 
 /// A message being sent: its info word, the words that travel in registers and, when the message
-/// needs the IPC buffer (longer than the registers, carrying capabilities, or made by the kernel),
-/// all its words and the sender's capability pointers.
+/// needs the IPC buffer (longer than the registers, or carrying capabilities), all its words and
+/// the sender's capability pointers. The kernel's own messages (faults) fit the registers.
 ///
 /// Short messages carry no [`IpcBuffer`]: building, zeroing and moving 584 bytes for four words was
 /// most of the cost of a short call (each move is a `memcpy` call on the kernel's target).
@@ -60,20 +56,6 @@ impl Message {
             info: EMPTY_INFO,
             words: [0; MSG_REGS_IN_CPU],
             body: None,
-        }
-    }
-
-    /// Calls `f` with the message's payload bytes (its `length` bytes).
-    pub fn with_payload<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
-        match &self.body {
-            Some(body) => f(body.payload(self.info)),
-            None => {
-                let mut bytes = [0u8; REGISTER_BYTES];
-                for (chunk, word) in bytes.chunks_exact_mut(8).zip(self.words) {
-                    chunk.copy_from_slice(&word.to_le_bytes());
-                }
-                f(&bytes[..self.info.length().min(REGISTER_BYTES)])
-            }
         }
     }
 
@@ -152,31 +134,13 @@ impl Kernel {
         message: &mut Message,
     ) -> Result<(), KernelError> {
         let t = self.threads.get(thread)?;
-        if let Some(record) = t.fault {
-            // A trapped `hvc`/`smc` goes as the fixed-layout guest call, in registers.
-            if let FaultKind::Guest(fault) = record.fault
-                && let Some(call) = GuestCall::from_fault(&fault)
-            {
-                (message.info, message.words) = call.encode();
-                return Ok(());
-            }
-            let request = match record.fault {
-                FaultKind::Service(fault) => Request::Service {
-                    thread: ThreadId::new(thread.index() as u32),
-                    pc: record.pc,
-                    fault,
-                },
-                FaultKind::Guest(fault) => Request::Guest {
-                    vcpu: VcpuId::new(t.vcpu.map_or(u32::MAX, |v| v.index() as u32)),
-                    pc: record.pc,
-                    fault,
-                },
+        if let Some(record) = &t.fault {
+            // Fault messages are fixed layouts in the registers (`protocols::fault`; a trapped
+            // `hvc`/`smc` as a guest call), encoded from the record in place.
+            (message.info, message.words) = match &record.fault {
+                FaultKind::Guest(fault) => fault.encode(),
+                FaultKind::Service(fault) => fault.encode(record.pc),
             };
-            let body = message.body.insert(IpcBuffer::new_zeroed());
-            // A fault message is at most about a hundred bytes, far below the buffer's size.
-            message.info = encode_request::<Fault>(&request, Generation::ANY, &[], body)
-                .map_err(|_| KernelError::InvalidMessageInfo)?;
-            message.words.copy_from_slice(&body.msg[..MSG_REGS_IN_CPU]);
             return Ok(());
         }
         let regs = SyscallRegs::of(&t.glue.context);

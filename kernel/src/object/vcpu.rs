@@ -27,7 +27,9 @@
 //! idle guest gives its CPU to lower priorities. It wakes when a virtual interrupt is made
 //! pending for its vCPU (`VcpuInjectIrq`, a forwarded device interrupt: [`Kernel::wake_vcpu`]) or
 //! when its virtual timer's deadline passes ([`Kernel::wake_expired`], on each tick, at most
-//! [`WAKES_PER_TICK`] per tick). Sleepers with a deadline are kept in deadline order.
+//! [`WAKES_PER_TICK`] per tick). Sleepers with a deadline are kept in a balanced tree by deadline
+//! (`sleepers.rs`), so putting one to sleep, waking any one and finding the earliest each take
+//! O(log n) steps.
 //!
 //! The kernel decides no policy here: which maintenance a fault needs is the memory manager's
 //! decision (DESIGN.md, stage-2 rules 1–2 and the vCPU-reset rule); the kernel checks the
@@ -245,7 +247,7 @@ impl Kernel {
         t.state = ThreadState::WaitingForInterrupt;
         t.deadline = deadline;
         if deadline.is_some() {
-            self.sleepers.insert_by_deadline(&mut self.threads, thread);
+            self.sleepers.insert(&mut self.threads, thread);
         }
     }
 
@@ -268,7 +270,7 @@ impl Kernel {
     /// ticks), at most [`WAKES_PER_TICK`]; returns what to run next.
     pub fn wake_expired(&mut self, now: u64) -> Schedule {
         for _ in 0..WAKES_PER_TICK {
-            let Some(first) = self.sleepers.front() else {
+            let Some(first) = self.sleepers.first() else {
                 break;
             };
             if self
@@ -288,7 +290,7 @@ impl Kernel {
     #[must_use]
     pub fn next_deadline(&self) -> Option<u64> {
         self.sleepers
-            .front()
+            .first()
             .and_then(|t| self.threads.get(t).ok())
             .and_then(|t| t.deadline)
     }

@@ -13,7 +13,7 @@ use crate::arch::aarch64::{gic, vgic};
 use crate::console;
 use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
 use capvisor_ipc::esr::{self, ec};
-use capvisor_ipc::protocols::fault::{DataAccess, GuestFault, Resolution, SysRegAccess};
+use capvisor_ipc::protocols::fault::{GuestFault, Resolution, SysRegAccess};
 use capvisor_ipc::types::{Esr, Far, Ipa};
 use capvisor_kernel::context::{El1State, ThreadContext};
 use capvisor_kernel::exception::{self, EntryFeatures};
@@ -611,13 +611,11 @@ impl Guests {
     }
 }
 
-/// The guest exit with syndrome `esr` (and FAR, HPFAR) as the `Fault` protocol reports it
-/// (ESR_EL2 ISS encodings, Arm ARM D24.2.39); `x` are the guest's x0–x7.
-pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
+/// The guest exit with syndrome `esr` (and FAR, HPFAR) as its fault message reports it
+/// (ESR_EL2 ISS encodings, Arm ARM D24.2.39); `x` are the guest's x0–x30.
+pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 31]) -> GuestFault {
     let (class, iss) = (esr::class(esr), esr::iss(esr));
-    // Word by word: a 64-byte array copy is a `memcpy` call on this target.
-    let [a, b, c, d, e, f, g, h] = *x;
-    let args = [a, b, c, d, e, f, g, h];
+    let args = [x[0], x[1], x[2], x[3]];
     match class {
         ec::HVC64 => GuestFault::Hvc {
             imm: iss as u16,
@@ -631,12 +629,10 @@ pub fn exit_fault(esr: u64, far: u64, hpfar: u64, x: &[u64; 8]) -> GuestFault {
             event: iss & 1 == 1,
         },
         ec::SYSREG => GuestFault::SysReg(SysRegAccess::from_iss(iss)),
-        ec::DABT_LOWER => GuestFault::DataAbort {
-            ipa: Ipa::new(vcpu::fault_ipa(hpfar, far)),
-            far: Far::new(far),
-            access: DataAccess::from_iss(iss),
-            esr: Esr::new(esr),
-        },
+        ec::DABT_LOWER => {
+            let ipa = Ipa::new(vcpu::fault_ipa(hpfar, far));
+            GuestFault::data_abort(ipa, Far::new(far), Esr::new(esr), x)
+        }
         ec::IABT_LOWER => GuestFault::InstructionAbort {
             ipa: Ipa::new(vcpu::fault_ipa(hpfar, far)),
             far: Far::new(far),

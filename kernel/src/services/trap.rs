@@ -20,7 +20,7 @@ use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr::{self, ec};
 use capvisor_kernel::object::{
-    FaultOutcome, IrqOutcome, Kernel, Schedule, SyscallRegs, TICK_REAP_STEPS, ThreadRef,
+    FaultOutcome, IrqOutcome, Kernel, Schedule, TICK_REAP_STEPS, ThreadRef,
 };
 use capvisor_kernel::stage2::S2Access;
 use core::arch::asm;
@@ -154,11 +154,6 @@ fn enter(thread: ThreadRef) -> ! {
 /// SPSR_EL2.{M[4] (nRW), M[3:0]}: the mode an ERET returns to.
 const SPSR_MODE: u64 = 0x1f;
 
-fn first_eight(x: &[u64; 31]) -> SyscallRegs {
-    let [a, b, c, d, e, f, g, h, ..] = *x;
-    SyscallRegs([a, b, c, d, e, f, g, h])
-}
-
 fn follow(schedule: Schedule, thread: ThreadRef) -> ! {
     match schedule {
         Schedule::Resume => enter(thread),
@@ -212,7 +207,7 @@ fn deferred_serror(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, serr
     let esr = (u64::from(ec::SERROR) << 26) | (1 << 25) | (serror & 0x1ff_ffff);
     let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
     if glue.loaded_translation.0 & el0::HCR_TGE == 0 {
-        let fault = guest::exit_fault(esr, 0, 0, &[0; 8]);
+        let fault = guest::exit_fault(esr, 0, 0, &[0; 31]);
         let (_, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
         follow(schedule, thread)
     }
@@ -252,7 +247,8 @@ fn guest_exit(
         schedule()
     };
     let pc = entry.thread.context.pc;
-    let x = first_eight(&entry.thread.context.x).0;
+    let hpfar = crate::arch::aarch64::vcpu::hpfar();
+    let fault = guest::exit_fault(esr, far, hpfar, &entry.thread.context.x);
     entry.space.stats.exits += 1;
     // The exit's syndrome, for stepping past the instruction once the VMM resolves it.
     if let Some(vcpu) = entry.vcpu
@@ -260,8 +256,6 @@ fn guest_exit(
     {
         state.exit_esr = esr;
     }
-    let hpfar = crate::arch::aarch64::vcpu::hpfar();
-    let fault = guest::exit_fault(esr, far, hpfar, &x);
     let (outcome, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
     if outcome == FaultOutcome::NoHandler {
         console::print(format_args!(

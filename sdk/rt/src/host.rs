@@ -25,6 +25,11 @@ pub fn counter() -> u64 {
         .as_nanos() as u64
 }
 
+/// The counter when this process started: 0 ([`counter`] counts from its first call).
+pub fn started_at() -> u64 {
+    0
+}
+
 /// The host counter's frequency: [`counter`] counts nanoseconds.
 pub fn counter_frequency() -> u64 {
     1_000_000_000

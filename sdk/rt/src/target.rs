@@ -12,7 +12,9 @@ global_asm!(
     .section .text.start, "ax"
     .global _start
 _start:
-    /* x0 = IPC buffer address, SP = stack top (set by the kernel). */
+    /* x0 = IPC buffer address, SP = stack top (set by the kernel). The counter first: see
+       `started_at`. */
+    mrs     x1, cntvct_el0
     mov     x29, xzr
     mov     x30, xzr
     bl      __capvisor_rt_start
@@ -25,6 +27,7 @@ unsafe extern "Rust" {
 }
 
 static mut IPC_BUFFER: u64 = 0;
+static mut STARTED_AT: u64 = 0;
 
 /// The address of this thread's IPC buffer.
 pub fn ipc_buffer() -> u64 {
@@ -32,10 +35,21 @@ pub fn ipc_buffer() -> u64 {
     unsafe { IPC_BUFFER }
 }
 
+/// The virtual counter (CNTVCT_EL0) as this service's first instruction read it. Services run
+/// with CNTVOFF_EL2 = 0, so it counts from reset: under QEMU `-icount shift=0`, scaled by
+/// 10^9 / CNTFRQ, the instructions the machine ran before this service started.
+pub fn started_at() -> u64 {
+    // SAFETY: written once at start, before any other code runs; read-only afterwards.
+    unsafe { STARTED_AT }
+}
+
 #[unsafe(no_mangle)]
-extern "C" fn __capvisor_rt_start(ipc_buffer: u64) -> ! {
+extern "C" fn __capvisor_rt_start(ipc_buffer: u64, started_at: u64) -> ! {
     // SAFETY: single-threaded start-up: nothing else runs yet.
-    unsafe { IPC_BUFFER = ipc_buffer };
+    unsafe {
+        IPC_BUFFER = ipc_buffer;
+        STARTED_AT = started_at;
+    }
     // SAFETY: `service!` defines the function with this signature.
     let status = unsafe { __capvisor_service_main() };
     exit(status)

@@ -17,6 +17,13 @@ const ITERATIONS: u64 = 1000;
 const WARM_UP: u64 = 16;
 
 fn run() -> u64 {
+    // From reset to this service's first instruction (the image's first service, bench.toml).
+    report_runs(
+        "boot_to_first_service",
+        1,
+        instructions(capvisor_rt::started_at()),
+        0,
+    );
     let floor = measure(|| {});
     report("null_syscall", measure(capvisor_rt::yield_now), floor);
     #[cfg(target_os = "none")]
@@ -219,9 +226,13 @@ fn measure(body: impl Fn()) -> u64 {
         // Keeps the loop (and so the floor's loop overhead) from being optimised away.
         core::hint::black_box(i);
     }
-    let ticks = u128::from(capvisor_rt::counter() - start);
+    instructions(capvisor_rt::counter() - start) / ITERATIONS
+}
+
+/// Counter ticks as instructions (virtual nanoseconds under `-icount shift=0`).
+fn instructions(ticks: u64) -> u64 {
     let per_second = u128::from(capvisor_rt::counter_frequency().max(1));
-    (ticks * 1_000_000_000 / per_second / u128::from(ITERATIONS)) as u64
+    (u128::from(ticks) * 1_000_000_000 / per_second) as u64
 }
 
 fn report(name: &str, per_iteration: u64, floor: u64) {

@@ -47,9 +47,7 @@ async fn run() -> u64 {
         Cap::from_cptr(CPtr::new(info.endpoint)),
         ReceiveWindow::NONE,
     );
-    // The supervisor's server generation.
-    let generation = capvisor_ipc::protocol::Generation::new(1);
-    let error = fault::serve(&mut server, &mut supervisor, generation).await;
+    let error = fault::serve(&mut server, &mut supervisor).await;
     println!("init: stopped serving faults: {error:?}");
     1
 }

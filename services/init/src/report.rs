@@ -1,4 +1,4 @@
-//! How the supervisor describes a service's fault: the kernel's `Fault::service` message,
+//! How the supervisor describes a service's fault: the kernel's service fault message,
 //! decoded from its ESR with the same decoder the kernel's own reports use
 //! (`capvisor_ipc::esr`: EC names, DFSC/IFSC kinds and levels) into one line a person can act
 //! on.

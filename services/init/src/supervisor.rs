@@ -2,11 +2,10 @@
 //! guest faults never come here (a vCPU's faults go to its VMM) and are refused.
 
 use capvisor_ipc::bootinfo::{BootInfo, MAX_SERVICES};
-use capvisor_ipc::protocol::Context;
+use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocols::fault::{
     FaultError, GuestFault, Handler, Resolution, ServiceFault, ServiceResolution,
 };
-use capvisor_ipc::types::{ThreadId, VcpuId};
 
 use crate::report::Report;
 
@@ -43,26 +42,18 @@ impl<F: FnMut(core::fmt::Arguments<'_>)> Supervisor<F> {
 }
 
 impl<F: FnMut(core::fmt::Arguments<'_>)> Handler for Supervisor<F> {
-    async fn guest(
-        &mut self,
-        _ctx: &mut Context,
-        _vcpu: VcpuId,
-        _pc: u64,
-        _fault: GuestFault,
-    ) -> Result<Resolution, FaultError> {
+    async fn guest(&mut self, _badge: Badge, _fault: GuestFault) -> Result<Resolution, FaultError> {
         Err(FaultError::Unhandled)
     }
 
     async fn service(
         &mut self,
-        ctx: &mut Context,
-        _thread: ThreadId,
+        badge: Badge,
         pc: u64,
         fault: ServiceFault,
     ) -> Result<ServiceResolution, FaultError> {
         self.faults += 1;
-        let badge = ctx.badge().raw();
-        let name: heapless::String<32> = self.name(badge).try_into().unwrap_or_default();
+        let name: heapless::String<32> = self.name(badge.raw()).try_into().unwrap_or_default();
         let report = Report {
             name: &name,
             pc,
@@ -77,8 +68,9 @@ impl<F: FnMut(core::fmt::Arguments<'_>)> Handler for Supervisor<F> {
 mod tests {
     use super::*;
     use capvisor_ipc::bootinfo::ServiceInfo;
-    use capvisor_ipc::cap::Badge;
-    use capvisor_ipc::protocols::fault::{self, Request};
+    use capvisor_ipc::protocols::fault::{
+        self, FaultMessage, decode_guest_reply, decode_service_reply,
+    };
     use capvisor_ipc::types::{Access, Esr, Ipa};
     use zerocopy::FromZeros;
 
@@ -93,13 +85,22 @@ mod tests {
         info
     }
 
+    /// The supervisor's reply to `message` from the sender `badge` names, as the kernel gets it.
+    fn handle<F: FnMut(core::fmt::Arguments<'_>)>(
+        supervisor: &mut Supervisor<F>,
+        badge: u64,
+        message: FaultMessage,
+    ) -> (capvisor_ipc::abi::MessageInfo, fault::Words) {
+        let (info, words) = message.encode();
+        futures_lite::future::block_on(fault::handle(supervisor, Badge::new(badge), info, words))
+    }
+
     #[test]
     fn a_service_fault_is_reported_by_name_and_the_service_stopped() {
         let mut lines = Vec::new();
         let info = info();
         let mut supervisor = Supervisor::new(&info, |line| lines.push(line.to_string()));
-        let request = Request::Service {
-            thread: ThreadId::new(5),
+        let message = FaultMessage::Service {
             pc: 0x20_0010,
             fault: ServiceFault::Memory {
                 address: Ipa::new(0x1_0000_0000),
@@ -107,19 +108,18 @@ mod tests {
                 esr: Esr::new(0x9200_0047),
             },
         };
-        let mut ctx = Context::new(Badge::new(3), Default::default());
-        let reply =
-            futures_lite::future::block_on(fault::dispatch(&mut supervisor, &mut ctx, request));
-        assert_eq!(reply, fault::Reply::Service(Ok(ServiceResolution::Stop)));
+        let (reply, words) = handle(&mut supervisor, 3, message);
+        assert_eq!(
+            decode_service_reply(reply, words),
+            Ok(Ok(ServiceResolution::Stop))
+        );
         // A guest fault is not the supervisor's.
-        let guest = Request::Guest {
-            vcpu: VcpuId::new(0),
-            pc: 0,
-            fault: GuestFault::Wait { event: false },
-        };
-        let reply =
-            futures_lite::future::block_on(fault::dispatch(&mut supervisor, &mut ctx, guest));
-        assert_eq!(reply, fault::Reply::Guest(Err(FaultError::Unhandled)));
+        let guest = FaultMessage::Guest(GuestFault::Wait { event: false });
+        let (reply, words) = handle(&mut supervisor, 3, guest);
+        assert_eq!(
+            decode_guest_reply(reply, words),
+            Ok(Err(FaultError::Unhandled))
+        );
         assert_eq!(supervisor.faults, 1);
         drop(supervisor);
         assert_eq!(
@@ -136,13 +136,11 @@ mod tests {
         let mut lines = Vec::new();
         let info = info();
         let mut supervisor = Supervisor::new(&info, |line| lines.push(line.to_string()));
-        let request = Request::Service {
-            thread: ThreadId::new(5),
+        let message = FaultMessage::Service {
             pc: 0,
             fault: ServiceFault::UnknownSyscall { number: 77 },
         };
-        let mut ctx = Context::new(Badge::new(9), Default::default());
-        futures_lite::future::block_on(fault::dispatch(&mut supervisor, &mut ctx, request));
+        handle(&mut supervisor, 9, message);
         drop(supervisor);
         assert!(lines[0].starts_with("init: service '(unknown service)'"));
     }

@@ -13,7 +13,6 @@ capvisor_rt::service_async!(run);
 
 #[cfg(target_os = "none")]
 async fn run() -> u64 {
-    use capvisor_ipc::protocol::Generation;
     use capvisor_ipc::protocols::fault;
     use capvisor_rt::println;
     use svc_s2walk::recovery::{Event, Recovery};
@@ -34,7 +33,7 @@ async fn run() -> u64 {
     };
     let mut recovery = Recovery::new(el0::Kernel, &el0::REVOKED, report);
     let mut faults = el0::FaultEndpoint;
-    let error = fault::serve(&mut faults, &mut recovery, Generation::new(1)).await;
+    let error = fault::serve(&mut faults, &mut recovery).await;
     println!("s2walk: stopped handling the walker's faults: {error:?}");
     1
 }

@@ -19,11 +19,11 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use capvisor_ipc::abi::KernelError;
-use capvisor_ipc::protocol::Context;
+use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocols::fault::{
     FaultError, GuestFault, Handler, Resolution, ServiceFault, ServiceResolution,
 };
-use capvisor_ipc::types::{Access, ThreadId, VcpuId};
+use capvisor_ipc::types::Access;
 
 use crate::{MAX_PAGES, PAGE_SIZE, WINDOW};
 
@@ -156,20 +156,13 @@ impl<'a, P: Placeholder, R: FnMut(Event)> Recovery<'a, P, R> {
 
 impl<P: Placeholder, R: FnMut(Event)> Handler for Recovery<'_, P, R> {
     /// The walker is a service thread; a vCPU's faults never come here.
-    async fn guest(
-        &mut self,
-        _ctx: &mut Context,
-        _vcpu: VcpuId,
-        _pc: u64,
-        _fault: GuestFault,
-    ) -> Result<Resolution, FaultError> {
+    async fn guest(&mut self, _badge: Badge, _fault: GuestFault) -> Result<Resolution, FaultError> {
         Err(FaultError::Unhandled)
     }
 
     async fn service(
         &mut self,
-        _ctx: &mut Context,
-        _thread: ThreadId,
+        _badge: Badge,
         pc: u64,
         fault: ServiceFault,
     ) -> Result<ServiceResolution, FaultError> {
@@ -198,8 +191,6 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context as TaskContext, Poll, Waker};
 
-    use capvisor_ipc::cap::Badge;
-    use capvisor_ipc::protocol::ReceivedCaps;
     use capvisor_ipc::types::{Esr, Ipa};
 
     use super::*;
@@ -267,11 +258,9 @@ mod tests {
         let revoked = RevokedPages::new();
         let mut events = Vec::new();
         let mut recovery = Recovery::new(Fake::default(), &revoked, |e| events.push(e));
-        let mut ctx = Context::new(Badge::NONE, ReceivedCaps::new());
-        let thread = ThreadId::new(3);
+        let walker = Badge::NONE;
         for address in [WINDOW + 5 * PAGE_SIZE + 16, WINDOW + 70 * PAGE_SIZE] {
-            let resolution =
-                block_on(recovery.service(&mut ctx, thread, 0x20_1000, read_of(address)));
+            let resolution = block_on(recovery.service(walker, 0x20_1000, read_of(address)));
             assert_eq!(resolution, Ok(ServiceResolution::Resume));
         }
         assert_eq!(recovery.placeholder().placed, [5, 70]);
@@ -289,19 +278,18 @@ mod tests {
         let revoked = RevokedPages::new();
         let mut events = Vec::new();
         let mut recovery = Recovery::new(Fake::default(), &revoked, |e| events.push(e));
-        let mut ctx = Context::new(Badge::NONE, ReceivedCaps::new());
-        let thread = ThreadId::new(3);
+        let walker = Badge::NONE;
         let stack_overflow = read_of(0x3F_FFE0_0000);
-        let resolution = block_on(recovery.service(&mut ctx, thread, 0x20_2000, stack_overflow));
+        let resolution = block_on(recovery.service(walker, 0x20_2000, stack_overflow));
         assert_eq!(resolution, Ok(ServiceResolution::Stop));
         // A window page whose placeholder the kernel refuses (its frame is still mapped there:
         // not a revocation) stops it too.
         recovery.placeholder.refuse = Some(KernelError::SlotOccupied);
-        let resolution = block_on(recovery.service(&mut ctx, thread, 0x20_3000, read_of(WINDOW)));
+        let resolution = block_on(recovery.service(walker, 0x20_3000, read_of(WINDOW)));
         assert_eq!(resolution, Ok(ServiceResolution::Stop));
         assert!(!revoked.is_marked(0));
         let guest = GuestFault::Other { esr: Esr::new(0) };
-        let answer = block_on(recovery.guest(&mut ctx, VcpuId::new(0), 0, guest));
+        let answer = block_on(recovery.guest(walker, guest));
         assert_eq!(answer, Err(FaultError::Unhandled));
         drop(recovery);
         assert_eq!(

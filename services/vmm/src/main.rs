@@ -1,5 +1,5 @@
 //! A VMM (`svc-vmm`): boots the first guest of its boot-info page and serves its vCPUs' faults
-//! (`capvisor_ipc::protocols::fault`) on its own endpoint. The logic is in [`vmm`] (and the
+//! (`capvisor_ipc::protocols::{fault, guest_call}`) on its own endpoint. The logic is in [`vmm`] (and the
 //! device tree writer in [`fdt`]), tested on the host; this file is the EL0 glue: the boot-info
 //! page, the memory manager's client and the vCPU/thread syscalls behind [`vmm::Machine`].
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -33,8 +33,8 @@ mod tests;
 #[cfg(target_os = "none")]
 async fn run() -> u64 {
     use capvisor_ipc::bootinfo::{BootInfo, VCPU_BADGE};
-    use capvisor_ipc::cap::Cap;
-    use capvisor_ipc::protocol::{Generation, decode_request};
+    use capvisor_ipc::cap::{Badge, Cap};
+    use capvisor_ipc::protocol::Generation;
     use capvisor_ipc::protocols::memmgr;
     use capvisor_ipc::protocols::{fault, guest_call};
     use capvisor_ipc::transport::ServerTransport;
@@ -99,13 +99,13 @@ async fn run() -> u64 {
         return 1;
     }
 
-    // The fault loop (fault::serve, except that a reply which cannot be delivered — to a vCPU
-    // that stopped itself with CPU_OFF — does not end it). The vCPU is the one the badge names.
+    // The fault loop (fault::serve, except that the calls that change nothing are answered at
+    // once, and a reply which cannot be delivered — to a vCPU that stopped itself with CPU_OFF —
+    // does not end it). The vCPU is the one the badge names.
     let mut server = EndpointServer::new(
         Cap::from_cptr(CPtr::new(info.endpoint)),
         ReceiveWindow::NONE,
     );
-    let generation = Generation::new(1);
     let mut buffer = capvisor_ipc::abi::IpcBuffer::default();
     // A call answered at once has one result word; its reply's message-info word depends only
     // on whether the PC advances (an `smc`), so both are made once, here.
@@ -130,8 +130,8 @@ async fn run() -> u64 {
         };
         let badge = buffer.badge;
         let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
-        // A trapped hvc/smc comes as the fixed-layout guest call, and a resolution that writes
-        // x0, x1, … goes back the same way (in registers, no postcard); anything else as postcard.
+        // A trapped hvc/smc comes as a guest call, and a resolution that writes x0, x1, … goes
+        // back the same way; anything else as a fault reply (all in the message registers).
         let call = guest_call::GuestCall::decode(info, words).filter(|_| badge >= VCPU_BADGE);
         if let Some(call) = call {
             // The calls that change nothing are answered here, synchronously and without a
@@ -147,19 +147,14 @@ async fn run() -> u64 {
                     // Any badge from VCPU_BADGE up: `handle` refuses one that names no vCPU of
                     // the guest.
                     let vcpu = u32::try_from(badge - VCPU_BADGE).unwrap_or(u32::MAX);
-                    let result = vmm.handle(vcpu, 0, call.fault()).await;
+                    let result = vmm.handle(vcpu, call.fault()).await;
                     match result
                         .as_ref()
                         .ok()
                         .and_then(guest_call::CallResult::from_resolution)
                     {
-                        Some(fixed) => fixed_reply(&fixed, &mut buffer),
-                        None => capvisor_ipc::protocol::encode_reply::<fault::Fault>(
-                            Ok(&fault::Reply::Guest(result)),
-                            &[],
-                            generation,
-                            &mut buffer,
-                        ),
+                        Some(fixed) => fixed_reply(fixed.encode(), &mut buffer),
+                        None => fixed_reply(fault::encode_guest_reply(&result), &mut buffer),
                     }
                 }
             };
@@ -169,19 +164,15 @@ async fn run() -> u64 {
             };
             continue;
         }
-        let reply = match decode_request::<fault::Fault>(info, &buffer, generation) {
-            Ok((fault::Request::Guest { pc, fault, .. }, _)) if badge >= VCPU_BADGE => {
+        let reply = match fault::FaultMessage::decode(info, words) {
+            Ok(fault::FaultMessage::Guest(fault)) if badge >= VCPU_BADGE => {
                 let vcpu = u32::try_from(badge - VCPU_BADGE).unwrap_or(u32::MAX);
-                let result = vmm.handle(vcpu, pc, fault).await;
-                capvisor_ipc::protocol::encode_reply::<fault::Fault>(
-                    Ok(&fault::Reply::Guest(result)),
-                    &[],
-                    generation,
-                    &mut buffer,
-                )
+                let result = vmm.handle(vcpu, fault).await;
+                fault::encode_guest_reply(&result)
             }
-            _ => fault::handle(&mut Refuse, generation, info, &mut buffer).await,
+            _ => fault::handle(&mut Refuse, Badge::new(badge), info, words).await,
         };
+        let reply = fixed_reply(reply, &mut buffer);
         message = match server.reply_recv(reply, &mut buffer).await {
             Ok(info) => Ok(info),
             Err(_) => server.recv(&mut buffer).await,
@@ -189,13 +180,15 @@ async fn run() -> u64 {
     }
 }
 
-/// Puts a guest call's fixed-layout result in `buffer`'s register words; returns its info word.
+/// Puts a fixed-layout reply's words in `buffer`'s register words; returns its info word.
 #[cfg(target_os = "none")]
 fn fixed_reply(
-    result: &capvisor_ipc::protocols::guest_call::CallResult,
+    (info, [a, b, c, d]): (
+        capvisor_ipc::abi::MessageInfo,
+        capvisor_ipc::protocols::fault::Words,
+    ),
     buffer: &mut capvisor_ipc::abi::IpcBuffer,
 ) -> capvisor_ipc::abi::MessageInfo {
-    let (info, [a, b, c, d]) = result.encode();
     [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]] = [a, b, c, d];
     info
 }
@@ -208,9 +201,7 @@ struct Refuse;
 impl capvisor_ipc::protocols::fault::Handler for Refuse {
     async fn guest(
         &mut self,
-        _ctx: &mut capvisor_ipc::protocol::Context,
-        _vcpu: capvisor_ipc::types::VcpuId,
-        _pc: u64,
+        _badge: capvisor_ipc::cap::Badge,
         _fault: capvisor_ipc::protocols::fault::GuestFault,
     ) -> Result<
         capvisor_ipc::protocols::fault::Resolution,
@@ -221,8 +212,7 @@ impl capvisor_ipc::protocols::fault::Handler for Refuse {
 
     async fn service(
         &mut self,
-        _ctx: &mut capvisor_ipc::protocol::Context,
-        _thread: capvisor_ipc::types::ThreadId,
+        _badge: capvisor_ipc::cap::Badge,
         _pc: u64,
         _fault: capvisor_ipc::protocols::fault::ServiceFault,
     ) -> Result<

@@ -299,12 +299,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
     /// [`FaultError::Unhandled`]: the kernel stops the vCPU. Also the answer to a fault that
     /// names no vCPU of the guest (a badge the kernel never gave a vCPU: a buggy or hostile
     /// sender), which changes nothing.
-    pub async fn handle(
-        &mut self,
-        vcpu: u32,
-        pc: u64,
-        fault: GuestFault,
-    ) -> Result<Resolution, FaultError> {
+    pub async fn handle(&mut self, vcpu: u32, fault: GuestFault) -> Result<Resolution, FaultError> {
         if vcpu >= self.guest.vcpus {
             return Err(FaultError::Unhandled);
         }
@@ -315,6 +310,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 far,
                 access,
                 esr,
+                write_value,
             } => {
                 let write = access.map_or(esr.raw() & WNR != 0, |a| a.write);
                 if self.in_ram(ipa.raw()) {
@@ -331,10 +327,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
                         self.inject(vcpu, false, far, esr.raw() & WNR, ALIGNMENT_FAULT)
                     }
                     Some(access) if offset < fdt::UART_SIZE => {
-                        self.uart(vcpu, offset, access.write, access.register)
+                        self.uart(offset, access, write_value)
                     }
                     Some(access) if self.gic.contains(ipa.raw()) => {
-                        self.gic_access(vcpu, ipa.raw(), access)
+                        self.gic_access(ipa.raw(), access, write_value)
                     }
                     _ => self.inject(vcpu, false, far, esr.raw() & WNR, EXTERNAL_ABORT),
                 }
@@ -376,12 +372,15 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 Ok(emulate(writes, true))
             }
             GuestFault::Other { esr } => {
+                // The fault message has no PC; its registers have.
+                let pc = self.machine.read_register(vcpu, VcpuRegister::Pc.code());
                 say(
                     &mut self.machine,
                     format_args!(
-                        "vmm: guest {} vcpu {vcpu}: unhandled exit ESR {:#x} at pc {pc:#x}",
+                        "vmm: guest {} vcpu {vcpu}: unhandled exit ESR {:#x} at pc {:#x}",
                         self.guest.name,
-                        esr.raw()
+                        esr.raw(),
+                        pc.unwrap_or(0)
                     ),
                 );
                 Err(FaultError::Unhandled)
@@ -507,22 +506,20 @@ impl<'a, M: Machine> Vmm<'a, M> {
         }
     }
 
-    /// The console: a byte written to UARTDR goes into the line, printed at `\n`; every read
-    /// (UARTFR included: TX FIFO never full) is 0.
-    /// An access to the emulated distributor or a redistributor (`vgic.rs`).
+    /// An access to the emulated distributor or a redistributor (`vgic.rs`); a write's value
+    /// came with the fault.
     fn gic_access(
         &mut self,
-        vcpu: u32,
         ipa: u64,
         access: DataAccess,
+        write_value: Option<u64>,
     ) -> Result<Resolution, FaultError> {
         let size = u64::from(access.size.bytes());
         if let Some(word) = self.gic.state_word(ipa).filter(|_| size == 4) {
-            return self.gic_state(vcpu, word, access);
+            return self.gic_state(word, access, write_value);
         }
         if access.write {
-            let value = self.register(vcpu, access.register)?;
-            self.gic.write(ipa, size, value);
+            self.gic.write(ipa, size, written(write_value)?);
             return Ok(emulate(&[], true));
         }
         let value = self.gic.read(ipa, size).unwrap_or(0);
@@ -534,9 +531,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
     /// for them, and the timers' levels.
     fn gic_state(
         &mut self,
-        vcpu: u32,
         word: crate::vgic::StateWord,
         access: DataAccess,
+        write_value: Option<u64>,
     ) -> Result<Resolution, FaultError> {
         use crate::vgic::StateRegister::{ClearActive, ClearPending, SetActive, SetPending};
         let first = word.first;
@@ -577,7 +574,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
             }
             return Ok(emulate(&[(access.register, u64::from(bits))], true));
         }
-        let value = self.register(vcpu, access.register)? as u32;
+        let value = written(write_value)? as u32;
         for target in self.holders(word) {
             let mine = value & self.word_bits(word, target);
             if mine == 0 {
@@ -663,14 +660,16 @@ impl<'a, M: Machine> Vmm<'a, M> {
         }
     }
 
+    /// The console: a byte written to UARTDR (its value came with the fault) goes into the
+    /// line, printed at `\n`; UARTFR reads idle (TX FIFO never full), the ID registers read the
+    /// PL011's, every other read is 0.
     fn uart(
         &mut self,
-        vcpu: u32,
         offset: u64,
-        write: bool,
-        register: GpRegister,
+        access: DataAccess,
+        write_value: Option<u64>,
     ) -> Result<Resolution, FaultError> {
-        if !write {
+        if !access.write {
             let value = match offset {
                 UARTFR => UARTFR_IDLE,
                 0xfe0..0x1000 if offset.is_multiple_of(4) => {
@@ -678,11 +677,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 }
                 _ => 0,
             };
-            return Ok(emulate(&[(register, value)], true));
+            return Ok(emulate(&[(access.register, value)], true));
         }
         if offset == UARTDR {
-            let value = self.register(vcpu, register)?;
-            self.console(value as u8);
+            self.console(written(write_value)? as u8);
         }
         Ok(emulate(&[], true))
     }
@@ -741,11 +739,11 @@ impl<'a, M: Machine> Vmm<'a, M> {
     async fn psci(
         &mut self,
         vcpu: u32,
-        args: [u64; 8],
+        args: [u64; 4],
         smc: bool,
     ) -> Result<Resolution, FaultError> {
-        let call = Call::new([args[0], args[1], args[2], args[3]]);
-        let result = match calls::answer([args[0], args[1], args[2], args[3]], || self.state()) {
+        let call = Call::new(args);
+        let result = match calls::answer(args, || self.state()) {
             Some(result) => result,
             None => match call.function {
                 psci::CPU_ON_32 | psci::CPU_ON_64 => {
@@ -884,6 +882,12 @@ fn bit_of(first: u32, intid: u32) -> Option<u32> {
 /// op2 1; IHI 0069H 12.2.10).
 fn is_deactivation(access: &capvisor_ipc::protocols::fault::SysRegAccess) -> bool {
     (access.op0, access.op1, access.crn, access.crm, access.op2) == (3, 0, 12, 11, 1)
+}
+
+/// An MMIO write's value: the kernel sends it with every write whose syndrome it decoded (ISV = 1),
+/// so none is a fault the VMM cannot answer.
+fn written(write_value: Option<u64>) -> Result<u64, FaultError> {
+    write_value.ok_or(FaultError::Unhandled)
 }
 
 /// An emulation reply writing `writes`.

@@ -5,7 +5,9 @@ use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::protocol::{
     Generation, decode_exact, decode_request, encode_reply, encode_request, split_header,
 };
-use capvisor_ipc::protocols::fault::{self, ServiceFault, ServiceResolution};
+use capvisor_ipc::protocols::fault::{
+    FaultMessage, ServiceFault, ServiceResolution, encode_service_reply,
+};
 use capvisor_ipc::protocols::memmgr::{self, MemMgr};
 use capvisor_ipc::types::{Esr, Ipa, VmId};
 
@@ -664,26 +666,10 @@ fn a_fault_goes_to_the_supervisor_whose_reply_resumes_or_stops() {
     assert_eq!(w.k.thread_state(faulty), Ok(ThreadState::BlockedReply));
     let got = w.k.take_syscall_result(server).unwrap();
     assert_eq!(got.0[0], 77);
-    let message = full_words(&got, w.buffer(server));
-    let (request, _) = decode_request::<fault::Fault>(
-        MessageInfo::decode(got.info()).unwrap(),
-        &message,
-        Generation::new(1),
-    )
-    .unwrap();
-    assert_eq!(
-        request,
-        fault::Request::Service {
-            thread: capvisor_ipc::types::ThreadId::new(faulty.index() as u32),
-            pc: 0x2040,
-            fault
-        }
-    );
+    let message = FaultMessage::decode(MessageInfo::decode(got.info()).unwrap(), got.words());
+    assert_eq!(message, Ok(FaultMessage::Service { pc: 0x2040, fault }));
     // Resume: the thread runs again, with no syscall result to deliver.
-    let reply = fault::Reply::Service(Ok(ServiceResolution::Resume));
-    let buffer = w.buffer(server);
-    let reply_info = encode_reply::<fault::Fault>(Ok(&reply), &[], Generation::new(1), buffer);
-    let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
+    let (reply_info, words) = encode_service_reply(Ok(ServiceResolution::Resume));
     w.syscall(server, Syscall::ReplyRecv, THEIR_EP, reply_info, words);
     assert_eq!(w.k.thread_state(faulty), Ok(ThreadState::Ready));
     assert!(w.k.take_syscall_result(faulty).is_none());

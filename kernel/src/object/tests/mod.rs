@@ -9,6 +9,7 @@ mod frames;
 mod ipc;
 mod props;
 mod sched;
+mod sleepers;
 mod syscalls;
 mod vcpus;
 

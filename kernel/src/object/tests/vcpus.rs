@@ -1,12 +1,14 @@
 //! vCPUs: binding to a thread in a VM, guest faults to the VMM and their resolutions, registers,
 //! and cache/TLB maintenance checks.
 
-use capvisor_ipc::abi::{CacheOp, Invocation, IpcBuffer, KernelError, MessageInfo, Syscall};
+use capvisor_ipc::abi::{CacheOp, Invocation, KernelError, MessageInfo, Syscall};
 use capvisor_ipc::cap::ObjectKind;
-use capvisor_ipc::protocol::{Generation, decode_request, encode_reply};
-use capvisor_ipc::protocols::fault::{self, GuestFault, RegisterWrite, Resolution};
+use capvisor_ipc::protocols::fault::{
+    self, FaultError, FaultMessage, GuestFault, RegisterWrite, Resolution, ServiceResolution,
+    encode_guest_reply, encode_service_reply,
+};
 use capvisor_ipc::protocols::guest_call::{self, CallResult, GuestCall};
-use capvisor_ipc::types::Ipa;
+use capvisor_ipc::types::{Esr, Far, Ipa};
 
 use super::*;
 use crate::object::FaultOutcome;
@@ -57,33 +59,14 @@ fn guest_at(priority: u64) -> (World, ThreadRef) {
     (w, thread)
 }
 
-fn message(regs: &SyscallRegs, buffer: &IpcBuffer) -> IpcBuffer {
-    let mut message = buffer.clone();
-    message.msg[..4].copy_from_slice(&regs.words());
-    message
+/// The root receives the guest's fault; returns the decoded message.
+fn receive(w: &mut World) -> FaultMessage {
+    let (info, words) = receive_raw(w);
+    FaultMessage::decode(info, words).unwrap()
 }
 
-/// The root receives the guest's fault; returns the decoded request.
-fn receive(w: &mut World) -> fault::Request {
-    let (regs, _) = w.syscall(w.root, Syscall::Recv, EP, info(0, 0, 0), [0; 4]);
-    let regs = match regs.error_code() {
-        None if regs.0[0] == 5 => regs,
-        _ => w.k.take_syscall_result(w.root).unwrap(),
-    };
-    assert_eq!(regs.0[0], 5, "the fault carries the vCPU thread's badge");
-    let root = w.root;
-    let body = message(&regs, w.buffer(root));
-    let info = MessageInfo::decode(regs.info()).unwrap();
-    decode_request::<fault::Fault>(info, &body, Generation::new(1))
-        .unwrap()
-        .0
-}
-
-fn reply(w: &mut World, reply: &fault::Reply) {
-    let root = w.root;
-    let buffer = w.buffer(root);
-    let info = encode_reply::<fault::Fault>(Ok(reply), &[], Generation::new(1), buffer);
-    let words = [buffer.msg[0], buffer.msg[1], buffer.msg[2], buffer.msg[3]];
+/// The root replies with a fixed-layout message.
+fn reply(w: &mut World, (info, words): (MessageInfo, fault::Words)) {
     w.syscall(w.root, Syscall::Reply, 0, info, words);
 }
 
@@ -140,11 +123,11 @@ fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu
     let _vcpu = w.k.thread_vcpu(thread).unwrap();
     let hvc = GuestFault::Hvc {
         imm: 0,
-        args: [0x8400_0000, 1, 2, 3, 4, 5, 6, 7],
+        args: [0x8400_0000, 1, 2, 3],
     };
     let (outcome, _) = w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
     assert_eq!(outcome, FaultOutcome::Sent);
-    // The fixed-layout kind, in registers: x0–x3 only.
+    // A guest call, in registers.
     let (info, words) = receive_raw(&mut w);
     let call = GuestCall::decode(info, words).unwrap();
     assert_eq!(
@@ -163,7 +146,7 @@ fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu
     assert_eq!(w.fx.resolutions, 1);
     let context = w.context(thread);
     assert_eq!((context.pc, context.x[0]), (0x4020_0000, 0x1_0001));
-    // The postcard reply is accepted too.
+    // A guest reply is accepted too.
     w.k.handle_guest_fault(thread, 0x4020_0010, hvc, &mut *w.fx);
     receive_raw(&mut w);
     let mut writes = heapless::Vec::new();
@@ -177,7 +160,7 @@ fn a_guest_hvc_goes_to_the_vmm_as_a_guest_call_and_either_reply_resumes_the_vcpu
         writes,
         advance_pc: false,
     };
-    reply(&mut w, &fault::Reply::Guest(Ok(resolution)));
+    reply(&mut w, encode_guest_reply(&Ok(resolution)));
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
     assert_eq!(w.fx.resolutions, 2);
     let context = w.context(thread);
@@ -202,7 +185,7 @@ fn a_guest_call_result_in_reply_recv_takes_the_fast_path() {
         let (mut slow, _) = guest_at(priority);
         let hvc = GuestFault::Hvc {
             imm: 0,
-            args: [0x8400_0000, 0, 0, 0, 0, 0, 0, 0],
+            args: [0x8400_0000, 0, 0, 0],
         };
         let before = crate::object::fastpath::TAKEN.with(std::cell::Cell::get);
         for w in [&mut fast, &mut slow] {
@@ -236,25 +219,36 @@ fn a_guest_call_result_in_reply_recv_takes_the_fast_path() {
     }
 }
 
+/// Every guest fault goes in the message registers: the VMM's IPC buffer is not written.
 #[test]
-fn a_data_abort_goes_as_a_postcard_request() {
+fn guest_faults_go_in_registers_with_an_mmio_writes_value() {
     let (mut w, thread) = guest();
-    let vcpu = w.k.thread_vcpu(thread).unwrap();
-    let abort = GuestFault::InstructionAbort {
+    let root = w.root;
+    w.buffer(root).msg.fill(0x5a5a);
+    let x: [u64; 31] = core::array::from_fn(|n| 0x1000 + n as u64);
+    // STR x9, [x0] to a device: ISV, SAS doubleword, SRT 9, WnR.
+    let store = Esr::new(0x24 << 26 | 1 << 25 | 1 << 24 | 0b11 << 22 | 9 << 16 | 1 << 6);
+    let write = GuestFault::data_abort(Ipa::new(0x0900_0000), Far::new(0x0900_0000), store, &x);
+    let fetch = GuestFault::InstructionAbort {
         ipa: Ipa::new(0x1000),
-        far: capvisor_ipc::types::Far::new(0x1000),
-        esr: capvisor_ipc::types::Esr::new(0x8200_0000),
+        far: Far::new(0x1000),
+        esr: Esr::new(0x8200_0000),
     };
-    w.k.handle_guest_fault(thread, 0x4020_0010, abort, &mut *w.fx);
-    let request = receive(&mut w);
-    assert_eq!(
-        request,
-        fault::Request::Guest {
-            vcpu: capvisor_ipc::types::VcpuId::new(vcpu.index() as u32),
-            pc: 0x4020_0010,
-            fault: abort
+    for fault in [write, fetch, GuestFault::ListRegistersDrained] {
+        w.k.handle_guest_fault(thread, 0x4020_0010, fault, &mut *w.fx);
+        assert_eq!(receive(&mut w), FaultMessage::Guest(fault));
+        reply(&mut w, encode_guest_reply(&Ok(Resolution::Resume)));
+        assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
+    }
+    assert!(matches!(
+        write,
+        GuestFault::DataAbort {
+            write_value: Some(0x1009),
+            ..
         }
-    );
+    ));
+    assert!(w.buffer(root).msg.iter().all(|&word| word == 0x5a5a));
+    w.k.check_invariants().unwrap();
 }
 
 #[test]
@@ -263,27 +257,21 @@ fn a_refused_or_unhandled_resolution_leaves_the_vcpu_stopped() {
     let wait = GuestFault::Wait { event: false };
     w.k.handle_guest_fault(thread, 0x4020_0000, wait, &mut *w.fx);
     receive(&mut w);
-    reply(
-        &mut w,
-        &fault::Reply::Guest(Err(fault::FaultError::Unhandled)),
-    );
+    reply(&mut w, encode_guest_reply(&Err(FaultError::Unhandled)));
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
     // The VMM may restart it; then a resolution the glue refuses stops it again.
     w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
     w.fx.refuse_resolution = true;
     w.k.handle_guest_fault(thread, 0x4020_0000, wait, &mut *w.fx);
     receive(&mut w);
-    reply(&mut w, &fault::Reply::Guest(Ok(Resolution::Resume)));
+    reply(&mut w, encode_guest_reply(&Ok(Resolution::Resume)));
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
     // A service resolution for a guest fault is no resolution either.
     w.fx.refuse_resolution = false;
     w.invoke(THREAD, Invocation::Resume, &[]).unwrap();
     w.k.handle_guest_fault(thread, 0x4020_0000, wait, &mut *w.fx);
     receive(&mut w);
-    reply(
-        &mut w,
-        &fault::Reply::Service(Ok(fault::ServiceResolution::Resume)),
-    );
+    reply(&mut w, encode_service_reply(Ok(ServiceResolution::Resume)));
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Inactive));
     w.k.check_invariants().unwrap();
 }
@@ -533,7 +521,7 @@ fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
     receive(&mut w);
     reply(
         &mut w,
-        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+        encode_guest_reply(&Ok(Resolution::WaitForInterrupt)),
     );
     assert_eq!(
         w.k.thread_state(thread),
@@ -549,7 +537,7 @@ fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
     receive(&mut w);
     reply(
         &mut w,
-        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+        encode_guest_reply(&Ok(Resolution::WaitForInterrupt)),
     );
     assert_eq!(w.k.next_deadline(), Some(1000));
     assert!(w.k.interrupts_deliver(), "its timer will wake it");
@@ -567,7 +555,7 @@ fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
     receive(&mut w);
     reply(
         &mut w,
-        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+        encode_guest_reply(&Ok(Resolution::WaitForInterrupt)),
     );
     assert_eq!(w.k.thread_state(thread), Ok(ThreadState::Ready));
     // Deleting the vCPU of a sleeping thread stops it cleanly.
@@ -576,7 +564,7 @@ fn a_vcpu_in_wfi_sleeps_until_an_interrupt_or_its_timer() {
     receive(&mut w);
     reply(
         &mut w,
-        &fault::Reply::Guest(Ok(Resolution::WaitForInterrupt)),
+        encode_guest_reply(&Ok(Resolution::WaitForInterrupt)),
     );
     w.invoke(RootLayout::CNODE, Invocation::Delete, &[VCPU])
         .unwrap();
