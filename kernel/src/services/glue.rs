@@ -59,7 +59,7 @@ impl Vmids {
         if self.next > MAX_VMID {
             self.generation += 1;
             self.next = 1;
-            crate::arch::aarch64::stage2::invalidate_every_vmid();
+            crate::arch::aarch64::tlb::invalidate_all_vmids();
         }
         space.vmid = self.next;
         space.vmid_generation = self.generation;

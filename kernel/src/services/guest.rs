@@ -9,7 +9,7 @@
 
 use super::glue::Glue;
 use crate::arch::aarch64::vcpu::{self, PSTATE_RESET, sys};
-use crate::arch::aarch64::{gic, vgic};
+use crate::arch::aarch64::{cache, gic, vgic};
 use crate::console;
 use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
 use capvisor_ipc::esr::{self, ec};
@@ -22,7 +22,6 @@ use capvisor_kernel::object::{
 };
 use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
 use capvisor_kernel::vsysreg::{self, Emulated, Hardware, Outcome};
-use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// An operation the per-VM counters and trace record.
@@ -876,14 +875,14 @@ impl Glue {
         match (op, target) {
             (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { pa, size, vm }) => {
                 if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
-                    clean_invalidate_poc(pa.raw(), size);
+                    cache::clean_invalidate_to_poc(pa.raw(), pa.raw() + size);
                 }
                 if let Some(vm) = vm {
                     count(vm, Op::CleanPoc, pa.raw(), size);
                 }
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
-                invalidate_icache();
+                cache::invalidate_icache();
                 if let Some(vm) = vm {
                     count(vm, Op::Icache, pa.raw(), size);
                 }
@@ -901,7 +900,7 @@ impl Glue {
                         };
                         let bytes = extent.min(end - at);
                         if self.ram.contains(pa, pa + bytes) {
-                            clean_invalidate_poc(pa, bytes);
+                            cache::clean_invalidate_to_poc(pa, pa + bytes);
                         }
                         at += bytes;
                     }
@@ -909,7 +908,7 @@ impl Glue {
                 count(vm, Op::CleanPoc, ipa.raw(), size);
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                invalidate_icache();
+                cache::invalidate_icache();
                 count(vm, Op::Icache, ipa.raw(), size);
             }
             (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
@@ -946,57 +945,4 @@ fn sys_index(register: VcpuRegister) -> usize {
         // write-only).
         _ => sys::TPIDR_EL1,
     }
-}
-
-/// DC CIVAC over `[pa, pa + size)` through the kernel's identity map of RAM, by the smallest data
-/// cache line (CTR_EL0.DminLine), then DSB SY (Arm ARM D7.5.9.2).
-fn clean_invalidate_poc(pa: u64, size: u64) {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
-    let line = 4u64 << ((ctr >> 16) & 0xf);
-    let mut at = pa & !(line - 1);
-    let end = pa + size;
-    // Four lines per iteration while four fit (the loop's own instructions are most of the cost
-    // otherwise), then line by line.
-    while at + 4 * line <= end {
-        // SAFETY: the four lines are inside RAM the kernel maps (the caller checked); cleaning
-        // and invalidating a line changes no memory contents as seen by any observer.
-        unsafe {
-            asm!(
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                a = inout(reg) at,
-                line = in(reg) line,
-                options(nostack, preserves_flags)
-            )
-        };
-    }
-    while at < end {
-        // SAFETY: as above, one line.
-        unsafe { asm!("dc civac, {}", in(reg) at, options(nostack, preserves_flags)) };
-        at += line;
-    }
-    // SAFETY: a barrier.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
-}
-
-/// IC IALLUIS, DSB ISH, ISB: every instruction cache of the inner-shareable domain invalidated to
-/// PoU (Arm ARM D7.5.9.3).
-fn invalidate_icache() {
-    // SAFETY: instruction-cache invalidation and barriers change no memory contents.
-    unsafe {
-        asm!(
-            "ic ialluis",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        )
-    };
 }

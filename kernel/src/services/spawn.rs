@@ -255,7 +255,7 @@ pub fn write_page(
     let page = unsafe { &mut *(pa as *mut [u8; PAGE as usize]) };
     fill(page);
     if !idc {
-        crate::arch::aarch64::mmu::clean_dcache_to_pou(pa as usize, (pa + PAGE) as usize);
+        crate::arch::aarch64::cache::clean_to_pou(pa, pa + PAGE);
     }
     Ok(())
 }

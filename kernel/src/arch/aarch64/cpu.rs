@@ -4,16 +4,8 @@ use aarch64_cpu::registers::{
     ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, MIDR_EL1, MPIDR_EL1,
     Readable,
 };
-use core::arch::{asm, global_asm};
-
-/// CTR_EL0 (not among `aarch64-cpu`'s registers).
-fn ctr_el0() -> u64 {
-    let value: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {}, ctr_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
-}
 use capvisor_kernel::platform::IdRegisters;
+use core::arch::{asm, global_asm};
 
 /// The ID registers the platform description is decoded from.
 #[must_use]
@@ -23,15 +15,9 @@ pub fn id_registers() -> IdRegisters {
         mmfr0: ID_AA64MMFR0_EL1.get(),
         mmfr1: ID_AA64MMFR1_EL1.get(),
         mmfr2: ID_AA64MMFR2_EL1.get(),
-        ctr: ctr_el0(),
+        ctr: super::cache::ctr_el0(),
         isar0: ID_AA64ISAR0_EL1.get(),
     }
-}
-
-/// The smallest data cache line, from CTR_EL0.DminLine (log2 of words), in bytes.
-#[must_use]
-pub fn dcache_line_size() -> usize {
-    4 << ((ctr_el0() >> 16) & 0xf)
 }
 
 /// This CPU's affinity (MPIDR_EL1 Aff3..Aff0), as PSCI and the device tree name it.
@@ -58,6 +44,30 @@ pub fn physical_counter() -> u64 {
         asm!("isb", "mrs {}, cntpct_el0", out(reg) value, options(nomem, nostack, preserves_flags))
     };
     value
+}
+
+/// Waits in WFI for an interrupt (or another wake-up event); returns after it, or at once if one
+/// is pending. A pending interrupt ends the wait even while PSTATE masks it, so the kernel idles
+/// with interrupts masked and takes the interrupt afterwards (Arm ARM DDI 0487 L.a, "Wait for
+/// Interrupt").
+pub fn wait_for_interrupt() {
+    // SAFETY: DSB SY completes every memory access issued before (the timer and GIC writes that
+    // arm the wake-up among them) before the PE may enter a low-power state; WFI only waits.
+    unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+}
+
+/// Waits in WFE for an event (SEV, an interrupt, the event stream); may return at once.
+pub fn wait_for_event() {
+    // SAFETY: WFE only waits.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Executes an UNDEFINED instruction (UDF #0) at EL2: the unexpected-exception handler reports
+/// it and stops the machine. For the kernel's self-tests only.
+pub fn undefined_instruction() {
+    // SAFETY: UDF raises an exception that the handler reports before stopping; it touches
+    // nothing.
+    unsafe { asm!("udf #0", options(nomem, nostack)) };
 }
 
 /// Sets the EL1 registers that govern EL0 to the services' profile ([`vcpu::SERVICE_EL0`]) at
