@@ -6,10 +6,10 @@
 //! budget ([`TableBudget`], memory its creator paid for) — zeroed, and are reached through the
 //! kernel's identity map. Writes are made visible to the table walker with DSB ISHST (the
 //! walks are inner-shareable write-back, Arm ARM D8.2.6, so no cache maintenance is needed).
-//! Removing a valid entry is break-before-make (Arm ARM DDI 0487 L.a, D8.17.1, R_DDMVT): invalid
-//! first, DSB ISHST, then the TLB invalidation for the space's VMID
-//! (`tlb::invalidate_ipa_pages`: TLBI IPAS2E1IS, then TLBI VMALLE1IS for combined stage-1+2
-//! entries, D8.17.6.1).
+//! Removing valid entries is break-before-make (Arm ARM DDI 0487 L.a, D8.17.1, R_DDMVT): every
+//! entry of the range invalid first, one DSB ISHST, then the TLB invalidation for the space's
+//! VMID (`tlb::invalidate_ipa_pages`: TLBI IPAS2E1IS per page, then TLBI VMALLE1IS for combined
+//! stage-1+2 entries, D8.17.6.1), or of the whole VMID for a long range.
 
 use super::tlb;
 use capvisor_kernel::memmap::MemoryMap;
@@ -259,19 +259,10 @@ impl AddressSpace {
         })
     }
 
-    /// Unmaps the page at `ipa`, if mapped, and invalidates the TLB for it before returning.
-    pub fn unmap_page(&mut self, ipa: u64, invalidate: bool) -> bool {
-        self.unmap_leaf(ipa, 3, invalidate)
-    }
-
     /// Unmaps the 2 MiB block at `ipa`, if mapped, and invalidates the TLB for it before
     /// returning.
     pub fn unmap_block(&mut self, ipa: u64, invalidate: bool) -> bool {
-        self.unmap_leaf(ipa, 2, invalidate)
-    }
-
-    fn unmap_leaf(&mut self, ipa: u64, level: u8, invalidate: bool) -> bool {
-        if !self.break_leaf(ipa, level) {
+        if !self.break_leaf(ipa, 2) {
             return false;
         }
         publish_breaks();
@@ -282,6 +273,23 @@ impl AddressSpace {
             self.invalidate_range(ipa, 0x1000);
         }
         true
+    }
+
+    /// Unmaps the pages mapped in `[ipa, ipa + pages * 4 KiB)` and invalidates the TLB for the
+    /// range before returning: every entry is broken first, then one DSB ISHST and one
+    /// invalidation of the range ([`Self::invalidate_range`]), not one per page. A VMID of an
+    /// older generation (`invalidate` false) has no TLB entries.
+    pub fn unmap_pages(&mut self, ipa: u64, pages: u64, invalidate: bool) {
+        let mut broken = false;
+        for page in 0..pages {
+            broken |= self.break_leaf(ipa + page * 0x1000, 3);
+        }
+        if broken {
+            publish_breaks();
+            if invalidate {
+                self.invalidate_range(ipa, pages * 0x1000);
+            }
+        }
     }
 
     /// Break: the leaf at `ipa` (page or block, as `level` says), if there is one, becomes
