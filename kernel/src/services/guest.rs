@@ -67,7 +67,10 @@ const PTIMER_INTID: u32 = 30;
 /// Print each counted operation as it happens (`capvisor.trace=1`).
 pub static TRACE: AtomicBool = AtomicBool::new(false);
 
-/// Counts (and traces) an operation on `space` if it is a VM.
+/// Counts (and traces) an operation on `space` if it is a VM. Inlined into each operation: on
+/// the hot path a counter is one test of `vm` and an increment in the space's own record, and
+/// the trace one test of a flag; printing is out of line.
+#[inline(always)]
 pub fn count(space: &mut SpaceGlue, op: Op, ipa: u64, size: u64) {
     if !space.vm {
         return;
@@ -83,12 +86,19 @@ pub fn count(space: &mut SpaceGlue, op: Op, ipa: u64, size: u64) {
         Op::TlbiVmid => stats.tlbi_vmid += 1,
     }
     if TRACE.load(Ordering::Relaxed) {
-        console::print(format_args!(
-            "capvisor: trace vm{} {} ipa={ipa:#x} size={size:#x}\n",
-            space.root >> 12,
-            op.name()
-        ));
+        trace(space, op, ipa, size);
     }
+}
+
+/// Prints one traced operation (`capvisor.trace=1`).
+#[cold]
+#[inline(never)]
+fn trace(space: &SpaceGlue, op: Op, ipa: u64, size: u64) {
+    console::print(format_args!(
+        "capvisor: trace vm{} {} ipa={ipa:#x} size={size:#x}\n",
+        space.root >> 12,
+        op.name()
+    ));
 }
 
 /// Prints every VM's counters (at the end of the system, for tests and users): a scan of all
