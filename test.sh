@@ -13,6 +13,9 @@ step() { printf '\n== %s (%ss elapsed)\n' "$*" "$SECONDS"; }
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
+step "kernel: no assembly outside kernel/src/arch/ (scripts/check-arch-boundary.sh)"
+scripts/check-arch-boundary.sh
+
 step "lints (cargo clippy, warnings are errors)"
 if cargo clippy --version >/dev/null 2>&1; then
   cargo clippy --locked --workspace --all-targets -- -D warnings
