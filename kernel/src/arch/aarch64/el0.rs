@@ -7,15 +7,23 @@
 //! and the service's address space is a stage-2 table tagged with its own VMID (VM). With
 //! HCR_EL2.E2H = 0 none of these is overridden (DC is ignored only when {E2H, TGE} = {1, 1}).
 
+use aarch64_cpu::registers::HCR_EL2;
 use core::arch::{asm, global_asm};
 
 pub use capvisor_kernel::context::{SPSR_EL0T, ThreadContext};
 
 /// HCR_EL2 for a service thread: RW (EL1 is AArch64), VM, TGE, DC; E2H clear. Also TSC (SMC
 /// traps to EL2) so a service cannot call firmware directly.
-pub const HCR_SERVICE: u64 = (1 << 31) | (1 << 27) | (1 << 12) | (1 << 19) | 1;
+pub const HCR_SERVICE: u64 = HCR_EL2::RW::EL1IsAarch64.value
+    | HCR_EL2::VM::SET.value
+    | HCR_EL2::TGE::SET.value
+    | HCR_EL2::DC::SET.value
+    | HCR_EL2::TSC::SET.value;
 /// HCR_EL2.TGE: set for services, clear for guests (so it tells which one trapped).
-pub const HCR_TGE: u64 = 1 << 27;
+pub const HCR_TGE: u64 = HCR_EL2::TGE::SET.value;
+/// HCR_EL2.FWB: set for services and guests alike when the stage-2 descriptors use the
+/// FEAT_S2FWB encoding.
+pub const HCR_FWB: u64 = HCR_EL2::FWB::SET.value;
 
 /// Per-CPU data; TPIDR_EL2 holds its address. `current` is first: the vector code reads it.
 #[repr(C)]
