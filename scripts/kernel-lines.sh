@@ -2,6 +2,9 @@
 # Counts the EL2 kernel's code lines: every `.rs` file under kernel/src, without blank lines,
 # comments (`//`, `///`, `//!`, `/* */`), items under `#[cfg(test)]` (or `cfg(any(test, ...))`)
 # and test-only files (a module declared `#[cfg(test)] mod name;`, `tests.rs`).
+# Items and modules under `#[cfg(feature = "...")]` or `cfg(any(test, feature = "..."))` are left
+# out too: `capvisor build` builds the kernel binary with no features, so every capvisor-kernel
+# feature (`invariants`, `fake`: kernel/Cargo.toml) is debug-only code for tests and fuzzing.
 #
 #   scripts/kernel-lines.sh            # the total, and the goal
 #   scripts/kernel-lines.sh --files    # per file, largest first
@@ -24,7 +27,7 @@ test_only=$(awk '
   FNR == 1 { cfg = 0; dir = FILENAME; sub(/[^\/]*$/, "", dir);
              base = FILENAME; sub(/^.*\//, "", base); sub(/\.rs$/, "", base);
              if (base != "mod" && base != "lib" && base != "main") dir = dir base "/" }
-  /^[[:space:]]*#\[cfg\((test|any\(test|all\(test)/ { cfg = 1; next }
+  /^[[:space:]]*#\[cfg\((test|any\(test|all\(test|feature *=|any\(feature *=)/ { cfg = 1; next }
   cfg && /^[[:space:]]*(pub(\([a-z]+\))? )?mod [a-z_0-9]+;/ {
     name = $0; sub(/^.*mod /, "", name); sub(/;.*$/, "", name);
     print dir name ".rs"; print dir name "/mod.rs"; cfg = 0; next }
@@ -56,7 +59,7 @@ count() {
       }
       if (line ~ /^[[:space:]]*$/) next
       # Items under #[cfg(test)]: skipped until their braces close (or a `;` at depth 0).
-      if (!skipping && line ~ /^[[:space:]]*#\[cfg\((test|any\(test|all\(test)/) { pending = 1; next }
+      if (!skipping && line ~ /^[[:space:]]*#\[cfg\((test|any\(test|all\(test|feature *=|any\(feature *=)/) { pending = 1; next }
       if (pending && line ~ /^[[:space:]]*#\[/) next
       if (pending) { pending = 0; skipping = 1; depth = 0; opened = 0 }
       if (skipping) {

@@ -2,8 +2,8 @@
 //! (as `capvisor run` and the tests do), a semihosting exit that carries a status to QEMU's exit
 //! code.
 
+use crate::arch::aarch64::firmware;
 use capvisor_kernel::bootargs::ExitMethod;
-use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static SEMIHOSTING: AtomicBool = AtomicBool::new(false);
@@ -59,33 +59,12 @@ fn stop(status: Status) -> ! {
         status
     };
     if SEMIHOSTING.load(Ordering::Relaxed) {
-        semihosting_exit(status as u32);
+        firmware::semihosting_exit(status as u32);
     }
     // PSCI 1.1 (DEN0022D) 5.10 SYSTEM_OFF: does not return on success.
-    let _ = smccc::psci::system_off::<smccc::Smc>();
+    let _ = firmware::psci_system_off();
     loop {
-        // SAFETY: WFI only waits; if SYSTEM_OFF failed there is nothing better to do.
-        unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
-    }
-}
-
-/// Semihosting SYS_EXIT (operation 0x18) with ADP_Stopped_ApplicationExit and a status
-/// (Arm "Semihosting for AArch32 and AArch64", version 3.0, 6.4.1; the HLT #0xF000 trap is the
-/// A64 semihosting call).
-fn semihosting_exit(status: u32) -> ! {
-    const SYS_EXIT: u64 = 0x18;
-    const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
-    let block: [u64; 2] = [ADP_STOPPED_APPLICATION_EXIT, u64::from(status)];
-    loop {
-        // SAFETY: the debugger (QEMU) reads the two-word parameter block and ends the run; the
-        // block outlives the call. If no debugger answers, the loop tries again.
-        unsafe {
-            asm!(
-                "hlt #0xf000",
-                in("x0") SYS_EXIT,
-                in("x1") block.as_ptr(),
-                options(nostack, readonly)
-            );
-        }
+        // If SYSTEM_OFF failed there is nothing better to do.
+        crate::arch::aarch64::cpu::wait_for_interrupt();
     }
 }

@@ -92,7 +92,7 @@ extern "C" fn primary_main(dtb: usize, base: usize) -> ! {
         }
     }
     // SAFETY: caches are off; everything in the image range was written with them off.
-    unsafe { mmu::invalidate_dcache_range(base, image_end) };
+    unsafe { crate::arch::aarch64::cache::invalidate_to_poc(base as u64, image_end as u64) };
     // SAFETY: the map covers our code, data, stacks, the device tree and the fallback console,
     // identically; it lives in a static pool and stays active for ever.
     unsafe { mmu::enable(&mut map, ps) };

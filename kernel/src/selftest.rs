@@ -1,7 +1,6 @@
 //! Deliberate faults that test images select, to show (and test) how the kernel reports them.
 
 use capvisor_image::SelfTest;
-use core::arch::asm;
 
 /// An address no mapping covers: inside the 48-bit input range, far above any RAM or device.
 const UNMAPPED: usize = 0x0000_dead_0000_0000;
@@ -19,8 +18,7 @@ pub fn run(test: SelfTest) {
         }
         SelfTest::Undefined => {
             crate::println!("capvisor: selftest: executing an undefined instruction");
-            // SAFETY: UDF raises an exception that the handler reports before stopping.
-            unsafe { asm!("udf #0", options(nomem, nostack)) };
+            crate::arch::aarch64::cpu::undefined_instruction();
         }
         SelfTest::Panic => panic!("deliberate panic (selftest)"),
     }

@@ -5,10 +5,9 @@
 //! primary cleans it to the point of coherency first). Each secondary turns on the same EL2
 //! translation, says it is online, and waits in WFE for work.
 
-use crate::arch::aarch64::el0::PerCpu;
-use crate::arch::aarch64::{boot, cpu, mmu};
+use crate::arch::aarch64::el0::{self, PerCpu};
+use crate::arch::aarch64::{boot, cache, cpu, firmware, mmu};
 use crate::println;
-use core::arch::asm;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// What a secondary CPU's entry code needs; the field offsets are used by `boot.rs`.
@@ -58,19 +57,10 @@ static mut PER_CPU: [PerCpu; boot::MAX_CPUS] = [const {
     }
 }; boot::MAX_CPUS];
 
-/// This CPU's record (TPIDR_EL2 holds its address).
-#[must_use]
-pub fn per_cpu() -> *mut PerCpu {
-    let value: u64;
-    // SAFETY: reading TPIDR_EL2 has no side effects.
-    unsafe { asm!("mrs {}, tpidr_el2", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value as *mut PerCpu
-}
-
 /// The index of the CPU this runs on; 0 before the per-CPU record is set up.
 #[must_use]
 pub fn this_cpu() -> u64 {
-    let record = per_cpu();
+    let record = el0::per_cpu();
     if record.is_null() {
         return 0;
     }
@@ -87,8 +77,8 @@ fn set_this_cpu(index: u64) {
         (*record).index = index;
         (*record).stack_top = stack_top(index as usize);
     }
-    // SAFETY: TPIDR_EL2 is the kernel's own per-CPU word; nothing else uses it.
-    unsafe { asm!("msr tpidr_el2, {}", in(reg) record, options(nostack, preserves_flags)) };
+    // SAFETY: the element is this CPU's, initialised above, and a static: valid for ever.
+    unsafe { el0::set_per_cpu(record) };
 }
 
 /// Sets up CPU 0's per-CPU record.
@@ -136,24 +126,15 @@ pub fn start_secondaries(cpus: &[u64], ttbr: u64, ps: u64) -> u32 {
         // SAFETY: `slot` points into RECORDS and nothing else refers to this element now.
         unsafe { slot.write(record) };
         let start = slot as usize;
-        mmu::clean_dcache_range(start, start + size_of::<SecondaryBoot>());
+        cache::clean_to_poc(start as u64, (start + size_of::<SecondaryBoot>()) as u64);
         let before = online();
-        let entry = secondary_entry_address();
-        match smccc::psci::cpu_on::<smccc::Smc>(mpidr, entry, start as u64) {
+        let entry = boot::secondary_entry_address();
+        match firmware::psci_cpu_on(mpidr, entry, start as u64) {
             Ok(()) => wait_online(before + 1, mpidr),
             Err(e) => println!("capvisor: cpu mpidr={mpidr:#x} failed to start: {e:?}"),
         }
     }
     online()
-}
-
-fn secondary_entry_address() -> u64 {
-    let addr: u64;
-    // SAFETY: ADR computes an address; it reads and writes nothing.
-    unsafe {
-        asm!("adr {}, secondary_entry", out(reg) addr, options(nomem, nostack, preserves_flags))
-    };
-    addr
 }
 
 /// Waits up to about a second (by the generic counter) for `count` CPUs to be online.
@@ -169,13 +150,7 @@ fn wait_online(count: u32, mpidr: u64) {
 }
 
 fn counter() -> (u64, u64) {
-    let (count, freq): (u64, u64);
-    // SAFETY: reading the generic counter and its frequency has no side effects.
-    unsafe {
-        asm!("isb", "mrs {c}, cntpct_el0", "mrs {f}, cntfrq_el0", c = out(reg) count,
-             f = out(reg) freq, options(nomem, nostack, preserves_flags));
-    }
-    (count, freq)
+    (cpu::physical_counter(), cpu::counter_frequency())
 }
 
 /// A secondary CPU's first Rust code, with its MMU on.
@@ -189,7 +164,6 @@ extern "C" fn secondary_main(record: &SecondaryBoot) -> ! {
     ONLINE.fetch_add(1, Ordering::AcqRel);
     loop {
         // Parked: nothing wakes it yet; the scheduler will (with an event or an interrupt).
-        // SAFETY: WFE only waits.
-        unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+        cpu::wait_for_event();
     }
 }

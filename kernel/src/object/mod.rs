@@ -2,7 +2,8 @@
 //!
 //! Nothing here touches hardware. The EL2 glue (SVC entry, context switch, stage-2 tables, timer)
 //! calls the [`Kernel`] entry points and performs the side effects the logic asks for through the
-//! [`Effects`] trait; host tests and the fuzz target implement `Effects` with [`fake::FakeEffects`].
+//! [`Effects`] trait; host tests and the fuzz target implement `Effects` with `fake::FakeEffects`
+//! (compiled only for them: `cfg(test)` or the feature `fake`).
 //!
 //! # Objects live in the memory their untyped paid for (as in seL4)
 //! Retype places each kernel object in whole pages of the untyped it is retyped from
@@ -53,6 +54,7 @@ pub mod cspace;
 pub mod delete;
 pub mod effects;
 mod endpoint;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 mod fastpath;
 mod fault;

@@ -59,7 +59,7 @@ impl Vmids {
         if self.next > MAX_VMID {
             self.generation += 1;
             self.next = 1;
-            crate::arch::aarch64::stage2::invalidate_every_vmid();
+            crate::arch::aarch64::tlb::invalidate_all_vmids();
         }
         space.vmid = self.next;
         space.vmid_generation = self.generation;
@@ -312,10 +312,7 @@ impl Effects for Glue {
             if let Err(error) = mapped {
                 // All or nothing: take back the pages mapped so far (their tables stay: they
                 // are the space's, paid for).
-                let current = self.vmids.current(space);
-                for back in 0..n {
-                    table.unmap_page(ipa.raw() + back * PAGE, current);
-                }
+                table.unmap_pages(ipa.raw(), n, self.vmids.current(space));
                 budget.commit(space);
                 return Err(kernel_error(error));
             }
@@ -332,9 +329,7 @@ impl Effects for Glue {
             let mut table = tables(space);
             // A 2 MiB frame was mapped as a block when aligned (see `map`), else page by page.
             if !(size == BLOCK_SIZE && table.unmap_block(ipa.raw(), current)) {
-                for n in 0..size / PAGE {
-                    table.unmap_page(ipa.raw() + n * PAGE, current);
-                }
+                table.unmap_pages(ipa.raw(), size / PAGE, current);
             }
         }
         super::guest::count(space, super::guest::Op::Unmap, ipa.raw(), size);

@@ -9,7 +9,7 @@
 
 use super::glue::Glue;
 use crate::arch::aarch64::vcpu::{self, PSTATE_RESET, sys};
-use crate::arch::aarch64::{gic, vgic};
+use crate::arch::aarch64::{cache, gic, vgic};
 use crate::console;
 use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
 use capvisor_ipc::esr::{self, ec};
@@ -22,7 +22,6 @@ use capvisor_kernel::object::{
 };
 use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
 use capvisor_kernel::vsysreg::{self, Emulated, Hardware, Outcome};
-use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// An operation the per-VM counters and trace record.
@@ -68,7 +67,10 @@ const PTIMER_INTID: u32 = 30;
 /// Print each counted operation as it happens (`capvisor.trace=1`).
 pub static TRACE: AtomicBool = AtomicBool::new(false);
 
-/// Counts (and traces) an operation on `space` if it is a VM.
+/// Counts (and traces) an operation on `space` if it is a VM. Inlined into each operation: on
+/// the hot path a counter is one test of `vm` and an increment in the space's own record, and
+/// the trace one test of a flag; printing is out of line.
+#[inline(always)]
 pub fn count(space: &mut SpaceGlue, op: Op, ipa: u64, size: u64) {
     if !space.vm {
         return;
@@ -84,12 +86,19 @@ pub fn count(space: &mut SpaceGlue, op: Op, ipa: u64, size: u64) {
         Op::TlbiVmid => stats.tlbi_vmid += 1,
     }
     if TRACE.load(Ordering::Relaxed) {
-        console::print(format_args!(
-            "capvisor: trace vm{} {} ipa={ipa:#x} size={size:#x}\n",
-            space.root >> 12,
-            op.name()
-        ));
+        trace(space, op, ipa, size);
     }
+}
+
+/// Prints one traced operation (`capvisor.trace=1`).
+#[cold]
+#[inline(never)]
+fn trace(space: &SpaceGlue, op: Op, ipa: u64, size: u64) {
+    console::print(format_args!(
+        "capvisor: trace vm{} {} ipa={ipa:#x} size={size:#x}\n",
+        space.root >> 12,
+        op.name()
+    ));
 }
 
 /// Prints every VM's counters (at the end of the system, for tests and users): a scan of all
@@ -876,14 +885,14 @@ impl Glue {
         match (op, target) {
             (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { pa, size, vm }) => {
                 if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
-                    clean_invalidate_poc(pa.raw(), size);
+                    cache::clean_invalidate_to_poc(pa.raw(), pa.raw() + size);
                 }
                 if let Some(vm) = vm {
                     count(vm, Op::CleanPoc, pa.raw(), size);
                 }
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
-                invalidate_icache();
+                cache::invalidate_icache();
                 if let Some(vm) = vm {
                     count(vm, Op::Icache, pa.raw(), size);
                 }
@@ -901,7 +910,7 @@ impl Glue {
                         };
                         let bytes = extent.min(end - at);
                         if self.ram.contains(pa, pa + bytes) {
-                            clean_invalidate_poc(pa, bytes);
+                            cache::clean_invalidate_to_poc(pa, pa + bytes);
                         }
                         at += bytes;
                     }
@@ -909,7 +918,7 @@ impl Glue {
                 count(vm, Op::CleanPoc, ipa.raw(), size);
             }
             (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                invalidate_icache();
+                cache::invalidate_icache();
                 count(vm, Op::Icache, ipa.raw(), size);
             }
             (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
@@ -946,57 +955,4 @@ fn sys_index(register: VcpuRegister) -> usize {
         // write-only).
         _ => sys::TPIDR_EL1,
     }
-}
-
-/// DC CIVAC over `[pa, pa + size)` through the kernel's identity map of RAM, by the smallest data
-/// cache line (CTR_EL0.DminLine), then DSB SY (Arm ARM D7.5.9.2).
-fn clean_invalidate_poc(pa: u64, size: u64) {
-    let ctr: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
-    let line = 4u64 << ((ctr >> 16) & 0xf);
-    let mut at = pa & !(line - 1);
-    let end = pa + size;
-    // Four lines per iteration while four fit (the loop's own instructions are most of the cost
-    // otherwise), then line by line.
-    while at + 4 * line <= end {
-        // SAFETY: the four lines are inside RAM the kernel maps (the caller checked); cleaning
-        // and invalidating a line changes no memory contents as seen by any observer.
-        unsafe {
-            asm!(
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                "dc civac, {a}",
-                "add {a}, {a}, {line}",
-                a = inout(reg) at,
-                line = in(reg) line,
-                options(nostack, preserves_flags)
-            )
-        };
-    }
-    while at < end {
-        // SAFETY: as above, one line.
-        unsafe { asm!("dc civac, {}", in(reg) at, options(nostack, preserves_flags)) };
-        at += line;
-    }
-    // SAFETY: a barrier.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
-}
-
-/// IC IALLUIS, DSB ISH, ISB: every instruction cache of the inner-shareable domain invalidated to
-/// PoU (Arm ARM D7.5.9.3).
-fn invalidate_icache() {
-    // SAFETY: instruction-cache invalidation and barriers change no memory contents.
-    unsafe {
-        asm!(
-            "ic ialluis",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        )
-    };
 }

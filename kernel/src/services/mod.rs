@@ -44,7 +44,6 @@ use capvisor_kernel::object::{
 };
 use capvisor_kernel::platform::Platform;
 use capvisor_kernel::stage2::{self, MemType, S2Access};
-use core::arch::asm;
 use glue::Glue;
 use heapless::Vec;
 
@@ -231,7 +230,7 @@ pub fn load_all(
         supervision,
     )?;
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
-    sync_instructions(platform.dic);
+    crate::arch::aarch64::cache::sync_instructions(platform.dic);
     Ok((count, untyped))
 }
 
@@ -360,19 +359,6 @@ fn clear_root_buffer(root: &mut spawn::Root<'_>) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Code was written through the kernel's data side and cleaned to PoU page by page (unless
-/// CTR_EL0.IDC): invalidate the instruction cache unless CTR_EL0.DIC (Arm ARM D7.5.2
-/// "Instruction cache maintenance").
-fn sync_instructions(dic: bool) {
-    // SAFETY: cache maintenance and barriers change no memory contents.
-    unsafe {
-        if !dic {
-            asm!("ic ialluis", options(nostack, preserves_flags));
-        }
-        asm!("dsb ish", "isb", options(nostack, preserves_flags));
-    }
-}
-
 /// Runs the services; never returns. `ps` is the PARange encoding for VTCR_EL2.PS; `fwb` must
 /// be the platform's (the descriptors' encoding).
 pub fn start(ps: u64, vmid16: bool, fwb: bool, count: usize) -> ! {
@@ -384,7 +370,7 @@ pub fn start(ps: u64, vmid16: bool, fwb: bool, count: usize) -> ! {
     };
     // SAFETY: VTCR_EL2 only affects the EL1&0 regime, which nothing runs in yet; every service
     // space is built for this configuration (4K granule, start level 1).
-    unsafe { asm!("msr vtcr_el2, {}", "isb", in(reg) vtcr, options(nostack, preserves_flags)) };
+    unsafe { crate::arch::aarch64::stage2::set_vtcr(vtcr) };
     println!("capvisor: starting {count} service(s) at EL0");
     crate::arch::aarch64::gic::start_slice();
     trap::schedule()

@@ -241,7 +241,7 @@ pub fn write_page(glue: &Glue, pa: u64, data: &[u8], idc: bool) -> Result<(), Lo
     head.copy_from_slice(data);
     tail.fill(0);
     if !idc {
-        crate::arch::aarch64::mmu::clean_dcache_to_pou(pa as usize, (pa + PAGE) as usize);
+        crate::arch::aarch64::cache::clean_to_pou(pa, pa + PAGE);
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use super::{SYS_DEBUG_HALT, SYS_DEBUG_WRITE, hcr, state};
 use crate::arch::aarch64::el0::{self, ThreadContext};
 use crate::arch::aarch64::gic::{self, Interrupt};
 use crate::exit::{self, Status};
-use crate::{console, println, smp};
+use crate::{console, println};
 use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr::{self, ec};
@@ -23,7 +23,6 @@ use capvisor_kernel::object::{
     FaultOutcome, IrqOutcome, Kernel, Schedule, TICK_REAP_STEPS, ThreadRef,
 };
 use capvisor_kernel::stage2::S2Access;
-use core::arch::asm;
 use core::fmt;
 
 /// The most bytes one `DebugWrite` prints.
@@ -78,8 +77,8 @@ fn idle() {
     if let Some(deadline) = kernel.next_deadline() {
         gic::fire_by(deadline);
     }
-    // SAFETY: WFI only waits; a pending interrupt ends it even with IRQs masked at EL2.
-    unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+    // A pending interrupt ends the wait even with IRQs masked at EL2.
+    crate::arch::aarch64::cpu::wait_for_interrupt();
     let _ = interrupt(kernel, glue);
 }
 
@@ -125,21 +124,12 @@ fn enter(thread: ThreadRef) -> ! {
     // so registers that already hold the thread's values need no write (nor the ISB).
     if glue.loaded_translation != (hcr, vttbr) {
         glue.loaded_translation = (hcr, vttbr);
-        // SAFETY: HCR_EL2 and VTTBR_EL2 are set for the thread (a service's VM+TGE+DC or a
-        // guest's flags, its space's VMID and tables) before its context is restored by ERET;
-        // the ISB makes them take effect first.
-        unsafe {
-            asm!(
-                "msr hcr_el2, {hcr}",
-                "msr vttbr_el2, {vttbr}",
-                "isb",
-                hcr = in(reg) hcr,
-                vttbr = in(reg) vttbr,
-                options(nostack, preserves_flags)
-            );
-        }
+        // SAFETY: the thread's values (a service's VM+TGE+DC or a guest's flags; its live
+        // space's tables, and a VMID of the current generation, `Vmids::of`), and the thread
+        // is entered next.
+        unsafe { el0::set_translation(hcr, vttbr) };
     }
-    let record = smp::per_cpu();
+    let record = el0::per_cpu();
     // SAFETY: the per-CPU record is this CPU's; HCR_EL2 and VTTBR_EL2 hold the thread's values
     // (above), and its exceptions are saved into the same context (PerCpu.current), which lives
     // in the thread object as long as the thread does (a thread is freed only by the kernel,

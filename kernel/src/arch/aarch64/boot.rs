@@ -132,8 +132,9 @@ secondary_entry:
     ldr     x1, [x0, #24]
     msr     ttbr0_el2, x1
     isb
-    /* Nothing from before this CPU joined may be left in its TLB (the Arm ARM leaves TLB
-       contents UNKNOWN at reset: D8.13 "TLB maintenance"). */
+    /* Nothing from before this CPU joined may be left in its TLB (TLB contents at reset are
+       IMPLEMENTATION DEFINED: Arm ARM DDI 0487 L.a, D8.16.1 "TLB behavior at reset"). This is
+       tlb.rs's invalidate_el2_local, written out here: it runs before the CPU's MMU is on. */
     tlbi    alle2
     dsb     nsh
     isb
@@ -145,3 +146,19 @@ secondary_entry:
 "#,
     stack_size = const STACK_SIZE,
 );
+
+/// The physical address of `secondary_entry`, where PSCI CPU_ON starts a secondary CPU (the
+/// kernel is identity mapped, so the address the code runs at).
+#[must_use]
+pub fn secondary_entry_address() -> u64 {
+    let addr: u64;
+    // SAFETY: ADR computes an address; it reads and writes nothing.
+    unsafe {
+        core::arch::asm!(
+            "adr {}, secondary_entry",
+            out(reg) addr,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    addr
+}

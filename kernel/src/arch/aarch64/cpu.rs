@@ -1,19 +1,11 @@
 //! Reads of the CPU's identification and control registers.
 
 use aarch64_cpu::registers::{
-    ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, MIDR_EL1, MPIDR_EL1,
-    Readable,
+    CNTHCTL_EL2, HCR_EL2, ID_AA64ISAR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1,
+    MDCR_EL2, MIDR_EL1, MPIDR_EL1, Readable,
 };
-use core::arch::{asm, global_asm};
-
-/// CTR_EL0 (not among `aarch64-cpu`'s registers).
-fn ctr_el0() -> u64 {
-    let value: u64;
-    // SAFETY: reading CTR_EL0 has no side effects.
-    unsafe { asm!("mrs {}, ctr_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
-}
 use capvisor_kernel::platform::IdRegisters;
+use core::arch::{asm, global_asm};
 
 /// The ID registers the platform description is decoded from.
 #[must_use]
@@ -23,15 +15,9 @@ pub fn id_registers() -> IdRegisters {
         mmfr0: ID_AA64MMFR0_EL1.get(),
         mmfr1: ID_AA64MMFR1_EL1.get(),
         mmfr2: ID_AA64MMFR2_EL1.get(),
-        ctr: ctr_el0(),
+        ctr: super::cache::ctr_el0(),
         isar0: ID_AA64ISAR0_EL1.get(),
     }
-}
-
-/// The smallest data cache line, from CTR_EL0.DminLine (log2 of words), in bytes.
-#[must_use]
-pub fn dcache_line_size() -> usize {
-    4 << ((ctr_el0() >> 16) & 0xf)
 }
 
 /// This CPU's affinity (MPIDR_EL1 Aff3..Aff0), as PSCI and the device tree name it.
@@ -60,6 +46,30 @@ pub fn physical_counter() -> u64 {
     value
 }
 
+/// Waits in WFI for an interrupt (or another wake-up event); returns after it, or at once if one
+/// is pending. A pending interrupt ends the wait even while PSTATE masks it, so the kernel idles
+/// with interrupts masked and takes the interrupt afterwards (Arm ARM DDI 0487 L.a, "Wait for
+/// Interrupt").
+pub fn wait_for_interrupt() {
+    // SAFETY: DSB SY completes every memory access issued before (the timer and GIC writes that
+    // arm the wake-up among them) before the PE may enter a low-power state; WFI only waits.
+    unsafe { asm!("dsb sy", "wfi", options(nostack, preserves_flags)) };
+}
+
+/// Waits in WFE for an event (SEV, an interrupt, the event stream); may return at once.
+pub fn wait_for_event() {
+    // SAFETY: WFE only waits.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Executes an UNDEFINED instruction (UDF #0) at EL2: the unexpected-exception handler reports
+/// it and stops the machine. For the kernel's self-tests only.
+pub fn undefined_instruction() {
+    // SAFETY: UDF raises an exception that the handler reports before stopping; it touches
+    // nothing.
+    unsafe { asm!("udf #0", options(nomem, nostack)) };
+}
+
 /// Sets the EL1 registers that govern EL0 to the services' profile ([`vcpu::SERVICE_EL0`]) at
 /// boot, so services run the same before and after any guest: little-endian, the virtual
 /// counter readable and equal to the physical count, FP/SIMD trapped by CPTR_EL2.
@@ -67,14 +77,31 @@ pub fn enable_el0_counter() {
     super::vcpu::load_service_profile();
 }
 
-/// CPTR_EL2 with E2H = 0 (Arm ARM D24.2.32): its RES1 bits (13, 9, 7:0), and traps of what the
-/// world switch does not switch: TZ (8) SVE, TSM (12) SME, TTA (20) trace registers, TAM (30)
-/// activity monitors (each UNDEFINED for a guest: `capvisor_kernel::vsysreg`). FP/SIMD (TFP, 10) is allowed only while a guest runs (the switch saves
-/// its registers); services are soft-float, so [`CPTR_TFP`] traps it for them.
-pub const CPTR_EL2: u64 =
-    (1 << 13) | (1 << 9) | 0xff | (1 << 8) | (1 << 12) | (1 << 20) | (1 << 30);
+/// CPTR_EL2's fields with E2H = 0 (Arm ARM D24.2.32). `aarch64-cpu` names only TAM.
+mod cptr {
+    use aarch64_cpu::registers::CPTR_EL2;
+
+    /// The RES1 bits: 13, 9 and 7:0.
+    pub const RES1: u64 = (1 << 13) | (1 << 9) | 0xff;
+    /// TZ: SVE instructions and registers trap.
+    pub const TZ: u64 = 1 << 8;
+    /// TFP: FP/SIMD instructions at any EL below EL2 (and at EL2) trap.
+    pub const TFP: u64 = 1 << 10;
+    /// TSM: SME instructions and registers trap.
+    pub const TSM: u64 = 1 << 12;
+    /// TTA: trace register accesses trap.
+    pub const TTA: u64 = 1 << 20;
+    /// TAM: activity monitor register accesses trap.
+    pub const TAM: u64 = CPTR_EL2::TAM::SET.value;
+}
+
+/// CPTR_EL2: its RES1 bits, and traps of what the world switch does not switch: SVE (TZ), SME
+/// (TSM), the trace registers (TTA) and the activity monitors (TAM), each UNDEFINED for a guest
+/// (`capvisor_kernel::vsysreg`). FP/SIMD (TFP) is allowed only while a guest runs (the switch
+/// saves its registers); services are soft-float, so [`CPTR_TFP`] traps it for them.
+pub const CPTR_EL2: u64 = cptr::RES1 | cptr::TZ | cptr::TSM | cptr::TTA | cptr::TAM;
 /// CPTR_EL2.TFP: FP/SIMD instructions at any EL below EL2 (and at EL2) trap.
-pub const CPTR_TFP: u64 = 1 << 10;
+pub const CPTR_TFP: u64 = cptr::TFP;
 
 /// Traps (`trap`) or allows FP/SIMD: allowed while a guest runs or its FP state is saved or
 /// restored, trapped while services run (a service's FP instruction is EC 0x07).
@@ -134,12 +161,12 @@ impl Features {
 
 /// MDCR_EL2 (D24.2.96), written whole (never ORed into what firmware left, whose E2PB/E2TB could
 /// hand the profiling or trace buffer to EL1): HPMN = the PMU's counters (kept as the
-/// hardware has them, so EL2 owns none), TPMCR (5) and TPM (6) trap the PMU, TDA (9), TDOSA (10)
-/// and TDRA (11) trap the debug registers (emulated per vCPU: `capvisor_kernel::vsysreg`), TPMS
-/// (14) the statistical profiling registers, HPMD (17) and HCCD (23) stop event and cycle
-/// counting at EL2, TTRF (19) traps the trace filter, TDCC (27) the debug communications
-/// channel; E2PB = E2TB = 0 (EL2 owns the buffers), TDE = 0 (a guest's debug exceptions go to
-/// its own EL1; services run with TGE, which makes TDE effective anyway).
+/// hardware has them, so EL2 owns none), TPMCR and TPM trap the PMU, TDA, TDOSA and TDRA trap
+/// the debug registers (emulated per vCPU: `capvisor_kernel::vsysreg`), TPMS the statistical
+/// profiling registers, HPMD and HCCD stop event and cycle counting at EL2, TTRF traps the trace
+/// filter, TDCC the debug communications channel; E2PB = E2TB = 0 (EL2 owns the buffers), TDE =
+/// 0 (a guest's debug exceptions go to its own EL1; services run with TGE, which makes TDE
+/// effective anyway).
 fn mdcr_el2(features: &Features) -> u64 {
     let pmu = features.pmu_version();
     let hpmn = if pmu != 0 {
@@ -148,45 +175,58 @@ fn mdcr_el2(features: &Features) -> u64 {
         unsafe {
             asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags))
         };
+        // PMCR_EL0.N: the number of event counters.
         (pmcr >> 11) & 0x1f
     } else {
         0
     };
-    let mut mdcr = hpmn | (1 << 5) | (1 << 6) | (1 << 9) | (1 << 10) | (1 << 11);
+    let mut mdcr = MDCR_EL2::HPMN.val(hpmn).value
+        | MDCR_EL2::TPMCR::SET.value
+        | MDCR_EL2::TPM::SET.value
+        | MDCR_EL2::TDA::SET.value
+        | MDCR_EL2::TDOSA::SET.value
+        | MDCR_EL2::TDRA::SET.value;
+    // ID_AA64DFR0_EL1.PMSVer: the statistical profiling extension.
     if Features::field(features.dfr0, 32) >= 1 {
-        mdcr |= 1 << 14;
+        mdcr |= MDCR_EL2::TPMS::SET.value;
     }
+    // PMUv3p1.
     if pmu >= 4 {
-        mdcr |= 1 << 17;
+        mdcr |= MDCR_EL2::HPMD::SET.value;
     }
+    // ID_AA64DFR0_EL1.TraceFilt: FEAT_TRF.
     if Features::field(features.dfr0, 40) >= 1 {
-        mdcr |= 1 << 19;
+        mdcr |= MDCR_EL2::TTRF::SET.value;
     }
+    // PMUv3p5.
     if pmu >= 6 {
-        mdcr |= 1 << 23;
+        mdcr |= MDCR_EL2::HCCD::SET.value;
     }
+    // ID_AA64MMFR0_EL1.FGT: FEAT_FGT, with which TDCC exists.
     if Features::field(features.mmfr0, 56) >= 1 {
-        mdcr |= 1 << 27;
+        mdcr |= MDCR_EL2::TDCC::SET.value;
     }
     mdcr
 }
 
 /// HCR_EL2 bits for guests that depend on the features present (setting one whose feature is
-/// absent would write a RES0 bit): TACR (21) always (ACTLR_EL1 is implementation defined and not
-/// switched: read as zero), TLOR (35) with LORegions, TERR (36) and TEA (37) with RAS (error
-/// records are not switched; synchronous external aborts are EL2's to judge), TID5 (58) with
-/// MTE2 (GMID_EL1). Arm ARM D24.2.48.
+/// absent would write a RES0 bit): TACR always (ACTLR_EL1 is implementation defined and not
+/// switched: read as zero), TLOR with LORegions, TERR and TEA with RAS (error records are not
+/// switched; synchronous external aborts are EL2's to judge), TID5 with MTE2 (GMID_EL1). Arm ARM
+/// D24.2.48.
 #[must_use]
 pub fn guest_hcr_extra(features: &Features) -> u64 {
-    let mut hcr = 1 << 21;
+    let mut hcr = HCR_EL2::TACR::SET.value;
+    // ID_AA64MMFR1_EL1.LO: FEAT_LOR.
     if Features::field(features.mmfr1, 16) >= 1 {
-        hcr |= 1 << 35;
+        hcr |= HCR_EL2::TLOR::SET.value;
     }
     if features.ras() {
-        hcr |= (1 << 36) | (1 << 37);
+        hcr |= HCR_EL2::TERR::SET.value | HCR_EL2::TEA::SET.value;
     }
+    // ID_AA64PFR1_EL1.MTE: FEAT_MTE2.
     if Features::field(features.pfr1, 8) >= 2 {
-        hcr |= 1 << 58;
+        hcr |= HCR_EL2::TID5::SET.value;
     }
     hcr
 }
@@ -252,13 +292,13 @@ pub fn configure_el2(features: &Features) {
             "msr mdcr_el2, {mdcr}",
             "mrs {t}, midr_el1",
             "msr vpidr_el2, {t}",
-            "mov {t}, #1",
-            "msr cnthctl_el2, {t}",
+            "msr cnthctl_el2, {cnthctl}",
             "msr oslar_el1, xzr",
             "msr mdscr_el1, xzr",
             "isb",
             cptr = in(reg) CPTR_EL2 | CPTR_TFP,
             mdcr = in(reg) mdcr,
+            cnthctl = in(reg) CNTHCTL_EL2::EL1PCTEN::SET.value,
             t = out(reg) _,
             options(nostack, preserves_flags)
         );

@@ -7,15 +7,23 @@
 //! and the service's address space is a stage-2 table tagged with its own VMID (VM). With
 //! HCR_EL2.E2H = 0 none of these is overridden (DC is ignored only when {E2H, TGE} = {1, 1}).
 
-use core::arch::global_asm;
+use aarch64_cpu::registers::HCR_EL2;
+use core::arch::{asm, global_asm};
 
 pub use capvisor_kernel::context::{SPSR_EL0T, ThreadContext};
 
 /// HCR_EL2 for a service thread: RW (EL1 is AArch64), VM, TGE, DC; E2H clear. Also TSC (SMC
 /// traps to EL2) so a service cannot call firmware directly.
-pub const HCR_SERVICE: u64 = (1 << 31) | (1 << 27) | (1 << 12) | (1 << 19) | 1;
+pub const HCR_SERVICE: u64 = HCR_EL2::RW::EL1IsAarch64.value
+    | HCR_EL2::VM::SET.value
+    | HCR_EL2::TGE::SET.value
+    | HCR_EL2::DC::SET.value
+    | HCR_EL2::TSC::SET.value;
 /// HCR_EL2.TGE: set for services, clear for guests (so it tells which one trapped).
-pub const HCR_TGE: u64 = 1 << 27;
+pub const HCR_TGE: u64 = HCR_EL2::TGE::SET.value;
+/// HCR_EL2.FWB: set for services and guests alike when the stage-2 descriptors use the
+/// FEAT_S2FWB encoding.
+pub const HCR_FWB: u64 = HCR_EL2::FWB::SET.value;
 
 /// Per-CPU data; TPIDR_EL2 holds its address. `current` is first: the vector code reads it.
 #[repr(C)]
@@ -27,6 +35,49 @@ pub struct PerCpu {
     pub index: u64,
     /// The top of this CPU's kernel stack.
     pub stack_top: u64,
+}
+
+/// This CPU's [`PerCpu`] record (TPIDR_EL2 holds its address; null before [`set_per_cpu`]).
+#[must_use]
+#[inline]
+pub fn per_cpu() -> *mut PerCpu {
+    let value: u64;
+    // SAFETY: reading TPIDR_EL2 has no side effects.
+    unsafe { asm!("mrs {}, tpidr_el2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value as *mut PerCpu
+}
+
+/// Publishes `record` as this CPU's [`PerCpu`] record in TPIDR_EL2.
+///
+/// # Safety
+/// `record` is this CPU's record, initialised, and valid for as long as the CPU runs: the
+/// lower-EL vectors save a thread's registers through it.
+pub unsafe fn set_per_cpu(record: *mut PerCpu) {
+    // SAFETY: TPIDR_EL2 is the kernel's own per-CPU word; nothing else uses it. No `nomem`: the
+    // record's initialising stores stay before the write that publishes it.
+    unsafe { asm!("msr tpidr_el2, {}", in(reg) record, options(nostack, preserves_flags)) };
+}
+
+/// Loads the translation a thread runs under: HCR_EL2 (a service's VM + TGE + DC, or a guest's
+/// controls) and VTTBR_EL2 (its space's tables and VMID), then ISB, so both are in force before
+/// the thread's context is restored and entered.
+///
+/// # Safety
+/// `hcr` and `vttbr` are the thread's: the tables are a live space's, built for VTCR_EL2, and
+/// its VMID is not used by another live translation; the kernel enters that thread next.
+#[inline]
+pub unsafe fn set_translation(hcr: u64, vttbr: u64) {
+    // SAFETY: the caller's contract; the ISB makes the values take effect before the ERET.
+    unsafe {
+        asm!(
+            "msr hcr_el2, {hcr}",
+            "msr vttbr_el2, {vttbr}",
+            "isb",
+            hcr = in(reg) hcr,
+            vttbr = in(reg) vttbr,
+            options(nostack, preserves_flags)
+        );
+    }
 }
 
 global_asm!(

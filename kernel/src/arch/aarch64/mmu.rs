@@ -120,53 +120,6 @@ pub fn tcr(ps: u64) -> u64 {
 /// WXN off (Arm ARM D24.2.168 "SCTLR_EL2"; RES1 bits 4, 5, 11, 16, 18, 22, 23, 28, 29).
 pub const SCTLR: u64 = 0x30c5_0830 | (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12);
 
-/// Invalidates the data cache lines of `[start, end)` to the point of coherency, so nothing
-/// cached before the MMU was on can shadow what was written with caches off.
-///
-/// # Safety
-///
-/// Any data in the range that is only in a cache is lost; call it only while caches are off.
-pub unsafe fn invalidate_dcache_range(start: usize, end: usize) {
-    let line = super::cpu::dcache_line_size();
-    let mut addr = start & !(line - 1);
-    while addr < end {
-        // SAFETY: DC IVAC by address affects only cache state; the caller promises that the
-        // lines hold nothing newer than memory (caches are off).
-        unsafe { asm!("dc ivac, {}", in(reg) addr, options(nostack, preserves_flags)) };
-        addr += line;
-    }
-    // SAFETY: a barrier has no memory-safety effect. It completes the invalidations before the
-    // MMU is turned on.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
-}
-
-/// Cleans the data cache lines of `[start, end)` to the point of coherency (for records another
-/// CPU reads with its MMU still off).
-pub fn clean_dcache_range(start: usize, end: usize) {
-    let line = super::cpu::dcache_line_size();
-    let mut addr = start & !(line - 1);
-    while addr < end {
-        // SAFETY: DC CVAC writes dirty lines back to memory; it changes no data.
-        unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
-        addr += line;
-    }
-    // SAFETY: a barrier has no memory-safety effect. It completes the cleans before the other
-    // CPU is told to read.
-    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
-}
-
-/// Cleans the data cache lines of `[start, end)` to the point of unification, so instruction
-/// fetches of code written through the data side see it (unless CTR_EL0.IDC says they do).
-pub fn clean_dcache_to_pou(start: usize, end: usize) {
-    let line = super::cpu::dcache_line_size();
-    let mut addr = start & !(line - 1);
-    while addr < end {
-        // SAFETY: DC CVAU writes dirty lines back to the point of unification; no data changes.
-        unsafe { asm!("dc cvau, {}", in(reg) addr, options(nostack, preserves_flags)) };
-        addr += line;
-    }
-}
-
 /// Turns the MMU and caches on with `map` as the translation.
 ///
 /// # Safety
@@ -183,14 +136,12 @@ pub unsafe fn enable(map: &mut KernelMap, ps: u64) {
     }
     // SAFETY: the caller promises the table maps everything in use, identically, and lives on.
     unsafe { map.activate() };
-    // SAFETY: the TLB may hold entries from firmware; they are dropped before translation
-    // starts (TLBI ALLE2 then DSB completes it; ISB makes the SCTLR write see it). Turning the
-    // MMU on is safe by the caller's promise.
+    // The TLB may hold entries from firmware: they are dropped before translation starts.
+    super::tlb::invalidate_el2_local();
+    // SAFETY: turning the MMU on is safe by the caller's promise; the ISB makes the new
+    // translation apply to the instructions that follow.
     unsafe {
         asm!(
-            "tlbi alle2",
-            "dsb nsh",
-            "isb",
             "msr sctlr_el2, {sctlr}",
             "isb",
             sctlr = in(reg) SCTLR,

@@ -1,15 +1,17 @@
-//! Stage-2 address spaces: the translation tables of a service (and, later, a VM), tagged by a
-//! VMID, with TLB maintenance that always targets that VMID.
+//! Stage-2 address spaces: the translation tables of a service or a VM, tagged by a VMID, with TLB
+//! maintenance that always targets that VMID.
 //!
 //! Tables are 4K-granule, walked from the start level VTCR_EL2 gives (`capvisor_kernel::stage2`
 //! has the encodings). Table pages come from a [`TablePages`] source — a space's own table
 //! budget ([`TableBudget`], memory its creator paid for) — zeroed, and are reached through the
 //! kernel's identity map. Writes are made visible to the table walker with DSB ISHST (the
 //! walks are inner-shareable write-back, Arm ARM D8.2.6, so no cache maintenance is needed).
-//! Removing a valid entry is break-before-make: invalid first, then TLBI by IPA for the VMID,
-//! then (for combined stage-1+2 entries) TLBI VMALLE1IS (Arm ARM D8.13.5 "TLB maintenance
-//! requirements and the TLB maintenance instructions", the sequence for changing stage-2 entries).
+//! Removing valid entries is break-before-make (Arm ARM DDI 0487 L.a, D8.17.1, R_DDMVT): every
+//! entry of the range invalid first, one DSB ISHST, then the TLB invalidation for the space's
+//! VMID (`tlb::invalidate_ipa_pages`: TLBI IPAS2E1IS per page, then TLBI VMALLE1IS for combined
+//! stage-1+2 entries, D8.17.6.1), or of the whole VMID for a long range.
 
+use super::tlb;
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::stage2::{self, BLOCK, OA_MASK, PAGE, TABLE};
 use core::arch::asm;
@@ -257,18 +259,42 @@ impl AddressSpace {
         })
     }
 
-    /// Unmaps the page at `ipa`, if mapped, and invalidates the TLB for it before returning.
-    pub fn unmap_page(&mut self, ipa: u64, invalidate: bool) -> bool {
-        self.unmap_leaf(ipa, 3, invalidate)
-    }
-
     /// Unmaps the 2 MiB block at `ipa`, if mapped, and invalidates the TLB for it before
     /// returning.
     pub fn unmap_block(&mut self, ipa: u64, invalidate: bool) -> bool {
-        self.unmap_leaf(ipa, 2, invalidate)
+        if !self.break_leaf(ipa, 2) {
+            return false;
+        }
+        publish_breaks();
+        // One TLBI by IPA removes a block's entry (any address inside it: R_RVZZVZ, "required to
+        // translate the address"). A VMID of an older generation has no TLB entries (they were
+        // all invalidated when it changed).
+        if invalidate {
+            self.invalidate_range(ipa, 0x1000);
+        }
+        true
     }
 
-    fn unmap_leaf(&mut self, ipa: u64, level: u8, invalidate: bool) -> bool {
+    /// Unmaps the pages mapped in `[ipa, ipa + pages * 4 KiB)` and invalidates the TLB for the
+    /// range before returning: every entry is broken first, then one DSB ISHST and one
+    /// invalidation of the range ([`Self::invalidate_range`]), not one per page. A VMID of an
+    /// older generation (`invalidate` false) has no TLB entries.
+    pub fn unmap_pages(&mut self, ipa: u64, pages: u64, invalidate: bool) {
+        let mut broken = false;
+        for page in 0..pages {
+            broken |= self.break_leaf(ipa + page * 0x1000, 3);
+        }
+        if broken {
+            publish_breaks();
+            if invalidate {
+                self.invalidate_range(ipa, pages * 0x1000);
+            }
+        }
+    }
+
+    /// Break: the leaf at `ipa` (page or block, as `level` says), if there is one, becomes
+    /// invalid. The caller then publishes it ([`publish_breaks`]) and invalidates the TLB.
+    fn break_leaf(&mut self, ipa: u64, level: u8) -> bool {
         let Ok((entry, found)) = self.entry::<MemoryMap>(ipa, level, None) else {
             return false;
         };
@@ -277,98 +303,46 @@ impl AddressSpace {
         if found != level || unsafe { entry.read_volatile() } & 3 != leaf {
             return false;
         }
-        // SAFETY: break: the entry becomes invalid; the DSB orders it before the TLBI.
-        unsafe {
-            entry.write_volatile(0);
-            asm!("dsb ishst", options(nostack, preserves_flags));
-        }
-        // One TLBI by IPA removes a block's entry too (any address inside it). A VMID of an
-        // older generation has no TLB entries (they were all invalidated when it changed).
-        if invalidate {
-            self.invalidate_range(ipa, 0x1000);
-        }
+        // SAFETY: as above; the table walker may read it concurrently and sees old or new.
+        unsafe { entry.write_volatile(0) };
         true
     }
 
     /// Invalidates the TLB entries of `[ipa, ipa + size)` for this space's VMID (bounded work):
-    /// VTTBR_EL2 is switched once, one TLBI IPAS2E1IS per page, one DSB, then one TLBI VMALLE1IS
-    /// for the combined stage-1+2 entries that may cache them, and the DSB that completes it
-    /// (Arm ARM D8.13.5, the sequence for changing stage-2 entries). A range of more than
-    /// [`TLBI_RANGE_PAGES`] pages invalidates the whole VMID instead.
+    /// one TLBI IPAS2E1IS per page and one TLBI VMALLE1IS ([`tlb::invalidate_ipa_pages`]). A
+    /// range of more than [`TLBI_RANGE_PAGES`] pages invalidates the whole VMID instead.
     pub fn invalidate_range(&self, ipa: u64, size: u64) {
-        let pages = size.div_ceil(0x1000);
-        if pages > TLBI_RANGE_PAGES {
+        let (first, pages) = (ipa >> 12, size.div_ceil(0x1000));
+        if pages > TLBI_RANGE_PAGES || first + pages > tlb::IPA_PAGE_LIMIT {
             self.invalidate_all();
-            return;
-        }
-        let saved: u64;
-        // SAFETY: VTTBR_EL2 only affects the EL1&0 regime, which is not running while the kernel
-        // is; it is restored (with an ISB) below before returning. The TLBIs remove stage-2 and
-        // combined entries for the VMID in VTTBR_EL2; the DSBs wait for them on every CPU in the
-        // domain.
-        unsafe {
-            asm!(
-                "mrs {saved}, vttbr_el2",
-                "msr vttbr_el2, {target}",
-                "isb",
-                saved = out(reg) saved,
-                target = in(reg) self.vttbr(),
-                options(nostack, preserves_flags)
-            );
-        }
-        for page in 0..pages {
-            let at = ((ipa >> 12) + page) & ((1 << 36) - 1);
-            // SAFETY: TLB maintenance for the VMID now in VTTBR_EL2; changes no memory.
-            unsafe { asm!("tlbi ipas2e1is, {}", in(reg) at, options(nostack, preserves_flags)) };
-        }
-        // SAFETY: barriers, TLB maintenance, and VTTBR_EL2 restored as above.
-        unsafe {
-            asm!(
-                "dsb ish",
-                "tlbi vmalle1is",
-                "dsb ish",
-                "msr vttbr_el2, {saved}",
-                "isb",
-                saved = in(reg) saved,
-                options(nostack, preserves_flags)
-            );
+        } else {
+            tlb::invalidate_ipa_pages(self.vttbr(), first, pages);
         }
     }
 
     /// Invalidates every TLB entry of this space's VMID (stage 2 and combined), for a space
     /// being destroyed: its VMID may be reused at once.
     pub fn invalidate_all(&self) {
-        // SAFETY: as in `invalidate_range`: VTTBR_EL2 is switched to this space's VMID and back
-        // while no EL1&0 code runs; TLBI VMALLS12E1IS drops all its stage-1 and stage-2
-        // entries on every CPU of the domain once the DSB completes.
-        unsafe {
-            asm!(
-                "mrs {saved}, vttbr_el2",
-                "msr vttbr_el2, {target}",
-                "isb",
-                "tlbi vmalls12e1is",
-                "dsb ish",
-                "isb",
-                "msr vttbr_el2, {saved}",
-                "isb",
-                saved = out(reg) _,
-                target = in(reg) self.vttbr(),
-                options(nostack, preserves_flags)
-            );
-        }
+        tlb::invalidate_vmid(self.vttbr());
     }
 }
 
-/// Invalidates every EL1&0 TLB entry of every VMID on every CPU of the domain (a VMID generation
-/// rolls over: `services/glue.rs`).
-pub fn invalidate_every_vmid() {
-    // SAFETY: TLB maintenance and barriers change no memory; no EL1&0 code runs meanwhile.
-    unsafe {
-        asm!(
-            "tlbi alle1is",
-            "dsb ish",
-            "isb",
-            options(nostack, preserves_flags)
-        );
-    }
+/// The second step of break-before-make (D8.17.1, R_DDMVT): DSB ISHST makes the invalid entries
+/// just written visible to every table walker in the domain before the TLB invalidation that
+/// follows (a walk after it cannot load the old entry again).
+fn publish_breaks() {
+    // SAFETY: a barrier; it changes no memory.
+    unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+}
+
+/// Sets VTCR_EL2 (stage-2 translation control for every space: `capvisor_kernel::stage2::vtcr`),
+/// then ISB.
+///
+/// # Safety
+/// No EL1&0 code runs yet, and every stage-2 table the kernel builds afterwards is built for
+/// this configuration (granule, start level, input size).
+pub unsafe fn set_vtcr(vtcr: u64) {
+    // SAFETY: the caller's contract; the ISB makes the value take effect before any entry into
+    // a space.
+    unsafe { asm!("msr vtcr_el2, {}", "isb", in(reg) vtcr, options(nostack, preserves_flags)) };
 }

@@ -9,6 +9,7 @@
 //! KVM/arm64's `sys_regs` context for a non-VHE host, minus what capvisor traps or does not expose
 //! (debug, PMU, pointer authentication, MTE, SVE).
 
+use aarch64_cpu::registers::HCR_EL2;
 use core::arch::{asm, global_asm};
 
 pub use capvisor_kernel::context::{El1State, MPIDR_RESET, MPIDR_WRITABLE, PSTATE_RESET, sys};
@@ -380,33 +381,35 @@ pub fn clear_debug_registers(features: &super::cpu::Features) {
 /// TWI/TWE (WFI and WFE trap, so an idle guest yields), TSC (SMC traps: PSCI through the VMM),
 /// TSW (set/way cache maintenance traps: it cannot work under virtualization, Arm ARM D7.5.9),
 /// TIDCP (implementation-defined registers trap), TID3 (feature ID register reads trap, so the
-/// kernel hides what it does not switch: `capvisor_kernel::idregs`). Plus FWB (bit 46) when the stage-2 descriptors
-/// use the FEAT_S2FWB encoding.
-pub const HCR_GUEST: u64 = (1 << 31)
-    | (1 << 22)
-    | (1 << 18)
-    | (1 << 20)
-    | (1 << 19)
-    | (1 << 14)
-    | (1 << 13)
-    | (0b01 << 10)
-    | (1 << 9)
-    | (1 << 5)
-    | (1 << 4)
-    | (1 << 3)
-    | (1 << 2)
-    | (1 << 1)
-    | 1;
+/// kernel hides what it does not switch: `capvisor_kernel::idregs`). Plus FWB
+/// ([`super::el0::HCR_FWB`]) when the stage-2 descriptors use the FEAT_S2FWB encoding.
+pub const HCR_GUEST: u64 = HCR_EL2::RW::EL1IsAarch64.value
+    | HCR_EL2::TSW::SET.value
+    | HCR_EL2::TID3::SET.value
+    | HCR_EL2::TIDCP::SET.value
+    | HCR_EL2::TSC::SET.value
+    | HCR_EL2::TWE::SET.value
+    | HCR_EL2::TWI::SET.value
+    | HCR_EL2::BSU::InnerShareable.value
+    | HCR_EL2::FB::SET.value
+    | HCR_EL2::AMO::SET.value
+    | HCR_EL2::IMO::SET.value
+    | HCR_EL2::FMO::SET.value
+    | HCR_EL2::PTW::SET.value
+    | HCR_EL2::SWIO::SET.value
+    | HCR_EL2::VM::SET.value;
 
 /// HCR_EL2 for guests on this machine: [`HCR_GUEST`], the trap bits whose features exist
-/// (`cpu::guest_hcr_extra`) and FWB (bit 46) when the stage-2 descriptors use its encoding; set
+/// (`cpu::guest_hcr_extra`) and FWB when the stage-2 descriptors use its encoding; set
 /// at boot.
 static GUEST_HCR: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(HCR_GUEST);
 
 /// Sets the guests' HCR_EL2 for this machine (boot).
 pub fn set_guest_hcr(features: &super::cpu::Features, fwb: bool) {
     GUEST_HCR.store(
-        HCR_GUEST | super::cpu::guest_hcr_extra(features) | (u64::from(fwb) << 46),
+        HCR_GUEST
+            | super::cpu::guest_hcr_extra(features)
+            | if fwb { super::el0::HCR_FWB } else { 0 },
         core::sync::atomic::Ordering::Relaxed,
     );
 }

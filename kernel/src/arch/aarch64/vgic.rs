@@ -10,21 +10,22 @@
 //!
 //! The list registers' encoding and the injection rule are `capvisor_kernel::vgic`.
 
+use aarch64_cpu::registers::{ICH_HCR_EL2, ICH_VTR_EL2};
 use capvisor_kernel::vgic::{self, MAX_AP, MAX_LIST_REGISTERS, VgicState};
 use core::arch::asm;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 /// ICH_HCR_EL2.En: the virtual CPU interface is enabled.
-const ICH_HCR_EN: u64 = 1;
-/// ICH_HCR_EL2.UIE (bit 1): a maintenance interrupt while at most one list register holds an
+const ICH_HCR_EN: u64 = ICH_HCR_EL2::En::SET.value;
+/// ICH_HCR_EL2.UIE: a maintenance interrupt while at most one list register holds an
 /// interrupt (ICH_MISR_EL2.U).
-const ICH_HCR_UIE: u64 = 1 << 1;
-/// ICH_HCR_EL2.NPIE (bit 3): a maintenance interrupt while no list register holds a pending
-/// interrupt (ICH_MISR_EL2.NP).
-const ICH_HCR_NPIE: u64 = 1 << 3;
-/// ICH_HCR_EL2.TDIR (bit 14): EL1 writes of ICC_DIR_EL1 trap to EL2, so a guest's
-/// deactivation of an interrupt that is no longer in a list register reaches its VMM.
-const ICH_HCR_TDIR: u64 = 1 << 14;
+const ICH_HCR_UIE: u64 = ICH_HCR_EL2::UIE::SET.value;
+/// ICH_HCR_EL2.NPIE: a maintenance interrupt while no list register holds a pending interrupt
+/// (ICH_MISR_EL2.NP).
+const ICH_HCR_NPIE: u64 = ICH_HCR_EL2::NPIE::SET.value;
+/// ICH_HCR_EL2.TDIR: EL1 writes of ICC_DIR_EL1 trap to EL2, so a guest's deactivation of an
+/// interrupt that is no longer in a list register reaches its VMM.
+const ICH_HCR_TDIR: u64 = ICH_HCR_EL2::TDIR::SET.value;
 /// ICH_HCR_EL2 while a vCPU is loaded (TDIR where the interface has it: ICH_VTR_EL2.TDS).
 static ICH_HCR: AtomicUsize = AtomicUsize::new(ICH_HCR_EN as usize);
 
@@ -100,12 +101,13 @@ pub fn init() {
     let vtr: u64;
     // SAFETY: reading an ID register.
     unsafe { asm!("mrs {}, ich_vtr_el2", out(reg) vtr, options(nomem, nostack, preserves_flags)) };
-    let lrs = ((vtr & 0x1f) as usize + 1).min(MAX_LIST_REGISTERS);
-    let pre_bits = ((vtr >> 26) & 0x7) as usize + 1;
+    let lrs = (ICH_VTR_EL2::ListRegs.read(vtr) as usize + 1).min(MAX_LIST_REGISTERS);
+    let pre_bits = ICH_VTR_EL2::PREbits.read(vtr) as usize + 1;
     let ap = (1usize << pre_bits.saturating_sub(5)).min(MAX_AP);
     LIST_REGISTERS.store(lrs, Ordering::Relaxed);
     AP_REGISTERS.store(ap, Ordering::Relaxed);
     PRE_BITS.store(pre_bits, Ordering::Relaxed);
+    // ICH_VTR_EL2.TDS (bit 19, not among `aarch64-cpu`'s fields): ICH_HCR_EL2.TDIR exists.
     let tds = vtr & (1 << 19) != 0;
     let hcr = ICH_HCR_EN | if tds { ICH_HCR_TDIR } else { 0 };
     ICH_HCR.store(hcr as usize, Ordering::Relaxed);
