@@ -54,11 +54,25 @@ pub fn boot_config(manifest: &Manifest) -> BootConfig {
             capvisor_image::BOOT_FLAG_SUPERVISED
         } else {
             0
+        } | if init_plans(manifest) {
+            capvisor_image::BOOT_FLAG_INIT_PLAN
+        } else {
+            0
         },
         services: u32::try_from(manifest.services.len()).unwrap_or(u32::MAX),
         root_priority,
         ..BootConfig::default()
     }
+}
+
+/// Whether init carries out the boot plan of `manifest`'s image (`BOOT_FLAG_INIT_PLAN`): it has
+/// services, and no guests, devices or carve-outs, whose steps init does not carry out yet.
+#[must_use]
+pub fn init_plans(manifest: &Manifest) -> bool {
+    !manifest.services.is_empty()
+        && manifest.guests.is_empty()
+        && manifest.devices.is_empty()
+        && manifest.carveouts.is_empty()
 }
 
 /// The crate of the supervisor service (`services/init`).

@@ -90,10 +90,10 @@ pub fn write_image(kernel: &FlatKernel, entries: &[NewEntry]) -> Result<Vec<u8>,
     if kernel.ro_size < CHECKSUM_START as u64 || kernel.ro_size > image.len() as u64 {
         return Err(WriteError::BadRoSize);
     }
-    let mut payload = payload_bytes(entries)?;
-    // Whole 2 MiB blocks: the kernel hands the payload to init as read-only 2 MiB frames, which
-    // must cover nothing but the image.
-    payload.resize(align_up(payload.len() as u64, PAYLOAD_ALIGN) as usize, 0);
+    // The payload is not padded to its last 2 MiB boundary (nor checksummed that far):
+    // `image_size` reaches it, so a boot loader keeps the rest of the block free, and the
+    // kernel's read-only 2 MiB frames of the payload cover nothing but the image.
+    let payload = payload_bytes(entries)?;
     let payload_offset = if payload.is_empty() {
         0
     } else {

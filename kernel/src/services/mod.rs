@@ -35,7 +35,7 @@ use crate::arch::aarch64::el0::HCR_SERVICE;
 use crate::arch::aarch64::stage2::MapError;
 use crate::{exit, println};
 use capvisor_image::service::{IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError};
-use capvisor_image::{EntryKind, ImageView};
+use capvisor_image::{BOOT_FLAG_INIT_PLAN, BootConfig, EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
@@ -135,8 +135,13 @@ pub fn load_all(
     memory: &mut MemoryMap,
     platform: &Platform,
     dt: &crate::devicetree::Description,
-    (supervised, services): (bool, usize),
+    config: &BootConfig,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
+    if config.flags & BOOT_FLAG_INIT_PLAN != 0 {
+        return load_init(image, memory, platform, config);
+    }
+    let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
+    let services = config.services as usize;
     // The manifest's services are the last `services` service entries.
     let added = image
         .entries()
@@ -173,7 +178,7 @@ pub fn load_all(
     let (layout, untyped) = boot_root(
         kernel,
         glue,
-        (&root_image, &devices, &carveouts),
+        (&root_image, &devices, &carveouts, RootRam::NONE),
         memory,
         (priorities[0], platform.idc, guests.regions[0].1),
     )
@@ -234,6 +239,74 @@ pub fn load_all(
     Ok((count, untyped))
 }
 
+/// Creates only the root, init (the image's first service entry), which carries out the boot
+/// plan: every free RAM range becomes one of its untyped, and it gets IrqControl and the payload
+/// as read-only 2 MiB frames (`Kernel::create_root_thread`), and names the threads it makes
+/// after the image's service entries. Returns 1 and the RAM given as untyped, in bytes.
+///
+/// # Errors
+///
+/// Init's name and what went wrong.
+fn load_init(
+    image: &ImageView<'static>,
+    memory: &mut MemoryMap,
+    platform: &Platform,
+    config: &BootConfig,
+) -> Result<(usize, u64), (&'static str, LoadError)> {
+    let mut names: Vec<&'static str, { capvisor_kernel::object::MAX_SERVICE_NAMES }> = Vec::new();
+    for entry in image.entries().filter(|e| e.kind == EntryKind::Service) {
+        names
+            .push(entry.name)
+            .map_err(|_| (entry.name, LoadError::TooMany))?;
+    }
+    let Some(&first) = names.first() else {
+        return Ok((0, 0));
+    };
+    let init = image
+        .entries()
+        .find(|e| e.kind == EntryKind::Service)
+        .map(|e| e.bytes)
+        .unwrap_or_default();
+    let fail = |e: LoadError| (first, e);
+    let (kernel, glue) = state();
+    set_frame_table(kernel, memory).map_err(fail)?;
+    glue.fwb = platform.fwb;
+    glue.ram = memory.clone();
+    let features = PlatformFeatures::for_platform(platform, IPA_BITS as u8);
+    kernel.set_features(features).map_err(|e| fail(e.into()))?;
+    kernel
+        .set_service_names(&names)
+        .map_err(|e| fail(e.into()))?;
+    let root_image = ServiceImage::decode(init).map_err(|e| fail(e.into()))?;
+    // The payload starts a 2 MiB block and the image's footprint (`image_size`, which the
+    // memory map keeps out of RAM) ends one: its blocks hold nothing but the image.
+    let block = capvisor_kernel::object::boot::IMAGE_BLOCK;
+    let size = (image.payload().len() as u64).next_multiple_of(block);
+    if image.header.payload_offset + size > image.linux.image_size {
+        return Err(fail(LoadError::Kernel(KernelError::RangeError)));
+    }
+    let payload = RootRam {
+        base: PhysAddr::new(image.payload().as_ptr() as u64),
+        size,
+    };
+    // Its table budget also covers the payload mapped in 2 MiB blocks and a page it fills
+    // others' frames through.
+    let priority = u8::try_from(config.root_priority).unwrap_or(u8::MAX);
+    let (layout, untyped) = boot_root(
+        kernel,
+        glue,
+        (&root_image, &[], &[], payload),
+        memory,
+        (priority, platform.idc, 1024),
+    )
+    .map_err(fail)?;
+    if let Ok(t) = kernel.thread_glue(layout.thread) {
+        t.name = Some(first);
+    }
+    crate::arch::aarch64::cache::sync_instructions(platform.dic);
+    Ok((1, untyped))
+}
+
 /// The image's `Manifest` entry named `name`, if it has one.
 fn manifest_entry(image: &ImageView<'static>, name: &str) -> Option<&'static [u8]> {
     image
@@ -264,10 +337,11 @@ fn priorities(
 fn boot_root(
     kernel: &mut Kernel,
     glue: &mut Glue,
-    (image, devices, carveouts): (
+    (image, devices, carveouts, payload): (
         &ServiceImage,
         &[capvisor_kernel::object::RootDevice],
         &[RootRam],
+        RootRam,
     ),
     memory: &mut MemoryMap,
     (priority, idc, root_payload_pages): (u8, bool, u64),
@@ -307,6 +381,7 @@ fn boot_root(
             size: kernel_bytes,
         },
         space_bytes,
+        image: payload,
     };
     let layout = kernel.create_root_thread(&boot, glue)?;
     map_root(kernel, glue, &layout, image, base, idc)?;
