@@ -36,7 +36,8 @@ pub const PLAN_ENTRY: &str = "plan";
 pub const MAX_ITEMS: usize = 32768;
 /// The most names a plan has.
 pub const MAX_NAMES: usize = 128;
-/// The most plan slots (init's CNode has 4096; the kernel's capabilities come first).
+/// The most plan slots a plan may name (init also refuses a plan that does not fit its CNode,
+/// `capvisor_ipc::cap::root::CNODE_SLOTS`, after the kernel's capabilities).
 pub const MAX_SLOTS: u32 = 3072;
 /// The most bytes of strings.
 pub const MAX_STRINGS: usize = 16384;

@@ -47,6 +47,19 @@ fn sample() -> Vec<u8> {
 fn crc32_matches_zlib() {
     assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     assert_eq!(crc32(b""), 0);
+    // Eight bytes a step and the tail agree with the byte-at-a-time definition, at every length
+    // and alignment.
+    let bytes: Vec<u8> = (0..600u32).map(|i| (i * 131 + 7) as u8).collect();
+    for start in 0..8 {
+        for end in start..bytes.len() {
+            let slice = &bytes[start..end];
+            assert_eq!(
+                crc32(slice),
+                crate::crc::crc32_bytewise(slice),
+                "{start}..{end}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -25,7 +25,7 @@
 //! image is ever writable, and no memory is paid for them (they are not RAM the kernel owns).
 
 use capvisor_ipc::abi::KernelError;
-use capvisor_ipc::cap::Rights;
+use capvisor_ipc::cap::{Rights, root};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
 use super::capability::{
@@ -39,7 +39,7 @@ use super::untyped::Untyped;
 use super::{CNodeRef, Kernel};
 
 /// Slots in the root CNode.
-pub const ROOT_CNODE_SLOTS: usize = 1024;
+pub const ROOT_CNODE_SLOTS: usize = root::CNODE_SLOTS as usize;
 /// The size of the image's frames given to the root.
 pub const IMAGE_BLOCK: u64 = 2 << 20;
 /// The least bytes of the root's address space: its record, root table and table budget.
@@ -143,15 +143,15 @@ pub struct RootLayout {
 
 impl RootLayout {
     /// The root's own CNode.
-    pub const CNODE: u64 = 1;
+    pub const CNODE: u64 = root::CNODE;
     /// The root's own AddressSpace.
-    pub const SPACE: u64 = 2;
+    pub const SPACE: u64 = root::SPACE;
     /// The root's own Thread.
-    pub const THREAD: u64 = 3;
+    pub const THREAD: u64 = root::THREAD;
     /// IrqControl.
-    pub const IRQ_CONTROL: u64 = 4;
+    pub const IRQ_CONTROL: u64 = root::IRQ_CONTROL;
     /// The first untyped.
-    pub const FIRST_UNTYPED: u64 = 5;
+    pub const FIRST_UNTYPED: u64 = root::FIRST_UNTYPED;
 }
 
 fn check_region(base: PhysAddr, size: u64) -> Result<(), KernelError> {

@@ -19,12 +19,7 @@ use capvisor_image::plan::{INIT_CNODE, INIT_SPACE, IRQ_CONTROL, NONE, Op, Plan, 
 use capvisor_image::service::{ACCESS_EXECUTE, PAGE};
 use core::fmt;
 
-/// init's CNode, AddressSpace and IrqControl (the kernel's root layout).
-const CNODE: u64 = 1;
-const SPACE: u64 = 2;
-const IRQ: u64 = 4;
-/// The first slot the kernel may fill with untyped and frames.
-const FIRST_UNTYPED: u64 = 5;
+use capvisor_ipc::cap::root::{CNODE, CNODE_SLOTS, FIRST_UNTYPED, IRQ_CONTROL as IRQ, SPACE};
 /// Where init maps the image's payload, read-only, in 2 MiB blocks.
 pub const PAYLOAD_WINDOW: u64 = 0x10_0000_0000;
 /// Where init maps a frame it fills.
@@ -204,9 +199,6 @@ pub fn carry_out<'a>(
     }
     Ok(made)
 }
-
-/// Slots of init's CNode (the kernel's root CNode).
-const CNODE_SLOTS: u64 = 1024;
 
 struct Run<'k, 'g, 'p, K> {
     kernel: &'k mut K,

@@ -76,8 +76,8 @@ async fn run() -> u64 {
             made.services.len(),
             plan.len()
         );
-        // Nothing to supervise: init's thread stops here (the root layout's slot 3), quietly.
-        let own_thread = capvisor_rt::CPtr::new(3);
+        // Nothing to supervise: init's thread stops here, quietly.
+        let own_thread = capvisor_rt::CPtr::new(capvisor_ipc::cap::root::THREAD);
         let _ = capvisor_rt::sys::invoke(own_thread, Invocation::Suspend.code(), &[]);
         return 0;
     };
