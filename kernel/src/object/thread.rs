@@ -270,6 +270,11 @@ impl Kernel {
         let Ok(state) = self.threads.get(thread).map(|t| t.state) else {
             return;
         };
+        if state == ThreadState::WaitingForInterrupt {
+            // Out of line (a tail call): the sleepers' tree's removal would otherwise make this
+            // function, inlined or called on every wake-up, save registers on every path.
+            return self.unlink_sleeper(thread);
+        }
         match state {
             ThreadState::Ready => self.sched.remove(&mut self.threads, thread),
             ThreadState::BlockedSend(ep) | ThreadState::BlockedRecv(ep) => {
@@ -282,12 +287,23 @@ impl Kernel {
                     notification.queue.remove(&mut self.threads, thread);
                 }
             }
-            ThreadState::WaitingForInterrupt => {
-                if self.threads.get(thread).is_ok_and(|t| t.deadline.is_some()) {
-                    self.sleepers.remove(&mut self.threads, thread);
-                }
-            }
-            ThreadState::Inactive | ThreadState::BlockedReply => {}
+            ThreadState::WaitingForInterrupt
+            | ThreadState::Inactive
+            | ThreadState::BlockedReply => {}
+        }
+        if let Ok(t) = self.threads.get_mut(thread) {
+            t.state = ThreadState::Inactive;
+            t.deadline = None;
+        }
+    }
+
+    /// [`Kernel::unlink_thread`] for a thread sleeping in WFI: out of the sleepers' tree if it
+    /// has a deadline, then `Inactive`.
+    #[inline(never)]
+    #[cold]
+    fn unlink_sleeper(&mut self, thread: ThreadRef) {
+        if self.threads.get(thread).is_ok_and(|t| t.deadline.is_some()) {
+            self.sleepers.remove(&mut self.threads, thread);
         }
         if let Ok(t) = self.threads.get_mut(thread) {
             t.state = ThreadState::Inactive;
