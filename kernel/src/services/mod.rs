@@ -8,12 +8,16 @@
 //! buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC buffer's address and SP =
 //! [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
 //!
-//! The manifest's first service is the root: the kernel copies its segments into pages taken
-//! from the memory map, sets aside a pool for stage-2 tables, and gives it every other free RAM
-//! range as untyped memory (`Kernel::create_root_thread`). Further services are made from the
-//! root's untyped by invocations made in its name ([`spawn`]). An init the SDK added to an image
-//! whose manifest has none (`BootConfig::services`) is not started yet: it is there for the boot
-//! plan, which the kernel does not read (issue 15).
+//! An image without guests, devices or carve-outs (`BOOT_FLAG_INIT_PLAN`): the kernel creates
+//! only init, the image's first service entry, as the root ([`load_init`]); init makes the rest
+//! from the boot plan, which the kernel never reads.
+//!
+//! The other images are still built here: the manifest's first service is the root: the kernel
+//! copies its segments into pages taken from the memory map, sets aside a pool for stage-2
+//! tables, and gives it every other free RAM range as untyped memory
+//! (`Kernel::create_root_thread`). Further services are made from the root's untyped by
+//! invocations made in its name ([`spawn`]). An init the SDK added to such an image
+//! (`BootConfig::services` says which entries are the manifest's) is not started.
 //!
 //! # The kernel's place and the lock
 //! `Kernel` is over 300 KiB, far more than a 64 KiB boot stack, so it lives in a `static`

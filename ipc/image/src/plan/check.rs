@@ -37,6 +37,8 @@ pub(super) fn step<'a>(item: &PlanItem, strings: &'a [u8]) -> Result<Step<'a>, (
         }
         OpCode::Pages => {
             let (access, flags, count) = (e & 0xff, ((e >> 8) & 0xff) as u32, e >> 32);
+            // Bits 16–31 are unused: zero, so one step has one encoding.
+            check(e & 0xffff_0000 == 0)?;
             check((1..=MAX_PAGES).contains(&count) && flags & !PAGES_CMDLINE == 0)?;
             check(b <= count * PAGE && (target == NONE || page_range(a, count) && rwx(access)))?;
             check(
