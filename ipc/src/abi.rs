@@ -248,37 +248,6 @@ crate::stable_codes! {
 /// protocol id).
 pub const BOUND_NOTIFICATION_LABEL: u64 = MessageInfo::MAX_LABEL;
 
-/// Memory-type codes of the `Map` invocation (word 3), in the order of
-/// [`crate::types::MemoryType`] (0 is a valid code here, so this is not a `stable_codes!` enum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapMemType {
-    /// Normal write-back (RAM, or a cacheable device region with FWB and DIC).
-    NormalWriteBack = 0,
-    /// Normal non-cacheable.
-    NormalNonCacheable = 1,
-    /// Device-nGnRE.
-    DeviceNgnre = 2,
-}
-
-impl MapMemType {
-    /// The code passed in the `Map` invocation.
-    #[must_use]
-    pub const fn code(self) -> u64 {
-        self as u64
-    }
-
-    /// The type with this code; `None` for any other (the kernel answers `InvalidArgument`).
-    #[must_use]
-    pub const fn from_code(code: u64) -> Option<Self> {
-        match code {
-            0 => Some(Self::NormalWriteBack),
-            1 => Some(Self::NormalNonCacheable),
-            2 => Some(Self::DeviceNgnre),
-            _ => None,
-        }
-    }
-}
-
 crate::stable_codes! {
     /// Errors the kernel returns from syscalls and invocations.
     ///

@@ -34,13 +34,14 @@ use crate::arch::aarch64::stage2::MapError;
 use crate::{exit, println};
 use capvisor_image::{EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
     Effects, FrameTable, Kernel, PageInfo, PlatformFeatures, RootBoot, RootLayout, RootRam,
 };
 use capvisor_kernel::platform::Platform;
-use capvisor_kernel::stage2::{self, MemType, S2Access};
+use capvisor_kernel::stage2::{self, S2Access};
 use glue::Glue;
 use heapless::Vec;
 use loader::ServiceImage;
@@ -345,7 +346,7 @@ fn map_root(
             pa,
             PAGE,
             access,
-            MemType::NormalWriteBack,
+            MemoryType::NormalWriteBack,
         )?;
     }
     Ok(())
