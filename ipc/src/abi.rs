@@ -65,6 +65,35 @@ crate::stable_codes! {
 }
 
 crate::stable_codes! {
+    /// The rest of the syscall table: the EL2 glue's own calls, answered before the object model
+    /// (which knows only [`Syscall`], so it answers these numbers [`KernelError::InvalidSyscall`]).
+    /// Their own type keeps them out of the object model's dispatch; their numbers are checked
+    /// below never to be a [`Syscall`]'s.
+    ///
+    /// # Errors
+    /// As for [`Syscall`].
+    pub enum GlueSyscall: u64 {
+        /// Print `x1` bytes at `x0` (at most 1 KiB) on the console, each line prefixed with the
+        /// service's name.
+        DebugWrite = 12,
+        /// Stop the system with status `x0` (0: success), for test images.
+        DebugHalt = 13,
+    }
+}
+
+// One table: no number is both the object model's and the glue's.
+const _: () = {
+    let mut i = 0;
+    while i < GlueSyscall::ALL.len() {
+        assert!(
+            Syscall::from_code(GlueSyscall::ALL[i].code()).is_none(),
+            "a glue syscall number is also an object-model syscall"
+        );
+        i += 1;
+    }
+};
+
+crate::stable_codes! {
     /// Capability invocations: the label of a `call` on a capability to a kernel object.
     ///
     /// # Errors

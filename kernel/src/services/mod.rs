@@ -58,12 +58,6 @@ pub const IPC_BUFFER: u64 = 0x40_0010_0000;
 pub const MAX_SERVICES: usize = 16;
 const PAGE: u64 = 4096;
 
-/// Write `x1` bytes at `x0` to the console, prefixed by the service's name (glue syscall, not in
-/// `capvisor_ipc::abi::Syscall`: the object model answers it `InvalidSyscall`).
-pub const SYS_DEBUG_WRITE: u64 = 12;
-/// Stop the system with status `x0` (0: success), for test images (glue syscall).
-pub const SYS_DEBUG_HALT: u64 = 13;
-
 static mut KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
 static mut GLUE: Glue = Glue::new();
 /// HCR_EL2 for services: [`HCR_SERVICE`], plus FWB (bit 46) when the descriptors use the FWB
