@@ -23,6 +23,7 @@
 
 use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
 use capvisor_ipc::cap::ObjectKind;
+use capvisor_ipc::memory::CacheFeatures;
 use capvisor_ipc::protocols::fault::{self, GuestFault, Resolution, ServiceFault};
 use capvisor_ipc::types::{Esr, PhysAddr};
 use capvisor_kernel::object::fake::FakeEffects;
@@ -178,8 +179,10 @@ fn invoke(
 /// A root with RAM and device untyped (and nothing else yet).
 fn boot_root(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
     let features = PlatformFeatures {
-        fwb: false,
-        dic: true,
+        cache: CacheFeatures {
+            fwb: false,
+            dic: true,
+        },
         ipa_bits: 40,
     };
     let mut k = Box::new(Kernel::new(features));

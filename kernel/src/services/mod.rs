@@ -41,13 +41,14 @@ use crate::{exit, println};
 use capvisor_image::service::{IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError};
 use capvisor_image::{BOOT_FLAG_INIT_PLAN, BootConfig, EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
     Effects, FrameTable, Kernel, PageInfo, PlatformFeatures, RootBoot, RootLayout, RootRam,
 };
 use capvisor_kernel::platform::Platform;
-use capvisor_kernel::stage2::{self, MemType, S2Access};
+use capvisor_kernel::stage2::{self, S2Access};
 use glue::Glue;
 use heapless::Vec;
 
@@ -56,12 +57,6 @@ pub const IPA_BITS: u32 = 39;
 /// The most services an image may have.
 pub const MAX_SERVICES: usize = 16;
 const PAGE: u64 = 4096;
-
-/// Write `x1` bytes at `x0` to the console, prefixed by the service's name (glue syscall, not in
-/// `capvisor_ipc::abi::Syscall`: the object model answers it `InvalidSyscall`).
-pub const SYS_DEBUG_WRITE: u64 = 12;
-/// Stop the system with status `x0` (0: success), for test images (glue syscall).
-pub const SYS_DEBUG_HALT: u64 = 13;
 
 static mut KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
 static mut GLUE: Glue = Glue::new();
@@ -412,7 +407,7 @@ fn map_root(
             pa,
             PAGE,
             access,
-            MemType::NormalWriteBack,
+            MemoryType::NormalWriteBack,
         )?;
     }
     Ok(())

@@ -145,7 +145,7 @@ async fn run() -> u64 {
         println!("devbroker: no valid boot-info page");
         return 1;
     };
-    let features = policy::Features {
+    let features = policy::CacheFeatures {
         fwb: info.fwb(),
         dic: info.dic(),
     };
@@ -193,9 +193,10 @@ async fn run() -> u64 {
 /// The syscalls behind [`policy::Kernel`].
 #[cfg(target_os = "none")]
 mod el0 {
-    use capvisor_ipc::abi::{Invocation, KernelError, MapMemType};
+    use capvisor_ipc::abi::{Invocation, KernelError};
     use capvisor_ipc::bootinfo::BootInfo;
     use capvisor_ipc::cap::ObjectKind;
+    use capvisor_ipc::memory::MemoryType;
     use capvisor_rt::{CPtr, Rights, sys};
 
     /// This service's CNode (`kernel/src/services/spawn.rs`).
@@ -259,7 +260,7 @@ mod el0 {
             vm: u64,
             ipa: u64,
             access: u64,
-            memtype: MapMemType,
+            memtype: MemoryType,
         ) -> Result<(), KernelError> {
             sys::map(CPtr::new(frame), CPtr::new(vm), ipa, access, memtype.code())
         }

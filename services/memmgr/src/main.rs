@@ -42,7 +42,7 @@ async fn run() -> u64 {
     };
     let guests: heapless::Vec<policy::Guest, { policy::MAX_GUESTS }> =
         info.guests().iter().map(policy::Guest::from_info).collect();
-    let features = policy::Features {
+    let features = policy::CacheFeatures {
         fwb: info.fwb(),
         dic: info.dic(),
     };
@@ -111,6 +111,7 @@ mod el0 {
     use capvisor_ipc::abi::{CacheOp, Invocation, KernelError};
     use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, Payload};
     use capvisor_ipc::cap::ObjectKind;
+    use capvisor_ipc::memory::MemoryType;
     use capvisor_rt::{CPtr, Rights, sys};
 
     use crate::policy::{FrameSize, Space};
@@ -209,7 +210,8 @@ mod el0 {
                 Space::Vm(vm) => vm,
                 Space::Own => SPACE,
             };
-            sys::map(CPtr::new(frame), CPtr::new(space), ipa, access, 0)
+            let memtype = MemoryType::NormalWriteBack.code();
+            sys::map(CPtr::new(frame), CPtr::new(space), ipa, access, memtype)
         }
 
         fn unmap(&mut self, frame: u64) -> Result<(), KernelError> {

@@ -30,6 +30,8 @@
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::bootinfo::{GuestInfo, Payload};
+use capvisor_ipc::cap::Rights;
+pub use capvisor_ipc::memory::{CacheFeatures, FrameSize};
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
@@ -50,39 +52,6 @@ pub const WINDOW_STRIDE: u64 = 0x10_0000_0000;
 pub const MAX_FRAMES: usize = 192;
 /// Guests one memory manager serves.
 pub const MAX_GUESTS: usize = capvisor_ipc::bootinfo::MAX_GUESTS;
-
-/// Map access bits (`kernel/src/object/invoke.rs`: R=1 W=2 X=4).
-const READ_WRITE: u64 = 0b011;
-const READ_WRITE_EXECUTE: u64 = 0b111;
-
-/// A frame's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameSize {
-    /// 4 KiB.
-    Page,
-    /// 2 MiB.
-    Block,
-}
-
-impl FrameSize {
-    /// Bytes.
-    #[must_use]
-    pub const fn bytes(self) -> u64 {
-        match self {
-            Self::Page => PAGE,
-            Self::Block => BLOCK,
-        }
-    }
-
-    /// The retype size bits.
-    #[must_use]
-    pub const fn bits(self) -> u64 {
-        match self {
-            Self::Page => 12,
-            Self::Block => 21,
-        }
-    }
-}
 
 /// The address space a mapping goes into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,27 +186,18 @@ impl Guest {
     fn region(&self, ipa: u64) -> (u64, FrameSize) {
         let block = ipa & !(BLOCK - 1);
         if self.in_ram(block, BLOCK) {
-            (block, FrameSize::Block)
+            (block, FrameSize::Block2M)
         } else {
-            (ipa & !(PAGE - 1), FrameSize::Page)
+            (ipa & !(PAGE - 1), FrameSize::Page4K)
         }
     }
-}
-
-/// The platform features the rules depend on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Features {
-    /// FEAT_S2FWB.
-    pub fwb: bool,
-    /// CTR_EL0.DIC.
-    pub dic: bool,
 }
 
 /// The memory manager.
 #[derive(Debug)]
 pub struct MemMgr<K> {
     kernel: K,
-    features: Features,
+    features: CacheFeatures,
     guests: heapless::Vec<Guest, MAX_GUESTS>,
     frames: heapless::Vec<Frame, MAX_FRAMES>,
     /// Per guest: its identity-mapped RAM's frames were all made.
@@ -260,7 +220,7 @@ impl<K: Kernel> MemMgr<K> {
     /// A memory manager for `guests` (extra ones beyond [`MAX_GUESTS`] are ignored), whose pool
     /// is the untyped in slots `untyped`: it sizes and splits the pool and sets every guest's
     /// quota ([`crate::quota`]).
-    pub fn new(mut kernel: K, features: Features, guests: &[Guest], untyped: &[u64]) -> Self {
+    pub fn new(mut kernel: K, features: CacheFeatures, guests: &[Guest], untyped: &[u64]) -> Self {
         let mut list: heapless::Vec<Guest, MAX_GUESTS> = heapless::Vec::new();
         for guest in guests.iter().take(MAX_GUESTS) {
             let _ = list.push(*guest);
@@ -374,8 +334,8 @@ impl<K: Kernel> MemMgr<K> {
         let left = &mut self.left[index];
         let from_pool = match (untyped, size) {
             (Some(_), _) => None,
-            (None, FrameSize::Block) => Some(&mut left.blocks),
-            (None, FrameSize::Page) => Some(&mut left.pages),
+            (None, FrameSize::Block2M) => Some(&mut left.blocks),
+            (None, FrameSize::Page4K) => Some(&mut left.pages),
         };
         if left.frames == 0 || from_pool.as_deref() == Some(&0) {
             return Err(MemError::Quota);
@@ -397,7 +357,7 @@ impl<K: Kernel> MemMgr<K> {
         let own_cap = self.kernel.copy_frame(vm_cap).map_err(out_of_memory)?;
         let window = Self::window(index, base);
         self.kernel
-            .map(own_cap, Space::Own, window, READ_WRITE)
+            .map(own_cap, Space::Own, window, Rights::READ_WRITE.word())
             .map_err(refused)?;
         let frame = Frame {
             guest: index as u8,
@@ -436,12 +396,12 @@ impl<K: Kernel> MemMgr<K> {
                 .map_err(refused)?;
         }
         let access = if execute {
-            READ_WRITE_EXECUTE
+            Rights::READ_WRITE_EXECUTE
         } else {
-            READ_WRITE
+            Rights::READ_WRITE
         };
         self.kernel
-            .map(frame.vm_cap, Space::Vm(guest.vm), frame.ipa, access)
+            .map(frame.vm_cap, Space::Vm(guest.vm), frame.ipa, access.word())
             .map_err(refused)?;
         self.frames[at].mapped = Some(execute);
         Ok(())

@@ -199,7 +199,7 @@ impl Pool {
     /// the capacity), or the kernel's refusal.
     pub fn take(&mut self, kernel: &mut impl Kernel, size: FrameSize) -> Result<u64, KernelError> {
         match size {
-            FrameSize::Page => {
+            FrameSize::Page4K => {
                 let (slot, left) = self.pages.as_mut().ok_or(KernelError::NotEnoughMemory)?;
                 if *left == 0 {
                     return Err(KernelError::NotEnoughMemory);
@@ -208,7 +208,7 @@ impl Pool {
                 *left -= 1;
                 Ok(frame)
             }
-            FrameSize::Block => {
+            FrameSize::Block2M => {
                 // Pieces are used up in order: the first with blocks left is the current one.
                 while self.pieces.get(self.current).is_some_and(|p| p.blocks == 0) {
                     self.current += 1;

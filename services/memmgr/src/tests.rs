@@ -13,7 +13,7 @@ use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
 
-use crate::policy::{BLOCK, Features, FrameSize, Guest, Kernel, MemMgr, PAGE, Space, WINDOW};
+use crate::policy::{BLOCK, CacheFeatures, FrameSize, Guest, Kernel, MemMgr, PAGE, Space, WINDOW};
 
 const VM: u64 = 40;
 const VMM: u64 = 2;
@@ -205,7 +205,7 @@ fn guest(ram_size: u64, kernel_size: u64) -> Guest {
 }
 
 /// A memory manager with a 1 GiB pool (its set-up's operations taken out).
-fn new_manager(fake: Fake, features: Features, guests: &[Guest]) -> MemMgr<Fake> {
+fn new_manager(fake: Fake, features: CacheFeatures, guests: &[Guest]) -> MemMgr<Fake> {
     let pool: Vec<u64> = fake.untyped.keys().copied().collect();
     let mut pool = pool;
     pool.sort_unstable();
@@ -217,7 +217,7 @@ fn new_manager(fake: Fake, features: Features, guests: &[Guest]) -> MemMgr<Fake>
 fn manager(fwb: bool, dic: bool) -> MemMgr<Fake> {
     new_manager(
         Fake::default(),
-        Features { fwb, dic },
+        CacheFeatures { fwb, dic },
         &[guest(16 << 20, 0x3000)],
     )
 }
@@ -256,7 +256,7 @@ fn a_data_fault_without_fwb_maps_a_fresh_block_rw_execute_never_without_a_second
     assert_eq!(
         take(&mut m),
         [
-            Op::NewFrame(FrameSize::Block, 101),
+            Op::NewFrame(FrameSize::Block2M, 101),
             Op::Copy(101, 102),
             Op::Map(102, Space::Own, WINDOW + RAM, 3),
             Op::Map(101, Space::Vm(VM), RAM, 3),
@@ -308,7 +308,7 @@ fn regions_not_wholly_in_ram_get_pages() {
     // 2 MiB + 8 KiB: the first region is a block, the last two pages are pages.
     let mut m = new_manager(
         Fake::default(),
-        Features {
+        CacheFeatures {
             fwb: true,
             dic: true,
         },
@@ -322,7 +322,7 @@ fn regions_not_wholly_in_ram_get_pages() {
             size: PAGE
         })
     );
-    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page, 101));
+    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page4K, 101));
     assert_eq!(
         fault(&mut m, RAM + BLOCK + 2 * PAGE, Access::Read),
         Err(MemError::NotGuestRam)
@@ -460,7 +460,10 @@ fn a_boot_info_entry_becomes_a_guest_and_frames_retype_by_size() {
         ..Default::default()
     };
     assert_eq!(Guest::from_info(&info), guest(16 << 20, 0x3000));
-    assert_eq!((FrameSize::Page.bits(), FrameSize::Block.bits()), (12, 21));
+    assert_eq!(
+        (FrameSize::Page4K.bits(), FrameSize::Block2M.bits()),
+        (12, 21)
+    );
 }
 
 #[test]
@@ -475,7 +478,7 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
     };
     let mut m = new_manager(
         Fake::default(),
-        Features {
+        CacheFeatures {
             fwb: true,
             dic: true,
         },
@@ -506,10 +509,10 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
     assert_eq!(
         sizes,
         [
-            FrameSize::Block,
-            FrameSize::Block,
-            FrameSize::Page,
-            FrameSize::Page
+            FrameSize::Block2M,
+            FrameSize::Block2M,
+            FrameSize::Page4K,
+            FrameSize::Page4K
         ]
     );
     let second = made[1].1;
@@ -557,7 +560,7 @@ fn fault_blocks(m: &mut MemMgr<Fake>, index: u32, blocks: u64) -> (u64, Option<M
     (blocks, None)
 }
 
-const FWB_DIC: Features = Features {
+const FWB_DIC: CacheFeatures = CacheFeatures {
     fwb: true,
     dic: true,
 };
