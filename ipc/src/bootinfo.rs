@@ -294,3 +294,44 @@ fn text(bytes: &[u8]) -> &str {
 }
 
 const _: () = assert!(size_of::<BootInfo>() <= 4096);
+
+/// Where the kernel maps init's platform page, read-only, in init's address space (the root's
+/// only boot information besides its capabilities): a [`PlatformPage`], then, from the next page,
+/// a copy of the platform device tree (`dtb_size` bytes).
+pub const PLATFORM_PAGE: u64 = 0x0f_fd00_0000;
+
+/// The platform facts init writes into the boot-info pages it completes
+/// (`capvisor_image::plan::Op::InfoPlatform`), as the kernel decided them. Little-endian,
+/// fixed layout; init checks [`PlatformPage::MAGIC`] and [`PlatformPage::VERSION`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PlatformPage {
+    /// [`PlatformPage::MAGIC`].
+    pub magic: [u8; 8],
+    /// [`PlatformPage::VERSION`].
+    pub version: u32,
+    /// [`FLAG_FWB`], [`FLAG_DIC`] (as [`BootInfo::flags`]).
+    pub flags: u32,
+    /// As [`BootInfo::smccc_workarounds`].
+    pub smccc_workarounds: [i32; 3],
+    /// Reserved, zero.
+    pub reserved: u32,
+    /// The size of the device tree copied from the next page.
+    pub dtb_size: u64,
+}
+
+impl PlatformPage {
+    /// `CVPLATF\0`.
+    pub const MAGIC: [u8; 8] = *b"CVPLATF\0";
+    /// The layout version.
+    pub const VERSION: u32 = 1;
+
+    /// The page in `bytes`, if its magic and version are this layout's.
+    #[must_use]
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let (page, _) = Self::read_from_prefix(bytes).ok()?;
+        (page.magic == Self::MAGIC && page.version == Self::VERSION).then_some(page)
+    }
+}
+
+const _: () = assert!(size_of::<PlatformPage>() == 40);

@@ -137,7 +137,7 @@ pub fn load_all(
     config: &BootConfig,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
     if config.flags & BOOT_FLAG_INIT_PLAN != 0 {
-        return load_init(image, memory, platform, config);
+        return load_init(image, memory, (platform, dt.blob), config);
     }
     let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
     let services = config.services as usize;
@@ -249,7 +249,7 @@ pub fn load_all(
 fn load_init(
     image: &ImageView<'static>,
     memory: &mut MemoryMap,
-    platform: &Platform,
+    (platform, dtb): (&Platform, &'static [u8]),
     config: &BootConfig,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
     let mut names: Vec<&'static str, { capvisor_kernel::object::MAX_SERVICE_NAMES }> = Vec::new();
@@ -288,22 +288,80 @@ fn load_init(
         base: PhysAddr::new(image.payload().as_ptr() as u64),
         size,
     };
-    // Its table budget also covers the payload mapped in 2 MiB blocks and a page it fills
-    // others' frames through.
+    // The platform page and the device tree after it, taken before init gets the rest of RAM.
+    let platform_pages = 1 + (dtb.len() as u64).div_ceil(PAGE);
+    let platform_base = memory
+        .alloc(platform_pages, PAGE)
+        .ok_or(fail(LoadError::Map(MapError::OutOfMemory)))?;
+    // Its table budget also covers the payload mapped in 2 MiB blocks, the platform pages and a
+    // page it fills others' frames through.
     let priority = u8::try_from(config.root_priority).unwrap_or(u8::MAX);
     let (layout, untyped) = boot_root(
         kernel,
         glue,
         (&root_image, &[], &[], payload),
         memory,
-        (priority, platform.idc, 1024),
+        (priority, platform.idc, 1024 + platform_pages),
     )
     .map_err(fail)?;
+    map_platform(kernel, glue, &layout, (platform, dtb), platform_base).map_err(fail)?;
     if let Ok(t) = kernel.thread_glue(layout.thread) {
         t.name = Some(first);
     }
     crate::arch::aarch64::cache::sync_instructions(platform.dic);
     Ok((1, untyped))
+}
+
+/// Writes init's platform page (`capvisor_ipc::bootinfo::PlatformPage`: the platform's
+/// features as the kernel decided them) and a copy of the device tree after it into the pages
+/// at `base`, and maps them read-only at `PLATFORM_PAGE` in init's space (init holds no
+/// capability to them). The device tree goes to EL0 so that device lookup by path or
+/// `compatible` is init's business, not the kernel's.
+fn map_platform(
+    kernel: &mut Kernel,
+    glue: &mut Glue,
+    layout: &RootLayout,
+    (platform, dtb): (&Platform, &[u8]),
+    base: u64,
+) -> Result<(), LoadError> {
+    use capvisor_ipc::bootinfo::{FLAG_DIC, FLAG_FWB, PLATFORM_PAGE, PlatformPage};
+    use zerocopy::IntoBytes;
+    let mut flags = 0;
+    if platform.fwb {
+        flags |= FLAG_FWB;
+    }
+    if platform.dic {
+        flags |= FLAG_DIC;
+    }
+    let page = PlatformPage {
+        magic: PlatformPage::MAGIC,
+        version: PlatformPage::VERSION,
+        flags,
+        smccc_workarounds: crate::arch::aarch64::mitigation::smccc_workaround_answers(),
+        reserved: 0,
+        dtb_size: dtb.len() as u64,
+    };
+    let chunks = core::iter::once(page.as_bytes()).chain(dtb.chunks(PAGE as usize));
+    let read_only = S2Access {
+        read: true,
+        write: false,
+        exec: false,
+    };
+    for (n, data) in chunks.enumerate() {
+        let pa = base + n as u64 * PAGE;
+        spawn::write_page(glue, pa, data, true)?;
+        let ipa = Ipa::new(PLATFORM_PAGE + n as u64 * PAGE);
+        let space = kernel.space_glue(layout.space)?;
+        glue.map(
+            space,
+            ipa,
+            PhysAddr::new(pa),
+            PAGE,
+            read_only,
+            MemoryType::NormalWriteBack,
+        )?;
+    }
+    Ok(())
 }
 
 /// The image's `Manifest` entry named `name`, if it has one.

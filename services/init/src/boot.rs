@@ -1,8 +1,9 @@
 //! Carrying out the boot plan (`capvisor_image::plan`): the kernel created only init, with
-//! every free RAM range as untyped, IrqControl and the image payload as read-only 2 MiB frames;
+//! every free RAM range as untyped, IrqControl, the image payload as read-only 2 MiB frames and a
+//! read-only platform page (`capvisor_ipc::bootinfo::PlatformPage`, with the device tree);
 //! init makes everything else, step by step, with the ordinary invocations any service could
-//! make (Retype, Copy, Mint, Move, Map, ThreadConfigure, Resume), so the system it builds holds
-//! nothing a running service could not have been given.
+//! make (Retype, Copy, Mint, Move, Map, ThreadConfigure, ThreadBindVcpu, Resume), so the system
+//! it builds holds nothing a running service could not have been given.
 //!
 //! The plan is untrusted input: it is decoded and checked once (`Plan::decode`) before the
 //! first step, and the kernel checks every invocation. A step that fails stops the boot with a
@@ -15,9 +16,14 @@
 use capvisor_ipc::abi::{CacheOp, Invocation, KernelError};
 use capvisor_ipc::cap::ObjectKind;
 
-use capvisor_image::plan::{INIT_CNODE, INIT_SPACE, IRQ_CONTROL, NONE, Op, Plan, PlanName, Step};
+use capvisor_image::plan::{
+    INIT_CNODE, INIT_SPACE, IRQ_CONTROL, NONE, Op, PAGES_CMDLINE, Plan, PlanName, Step,
+};
 use capvisor_image::service::{ACCESS_EXECUTE, PAGE};
+use capvisor_ipc::bootinfo::{BootInfo, PlatformPage};
 use core::fmt;
+use core::mem::offset_of;
+use zerocopy::IntoBytes;
 
 use capvisor_ipc::cap::root::{CNODE, CNODE_SLOTS, FIRST_UNTYPED, IRQ_CONTROL as IRQ, SPACE};
 /// Where init maps the image's payload, read-only, in 2 MiB blocks.
@@ -45,8 +51,8 @@ pub trait Kernel {
         args: &[u64],
     ) -> Result<[u64; 4], KernelError>;
 
-    /// Writes `bytes` at the start of the page mapped at [`SCRATCH_PAGE`].
-    fn write_scratch(&mut self, bytes: &[u8]);
+    /// Writes `bytes` at `offset` into the page mapped at [`SCRATCH_PAGE`] (at most to its end).
+    fn write_scratch(&mut self, offset: usize, bytes: &[u8]);
 }
 
 /// The capabilities the kernel gave init, found by `Identify`: its RAM untyped and the image's
@@ -107,9 +113,11 @@ pub enum Failure {
     Kernel(KernelError),
     /// init's CNode has no room for the plan's slots.
     NoSlots,
-    /// A step this init does not carry out (guests, devices and carve-outs are still the
-    /// kernel's).
+    /// A step this init does not carry out (devices, carve-outs, RAM at IPA = PA and
+    /// interrupts are still the kernel's).
     Unsupported,
+    /// A guest's command line in the payload is not one (`capvisor_image::check_cmdline`).
+    Cmdline,
 }
 
 /// A step that failed: which, and why.
@@ -139,6 +147,7 @@ impl fmt::Display for Refused<'_> {
             Failure::Kernel(error) => write!(f, "the kernel refused {purpose}: {error:?}")?,
             Failure::NoSlots => write!(f, "init's CNode has no room for {purpose}")?,
             Failure::Unsupported => write!(f, "init cannot make {purpose} yet")?,
+            Failure::Cmdline => write!(f, "{purpose} is malformed")?,
         }
         write!(f, " (step {}: {})", self.index, self.step.op)
     }
@@ -156,13 +165,14 @@ pub struct Made<'a> {
     pub endpoint: Option<u64>,
 }
 
-/// Carries out `plan` (over the `payload` init mapped) with what the kernel `given`.
+/// Carries out `plan` (over the `payload` init mapped) with what the kernel `given`, on the
+/// platform the kernel described in init's platform page.
 ///
 /// # Errors
 /// The first step that failed.
 pub fn carry_out<'a>(
     kernel: &mut impl Kernel,
-    given: &Given,
+    (given, platform): (&Given, &PlatformPage),
     plan: Plan<'a>,
     payload: &[u8],
 ) -> Result<Made<'a>, Refused<'a>> {
@@ -171,6 +181,7 @@ pub fn carry_out<'a>(
         kernel,
         given,
         payload,
+        platform,
     };
     let slots = u64::from(plan.header.slot_count);
     for (index, step) in plan.steps().enumerate() {
@@ -204,6 +215,7 @@ struct Run<'k, 'g, 'p, K> {
     kernel: &'k mut K,
     given: &'g Given,
     payload: &'p [u8],
+    platform: &'g PlatformPage,
 }
 
 impl<K: Kernel> Run<'_, '_, '_, K> {
@@ -247,8 +259,15 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
                 access,
                 cnode,
                 dest,
-                flags: 0,
+                flags,
             } => {
+                if flags & PAGES_CMDLINE != 0 {
+                    let bytes = self
+                        .payload
+                        .get(source as usize..(source + data_size) as usize)
+                        .ok_or(Failure::Kernel(KernelError::RangeError))?;
+                    capvisor_image::check_cmdline(bytes).map_err(|_| Failure::Cmdline)?;
+                }
                 for page in 0..count {
                     let frame = self.cptr(slot) + page;
                     let start = page * PAGE;
@@ -337,6 +356,18 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
                 self.invoke(IRQ, Invocation::IrqControlNameThread, &args)
             }
             Op::Resume { slot } => self.invoke(self.cptr(slot), Invocation::Resume, &[]),
+            Op::BindVcpu { slot, vcpu } => {
+                let args = [self.cptr(vcpu)];
+                self.invoke(self.cptr(slot), Invocation::ThreadBindVcpu, &args)
+            }
+            Op::InfoPlatform { slot } => {
+                let (flags, smccc) = (self.platform.flags, self.platform.smccc_workarounds);
+                self.patch(slot, |kernel| {
+                    kernel.write_scratch(offset_of!(BootInfo, flags), flags.as_bytes());
+                    let at = offset_of!(BootInfo, smccc_workarounds);
+                    kernel.write_scratch(at, smccc.as_bytes());
+                })
+            }
             Op::GiveRam { cnode, first, end } => {
                 for (dest, &untyped) in (first..end).zip(&self.given.ram) {
                     let args = [dest, untyped, ALL_RIGHTS];
@@ -360,6 +391,19 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
         Err(Failure::Kernel(KernelError::NotEnoughMemory))
     }
 
+    /// Writes into the frame in plan slot `slot` (a boot-info page init completes) through the
+    /// scratch mapping.
+    fn patch(&mut self, slot: u32, write: impl FnOnce(&mut K)) -> Result<(), Failure> {
+        let frame = self.cptr(slot);
+        self.invoke(
+            frame,
+            Invocation::Map,
+            &[SPACE, SCRATCH_PAGE, READ_WRITE, 0],
+        )?;
+        write(self.kernel);
+        self.invoke(frame, Invocation::Unmap, &[])
+    }
+
     /// Makes the frame `frame` holding `bytes` (the rest zero, as the kernel retypes it):
     /// filled through init's scratch mapping, and for code, cleaned to the point of coherency
     /// and the instruction cache invalidated, so the service fetches what init wrote.
@@ -374,7 +418,7 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
             Invocation::Map,
             &[SPACE, SCRATCH_PAGE, READ_WRITE, 0],
         )?;
-        self.kernel.write_scratch(bytes);
+        self.kernel.write_scratch(0, bytes);
         self.invoke(frame, Invocation::Unmap, &[])?;
         if access & u64::from(ACCESS_EXECUTE) != 0 {
             for op in [CacheOp::CleanInvalidatePoc, CacheOp::InvalidateIcache] {

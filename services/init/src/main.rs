@@ -2,11 +2,13 @@
 //! first service is init (`BOOT_FLAG_SUPERVISED`), supervises.
 //!
 //! - Carrying out the plan: the kernel created only init (`BOOT_FLAG_INIT_PLAN`: every image
-//!   without guests, devices or carve-outs), with all free RAM as untyped and the payload as
-//!   read-only frames; init makes every service from the plan. An image whose manifest has no
-//!   init gets one from the SDK, which returns once the services are made.
-//! - For the other images the kernel still builds the system itself: it creates every other
-//!   service suspended and lists them in init's boot-info page; init starts them.
+//!   without devices, carve-outs or RAM at IPA = PA), with all free RAM as untyped, the payload
+//!   as read-only frames and a platform page; init makes every service and guest from the plan.
+//!   An image whose manifest has no init gets one from the SDK, which returns once the services
+//!   are made.
+//! - For images with devices, carve-outs or RAM at IPA = PA the kernel still builds the system
+//!   itself: it creates every other service suspended and lists them in init's boot-info page;
+//!   init starts them.
 //! - Supervising: each service's fault endpoint is init's endpoint, badged with the service's
 //!   index + 1. Each fault is reported on the console by the service's name with its decoded
 //!   fault ([`report`]), and the service is stopped while the rest of the system goes on.
@@ -63,7 +65,11 @@ async fn run() -> u64 {
             capvisor_rt::debug_halt(1)
         }
     };
-    let made = match boot::carry_out(&mut kernel, &given, plan, payload) {
+    let Some(platform) = target::platform() else {
+        println!("init: the kernel's platform page is missing or malformed");
+        capvisor_rt::debug_halt(1)
+    };
+    let made = match boot::carry_out(&mut kernel, (&given, &platform), plan, payload) {
         Ok(made) => made,
         Err(refused) => {
             println!("init: cannot carry out the boot plan: {refused}");
@@ -113,15 +119,29 @@ mod target {
             sys::invoke(CPtr::new(cptr), invocation.code(), args)
         }
 
-        fn write_scratch(&mut self, bytes: &[u8]) {
-            let page = bytes.len().min(capvisor_image::service::PAGE as usize);
-            // SAFETY: init maps a zeroed frame read/write at SCRATCH_PAGE before each call and
-            // unmaps it after; nothing else in init refers to that page, and at most a page is
-            // written.
+        fn write_scratch(&mut self, offset: usize, bytes: &[u8]) {
+            let page = capvisor_image::service::PAGE as usize;
+            let offset = offset.min(page);
+            let count = bytes.len().min(page - offset);
+            // SAFETY: init maps a frame read/write at SCRATCH_PAGE before each call and unmaps
+            // it after; nothing else in init refers to that page, and nothing is written past
+            // its end (`offset + count <= PAGE`).
             unsafe {
-                core::ptr::copy_nonoverlapping(bytes.as_ptr(), boot::SCRATCH_PAGE as *mut u8, page);
+                let at = (boot::SCRATCH_PAGE as *mut u8).add(offset);
+                core::ptr::copy_nonoverlapping(bytes.as_ptr(), at, count);
             }
         }
+    }
+
+    /// The platform page the kernel mapped at `PLATFORM_PAGE`, if it is one.
+    pub fn platform() -> Option<capvisor_ipc::bootinfo::PlatformPage> {
+        use capvisor_ipc::bootinfo::{PLATFORM_PAGE, PlatformPage};
+        // SAFETY: the kernel maps the platform page read-only at PLATFORM_PAGE in init's space
+        // before init runs, for init's lifetime; the read is of a plain-data struct within it.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(PLATFORM_PAGE as *const u8, size_of::<PlatformPage>())
+        };
+        PlatformPage::parse(bytes)
     }
 
     /// The payload init mapped (`size` bytes from `PAYLOAD_WINDOW`).

@@ -7,13 +7,13 @@ use capvisor_image::plan::{
 };
 use std::string::ToString;
 use std::vec::Vec;
-use zerocopy::FromZeros;
+use zerocopy::{FromBytes, FromZeros};
 
 /// Slot 5: a RAM untyped of `ram` bytes; 6: the image's one frame; 7 on: empty.
 struct Fake {
     ram: u64,
     calls: Vec<(u64, Invocation, Vec<u64>)>,
-    written: Vec<Vec<u8>>,
+    written: Vec<(usize, Vec<u8>)>,
 }
 
 impl Fake {
@@ -63,12 +63,22 @@ impl Kernel for Fake {
         }
     }
 
-    fn write_scratch(&mut self, bytes: &[u8]) {
-        self.written.push(bytes.to_vec());
+    fn write_scratch(&mut self, offset: usize, bytes: &[u8]) {
+        self.written.push((offset, bytes.to_vec()));
     }
 }
 
 const FIRST_FREE: u64 = 7;
+
+/// A platform with FWB and DIC, as the kernel's platform page says it.
+const PLATFORM: PlatformPage = PlatformPage {
+    magic: PlatformPage::MAGIC,
+    version: PlatformPage::VERSION,
+    flags: capvisor_ipc::bootinfo::FLAG_FWB | capvisor_ipc::bootinfo::FLAG_DIC,
+    smccc_workarounds: [1, -1, 0],
+    reserved: 0,
+    dtb_size: 0,
+};
 
 fn plan_bytes(steps: &[Step<'_>], supervisor: u32) -> Vec<u8> {
     let mut header = PlanHeader::new_zeroed();
@@ -183,7 +193,7 @@ fn a_service_is_made_with_ordinary_invocations() {
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
     fake.calls.clear();
-    let made = carry_out(&mut fake, &given, plan, &payload).unwrap();
+    let made = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap();
     let slot = |n: u64| FIRST_FREE + n;
     // Retypes from the untyped into plan slots: CNode, space, thread, then the two frames.
     let retyped: Vec<u64> = fake
@@ -194,8 +204,11 @@ fn a_service_is_made_with_ordinary_invocations() {
     assert_eq!(retyped, [slot(0), slot(1), slot(2), slot(3), slot(4)]);
     // Each frame filled through the scratch page with its share of the 5000 bytes.
     assert_eq!(fake.written.len(), 2);
-    assert_eq!(fake.written[0][..], payload[0x1000..0x2000]);
-    assert_eq!(fake.written[1][..], payload[0x2000..0x1000 + 5000]);
+    assert_eq!(fake.written[0], (0, payload[0x1000..0x2000].to_vec()));
+    assert_eq!(
+        fake.written[1],
+        (0, payload[0x2000..0x1000 + 5000].to_vec())
+    );
     // Code: cleaned to PoC and the instruction cache invalidated, then mapped in the service's
     // space and moved to its CNode.
     let maintenance = fake.calls_of(Invocation::CacheMaintenance);
@@ -250,7 +263,7 @@ fn a_supervised_plan_names_init_s_endpoint() {
     let bytes = plan_bytes(&steps, 7);
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
-    let made = carry_out(&mut fake, &given, plan, &payload).unwrap();
+    let made = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap();
     assert_eq!(made.endpoint, Some(FIRST_FREE + 7));
 }
 
@@ -269,7 +282,7 @@ fn a_step_that_fails_names_the_manifest_item_and_what_it_was_for() {
     let bytes = plan_bytes(&greedy, NONE);
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
-    let refused = carry_out(&mut fake, &given, plan, &payload).unwrap_err();
+    let refused = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap_err();
     assert_eq!(
         refused.failure,
         Failure::Kernel(KernelError::NotEnoughMemory)
@@ -296,12 +309,77 @@ fn a_step_that_fails_names_the_manifest_item_and_what_it_was_for() {
     let items: Vec<_> = device.iter().map(|s| encode_op(s, (0, 1))).collect();
     let bytes = encode(header, &names, &items, b"x");
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
-    let refused = carry_out(&mut fake, &given, plan, &payload).unwrap_err();
+    let refused = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap_err();
     assert_eq!(refused.failure, Failure::Unsupported);
     assert!(
         refused
             .to_string()
             .starts_with("device 'rtc' (manifest line 5): init cannot make its device region yet"),
         "{refused}"
+    );
+}
+
+#[test]
+fn a_vcpu_is_bound_and_a_boot_info_page_completed_with_the_platform() {
+    let mut fake = Fake::new(1 << 30);
+    let given = Given::find(&mut fake).unwrap();
+    let mut steps = service_steps();
+    steps.truncate(3);
+    let retype = |slot, kind| {
+        step(
+            Op::Retype {
+                slot,
+                kind,
+                bits: 0,
+            },
+            Purpose::Vcpu,
+        )
+    };
+    steps.push(retype(3, RetypeKind::Vcpu));
+    steps.push(step(Op::BindVcpu { slot: 2, vcpu: 3 }, Purpose::VcpuThread));
+    steps.push(step(
+        Op::Pages {
+            slot: 4,
+            count: 1,
+            source: 0x1000,
+            data_size: 16,
+            space: NONE,
+            ipa: 0,
+            access: 0,
+            cnode: NONE,
+            dest: 0,
+            flags: 0,
+        },
+        Purpose::BootInfo,
+    ));
+    steps.push(step(Op::InfoPlatform { slot: 4 }, Purpose::BootInfo));
+    let bytes = plan_bytes(&steps, NONE);
+    let payload = payload();
+    let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
+    fake.calls.clear();
+    carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap();
+    let slot = |n: u64| FIRST_FREE + n;
+    assert_eq!(
+        fake.calls_of(Invocation::ThreadBindVcpu),
+        [(slot(2), vec![slot(3)])]
+    );
+    // The page's copy from the payload, then the platform's flags and SMCCC answers over it,
+    // each through the scratch mapping, unmapped afterwards.
+    let mut page = vec![0u8; 4096];
+    for (offset, bytes) in &fake.written {
+        page[*offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+    assert_eq!(fake.written[0], (0, payload[0x1000..0x1010].to_vec()));
+    let completed = BootInfo::read_from_prefix(&page).unwrap().0;
+    assert_eq!(completed.flags, PLATFORM.flags);
+    assert_eq!(completed.smccc_workarounds, [1, -1, 0]);
+    let maps = fake.calls_of(Invocation::Map);
+    assert_eq!(
+        maps.last(),
+        Some(&(slot(4), vec![SPACE, SCRATCH_PAGE, 3, 0]))
+    );
+    assert_eq!(
+        fake.calls_of(Invocation::Unmap).len(),
+        fake.calls_of(Invocation::Map).len()
     );
 }
