@@ -153,6 +153,17 @@ crate::stable_codes! {
         /// word 1 (its console prefix and fault reports), as init does for the services it makes
         /// from the boot plan.
         IrqControlNameThread = 24,
+        /// Untyped: where it is: its physical base, its size in bytes, and its memory (0 RAM;
+        /// device memory: 1 Device-nGnRE only, 2 Device-nGnRE or Normal non-cacheable, 3 Normal
+        /// write-back, a cacheable PFNMAP), so init can find the untyped that covers an address
+        /// and say where it put a guest's RAM.
+        UntypedDescribe = 25,
+        /// Untyped with nothing made from it: make it device memory whose frames may be mapped
+        /// with the memory types word 0 names (1 Device-nGnRE only, 2 Device-nGnRE or Normal
+        /// non-cacheable, 3 Normal write-back: a cacheable PFNMAP). init sets a device region's
+        /// types as the manifest gives them, and makes a cacheable carve-out of RAM this way;
+        /// the kernel still refuses a cacheable device mapping without FWB and DIC.
+        UntypedSetMemory = 26,
     }
 }
 

@@ -55,9 +55,12 @@ pub struct Description {
     /// Memory the boot loader or firmware keeps (`/memreserve/` entries and `/reserved-memory`
     /// children); the kernel never allocates from it.
     pub reserved: Vec<Region, 16>,
-    /// The whole blob, for lookups after boot (a manifest's devices).
+    /// The whole blob: its device regions ([`Description::device_regions`]) and init's copy.
     pub blob: &'static [u8],
 }
+
+/// The most device regions handed to init.
+pub const MAX_DEVICE_REGIONS: usize = 96;
 
 /// What is wrong with a device tree.
 #[derive(Clone, Copy, Debug)]
@@ -159,48 +162,57 @@ impl Description {
         })
     }
 
-    /// The first `reg` range of the node at `path` (or, with `compatible`, of the first node
-    /// whose `compatible` list has `locator`), if there is one with a size.
-    pub fn find_device(&self, locator: &str, compatible: bool) -> Option<Region> {
-        let fdt = Fdt::new(self.blob).ok()?;
-        let node = if compatible {
-            fdt.find_compatible(&[locator])
-        } else {
-            // `find_node` wants an absolute path; anything else names no node.
-            locator
-                .starts_with('/')
-                .then(|| fdt.find_node(locator))
-                .flatten()
-        }?;
-        first_reg(node).filter(|r| r.size > 0)
-    }
-
-    /// The SPIs (as INTIDs, 32 + number) of the device `find_device` finds: its `interrupts`
-    /// specifiers of type 0 (GIC SPI, three cells each: type, number, flags).
-    pub fn device_spis(&self, locator: &str, compatible: bool) -> Vec<u32, 4> {
-        let mut spis = Vec::new();
+    /// Every device region of the board, page aligned, for init as device untyped: each `reg`
+    /// range of every node that lies outside RAM and is not the kernel's own (console, GIC),
+    /// cut at every node's page boundaries so that a node that shares pages with others (QEMU's
+    /// virtio-mmio transports, 512 bytes apart) still has a region that is exactly its pages.
+    /// Which device a manifest names is init's lookup, not the kernel's.
+    pub fn device_regions(&self) -> Vec<Region, MAX_DEVICE_REGIONS> {
+        const PAGE: usize = 4096;
+        let mut ranges: Vec<(usize, usize), MAX_DEVICE_REGIONS> = Vec::new();
         let Ok(fdt) = Fdt::new(self.blob) else {
-            return spis;
+            return Vec::new();
         };
-        let node = if compatible {
-            fdt.find_compatible(&[locator])
-        } else {
-            locator
-                .starts_with('/')
-                .then(|| fdt.find_node(locator))
-                .flatten()
+        let own = [Some(self.uart), self.gicd, self.gicr];
+        let taken = |start: usize, end: usize| {
+            let overlaps = |r: &Region| start < r.base + r.size && r.base < end;
+            self.memory.iter().chain(&self.reserved).any(overlaps)
+                || own.iter().flatten().any(overlaps)
         };
-        let Some(property) = node.and_then(|n| n.property("interrupts")) else {
-            return spis;
-        };
-        for cells in property.value.chunks_exact(12) {
-            let word =
-                |i: usize| u32::from_be_bytes([cells[i], cells[i + 1], cells[i + 2], cells[i + 3]]);
-            if word(0) == 0 && word(4) < 988 {
-                let _ = spis.push(32 + word(4));
+        for node in fdt.all_nodes() {
+            for reg in node.reg().into_iter().flatten() {
+                let Some(size) = reg.size.filter(|&s| s > 0) else {
+                    continue;
+                };
+                let start = reg.starting_address as usize & !(PAGE - 1);
+                let Some(end) = (reg.starting_address as usize)
+                    .checked_add(size)
+                    .and_then(|e| e.checked_next_multiple_of(PAGE))
+                else {
+                    continue;
+                };
+                if !taken(start, end) && !ranges.contains(&(start, end)) {
+                    let _ = ranges.push((start, end));
+                }
             }
         }
-        spis
+        let mut cuts: Vec<usize, { 2 * MAX_DEVICE_REGIONS }> = Vec::new();
+        for &(start, end) in &ranges {
+            let _ = cuts.push(start);
+            let _ = cuts.push(end);
+        }
+        cuts.sort_unstable();
+        let mut regions = Vec::new();
+        for pair in cuts.windows(2) {
+            let (start, end) = (pair[0], pair[1]);
+            if start < end && ranges.iter().any(|&(s, e)| s <= start && end <= e) {
+                let _ = regions.push(Region {
+                    base: start,
+                    size: end - start,
+                });
+            }
+        }
+        regions
     }
 }
 

@@ -186,18 +186,11 @@ fn boot_with(
             cpu::set_mitigations(&features);
             crate::arch::aarch64::vcpu::set_guest_hcr(&features, platform.fwb);
             services::set_platform(&features);
-            if config.flags & capvisor_image::BOOT_FLAG_INIT_PLAN != 0 {
-                println!(
-                    "capvisor: created init with {} MiB of RAM untyped; it makes the services \
-                     from the boot plan",
-                    untyped >> 20
-                );
-            } else {
-                println!(
-                    "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
-                    untyped >> 20
-                );
-            }
+            println!(
+                "capvisor: created init with {} MiB of RAM untyped; it makes the services from \
+                 the boot plan",
+                untyped >> 20
+            );
             if crate::arch::aarch64::boot::overflowed_stacks() != 0 {
                 exit::fail(Status::Panic)
             }
@@ -205,11 +198,7 @@ fn boot_with(
             services::start(ps, platform.vmid_bits == 16, platform.fwb, count)
         }
         Err((name, e)) => {
-            let what = match e {
-                services::LoadError::Guest(_) => "guest or device",
-                _ => "service",
-            };
-            println!("capvisor: refusing to start: {what} '{name}' cannot be set up: {e}");
+            println!("capvisor: refusing to start: service '{name}' cannot be set up: {e}");
             exit::fail(Status::Refused)
         }
     }

@@ -66,14 +66,10 @@ pub fn boot_config(manifest: &Manifest) -> BootConfig {
 }
 
 /// Whether init carries out the boot plan of `manifest`'s image (`BOOT_FLAG_INIT_PLAN`): it has
-/// services, and no devices, carve-outs or guest RAM at IPA = PA, whose steps init does not carry
-/// out yet.
+/// services.
 #[must_use]
 pub fn init_plans(manifest: &Manifest) -> bool {
     !manifest.services.is_empty()
-        && manifest.devices.is_empty()
-        && manifest.carveouts.is_empty()
-        && !manifest.guests.iter().any(|g| g.ram_identity)
 }
 
 /// The crate of the supervisor service (`services/init`).

@@ -6,6 +6,8 @@
 //! | object | invocation | words |
 //! |---|---|---|
 //! | any | `Identify` | → kind code, rights bits, badge, and for an untyped its size in bytes |
+//! | Untyped | `UntypedDescribe` | → physical base, size in bytes, memory (0 RAM, 1–3 device) |
+//! | Untyped | `UntypedSetMemory` | memory 1–3 (device types), only while nothing is made from it |
 //! | CNode | `Copy` | dest index (in the invoked CNode), source CPtr (caller's CSpace), rights mask |
 //! | CNode | `Mint` | as `Copy`, then the badge |
 //! | CNode | `Move` | dest index, source CPtr |
@@ -33,7 +35,7 @@ use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo};
 use capvisor_ipc::cap::{Badge, CPtr, Rights};
 
 use super::Kernel;
-use super::capability::{Capability, Object, ObjectType};
+use super::capability::{Capability, DeviceAttributes, Object, ObjectType};
 use super::cspace::SlotId;
 use super::delete::Progress;
 use super::effects::{Effects, IPC_MSG_WORD, IpcWords};
@@ -97,6 +99,45 @@ impl Kernel {
                     _ => 0,
                 };
                 identify(&cap, size)
+            }
+            Some(Invocation::UntypedDescribe) => {
+                let Object::Untyped(u) = cap.object else {
+                    return Err(KernelError::IllegalOperation);
+                };
+                let untyped = self.untyped.get(u)?;
+                let memory = match untyped.device {
+                    None => 0,
+                    Some(DeviceAttributes::Uncached { normal_nc: false }) => 1,
+                    Some(DeviceAttributes::Uncached { normal_nc: true }) => 2,
+                    Some(DeviceAttributes::Cacheable) => 3,
+                };
+                let mut results = Results::new();
+                for word in [untyped.base.raw(), untyped.size, memory] {
+                    // Three words fit in four.
+                    let _ = results.push(word);
+                }
+                results
+            }
+            Some(Invocation::UntypedSetMemory) => {
+                let Object::Untyped(u) = cap.object else {
+                    return Err(KernelError::IllegalOperation);
+                };
+                if !cap.rights.contains(Rights::WRITE) {
+                    return Err(KernelError::InsufficientRights);
+                }
+                let attributes = match args.take::<1>()? {
+                    [1] => DeviceAttributes::Uncached { normal_nc: false },
+                    [2] => DeviceAttributes::Uncached { normal_nc: true },
+                    [3] => DeviceAttributes::Cacheable,
+                    _ => return Err(KernelError::InvalidArgument),
+                };
+                let untyped = self.untyped.get_mut(u)?;
+                // Only memory nothing was made from: no frame of another type maps it.
+                if untyped.children != 0 || untyped.watermark != 0 {
+                    return Err(KernelError::IllegalOperation);
+                }
+                untyped.device = Some(attributes);
+                Results::new()
             }
             Some(Invocation::ThreadConfigure) => {
                 let Object::Thread(thread) = cap.object else {

@@ -27,25 +27,24 @@
 //! EL2) is the big kernel lock: [`state`] hands out the kernel and the glue only there.
 
 mod glue;
-mod grants;
 mod guest;
 pub use guest::set_platform;
-mod spawn;
-mod supervision;
 mod trap;
-mod vms;
 
 use crate::arch::aarch64::el0::HCR_SERVICE;
 use crate::arch::aarch64::stage2::MapError;
 use crate::{exit, println};
-use capvisor_image::service::{IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError};
-use capvisor_image::{BOOT_FLAG_INIT_PLAN, BootConfig, EntryKind, ImageView};
+use capvisor_image::service::{
+    IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError, ServicePage,
+};
+use capvisor_image::{BootConfig, EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
-    Effects, FrameTable, Kernel, PageInfo, PlatformFeatures, RootBoot, RootLayout, RootRam,
+    DeviceAttributes, Effects, FrameTable, Kernel, PageInfo, PlatformFeatures, RootBoot,
+    RootDevice, RootLayout, RootRam,
 };
 use capvisor_kernel::platform::Platform;
 use capvisor_kernel::stage2::{self, S2Access};
@@ -54,8 +53,6 @@ use heapless::Vec;
 
 /// Input address bits of a service's address space (39: one level-1 root table).
 pub const IPA_BITS: u32 = 39;
-/// The most services an image may have.
-pub const MAX_SERVICES: usize = 16;
 const PAGE: u64 = 4096;
 
 static mut KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
@@ -81,14 +78,8 @@ pub enum LoadError {
     Map(MapError),
     /// The object model refused an operation.
     Kernel(KernelError),
-    /// Too many services or grants.
+    /// Too many service entries or RAM ranges.
     TooMany,
-    /// The image's grants entry is malformed.
-    Grants(capvisor_image::grants::GrantError),
-    /// The image's priorities entry does not have one byte per service.
-    Priorities,
-    /// A guest cannot be set up.
-    Guest(vms::GuestError),
 }
 
 impl core::fmt::Display for LoadError {
@@ -97,10 +88,7 @@ impl core::fmt::Display for LoadError {
             Self::Image(error) => write!(f, "{error}"),
             Self::Map(error) => write!(f, "cannot map it: {error:?}"),
             Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
-            Self::TooMany => f.write_str("too many services or grants"),
-            Self::Grants(error) => write!(f, "malformed grants entry: {error:?}"),
-            Self::Priorities => f.write_str("the priorities entry does not match the services"),
-            Self::Guest(error) => write!(f, "{error}"),
+            Self::TooMany => f.write_str("too many service entries or RAM ranges"),
         }
     }
 }
@@ -123,12 +111,13 @@ impl From<KernelError> for LoadError {
     }
 }
 
-/// Creates every service in the image, in image order (the first is the root); returns how many
-/// and the RAM given to the root as untyped, in bytes.
+/// Creates the root, init (the image's first service entry), which makes every other service
+/// and guest from the boot plan; returns 1 (0 for an image without services) and the RAM given
+/// to init as untyped, in bytes.
 ///
 /// # Errors
 ///
-/// The first service that cannot be loaded, with its name.
+/// Init's name and what went wrong.
 pub fn load_all(
     image: &ImageView<'static>,
     memory: &mut MemoryMap,
@@ -136,106 +125,7 @@ pub fn load_all(
     dt: &crate::devicetree::Description,
     config: &BootConfig,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
-    if config.flags & BOOT_FLAG_INIT_PLAN != 0 {
-        return load_init(image, memory, (platform, dt.blob), config);
-    }
-    let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
-    let services = config.services as usize;
-    // The manifest's services are the last `services` service entries.
-    let added = image
-        .entries()
-        .filter(|e| e.kind == EntryKind::Service)
-        .count()
-        .saturating_sub(services);
-    let mut entries = image
-        .entries()
-        .filter(|e| e.kind == EntryKind::Service)
-        .skip(added);
-    let Some(first) = entries.next() else {
-        return Ok((0, 0));
-    };
-    let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
-    // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
-    // takes memory; the kernel's notion of RAM it may touch for services is what is left, with
-    // the RAM carve-outs and identity-mapped guest RAM (`vms::kernel_ram`).
-    let (kernel, glue) = state();
-    // The frame table covers every page of RAM, before anything is taken from it.
-    set_frame_table(kernel, memory).map_err(|e| (first.name, e))?;
-    let free = memory.clone();
-    let guests = vms::plan(image, services, memory, (dt, supervised))?;
-    glue.fwb = platform.fwb;
-    // RAM carve-outs and `ram_identity` RAM leave the map here but stay RAM the kernel maps: the
-    // frames retyped from them are zeroed (and cleaned to PoC) like any other.
-    glue.ram = vms::kernel_ram(&guests, free);
-    let features = PlatformFeatures::for_platform(platform, IPA_BITS as u8);
-    kernel
-        .set_features(features)
-        .map_err(|e| (first.name, e.into()))?;
-    let root_image = ServiceImage::decode(first.bytes).map_err(|e| (first.name, e.into()))?;
-    let devices = vms::root_devices(&guests);
-    let carveouts: Vec<RootRam, { vms::MAX_HELD }> = vms::ram_carveouts(&guests).collect();
-    let (layout, untyped) = boot_root(
-        kernel,
-        glue,
-        (&root_image, &devices, &carveouts, RootRam::NONE),
-        memory,
-        (priorities[0], platform.idc, guests.regions[0].1),
-    )
-    .map_err(|e| (first.name, e))?;
-    if let Ok(t) = kernel.thread_glue(layout.thread) {
-        t.name = Some(first.name);
-    }
-    let mut root = spawn::Root {
-        kernel,
-        glue,
-        layout,
-        carveouts: vms::ram_carveouts(&guests).count() as u64,
-    };
-    let mut count = 1;
-    let mut names = [""; MAX_SERVICES];
-    names[0] = first.name;
-    // Where each spawned service's frames end in its CNode (the rest of it is free).
-    let mut frames_end = [0u64; MAX_SERVICES];
-    for entry in entries {
-        if count >= MAX_SERVICES {
-            return Err((entry.name, LoadError::TooMany));
-        }
-        let base = layout.first_free + 3 * (count as u64 - 1);
-        let supervisor = if supervised {
-            Some(supervision::fault_endpoint(&mut root, count).map_err(|e| (entry.name, e))?)
-        } else {
-            None
-        };
-        let service = ServiceImage::decode(entry.bytes)
-            .map_err(LoadError::from)
-            .and_then(|image| {
-                frames_end[count] =
-                    spawn::FIRST_FRAME + image.page_count() + image.stack_pages() + 1;
-                root.spawn(base, &image, (priorities[count], platform.idc), supervisor)
-            })
-            .map_err(|e| (entry.name, e))?;
-        names[count] = entry.name;
-        if let Ok(t) = root.kernel.thread_glue(service) {
-            t.name = Some(entry.name);
-        }
-        count += 1;
-    }
-    let entries = (
-        manifest_entry(image, capvisor_image::grants::GRANTS_ENTRY),
-        manifest_entry(image, capvisor_image::grants::UNTYPED_ENTRY),
-    );
-    let mut granted = grants::apply(&mut root, entries, count).map_err(|e| (first.name, e))?;
-    let supervision = supervised.then_some(&names[..count]);
-    vms::create(
-        &mut root,
-        &guests,
-        &mut granted,
-        (platform, &priorities, &frames_end),
-        supervision,
-    )?;
-    clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
-    crate::arch::aarch64::cache::sync_instructions(platform.dic);
-    Ok((count, untyped))
+    load_init(image, memory, (platform, dt), config)
 }
 
 /// Creates only the root, init (the image's first service entry), which carries out the boot
@@ -249,9 +139,10 @@ pub fn load_all(
 fn load_init(
     image: &ImageView<'static>,
     memory: &mut MemoryMap,
-    (platform, dtb): (&Platform, &'static [u8]),
+    (platform, dt): (&Platform, &crate::devicetree::Description),
     config: &BootConfig,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
+    let dtb = dt.blob;
     let mut names: Vec<&'static str, { capvisor_kernel::object::MAX_SERVICE_NAMES }> = Vec::new();
     for entry in image.entries().filter(|e| e.kind == EntryKind::Service) {
         names
@@ -296,10 +187,21 @@ fn load_init(
     // Its table budget also covers the payload mapped in 2 MiB blocks, the platform pages and a
     // page it fills others' frames through.
     let priority = u8::try_from(config.root_priority).unwrap_or(u8::MAX);
+    // Every device region of the board, as device untyped that allow Device-nGnRE only until
+    // init sets the memory types the manifest gives them (`UntypedSetMemory`).
+    let devices: Vec<RootDevice, { crate::devicetree::MAX_DEVICE_REGIONS }> = dt
+        .device_regions()
+        .iter()
+        .map(|r| RootDevice {
+            base: PhysAddr::new(r.base as u64),
+            size: r.size as u64,
+            attributes: DeviceAttributes::Uncached { normal_nc: false },
+        })
+        .collect();
     let (layout, untyped) = boot_root(
         kernel,
         glue,
-        (&root_image, &[], &[], payload),
+        (&root_image, &devices, payload),
         memory,
         (priority, platform.idc, 1024 + platform_pages),
     )
@@ -349,7 +251,7 @@ fn map_platform(
     };
     for (n, data) in chunks.enumerate() {
         let pa = base + n as u64 * PAGE;
-        spawn::write_page(glue, pa, data, true)?;
+        write_page(glue, pa, data, true)?;
         let ipa = Ipa::new(PLATFORM_PAGE + n as u64 * PAGE);
         let space = kernel.space_glue(layout.space)?;
         glue.map(
@@ -364,42 +266,12 @@ fn map_platform(
     Ok(())
 }
 
-/// The image's `Manifest` entry named `name`, if it has one.
-fn manifest_entry(image: &ImageView<'static>, name: &str) -> Option<&'static [u8]> {
-    image
-        .entries()
-        .find(|e| e.kind == EntryKind::Manifest && e.name == name)
-        .map(|e| e.bytes)
-}
-
-/// Each service's priority from the manifest (image order); 255 for every service of an image
-/// that carries none.
-fn priorities(
-    image: &ImageView<'static>,
-    services: usize,
-) -> Result<[u8; MAX_SERVICES], LoadError> {
-    let mut priorities = [u8::MAX; MAX_SERVICES];
-    if let Some(bytes) = manifest_entry(image, capvisor_image::priorities::PRIORITIES_ENTRY) {
-        let decoded = capvisor_image::priorities::decode(bytes, services)
-            .map_err(|_| LoadError::Priorities)?;
-        for (slot, priority) in priorities.iter_mut().zip(decoded) {
-            *slot = *priority;
-        }
-    }
-    Ok(priorities)
-}
-
 /// Loads the root's image into pages from `memory`, sets aside the table pool, and creates the
 /// root thread with the rest of RAM as untyped; returns its layout and the untyped bytes.
 fn boot_root(
     kernel: &mut Kernel,
     glue: &mut Glue,
-    (image, devices, carveouts, payload): (
-        &ServiceImage,
-        &[capvisor_kernel::object::RootDevice],
-        &[RootRam],
-        RootRam,
-    ),
+    (image, devices, payload): (&ServiceImage, &[RootDevice], RootRam),
     memory: &mut MemoryMap,
     (priority, idc, root_payload_pages): (u8, bool, u64),
 ) -> Result<(RootLayout, u64), LoadError> {
@@ -421,10 +293,6 @@ fn boot_root(
             size: range.end - range.start,
         };
         ram.push(region).map_err(|_| LoadError::TooMany)?;
-    }
-    // RAM carve-outs last: the root's last RAM untyped (see `spawn::Root::carveouts`).
-    for carveout in carveouts {
-        ram.push(*carveout).map_err(|_| LoadError::TooMany)?;
     }
     let boot = RootBoot {
         ram: &ram,
@@ -455,9 +323,9 @@ fn map_root(
     base: u64,
     idc: bool,
 ) -> Result<(), LoadError> {
-    for (n, page) in spawn::all_pages(image).enumerate() {
+    for (n, page) in all_pages(image).enumerate() {
         let pa = base + n as u64 * PAGE;
-        spawn::write_page(glue, pa, page.data, idc)?;
+        write_page(glue, pa, page.data, idc)?;
         let (ipa, pa, access) = (Ipa::new(page.ipa), PhysAddr::new(pa), access(page.access));
         glue.map(
             kernel.space_glue(layout.space)?,
@@ -471,6 +339,39 @@ fn map_root(
     Ok(())
 }
 
+/// Every page init is given, in order: its segments' pages, its stack (zeroed, ending at
+/// [`STACK_TOP`]) and its IPC buffer (zeroed).
+fn all_pages<'a>(image: &ServiceImage<'a>) -> impl Iterator<Item = ServicePage<'a>> + 'a {
+    use capvisor_image::service::{ACCESS_READ, ACCESS_WRITE};
+    let stack = STACK_TOP - image.stack_pages() * PAGE;
+    let zeroed = move |ipa| ServicePage {
+        ipa,
+        access: ACCESS_READ | ACCESS_WRITE,
+        data: &[],
+    };
+    let stack_pages = (0..image.stack_pages()).map(move |n| zeroed(stack + n * PAGE));
+    image.pages().chain(stack_pages).chain([zeroed(IPC_BUFFER)])
+}
+
+/// Writes `data` to the start of the RAM page at `pa`, zeroes the rest, and cleans it to the
+/// point of unification, so the code in it is visible to instruction fetches (unless
+/// CTR_EL0.IDC makes that unnecessary).
+fn write_page(glue: &Glue, pa: u64, data: &[u8], idc: bool) -> Result<(), LoadError> {
+    if !glue.ram.contains(pa, pa + PAGE) || data.len() > PAGE as usize {
+        return Err(LoadError::Kernel(KernelError::BadAddress));
+    }
+    // SAFETY: `pa` is a page of kernel-mapped RAM (checked above) taken from the memory map for
+    // init, which no thread maps yet, so nothing else accesses it.
+    let page = unsafe { &mut *(pa as *mut [u8; PAGE as usize]) };
+    let (head, tail) = page.split_at_mut(data.len());
+    head.copy_from_slice(data);
+    tail.fill(0);
+    if !idc {
+        crate::arch::aarch64::cache::clean_to_pou(pa, pa + PAGE);
+    }
+    Ok(())
+}
+
 /// A service page's `ACCESS_*` bits as stage-2 permissions.
 fn access(bits: u32) -> S2Access {
     use capvisor_image::service::{ACCESS_EXECUTE, ACCESS_READ, ACCESS_WRITE};
@@ -479,16 +380,6 @@ fn access(bits: u32) -> S2Access {
         write: bits & ACCESS_WRITE != 0,
         exec: bits & ACCESS_EXECUTE != 0,
     }
-}
-
-/// Zeroes the root's IPC buffer, which carried the boot invocations' extra words, so the root
-/// starts with a clean buffer like every other service.
-fn clear_root_buffer(root: &mut spawn::Root<'_>) -> Result<(), LoadError> {
-    let space = *root.kernel.space_glue(root.layout.space)?;
-    let empty = capvisor_ipc::abi::IpcBuffer::default();
-    root.glue
-        .write_ipc_buffer(&space, Ipa::new(IPC_BUFFER), &empty)?;
-    Ok(())
 }
 
 /// Runs the services; never returns. `ps` is the PARange encoding for VTCR_EL2.PS; `fwb` must

@@ -16,11 +16,15 @@
 use capvisor_ipc::abi::{CacheOp, Invocation, KernelError};
 use capvisor_ipc::cap::ObjectKind;
 
+use crate::devicetree;
+use capvisor_image::plan::RetypeKind;
 use capvisor_image::plan::{
     INIT_CNODE, INIT_SPACE, IRQ_CONTROL, NONE, Op, PAGES_CMDLINE, Plan, PlanName, Step,
 };
 use capvisor_image::service::{ACCESS_EXECUTE, PAGE};
-use capvisor_ipc::bootinfo::{BootInfo, PlatformPage};
+use capvisor_ipc::bootinfo::{
+    BOOT_INFO as BOOT_INFO_IPA, BootInfo, DeviceInfo, GuestInfo, Payload, PlatformPage,
+};
 use core::fmt;
 use core::mem::offset_of;
 use zerocopy::IntoBytes;
@@ -32,6 +36,16 @@ pub const PAYLOAD_WINDOW: u64 = 0x10_0000_0000;
 pub const SCRATCH_PAGE: u64 = 0x0f_ff00_0000;
 /// The most RAM untyped and image frames init keeps track of.
 pub const MAX_HELD: usize = 64;
+/// The most device regions init keeps track of (`capvisor-kernel`'s `MAX_DEVICE_REGIONS`).
+pub const MAX_DEVICES: usize = 96;
+/// The most RAM untyped init holds while it builds: the kernel's, and the pieces that carving a
+/// carve-out out of one leaves.
+const MAX_RAM: usize = 128;
+/// Where guest entry `index` of a boot-info page is.
+fn guest_at(index: u64) -> usize {
+    offset_of!(BootInfo, guests) + index as usize * size_of::<GuestInfo>()
+}
+
 /// Rights bits (`Rights::ALL`, `Rights::READ`).
 const ALL_RIGHTS: u64 = 0b1_1111;
 /// Read, write (Map's access bits).
@@ -55,12 +69,15 @@ pub trait Kernel {
     fn write_scratch(&mut self, offset: usize, bytes: &[u8]);
 }
 
-/// The capabilities the kernel gave init, found by `Identify`: its RAM untyped and the image's
-/// frames, in slot order, and the first empty slot.
+/// The capabilities the kernel gave init, found by `Identify` and `UntypedDescribe`: its RAM
+/// untyped, the board's device regions and the image's frames, in slot order, and the first
+/// empty slot.
 #[derive(Clone, Debug, Default)]
 pub struct Given {
     /// The RAM untyped's slots.
     pub ram: heapless::Vec<u64, MAX_HELD>,
+    /// The device untyped: slot, physical base and size.
+    pub devices: heapless::Vec<(u64, u64, u64), MAX_DEVICES>,
     /// The image's frames' slots, block by block.
     pub image: heapless::Vec<u64, MAX_HELD>,
     /// The first slot after them.
@@ -77,15 +94,26 @@ impl Given {
         let mut given = Self::default();
         let mut slot = FIRST_UNTYPED;
         while let Ok([kind, ..]) = kernel.invoke(slot, Invocation::Identify, &[]) {
-            let list = if kind == u64::from(ObjectKind::Untyped.code()) {
-                &mut given.ram
+            if kind == u64::from(ObjectKind::Untyped.code()) {
+                let [base, size, memory, _] =
+                    kernel.invoke(slot, Invocation::UntypedDescribe, &[])?;
+                if memory == 0 {
+                    given.ram.push(slot).map_err(|_| KernelError::RangeError)?;
+                } else {
+                    let device = (slot, base, size);
+                    given
+                        .devices
+                        .push(device)
+                        .map_err(|_| KernelError::RangeError)?;
+                }
             } else if kind == u64::from(ObjectKind::Frame.code()) {
-                &mut given.image
+                given
+                    .image
+                    .push(slot)
+                    .map_err(|_| KernelError::RangeError)?;
             } else {
-                // What a kernel that built the system itself put after them.
                 break;
-            };
-            list.push(slot).map_err(|_| KernelError::RangeError)?;
+            }
             slot += 1;
         }
         given.first_free = slot;
@@ -113,11 +141,15 @@ pub enum Failure {
     Kernel(KernelError),
     /// init's CNode has no room for the plan's slots.
     NoSlots,
-    /// A step this init does not carry out (devices, carve-outs, RAM at IPA = PA and
-    /// interrupts are still the kernel's).
-    Unsupported,
     /// A guest's command line in the payload is not one (`capvisor_image::check_cmdline`).
     Cmdline,
+    /// The device-tree node is not on this board, has no `reg`, or shares its pages with
+    /// another region, or is the kernel's own (console, GIC).
+    DeviceNotFound,
+    /// The carve-out is not free RAM.
+    NotRam,
+    /// The kernel's platform page carries no device tree.
+    NoDeviceTree,
 }
 
 /// A step that failed: which, and why.
@@ -146,8 +178,14 @@ impl fmt::Display for Refused<'_> {
             }
             Failure::Kernel(error) => write!(f, "the kernel refused {purpose}: {error:?}")?,
             Failure::NoSlots => write!(f, "init's CNode has no room for {purpose}")?,
-            Failure::Unsupported => write!(f, "init cannot make {purpose} yet")?,
             Failure::Cmdline => write!(f, "{purpose} is malformed")?,
+            Failure::DeviceNotFound => write!(
+                f,
+                "{purpose}: this board has no such device (its device-tree node is missing, \
+                 has no reg, shares its pages or is the kernel's own)"
+            )?,
+            Failure::NotRam => write!(f, "{purpose} is not free RAM on this board")?,
+            Failure::NoDeviceTree => write!(f, "{purpose}: the kernel gave no device tree")?,
         }
         write!(f, " (step {}: {})", self.index, self.step.op)
     }
@@ -172,18 +210,23 @@ pub struct Made<'a> {
 /// The first step that failed.
 pub fn carry_out<'a>(
     kernel: &mut impl Kernel,
-    (given, platform): (&Given, &PlatformPage),
+    (given, platform): (&Given, Platform<'_>),
     plan: Plan<'a>,
     payload: &[u8],
 ) -> Result<Made<'a>, Refused<'a>> {
     let mut made = Made::default();
+    let slots = u64::from(plan.header.slot_count);
     let mut run = Run {
         kernel,
         given,
         payload,
         platform,
+        ram: given.ram.iter().copied().collect(),
+        next_extra: given.first_free + slots,
+        carved: heapless::Vec::new(),
+        located: heapless::Vec::new(),
+        irqs: heapless::Vec::new(),
     };
-    let slots = u64::from(plan.header.slot_count);
     for (index, step) in plan.steps().enumerate() {
         let refused = |failure| Refused {
             name: plan.name(step.owner),
@@ -211,11 +254,31 @@ pub fn carry_out<'a>(
     Ok(made)
 }
 
+/// The platform as the kernel described it in init's platform page: its facts and its device
+/// tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Platform<'d> {
+    /// The facts.
+    pub page: PlatformPage,
+    /// The device tree (empty: none).
+    pub dtb: &'d [u8],
+}
+
 struct Run<'k, 'g, 'p, K> {
     kernel: &'k mut K,
     given: &'g Given,
     payload: &'p [u8],
-    platform: &'g PlatformPage,
+    platform: Platform<'g>,
+    /// The RAM untyped, the kernel's then what carving carve-outs left.
+    ram: heapless::Vec<u64, MAX_RAM>,
+    /// The next slot after the plan's, for what init keeps that the plan does not count.
+    next_extra: u64,
+    /// Per RAM untyped carve-outs were cut from: how far it is used.
+    carved: heapless::Vec<(u64, u64), 8>,
+    /// Each device's plan slot and locator, for its interrupts.
+    located: heapless::Vec<(u32, heapless::String<128>, bool), 32>,
+    /// Per boot-info frame and guest entry: how many interrupts init listed.
+    irqs: heapless::Vec<(u32, u64, u32), 16>,
 }
 
 impl<K: Kernel> Run<'_, '_, '_, K> {
@@ -361,7 +424,8 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
                 self.invoke(self.cptr(slot), Invocation::ThreadBindVcpu, &args)
             }
             Op::InfoPlatform { slot } => {
-                let (flags, smccc) = (self.platform.flags, self.platform.smccc_workarounds);
+                let page = self.platform.page;
+                let (flags, smccc) = (page.flags, page.smccc_workarounds);
                 self.patch(slot, |kernel| {
                     kernel.write_scratch(offset_of!(BootInfo, flags), flags.as_bytes());
                     let at = offset_of!(BootInfo, smccc_workarounds);
@@ -369,19 +433,239 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
                 })
             }
             Op::GiveRam { cnode, first, end } => {
-                for (dest, &untyped) in (first..end).zip(&self.given.ram) {
+                let ram = self.ram.clone();
+                for (dest, &untyped) in (first..end).zip(&ram) {
                     let args = [dest, untyped, ALL_RIGHTS];
                     self.invoke(self.cptr(cnode), Invocation::Copy, &args)?;
                 }
                 Ok(())
             }
-            _ => Err(Failure::Unsupported),
+            Op::IdentityRam { slot, bits } => {
+                self.retype(RetypeKind::Untyped as u64, bits, self.cptr(slot))
+            }
+            Op::Carveout {
+                slot,
+                base,
+                size,
+                cacheable,
+            } => self.carveout(slot, base, size, cacheable),
+            Op::Device {
+                slot,
+                locator,
+                compatible,
+                attributes,
+            } => self.device(slot, (locator, compatible), attributes),
+            Op::InfoDevice {
+                slot,
+                region,
+                index,
+            } => {
+                let [base, size, ..] = self.describe(region)?;
+                let at = offset_of!(BootInfo, devices) + index as usize * size_of::<DeviceInfo>();
+                self.patch(slot, |kernel| {
+                    kernel.write_scratch(at + offset_of!(DeviceInfo, base), base.as_bytes());
+                    kernel.write_scratch(at + offset_of!(DeviceInfo, size), size.as_bytes());
+                })
+            }
+            Op::InfoGuestRam {
+                slot,
+                region,
+                index,
+            } => {
+                let [base, ..] = self.describe(region)?;
+                let at = guest_at(index) + offset_of!(GuestInfo, ram_base);
+                self.patch(slot, |kernel| kernel.write_scratch(at, base.as_bytes()))
+            }
+            Op::InfoDtb { slot, space, ipa } => self.dtb(slot, space, ipa),
+            Op::Irqs {
+                slot,
+                cnode,
+                info,
+                dest,
+                guest,
+            } => self.irqs(slot, (cnode, dest), (info, guest)),
         }
+    }
+
+    /// Where plan slot `slot`'s untyped is: base, size, memory.
+    fn describe(&mut self, slot: u32) -> Result<[u64; 4], Failure> {
+        self.kernel
+            .invoke(self.cptr(slot), Invocation::UntypedDescribe, &[])
+            .map_err(Failure::Kernel)
+    }
+
+    /// A slot after the plan's.
+    fn extra(&mut self) -> Result<u64, Failure> {
+        if self.next_extra >= CNODE_SLOTS {
+            return Err(Failure::NoSlots);
+        }
+        self.next_extra += 1;
+        Ok(self.next_extra - 1)
+    }
+
+    /// The device untyped the kernel gave for the pages of the device `locator` names, with the
+    /// memory types the manifest gives it, copied into plan slot `slot`.
+    fn device(
+        &mut self,
+        slot: u32,
+        (locator, compatible): (&str, bool),
+        attributes: u64,
+    ) -> Result<(), Failure> {
+        if self.platform.dtb.is_empty() {
+            return Err(Failure::NoDeviceTree);
+        }
+        let (base, size) = devicetree::find(self.platform.dtb, locator, compatible)
+            .ok_or(Failure::DeviceNotFound)?;
+        let &(untyped, _, _) = self
+            .given
+            .devices
+            .iter()
+            .find(|&&(_, b, s)| (b, s) == (base, size))
+            .ok_or(Failure::DeviceNotFound)?;
+        self.invoke(untyped, Invocation::UntypedSetMemory, &[attributes])?;
+        self.invoke(
+            CNODE,
+            Invocation::Copy,
+            &[self.cptr(slot), untyped, ALL_RIGHTS],
+        )?;
+        let text = heapless::String::try_from(locator).map_err(|_| Failure::DeviceNotFound)?;
+        let _ = self.located.push((slot, text, compatible));
+        Ok(())
+    }
+
+    /// An untyped of exactly `[base, base + size)` in plan slot `slot`, cut from the RAM untyped
+    /// that covers it: the pieces before it (largest aligned first) stay init's RAM. The plan
+    /// makes carve-outs first, in address order, so nothing else was made from that untyped
+    /// below them. A cacheable one becomes device memory mapped write-back (a cacheable PFNMAP).
+    fn carveout(
+        &mut self,
+        slot: u32,
+        base: u64,
+        size: u64,
+        cacheable: bool,
+    ) -> Result<(), Failure> {
+        let mut parent = None;
+        for &untyped in &self.ram {
+            let [start, bytes, ..] = self
+                .kernel
+                .invoke(untyped, Invocation::UntypedDescribe, &[])
+                .map_err(Failure::Kernel)?;
+            if start <= base && base + size <= start + bytes {
+                parent = Some((untyped, start));
+                break;
+            }
+        }
+        let (parent, start) = parent.ok_or(Failure::NotRam)?;
+        let index = self.carved.iter().position(|&(u, _)| u == parent);
+        let mut at = index.map_or(start, |i| self.carved[i].1);
+        let untyped = RetypeKind::Untyped as u64;
+        while at < base {
+            let bits = at.trailing_zeros().min(63 - (base - at).leading_zeros());
+            let piece = self.extra()?;
+            self.invoke(
+                parent,
+                Invocation::Retype,
+                &[untyped, u64::from(bits), 0, piece, 1],
+            )?;
+            if bits >= 12 {
+                let _ = self.ram.push(piece);
+            }
+            at += 1 << bits;
+        }
+        let bits = u64::from(size.trailing_zeros());
+        let dest = self.cptr(slot);
+        self.invoke(parent, Invocation::Retype, &[untyped, bits, 0, dest, 1])?;
+        let [placed, ..] = self.describe(slot)?;
+        if placed != base {
+            return Err(Failure::NotRam);
+        }
+        match index {
+            Some(i) => self.carved[i].1 = base + size,
+            None => {
+                let _ = self.carved.push((parent, base + size));
+            }
+        }
+        if cacheable {
+            self.invoke(dest, Invocation::UntypedSetMemory, &[3])?;
+        }
+        Ok(())
+    }
+
+    /// A copy of the platform device tree in new frames mapped read-only at `ipa` in `space`
+    /// (init keeps the frames), and where it is in the boot-info frame `slot`.
+    fn dtb(&mut self, slot: u32, space: u32, ipa: u64) -> Result<(), Failure> {
+        let dtb = self.platform.dtb;
+        if dtb.is_empty() {
+            return Err(Failure::NoDeviceTree);
+        }
+        for (n, chunk) in dtb.chunks(PAGE as usize).enumerate() {
+            let frame = self.extra()?;
+            self.page(frame, chunk, 0)?;
+            let args = [self.cptr(space), ipa + n as u64 * PAGE, 1, 0];
+            self.invoke(frame, Invocation::Map, &args)?;
+        }
+        let payload = Payload {
+            offset: ipa - BOOT_INFO_IPA,
+            size: dtb.len() as u64,
+        };
+        let at = offset_of!(BootInfo, platform_dtb);
+        self.patch(slot, |kernel| kernel.write_scratch(at, payload.as_bytes()))
+    }
+
+    /// An IrqHandler for each SPI of the device in plan slot `device`, moved to `cnode`'s slots
+    /// from `dest`, listed in guest entry `guest` of the boot-info frame `info`.
+    fn irqs(
+        &mut self,
+        device: u32,
+        (cnode, dest): (u32, u64),
+        (info, guest): (u32, u64),
+    ) -> Result<(), Failure> {
+        let (locator, compatible) = self
+            .located
+            .iter()
+            .find(|(slot, ..)| *slot == device)
+            .map(|(_, text, compatible)| (text.clone(), *compatible))
+            .ok_or(Failure::DeviceNotFound)?;
+        let spis = devicetree::spis(self.platform.dtb, &locator, compatible);
+        let index = match self
+            .irqs
+            .iter()
+            .position(|&(f, g, _)| (f, g) == (info, guest))
+        {
+            Some(index) => index,
+            None => {
+                let _ = self.irqs.push((info, guest, 0));
+                self.irqs.len() - 1
+            }
+        };
+        for (n, &spi) in spis.iter().enumerate() {
+            let count = self.irqs.get(index).map_or(0, |e| e.2);
+            if count as usize >= capvisor_ipc::bootinfo::MAX_GUEST_IRQS {
+                return Err(Failure::Kernel(KernelError::RangeError));
+            }
+            let scratch = self.extra()?;
+            self.invoke(IRQ, Invocation::IrqIssueHandler, &[u64::from(spi), scratch])?;
+            let handler = dest + n as u64;
+            self.invoke(self.cptr(cnode), Invocation::Move, &[handler, scratch])?;
+            let at = guest_at(guest);
+            let handler_at = at + offset_of!(GuestInfo, irq_handler) + count as usize * 8;
+            let intid_at = at + offset_of!(GuestInfo, irq_intid) + count as usize * 4;
+            let count_at = at + offset_of!(GuestInfo, irq_count);
+            self.patch(info, |kernel| {
+                kernel.write_scratch(handler_at, handler.as_bytes());
+                kernel.write_scratch(intid_at, spi.as_bytes());
+                kernel.write_scratch(count_at, (count + 1).as_bytes());
+            })?;
+            if let Some(entry) = self.irqs.get_mut(index) {
+                entry.2 = count + 1;
+            }
+        }
+        Ok(())
     }
 
     /// Retypes one object from the first RAM untyped with room for it.
     fn retype(&mut self, kind: u64, bits: u64, dest: u64) -> Result<(), Failure> {
-        for &untyped in &self.given.ram {
+        for &untyped in &self.ram.clone() {
             let args = [kind, bits, 0, dest, 1];
             match self.kernel.invoke(untyped, Invocation::Retype, &args) {
                 Err(KernelError::NotEnoughMemory) => {}

@@ -34,6 +34,12 @@ mod supervisor;
 )]
 mod boot;
 
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not boot anything")
+)]
+mod devicetree;
+
 #[cfg(target_os = "none")]
 async fn run() -> u64 {
     use capvisor_ipc::abi::Invocation;
@@ -69,7 +75,7 @@ async fn run() -> u64 {
         println!("init: the kernel's platform page is missing or malformed");
         capvisor_rt::debug_halt(1)
     };
-    let made = match boot::carry_out(&mut kernel, (&given, &platform), plan, payload) {
+    let made = match boot::carry_out(&mut kernel, (&given, platform), plan, payload) {
         Ok(made) => made,
         Err(refused) => {
             println!("init: cannot carry out the boot plan: {refused}");
@@ -133,15 +139,25 @@ mod target {
         }
     }
 
-    /// The platform page the kernel mapped at `PLATFORM_PAGE`, if it is one.
-    pub fn platform() -> Option<capvisor_ipc::bootinfo::PlatformPage> {
+    /// The platform page the kernel mapped at `PLATFORM_PAGE` and the device tree after it,
+    /// if it is one.
+    pub fn platform() -> Option<boot::Platform<'static>> {
         use capvisor_ipc::bootinfo::{PLATFORM_PAGE, PlatformPage};
         // SAFETY: the kernel maps the platform page read-only at PLATFORM_PAGE in init's space
         // before init runs, for init's lifetime; the read is of a plain-data struct within it.
         let bytes = unsafe {
             core::slice::from_raw_parts(PLATFORM_PAGE as *const u8, size_of::<PlatformPage>())
         };
-        PlatformPage::parse(bytes)
+        let page = PlatformPage::parse(bytes)?;
+        // The kernel maps `dtb_size` bytes from the next page; more than 16 MiB is not a tree
+        // it gave.
+        let size = usize::try_from(page.dtb_size)
+            .ok()
+            .filter(|&s| s <= 16 << 20)?;
+        // SAFETY: as above, the kernel mapped the copy of the device tree, `dtb_size` bytes,
+        // read-only from the page after the platform page, for init's lifetime.
+        let dtb = unsafe { core::slice::from_raw_parts((PLATFORM_PAGE + 4096) as *const u8, size) };
+        Some(boot::Platform { page, dtb })
     }
 
     /// The payload init mapped (`size` bytes from `PAYLOAD_WINDOW`).

@@ -9,7 +9,8 @@ use std::string::ToString;
 use std::vec::Vec;
 use zerocopy::{FromBytes, FromZeros};
 
-/// Slot 5: a RAM untyped of `ram` bytes; 6: the image's one frame; 7 on: empty.
+/// Slot 5: a RAM untyped of `ram` bytes; 6: the image's one frame; 7: the device untyped of
+/// QEMU virt's PL031 page; 8 on: empty.
 struct Fake {
     ram: u64,
     calls: Vec<(u64, Invocation, Vec<u64>)>,
@@ -45,6 +46,11 @@ impl Kernel for Fake {
         match (invocation, cptr) {
             (Invocation::Identify, 5) => Ok([u64::from(ObjectKind::Untyped.code()), 0, 0, 0]),
             (Invocation::Identify, 6) => Ok([u64::from(ObjectKind::Frame.code()), 0, 0, 0]),
+            (Invocation::Identify, DEVICE_SLOT) => {
+                Ok([u64::from(ObjectKind::Untyped.code()), 0, 0, 0x1000])
+            }
+            (Invocation::UntypedDescribe, 5) => Ok([0x4000_0000, self.ram, 0, 0]),
+            (Invocation::UntypedDescribe, DEVICE_SLOT) => Ok([0x0901_0000, 0x1000, 1, 0]),
             (Invocation::Identify, _) => Err(KernelError::EmptySlot),
             (Invocation::Retype, 5) => {
                 let kind = args[0];
@@ -68,7 +74,18 @@ impl Kernel for Fake {
     }
 }
 
-const FIRST_FREE: u64 = 7;
+const DEVICE_SLOT: u64 = 7;
+const FIRST_FREE: u64 = 8;
+
+/// QEMU `virt`'s device tree (`-machine dumpdtb`), as the kernel copies it after the page.
+const DTB: &[u8] = include_bytes!("../../../devbroker/tests/qemu-virt-max.dtb");
+
+fn platform() -> Platform<'static> {
+    Platform {
+        page: PLATFORM,
+        dtb: DTB,
+    }
+}
 
 /// A platform with FWB and DIC, as the kernel's platform page says it.
 const PLATFORM: PlatformPage = PlatformPage {
@@ -193,7 +210,7 @@ fn a_service_is_made_with_ordinary_invocations() {
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
     fake.calls.clear();
-    let made = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap();
+    let made = carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap();
     let slot = |n: u64| FIRST_FREE + n;
     // Retypes from the untyped into plan slots: CNode, space, thread, then the two frames.
     let retyped: Vec<u64> = fake
@@ -263,7 +280,7 @@ fn a_supervised_plan_names_init_s_endpoint() {
     let bytes = plan_bytes(&steps, 7);
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
-    let made = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap();
+    let made = carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap();
     assert_eq!(made.endpoint, Some(FIRST_FREE + 7));
 }
 
@@ -282,7 +299,7 @@ fn a_step_that_fails_names_the_manifest_item_and_what_it_was_for() {
     let bytes = plan_bytes(&greedy, NONE);
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
-    let refused = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap_err();
+    let refused = carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap_err();
     assert_eq!(
         refused.failure,
         Failure::Kernel(KernelError::NotEnoughMemory)
@@ -292,31 +309,71 @@ fn a_step_that_fails_names_the_manifest_item_and_what_it_was_for() {
         "service 'greedy' (manifest line 3): out of memory for its untyped memory \
          (step 0: retype Untyped (31) into p0)"
     );
-    // A step this init does not carry out yet is refused, not skipped.
+}
+
+/// A one-step plan for device `name` at `locator`.
+fn device_plan(name: &str, locator: &'static str, compatible: bool) -> Vec<u8> {
     let device = [step(
         Op::Device {
             slot: 0,
-            locator: "x",
-            compatible: false,
-            attributes: 1,
+            locator,
+            compatible,
+            attributes: 2,
         },
         Purpose::Device,
     )];
     let mut header = PlanHeader::new_zeroed();
     header.slot_count = 1;
     header.supervisor = NONE;
-    let names = [PlanName::new(NameKind::Device, "rtc", 5)];
-    let items: Vec<_> = device.iter().map(|s| encode_op(s, (0, 1))).collect();
-    let bytes = encode(header, &names, &items, b"x");
+    let names = [PlanName::new(NameKind::Device, name, 5)];
+    let strings = (0, locator.len() as u64);
+    let items: Vec<_> = device.iter().map(|s| encode_op(s, strings)).collect();
+    encode(header, &names, &items, locator.as_bytes())
+}
+
+#[test]
+fn a_device_is_found_in_the_device_tree_and_its_region_given_its_memory_types() {
+    let mut fake = Fake::new(1 << 30);
+    let given = Given::find(&mut fake).unwrap();
+    let payload = payload();
+    let bytes = device_plan("rtc", "arm,pl031", true);
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
-    let refused = carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap_err();
-    assert_eq!(refused.failure, Failure::Unsupported);
-    assert!(
-        refused
-            .to_string()
-            .starts_with("device 'rtc' (manifest line 5): init cannot make its device region yet"),
-        "{refused}"
+    fake.calls.clear();
+    carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap();
+    // QEMU virt's PL031 is at 0x9010000: the kernel's device untyped for its page (slot 8).
+    assert_eq!(
+        fake.calls_of(Invocation::UntypedSetMemory),
+        [(DEVICE_SLOT, vec![2])]
     );
+    assert_eq!(
+        fake.calls_of(Invocation::Copy),
+        [(CNODE, vec![FIRST_FREE, DEVICE_SLOT, 0b1_1111])]
+    );
+}
+
+#[test]
+fn a_device_missing_on_this_board_is_refused_naming_it() {
+    let mut fake = Fake::new(1 << 30);
+    let given = Given::find(&mut fake).unwrap();
+    let payload = payload();
+    for (locator, compatible) in [("acme,no-such-device", true), ("/no@0", false)] {
+        let bytes = device_plan("sensor", locator, compatible);
+        let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
+        let refused = carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap_err();
+        assert_eq!(refused.failure, Failure::DeviceNotFound);
+        assert!(
+            refused.to_string().starts_with(
+                "device 'sensor' (manifest line 5): its device region: this board has no such \
+                 device"
+            ),
+            "{refused}"
+        );
+    }
+    // The board's GPIO controller is there, but the kernel gave no region for it here.
+    let bytes = device_plan("gpio", "arm,pl061", true);
+    let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
+    let refused = carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap_err();
+    assert_eq!(refused.failure, Failure::DeviceNotFound);
 }
 
 #[test]
@@ -357,7 +414,7 @@ fn a_vcpu_is_bound_and_a_boot_info_page_completed_with_the_platform() {
     let payload = payload();
     let plan = Plan::decode(&bytes, payload.len() as u64).unwrap();
     fake.calls.clear();
-    carry_out(&mut fake, (&given, &PLATFORM), plan, &payload).unwrap();
+    carry_out(&mut fake, (&given, platform()), plan, &payload).unwrap();
     let slot = |n: u64| FIRST_FREE + n;
     assert_eq!(
         fake.calls_of(Invocation::ThreadBindVcpu),
