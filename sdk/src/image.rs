@@ -156,7 +156,6 @@ fn entries(
             bytes,
         });
     }
-    entries.extend(kernel_entries(manifest)?);
     entries.push(NewEntry {
         kind: EntryKind::Manifest,
         name: devices::DEVICES_ENTRY.to_string(),
@@ -164,74 +163,6 @@ fn entries(
     });
     entries.extend(guests::entries(workspace, toolchain, manifest)?);
     add_plan(manifest, entries, (first_service, supervised))
-}
-
-/// The entries the kernel still builds the system from until init carries out the boot plan
-/// (issue 15): the endpoint and untyped grants and the services' priorities, by manifest index.
-fn kernel_entries(manifest: &Manifest) -> Result<Vec<NewEntry>, String> {
-    let entry = |name: &str, bytes| NewEntry {
-        kind: EntryKind::Manifest,
-        name: name.to_string(),
-        bytes,
-    };
-    Ok(vec![
-        entry(
-            capvisor_image::grants::GRANTS_ENTRY,
-            capvisor_image::grants::encode(&grants(manifest)?),
-        ),
-        entry(
-            capvisor_image::grants::UNTYPED_ENTRY,
-            capvisor_image::grants::encode_untyped(&untyped_grants(manifest)?),
-        ),
-        entry(
-            capvisor_image::priorities::PRIORITIES_ENTRY,
-            manifest.services.iter().map(|s| s.priority).collect(),
-        ),
-    ])
-}
-
-/// The manifest's endpoint grants, by service index in manifest order.
-///
-/// # Errors
-/// A grant naming a service the manifest lacks (validation normally refuses it first).
-pub fn grants(manifest: &Manifest) -> Result<Vec<capvisor_image::grants::Grant>, String> {
-    let index = |name: &str| {
-        let found = manifest.services.iter().position(|s| s.name == name);
-        found
-            .and_then(|i| u8::try_from(i).ok())
-            .ok_or_else(|| format!("no service named '{name}' to grant an endpoint of"))
-    };
-    let mut grants = Vec::new();
-    for (granter, service) in manifest.services.iter().enumerate() {
-        for cap in &service.caps {
-            if let Capability::Endpoint(target) = cap {
-                grants.push(capvisor_image::grants::Grant {
-                    granter: u8::try_from(granter).map_err(|_| "too many services".to_string())?,
-                    target: index(target)?,
-                });
-            }
-        }
-    }
-    Ok(grants)
-}
-
-/// The manifest's untyped grants, split into power-of-two pieces, in manifest order.
-///
-/// # Errors
-/// More than 256 services.
-pub fn untyped_grants(
-    manifest: &Manifest,
-) -> Result<Vec<capvisor_image::grants::UntypedGrant>, String> {
-    let mut grants = Vec::new();
-    for (index, service) in manifest.services.iter().enumerate() {
-        let index = u8::try_from(index).map_err(|_| "too many services".to_string())?;
-        for cap in &service.caps {
-            if let Capability::Untyped(bytes) = cap {
-                grants.extend(capvisor_image::grants::untyped_pieces(index, *bytes));
-            }
-        }
-    }
-    Ok(grants)
 }
 
 /// Adds the boot-info pages and the boot plan to `entries` (the plan refers to where the

@@ -237,3 +237,26 @@ fn a_passed_through_virtio_device_dmas_into_guest_ram_mapped_at_ipa_equals_pa() 
         assert_exited_ok(&outcome);
     }
 }
+
+#[test]
+fn a_device_missing_on_this_board_stops_the_boot_plan_naming_it() {
+    let built = build("tests/images/device-missing.toml");
+    let outcome = boot(&built.path, "max", 1);
+    assert_contains(
+        &outcome,
+        "[init] init: cannot carry out the boot plan: device 'sensor' (manifest line 9): its \
+         device region: no such device on this board (step 0: device untyped of compatible \
+         \"acme,no-such-sensor\" (uncached) into p0)",
+    );
+    assert!(
+        !outcome.console.contains("[devbroker]"),
+        "nothing starts:\n{}",
+        outcome.console
+    );
+    assert_eq!(
+        outcome.ending,
+        capvisor::qemu::Ending::Exited(4),
+        "console:\n{}",
+        outcome.console
+    );
+}

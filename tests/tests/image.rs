@@ -128,14 +128,16 @@ fn image_with_bad_cmdline() -> std::path::PathBuf {
 #[test]
 fn malformed_guest_cmdline_is_refused() {
     let outcome = boot(&image_with_bad_cmdline(), "cortex-a57", 1);
+    // The kernel never reads it: init checks it before it copies it for the VMM.
     assert_contains(
         &outcome,
-        "capvisor: refusing to start: guest or device 'boot' cannot be set up: command line is \
-         not UTF-8 text without control characters",
+        "[init] init: cannot carry out the boot plan: guest 'boot' (manifest line 24): its \
+         guest's command line is malformed (step ",
     );
+    assert_contains(&outcome, "checked as a command line)");
     assert_eq!(
         outcome.ending,
-        Ending::Exited(3),
+        Ending::Exited(4),
         "console:\n{}",
         outcome.console
     );

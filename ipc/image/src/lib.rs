@@ -20,10 +20,8 @@
 mod crc;
 pub mod devices;
 mod features;
-pub mod grants;
 mod guest;
 pub mod plan;
-pub mod priorities;
 pub mod service;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;

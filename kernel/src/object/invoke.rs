@@ -40,7 +40,7 @@ use super::cspace::SlotId;
 use super::delete::Progress;
 use super::effects::{Effects, IPC_MSG_WORD, IpcWords};
 use super::irq::IrqHandlerRef;
-use super::memory::ThreadRef;
+use super::memory::{ThreadRef, UntypedRef};
 use super::syscall::SyscallRegs;
 use super::untyped::Retype;
 
@@ -99,45 +99,6 @@ impl Kernel {
                     _ => 0,
                 };
                 identify(&cap, size)
-            }
-            Some(Invocation::UntypedDescribe) => {
-                let Object::Untyped(u) = cap.object else {
-                    return Err(KernelError::IllegalOperation);
-                };
-                let untyped = self.untyped.get(u)?;
-                let memory = match untyped.device {
-                    None => 0,
-                    Some(DeviceAttributes::Uncached { normal_nc: false }) => 1,
-                    Some(DeviceAttributes::Uncached { normal_nc: true }) => 2,
-                    Some(DeviceAttributes::Cacheable) => 3,
-                };
-                let mut results = Results::new();
-                for word in [untyped.base.raw(), untyped.size, memory] {
-                    // Three words fit in four.
-                    let _ = results.push(word);
-                }
-                results
-            }
-            Some(Invocation::UntypedSetMemory) => {
-                let Object::Untyped(u) = cap.object else {
-                    return Err(KernelError::IllegalOperation);
-                };
-                if !cap.rights.contains(Rights::WRITE) {
-                    return Err(KernelError::InsufficientRights);
-                }
-                let attributes = match args.take::<1>()? {
-                    [1] => DeviceAttributes::Uncached { normal_nc: false },
-                    [2] => DeviceAttributes::Uncached { normal_nc: true },
-                    [3] => DeviceAttributes::Cacheable,
-                    _ => return Err(KernelError::InvalidArgument),
-                };
-                let untyped = self.untyped.get_mut(u)?;
-                // Only memory nothing was made from: no frame of another type maps it.
-                if untyped.children != 0 || untyped.watermark != 0 {
-                    return Err(KernelError::IllegalOperation);
-                }
-                untyped.device = Some(attributes);
-                Results::new()
             }
             Some(Invocation::ThreadConfigure) => {
                 let Object::Thread(thread) = cap.object else {
@@ -215,6 +176,15 @@ impl Kernel {
             (Invocation::IrqControlNameThread, Object::IrqControl) => {
                 let [thread, entry] = args.take()?;
                 self.name_thread(caller, thread, entry)?;
+            }
+            (Invocation::UntypedDescribe, Object::Untyped(untyped)) => {
+                return self.describe_untyped(untyped);
+            }
+            (Invocation::UntypedSetMemory, Object::Untyped(untyped)) => {
+                if !cap.rights.contains(Rights::WRITE) {
+                    return Err(KernelError::InsufficientRights);
+                }
+                self.set_untyped_memory(untyped, args.take()?)?;
             }
             (Invocation::Map, Object::Frame(_)) => {
                 self.map_frame(caller, slot, args.take()?, fx)?
@@ -430,6 +400,46 @@ impl Kernel {
         .inspect_err(|_| {
             self.irqs.free(handler);
         })
+    }
+}
+
+impl Kernel {
+    /// `UntypedDescribe`: where an untyped is, and whether it is RAM or which device types.
+    fn describe_untyped(&self, untyped: UntypedRef) -> Result<Results, KernelError> {
+        let untyped = self.untyped.get(untyped)?;
+        let memory = match untyped.device {
+            None => 0,
+            Some(DeviceAttributes::Uncached { normal_nc: false }) => 1,
+            Some(DeviceAttributes::Uncached { normal_nc: true }) => 2,
+            Some(DeviceAttributes::Cacheable) => 3,
+        };
+        let mut results = Results::new();
+        for word in [untyped.base.raw(), untyped.size, memory] {
+            // Three words fit in four.
+            let _ = results.push(word);
+        }
+        Ok(results)
+    }
+
+    /// `UntypedSetMemory`: makes an untyped nothing was made from device memory of the types
+    /// `memory` names, so no frame of another type can map it.
+    fn set_untyped_memory(
+        &mut self,
+        untyped: UntypedRef,
+        [memory]: [u64; 1],
+    ) -> Result<(), KernelError> {
+        let attributes = match memory {
+            1 => DeviceAttributes::Uncached { normal_nc: false },
+            2 => DeviceAttributes::Uncached { normal_nc: true },
+            3 => DeviceAttributes::Cacheable,
+            _ => return Err(KernelError::InvalidArgument),
+        };
+        let untyped = self.untyped.get_mut(untyped)?;
+        if untyped.children != 0 || untyped.watermark != 0 {
+            return Err(KernelError::IllegalOperation);
+        }
+        untyped.device = Some(attributes);
+        Ok(())
     }
 }
 

@@ -179,11 +179,7 @@ impl fmt::Display for Refused<'_> {
             Failure::Kernel(error) => write!(f, "the kernel refused {purpose}: {error:?}")?,
             Failure::NoSlots => write!(f, "init's CNode has no room for {purpose}")?,
             Failure::Cmdline => write!(f, "{purpose} is malformed")?,
-            Failure::DeviceNotFound => write!(
-                f,
-                "{purpose}: this board has no such device (its device-tree node is missing, \
-                 has no reg, shares its pages or is the kernel's own)"
-            )?,
+            Failure::DeviceNotFound => write!(f, "{purpose}: no such device on this board")?,
             Failure::NotRam => write!(f, "{purpose} is not free RAM on this board")?,
             Failure::NoDeviceTree => write!(f, "{purpose}: the kernel gave no device tree")?,
         }

@@ -1,14 +1,11 @@
 //! init (`svc-init`): it carries out the image's boot plan ([`boot`]), then, when the manifest's
 //! first service is init (`BOOT_FLAG_SUPERVISED`), supervises.
 //!
-//! - Carrying out the plan: the kernel created only init (`BOOT_FLAG_INIT_PLAN`: every image
-//!   without devices, carve-outs or RAM at IPA = PA), with all free RAM as untyped, the payload
-//!   as read-only frames and a platform page; init makes every service and guest from the plan.
+//! - Carrying out the plan: the kernel created only init, with all free RAM as untyped, the
+//!   board's device regions as device untyped, the payload as read-only frames and a platform
+//!   page with the device tree; init makes every service and guest from the plan.
 //!   An image whose manifest has no init gets one from the SDK, which returns once the services
 //!   are made.
-//! - For images with devices, carve-outs or RAM at IPA = PA the kernel still builds the system
-//!   itself: it creates every other service suspended and lists them in init's boot-info page;
-//!   init starts them.
 //! - Supervising: each service's fault endpoint is init's endpoint, badged with the service's
 //!   index + 1. Each fault is reported on the console by the service's name with its decoded
 //!   fault ([`report`]), and the service is stopped while the rest of the system goes on.
@@ -53,10 +50,6 @@ async fn run() -> u64 {
             return 1;
         }
     };
-    if given.image.is_empty() {
-        // No image frames: the kernel built the system itself and lists it in the boot info.
-        return target::supervise_listed().await;
-    }
     let payload = match given.map_image(&mut kernel) {
         Ok(size) => target::payload(size),
         Err(error) => {
@@ -106,7 +99,6 @@ mod target {
     use capvisor_image::plan::{Plan, PlanError};
     use capvisor_image::{EntryKind, Payload};
     use capvisor_ipc::abi::{Invocation, KernelError};
-    use capvisor_ipc::bootinfo::BootInfo;
     use capvisor_ipc::cap::Cap;
     use capvisor_ipc::protocols::fault;
     use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
@@ -187,26 +179,6 @@ mod target {
         let error = fault::serve(&mut server, &mut supervisor).await;
         println!("init: stopped serving faults: {error:?}");
         1
-    }
-
-    /// A system the kernel built (an image with guests or devices): it lists the services in
-    /// init's boot-info page, created suspended; init starts them and supervises.
-    pub async fn supervise_listed() -> u64 {
-        let Some(info) = capvisor_rt::boot_info() else {
-            println!("init: no valid boot-info page (is this image supervised?)");
-            return 1;
-        };
-        let supervisor = supervisor::Supervisor::new(&info, |line| println!("{line}"));
-        let mut started = 0;
-        for service in info.services() {
-            let name = BootInfo::service_name(service);
-            match sys::invoke(CPtr::new(service.thread), Invocation::Resume.code(), &[]) {
-                Ok(_) => started += 1,
-                Err(error) => println!("init: cannot start service '{name}': {error:?}"),
-            }
-        }
-        println!("init: started {started} service(s)");
-        serve(supervisor, info.endpoint).await
     }
 }
 

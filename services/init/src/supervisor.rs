@@ -1,7 +1,7 @@
 //! The supervisor's fault handler: a service's fault is reported by name and the service stopped;
 //! guest faults never come here (a vCPU's faults go to its VMM) and are refused.
 
-use capvisor_ipc::bootinfo::{BootInfo, MAX_SERVICES};
+use capvisor_ipc::bootinfo::MAX_SERVICES;
 use capvisor_ipc::cap::Badge;
 use capvisor_ipc::protocols::fault::{
     FaultError, GuestFault, Handler, Resolution, ServiceFault, ServiceResolution,
@@ -18,15 +18,6 @@ pub struct Supervisor<F> {
 }
 
 impl<F: FnMut(core::fmt::Arguments<'_>)> Supervisor<F> {
-    /// A supervisor of the services `info` lists, printing with `print`.
-    pub fn new(info: &BootInfo, print: F) -> Self {
-        let services = info
-            .services()
-            .iter()
-            .map(|service| (service.badge, BootInfo::service_name(service)));
-        Self::named(services, print)
-    }
-
     /// A supervisor of `services` (badge, name), printing with `print`.
     pub fn named<'a>(services: impl Iterator<Item = (u64, &'a str)>, print: F) -> Self {
         let mut names = heapless::Vec::new();
@@ -76,23 +67,13 @@ impl<F: FnMut(core::fmt::Arguments<'_>)> Handler for Supervisor<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use capvisor_ipc::bootinfo::ServiceInfo;
     use capvisor_ipc::protocols::fault::{
         self, FaultMessage, decode_guest_reply, decode_service_reply,
     };
     use capvisor_ipc::types::{Access, Esr, Ipa};
-    use zerocopy::FromZeros;
 
-    fn info() -> BootInfo {
-        let mut info = BootInfo::new_zeroed();
-        let mut service = ServiceInfo::default();
-        service.name[..7].copy_from_slice(b"faulter");
-        service.badge = 3;
-        service.thread = 40;
-        info.services[0] = service;
-        info.service_count = 1;
-        info
-    }
+    /// One service, `faulter`, badged 3.
+    const SERVICES: [(u64, &str); 1] = [(3, "faulter")];
 
     /// The supervisor's reply to `message` from the sender `badge` names, as the kernel gets it.
     fn handle<F: FnMut(core::fmt::Arguments<'_>)>(
@@ -107,8 +88,8 @@ mod tests {
     #[test]
     fn a_service_fault_is_reported_by_name_and_the_service_stopped() {
         let mut lines = Vec::new();
-        let info = info();
-        let mut supervisor = Supervisor::new(&info, |line| lines.push(line.to_string()));
+        let mut supervisor =
+            Supervisor::named(SERVICES.into_iter(), |line| lines.push(line.to_string()));
         let message = FaultMessage::Service {
             pc: 0x20_0010,
             fault: ServiceFault::Memory {
@@ -143,8 +124,8 @@ mod tests {
     #[test]
     fn an_unknown_badge_is_still_reported() {
         let mut lines = Vec::new();
-        let info = info();
-        let mut supervisor = Supervisor::new(&info, |line| lines.push(line.to_string()));
+        let mut supervisor =
+            Supervisor::named(SERVICES.into_iter(), |line| lines.push(line.to_string()));
         let message = FaultMessage::Service {
             pc: 0,
             fault: ServiceFault::UnknownSyscall { number: 77 },

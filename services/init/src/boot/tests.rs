@@ -363,8 +363,8 @@ fn a_device_missing_on_this_board_is_refused_naming_it() {
         assert_eq!(refused.failure, Failure::DeviceNotFound);
         assert!(
             refused.to_string().starts_with(
-                "device 'sensor' (manifest line 5): its device region: this board has no such \
-                 device"
+                "device 'sensor' (manifest line 5): its device region: no such device \
+                 on this board"
             ),
             "{refused}"
         );
