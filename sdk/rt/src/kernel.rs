@@ -1,0 +1,220 @@
+//! The kernel as a service sees it: one typed interface, [`Kernel`], over the capabilities a
+//! service holds (`Cap<Untyped>`, `Cap<Frame>`, `Cap<Vm>`, `Cap<Vcpu>`, …), implemented by the
+//! system calls on the target ([`Syscalls`]) and by one shared fake on the host
+//! (`capvisor_rt::fake::FakeKernel`), so every system service's policy is tested against the same
+//! model of the kernel's checks.
+//!
+//! A `Cap<T>` is `capvisor_ipc::cap::Cap`: a `CPtr` with a zero-sized kind marker, so an
+//! endpoint cannot be passed where a frame is expected (STYLE.md 7). A service names a
+//! capability the boot-info page lists with `Cap::from_cptr`, its one explicit cast; a wrong
+//! claim is refused by the kernel (`WrongType`), never unsafe.
+//!
+//! Capabilities the interface creates (retype, copy) land in the service's free slots, handed
+//! out in order by [`Slots`] (the range the boot-info page lists, plus slots a revoke emptied).
+
+use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType};
+use capvisor_ipc::cap::{Cap, DeviceFrame, Frame, ObjectType, Thread, Untyped, Vcpu, Vm};
+
+#[cfg(target_os = "none")]
+mod syscalls;
+#[cfg(target_os = "none")]
+pub use syscalls::Syscalls;
+
+/// A kind of capability a service can map: RAM frames and device frames.
+pub trait Mappable: ObjectType {}
+impl Mappable for Frame {}
+impl Mappable for DeviceFrame {}
+
+/// The address space a mapping goes into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// A guest's VM.
+    Vm(Cap<Vm>),
+    /// The calling service's own address space (its windows: `crate::window`).
+    Own,
+}
+
+/// What a service asks of the kernel. Every method is one invocation of the capability it
+/// names; the kernel checks each (type, rights, memory type, range) and refuses with a
+/// [`KernelError`], changing nothing.
+pub trait Kernel {
+    /// Empty capability slots left for [`Kernel::retype`] and [`Kernel::copy`].
+    fn free_slots(&self) -> u64;
+
+    /// Retypes one object of kind `T` and `1 << size_bits` bytes from `untyped` (at its
+    /// watermark, aligned up to the object's size) into a free slot.
+    ///
+    /// # Errors
+    /// `NotEnoughMemory` when it does not fit or no slot is free; `WrongType` when `untyped` is
+    /// not untyped memory.
+    fn retype<T: ObjectType>(
+        &mut self,
+        untyped: Cap<Untyped>,
+        size_bits: u32,
+    ) -> Result<Cap<T>, KernelError>;
+
+    /// The size in bytes of `untyped`.
+    ///
+    /// # Errors
+    /// `WrongType` when it is not untyped memory, `EmptySlot` when nothing is there.
+    fn untyped_size(&mut self, untyped: Cap<Untyped>) -> Result<u64, KernelError>;
+
+    /// Copies `cap` (all its rights) into a free slot. A frame capability maps once: a second
+    /// mapping needs a copy.
+    ///
+    /// # Errors
+    /// The kernel's refusal, or `NotEnoughMemory` when no slot is free.
+    fn copy<T: ObjectType>(&mut self, cap: Cap<T>) -> Result<Cap<T>, KernelError>;
+
+    /// Deletes every capability derived from `cap`, with their mappings. Revoking an untyped
+    /// that nothing is paid from any more lets the kernel reset its watermark.
+    ///
+    /// # Errors
+    /// The kernel's refusal (nothing changed).
+    fn revoke<T: ObjectType>(&mut self, cap: Cap<T>) -> Result<(), KernelError>;
+
+    /// `emptied`, whose slot a [`Kernel::revoke`] emptied, may be handed out again.
+    fn reuse<T: ObjectType>(&mut self, emptied: Cap<T>);
+
+    /// Maps `frame` at `ipa` of `space` with `access` (R=1 W=2 X=4) and `memtype`.
+    ///
+    /// # Errors
+    /// The kernel's refusal: a frame already mapped, rights or memory type the capability does
+    /// not carry (`DESIGN.md` rules 3–7).
+    fn map<T: Mappable>(
+        &mut self,
+        frame: Cap<T>,
+        space: Space,
+        ipa: u64,
+        access: u64,
+        memtype: MapMemType,
+    ) -> Result<(), KernelError>;
+
+    /// Removes `frame`'s mapping; the kernel invalidates the TLB before it returns.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn unmap<T: Mappable>(&mut self, frame: Cap<T>) -> Result<(), KernelError>;
+
+    /// Cache maintenance `op` on the whole of `frame`, on behalf of VM `vm` (named in the
+    /// kernel's trace).
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn frame_cache(
+        &mut self,
+        frame: Cap<Frame>,
+        op: CacheOp,
+        vm: Cap<Vm>,
+    ) -> Result<(), KernelError>;
+
+    /// Cache maintenance `op` on `[ipa, ipa + size)` of VM `vm`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn vm_cache(
+        &mut self,
+        vm: Cap<Vm>,
+        op: CacheOp,
+        ipa: u64,
+        size: u64,
+    ) -> Result<(), KernelError>;
+
+    /// Reads register `register` of `vcpu` (x0–x30 = 0–30, or a `VcpuRegister` code).
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn read_register(&mut self, vcpu: Cap<Vcpu>, register: u64) -> Result<u64, KernelError>;
+
+    /// Writes register `register` of `vcpu`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn write_register(
+        &mut self,
+        vcpu: Cap<Vcpu>,
+        register: u64,
+        value: u64,
+    ) -> Result<(), KernelError>;
+
+    /// Makes virtual interrupt `intid` pending for `vcpu` at `priority`.
+    ///
+    /// # Errors
+    /// `ListRegistersFull` when the vCPU has no free list register.
+    fn inject_irq(&mut self, vcpu: Cap<Vcpu>, intid: u32, priority: u8) -> Result<(), KernelError>;
+
+    /// Resumes `thread`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn resume(&mut self, thread: Cap<Thread>) -> Result<(), KernelError>;
+
+    /// Suspends `thread`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn suspend(&mut self, thread: Cap<Thread>) -> Result<(), KernelError>;
+}
+
+/// Slots a revoke emptied, kept for reuse (at most this many; beyond, a slot is not reused).
+pub const REUSED_SLOTS: usize = 64;
+
+/// The free slots of a service's CNode: `[first, end)`, which the kernel left empty and only this
+/// service fills, in order, and the slots a revoke emptied.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    next: u64,
+    end: u64,
+    reused: heapless::Vec<u64, REUSED_SLOTS>,
+}
+
+impl Slots {
+    /// The free range `[first, end)` (empty when `end <= first`).
+    #[must_use]
+    pub const fn new(first: u64, end: u64) -> Self {
+        Self {
+            next: first,
+            end: if end > first { end } else { first },
+            reused: heapless::Vec::new(),
+        }
+    }
+
+    /// How many are left.
+    #[must_use]
+    pub fn left(&self) -> u64 {
+        self.end - self.next + self.reused.len() as u64
+    }
+
+    /// Fills the next free slot with `make`; a slot `make` could not fill stays free.
+    ///
+    /// # Errors
+    /// `NotEnoughMemory` when no slot is free, or `make`'s error.
+    pub fn fill(
+        &mut self,
+        make: impl FnOnce(u64) -> Result<(), KernelError>,
+    ) -> Result<u64, KernelError> {
+        if let Some(&slot) = self.reused.last() {
+            make(slot)?;
+            self.reused.pop();
+            return Ok(slot);
+        }
+        if self.next >= self.end {
+            return Err(KernelError::NotEnoughMemory);
+        }
+        make(self.next)?;
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    /// `slot` is empty again.
+    pub fn reuse(&mut self, slot: u64) {
+        // Without room to remember it, the slot is just not reused.
+        let _ = self.reused.push(slot);
+    }
+}
+
+/// This service's own CNode and address space: the same slots for every service
+/// (`kernel/src/services/spawn.rs`).
+pub const OWN_CNODE: capvisor_ipc::cap::CPtr = capvisor_ipc::cap::CPtr::new(1);
+/// See [`OWN_CNODE`].
+pub const OWN_SPACE: capvisor_ipc::cap::CPtr = capvisor_ipc::cap::CPtr::new(2);
