@@ -21,7 +21,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType, VcpuRegister};
-use capvisor_ipc::cap::{CPtr, Cap, Frame, ObjectKind, ObjectType, Thread, Untyped, Vcpu, Vm};
+use capvisor_ipc::cap::{
+    CPtr, Cap, Frame, IrqHandler, ObjectKind, ObjectType, Thread, Untyped, Vcpu, Vm,
+};
 
 use crate::kernel::{Kernel, Mappable, Slots, Space};
 
@@ -100,6 +102,15 @@ pub enum Op<E> {
         intid: u32,
         /// Its priority.
         priority: u8,
+    },
+    /// An interrupt forwarded to a vCPU.
+    ForwardIrq {
+        /// The interrupt's handler.
+        handler: u64,
+        /// The vCPU.
+        vcpu: u64,
+        /// The virtual INTID.
+        intid: u32,
     },
     /// A thread resumed.
     Resume(u64),
@@ -574,6 +585,22 @@ impl<E> Kernel for FakeKernel<E> {
             vcpu: slot,
             intid,
             priority,
+        });
+        Ok(())
+    }
+
+    fn forward_irq(
+        &mut self,
+        handler: Cap<IrqHandler>,
+        vcpu: Cap<Vcpu>,
+        intid: u32,
+    ) -> Result<(), KernelError> {
+        self.object(handler.cptr(), ObjectKind::IrqHandler)?;
+        self.object(vcpu.cptr(), ObjectKind::Vcpu)?;
+        self.log.push(Op::ForwardIrq {
+            handler: handler.cptr().raw(),
+            vcpu: vcpu.cptr().raw(),
+            intid,
         });
         Ok(())
     }

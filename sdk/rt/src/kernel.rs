@@ -13,7 +13,9 @@
 //! out in order by [`Slots`] (the range the boot-info page lists, plus slots a revoke emptied).
 
 use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType};
-use capvisor_ipc::cap::{Cap, DeviceFrame, Frame, ObjectType, Thread, Untyped, Vcpu, Vm};
+use capvisor_ipc::cap::{
+    Cap, DeviceFrame, Frame, IrqHandler, ObjectType, Thread, Untyped, Vcpu, Vm,
+};
 
 #[cfg(target_os = "none")]
 mod syscalls;
@@ -142,6 +144,17 @@ pub trait Kernel {
     /// # Errors
     /// `ListRegistersFull` when the vCPU has no free list register.
     fn inject_irq(&mut self, vcpu: Cap<Vcpu>, intid: u32, priority: u8) -> Result<(), KernelError>;
+
+    /// Delivers the interrupt `handler` stands for straight to `vcpu`, as virtual INTID `intid`.
+    ///
+    /// # Errors
+    /// The kernel's refusal.
+    fn forward_irq(
+        &mut self,
+        handler: Cap<IrqHandler>,
+        vcpu: Cap<Vcpu>,
+        intid: u32,
+    ) -> Result<(), KernelError>;
 
     /// Resumes `thread`.
     ///

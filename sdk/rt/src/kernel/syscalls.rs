@@ -2,7 +2,7 @@
 
 use capvisor_ipc::abi::{CacheOp, Invocation, KernelError, MapMemType};
 use capvisor_ipc::cap::{
-    CPtr, Cap, Frame, ObjectKind, ObjectType, Rights, Thread, Untyped, Vcpu, Vm,
+    CPtr, Cap, Frame, IrqHandler, ObjectKind, ObjectType, Rights, Thread, Untyped, Vcpu, Vm,
 };
 
 use super::{Kernel, Mappable, OWN_CNODE, OWN_SPACE, Slots, Space};
@@ -143,6 +143,20 @@ impl Kernel for Syscalls {
         done(sys::invoke(
             vcpu.cptr(),
             Invocation::VcpuInjectIrq.code(),
+            &args,
+        ))
+    }
+
+    fn forward_irq(
+        &mut self,
+        handler: Cap<IrqHandler>,
+        vcpu: Cap<Vcpu>,
+        intid: u32,
+    ) -> Result<(), KernelError> {
+        let args = [vcpu.cptr().raw(), u64::from(intid)];
+        done(sys::invoke(
+            handler.cptr(),
+            Invocation::IrqForwardToVcpu.code(),
             &args,
         ))
     }
