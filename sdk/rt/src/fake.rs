@@ -617,3 +617,7 @@ impl<E> Kernel for FakeKernel<E> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "fake_tests.rs"]
+mod tests;
