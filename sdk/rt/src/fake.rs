@@ -25,7 +25,7 @@ use capvisor_ipc::cap::{
     CPtr, Cap, Frame, IrqHandler, ObjectKind, ObjectType, Thread, Untyped, Vcpu, Vm,
 };
 
-use crate::kernel::{Kernel, Mappable, Slots, Space};
+use crate::kernel::{FreeSlots, Kernel, Mappable, Slots, Space};
 
 /// One thing the service had the kernel do (or, [`Op::Service`], did otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +161,9 @@ impl Object {
     }
 }
 
+/// Slots the fake keeps for reuse (as many as any service's test needs).
+const FAKE_REUSED: usize = 64;
+
 const R: u64 = 1;
 const W: u64 = 2;
 const X: u64 = 4;
@@ -168,7 +171,7 @@ const X: u64 = 4;
 /// The fake kernel (module documentation); `E` is the service's other effects, if it logs any.
 #[derive(Debug, Clone)]
 pub struct FakeKernel<E = ()> {
-    slots: Slots,
+    slots: Slots<{ FAKE_REUSED }>,
     objects: BTreeMap<u64, Object>,
     log: Vec<Op<E>>,
     registers: BTreeMap<(u64, u64), u64>,

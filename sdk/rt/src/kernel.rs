@@ -169,19 +169,18 @@ pub trait Kernel {
     fn suspend(&mut self, thread: Cap<Thread>) -> Result<(), KernelError>;
 }
 
-/// Slots a revoke emptied, kept for reuse (at most this many; beyond, a slot is not reused).
-pub const REUSED_SLOTS: usize = 64;
-
 /// The free slots of a service's CNode: `[first, end)`, which the kernel left empty and only this
-/// service fills, in order, and the slots a revoke emptied.
+/// service fills, in order, and up to `REUSED` slots a revoke emptied (beyond, a slot is not
+/// reused). A service that never revokes keeps `REUSED = 0`, so the handle costs three words:
+/// services run on a 64 KiB stack, and their main future is moved on it.
 #[derive(Debug, Clone)]
-pub struct Slots {
+pub struct Slots<const REUSED: usize = 0> {
     next: u64,
     end: u64,
-    reused: heapless::Vec<u64, REUSED_SLOTS>,
+    reused: heapless::Vec<u64, REUSED>,
 }
 
-impl Slots {
+impl<const REUSED: usize> Slots<REUSED> {
     /// The free range `[first, end)` (empty when `end <= first`).
     #[must_use]
     pub const fn new(first: u64, end: u64) -> Self {
@@ -191,22 +190,39 @@ impl Slots {
             reused: heapless::Vec::new(),
         }
     }
+}
 
+/// Where the capabilities a [`Kernel`] creates go.
+pub trait FreeSlots {
     /// How many are left.
-    #[must_use]
-    pub fn left(&self) -> u64 {
-        self.end - self.next + self.reused.len() as u64
-    }
+    fn left(&self) -> u64;
 
     /// Fills the next free slot with `make`; a slot `make` could not fill stays free.
     ///
     /// # Errors
     /// `NotEnoughMemory` when no slot is free, or `make`'s error.
-    pub fn fill(
+    fn fill(
+        &mut self,
+        make: impl FnOnce(u64) -> Result<(), KernelError>,
+    ) -> Result<u64, KernelError>;
+
+    /// `slot` is empty again.
+    fn reuse(&mut self, slot: u64);
+}
+
+impl<const REUSED: usize> FreeSlots for Slots<REUSED> {
+    fn left(&self) -> u64 {
+        self.end - self.next + self.reused.len() as u64
+    }
+
+    fn fill(
         &mut self,
         make: impl FnOnce(u64) -> Result<(), KernelError>,
     ) -> Result<u64, KernelError> {
-        if let Some(&slot) = self.reused.last() {
+        // `REUSED > 0` first: a service that reuses nothing does not even look.
+        if REUSED > 0
+            && let Some(&slot) = self.reused.last()
+        {
             make(slot)?;
             self.reused.pop();
             return Ok(slot);
@@ -219,11 +235,27 @@ impl Slots {
         Ok(self.next - 1)
     }
 
-    /// `slot` is empty again.
-    pub fn reuse(&mut self, slot: u64) {
+    fn reuse(&mut self, slot: u64) {
         // Without room to remember it, the slot is just not reused.
         let _ = self.reused.push(slot);
     }
+}
+
+/// No free slots, for a service that only invokes the capabilities it was given (a VMM): a
+/// [`Syscalls`] over it is zero-sized, and creating a capability is `NotEnoughMemory`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoFreeSlots;
+
+impl FreeSlots for NoFreeSlots {
+    fn left(&self) -> u64 {
+        0
+    }
+
+    fn fill(&mut self, _: impl FnOnce(u64) -> Result<(), KernelError>) -> Result<u64, KernelError> {
+        Err(KernelError::NotEnoughMemory)
+    }
+
+    fn reuse(&mut self, _: u64) {}
 }
 
 /// This service's own CNode and address space: the same slots for every service

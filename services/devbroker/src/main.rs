@@ -161,7 +161,12 @@ async fn run() -> u64 {
         info.endpoint
     );
     print_inventory(dtb, &held, |line| println!("{line}"));
-    let kernel = capvisor_rt::kernel::Syscalls::new(info.free_first, info.free_end);
+    // A grant takes two slots and its release gives them back; each region is granted once at
+    // a time, so this many emptied slots always fit.
+    let kernel = capvisor_rt::kernel::Syscalls::<{ 2 * policy::MAX_REGIONS }>::with_reuse(
+        info.free_first,
+        info.free_end,
+    );
     let mut broker = policy::Broker::new(kernel, features, held);
     let complete = broker.grant_passthroughs(|outcome| {
         println!("{outcome}");

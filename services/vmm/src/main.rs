@@ -68,12 +68,6 @@ async fn run() -> u64 {
         EndpointClient::new(Cap::from_cptr(CPtr::new(guest.memmgr)), ReceiveWindow::NONE),
         Generation::ANY,
     );
-    let mut machine = el0::Machine {
-        memmgr: client,
-        vm: capvisor_ipc::types::VmId::new(guest.index),
-        // The VMM makes no capabilities: it has no free slots to give the kernel interface.
-        kernel: capvisor_rt::kernel::Syscalls::new(0, 0),
-    };
     let config = vmm::GuestConfig {
         name,
         ram_base: guest.ram_base,
@@ -90,17 +84,34 @@ async fn run() -> u64 {
         config.ram_base,
         config.ram_base + config.ram_size
     );
-    // The interrupts of the devices passed through to the guest go straight to its vCPU 0, as
-    // the same INTIDs (a guest that routes them elsewhere is not followed yet).
-    let caps = vcpus::Vcpus::from_slots(&guest.vcpu, &guest.thread);
-    for (handler, intid) in guest.irqs() {
-        let handler = Cap::from_cptr(CPtr::new(handler));
-        match caps.forward_irq(&mut machine.kernel, handler, 0, intid) {
-            Ok(_) => println!("vmm: guest {name}: interrupt {intid} forwarded to vCPU 0"),
-            Err(error) => println!("vmm: guest {name}: interrupt {intid} not forwarded: {error:?}"),
+    // In a block, so that the machine (borrowed here before it moves into the VMM) does not
+    // outlive it in this future's state: the future is moved on the 64 KiB stack, where every
+    // byte of it counts several times.
+    let mut vmm = {
+        let mut machine = el0::Machine {
+            memmgr: client,
+            vm: capvisor_ipc::types::VmId::new(guest.index),
+            // The VMM makes no capabilities: a kernel without free slots, of no size.
+            kernel: capvisor_rt::kernel::Syscalls::invoke_only(),
+            vcpus: vcpus::Vcpus::from_slots(&guest.vcpu, &guest.thread),
+        };
+        // The interrupts of the devices passed through to the guest go straight to its vCPU 0,
+        // as the same INTIDs (a guest that routes them elsewhere is not followed yet).
+        for (handler, intid) in guest.irqs() {
+            let handler = Cap::from_cptr(CPtr::new(handler));
+            match machine
+                .vcpus
+                .with(&mut machine.kernel)
+                .forward_irq(handler, 0, intid)
+            {
+                Ok(_) => println!("vmm: guest {name}: interrupt {intid} forwarded to vCPU 0"),
+                Err(error) => {
+                    println!("vmm: guest {name}: interrupt {intid} not forwarded: {error:?}");
+                }
+            }
         }
-    }
-    let mut vmm = vmm::Vmm::new(machine, config, caps);
+        vmm::Vmm::new(machine, config)
+    };
     if let Err(error) = vmm.boot().await {
         println!("vmm: guest {name} did not boot: {error:?}");
         return 1;
@@ -246,20 +257,23 @@ mod el0 {
     };
     use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
     use capvisor_rt::ipc::EndpointClient;
-    use capvisor_rt::kernel::Syscalls;
+    use capvisor_rt::kernel::{NoFreeSlots, Syscalls};
 
-    /// The memory manager, the guest's VM index and the kernel.
+    use crate::vcpus::{Invoker, Vcpus};
+
+    /// The memory manager, the guest's VM index, the kernel and the guest's vCPUs.
     pub struct Machine {
         pub memmgr: Client<EndpointClient>,
         pub vm: VmId,
-        pub kernel: Syscalls,
+        pub kernel: Syscalls<NoFreeSlots>,
+        pub vcpus: Vcpus,
     }
 
     impl crate::vmm::Machine for Machine {
-        type Kernel = Syscalls;
+        type Kernel = Syscalls<NoFreeSlots>;
 
-        fn kernel(&mut self) -> &mut Syscalls {
-            &mut self.kernel
+        fn vcpus(&mut self) -> Invoker<'_, Syscalls<NoFreeSlots>> {
+            self.vcpus.with(&mut self.kernel)
         }
 
         async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {

@@ -18,7 +18,7 @@ use capvisor_ipc::types::{Access, Esr, Far, Ipa};
 use capvisor_rt::fake::{self, FakeKernel};
 
 use crate::calls::{Workarounds, psci, smccc};
-use crate::vcpus::Vcpus;
+use crate::vcpus::{Invoker, Vcpus};
 use crate::vgic::{GICD_BASE, GICR_BASE};
 use crate::vmm::{GuestConfig, MAX_VCPUS, Machine, Vmm};
 
@@ -97,6 +97,7 @@ impl Op {
 #[derive(Debug)]
 struct Fake {
     kernel: FakeKernel<Service>,
+    vcpus: Vcpus,
     memory: BTreeMap<u64, u64>,
     dtb: bool,
     /// The initrd's size, if the guest has one.
@@ -111,6 +112,7 @@ impl Default for Fake {
         }
         Self {
             kernel,
+            vcpus: caps(),
             memory: BTreeMap::new(),
             dtb: false,
             initrd: None,
@@ -147,8 +149,8 @@ impl Fake {
 impl Machine for Fake {
     type Kernel = FakeKernel<Service>;
 
-    fn kernel(&mut self) -> &mut FakeKernel<Service> {
-        &mut self.kernel
+    fn vcpus(&mut self) -> Invoker<'_, FakeKernel<Service>> {
+        self.vcpus.with(&mut self.kernel)
     }
     async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {
         self.kernel.record(Service::Load(payload, ipa));
@@ -208,7 +210,7 @@ fn config(vcpus: u32) -> GuestConfig<'static> {
 }
 
 fn booted(vcpus: u32) -> Vmm<'static, Fake> {
-    let mut vmm = Vmm::new(Fake::default(), config(vcpus), caps());
+    let mut vmm = Vmm::new(Fake::default(), config(vcpus));
     block_on(vmm.boot()).unwrap();
     vmm
 }
@@ -357,7 +359,7 @@ fn the_command_line_and_the_initrd_go_into_chosen() {
         initrd: Some(0x1234),
         ..Fake::default()
     };
-    let mut vmm = Vmm::new(fake, config, caps());
+    let mut vmm = Vmm::new(fake, config);
     block_on(vmm.boot()).unwrap();
     let initrd = RAM + 0x60_0000;
     let ops = take(&mut vmm);
@@ -392,7 +394,7 @@ fn the_longest_command_line_fits_the_tree() {
         initrd: Some(1),
         ..Fake::default()
     };
-    let mut vmm = Vmm::new(fake, config, caps());
+    let mut vmm = Vmm::new(fake, config);
     block_on(vmm.boot()).unwrap();
     let tree = written_tree(&mut vmm);
     let tree = fdt::Fdt::new(&tree).unwrap();
@@ -408,7 +410,6 @@ fn a_guest_device_tree_is_loaded_instead() {
             ..Fake::default()
         },
         config(1),
-        caps(),
     );
     block_on(vmm.boot()).unwrap();
     assert_eq!(vmm.machine().memory.len(), 1);
@@ -866,7 +867,6 @@ fn smccc_arch_features_answers_the_workarounds_from_the_kernel() {
                 workarounds: Workarounds::from_kernel(kernel),
                 ..config(1)
             },
-            caps(),
         );
         block_on(vmm.boot()).unwrap();
         for ((function, query), call) in workarounds.iter().zip(queried).zip(called) {
@@ -1172,7 +1172,7 @@ fn vcpus_are_invoked_by_their_own_capabilities_and_a_missing_or_wrong_one_is_ref
     thread[0] = THREAD;
     let caps = Vcpus::from_slots(&only_first, &thread);
     let handler = Cap::from_cptr(CPtr::new(HANDLER));
-    assert_eq!(caps.forward_irq(&mut kernel, handler, 0, 33), Ok(()));
+    assert_eq!(caps.with(&mut kernel).forward_irq(handler, 0, 33), Ok(()));
     assert_eq!(
         kernel.take_log(),
         [fake::Op::ForwardIrq {
@@ -1183,17 +1183,23 @@ fn vcpus_are_invoked_by_their_own_capabilities_and_a_missing_or_wrong_one_is_ref
     );
     // vCPU 1 has no capability: refused before the kernel is asked.
     assert_eq!(
-        caps.forward_irq(&mut kernel, handler, 1, 33),
+        caps.with(&mut kernel).forward_irq(handler, 1, 33),
         Err(KernelError::InvalidSlot)
     );
-    assert_eq!(caps.resume(&mut kernel, 1), Err(KernelError::InvalidSlot));
+    assert_eq!(
+        caps.with(&mut kernel).resume(1),
+        Err(KernelError::InvalidSlot)
+    );
     assert!(kernel.log().is_empty());
     // A thread's slot named as a vCPU: the kernel refuses the wrong type.
     let swapped = Vcpus::from_slots(&thread, &only_first);
     assert_eq!(
-        swapped.read_register(&mut kernel, 0, 0),
+        swapped.with(&mut kernel).read_register(0, 0),
         Err(KernelError::WrongType)
     );
-    assert_eq!(swapped.resume(&mut kernel, 0), Err(KernelError::WrongType));
+    assert_eq!(
+        swapped.with(&mut kernel).resume(0),
+        Err(KernelError::WrongType)
+    );
     assert_eq!(kernel.free_slots(), 0);
 }

@@ -17,7 +17,7 @@ use capvisor_rt::kernel::Kernel;
 
 use crate::calls::{self, Call, Online, Workarounds, psci};
 use crate::fdt;
-use crate::vcpus::Vcpus;
+use crate::vcpus::Invoker;
 use crate::vgic::Vgic;
 
 /// The most vCPUs of a guest.
@@ -102,10 +102,10 @@ pub trait Machine {
     /// # Errors
     /// The memory manager's.
     async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>>;
-    /// The kernel, through which the vCPUs ([`Vcpus`]) are invoked.
+    /// The kernel, through which the vCPUs are invoked.
     type Kernel: Kernel;
-    /// The kernel.
-    fn kernel(&mut self) -> &mut Self::Kernel;
+    /// The guest's vCPUs and their threads ([`Vcpus`]), with the kernel to invoke them through.
+    fn vcpus(&mut self) -> Invoker<'_, Self::Kernel>;
     /// Prints one line (without its `\n`).
     fn print(&mut self, line: &str);
     /// Prints the start of a line (a prompt the guest waits behind).
@@ -137,7 +137,6 @@ pub struct GuestConfig<'a> {
 #[derive(Debug)]
 pub struct Vmm<'a, M> {
     machine: M,
-    vcpus: Vcpus,
     guest: GuestConfig<'a>,
     gic: Vgic,
     on: Online,
@@ -155,11 +154,10 @@ pub struct Vmm<'a, M> {
 
 impl<'a, M: Machine> Vmm<'a, M> {
     /// A VMM for `guest`; nothing runs until [`Vmm::boot`].
-    pub fn new(machine: M, guest: GuestConfig<'a>, caps: Vcpus) -> Self {
+    pub fn new(machine: M, guest: GuestConfig<'a>) -> Self {
         let vcpus = (guest.vcpus as usize).clamp(1, MAX_VCPUS) as u32;
         Self {
             machine,
-            vcpus: caps,
             gic: Vgic::new(vcpus),
             guest: GuestConfig { vcpus, ..guest },
             on: Online::default(),
@@ -264,15 +262,22 @@ impl<'a, M: Machine> Vmm<'a, M> {
         // Its virtual CPU interface starts empty: nothing it held or was waiting for stays.
         self.queued[vcpu as usize] = 0;
         self.held_active[vcpu as usize] = 0;
-        let (caps, kernel) = (self.vcpus, self.machine.kernel());
-        caps.write_register(kernel, vcpu, VcpuRegister::Reset.code(), 0)?;
-        caps.write_register(kernel, vcpu, VcpuRegister::Mpidr.code(), calls::mpidr(vcpu))?;
-        caps.write_register(kernel, vcpu, VcpuRegister::Pc.code(), entry)?;
-        caps.write_register(kernel, vcpu, 0, context)?;
+        let machine = &mut self.machine;
+        let mpidr = calls::mpidr(vcpu);
+        machine
+            .vcpus()
+            .write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
+        machine
+            .vcpus()
+            .write_register(vcpu, VcpuRegister::Mpidr.code(), mpidr)?;
+        machine
+            .vcpus()
+            .write_register(vcpu, VcpuRegister::Pc.code(), entry)?;
+        machine.vcpus().write_register(vcpu, 0, context)?;
         for register in 1..=3 {
-            caps.write_register(kernel, vcpu, register, 0)?;
+            machine.vcpus().write_register(vcpu, register, 0)?;
         }
-        caps.resume(kernel, vcpu)?;
+        machine.vcpus().resume(vcpu)?;
         self.on.set(vcpu, true);
         Ok(())
     }
@@ -357,9 +362,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
             }
             GuestFault::Other { esr } => {
                 // The fault message has no PC; its registers have.
-                let pc =
-                    self.vcpus
-                        .read_register(self.machine.kernel(), vcpu, VcpuRegister::Pc.code());
+                let pc = self
+                    .machine
+                    .vcpus()
+                    .read_register(vcpu, VcpuRegister::Pc.code());
                 say(
                     &mut self.machine,
                     format_args!(
@@ -413,16 +419,14 @@ impl<'a, M: Machine> Vmm<'a, M> {
 
     /// Makes `intid` pending in `target`'s list registers at the priority its guest gave it;
     /// when they are full, first makes room by taking out the active interrupts the guest
-    /// deactivates itself (`held_active`).
+    /// deactivates itself (`held_active`). Out of line: [`Vmm::retry_queued`] runs at every exit
+    /// and almost never has an interrupt to deliver, so its loop should not pay for this one.
+    #[inline(never)]
     fn deliver(&mut self, target: u32, intid: u32) -> Result<(), KernelError> {
         let priority = self.gic.priority(target, intid);
-        match self
-            .vcpus
-            .inject_irq(self.machine.kernel(), target, intid, priority)
-        {
+        match self.machine.vcpus().inject_irq(target, intid, priority) {
             Err(KernelError::ListRegistersFull) if self.make_room(target) => {
-                self.vcpus
-                    .inject_irq(self.machine.kernel(), target, intid, priority)
+                self.machine.vcpus().inject_irq(target, intid, priority)
             }
             other => other,
         }
@@ -435,16 +439,14 @@ impl<'a, M: Machine> Vmm<'a, M> {
     fn make_room(&mut self, target: u32) -> bool {
         const VEOIM: u64 = 1 << 9;
         let trapped = self
-            .vcpus
-            .read_register(
-                self.machine.kernel(),
-                target,
-                VcpuRegister::GicDeactivationTrapped.code(),
-            )
+            .machine
+            .vcpus()
+            .read_register(target, VcpuRegister::GicDeactivationTrapped.code())
             .unwrap_or(0);
         let vmcr = self
-            .vcpus
-            .read_register(self.machine.kernel(), target, VcpuRegister::GicVmcr.code())
+            .machine
+            .vcpus()
+            .read_register(target, VcpuRegister::GicVmcr.code())
             .unwrap_or(0);
         if trapped == 0 || vmcr & VEOIM == 0 {
             return false;
@@ -459,8 +461,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
             if lr >> 61 == 0b100 && intid < QUEUED {
                 let register = VcpuRegister::ListRegister0.code() + n as u64;
                 if self
-                    .vcpus
-                    .write_register(self.machine.kernel(), target, register, 0)
+                    .machine
+                    .vcpus()
+                    .write_register(target, register, 0)
                     .is_ok()
                 {
                     self.held_active[target as usize] |= 1 << intid;
@@ -561,8 +564,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
                         (30, VcpuRegister::PhysicalTimerCtl),
                     ] {
                         let ctl = self
-                            .vcpus
-                            .read_register(self.machine.kernel(), target, register.code())
+                            .machine
+                            .vcpus()
+                            .read_register(target, register.code())
                             .unwrap_or(0);
                         if ctl & 0b111 == 0b101 {
                             bits |= 1 << intid;
@@ -600,12 +604,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 };
                 if new != state {
                     let register = VcpuRegister::ListRegister0.code() + n as u64;
-                    let _ = self.vcpus.write_register(
-                        self.machine.kernel(),
-                        target,
-                        register,
-                        new << 62,
-                    );
+                    let _ = self
+                        .machine
+                        .vcpus()
+                        .write_register(target, register, new << 62);
                 }
             }
         }
@@ -635,23 +637,17 @@ impl<'a, M: Machine> Vmm<'a, M> {
     /// The list registers of `vcpu` that hold an interrupt, by number, as the kernel reads them.
     fn list_registers(&mut self, vcpu: u32) -> Result<heapless::Vec<(usize, u64), 16>, FaultError> {
         let count = self
-            .vcpus
-            .read_register(
-                self.machine.kernel(),
-                vcpu,
-                VcpuRegister::ListRegisters.code(),
-            )
+            .machine
+            .vcpus()
+            .read_register(vcpu, VcpuRegister::ListRegisters.code())
             .map_err(|_| FaultError::Unhandled)?
             .min(16);
         let mut held = heapless::Vec::new();
         for n in 0..count {
             let lr = self
-                .vcpus
-                .read_register(
-                    self.machine.kernel(),
-                    vcpu,
-                    VcpuRegister::ListRegister0.code() + n,
-                )
+                .machine
+                .vcpus()
+                .read_register(vcpu, VcpuRegister::ListRegister0.code() + n)
                 .map_err(|_| FaultError::Unhandled)?;
             if lr >> 62 != 0 {
                 let _ = held.push((n as usize, lr));
@@ -665,8 +661,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
         match register.index() {
             31 => Ok(0),
             n => self
-                .vcpus
-                .read_register(self.machine.kernel(), vcpu, u64::from(n))
+                .machine
+                .vcpus()
+                .read_register(vcpu, u64::from(n))
                 .map_err(|_| FaultError::Unhandled),
         }
     }
@@ -727,8 +724,9 @@ impl<'a, M: Machine> Vmm<'a, M> {
         status: u64,
     ) -> Result<Resolution, FaultError> {
         let pstate = self
-            .vcpus
-            .read_register(self.machine.kernel(), vcpu, VcpuRegister::Pstate.code())
+            .machine
+            .vcpus()
+            .read_register(vcpu, VcpuRegister::Pstate.code())
             .map_err(|_| FaultError::Unhandled)?;
         // PSTATE.M[3:2] is the exception level the vCPU was at.
         let from_el0 = (pstate >> 2) & 0b11 == 0;
@@ -764,7 +762,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 psci::CPU_OFF => {
                     // The vCPU stops here; the reply to its call goes nowhere. (`handle` checked
                     // that `vcpu` is one of the guest's.)
-                    let _ = self.vcpus.suspend(self.machine.kernel(), vcpu);
+                    let _ = self.machine.vcpus().suspend(vcpu);
                     self.on.set(vcpu, false);
                     return Ok(emulate(&[], smc));
                 }
@@ -815,7 +813,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
     fn stop_all(&mut self) {
         for vcpu in 0..self.guest.vcpus {
             if self.on.contains(vcpu) {
-                let _ = self.vcpus.suspend(self.machine.kernel(), vcpu);
+                let _ = self.machine.vcpus().suspend(vcpu);
                 self.on.set(vcpu, false);
             }
         }
@@ -842,7 +840,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         for vcpu in 0..self.guest.vcpus {
             // vCPU 0, when it is the caller, is blocked on this reply: it is restarted by it.
             if self.on.contains(vcpu) && !(vcpu == 0 && caller == 0) {
-                let _ = self.vcpus.suspend(self.machine.kernel(), vcpu);
+                let _ = self.machine.vcpus().suspend(vcpu);
             }
             self.on.set(vcpu, false);
         }

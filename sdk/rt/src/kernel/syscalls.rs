@@ -5,23 +5,39 @@ use capvisor_ipc::cap::{
     CPtr, Cap, Frame, IrqHandler, ObjectKind, ObjectType, Rights, Thread, Untyped, Vcpu, Vm,
 };
 
-use super::{Kernel, Mappable, OWN_CNODE, OWN_SPACE, Slots, Space};
+use super::{FreeSlots, Kernel, Mappable, NoFreeSlots, OWN_CNODE, OWN_SPACE, Slots, Space};
 use crate::sys;
 
 /// The kernel, reached with system calls; capabilities it creates go to `slots`.
 #[derive(Debug, Clone)]
-pub struct Syscalls {
-    slots: Slots,
+pub struct Syscalls<S = Slots> {
+    slots: S,
 }
 
 impl Syscalls {
     /// The kernel, with the free slots `[first, end)` of this service's CNode (its boot-info
-    /// page's `free_first` and `free_end`).
+    /// page's `free_first` and `free_end`); emptied slots are not reused.
     #[must_use]
     pub const fn new(first: u64, end: u64) -> Self {
+        Self::with_reuse(first, end)
+    }
+}
+
+impl<const REUSED: usize> Syscalls<Slots<REUSED>> {
+    /// As [`Syscalls::new`], reusing up to `REUSED` slots a revoke emptied.
+    #[must_use]
+    pub const fn with_reuse(first: u64, end: u64) -> Self {
         Self {
             slots: Slots::new(first, end),
         }
+    }
+}
+
+impl Syscalls<NoFreeSlots> {
+    /// The kernel for a service that creates no capabilities: zero-sized.
+    #[must_use]
+    pub const fn invoke_only() -> Self {
+        Self { slots: NoFreeSlots }
     }
 }
 
@@ -29,7 +45,7 @@ fn done(result: Result<[u64; 4], KernelError>) -> Result<(), KernelError> {
     result.map(|_| ())
 }
 
-impl Kernel for Syscalls {
+impl<S: FreeSlots> Kernel for Syscalls<S> {
     fn free_slots(&self) -> u64 {
         self.slots.left()
     }
