@@ -163,10 +163,9 @@ async fn run() -> u64 {
     print_inventory(dtb, &held, |line| println!("{line}"));
     // A grant takes two slots and its release gives them back; each region is granted once at
     // a time, so this many emptied slots always fit.
-    let kernel = capvisor_rt::kernel::Syscalls::<{ 2 * policy::MAX_REGIONS }>::with_reuse(
-        info.free_first,
-        info.free_end,
-    );
+    let kernel = capvisor_rt::kernel::Syscalls::<
+        capvisor_rt::kernel::Slots<{ 2 * policy::MAX_REGIONS }>,
+    >::with_reuse(info.free_first, info.free_end);
     let mut broker = policy::Broker::new(kernel, features, held);
     let complete = broker.grant_passthroughs(|outcome| {
         println!("{outcome}");
