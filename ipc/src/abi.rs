@@ -65,6 +65,35 @@ crate::stable_codes! {
 }
 
 crate::stable_codes! {
+    /// The rest of the syscall table: the EL2 glue's own calls, answered before the object model
+    /// (which knows only [`Syscall`], so it answers these numbers [`KernelError::InvalidSyscall`]).
+    /// Their own type keeps them out of the object model's dispatch; their numbers are checked
+    /// below never to be a [`Syscall`]'s.
+    ///
+    /// # Errors
+    /// As for [`Syscall`].
+    pub enum GlueSyscall: u64 {
+        /// Print `x1` bytes at `x0` (at most 1 KiB) on the console, each line prefixed with the
+        /// service's name.
+        DebugWrite = 12,
+        /// Stop the system with status `x0` (0: success), for test images.
+        DebugHalt = 13,
+    }
+}
+
+// One table: no number is both the object model's and the glue's.
+const _: () = {
+    let mut i = 0;
+    while i < GlueSyscall::ALL.len() {
+        assert!(
+            Syscall::from_code(GlueSyscall::ALL[i].code()).is_none(),
+            "a glue syscall number is also an object-model syscall"
+        );
+        i += 1;
+    }
+};
+
+crate::stable_codes! {
     /// Capability invocations: the label of a `call` on a capability to a kernel object.
     ///
     /// # Errors
@@ -247,37 +276,6 @@ crate::stable_codes! {
 /// this label and the notification word as its badge (the largest label, never an invocation or a
 /// protocol id).
 pub const BOUND_NOTIFICATION_LABEL: u64 = MessageInfo::MAX_LABEL;
-
-/// Memory-type codes of the `Map` invocation (word 3), in the order of
-/// [`crate::types::MemoryType`] (0 is a valid code here, so this is not a `stable_codes!` enum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MapMemType {
-    /// Normal write-back (RAM, or a cacheable device region with FWB and DIC).
-    NormalWriteBack = 0,
-    /// Normal non-cacheable.
-    NormalNonCacheable = 1,
-    /// Device-nGnRE.
-    DeviceNgnre = 2,
-}
-
-impl MapMemType {
-    /// The code passed in the `Map` invocation.
-    #[must_use]
-    pub const fn code(self) -> u64 {
-        self as u64
-    }
-
-    /// The type with this code; `None` for any other (the kernel answers `InvalidArgument`).
-    #[must_use]
-    pub const fn from_code(code: u64) -> Option<Self> {
-        match code {
-            0 => Some(Self::NormalWriteBack),
-            1 => Some(Self::NormalNonCacheable),
-            2 => Some(Self::DeviceNgnre),
-            _ => None,
-        }
-    }
-}
 
 crate::stable_codes! {
     /// Errors the kernel returns from syscalls and invocations.

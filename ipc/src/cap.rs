@@ -281,6 +281,10 @@ impl Rights {
     pub const GRANT_REPLY: Self = Self(1 << 4);
     /// Every defined right.
     pub const ALL: Self = Self(0b1_1111);
+    /// Read and write: a data mapping (the `Map` invocation's access word takes rights).
+    pub const READ_WRITE: Self = Self::READ.union(Self::WRITE);
+    /// Read, write and execute: a mapping of code that is also written.
+    pub const READ_WRITE_EXECUTE: Self = Self::READ_WRITE.union(Self::EXECUTE);
 
     /// The rights with the given bits.
     ///
@@ -298,6 +302,12 @@ impl Rights {
     #[must_use]
     pub const fn bits(self) -> u8 {
         self.0
+    }
+
+    /// The bits as an invocation word (the `Map` invocation's access word, `Mint`'s rights).
+    #[must_use]
+    pub const fn word(self) -> u64 {
+        self.0 as u64
     }
 
     /// Whether every right in `other` is also in `self`.

@@ -1,11 +1,14 @@
 //! `stable_codes!`: error enums whose numeric codes are part of the ABI, checked at compile time.
 //!
 //! An error that crosses an address-space boundary travels as a number. The number of each variant is
-//! written once, next to the variant, and the macro derives everything else from that one list: the
-//! `#[repr]` discriminants, `code()`, `from_code()`, the serde encoding (the code, never postcard's
-//! declaration-order index; with the `postcard` feature, and not for `@fixed` enums, which travel
-//! only in fixed layouts) and a `const` assertion that codes are unique and non-zero (0 means
-//! "success" on the wire). Nothing is kept in sync by a comment (STYLE.md 10 and 13).
+//! written once, next to the variant (a constant expression: a literal, or another enum's `code()`
+//! where two interfaces report one refusal, e.g. `BrokerError::CacheableDeviceUnsupported` is
+//! `KernelError::CacheableDeviceUnsupported`'s number), and the macro derives everything else from
+//! that one list: the `#[repr]` discriminants, `code()`, `from_code()`, the serde encoding (the
+//! code, never postcard's declaration-order index; with the `postcard` feature, and not for
+//! `@fixed` enums, which travel only in fixed layouts) and a `const` assertion that codes are
+//! unique and non-zero (0 means "success" on the wire). Nothing is kept in sync by a comment
+//! (STYLE.md 10 and 13).
 
 /// Defines an enum of errors with stable, unique, non-zero numeric codes.
 ///
@@ -31,7 +34,7 @@ macro_rules! stable_codes {
         @fixed
         $(#[$meta:meta])*
         $vis:vis enum $name:ident : $repr:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $code:literal ),+ $(,)?
+            $( $(#[$vmeta:meta])* $variant:ident = $code:expr ),+ $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -91,7 +94,7 @@ macro_rules! stable_codes {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident : $repr:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $code:literal ),+ $(,)?
+            $( $(#[$vmeta:meta])* $variant:ident = $code:expr ),+ $(,)?
         }
     ) => {
         $crate::stable_codes! {

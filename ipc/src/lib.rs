@@ -39,6 +39,7 @@ pub mod esr;
 #[cfg(feature = "hosted")]
 pub mod hosted;
 pub mod local;
+pub mod memory;
 #[cfg(feature = "postcard")]
 pub mod protocol;
 pub mod protocols;

@@ -66,14 +66,5 @@ pub enum Access {
     Execute,
 }
 
-/// A stage-2 memory type, as a frame capability carries it and a mapping asks for it (DESIGN.md rules 1–8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "postcard", derive(Serialize, Deserialize))]
-pub enum MemoryType {
-    /// Normal write-back cacheable (RAM; cacheable device memory only with FEAT_S2FWB and CTR_EL0.DIC).
-    NormalWriteBack,
-    /// Normal non-cacheable (a device region whose grant allows any uncached type).
-    NormalNonCacheable,
-    /// Device-nGnRE (the default for device memory).
-    DeviceNgnre,
-}
+/// The stage-2 memory type, defined with the rest of the memory vocabulary.
+pub use crate::memory::MemoryType;

@@ -241,8 +241,9 @@ proptest! {
     }
 
     #[test]
-    fn service_errors_round_trip(code in 1u16..=devbroker::BrokerError::ALL.len() as u16) {
-        let error = devbroker::BrokerError::from_code(code).unwrap();
+    fn service_errors_round_trip(index in 0..devbroker::BrokerError::ALL.len()) {
+        // Codes need not be contiguous (4 is retired), so pick a variant, not a number.
+        let error = devbroker::BrokerError::ALL[index];
         let reply = devbroker::Reply::GrantIrq(Err(error));
         prop_assert_eq!(reply_round_trip::<devbroker::DevBroker>(&reply), reply);
     }

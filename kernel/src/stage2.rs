@@ -5,16 +5,7 @@
 //! FEAT_XNX); D8.6.5 "Stage 2 memory type and Cacheability attributes when FEAT_S2FWB is
 //! disabled / enabled"; D24.2.210 "VTCR_EL2".
 
-/// A mapping's memory type at stage 2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MemType {
-    /// Normal, inner and outer write-back cacheable (RAM).
-    NormalWriteBack,
-    /// Normal, non-cacheable.
-    NormalNonCacheable,
-    /// Device-nGnRE (MMIO).
-    DeviceNgnre,
-}
+use capvisor_ipc::memory::MemoryType;
 
 /// What a stage-2 mapping allows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,19 +35,19 @@ pub const OA_MASK: u64 = 0x0000_ffff_ffff_f000;
 /// Device/NC by MemAttr[1:0] and MemAttr = 0b0110 forces Normal write-back whatever stage 1
 /// says, so a guest cannot downgrade its RAM (seed 000, DESIGN rule 1).
 #[must_use]
-pub fn leaf_attributes(access: S2Access, memtype: MemType, fwb: bool) -> u64 {
+pub fn leaf_attributes(access: S2Access, memtype: MemoryType, fwb: bool) -> u64 {
     let memattr: u64 = match (memtype, fwb) {
-        (MemType::NormalWriteBack, false) => 0b1111,
-        (MemType::NormalNonCacheable, false) => 0b0101,
-        (MemType::DeviceNgnre, false) => 0b0001,
-        (MemType::NormalWriteBack, true) => 0b0110,
-        (MemType::NormalNonCacheable, true) => 0b0101,
-        (MemType::DeviceNgnre, true) => 0b0001,
+        (MemoryType::NormalWriteBack, false) => 0b1111,
+        (MemoryType::NormalNonCacheable, false) => 0b0101,
+        (MemoryType::DeviceNgnre, false) => 0b0001,
+        (MemoryType::NormalWriteBack, true) => 0b0110,
+        (MemoryType::NormalNonCacheable, true) => 0b0101,
+        (MemoryType::DeviceNgnre, true) => 0b0001,
     };
     let s2ap = u64::from(access.read) | (u64::from(access.write) << 1);
     // Device memory is not shareable-attributed (SH is ignored for Device); RAM is inner
     // shareable so all CPUs see one coherent view.
-    let sh: u64 = if memtype == MemType::DeviceNgnre {
+    let sh: u64 = if memtype == MemoryType::DeviceNgnre {
         0
     } else {
         0b11
@@ -126,7 +117,7 @@ mod tests {
 
     #[test]
     fn ram_without_fwb_is_normal_wb_inner_shareable() {
-        let d = leaf_attributes(RW, MemType::NormalWriteBack, false);
+        let d = leaf_attributes(RW, MemoryType::NormalWriteBack, false);
         assert_eq!((d >> 2) & 0xf, 0b1111);
         assert_eq!((d >> 6) & 3, 0b11);
         assert_eq!((d >> 8) & 3, 0b11);
@@ -136,13 +127,13 @@ mod tests {
 
     #[test]
     fn fwb_forces_write_back() {
-        let d = leaf_attributes(RW, MemType::NormalWriteBack, true);
+        let d = leaf_attributes(RW, MemoryType::NormalWriteBack, true);
         assert_eq!((d >> 2) & 0xf, 0b0110);
     }
 
     #[test]
     fn device_is_ngnre_and_not_shareable_attributed() {
-        let d = leaf_attributes(RW, MemType::DeviceNgnre, false);
+        let d = leaf_attributes(RW, MemoryType::DeviceNgnre, false);
         assert_eq!((d >> 2) & 0xf, 0b0001);
         assert_eq!((d >> 8) & 3, 0);
     }
@@ -155,7 +146,7 @@ mod tests {
                 write: false,
                 exec: true,
             },
-            MemType::NormalWriteBack,
+            MemoryType::NormalWriteBack,
             false,
         );
         assert_eq!((d >> 6) & 3, 0b01);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
 use capvisor_ipc::cap::ObjectKind;
+use capvisor_ipc::memory::CacheFeatures;
 use capvisor_ipc::types::PhysAddr;
 use capvisor_kernel::object::fake::FakeEffects;
 use capvisor_kernel::object::{
@@ -128,8 +129,10 @@ fn a_simulated_glue_runs_a_server_and_a_client() {
     let mut k = Box::new(Kernel::new(PlatformFeatures::UNKNOWN));
     k.set_memory(host_ram.frame_table()).unwrap();
     k.set_features(PlatformFeatures {
-        fwb: true,
-        dic: true,
+        cache: CacheFeatures {
+            fwb: true,
+            dic: true,
+        },
         ipa_bits: 39,
     })
     .unwrap();

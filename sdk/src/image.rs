@@ -6,7 +6,7 @@ use crate::{guests, services, toolchain};
 use capvisor_image::devices::{self, DeviceRecord};
 use capvisor_image::writer::{NewEntry, write_image};
 use capvisor_image::{BootConfig, EntryKind, SelfTest};
-use capvisor_manifest::{Capability, DeviceLocator, LogLevel, Manifest, MemType, Selftest};
+use capvisor_manifest::{Capability, DeviceLocator, LogLevel, Manifest, MemoryType, Selftest};
 use std::path::{Path, PathBuf};
 use zerocopy::IntoBytes;
 
@@ -221,9 +221,9 @@ pub fn device_records(manifest: &Manifest) -> Result<Vec<DeviceRecord>, String> 
             if let Some(passthrough) = guest.devices.iter().find(|p| p.device == device.name) {
                 record.guest = guest_index(index)?;
                 record.memtype = match passthrough.memtype {
-                    MemType::DeviceNgnre => devices::MEMTYPE_DEVICE_NGNRE,
-                    MemType::NormalNc => devices::MEMTYPE_NORMAL_NC,
-                    MemType::NormalWb => devices::MEMTYPE_NORMAL_WB,
+                    MemoryType::DeviceNgnre => devices::MEMTYPE_DEVICE_NGNRE,
+                    MemoryType::NormalNonCacheable => devices::MEMTYPE_NORMAL_NC,
+                    MemoryType::NormalWriteBack => devices::MEMTYPE_NORMAL_WB,
                 };
                 if passthrough.optional {
                     record.flags |= devices::FLAG_OPTIONAL;

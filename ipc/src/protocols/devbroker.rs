@@ -7,6 +7,7 @@
 //! them with [`Transferred`] indices.
 //!
 //! Version 2.0: `grant_region` takes a [`Sharing`] (1.0 had none, so its request layout changed).
+//! Version 3.0: [`BrokerError::CacheableDeviceUnsupported`] is 16, the kernel's number (it was 4).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,8 +31,10 @@ crate::stable_codes! {
         /// The memory type is not one the region allows (e.g. non-cacheable for a region its owner maps
         /// cacheable, or cacheable for plain MMIO).
         MemoryTypeRefused = 3,
-        /// A cacheable device mapping needs FEAT_S2FWB and CTR_EL0.DIC, which this CPU lacks.
-        CacheableDeviceUnsupported = 4,
+        /// A cacheable device mapping needs FEAT_S2FWB and CTR_EL0.DIC, which this CPU lacks
+        /// (`memory::CacheFeatures::cacheable_device`). The kernel's number for the same refusal,
+        /// so it has one number wherever it is reported (4 before version 3.0).
+        CacheableDeviceUnsupported = crate::abi::KernelError::CacheableDeviceUnsupported.code(),
         /// The caller's manifest entry does not include this device.
         NotPermitted = 5,
         /// No such interrupt, or it is not a passthrough interrupt.
@@ -93,7 +96,7 @@ crate::protocol! {
     /// The device broker's protocol.
     protocol DevBroker {
         id: ProtocolId::DEVBROKER,
-        version: Version::new(2, 0),
+        version: Version::new(3, 0),
         error: BrokerError,
     }
     /// Lists the regions the caller may ask for, from index `start`.

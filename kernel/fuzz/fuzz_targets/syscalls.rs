@@ -23,7 +23,7 @@
 
 use capvisor_ipc::abi::{Invocation, MessageInfo, Syscall};
 use capvisor_ipc::cap::ObjectKind;
-use capvisor_ipc::protocol::{Generation, encode_reply};
+use capvisor_ipc::memory::CacheFeatures;
 use capvisor_ipc::protocols::fault::{self, GuestFault, Resolution, ServiceFault};
 use capvisor_ipc::types::{Esr, PhysAddr};
 use capvisor_kernel::object::fake::FakeEffects;
@@ -179,8 +179,10 @@ fn invoke(
 /// A root with RAM and device untyped (and nothing else yet).
 fn boot_root(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
     let features = PlatformFeatures {
-        fwb: false,
-        dic: true,
+        cache: CacheFeatures {
+            fwb: false,
+            dic: true,
+        },
         ipa_bits: 40,
     };
     let mut k = Box::new(Kernel::new(features));
@@ -316,10 +318,8 @@ fn wait_for_interrupt(
     let _ = k.handle_guest_fault(vcpu_thread, 0x4000_0000, wfi, fx);
     let recv = SyscallRegs([10, 0, 0, 0, 0, 0, 0, Syscall::Recv.code()]);
     syscall(k, fx, root, recv);
-    let answer = fault::Reply::Guest(Ok(Resolution::WaitForInterrupt));
-    let buffer = buffer(k, fx, root, 0);
-    let info = encode_reply::<fault::Fault>(Ok(&answer), &[], Generation::new(1), buffer);
-    let [w0, w1, w2, w3, ..] = buffer.msg;
+    // The fixed-layout reply (fault protocol version 2): a label and words in registers.
+    let (info, [w0, w1, w2, w3]) = fault::encode_guest_reply(&Ok(Resolution::WaitForInterrupt));
     let reply = SyscallRegs([0, info.raw(), w0, w1, w2, w3, 0, Syscall::Reply.code()]);
     syscall(k, fx, root, reply);
 }

@@ -12,7 +12,8 @@ use super::irq::IrqHandlerRef;
 use super::memory::{
     CNodeRef, EndpointRef, NotificationRef, SpaceRef, ThreadRef, UntypedRef, VcpuRef,
 };
-use crate::stage2::MemType;
+pub use capvisor_ipc::memory::FrameSize;
+use capvisor_ipc::memory::MemoryType;
 
 /// The object-kind code of a service address space (`ObjectKind::AddressSpace`): what `Retype`
 /// takes and what the kernel reports for such capabilities.
@@ -23,29 +24,29 @@ pub const ADDRESS_SPACE_KIND: u16 = ObjectKind::AddressSpace.code();
 pub struct MemTypes(u8);
 
 impl MemTypes {
-    const fn bit(memtype: MemType) -> u8 {
+    const fn bit(memtype: MemoryType) -> u8 {
         match memtype {
-            MemType::NormalWriteBack => 1,
-            MemType::NormalNonCacheable => 2,
-            MemType::DeviceNgnre => 4,
+            MemoryType::NormalWriteBack => 1,
+            MemoryType::NormalNonCacheable => 2,
+            MemoryType::DeviceNgnre => 4,
         }
     }
 
     /// Only `memtype`.
     #[must_use]
-    pub const fn only(memtype: MemType) -> Self {
+    pub const fn only(memtype: MemoryType) -> Self {
         Self(Self::bit(memtype))
     }
 
     /// This set plus `memtype`.
     #[must_use]
-    pub const fn with(self, memtype: MemType) -> Self {
+    pub const fn with(self, memtype: MemoryType) -> Self {
         Self(self.0 | Self::bit(memtype))
     }
 
     /// Whether `memtype` is in the set.
     #[must_use]
-    pub const fn contains(self, memtype: MemType) -> bool {
+    pub const fn contains(self, memtype: MemoryType) -> bool {
         self.0 & Self::bit(memtype) != 0
     }
 }
@@ -78,13 +79,13 @@ impl FrameMemory {
     pub const fn allowed(self) -> MemTypes {
         match self {
             Self::Ram | Self::Device(DeviceAttributes::Cacheable) => {
-                MemTypes::only(MemType::NormalWriteBack)
+                MemTypes::only(MemoryType::NormalWriteBack)
             }
             Self::Device(DeviceAttributes::Uncached { normal_nc: false }) => {
-                MemTypes::only(MemType::DeviceNgnre)
+                MemTypes::only(MemoryType::DeviceNgnre)
             }
             Self::Device(DeviceAttributes::Uncached { normal_nc: true }) => {
-                MemTypes::only(MemType::DeviceNgnre).with(MemType::NormalNonCacheable)
+                MemTypes::only(MemoryType::DeviceNgnre).with(MemoryType::NormalNonCacheable)
             }
         }
     }
@@ -100,38 +101,6 @@ impl FrameMemory {
     #[must_use]
     pub const fn is_device(self) -> bool {
         matches!(self, Self::Device(_))
-    }
-}
-
-/// A frame's size: a 4 KiB page or a 2 MiB block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameSize {
-    /// 4 KiB.
-    Page4K,
-    /// 2 MiB.
-    Block2M,
-}
-
-impl FrameSize {
-    /// Size in bytes.
-    #[must_use]
-    pub const fn bytes(self) -> u64 {
-        match self {
-            Self::Page4K => 1 << 12,
-            Self::Block2M => 1 << 21,
-        }
-    }
-
-    /// The size with `bits` = log2(bytes) (the `Retype` size argument).
-    ///
-    /// # Errors
-    /// [`KernelError::RangeError`] for any other size.
-    pub const fn from_bits(bits: u64) -> Result<Self, KernelError> {
-        match bits {
-            12 => Ok(Self::Page4K),
-            21 => Ok(Self::Block2M),
-            _ => Err(KernelError::RangeError),
-        }
     }
 }
 
@@ -372,17 +341,17 @@ mod tests {
         assert!(
             FrameMemory::Ram
                 .allowed()
-                .contains(MemType::NormalWriteBack)
+                .contains(MemoryType::NormalWriteBack)
         );
-        assert!(!FrameMemory::Ram.allowed().contains(MemType::DeviceNgnre));
+        assert!(!FrameMemory::Ram.allowed().contains(MemoryType::DeviceNgnre));
         let mmio = FrameMemory::Device(DeviceAttributes::Uncached { normal_nc: false });
-        assert!(mmio.allowed().contains(MemType::DeviceNgnre));
-        assert!(!mmio.allowed().contains(MemType::NormalNonCacheable));
+        assert!(mmio.allowed().contains(MemoryType::DeviceNgnre));
+        assert!(!mmio.allowed().contains(MemoryType::NormalNonCacheable));
         let nc = FrameMemory::Device(DeviceAttributes::Uncached { normal_nc: true });
-        assert!(nc.allowed().contains(MemType::NormalNonCacheable) && !nc.cacheable());
+        assert!(nc.allowed().contains(MemoryType::NormalNonCacheable) && !nc.cacheable());
         let pfnmap = FrameMemory::Device(DeviceAttributes::Cacheable);
         assert!(pfnmap.cacheable() && pfnmap.is_device());
-        assert!(!pfnmap.allowed().contains(MemType::NormalNonCacheable));
+        assert!(!pfnmap.allowed().contains(MemoryType::NormalNonCacheable));
     }
 
     #[test]

@@ -14,8 +14,9 @@ use capvisor_ipc::protocols::guest_call::CallResult;
 
 use super::VcpuRef;
 use crate::context::{El1State, ThreadContext, VmStats};
-use crate::stage2::{MemType, S2Access};
+use crate::stage2::S2Access;
 use crate::vgic::VgicState;
+use capvisor_ipc::memory::MemoryType;
 
 /// What a cache or TLB maintenance invocation covers.
 #[derive(Debug)]
@@ -203,7 +204,7 @@ pub trait Effects {
         pa: PhysAddr,
         size: u64,
         access: S2Access,
-        memtype: MemType,
+        memtype: MemoryType,
     ) -> Result<(), KernelError>;
 
     /// Removes the mapping of `[ipa, ipa + size)` from `space` and invalidates the TLB by IPA for

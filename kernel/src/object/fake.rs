@@ -18,7 +18,8 @@ use super::effects::{
 };
 use super::memory::{PAGE, VcpuRef};
 use crate::context::{SPSR_EL0T, ThreadContext};
-use crate::stage2::{MemType, S2Access};
+use crate::stage2::S2Access;
+use capvisor_ipc::memory::MemoryType;
 use zerocopy::IntoBytes;
 
 /// One live mapping.
@@ -35,7 +36,7 @@ pub struct FakeMapping {
     /// Access.
     pub access: S2Access,
     /// Memory type.
-    pub memtype: MemType,
+    pub memtype: MemoryType,
 }
 
 /// What a maintenance call covered, as the fake records it.
@@ -207,7 +208,7 @@ impl Effects for FakeEffects {
         pa: PhysAddr,
         size: u64,
         access: S2Access,
-        memtype: MemType,
+        memtype: MemoryType,
     ) -> Result<(), KernelError> {
         if let Some(error) = self.fail_map {
             return Err(error);

@@ -27,7 +27,8 @@ use super::cspace::SlotId;
 use super::effects::{Effects, SpaceGlue, VcpuGlue};
 use super::memory::{KernelObject, PageKind, UntypedRef};
 use super::{Kernel, MAX_SPACE_THREADS, PlatformFeatures, ThreadRef};
-use crate::stage2::{MemType, S2Access};
+use crate::stage2::S2Access;
+use capvisor_ipc::memory::MemoryType;
 
 /// An address space (service or VM): its record, in the first page of its memory; the glue keeps
 /// its tables in the rest.
@@ -64,21 +65,6 @@ impl KernelObject for Vcpu {
     const KIND: PageKind = PageKind::Vcpu;
 }
 
-/// The memory type with ABI code `code`: 0 Normal write-back, 1 Normal non-cacheable, 2
-/// Device-nGnRE (the order of `capvisor_ipc::types::MemoryType`).
-///
-/// # Errors
-/// [`KernelError::InvalidArgument`] for any other code.
-pub fn memtype_from_code(code: u64) -> Result<MemType, KernelError> {
-    use capvisor_ipc::abi::MapMemType;
-    match MapMemType::from_code(code) {
-        Some(MapMemType::NormalWriteBack) => Ok(MemType::NormalWriteBack),
-        Some(MapMemType::NormalNonCacheable) => Ok(MemType::NormalNonCacheable),
-        Some(MapMemType::DeviceNgnre) => Ok(MemType::DeviceNgnre),
-        None => Err(KernelError::InvalidArgument),
-    }
-}
-
 /// Checks rules 1–6 for mapping `frame` (held with `rights`) with `access` and `memtype`.
 ///
 /// # Errors
@@ -88,7 +74,7 @@ pub fn check_mapping(
     frame: &FrameCap,
     rights: Rights,
     access: u64,
-    memtype: MemType,
+    memtype: MemoryType,
 ) -> Result<S2Access, KernelError> {
     if frame.mapping.is_some() {
         return Err(KernelError::InvalidArgument);
@@ -104,23 +90,23 @@ pub fn check_mapping(
     if !rights.contains(access) {
         return Err(KernelError::InsufficientRights);
     }
-    if frame.memory.cacheable() && memtype != MemType::NormalWriteBack {
+    if frame.memory.cacheable() && memtype != MemoryType::NormalWriteBack {
         return Err(KernelError::MismatchedAttributes);
     }
     if !frame.memory.allowed().contains(memtype) {
         return Err(KernelError::MemoryTypeNotAllowed);
     }
-    if frame.memory.is_device()
-        && memtype == MemType::NormalWriteBack
-        && !features.cacheable_device()
-    {
-        return Err(KernelError::CacheableDeviceUnsupported);
+    if frame.memory.is_device() && memtype == MemoryType::NormalWriteBack {
+        features
+            .cache
+            .cacheable_device()
+            .map_err(|_| KernelError::CacheableDeviceUnsupported)?;
     }
     let execute = access.contains(Rights::EXECUTE);
-    if execute && (frame.memory.is_device() || memtype != MemType::NormalWriteBack) {
+    if execute && (frame.memory.is_device() || memtype != MemoryType::NormalWriteBack) {
         return Err(KernelError::ExecuteFromDevice);
     }
-    if frame.size == FrameSize::Block2M && memtype != MemType::NormalWriteBack {
+    if frame.size == FrameSize::Block2M && memtype != MemoryType::NormalWriteBack {
         return Err(KernelError::UncachedBlock);
     }
     Ok(S2Access {
@@ -156,7 +142,7 @@ impl Kernel {
         if !space_cap.rights.contains(Rights::WRITE) {
             return Err(KernelError::InsufficientRights);
         }
-        let memtype = memtype_from_code(memtype)?;
+        let memtype = MemoryType::from_code(memtype)?;
         let s2 = check_mapping(self.features, &frame, cap.rights, access, memtype)?;
         let size = frame.size.bytes();
         if !ipa.is_multiple_of(size) {
@@ -215,6 +201,7 @@ use super::capability::Capability;
 mod tests {
     use super::*;
     use crate::object::capability::{DeviceAttributes, FrameMemory};
+    use capvisor_ipc::memory::CacheFeatures;
     use capvisor_ipc::types::PhysAddr;
 
     const R: u64 = 1;
@@ -232,8 +219,10 @@ mod tests {
 
     fn both() -> PlatformFeatures {
         PlatformFeatures {
-            fwb: true,
-            dic: true,
+            cache: CacheFeatures {
+                fwb: true,
+                dic: true,
+            },
             ipa_bits: 40,
         }
     }
@@ -243,27 +232,27 @@ mod tests {
         let ram = frame(FrameMemory::Ram);
         let f = both();
         assert!(
-            check_mapping(f, &ram, Rights::ALL, RX, MemType::NormalWriteBack)
+            check_mapping(f, &ram, Rights::ALL, RX, MemoryType::NormalWriteBack)
                 .is_ok_and(|a| a.exec && !a.write)
         );
         assert_eq!(
-            check_mapping(f, &ram, Rights::ALL, R, MemType::NormalNonCacheable),
+            check_mapping(f, &ram, Rights::ALL, R, MemoryType::NormalNonCacheable),
             Err(KernelError::MismatchedAttributes)
         );
         assert_eq!(
-            check_mapping(f, &ram, Rights::READ, RW, MemType::NormalWriteBack),
+            check_mapping(f, &ram, Rights::READ, RW, MemoryType::NormalWriteBack),
             Err(KernelError::InsufficientRights)
         );
         assert_eq!(
-            check_mapping(f, &ram, Rights::ALL, 0, MemType::NormalWriteBack),
+            check_mapping(f, &ram, Rights::ALL, 0, MemoryType::NormalWriteBack),
             Err(KernelError::InvalidArgument)
         );
         assert_eq!(
-            check_mapping(f, &ram, Rights::ALL, 8, MemType::NormalWriteBack),
+            check_mapping(f, &ram, Rights::ALL, 8, MemoryType::NormalWriteBack),
             Err(KernelError::InvalidArgument)
         );
         assert_eq!(
-            check_mapping(f, &ram, Rights::ALL, 1 << 9, MemType::NormalWriteBack),
+            check_mapping(f, &ram, Rights::ALL, 1 << 9, MemoryType::NormalWriteBack),
             Err(KernelError::InvalidArgument)
         );
     }
@@ -274,25 +263,25 @@ mod tests {
         let mmio = frame(FrameMemory::Device(DeviceAttributes::Uncached {
             normal_nc: false,
         }));
-        assert!(check_mapping(f, &mmio, Rights::ALL, RW, MemType::DeviceNgnre).is_ok());
+        assert!(check_mapping(f, &mmio, Rights::ALL, RW, MemoryType::DeviceNgnre).is_ok());
         assert_eq!(
-            check_mapping(f, &mmio, Rights::ALL, RW, MemType::NormalNonCacheable),
+            check_mapping(f, &mmio, Rights::ALL, RW, MemoryType::NormalNonCacheable),
             Err(KernelError::MemoryTypeNotAllowed)
         );
         assert_eq!(
-            check_mapping(f, &mmio, Rights::ALL, RW, MemType::NormalWriteBack),
+            check_mapping(f, &mmio, Rights::ALL, RW, MemoryType::NormalWriteBack),
             Err(KernelError::MemoryTypeNotAllowed)
         );
         assert_eq!(
-            check_mapping(f, &mmio, Rights::ALL, RX, MemType::DeviceNgnre),
+            check_mapping(f, &mmio, Rights::ALL, RX, MemoryType::DeviceNgnre),
             Err(KernelError::ExecuteFromDevice)
         );
         let nc = frame(FrameMemory::Device(DeviceAttributes::Uncached {
             normal_nc: true,
         }));
-        assert!(check_mapping(f, &nc, Rights::ALL, RW, MemType::NormalNonCacheable).is_ok());
+        assert!(check_mapping(f, &nc, Rights::ALL, RW, MemoryType::NormalNonCacheable).is_ok());
         assert_eq!(
-            check_mapping(f, &nc, Rights::ALL, RX, MemType::NormalNonCacheable),
+            check_mapping(f, &nc, Rights::ALL, RX, MemoryType::NormalNonCacheable),
             Err(KernelError::ExecuteFromDevice)
         );
     }
@@ -308,45 +297,59 @@ mod tests {
             normal_nc: true,
         }));
         assert_eq!(
-            check_mapping(f, &mmio, Rights::ALL, RW, MemType::DeviceNgnre),
+            check_mapping(f, &mmio, Rights::ALL, RW, MemoryType::DeviceNgnre),
             Err(KernelError::UncachedBlock)
         );
         assert_eq!(
-            check_mapping(f, &mmio, Rights::ALL, RW, MemType::NormalNonCacheable),
+            check_mapping(f, &mmio, Rights::ALL, RW, MemoryType::NormalNonCacheable),
             Err(KernelError::UncachedBlock)
         );
         // The same memory in 4 KiB pages maps; write-back blocks (RAM, a cacheable PFNMAP) too.
         let page = frame(FrameMemory::Device(DeviceAttributes::Uncached {
             normal_nc: true,
         }));
-        assert!(check_mapping(f, &page, Rights::ALL, RW, MemType::DeviceNgnre).is_ok());
+        assert!(check_mapping(f, &page, Rights::ALL, RW, MemoryType::DeviceNgnre).is_ok());
         let pfnmap = block(FrameMemory::Device(DeviceAttributes::Cacheable));
-        assert!(check_mapping(f, &pfnmap, Rights::ALL, RW, MemType::NormalWriteBack).is_ok());
+        assert!(check_mapping(f, &pfnmap, Rights::ALL, RW, MemoryType::NormalWriteBack).is_ok());
         let ram = block(FrameMemory::Ram);
-        assert!(check_mapping(f, &ram, Rights::ALL, RW, MemType::NormalWriteBack).is_ok());
+        assert!(check_mapping(f, &ram, Rights::ALL, RW, MemoryType::NormalWriteBack).is_ok());
     }
 
     #[test]
     fn cacheable_device_needs_fwb_and_dic() {
         let pfnmap = frame(FrameMemory::Device(DeviceAttributes::Cacheable));
-        assert!(check_mapping(both(), &pfnmap, Rights::ALL, RW, MemType::NormalWriteBack).is_ok());
+        assert!(
+            check_mapping(
+                both(),
+                &pfnmap,
+                Rights::ALL,
+                RW,
+                MemoryType::NormalWriteBack
+            )
+            .is_ok()
+        );
         for (fwb, dic) in [(false, false), (true, false), (false, true)] {
             let f = PlatformFeatures {
-                fwb,
-                dic,
+                cache: CacheFeatures { fwb, dic },
                 ipa_bits: 40,
             };
             assert_eq!(
-                check_mapping(f, &pfnmap, Rights::ALL, RW, MemType::NormalWriteBack),
+                check_mapping(f, &pfnmap, Rights::ALL, RW, MemoryType::NormalWriteBack),
                 Err(KernelError::CacheableDeviceUnsupported)
             );
         }
         assert_eq!(
-            check_mapping(both(), &pfnmap, Rights::ALL, RW, MemType::DeviceNgnre),
+            check_mapping(both(), &pfnmap, Rights::ALL, RW, MemoryType::DeviceNgnre),
             Err(KernelError::MismatchedAttributes)
         );
         assert_eq!(
-            check_mapping(both(), &pfnmap, Rights::ALL, RX, MemType::NormalWriteBack),
+            check_mapping(
+                both(),
+                &pfnmap,
+                Rights::ALL,
+                RX,
+                MemoryType::NormalWriteBack
+            ),
             Err(KernelError::ExecuteFromDevice)
         );
     }
@@ -359,9 +362,8 @@ mod tests {
             ipa: Ipa::new(0),
         });
         assert_eq!(
-            check_mapping(both(), &ram, Rights::ALL, R, MemType::NormalWriteBack),
+            check_mapping(both(), &ram, Rights::ALL, R, MemoryType::NormalWriteBack),
             Err(KernelError::InvalidArgument)
         );
-        assert_eq!(memtype_from_code(3), Err(KernelError::InvalidArgument));
     }
 }

@@ -99,6 +99,7 @@ pub use notification::NOTIFICATION_LABEL;
 pub use syscall::{Schedule, SyscallRegs};
 
 use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::memory::CacheFeatures;
 use memory::Store;
 
 use crate::platform::Platform;
@@ -110,27 +111,16 @@ pub const MAX_SPACE_THREADS: usize = 64;
 /// The platform features the mapping rules depend on (DESIGN.md, stage-2 rules 1–8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PlatformFeatures {
-    /// FEAT_S2FWB.
-    pub fwb: bool,
-    /// CTR_EL0.DIC.
-    pub dic: bool,
+    /// FEAT_S2FWB and CTR_EL0.DIC (rule 4 is `CacheFeatures::cacheable_device`).
+    pub cache: CacheFeatures,
     /// Width of a stage-2 input address (IPA) the glue's tables accept, in bits.
     pub ipa_bits: u8,
 }
 
 impl PlatformFeatures {
-    /// Whether device memory may be mapped cacheable: FEAT_S2FWB **and** CTR_EL0.DIC.
-    #[must_use]
-    pub const fn cacheable_device(self) -> bool {
-        self.fwb && self.dic
-    }
-}
-
-impl PlatformFeatures {
     /// Nothing known yet (for a static `Kernel` before boot): every mapping is refused.
     pub const UNKNOWN: Self = Self {
-        fwb: false,
-        dic: false,
+        cache: CacheFeatures::NONE,
         ipa_bits: 0,
     };
 
@@ -139,8 +129,10 @@ impl PlatformFeatures {
     #[must_use]
     pub fn for_platform(platform: &Platform, ipa_bits: u8) -> Self {
         Self {
-            fwb: platform.fwb,
-            dic: platform.dic,
+            cache: CacheFeatures {
+                fwb: platform.fwb,
+                dic: platform.dic,
+            },
             ipa_bits,
         }
     }

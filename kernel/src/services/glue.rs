@@ -13,6 +13,7 @@ use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
 use crate::arch::aarch64::gic;
 use crate::arch::aarch64::stage2::{AddressSpace, BLOCK_SIZE, MapError, TableBudget};
 use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError};
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
@@ -21,7 +22,7 @@ use capvisor_kernel::object::{
     Effects, IpcWords, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, ThreadGlue,
     VcpuGlue, VcpuRef,
 };
-use capvisor_kernel::stage2::{self, MemType, S2Access};
+use capvisor_kernel::stage2::{self, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
 
 use super::{IPA_BITS, PAGE};
@@ -287,7 +288,7 @@ impl Effects for Glue {
         pa: PhysAddr,
         size: u64,
         access: S2Access,
-        memtype: MemType,
+        memtype: MemoryType,
     ) -> Result<(), KernelError> {
         let attributes = stage2::leaf_attributes(access, memtype, self.fwb);
         let mut table = tables(space);

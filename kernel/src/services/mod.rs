@@ -34,13 +34,14 @@ use crate::arch::aarch64::stage2::MapError;
 use crate::{exit, println};
 use capvisor_image::{EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
     Effects, FrameTable, Kernel, PageInfo, PlatformFeatures, RootBoot, RootLayout, RootRam,
 };
 use capvisor_kernel::platform::Platform;
-use capvisor_kernel::stage2::{self, MemType, S2Access};
+use capvisor_kernel::stage2::{self, S2Access};
 use glue::Glue;
 use heapless::Vec;
 use loader::ServiceImage;
@@ -56,12 +57,6 @@ pub const IPC_BUFFER: u64 = 0x40_0010_0000;
 /// The most services an image may have.
 pub const MAX_SERVICES: usize = 16;
 const PAGE: u64 = 4096;
-
-/// Write `x1` bytes at `x0` to the console, prefixed by the service's name (glue syscall, not in
-/// `capvisor_ipc::abi::Syscall`: the object model answers it `InvalidSyscall`).
-pub const SYS_DEBUG_WRITE: u64 = 12;
-/// Stop the system with status `x0` (0: success), for test images (glue syscall).
-pub const SYS_DEBUG_HALT: u64 = 13;
 
 static mut KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
 static mut GLUE: Glue = Glue::new();
@@ -345,7 +340,7 @@ fn map_root(
             pa,
             PAGE,
             access,
-            MemType::NormalWriteBack,
+            MemoryType::NormalWriteBack,
         )?;
     }
     Ok(())

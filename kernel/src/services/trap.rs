@@ -11,11 +11,12 @@
 
 use super::glue::Glue;
 use super::guest;
-use super::{SYS_DEBUG_HALT, SYS_DEBUG_WRITE, hcr, state};
+use super::{hcr, state};
 use crate::arch::aarch64::el0::{self, ThreadContext};
 use crate::arch::aarch64::gic::{self, Interrupt};
 use crate::exit::{self, Status};
 use crate::{console, println};
+use capvisor_ipc::abi::GlueSyscall;
 use capvisor_ipc::protocols::fault::ServiceFault;
 use capvisor_ipc::types::{Access, Esr, Ipa};
 use capvisor_kernel::esr::{self, ec};
@@ -329,15 +330,17 @@ fn interrupt(kernel: &mut Kernel, glue: &mut Glue) -> Schedule {
 }
 
 fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, [x0, x1, x7]: [u64; 3]) -> ! {
+    const DEBUG_WRITE: u64 = GlueSyscall::DebugWrite.code();
+    const DEBUG_HALT: u64 = GlueSyscall::DebugHalt.code();
     match x7 {
-        SYS_DEBUG_WRITE => {
+        DEBUG_WRITE => {
             debug_write(kernel, glue, thread, x0, x1);
             if let Ok(t) = kernel.thread_glue(thread) {
                 t.context.x[7] = 0;
             }
             enter(thread)
         }
-        SYS_DEBUG_HALT => {
+        DEBUG_HALT => {
             let name = name(kernel, thread);
             guest::report(kernel);
             println!("capvisor: service '{name}' halted the system with status {x0}");

@@ -31,13 +31,14 @@ use capvisor_ipc::bootinfo::{
     MAX_DEVICES,
 };
 use capvisor_ipc::cap::{ObjectKind, Rights};
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::types::{Ipa, PhysAddr};
 use capvisor_kernel::memmap::MemoryMap;
 use capvisor_kernel::object::{
     DeviceAttributes, Effects, Object, RootDevice, RootLayout, RootRam, THREAD_CONFIGURE,
 };
 use capvisor_kernel::platform::Platform;
-use capvisor_kernel::stage2::{MemType, S2Access};
+use capvisor_kernel::stage2::S2Access;
 use zerocopy::{FromZeros, IntoBytes};
 
 /// One guest of the image, with its payloads.
@@ -792,7 +793,7 @@ fn install(
             PhysAddr::new(base + n * PAGE),
         );
         root.glue
-            .map(space, ipa, pa, PAGE, read_only, MemType::NormalWriteBack)?;
+            .map(space, ipa, pa, PAGE, read_only, MemoryType::NormalWriteBack)?;
     }
     Ok(())
 }

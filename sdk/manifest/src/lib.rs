@@ -29,13 +29,13 @@ mod validate;
 
 use std::path::Path;
 
+pub use capvisor_ipc::memory::MemoryType;
 pub use error::{ErrorKind, Location, ManifestError, ManifestErrors};
 pub use feature::{Feature, FeatureSet, Requirements};
 pub use model::{
     Board, Capability, Carveout, CarveoutPassthrough, CrateRef, DEFAULT_MEMMGR, DEFAULT_PA_BITS,
     DEFAULT_STACK, Device, DeviceLocator, GRANT_KINDS, Guest, GuestKernel, Kernel, LogLevel,
-    MAX_VCPUS, Manifest, MemType, PA_BITS, PAGE_SIZE, Passthrough, Platform, SPI_RANGE, Selftest,
-    Service,
+    MAX_VCPUS, Manifest, PA_BITS, PAGE_SIZE, Passthrough, Platform, SPI_RANGE, Selftest, Service,
 };
 
 /// Reads and validates the manifest at `path`.

@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+use capvisor_ipc::memory::MemoryType;
+
 use crate::feature::{FeatureSet, Requirements};
 
 /// The page size all manifest sizes and addresses are multiples of: the 4K granule.
@@ -321,7 +323,7 @@ pub struct Passthrough {
     /// The device's name.
     pub device: String,
     /// The stage-2 memory type of its registers.
-    pub memtype: MemType,
+    pub memtype: MemoryType,
     /// Whether its interrupts are forwarded to the guest as virtual interrupts.
     pub irqs: bool,
     /// Whether the system boots without it where the platform refuses it (a cacheable
@@ -341,34 +343,13 @@ pub struct CarveoutPassthrough {
     pub optional: bool,
 }
 
-/// A stage-2 memory type for device memory (DESIGN.md, rules 3–5).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum MemType {
-    /// Device-nGnRE, the default for device memory.
-    #[default]
-    DeviceNgnre,
-    /// Normal non-cacheable.
-    NormalNc,
-    /// Normal write-back: only for devices declared cacheable, and only with FEAT_S2FWB and
-    /// CTR_EL0.DIC.
-    NormalWb,
-}
-
-impl Choice for MemType {
+/// The manifest's spelling of each memory type (`memtype` of a passthrough, DESIGN.md rules 3–5;
+/// Device-nGnRE when absent). `normal-wb` only for devices declared cacheable, and only with
+/// FEAT_S2FWB and CTR_EL0.DIC.
+impl Choice for MemoryType {
     const CHOICES: &'static [(&'static str, Self)] = &[
-        ("device-ngnre", MemType::DeviceNgnre),
-        ("normal-nc", MemType::NormalNc),
-        ("normal-wb", MemType::NormalWb),
+        ("device-ngnre", MemoryType::DeviceNgnre),
+        ("normal-nc", MemoryType::NormalNonCacheable),
+        ("normal-wb", MemoryType::NormalWriteBack),
     ];
-}
-
-impl MemType {
-    /// The manifest spelling.
-    pub const fn name(self) -> &'static str {
-        match self {
-            MemType::DeviceNgnre => "device-ngnre",
-            MemType::NormalNc => "normal-nc",
-            MemType::NormalWb => "normal-wb",
-        }
-    }
 }

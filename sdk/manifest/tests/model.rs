@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use capvisor_ipc::memory::MemoryType;
 use capvisor_manifest::{
     Board, Capability, CarveoutPassthrough, CrateRef, DEFAULT_STACK, DeviceLocator, Feature,
-    GuestKernel, LogLevel, MemType, Passthrough, Selftest, load, parse,
+    GuestKernel, LogLevel, Passthrough, Selftest, load, parse,
 };
 
 #[test]
@@ -92,14 +93,14 @@ fn complete_manifest_reads_every_field() {
         [
             Passthrough {
                 device: "uart1".to_owned(),
-                memtype: MemType::DeviceNgnre,
+                memtype: MemoryType::DeviceNgnre,
                 irqs: true,
                 optional: false,
                 unprotected_dma: true,
             },
             Passthrough {
                 device: "accel".to_owned(),
-                memtype: MemType::NormalWb,
+                memtype: MemoryType::NormalWriteBack,
                 irqs: false,
                 optional: false,
                 unprotected_dma: true,

@@ -20,10 +20,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType, VcpuRegister};
+use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
 use capvisor_ipc::cap::{
     CPtr, Cap, Frame, IrqHandler, ObjectKind, ObjectType, Thread, Untyped, Vcpu, Vm,
 };
+use capvisor_ipc::memory::MemoryType;
 
 use crate::kernel::{FreeSlots, Kernel, Mappable, Slots, Space};
 
@@ -61,7 +62,7 @@ pub enum Op<E> {
         /// R=1 W=2 X=4.
         access: u64,
         /// The memory type.
-        memtype: MapMemType,
+        memtype: MemoryType,
     },
     /// `frame`'s mapping removed.
     Unmap(u64),
@@ -345,13 +346,13 @@ impl<E> FakeKernel<E> {
     fn check_map(
         object: &Object,
         access: u64,
-        memtype: MapMemType,
+        memtype: MemoryType,
         fwb_dic: bool,
     ) -> Result<(), KernelError> {
         if object.mapped || access == 0 || access & !(R | W | X) != 0 {
             return Err(KernelError::InvalidArgument);
         }
-        let write_back = memtype == MapMemType::NormalWriteBack;
+        let write_back = memtype == MemoryType::NormalWriteBack;
         match object.device {
             None if !write_back => return Err(KernelError::MismatchedAttributes),
             None => {}
@@ -360,8 +361,8 @@ impl<E> FakeKernel<E> {
             }
             Some(region) => {
                 let allowed = match memtype {
-                    MapMemType::NormalWriteBack => region.cacheable,
-                    MapMemType::NormalNonCacheable => region.allows_uncached,
+                    MemoryType::NormalWriteBack => region.cacheable,
+                    MemoryType::NormalNonCacheable => region.allows_uncached,
                     _ => true,
                 };
                 if !allowed {
@@ -489,7 +490,7 @@ impl<E> Kernel for FakeKernel<E> {
         space: Space,
         ipa: u64,
         access: u64,
-        memtype: MapMemType,
+        memtype: MemoryType,
     ) -> Result<(), KernelError> {
         if let Space::Vm(vm) = space {
             self.object(vm.cptr(), ObjectKind::Vm)?;

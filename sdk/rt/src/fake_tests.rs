@@ -1,7 +1,8 @@
 //! The shared fake kernel's own checks: what the services' tests rely on it to refuse.
 
-use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType};
+use capvisor_ipc::abi::{CacheOp, KernelError};
 use capvisor_ipc::cap::{CPtr, Cap, DeviceFrame, Frame, ObjectKind, Untyped, Vcpu, Vm};
+use capvisor_ipc::memory::MemoryType;
 
 use crate::fake::{DeviceMemory, FakeKernel, Op};
 use crate::kernel::{Kernel, Space};
@@ -74,10 +75,10 @@ fn untyped_hands_out_memory_at_its_aligned_watermark() {
 fn map_applies_the_kernel_rules() {
     let mut k = kernel(10);
     let vm = Space::Vm(cap(VM));
-    let wb = MapMemType::NormalWriteBack;
+    let wb = MemoryType::NormalWriteBack;
     let frame: Cap<Frame> = k.retype(cap(RAM), 12).unwrap();
     assert_eq!(
-        k.map(frame, vm, 0x1000, 3, MapMemType::DeviceNgnre),
+        k.map(frame, vm, 0x1000, 3, MemoryType::DeviceNgnre),
         Err(KernelError::MismatchedAttributes)
     );
     assert_eq!(
@@ -101,13 +102,13 @@ fn map_applies_the_kernel_rules() {
     k.unmap(frame).unwrap();
     assert_eq!(k.map(frame, Space::Own, 0, 3, wb), Ok(()));
     let device: Cap<DeviceFrame> = k.retype(cap(DEVICE), 12).unwrap();
-    let device_ngnre = MapMemType::DeviceNgnre;
+    let device_ngnre = MemoryType::DeviceNgnre;
     assert_eq!(
         k.map(device, vm, 0, 7, device_ngnre),
         Err(KernelError::ExecuteFromDevice)
     );
     assert_eq!(
-        k.map(device, vm, 0, 3, MapMemType::NormalNonCacheable),
+        k.map(device, vm, 0, 3, MemoryType::NormalNonCacheable),
         Err(KernelError::MemoryTypeNotAllowed)
     );
     assert_eq!(
@@ -128,10 +129,10 @@ fn a_cacheable_region_maps_write_back_only_and_only_with_fwb_and_dic() {
         let block: Cap<DeviceFrame> = k.retype(cap(8), 21).unwrap();
         (k, block)
     };
-    let wb = MapMemType::NormalWriteBack;
+    let wb = MemoryType::NormalWriteBack;
     let (mut k, block) = make(kernel(10));
     assert_eq!(
-        k.map(block, Space::Own, 0, 3, MapMemType::DeviceNgnre),
+        k.map(block, Space::Own, 0, 3, MemoryType::DeviceNgnre),
         Err(KernelError::MismatchedAttributes)
     );
     assert_eq!(k.map(block, Space::Own, 0, 3, wb), Ok(()));
@@ -144,7 +145,7 @@ fn a_cacheable_region_maps_write_back_only_and_only_with_fwb_and_dic() {
     let mut k = kernel(10).with_device_untyped(9, 4 << 20, DeviceMemory::default());
     let block: Cap<DeviceFrame> = k.retype(cap(9), 21).unwrap();
     assert_eq!(
-        k.map(block, Space::Own, 0, 3, MapMemType::DeviceNgnre),
+        k.map(block, Space::Own, 0, 3, MemoryType::DeviceNgnre),
         Err(KernelError::UncachedBlock)
     );
 }

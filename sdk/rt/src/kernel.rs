@@ -12,10 +12,11 @@
 //! Capabilities the interface creates (retype, copy) land in the service's free slots, handed
 //! out in order by [`Slots`] (the range the boot-info page lists, plus slots a revoke emptied).
 
-use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType};
+use capvisor_ipc::abi::{CacheOp, KernelError};
 use capvisor_ipc::cap::{
     Cap, DeviceFrame, Frame, IrqHandler, ObjectType, Thread, Untyped, Vcpu, Vm,
 };
+use capvisor_ipc::memory::MemoryType;
 
 #[cfg(target_os = "none")]
 mod syscalls;
@@ -89,7 +90,7 @@ pub trait Kernel {
         space: Space,
         ipa: u64,
         access: u64,
-        memtype: MapMemType,
+        memtype: MemoryType,
     ) -> Result<(), KernelError>;
 
     /// Removes `frame`'s mapping; the kernel invalidates the TLB before it returns.

@@ -2,10 +2,12 @@
 
 use core::arch::{asm, global_asm};
 
-/// Syscall numbers (see `docs/ipc.md`).
-const SYS_YIELD: u64 = 11;
-const SYS_DEBUG_WRITE: u64 = 12;
-const SYS_DEBUG_HALT: u64 = 13;
+use capvisor_ipc::abi::{GlueSyscall, Syscall};
+
+/// Syscall numbers, from the one table (`abi::Syscall`, `abi::GlueSyscall`).
+const SYS_YIELD: u64 = Syscall::Yield.code();
+const SYS_DEBUG_WRITE: u64 = GlueSyscall::DebugWrite.code();
+const SYS_DEBUG_HALT: u64 = GlueSyscall::DebugHalt.code();
 
 global_asm!(
     r#"

@@ -23,7 +23,8 @@ use core::pin::pin;
 use core::task::{Context, Poll, Waker};
 
 use capvisor_ipc::abi::{Invocation, KernelError};
-use capvisor_ipc::cap::{CPtr, Cap, ObjectKind, Thread};
+use capvisor_ipc::cap::{CPtr, Cap, ObjectKind, Rights, Thread};
+use capvisor_ipc::memory::MemoryType;
 
 use crate::sys;
 
@@ -32,8 +33,6 @@ pub type Entry = extern "C" fn(ipc_buffer: u64) -> !;
 
 /// A 4 KiB page.
 const PAGE: u64 = 4096;
-/// Map access read/write (R=1 W=2), memory type Normal write-back (0).
-const READ_WRITE: u64 = 0b11;
 
 /// What [`spawn`] makes and where it puts it (slots are in the service's own CNode).
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +84,11 @@ pub fn spawn(spec: &Spec) -> Result<Cap<Thread>, KernelError> {
     let bottom = spec.stack_top - spec.stack_pages * PAGE;
     for page in 0..spec.stack_pages {
         let frame = CPtr::new(spec.stack_slots + page);
-        sys::map(frame, spec.space, bottom + page * PAGE, READ_WRITE, 0)?;
+        let (access, memtype) = (
+            Rights::READ_WRITE.word(),
+            MemoryType::NormalWriteBack.code(),
+        );
+        sys::map(frame, spec.space, bottom + page * PAGE, access, memtype)?;
     }
     configure_at_own_priority(thread, spec)?;
     sys::invoke(thread, Invocation::Resume.code(), &[])?;

@@ -147,7 +147,7 @@ async fn run() -> u64 {
         println!("devbroker: no valid boot-info page");
         return 1;
     };
-    let features = policy::Features {
+    let features = policy::CacheFeatures {
         fwb: info.fwb(),
         dic: info.dic(),
     };

@@ -30,8 +30,10 @@
 
 use core::fmt;
 
-use capvisor_ipc::abi::{KernelError, MapMemType};
-use capvisor_ipc::cap::{Cap, DeviceFrame, Untyped, Vm};
+use capvisor_image::devices;
+use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::cap::{Cap, DeviceFrame, Rights, Untyped, Vm};
+pub use capvisor_ipc::memory::{CacheFeatures, MissingFeatures};
 use capvisor_ipc::protocol::Context;
 pub use capvisor_ipc::protocols::devbroker::Sharing;
 use capvisor_ipc::protocols::devbroker::{
@@ -44,28 +46,11 @@ use capvisor_rt::kernel::{Kernel, Space};
 pub const BLOCK: u64 = 1 << 21;
 /// Regions one broker holds (the boot-info page's limit).
 pub const MAX_REGIONS: usize = capvisor_ipc::bootinfo::MAX_DEVICES;
-/// `Map` access bits (`kernel/src/object/invoke.rs`: R=1 W=2 X=4): read/write, never execute.
-pub const READ_WRITE: u64 = 0b011;
-
-/// The platform's features that decide rule 4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Features {
-    /// FEAT_S2FWB.
-    pub fwb: bool,
-    /// CTR_EL0.DIC.
-    pub dic: bool,
-}
-
 /// Why a grant was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Rule 4: a cacheable mapping of device memory without these features.
-    MissingFeatures {
-        /// FEAT_S2FWB is missing.
-        fwb: bool,
-        /// CTR_EL0.DIC is missing.
-        dic: bool,
-    },
+    MissingFeatures(MissingFeatures),
     /// Rule 5: a region its owner maps cacheable, asked non-cacheable.
     CacheableAsUncached(MemoryType),
     /// Write-back asked of a region that is not declared cacheable.
@@ -91,7 +76,7 @@ impl Refusal {
     #[must_use]
     pub const fn broker_error(self) -> BrokerError {
         match self {
-            Self::MissingFeatures { .. } => BrokerError::CacheableDeviceUnsupported,
+            Self::MissingFeatures(_) => BrokerError::CacheableDeviceUnsupported,
             Self::PrivateDeviceMapping => BrokerError::PrivateDeviceMapping,
             Self::CacheableAsUncached(_)
             | Self::NotCacheable
@@ -105,17 +90,12 @@ impl Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::MissingFeatures {
-                fwb: true,
-                dic: true,
-            } => f.write_str("the platform lacks FEAT_S2FWB and CTR_EL0.DIC"),
-            Self::MissingFeatures { fwb: true, .. } => f.write_str("the platform lacks FEAT_S2FWB"),
-            Self::MissingFeatures { .. } => f.write_str("the platform lacks CTR_EL0.DIC"),
+            Self::MissingFeatures(missing) => write!(f, "the platform lacks {missing}"),
             Self::CacheableAsUncached(asked) => write!(
                 f,
                 "the region is mapped cacheable by its owner and is never mapped {} \
                  (mismatched attributes)",
-                name(*asked)
+                asked.name()
             ),
             Self::NotCacheable => {
                 f.write_str("the region is not declared cacheable; it is mapped uncached only")
@@ -137,34 +117,14 @@ impl fmt::Display for Refusal {
     }
 }
 
-/// The memory type's name in messages.
-#[must_use]
-pub const fn name(memtype: MemoryType) -> &'static str {
-    match memtype {
-        MemoryType::NormalWriteBack => "Normal write-back",
-        MemoryType::NormalNonCacheable => "Normal non-cacheable",
-        MemoryType::DeviceNgnre => "Device-nGnRE",
-    }
-}
-
-/// The `Map` invocation's code for a memory type.
-#[must_use]
-pub const fn map_code(memtype: MemoryType) -> MapMemType {
-    match memtype {
-        MemoryType::NormalWriteBack => MapMemType::NormalWriteBack,
-        MemoryType::NormalNonCacheable => MapMemType::NormalNonCacheable,
-        MemoryType::DeviceNgnre => MapMemType::DeviceNgnre,
-    }
-}
-
 /// The memory type of a boot-info `DeviceInfo::memtype` (the image's passthrough codes,
-/// `capvisor_image::devices::MEMTYPE_*`: 0 Device-nGnRE, 1 Normal non-cacheable, 2 Normal
+/// [`devices`]`::MEMTYPE_*`: 0 Device-nGnRE, 1 Normal non-cacheable, 2 Normal
 /// write-back); an unknown code reads as the safest, Device-nGnRE.
 #[must_use]
 pub const fn memtype_from_boot_info(code: u32) -> MemoryType {
     match code {
-        1 => MemoryType::NormalNonCacheable,
-        2 => MemoryType::NormalWriteBack,
+        devices::MEMTYPE_NORMAL_NC => MemoryType::NormalNonCacheable,
+        devices::MEMTYPE_NORMAL_WB => MemoryType::NormalWriteBack,
         _ => MemoryType::DeviceNgnre,
     }
 }
@@ -231,7 +191,7 @@ pub fn decide(
     asked: MemoryType,
     sharing: Sharing,
     execute: bool,
-    features: Features,
+    features: CacheFeatures,
 ) -> Result<FramePlan, Refusal> {
     if sharing == Sharing::Private {
         return Err(Refusal::PrivateDeviceMapping);
@@ -249,11 +209,10 @@ pub fn decide(
     if asked == MemoryType::NormalNonCacheable && !region.allows_uncached {
         return Err(Refusal::UncachedNormalNotAllowed);
     }
-    if cacheable && !(features.fwb && features.dic) {
-        return Err(Refusal::MissingFeatures {
-            fwb: !features.fwb,
-            dic: !features.dic,
-        });
+    if cacheable {
+        features
+            .cacheable_device()
+            .map_err(Refusal::MissingFeatures)?;
     }
     // Rule 8: only a cacheable mapping may use blocks.
     let blocks = cacheable && (region.base | region.size) & (BLOCK - 1) == 0;
@@ -330,7 +289,7 @@ impl fmt::Display for Outcome<'_> {
                 region.name,
                 region.base,
                 region.base + region.size,
-                name(plan.memtype),
+                plan.memtype.name(),
                 plan.count,
                 (1u64 << plan.bits) / 1024,
             ),
@@ -375,13 +334,17 @@ enum Holder {
 #[derive(Debug)]
 pub struct Broker<K> {
     kernel: K,
-    features: Features,
+    features: CacheFeatures,
     regions: heapless::Vec<(Region, Holder), MAX_REGIONS>,
 }
 
 impl<K: Kernel> Broker<K> {
     /// A broker of `regions` (at most [`MAX_REGIONS`]; more are ignored).
-    pub fn new(kernel: K, features: Features, regions: impl IntoIterator<Item = Region>) -> Self {
+    pub fn new(
+        kernel: K,
+        features: CacheFeatures,
+        regions: impl IntoIterator<Item = Region>,
+    ) -> Self {
         let mut held = heapless::Vec::new();
         for region in regions {
             let holder = if region.passthrough.is_some() {
@@ -455,8 +418,8 @@ fn map_all(
                 frame,
                 Space::Vm(vm),
                 ipa,
-                READ_WRITE,
-                map_code(plan.memtype),
+                Rights::READ_WRITE.word(),
+                plan.memtype,
             )
             .map_err(Refusal::Kernel)?;
     }

@@ -6,12 +6,12 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use capvisor_ipc::abi::MapMemType;
 use capvisor_ipc::bootinfo::{
     BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DEVICE_UNPROTECTED_DMA,
     DeviceInfo,
 };
 use capvisor_ipc::cap::{Badge, CPtr, Cap, ObjectKind, Untyped, Vm};
+use capvisor_ipc::memory::MissingFeatures;
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::devbroker::{BrokerError, Handler};
 use capvisor_ipc::types::{MemoryType, RegionId};
@@ -20,12 +20,14 @@ use capvisor_rt::kernel::Space;
 use zerocopy::FromZeros;
 
 use crate::inventory::{self, Kept};
-use crate::policy::{Broker, Features, FramePlan, Passthrough, Refusal, Region, Sharing, decide};
+use crate::policy::{
+    Broker, CacheFeatures, FramePlan, Passthrough, Refusal, Region, Sharing, decide,
+};
 
 const VM: u64 = 30;
 const RTC: u64 = 0x0901_0000;
 const PFNMAP: u64 = 0x7000_0000;
-const ALL: Features = Features {
+const ALL: CacheFeatures = CacheFeatures {
     fwb: true,
     dic: true,
 };
@@ -36,7 +38,7 @@ enum Op {
     /// A device frame: (untyped, size bits, slot).
     Frame(u64, u32, u64),
     /// (frame, VM, IPA, access, memory type).
-    Map(u64, u64, u64, u64, MapMemType),
+    Map(u64, u64, u64, u64, MemoryType),
     Copy(u64, u64),
     Revoke(u64),
 }
@@ -219,13 +221,19 @@ fn cacheable_device_memory_needs_fwb_and_dic_and_the_refusal_names_what_is_missi
         (true, false, "the platform lacks CTR_EL0.DIC"),
     ];
     for (fwb, dic, message) in cases {
-        let refusal = decide(&region, wb, Sharing::Shared, false, Features { fwb, dic });
+        let refusal = decide(
+            &region,
+            wb,
+            Sharing::Shared,
+            false,
+            CacheFeatures { fwb, dic },
+        );
         assert_eq!(
             refusal,
-            Err(Refusal::MissingFeatures {
+            Err(Refusal::MissingFeatures(MissingFeatures {
                 fwb: !fwb,
                 dic: !dic
-            })
+            }))
         );
         assert_eq!(refusal.unwrap_err().to_string(), message);
         assert_eq!(
@@ -290,9 +298,9 @@ fn passthroughs_are_mapped_at_ipa_equals_pa_read_write_and_reported() {
         ops(&mut broker),
         [
             Op::Frame(10, 12, 101),
-            Op::Map(101, VM, RTC, 0b011, MapMemType::DeviceNgnre),
+            Op::Map(101, VM, RTC, 0b011, MemoryType::DeviceNgnre),
             Op::Frame(11, 21, 102),
-            Op::Map(102, VM, PFNMAP, 0b011, MapMemType::NormalWriteBack),
+            Op::Map(102, VM, PFNMAP, 0b011, MemoryType::NormalWriteBack),
         ]
     );
     assert_eq!(
@@ -313,7 +321,7 @@ fn an_optional_cacheable_grant_is_refused_without_fwb_or_dic_and_the_rest_goes_o
         (false, true, "FEAT_S2FWB"),
         (true, false, "CTR_EL0.DIC"),
     ] {
-        let mut broker = Broker::new(fake(), Features { fwb, dic }, [pfnmap(2 << 20), rtc()]);
+        let mut broker = Broker::new(fake(), CacheFeatures { fwb, dic }, [pfnmap(2 << 20), rtc()]);
         let mut lines = Vec::new();
         assert!(broker.grant_passthroughs(|outcome| lines.push(outcome.to_string())));
         // Nothing of the cacheable region was retyped or mapped; the RTC was.
@@ -321,7 +329,7 @@ fn an_optional_cacheable_grant_is_refused_without_fwb_or_dic_and_the_rest_goes_o
             ops(&mut broker),
             [
                 Op::Frame(10, 12, 101),
-                Op::Map(101, VM, RTC, 0b011, MapMemType::DeviceNgnre)
+                Op::Map(101, VM, RTC, 0b011, MemoryType::DeviceNgnre)
             ]
         );
         assert_eq!(
@@ -336,7 +344,7 @@ fn an_optional_cacheable_grant_is_refused_without_fwb_or_dic_and_the_rest_goes_o
     // A required one: reported, and the broker says the system is incomplete.
     let mut required = pfnmap(2 << 20);
     required.passthrough.as_mut().unwrap().optional = false;
-    let mut broker = Broker::new(fake(), Features::default(), [required]);
+    let mut broker = Broker::new(fake(), CacheFeatures::default(), [required]);
     let mut lines = Vec::new();
     assert!(!broker.grant_passthroughs(|outcome| lines.push(outcome.to_string())));
     assert!(lines[0].ends_with("CTR_EL0.DIC (required)"), "{}", lines[0]);
@@ -376,7 +384,7 @@ fn the_protocol_grants_free_regions_once_under_the_same_rules() {
     let mut free_pfnmap = pfnmap(0x1000);
     free_pfnmap.passthrough = None;
     let regions = [rtc(), free_uncached, free_pfnmap];
-    let mut broker = Broker::new(fake(), Features::default(), regions);
+    let mut broker = Broker::new(fake(), CacheFeatures::default(), regions);
     let ctx = &mut Context::new(Badge::new(5), Default::default());
     let page = block_on(broker.list_regions(ctx, 0)).unwrap();
     assert_eq!(page.regions.len(), 3);

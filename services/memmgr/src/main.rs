@@ -48,7 +48,7 @@ async fn run() -> u64 {
     let kernel = Syscalls::new(info.free_first, info.free_end);
     let guests: heapless::Vec<policy::Guest, { policy::MAX_GUESTS }> =
         info.guests().iter().map(policy::Guest::from_info).collect();
-    let features = policy::Features {
+    let features = policy::CacheFeatures {
         fwb: info.fwb(),
         dic: info.dic(),
     };

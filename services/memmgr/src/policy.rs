@@ -30,9 +30,11 @@
 //! or of the frame table than its quota ([`crate::quota`]): `MemError::Quota` beyond it, so no
 //! guest can exhaust what another was promised.
 
-use capvisor_ipc::abi::{CacheOp, KernelError, MapMemType};
+use capvisor_ipc::abi::{CacheOp, KernelError};
 use capvisor_ipc::bootinfo::{GuestInfo, Payload};
-use capvisor_ipc::cap::{CPtr, Cap, Frame as FrameCap, Untyped, Vm};
+use capvisor_ipc::cap::{CPtr, Cap, Frame as FrameCap, Rights, Untyped, Vm};
+use capvisor_ipc::memory::MemoryType;
+pub use capvisor_ipc::memory::{CacheFeatures, FrameSize};
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
@@ -56,40 +58,8 @@ pub const MAX_FRAMES: usize = 192;
 /// Guests one memory manager serves.
 pub const MAX_GUESTS: usize = capvisor_ipc::bootinfo::MAX_GUESTS;
 
-/// Map access bits (`kernel/src/object/invoke.rs`: R=1 W=2 X=4).
-const READ_WRITE: u64 = 0b011;
-const READ_WRITE_EXECUTE: u64 = 0b111;
 /// Guest RAM is mapped Normal write-back, in the VM and in the window alike.
-const WRITE_BACK: MapMemType = MapMemType::NormalWriteBack;
-
-/// A frame's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameSize {
-    /// 4 KiB.
-    Page,
-    /// 2 MiB.
-    Block,
-}
-
-impl FrameSize {
-    /// Bytes.
-    #[must_use]
-    pub const fn bytes(self) -> u64 {
-        match self {
-            Self::Page => PAGE,
-            Self::Block => BLOCK,
-        }
-    }
-
-    /// The retype size bits.
-    #[must_use]
-    pub const fn bits(self) -> u32 {
-        match self {
-            Self::Page => 12,
-            Self::Block => 21,
-        }
-    }
-}
+const WRITE_BACK: MemoryType = MemoryType::NormalWriteBack;
 
 /// The part of a write that lies in one frame.
 #[derive(Debug, Clone, Copy)]
@@ -171,27 +141,18 @@ impl Guest {
     fn region(&self, ipa: u64) -> (u64, FrameSize) {
         let block = ipa & !(BLOCK - 1);
         if self.in_ram(block, BLOCK) {
-            (block, FrameSize::Block)
+            (block, FrameSize::Block2M)
         } else {
-            (ipa & !(PAGE - 1), FrameSize::Page)
+            (ipa & !(PAGE - 1), FrameSize::Page4K)
         }
     }
-}
-
-/// The platform features the rules depend on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Features {
-    /// FEAT_S2FWB.
-    pub fwb: bool,
-    /// CTR_EL0.DIC.
-    pub dic: bool,
 }
 
 /// The memory manager.
 #[derive(Debug)]
 pub struct MemMgr<K> {
     kernel: K,
-    features: Features,
+    features: CacheFeatures,
     guests: heapless::Vec<Guest, MAX_GUESTS>,
     frames: heapless::Vec<Frame, MAX_FRAMES>,
     /// Per guest: its identity-mapped RAM's frames were all made.
@@ -216,7 +177,7 @@ impl<K: Kernel> MemMgr<K> {
     /// quota ([`crate::quota`]).
     pub fn new(
         mut kernel: K,
-        features: Features,
+        features: CacheFeatures,
         guests: &[Guest],
         untyped: &[Cap<Untyped>],
     ) -> Self {
@@ -333,8 +294,8 @@ impl<K: Kernel> MemMgr<K> {
         let left = &mut self.left[index];
         let from_pool = match (untyped, size) {
             (Some(_), _) => None,
-            (None, FrameSize::Block) => Some(&mut left.blocks),
-            (None, FrameSize::Page) => Some(&mut left.pages),
+            (None, FrameSize::Block2M) => Some(&mut left.blocks),
+            (None, FrameSize::Page4K) => Some(&mut left.pages),
         };
         if left.frames == 0 || from_pool.as_deref() == Some(&0) {
             return Err(MemError::Quota);
@@ -343,7 +304,7 @@ impl<K: Kernel> MemMgr<K> {
             return Err(MemError::OutOfMemory);
         }
         let vm_cap = match untyped {
-            Some(untyped) => self.kernel.retype(untyped, size.bits()),
+            Some(untyped) => self.kernel.retype(untyped, size.bits() as u32),
             None => self.pool.take(&mut self.kernel, size),
         }
         .map_err(out_of_memory)?;
@@ -356,7 +317,13 @@ impl<K: Kernel> MemMgr<K> {
         let own_cap = self.kernel.copy(vm_cap).map_err(out_of_memory)?;
         let window = Self::window(index, base);
         self.kernel
-            .map(own_cap, Space::Own, window, READ_WRITE, WRITE_BACK)
+            .map(
+                own_cap,
+                Space::Own,
+                window,
+                Rights::READ_WRITE.word(),
+                WRITE_BACK,
+            )
             .map_err(refused)?;
         let frame = Frame {
             guest: index as u8,
@@ -395,16 +362,16 @@ impl<K: Kernel> MemMgr<K> {
                 .map_err(refused)?;
         }
         let access = if execute {
-            READ_WRITE_EXECUTE
+            Rights::READ_WRITE_EXECUTE
         } else {
-            READ_WRITE
+            Rights::READ_WRITE
         };
         self.kernel
             .map(
                 frame.vm_cap,
                 Space::Vm(guest.vm),
                 frame.ipa,
-                access,
+                access.word(),
                 WRITE_BACK,
             )
             .map_err(refused)?;

@@ -206,16 +206,16 @@ impl Pool {
         size: FrameSize,
     ) -> Result<Cap<Frame>, KernelError> {
         match size {
-            FrameSize::Page => {
+            FrameSize::Page4K => {
                 let (slot, left) = self.pages.as_mut().ok_or(KernelError::NotEnoughMemory)?;
                 if *left == 0 {
                     return Err(KernelError::NotEnoughMemory);
                 }
-                let frame = kernel.retype(*slot, size.bits())?;
+                let frame = kernel.retype(*slot, size.bits() as u32)?;
                 *left -= 1;
                 Ok(frame)
             }
-            FrameSize::Block => {
+            FrameSize::Block2M => {
                 // Pieces are used up in order: the first with blocks left is the current one.
                 while self.pieces.get(self.current).is_some_and(|p| p.blocks == 0) {
                     self.current += 1;
@@ -224,7 +224,7 @@ impl Pool {
                     .pieces
                     .get_mut(self.current)
                     .ok_or(KernelError::NotEnoughMemory)?;
-                let frame = kernel.retype(piece.slot, size.bits())?;
+                let frame = kernel.retype(piece.slot, size.bits() as u32)?;
                 piece.blocks -= 1;
                 Ok(frame)
             }

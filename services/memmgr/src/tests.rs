@@ -5,9 +5,10 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use capvisor_ipc::abi::{CacheOp, MapMemType};
+use capvisor_ipc::abi::CacheOp;
 use capvisor_ipc::bootinfo::Payload;
 use capvisor_ipc::cap::{Badge, CPtr, Cap, ObjectKind, Untyped, Vm};
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
@@ -15,7 +16,7 @@ use capvisor_rt::fake::{self, FakeKernel};
 use capvisor_rt::kernel::Space;
 use capvisor_rt::window::host_read;
 
-use crate::policy::{BLOCK, Features, FrameSize, Guest, MemMgr, PAGE, WINDOW};
+use crate::policy::{BLOCK, CacheFeatures, FrameSize, Guest, MemMgr, PAGE, WINDOW};
 
 const VM: u64 = 40;
 const VMM: u64 = 2;
@@ -46,8 +47,8 @@ enum Op {
 impl Op {
     fn of(op: fake::Op<()>) -> Option<Self> {
         let size = |bits| match bits {
-            12 => FrameSize::Page,
-            21 => FrameSize::Block,
+            12 => FrameSize::Page4K,
+            21 => FrameSize::Block2M,
             _ => panic!("a frame of 2^{bits} bytes"),
         };
         Some(match op {
@@ -75,7 +76,7 @@ impl Op {
                 access,
                 memtype,
             } => {
-                assert_eq!(memtype, MapMemType::NormalWriteBack);
+                assert_eq!(memtype, MemoryType::NormalWriteBack);
                 Self::Map(frame, space, ipa, access)
             }
             fake::Op::Unmap(frame) => Self::Unmap(frame),
@@ -156,7 +157,7 @@ fn guest(ram_size: u64, kernel_size: u64) -> Guest {
 }
 
 /// A memory manager with a 1 GiB pool (its set-up's operations taken out).
-fn new_manager(fake: Fake, features: Features, guests: &[Guest]) -> MemMgr<FakeKernel> {
+fn new_manager(fake: Fake, features: CacheFeatures, guests: &[Guest]) -> MemMgr<FakeKernel> {
     let mut m = MemMgr::new(fake.kernel, features, guests, &fake.pool);
     m.kernel().take_log();
     m
@@ -165,7 +166,7 @@ fn new_manager(fake: Fake, features: Features, guests: &[Guest]) -> MemMgr<FakeK
 fn manager(fwb: bool, dic: bool) -> MemMgr<FakeKernel> {
     new_manager(
         Fake::default(),
-        Features { fwb, dic },
+        CacheFeatures { fwb, dic },
         &[guest(16 << 20, 0x3000)],
     )
 }
@@ -208,7 +209,7 @@ fn a_data_fault_without_fwb_maps_a_fresh_block_rw_execute_never_without_a_second
     assert_eq!(
         take(&mut m),
         [
-            Op::NewFrame(FrameSize::Block, 101),
+            Op::NewFrame(FrameSize::Block2M, 101),
             Op::Copy(101, 102),
             Op::Map(102, Space::Own, WINDOW + RAM, 3),
             Op::Map(101, Space::Vm(vm(VM)), RAM, 3),
@@ -260,7 +261,7 @@ fn regions_not_wholly_in_ram_get_pages() {
     // 2 MiB + 8 KiB: the first region is a block, the last two pages are pages.
     let mut m = new_manager(
         Fake::default(),
-        Features {
+        CacheFeatures {
             fwb: true,
             dic: true,
         },
@@ -276,7 +277,7 @@ fn regions_not_wholly_in_ram_get_pages() {
     );
     // Slot 101 holds the untyped the pool carved for pages (as on the target, where every
     // capability the memory manager makes takes one of its free slots).
-    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page, 102));
+    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page4K, 102));
     assert_eq!(
         fault(&mut m, RAM + BLOCK + 2 * PAGE, Access::Read),
         Err(MemError::NotGuestRam)
@@ -416,7 +417,10 @@ fn a_boot_info_entry_becomes_a_guest_and_frames_retype_by_size() {
         ..Default::default()
     };
     assert_eq!(Guest::from_info(&info), guest(16 << 20, 0x3000));
-    assert_eq!((FrameSize::Page.bits(), FrameSize::Block.bits()), (12, 21));
+    assert_eq!(
+        (FrameSize::Page4K.bits(), FrameSize::Block2M.bits()),
+        (12, 21)
+    );
 }
 
 #[test]
@@ -431,7 +435,7 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
     };
     let mut m = new_manager(
         Fake::default(),
-        Features {
+        CacheFeatures {
             fwb: true,
             dic: true,
         },
@@ -462,10 +466,10 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
     assert_eq!(
         sizes,
         [
-            FrameSize::Block,
-            FrameSize::Block,
-            FrameSize::Page,
-            FrameSize::Page
+            FrameSize::Block2M,
+            FrameSize::Block2M,
+            FrameSize::Page4K,
+            FrameSize::Page4K
         ]
     );
     let second = made[1].1;
@@ -513,7 +517,7 @@ fn fault_blocks(m: &mut MemMgr<FakeKernel>, index: u32, blocks: u64) -> (u64, Op
     (blocks, None)
 }
 
-const FWB_DIC: Features = Features {
+const FWB_DIC: CacheFeatures = CacheFeatures {
     fwb: true,
     dic: true,
 };

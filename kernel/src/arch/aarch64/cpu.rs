@@ -70,7 +70,7 @@ pub fn undefined_instruction() {
     unsafe { asm!("udf #0", options(nomem, nostack)) };
 }
 
-/// Sets the EL1 registers that govern EL0 to the services' profile ([`vcpu::SERVICE_EL0`]) at
+/// Sets the EL1 registers that govern EL0 to the services' profile (`vcpu::load_service_profile`) at
 /// boot, so services run the same before and after any guest: little-endian, the virtual
 /// counter readable and equal to the physical count, FP/SIMD trapped by CPTR_EL2.
 pub fn enable_el0_counter() {

@@ -5,7 +5,7 @@ use capvisor_ipc::abi::{Invocation, KernelError};
 use capvisor_ipc::cap::{ObjectKind, Rights};
 
 use super::*;
-use crate::stage2::MemType;
+use capvisor_ipc::memory::{CacheFeatures, MemoryType};
 
 const FRAME: u64 = FREE;
 const RW: u64 = 3;
@@ -31,7 +31,7 @@ fn map_writes_the_descriptor_and_unmap_removes_it() {
     let m = w.fx.mappings[0];
     assert_eq!(
         (m.ipa.raw(), m.pa.raw(), m.size, m.memtype),
-        (0x20_0000, RAM_BASE, 0x1000, MemType::NormalWriteBack)
+        (0x20_0000, RAM_BASE, 0x1000, MemoryType::NormalWriteBack)
     );
     assert!(m.access.read && m.access.write && !m.access.exec);
     // One mapping per capability; a copy maps again (elsewhere).
@@ -184,8 +184,7 @@ fn device_frames_carry_their_region_types() {
 fn cacheable_device_mapping_needs_fwb_and_dic() {
     for (fwb, dic) in [(false, false), (true, false), (false, true)] {
         let mut w = World::with_features(PlatformFeatures {
-            fwb,
-            dic,
+            cache: CacheFeatures { fwb, dic },
             ipa_bits: 40,
         });
         let device = World::kind(ObjectKind::DeviceFrame);

@@ -15,6 +15,7 @@ mod vcpus;
 
 use capvisor_ipc::abi::{Invocation, KernelError, MessageInfo, Syscall};
 use capvisor_ipc::cap::{ObjectKind, Rights};
+use capvisor_ipc::memory::CacheFeatures;
 use capvisor_ipc::types::PhysAddr;
 
 use super::boot::{RootBoot, RootDevice, RootLayout, RootRam};
@@ -70,8 +71,10 @@ pub fn kernel_memory() -> RootRam {
 
 pub fn features() -> PlatformFeatures {
     PlatformFeatures {
-        fwb: true,
-        dic: true,
+        cache: CacheFeatures {
+            fwb: true,
+            dic: true,
+        },
         ipa_bits: 40,
     }
 }

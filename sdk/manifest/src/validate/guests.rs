@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
 
+use capvisor_ipc::memory::MemoryType;
 use toml::Spanned;
 
 use crate::error::ErrorKind;
 use crate::feature::Feature;
 use crate::model::{
-    CarveoutPassthrough, DEFAULT_MEMMGR, Guest, GuestKernel, MAX_VCPUS, MemType, Passthrough,
+    CarveoutPassthrough, DEFAULT_MEMMGR, Guest, GuestKernel, MAX_VCPUS, Passthrough,
 };
 use crate::schema::{RawCarveoutPassthrough, RawGuest, RawPassthrough, Table};
 
@@ -213,7 +214,7 @@ impl Checker<'_> {
         field: String,
         guest: &str,
     ) -> Option<Passthrough> {
-        let memtype: MemType = self.choice(raw.memtype.as_ref(), &format!("{field}.memtype"));
+        let memtype: MemoryType = self.choice(raw.memtype.as_ref(), &format!("{field}.memtype"));
         let device = self.known_device(&raw.device, format!("{field}.device"))?;
         let span = raw.device.span();
         if !self.pass_through(
@@ -232,7 +233,7 @@ impl Checker<'_> {
             raw.device.span(),
             format!("{field}.device"),
         );
-        let cacheable = memtype == MemType::NormalWb;
+        let cacheable = memtype == MemoryType::NormalWriteBack;
         let optional = self.optional(raw.optional.as_ref(), cacheable, &field);
         if cacheable {
             let span = raw.memtype.as_ref().map_or(0..0, Spanned::span);

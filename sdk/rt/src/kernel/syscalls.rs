@@ -1,9 +1,10 @@
 //! [`Kernel`] over the system calls: each method is one capability invocation (`crate::sys`).
 
-use capvisor_ipc::abi::{CacheOp, Invocation, KernelError, MapMemType};
+use capvisor_ipc::abi::{CacheOp, Invocation, KernelError};
 use capvisor_ipc::cap::{
     CPtr, Cap, Frame, IrqHandler, ObjectKind, ObjectType, Rights, Thread, Untyped, Vcpu, Vm,
 };
+use capvisor_ipc::memory::MemoryType;
 
 use super::{FreeSlots, Kernel, Mappable, NoFreeSlots, OWN_CNODE, OWN_SPACE, Slots, Space};
 use crate::sys;
@@ -92,7 +93,7 @@ impl<S: FreeSlots> Kernel for Syscalls<S> {
         space: Space,
         ipa: u64,
         access: u64,
-        memtype: MapMemType,
+        memtype: MemoryType,
     ) -> Result<(), KernelError> {
         let space = match space {
             Space::Vm(vm) => vm.cptr(),

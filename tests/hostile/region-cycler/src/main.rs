@@ -32,7 +32,7 @@ async fn run() -> u64 {
 
 #[cfg(target_os = "none")]
 async fn cycle() -> Result<(), &'static str> {
-    use capvisor_ipc::abi::{Invocation, MapMemType};
+    use capvisor_ipc::abi::Invocation;
     use capvisor_ipc::cap::{Cap, Slot};
     use capvisor_ipc::protocols::devbroker::Sharing;
     use capvisor_ipc::types::MemoryType;
@@ -70,7 +70,7 @@ async fn cycle() -> Result<(), &'static str> {
         .ok_or("the broker holds no region at the RTC's base")?
         .id;
     let read_id = |frame: CPtr| -> Result<u32, &'static str> {
-        let device = MapMemType::DeviceNgnre.code();
+        let device = MemoryType::DeviceNgnre.code();
         sys::map(frame, SPACE, WINDOW, 0b001, device).map_err(|_| "map")?;
         let id = (0..4).fold(0u32, |id, n| {
             // SAFETY: the frame is mapped read-only, Device-nGnRE, at WINDOW (4 KiB) just

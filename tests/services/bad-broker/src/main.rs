@@ -16,9 +16,9 @@ const WINDOW: u64 = 0x40_0000_0000;
 
 #[cfg(target_os = "none")]
 fn run() -> u64 {
-    use capvisor_ipc::abi::MapMemType;
     use capvisor_ipc::bootinfo::{BOOT_INFO, BootInfo, DEVICE_CARVEOUT, DeviceInfo};
     use capvisor_ipc::cap::ObjectKind;
+    use capvisor_ipc::memory::MemoryType;
     use capvisor_rt::{CPtr, println, sys};
     use zerocopy::FromBytes;
 
@@ -54,16 +54,16 @@ fn run() -> u64 {
         capvisor_rt::debug_halt(1)
     }
     let requests = [
-        ("write-back read/write", MapMemType::NormalWriteBack, 0b011),
-        ("Device-nGnRE read/write", MapMemType::DeviceNgnre, 0b011),
+        ("write-back read/write", MemoryType::NormalWriteBack, 0b011),
+        ("Device-nGnRE read/write", MemoryType::DeviceNgnre, 0b011),
         (
             "Normal non-cacheable read/write",
-            MapMemType::NormalNonCacheable,
+            MemoryType::NormalNonCacheable,
             0b011,
         ),
         (
             "write-back read/execute",
-            MapMemType::NormalWriteBack,
+            MemoryType::NormalWriteBack,
             0b101,
         ),
     ];
@@ -95,9 +95,9 @@ fn run() -> u64 {
 /// from `slot` on.
 #[cfg(target_os = "none")]
 fn uncached_block(device: &capvisor_ipc::bootinfo::DeviceInfo, slot: u64) {
-    use capvisor_ipc::abi::MapMemType;
     use capvisor_ipc::bootinfo::BootInfo;
     use capvisor_ipc::cap::ObjectKind;
+    use capvisor_ipc::memory::MemoryType;
     use capvisor_rt::{CPtr, println, sys};
 
     /// This service's AddressSpace (`kernel/src/services/spawn.rs`).
@@ -117,7 +117,7 @@ fn uncached_block(device: &capvisor_ipc::bootinfo::DeviceInfo, slot: u64) {
             println!("bad-broker: {what} of '{name}': retype refused with {error:?}");
             continue;
         }
-        let memtype = MapMemType::DeviceNgnre.code();
+        let memtype = MemoryType::DeviceNgnre.code();
         match sys::map(
             CPtr::new(frame),
             CPtr::new(SPACE),

@@ -32,7 +32,6 @@ async fn run() -> u64 {
 
 #[cfg(target_os = "none")]
 async fn steps() -> Result<(), &'static str> {
-    use capvisor_ipc::abi::MapMemType;
     use capvisor_ipc::cap::{Cap, Slot};
     use capvisor_ipc::protocol::Error;
     use capvisor_ipc::protocols::devbroker::{BrokerError, Sharing};
@@ -99,7 +98,7 @@ async fn steps() -> Result<(), &'static str> {
         CPtr::new(SPACE),
         WINDOW,
         read_only,
-        MapMemType::DeviceNgnre.code(),
+        MemoryType::DeviceNgnre.code(),
     )
     .map_err(|_| "mapping the granted frame failed")?;
     let id = (0..4).fold(0u32, |id, n| {
