@@ -149,6 +149,10 @@ crate::stable_codes! {
         /// through a hardware-linked list register, so the guest's deactivation deactivates it
         /// (vCPU CPtr with WRITE, vINTID 32–1019; a vCPU CPtr of 0 stops forwarding).
         IrqForwardToVcpu = 23,
+        /// IrqControl: name a thread (word 0, a CPtr with WRITE) after the image's service entry
+        /// word 1 (its console prefix and fault reports), as init does for the services it makes
+        /// from the boot plan.
+        IrqControlNameThread = 24,
     }
 }
 

@@ -410,3 +410,20 @@ mod tests {
         assert!(postcard::from_bytes::<Rights>(&[0x40]).is_err());
     }
 }
+
+/// Where the kernel puts the root service's (init's) capabilities in its CNode: the kernel's
+/// `RootLayout` and init's boot (`services/init/src/boot.rs`) both read them here.
+pub mod root {
+    /// Slots in the root's CNode.
+    pub const CNODE_SLOTS: u64 = 1024;
+    /// Its own CNode.
+    pub const CNODE: u64 = 1;
+    /// Its own AddressSpace.
+    pub const SPACE: u64 = 2;
+    /// Its own Thread.
+    pub const THREAD: u64 = 3;
+    /// IrqControl.
+    pub const IRQ_CONTROL: u64 = 4;
+    /// The first of its untyped (RAM, then device), then the image's frames, then empty slots.
+    pub const FIRST_UNTYPED: u64 = 5;
+}

@@ -176,8 +176,7 @@ fn boot_with(
         }
     }
     let view = image_view(base);
-    let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
-    match services::load_all(&view, &mut memory, &platform, dt, supervised) {
+    match services::load_all(&view, &mut memory, &platform, dt, &config) {
         Ok((0, _)) => {}
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);
@@ -187,10 +186,18 @@ fn boot_with(
             cpu::set_mitigations(&features);
             crate::arch::aarch64::vcpu::set_guest_hcr(&features, platform.fwb);
             services::set_platform(&features);
-            println!(
-                "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
-                untyped >> 20
-            );
+            if config.flags & capvisor_image::BOOT_FLAG_INIT_PLAN != 0 {
+                println!(
+                    "capvisor: created init with {} MiB of RAM untyped; it makes the services \
+                     from the boot plan",
+                    untyped >> 20
+                );
+            } else {
+                println!(
+                    "capvisor: loaded {count} service(s); {} MiB of RAM untyped for the root",
+                    untyped >> 20
+                );
+            }
             if crate::arch::aarch64::boot::overflowed_stacks() != 0 {
                 exit::fail(Status::Panic)
             }

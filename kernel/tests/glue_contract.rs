@@ -153,6 +153,7 @@ fn a_simulated_glue_runs_a_server_and_a_client() {
             size: 1 << 20,
         },
         space_bytes: 64 << 10,
+        image: RootRam::NONE,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
     let root = layout.thread;

@@ -2,7 +2,7 @@
 //! guests, with checksums the kernel verifies at boot.
 
 use crate::kernel::{self, BuiltKernel};
-use crate::{guests, services, toolchain};
+use crate::{guests, plan, services, toolchain};
 use capvisor_image::devices::{self, DeviceRecord};
 use capvisor_image::writer::{NewEntry, write_image};
 use capvisor_image::{BootConfig, EntryKind, SelfTest};
@@ -25,6 +25,14 @@ pub struct BuiltImage {
 #[must_use]
 pub fn boot_config(manifest: &Manifest) -> BootConfig {
     let requirements = manifest.requirements();
+    let root_priority = if supervised(manifest) {
+        manifest
+            .services
+            .first()
+            .map_or(255, |s| u32::from(s.priority))
+    } else {
+        255
+    };
     BootConfig {
         selftest: match manifest.kernel.selftest {
             Selftest::None => SelfTest::None,
@@ -46,9 +54,25 @@ pub fn boot_config(manifest: &Manifest) -> BootConfig {
             capvisor_image::BOOT_FLAG_SUPERVISED
         } else {
             0
+        } | if init_plans(manifest) {
+            capvisor_image::BOOT_FLAG_INIT_PLAN
+        } else {
+            0
         },
+        services: u32::try_from(manifest.services.len()).unwrap_or(u32::MAX),
+        root_priority,
         ..BootConfig::default()
     }
+}
+
+/// Whether init carries out the boot plan of `manifest`'s image (`BOOT_FLAG_INIT_PLAN`): it has
+/// services, and no guests, devices or carve-outs, whose steps init does not carry out yet.
+#[must_use]
+pub fn init_plans(manifest: &Manifest) -> bool {
+    !manifest.services.is_empty()
+        && manifest.guests.is_empty()
+        && manifest.devices.is_empty()
+        && manifest.carveouts.is_empty()
 }
 
 /// The crate of the supervisor service (`services/init`).
@@ -68,7 +92,7 @@ pub fn supervised(manifest: &Manifest) -> bool {
 /// # Errors
 ///
 /// A message saying what went wrong: manifest errors (each with file:line:column), a failed
-/// kernel build, or an I/O error naming the file.
+/// kernel build, a plan that cannot be made, or an I/O error naming the file.
 pub fn build(
     workspace: &Path,
     manifest_path: &Path,
@@ -77,39 +101,7 @@ pub fn build(
     let manifest = capvisor_manifest::load(manifest_path).map_err(|e| e.to_string())?;
     let toolchain = toolchain::find().map_err(|e| e.to_string())?;
     let kernel = kernel::build(workspace, &toolchain).map_err(|e| e.to_string())?;
-    let mut entries = vec![NewEntry::boot_config(&boot_config(&manifest))];
-    for service in services::build_all(workspace, &toolchain, &manifest)? {
-        let elf =
-            std::fs::read(&service.elf).map_err(|e| format!("{}: {e}", service.elf.display()))?;
-        let bytes = services::loadable_elf(&elf)
-            .map_err(|e| format!("service {}: {}: {e}", service.name, service.elf.display()))?;
-        entries.push(NewEntry {
-            kind: EntryKind::ServiceElf,
-            name: service.name,
-            bytes,
-        });
-    }
-    entries.push(NewEntry {
-        kind: EntryKind::Manifest,
-        name: capvisor_image::grants::GRANTS_ENTRY.to_string(),
-        bytes: capvisor_image::grants::encode(&grants(&manifest)?),
-    });
-    entries.push(NewEntry {
-        kind: EntryKind::Manifest,
-        name: capvisor_image::grants::UNTYPED_ENTRY.to_string(),
-        bytes: capvisor_image::grants::encode_untyped(&untyped_grants(&manifest)?),
-    });
-    entries.push(NewEntry {
-        kind: EntryKind::Manifest,
-        name: capvisor_image::priorities::PRIORITIES_ENTRY.to_string(),
-        bytes: manifest.services.iter().map(|s| s.priority).collect(),
-    });
-    entries.push(NewEntry {
-        kind: EntryKind::Manifest,
-        name: devices::DEVICES_ENTRY.to_string(),
-        bytes: device_records(&manifest)?.as_bytes().to_vec(),
-    });
-    entries.extend(guests::entries(workspace, &toolchain, &manifest)?);
+    let entries = entries(workspace, &toolchain, &manifest)?;
     let bytes = write_image(&kernel.flat, &entries).map_err(|e| e.to_string())?;
     let path = out.map_or_else(
         || {
@@ -133,7 +125,75 @@ pub fn build(
     })
 }
 
-/// The manifest's endpoint grants, by service index in image (manifest) order.
+/// The payload entries of `manifest`'s image: the boot configuration; the services, laid out
+/// (init first: the SDK adds it when the manifest does not start with it); the devices record;
+/// the guests' payloads; the boot-info pages; and last the boot plan.
+fn entries(
+    workspace: &Path,
+    toolchain: &toolchain::Toolchain,
+    manifest: &Manifest,
+) -> Result<Vec<NewEntry>, String> {
+    let supervised = supervised(manifest);
+    let mut entries = vec![NewEntry::boot_config(&boot_config(manifest))];
+    if !manifest.services.is_empty() && !supervised {
+        let crate_ref = capvisor_manifest::CrateRef::Name(INIT_CRATE.into());
+        let elf = services::build_crate(workspace, toolchain, &crate_ref, "init")?;
+        let elf = std::fs::read(&elf).map_err(|e| format!("{}: {e}", elf.display()))?;
+        let bytes = services::service_image(&elf, capvisor_manifest::DEFAULT_STACK)
+            .map_err(|e| format!("init: {e}"))?;
+        entries.push(NewEntry {
+            kind: EntryKind::Service,
+            name: "init".into(),
+            bytes,
+        });
+    }
+    let first_service = entries.len();
+    let built = services::build_all(workspace, toolchain, manifest)?;
+    for (service, built) in manifest.services.iter().zip(built) {
+        let elf = std::fs::read(&built.elf).map_err(|e| format!("{}: {e}", built.elf.display()))?;
+        let bytes = services::service_image(&elf, service.stack)
+            .map_err(|e| format!("service {}: {}: {e}", service.name, built.elf.display()))?;
+        entries.push(NewEntry {
+            kind: EntryKind::Service,
+            name: built.name,
+            bytes,
+        });
+    }
+    entries.extend(kernel_entries(manifest)?);
+    entries.push(NewEntry {
+        kind: EntryKind::Manifest,
+        name: devices::DEVICES_ENTRY.to_string(),
+        bytes: device_records(manifest)?.as_bytes().to_vec(),
+    });
+    entries.extend(guests::entries(workspace, toolchain, manifest)?);
+    add_plan(manifest, entries, (first_service, supervised))
+}
+
+/// The entries the kernel still builds the system from until init carries out the boot plan
+/// (issue 15): the endpoint and untyped grants and the services' priorities, by manifest index.
+fn kernel_entries(manifest: &Manifest) -> Result<Vec<NewEntry>, String> {
+    let entry = |name: &str, bytes| NewEntry {
+        kind: EntryKind::Manifest,
+        name: name.to_string(),
+        bytes,
+    };
+    Ok(vec![
+        entry(
+            capvisor_image::grants::GRANTS_ENTRY,
+            capvisor_image::grants::encode(&grants(manifest)?),
+        ),
+        entry(
+            capvisor_image::grants::UNTYPED_ENTRY,
+            capvisor_image::grants::encode_untyped(&untyped_grants(manifest)?),
+        ),
+        entry(
+            capvisor_image::priorities::PRIORITIES_ENTRY,
+            manifest.services.iter().map(|s| s.priority).collect(),
+        ),
+    ])
+}
+
+/// The manifest's endpoint grants, by service index in manifest order.
 ///
 /// # Errors
 /// A grant naming a service the manifest lacks (validation normally refuses it first).
@@ -147,7 +207,7 @@ pub fn grants(manifest: &Manifest) -> Result<Vec<capvisor_image::grants::Grant>,
     let mut grants = Vec::new();
     for (granter, service) in manifest.services.iter().enumerate() {
         for cap in &service.caps {
-            if let capvisor_manifest::Capability::Endpoint(target) = cap {
+            if let Capability::Endpoint(target) = cap {
                 grants.push(capvisor_image::grants::Grant {
                     granter: u8::try_from(granter).map_err(|_| "too many services".to_string())?,
                     target: index(target)?,
@@ -169,12 +229,113 @@ pub fn untyped_grants(
     for (index, service) in manifest.services.iter().enumerate() {
         let index = u8::try_from(index).map_err(|_| "too many services".to_string())?;
         for cap in &service.caps {
-            if let capvisor_manifest::Capability::Untyped(bytes) = cap {
+            if let Capability::Untyped(bytes) = cap {
                 grants.extend(capvisor_image::grants::untyped_pieces(index, *bytes));
             }
         }
     }
     Ok(grants)
+}
+
+/// Adds the boot-info pages and the boot plan to `entries` (the plan refers to where the
+/// others are, so it is made once they are laid out, and goes last).
+fn add_plan(
+    manifest: &Manifest,
+    mut entries: Vec<NewEntry>,
+    (first_service, supervised): (usize, bool),
+) -> Result<Vec<NewEntry>, String> {
+    if manifest.services.is_empty() {
+        return Ok(entries);
+    }
+    // The boot-info pages do not depend on where anything is in the payload: plan once to
+    // learn them, lay everything out, then plan with the offsets.
+    let draft = plan::plan(
+        &inputs(manifest, &entries, None, (first_service, supervised)),
+        supervised,
+    )?;
+    let mut info_entries = vec![0; manifest.services.len()];
+    for (index, info) in draft.boot_infos.iter().enumerate() {
+        if let Some(info) = info {
+            info_entries[index] = entries.len();
+            entries.push(NewEntry {
+                kind: EntryKind::BootInfo,
+                name: manifest.services[index].name.clone(),
+                bytes: info.as_bytes().to_vec(),
+            });
+        }
+    }
+    entries.push(NewEntry {
+        kind: EntryKind::BootPlan,
+        name: capvisor_image::plan::PLAN_ENTRY.into(),
+        bytes: Vec::new(),
+    });
+    let offsets = capvisor_image::writer::layout(&entries);
+    let boot_infos = info_entries
+        .iter()
+        .map(|&entry| if entry == 0 { 0 } else { offsets[entry] })
+        .collect();
+    let layout = (offsets.as_slice(), boot_infos);
+    let planned = plan::plan(
+        &inputs(
+            manifest,
+            &entries,
+            Some(layout),
+            (first_service, supervised),
+        ),
+        supervised,
+    )?;
+    if let Some(last) = entries.last_mut() {
+        last.bytes = planned.plan;
+    }
+    Ok(entries)
+}
+
+/// What the planner is given: the entries and, once laid out, their offsets (`None`: a draft).
+fn inputs<'a>(
+    manifest: &'a Manifest,
+    entries: &'a [NewEntry],
+    layout: Option<(&[u64], Vec<u64>)>,
+    (first_service, supervised): (usize, bool),
+) -> plan::Inputs<'a> {
+    let offset = |index: usize| layout.as_ref().map_or(0, |(offsets, _)| offsets[index]);
+    let placed = |index: usize| plan::Placed {
+        offset: offset(index),
+        bytes: &entries[index].bytes,
+    };
+    let find = |kind: EntryKind, name: &str| {
+        entries
+            .iter()
+            .position(|e| e.kind == kind && e.name == name)
+            .map(placed)
+    };
+    let services = (0..manifest.services.len())
+        .map(|i| placed(first_service + i))
+        .collect();
+    let guests = manifest
+        .guests
+        .iter()
+        .map(|guest| plan::GuestPayloads {
+            kernel: find(EntryKind::GuestKernel, &guest.name).unwrap_or(plan::Placed {
+                offset: 0,
+                bytes: &[],
+            }),
+            dtb: find(EntryKind::GuestDtb, &guest.name),
+            initrd: find(EntryKind::GuestInitrd, &guest.name),
+            cmdline: find(EntryKind::GuestCmdline, &guest.name),
+        })
+        .collect();
+    let payload_size = layout
+        .as_ref()
+        .and_then(|(offsets, _)| offsets.last().copied())
+        .unwrap_or(u64::MAX);
+    plan::Inputs {
+        manifest,
+        services,
+        first_entry: u64::from(!supervised),
+        guests,
+        boot_infos: layout.map_or_else(Vec::new, |(_, infos)| infos),
+        payload_size,
+    }
 }
 
 /// The manifest's devices and carve-outs as the kernel reads them (`capvisor_image::devices`):

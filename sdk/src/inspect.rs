@@ -1,5 +1,7 @@
 //! `capvisor inspect IMAGEFILE`: what is inside an image, checked as the kernel checks it.
 
+use capvisor_image::plan::Plan;
+use capvisor_image::service::ServiceImage;
 use capvisor_image::{
     BootConfig, EntryKind, Feature, FeatureSet, GuestConfig, ImageView, SelfTest, devices,
 };
@@ -48,30 +50,102 @@ pub fn report(bytes: &[u8]) -> Result<String, String> {
     }
     let config = view.boot_config().map_err(|e| e.to_string())?;
     describe_config(&mut out, &config);
-    describe_guests(&mut out, &view)?;
-    describe_devices(&mut out, &view)?;
+    describe_services(&mut out, &view)?;
+    describe_guests(&mut out, &view, &config)?;
+    describe_devices(&mut out, &view, &config)?;
+    describe_plan(&mut out, &view)?;
     Ok(out)
+}
+
+/// The manifest's services, in manifest order: the image's service entries without the init
+/// the SDK added first (there is one more entry than the manifest has services then).
+fn manifest_services<'a>(view: &ImageView<'a>, config: &BootConfig) -> Vec<&'a str> {
+    let all: Vec<&str> = view
+        .entries()
+        .filter(|e| e.kind == EntryKind::Service)
+        .map(|e| e.name)
+        .collect();
+    let skip = all.len().saturating_sub(config.services as usize);
+    all[skip..].to_vec()
+}
+
+/// One line per service entry, checked as the kernel and init check it.
+fn describe_services(out: &mut String, view: &ImageView<'_>) -> Result<(), String> {
+    for (index, entry) in view
+        .entries()
+        .filter(|e| e.kind == EntryKind::Service)
+        .enumerate()
+    {
+        let image = ServiceImage::decode(entry.bytes)
+            .map_err(|e| format!("service \"{}\": {e}", entry.name))?;
+        let _ = writeln!(
+            out,
+            "  service \"{}\"{}: entry {:#x}, {} page(s) in {} segment(s), stack {} KiB",
+            entry.name,
+            if index == 0 { " (the root)" } else { "" },
+            image.header.entry,
+            image.page_count(),
+            image.segments().len(),
+            image.header.stack_size >> 10
+        );
+    }
+    Ok(())
+}
+
+/// The boot plan, one line per step, checked as init checks it.
+fn describe_plan(out: &mut String, view: &ImageView<'_>) -> Result<(), String> {
+    let Some(entry) = view.entries().find(|e| e.kind == EntryKind::BootPlan) else {
+        return Ok(());
+    };
+    let plan = Plan::decode(entry.bytes, view.header.payload_size)
+        .map_err(|e| format!("boot plan: {e}"))?;
+    let _ = writeln!(
+        out,
+        "  boot plan: {} step(s), {} plan slot(s), {}",
+        plan.len(),
+        plan.header.slot_count,
+        if plan.supervised() {
+            "init supervises the services (the manifest's first service)"
+        } else {
+            "init added by the SDK"
+        }
+    );
+    for (index, step) in plan.steps().enumerate() {
+        let owner = plan
+            .name(step.owner)
+            .map_or_else(|| "?".to_string(), ToString::to_string);
+        let _ = writeln!(
+            out,
+            "    {index}: {owner}: {} ({})",
+            step.op,
+            step.purpose.text()
+        );
+    }
+    Ok(())
 }
 
 fn kind_name(kind: EntryKind) -> &'static str {
     match kind {
         EntryKind::BootConfig => "boot-config",
-        EntryKind::ServiceElf => "service-elf",
+        EntryKind::Service => "service",
         EntryKind::GuestKernel => "guest-kernel",
         EntryKind::GuestInitrd => "guest-initrd",
         EntryKind::GuestDtb => "guest-dtb",
         EntryKind::Manifest => "manifest",
         EntryKind::Guest => "guest",
         EntryKind::GuestCmdline => "guest-cmdline",
+        EntryKind::BootPlan => "boot-plan",
+        EntryKind::BootInfo => "boot-info",
     }
 }
 
 /// One line per guest, its configuration checked as its VMM checks it.
-fn describe_guests(out: &mut String, view: &ImageView<'_>) -> Result<(), String> {
-    let services = view
-        .entries()
-        .filter(|e| e.kind == EntryKind::ServiceElf)
-        .count();
+fn describe_guests(
+    out: &mut String,
+    view: &ImageView<'_>,
+    config: &BootConfig,
+) -> Result<(), String> {
+    let services = config.services as usize;
     for entry in view.entries().filter(|e| e.kind == EntryKind::Guest) {
         let config = GuestConfig::decode(entry.bytes, services)
             .map_err(|e| format!("guest \"{}\": {e}", entry.name))?;
@@ -123,11 +197,12 @@ fn describe_guests(out: &mut String, view: &ImageView<'_>) -> Result<(), String>
 }
 
 /// One line per device or carve-out of the `devices` entry, checked as the kernel checks it.
-fn describe_devices(out: &mut String, view: &ImageView<'_>) -> Result<(), String> {
-    let services = view
-        .entries()
-        .filter(|e| e.kind == EntryKind::ServiceElf)
-        .collect::<Vec<_>>();
+fn describe_devices(
+    out: &mut String,
+    view: &ImageView<'_>,
+    config: &BootConfig,
+) -> Result<(), String> {
+    let services = manifest_services(view, config);
     let guests = view
         .entries()
         .filter(|e| e.kind == EntryKind::Guest)
@@ -159,7 +234,7 @@ fn describe_devices(out: &mut String, view: &ImageView<'_>) -> Result<(), String
         };
         let holder = services
             .get(record.service as usize)
-            .map_or("none".to_string(), |s| format!("\"{}\"", s.name));
+            .map_or("none".to_string(), |s| format!("\"{s}\""));
         let guest = match guests.get(record.guest as usize) {
             None => "not passed through".to_string(),
             Some(guest) => format!(
@@ -244,12 +319,23 @@ mod tests {
         };
         let config = BootConfig {
             required_features: FeatureSet::EMPTY.with(Feature::Fwb).0,
+            services: 2,
             ..BootConfig::default()
         };
+        let code = capvisor_image::service::NewSegment {
+            ipa: 0x20_0000,
+            pages: 1,
+            access: capvisor_image::service::ACCESS_READ | capvisor_image::service::ACCESS_EXECUTE,
+            data: vec![1; 10],
+        };
         let service = |name: &str| NewEntry {
-            kind: EntryKind::ServiceElf,
+            kind: EntryKind::Service,
             name: name.into(),
-            bytes: vec![1; 10],
+            bytes: capvisor_image::service::encode(
+                0x20_0000,
+                16 << 10,
+                std::slice::from_ref(&code),
+            ),
         };
         let guest = capvisor_image::GuestConfig {
             version: 1,
@@ -319,7 +405,7 @@ mod tests {
     #[test]
     fn reports_entries_and_requirements() {
         let text = report(&image()).unwrap();
-        assert!(text.contains("entry 1: service-elf   \"hello\""), "{text}");
+        assert!(text.contains("entry 1: service       \"hello\""), "{text}");
         assert!(text.contains("requires: features [fwb]"), "{text}");
         assert!(
             text.contains(

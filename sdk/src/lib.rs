@@ -9,6 +9,7 @@ pub mod image;
 pub mod inspect;
 pub mod kernel;
 pub mod new_service;
+pub mod plan;
 pub mod qemu;
 pub mod s2walk_cmd;
 pub mod services;

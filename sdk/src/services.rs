@@ -94,76 +94,84 @@ pub fn build_crate(
     Ok(elf)
 }
 
-/// The loadable part of an ELF64 little-endian file: its header, its program headers and the
-/// bytes of its PT_LOAD segments, without sections (debug information stays in the file the
-/// build left, for debuggers). What the kernel's loader reads is unchanged.
+/// A service's ELF file laid out as the image carries it (`capvisor_image::service`): its
+/// loadable segments as page-granular, page-aligned blobs, a page two segments share holding both
+/// with the union of their permissions, and the stack of `stack` bytes. Nothing at boot parses
+/// ELF: the kernel (for the root) and init (for the others) copy these pages as they are.
 ///
 /// # Errors
 ///
-/// A message when the file is not an ELF64 little-endian file with program headers.
-pub fn loadable_elf(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
-    };
-    if bytes.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
-        return Err("not an ELF64 little-endian file".into());
-    }
-    let phoff = u64_at(0x20).ok_or("truncated ELF header")? as usize;
-    let phentsize = u16_at(0x36).ok_or("truncated ELF header")? as usize;
-    let phnum = u16_at(0x38).ok_or("truncated ELF header")? as usize;
-    if phentsize != 56 || phnum == 0 {
-        return Err("no ELF64 program headers".into());
-    }
-    let headers = bytes
-        .get(phoff..phoff + phnum * 56)
-        .ok_or("program headers lie outside the file")?;
-    let mut out = bytes[..64].to_vec();
-    // No section headers: e_shoff = 0, e_shnum = 0, e_shstrndx = 0; program headers follow.
-    out[0x28..0x30].fill(0);
-    out[0x3c..0x40].fill(0);
-    out[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
-    let mut table = headers.to_vec();
-    let mut data = Vec::new();
-    let data_start = 64 + table.len();
-    for entry in table.chunks_exact_mut(56) {
-        let p_type = u32::from_le_bytes(entry[0..4].try_into().unwrap_or([0; 4]));
-        let offset = u64::from_le_bytes(entry[8..16].try_into().unwrap_or([0; 8])) as usize;
-        let filesz = u64::from_le_bytes(entry[32..40].try_into().unwrap_or([0; 8])) as usize;
-        if p_type != 1 {
-            entry[32..40].fill(0);
-            entry[8..16].fill(0);
+/// A message when the file is not an AArch64 ELF64 executable with loadable segments, or when
+/// its layout is one the image refuses (beyond the stack, too large, an entry point outside its
+/// code).
+pub fn service_image(elf: &[u8], stack: u64) -> Result<Vec<u8>, String> {
+    use capvisor_image::service::{self, NewSegment, PAGE};
+    use object::{Object, ObjectSegment};
+    use std::collections::BTreeMap;
+    let file = crate::kernel::parse_aarch64(elf)?;
+    let mut pages: BTreeMap<u64, (u32, Vec<u8>)> = BTreeMap::new();
+    for segment in file.segments() {
+        let (start, size) = (segment.address(), segment.size());
+        if size == 0 {
             continue;
         }
-        let segment = bytes
-            .get(offset..offset + filesz)
-            .ok_or("a segment lies outside the file")?;
-        // Keep each segment at its offset modulo the page size, as loaders expect.
-        let aligned = (data_start + data.len()).div_ceil(4096) * 4096 + offset % 4096;
-        data.resize(aligned - data_start, 0);
-        entry[8..16].copy_from_slice(&(aligned as u64).to_le_bytes());
-        data.extend_from_slice(segment);
+        let data = segment.data().map_err(|e| e.to_string())?;
+        let flags = match segment.flags() {
+            object::SegmentFlags::Elf { p_flags } => p_flags,
+            _ => 0,
+        };
+        // ELF's PF_X, PF_W, PF_R (1, 2, 4) as the image's access bits (R 1, W 2, X 4).
+        let access = u32::from(flags & 4 != 0)
+            | u32::from(flags & 2 != 0) << 1
+            | u32::from(flags & 1 != 0) << 2;
+        let end = start
+            .checked_add(size)
+            .ok_or("a segment wraps the address space")?;
+        let mut page = start & !(PAGE - 1);
+        while page < end {
+            let entry = pages
+                .entry(page)
+                .or_insert_with(|| (0, vec![0; PAGE as usize]));
+            entry.0 |= access;
+            let from = page.max(start);
+            let to = (page + PAGE).min(start + data.len() as u64);
+            if from < to {
+                let source = &data[(from - start) as usize..(to - start) as usize];
+                entry.1[(from - page) as usize..(to - page) as usize].copy_from_slice(source);
+            }
+            page += PAGE;
+        }
     }
-    out.extend_from_slice(&table);
-    out.extend_from_slice(&data);
-    Ok(out)
+    // Runs of consecutive pages with the same access are one segment each.
+    let mut segments: Vec<NewSegment> = Vec::new();
+    for (ipa, (access, bytes)) in pages {
+        match segments.last_mut() {
+            Some(last) if last.access == access && last.ipa + last.pages * PAGE == ipa => {
+                last.pages += 1;
+                last.data.extend_from_slice(&bytes);
+            }
+            _ => segments.push(NewSegment {
+                ipa,
+                pages: 1,
+                access,
+                data: bytes,
+            }),
+        }
+    }
+    let bytes = service::encode(file.entry(), stack, &segments);
+    service::ServiceImage::decode(&bytes).map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::loadable_elf;
+    use super::service_image;
 
     #[test]
-    fn refuses_what_is_not_elf64() {
-        assert!(loadable_elf(b"not an elf").is_err());
+    fn refuses_what_is_not_an_aarch64_elf_file() {
+        assert!(service_image(b"not an elf", 65536).is_err());
         let mut header = vec![0x7f, b'E', b'L', b'F', 2, 1];
         header.resize(64, 0);
-        assert!(loadable_elf(&header).is_err(), "no program headers");
+        assert!(service_image(&header, 65536).is_err());
     }
 }

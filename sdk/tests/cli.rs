@@ -158,10 +158,38 @@ fn inspect_lists_entries_and_refuses_corruption() {
     let (code, stdout, stderr) = capvisor(&["inspect", image]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("capvisor image, layout version 1"),
+        stdout.contains("capvisor image, layout version 2"),
         "{stdout}"
     );
     assert!(stdout.contains("entry 0: boot-config"), "{stdout}");
+    // An image with services carries the boot plan, printed step by step after the manifest
+    // item each step is done for; an init is added to a manifest without one.
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/images/el0-services.toml"
+    );
+    let planned = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/images/inspect-plan.img"
+    );
+    let (code, _, stderr) = capvisor(&["build", manifest, "-o", planned]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = capvisor(&["inspect", planned]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("service \"init\" (the root): entry 0x"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("init added by the SDK"), "{stdout}");
+    assert!(
+        stdout.contains("service 'faulter' (manifest line 13): 16 page(s) into p")
+            && stdout.contains("mapped rw- at 0x3fffff0000 in p"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("service 'faulter' (manifest line 13): resume p"),
+        "{stdout}"
+    );
     let mut bytes = std::fs::read(image).unwrap();
     bytes[200] ^= 0xff;
     let corrupt = concat!(

@@ -140,3 +140,34 @@ fn malformed_guest_cmdline_is_refused() {
         outcome.console
     );
 }
+
+#[test]
+fn a_plan_init_cannot_carry_out_is_refused_by_name() {
+    // 2 GiB of untyped for one service, on a board with 1 GiB: the build cannot know the
+    // board's memory, init finds out when it carries out the plan.
+    let image = build_text(
+        "plan-out-of-memory",
+        "name = \"plan-out-of-memory\"\n\
+         [[service]]\nname = \"hello\"\ncrate = \"svc-hello\"\npriority = 100\nmemory = \"1M\"\n\
+         [[service]]\nname = \"greedy\"\ncrate = \"svc-hello\"\npriority = 100\nmemory = \"1M\"\n\
+         caps = [{ untyped = \"2G\" }]\n",
+    );
+    let outcome = boot(&image.path, "cortex-a57", 1);
+    assert_contains(
+        &outcome,
+        "[init] init: cannot carry out the boot plan: service 'greedy' (manifest line 8): out of \
+         memory for its untyped memory (step ",
+    );
+    assert_contains(&outcome, ": retype Untyped (31) into p");
+    assert!(
+        !outcome.console.contains("hello from EL0"),
+        "nothing starts:\n{}",
+        outcome.console
+    );
+    assert_eq!(
+        outcome.ending,
+        Ending::Exited(4),
+        "console:\n{}",
+        outcome.console
+    );
+}

@@ -7,7 +7,12 @@ use capvisor_tests::{assert_contains, assert_exited_ok, assert_line, boot, build
 fn services_run(cpu: &str) {
     let image = build("tests/images/el0-services.toml");
     let outcome = boot(&image.path, cpu, 1);
-    assert_contains(&outcome, "capvisor: loaded 2 service(s); ");
+    // The kernel creates init only; init makes the services from the boot plan.
+    assert_contains(&outcome, "capvisor: created init with ");
+    assert_line(
+        &outcome,
+        "[init] init: made 2 service(s) from the boot plan (30 steps)",
+    );
     assert_line(&outcome, "[hello] hello from EL0");
     assert_line(&outcome, "[faulter] about to touch an unmapped address");
     // A stage-2 translation fault at level 1 (the services' tables start at level 1 and the

@@ -22,7 +22,9 @@ pub mod devices;
 mod features;
 pub mod grants;
 mod guest;
+pub mod plan;
 pub mod priorities;
+pub mod service;
 #[cfg(any(test, feature = "std"))]
 pub mod writer;
 
@@ -50,15 +52,19 @@ pub const ARM64_IMAGE_MAGIC: u32 = 0x644d_5241;
 pub const CAPVISOR_MAGIC: [u8; 8] = *b"CAPVISOR";
 /// The magic at the start of [`PayloadTable`].
 pub const PAYLOAD_MAGIC: [u8; 8] = *b"CVPAYLD\0";
-/// The version of this layout; bumped on any incompatible change.
-pub const LAYOUT_VERSION: u32 = 1;
+/// The version of this layout; bumped on any incompatible change (2: services as laid-out
+/// segments, the boot plan, a payload on a 2 MiB boundary).
+pub const LAYOUT_VERSION: u32 = 2;
 /// Where [`CapvisorHeader`] sits in the image.
 pub const CAPVISOR_HEADER_OFFSET: usize = 64;
 /// The bytes at the start of the image that the checksum does not cover: the two headers, which
 /// the SDK patches after the kernel is linked.
 pub const CHECKSUM_START: usize = 128;
-/// The payload's alignment inside the image file.
-pub const PAYLOAD_ALIGN: u64 = 4096;
+/// The payload's alignment inside the image file, and the multiple `image_size` is rounded up
+/// to: a boot loader places the image on a 2 MiB boundary (Linux `booting.rst`), so the payload
+/// starts a 2 MiB block in memory and the image's footprint ends one, and the kernel hands the
+/// payload's blocks to init as read-only frames.
+pub const PAYLOAD_ALIGN: u64 = plan::IMAGE_BLOCK;
 /// The most payload entries an image may have.
 pub const MAX_ENTRIES: u32 = 256;
 
@@ -159,21 +165,27 @@ pub struct PayloadEntry {
 pub enum EntryKind {
     /// A [`BootConfig`].
     BootConfig = 1,
-    /// An EL0 service's ELF file.
-    ServiceElf = 2,
+    /// An EL0 service's code and data, laid out by the SDK ([`service`]); the first is the
+    /// root service (init), which the kernel loads itself.
+    Service = 2,
     /// A guest's kernel.
     GuestKernel = 3,
     /// A guest's initial RAM disk.
     GuestInitrd = 4,
     /// A guest's device tree.
     GuestDtb = 5,
-    /// The compiled manifest (postcard), for the root service.
+    /// A record of the manifest for `capvisor inspect` (the devices entry, [`devices`]).
     Manifest = 6,
     /// A guest's configuration, a [`GuestConfig`]; named after the guest.
     Guest = 7,
     /// A guest's kernel command line (UTF-8, no NUL, at most [`MAX_CMDLINE`] bytes), which its
     /// VMM writes into `/chosen/bootargs` of the device tree it gives the guest.
     GuestCmdline = 8,
+    /// The boot plan ([`plan`]), which init carries out; the kernel never reads it.
+    BootPlan = 9,
+    /// A service's boot-info page as the SDK computed it (`capvisor_ipc::bootinfo::BootInfo`),
+    /// named after the service; init completes it with what only the running system knows.
+    BootInfo = 10,
 }
 
 impl EntryKind {
@@ -182,15 +194,30 @@ impl EntryKind {
     pub fn from_u32(value: u32) -> Option<Self> {
         Some(match value {
             1 => Self::BootConfig,
-            2 => Self::ServiceElf,
+            2 => Self::Service,
             3 => Self::GuestKernel,
             4 => Self::GuestInitrd,
             5 => Self::GuestDtb,
             6 => Self::Manifest,
             7 => Self::Guest,
             8 => Self::GuestCmdline,
+            9 => Self::BootPlan,
+            10 => Self::BootInfo,
             _ => return None,
         })
+    }
+
+    /// The alignment of an entry of this kind in the payload: a guest's kernel, initrd and device
+    /// tree occupy whole 2 MiB blocks of their own (init hands them to the memory manager as the
+    /// kernel's read-only frames of the image, [`plan::IMAGE_BLOCK`]); a service's blobs are
+    /// page-aligned.
+    #[must_use]
+    pub const fn alignment(self) -> u64 {
+        match self {
+            Self::GuestKernel | Self::GuestInitrd | Self::GuestDtb => plan::IMAGE_BLOCK,
+            Self::Service | Self::BootInfo => 4096,
+            _ => 16,
+        }
     }
 }
 
@@ -239,8 +266,15 @@ pub struct BootConfig {
     pub min_cpus: u32,
     /// [`BOOT_FLAG_SUPERVISED`].
     pub flags: u64,
+    /// How many services the manifest declares: the image's last `services` service entries,
+    /// in manifest order. An entry before them is the init the SDK added to an image whose
+    /// manifest has none, to carry out the boot plan; until it does (issue 15), the kernel
+    /// still creates the manifest's services itself and does not start that init.
+    pub services: u32,
+    /// The root service's (init's) priority.
+    pub root_priority: u32,
     /// Reserved, zero.
-    pub reserved: [u64; 4],
+    pub reserved: [u64; 3],
 }
 
 /// `BootConfig::flags`: the first service is the supervisor (`services/init`): the kernel creates
@@ -248,6 +282,13 @@ pub struct BootConfig {
 /// index plus one) as their fault endpoint, and lists them in its boot info; the supervisor
 /// starts them and is told of their faults.
 pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
+
+/// `BootConfig::flags`: init carries out the boot plan ([`plan`]). The kernel creates only init,
+/// the image's first service entry, giving it every free RAM range as untyped, IrqControl and
+/// the payload as read-only 2 MiB frames; init creates everything else. The SDK sets it for an
+/// image without guests, devices or carve-outs (init does not carry those steps out yet); for
+/// the others the kernel still builds the system itself.
+pub const BOOT_FLAG_INIT_PLAN: u64 = 1 << 1;
 
 /// Why an image was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,6 +379,78 @@ pub struct ImageView<'a> {
     pub header: CapvisorHeader,
     payload: &'a [u8],
     entries: &'a [PayloadEntry],
+}
+
+/// The payload alone, as the root service (init) reads it from the image's read-only frames: its
+/// table and entries are checked (the kernel checked its checksum at boot, with the headers that
+/// carry it).
+#[derive(Clone, Copy, Debug)]
+pub struct Payload<'a> {
+    bytes: &'a [u8],
+    entries: &'a [PayloadEntry],
+}
+
+impl<'a> Payload<'a> {
+    /// Reads the payload's table and checks every entry lies inside `payload` with a known kind.
+    ///
+    /// # Errors
+    ///
+    /// An [`ImageError`] saying the first thing found wrong.
+    pub fn parse(payload: &'a [u8]) -> Result<Self, ImageError> {
+        let (table, rest) =
+            PayloadTable::read_from_prefix(payload).map_err(|_| ImageError::BadPayloadTable)?;
+        if table.magic != PAYLOAD_MAGIC {
+            return Err(ImageError::BadPayloadTable);
+        }
+        if table.count > MAX_ENTRIES {
+            return Err(ImageError::TooManyEntries(table.count));
+        }
+        let (entries, _) = <[PayloadEntry]>::ref_from_prefix_with_elems(rest, table.count as usize)
+            .map_err(|_| ImageError::Truncated {
+                needed: (table.count as u64) * size_of::<PayloadEntry>() as u64,
+                have: rest.len() as u64,
+            })?;
+        for (index, entry) in entries.iter().enumerate() {
+            let index = index as u32;
+            slice(payload, entry.offset, entry.size)
+                .map_err(|_| ImageError::EntryOutOfBounds { index })?;
+            if EntryKind::from_u32(entry.kind).is_none() {
+                return Err(ImageError::UnknownEntryKind {
+                    index,
+                    kind: entry.kind,
+                });
+            }
+        }
+        Ok(Self {
+            bytes: payload,
+            entries,
+        })
+    }
+
+    /// The entries, in order.
+    pub fn entries(self) -> impl Iterator<Item = Entry<'a>> + 'a {
+        let payload = self.bytes;
+        self.entries.iter().map(move |e| {
+            Entry {
+                // Both checked in `parse`.
+                kind: EntryKind::from_u32(e.kind).unwrap_or(EntryKind::Manifest),
+                name: nul_padded(&e.name).unwrap_or("?"),
+                bytes: &payload[e.offset as usize..(e.offset + e.size) as usize],
+            }
+        })
+    }
+
+    /// Its size in bytes.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether it is empty (never, once parsed: it has a table).
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 /// One payload entry, validated.
@@ -435,46 +548,25 @@ impl<'a> ImageView<'a> {
                 actual,
             });
         }
-        let (table, rest) =
-            PayloadTable::read_from_prefix(payload).map_err(|_| ImageError::BadPayloadTable)?;
-        if table.magic != PAYLOAD_MAGIC {
-            return Err(ImageError::BadPayloadTable);
-        }
-        if table.count > MAX_ENTRIES {
-            return Err(ImageError::TooManyEntries(table.count));
-        }
-        let (entries, _) = <[PayloadEntry]>::ref_from_prefix_with_elems(rest, table.count as usize)
-            .map_err(|_| ImageError::Truncated {
-                needed: (table.count as u64) * size_of::<PayloadEntry>() as u64,
-                have: rest.len() as u64,
-            })?;
-        for (index, entry) in entries.iter().enumerate() {
-            let index = index as u32;
-            slice(payload, entry.offset, entry.size)
-                .map_err(|_| ImageError::EntryOutOfBounds { index })?;
-            if EntryKind::from_u32(entry.kind).is_none() {
-                return Err(ImageError::UnknownEntryKind {
-                    index,
-                    kind: entry.kind,
-                });
-            }
-        }
-        self.payload = payload;
-        self.entries = entries;
+        let parsed = Payload::parse(payload)?;
+        self.payload = parsed.bytes;
+        self.entries = parsed.entries;
         Ok(())
+    }
+
+    /// The payload's bytes (empty when the image has none).
+    #[must_use]
+    pub const fn payload(&self) -> &'a [u8] {
+        self.payload
     }
 
     /// The payload's entries, in order.
     pub fn entries(&self) -> impl Iterator<Item = Entry<'a>> + 'a {
-        let payload = self.payload;
-        self.entries.iter().map(move |e| {
-            Entry {
-                // Both checked in `parse_payload`.
-                kind: EntryKind::from_u32(e.kind).unwrap_or(EntryKind::Manifest),
-                name: nul_padded(&e.name).unwrap_or("?"),
-                bytes: &payload[e.offset as usize..(e.offset + e.size) as usize],
-            }
-        })
+        Payload {
+            bytes: self.payload,
+            entries: self.entries,
+        }
+        .entries()
     }
 
     /// The boot configuration, or the default one when the image has none.
@@ -488,7 +580,12 @@ impl<'a> ImageView<'a> {
         };
         let config =
             BootConfig::read_from_bytes(entry.bytes).map_err(|_| ImageError::BadBootConfig)?;
-        if SelfTest::from_u32(config.selftest).is_none() || !(1..=5).contains(&config.log_level) {
+        if SelfTest::from_u32(config.selftest).is_none()
+            || !(1..=5).contains(&config.log_level)
+            || config.root_priority > 255
+            || config.flags & !(BOOT_FLAG_SUPERVISED | BOOT_FLAG_INIT_PLAN) != 0
+            || config.reserved != [0; 3]
+        {
             return Err(ImageError::BadBootConfig);
         }
         Ok(config)
@@ -523,7 +620,9 @@ impl Default for BootConfig {
             min_pa_bits: 0,
             min_cpus: 0,
             flags: 0,
-            reserved: [0; 4],
+            services: 0,
+            root_priority: 255,
+            reserved: [0; 3],
         }
     }
 }

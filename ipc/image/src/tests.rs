@@ -36,7 +36,7 @@ fn sample() -> Vec<u8> {
         ..BootConfig::default()
     };
     let svc = NewEntry {
-        kind: EntryKind::ServiceElf,
+        kind: EntryKind::Service,
         name: "memmgr".into(),
         bytes: vec![0x7f, b'E', b'L', b'F', 1, 2, 3],
     };
@@ -47,13 +47,29 @@ fn sample() -> Vec<u8> {
 fn crc32_matches_zlib() {
     assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
     assert_eq!(crc32(b""), 0);
+    // Eight bytes a step and the tail agree with the byte-at-a-time definition, at every length
+    // and alignment.
+    let bytes: Vec<u8> = (0..600u32).map(|i| (i * 131 + 7) as u8).collect();
+    for start in 0..8 {
+        for end in start..bytes.len() {
+            let slice = &bytes[start..end];
+            assert_eq!(
+                crc32(slice),
+                crate::crc::crc32_bytewise(slice),
+                "{start}..{end}"
+            );
+        }
+    }
 }
 
 #[test]
 fn round_trip() {
     let image = sample();
     let view = ImageView::parse(&image).unwrap();
-    assert_eq!(view.header.payload_offset, 4 * 4096);
+    // The payload starts a 2 MiB block, and the image's footprint ends one.
+    assert_eq!(view.header.payload_offset, PAYLOAD_ALIGN);
+    assert!(view.header.payload_size < PAYLOAD_ALIGN);
+    assert_eq!(view.linux.image_size, 2 * PAYLOAD_ALIGN);
     assert!(view.linux.image_size >= image.len() as u64);
     let entries: Vec<_> = view.entries().collect();
     assert_eq!(entries.len(), 2);
@@ -110,14 +126,49 @@ fn parse_never_panics_on_prefixes_and_flips() {
     for len in 0..image.len().min(300) {
         let _ = ImageView::parse(&image[..len]);
     }
-    for i in 0..image.len() {
+    // The headers, the kernel, and the payload's table and entries: where a flip can mislead.
+    let payload = PAYLOAD_ALIGN as usize;
+    let field = CAPVISOR_HEADER_OFFSET + core::mem::offset_of!(CapvisorHeader, payload_crc32);
+    for i in (0..256).chain(payload..payload + 256) {
         let mut bad = image.clone();
         bad[i] = bad[i].wrapping_add(0x55);
+        if i >= payload {
+            // A payload whose checksum matches again: the table and entries are what is tested.
+            let crc = crc32(&bad[payload..]);
+            bad[field..field + 4].copy_from_slice(&crc.to_le_bytes());
+        }
         if let Ok(view) = ImageView::parse(&bad) {
             let _ = view.entries().count();
             let _ = view.boot_config();
         }
     }
+}
+
+#[test]
+fn guest_payloads_take_whole_blocks_and_services_whole_pages() {
+    let entry = |kind, len| NewEntry {
+        kind,
+        name: "g".into(),
+        bytes: vec![1; len],
+    };
+    let entries = [
+        entry(EntryKind::Guest, 72),
+        entry(EntryKind::GuestKernel, 5000),
+        entry(EntryKind::GuestCmdline, 10),
+        entry(EntryKind::Service, 4097),
+        entry(EntryKind::GuestInitrd, 3 << 20),
+    ];
+    let offsets = writer::layout(&entries);
+    assert_eq!(offsets[1], PAYLOAD_ALIGN);
+    // Nothing else shares the kernel's last block.
+    assert_eq!(offsets[2], 2 * PAYLOAD_ALIGN);
+    assert_eq!(offsets[3], 2 * PAYLOAD_ALIGN + 4096);
+    assert_eq!(offsets[4], 3 * PAYLOAD_ALIGN);
+    let image = write_image(&kernel(), &entries).unwrap();
+    let view = ImageView::parse(&image).unwrap();
+    // The initrd's last block is not padded; the image's footprint covers it.
+    assert_eq!(view.header.payload_size, 9 << 20);
+    assert_eq!(view.linux.image_size, 6 * PAYLOAD_ALIGN);
 }
 
 #[test]

@@ -90,6 +90,9 @@ pub fn write_image(kernel: &FlatKernel, entries: &[NewEntry]) -> Result<Vec<u8>,
     if kernel.ro_size < CHECKSUM_START as u64 || kernel.ro_size > image.len() as u64 {
         return Err(WriteError::BadRoSize);
     }
+    // The payload is not padded to its last 2 MiB boundary (nor checksummed that far):
+    // `image_size` reaches it, so a boot loader keeps the rest of the block free, and the
+    // kernel's read-only 2 MiB frames of the payload cover nothing but the image.
     let payload = payload_bytes(entries)?;
     let payload_offset = if payload.is_empty() {
         0
@@ -122,6 +125,26 @@ pub fn write_image(kernel: &FlatKernel, entries: &[NewEntry]) -> Result<Vec<u8>,
     Ok(image)
 }
 
+/// Where each entry's bytes go, as offsets from the start of the payload: after the table and
+/// the records, each aligned as its kind asks ([`EntryKind::alignment`]), and an entry that takes
+/// whole 2 MiB blocks followed by nothing else in its last block.
+#[must_use]
+pub fn layout(entries: &[NewEntry]) -> Vec<u64> {
+    let head = (size_of::<PayloadTable>() + entries.len() * size_of::<PayloadEntry>()) as u64;
+    let mut end = head;
+    let mut offsets = Vec::new();
+    for entry in entries {
+        let alignment = entry.kind.alignment();
+        let offset = align_up(end, alignment);
+        offsets.push(offset);
+        end = offset + entry.bytes.len() as u64;
+        if alignment > 4096 {
+            end = align_up(end, alignment);
+        }
+    }
+    offsets
+}
+
 fn payload_bytes(entries: &[NewEntry]) -> Result<Vec<u8>, WriteError> {
     if entries.is_empty() {
         return Ok(Vec::new());
@@ -131,17 +154,14 @@ fn payload_bytes(entries: &[NewEntry]) -> Result<Vec<u8>, WriteError> {
         count: entries.len() as u32,
         reserved: 0,
     };
-    let head = size_of::<PayloadTable>() + entries.len() * size_of::<PayloadEntry>();
     let mut records = Vec::new();
     let mut data = Vec::new();
-    for entry in entries {
+    for (entry, offset) in entries.iter().zip(layout(entries)) {
         if entry.name.len() > 31 {
             return Err(WriteError::NameTooLong(entry.name.clone()));
         }
         let mut name = [0u8; 32];
         name[..entry.name.len()].copy_from_slice(entry.name.as_bytes());
-        let offset = align_up((head + data.len()) as u64, 16);
-        data.resize(offset as usize - head, 0);
         records.push(PayloadEntry {
             kind: entry.kind as u32,
             flags: 0,
@@ -149,11 +169,11 @@ fn payload_bytes(entries: &[NewEntry]) -> Result<Vec<u8>, WriteError> {
             size: entry.bytes.len() as u64,
             name,
         });
+        data.resize(offset as usize, 0);
         data.extend_from_slice(&entry.bytes);
     }
-    let mut out = Vec::with_capacity(head + data.len());
-    out.extend_from_slice(table.as_bytes());
-    out.extend_from_slice(records.as_bytes());
-    out.extend_from_slice(&data);
-    Ok(out)
+    let head = table.as_bytes().len() + records.as_bytes().len();
+    data[..table.as_bytes().len()].copy_from_slice(table.as_bytes());
+    data[table.as_bytes().len()..head].copy_from_slice(records.as_bytes());
+    Ok(data)
 }

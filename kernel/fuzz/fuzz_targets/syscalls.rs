@@ -209,6 +209,7 @@ fn boot_root(ram: &mut HostRam) -> (Box<Kernel>, Box<FakeEffects>, RootLayout) {
             size: 1 << 20,
         },
         space_bytes: 64 << 10,
+        image: RootRam::NONE,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).expect("root");
     (k, fx, layout)

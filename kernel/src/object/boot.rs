@@ -12,17 +12,25 @@
 //! | [`RootLayout::IRQ_CONTROL`] (4) | IrqControl |
 //! | 5 … | one Untyped per RAM range, in the order given |
 //! | then | one device Untyped per device region, in the order given |
+//! | then | one read-only 2 MiB Frame per block of the image ([`RootBoot::image`]) |
 //!
-//! [`RootLayout`] reports where the untyped ranges start and the first free slot; the glue passes
-//! those to the root service (its boot information), then loads its image into frames and maps them
+//! [`RootLayout`] reports where each group starts and the first free slot; the glue passes those
+//! to the root service (init: its `RootInfo` page), then loads its code into pages and maps them
 //! through the same [`Effects`] the kernel uses. The root's own objects and the untyped records
 //! live in [`RootBoot::kernel_memory`], which the glue sets aside before giving the rest of RAM to
 //! the root: boot-time objects have no origin and are never freed.
+//!
+//! The image's frames are the one way the root reads the image and hands parts of it on (a
+//! guest's kernel to its memory manager): each capability has `READ` only, so no mapping of the
+//! image is ever writable, and no memory is paid for them (they are not RAM the kernel owns).
 
 use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::cap::{Rights, root};
 use capvisor_ipc::types::{Ipa, PhysAddr};
 
-use super::capability::{Capability, DeviceAttributes, Object, ObjectType};
+use super::capability::{
+    Capability, DeviceAttributes, FrameCap, FrameMemory, FrameSize, Object, ObjectType,
+};
 use super::cspace::{SLOT_BYTES, SlotId};
 use super::effects::Effects;
 use super::memory::{PAGE, SpaceRef, ThreadRef};
@@ -31,7 +39,9 @@ use super::untyped::Untyped;
 use super::{CNodeRef, Kernel};
 
 /// Slots in the root CNode.
-pub const ROOT_CNODE_SLOTS: usize = 1024;
+pub const ROOT_CNODE_SLOTS: usize = root::CNODE_SLOTS as usize;
+/// The size of the image's frames given to the root.
+pub const IMAGE_BLOCK: u64 = 2 << 20;
 /// The least bytes of the root's address space: its record, root table and table budget.
 pub const ROOT_SPACE_BYTES: u64 = 1 << ObjectType::DEFAULT_SPACE_BITS;
 
@@ -76,6 +86,17 @@ pub struct RootBoot<'a> {
     /// Bytes of the root's address space (a power of two, at least [`ROOT_SPACE_BYTES`]): its
     /// record, root table, and the table budget for what the glue maps into it.
     pub space_bytes: u64,
+    /// The image the root reads, as read-only frames of [`IMAGE_BLOCK`] bytes: aligned to them
+    /// and a multiple of them in size ([`RootRam::NONE`]: none). It lies outside `ram`.
+    pub image: RootRam,
+}
+
+impl RootRam {
+    /// No memory.
+    pub const NONE: Self = Self {
+        base: PhysAddr::new(0),
+        size: 0,
+    };
 }
 
 impl RootBoot<'_> {
@@ -114,21 +135,23 @@ pub struct RootLayout {
     pub first_untyped: u64,
     /// Slot of the first device untyped.
     pub first_device: u64,
+    /// Slot of the first of the image's frames.
+    pub first_image: u64,
     /// The first slot after them.
     pub first_free: u64,
 }
 
 impl RootLayout {
     /// The root's own CNode.
-    pub const CNODE: u64 = 1;
+    pub const CNODE: u64 = root::CNODE;
     /// The root's own AddressSpace.
-    pub const SPACE: u64 = 2;
+    pub const SPACE: u64 = root::SPACE;
     /// The root's own Thread.
-    pub const THREAD: u64 = 3;
+    pub const THREAD: u64 = root::THREAD;
     /// IrqControl.
-    pub const IRQ_CONTROL: u64 = 4;
+    pub const IRQ_CONTROL: u64 = root::IRQ_CONTROL;
     /// The first untyped.
-    pub const FIRST_UNTYPED: u64 = 5;
+    pub const FIRST_UNTYPED: u64 = root::FIRST_UNTYPED;
 }
 
 fn check_region(base: PhysAddr, size: u64) -> Result<(), KernelError> {
@@ -163,7 +186,12 @@ impl Kernel {
             check_region(region.base, region.size)?;
         }
         let regions = boot.ram.len() + boot.devices.len();
-        if RootLayout::FIRST_UNTYPED as usize + regions > ROOT_CNODE_SLOTS {
+        let image = boot.image;
+        if !(image.base.raw() | image.size).is_multiple_of(IMAGE_BLOCK) {
+            return Err(KernelError::AlignmentError);
+        }
+        let blocks = (image.size / IMAGE_BLOCK) as usize;
+        if RootLayout::FIRST_UNTYPED as usize + regions + blocks > ROOT_CNODE_SLOTS {
             return Err(KernelError::RangeError);
         }
         check_region(boot.kernel_memory.base, boot.kernel_memory.size)?;
@@ -217,6 +245,21 @@ impl Kernel {
             )?;
             index += 1;
         }
+        let first_image = index;
+        for block in 0..blocks as u64 {
+            let frame = FrameCap {
+                base: PhysAddr::new(image.base.raw() + block * IMAGE_BLOCK),
+                size: FrameSize::Block2M,
+                memory: FrameMemory::Ram,
+                mapping: None,
+            };
+            let cap = Capability {
+                rights: Rights::READ,
+                ..Capability::new(Object::Frame(frame))
+            };
+            self.install(at(self, index)?, cap, None)?;
+            index += 1;
+        }
         self.start_root(thread, cnode, space, boot, fx);
         Ok(RootLayout {
             thread,
@@ -224,6 +267,7 @@ impl Kernel {
             cnode,
             first_untyped: RootLayout::FIRST_UNTYPED,
             first_device: RootLayout::FIRST_UNTYPED + boot.ram.len() as u64,
+            first_image,
             first_free: index,
         })
     }

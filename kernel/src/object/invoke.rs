@@ -14,6 +14,7 @@
 //! | Frame | `Map` | AddressSpace/Vm CPtr, IPA, access (R=1 W=2 X=4), memory type (0 WB, 1 NC, 2 Device-nGnRE) |
 //! | Frame | `Unmap` | — |
 //! | IrqControl | `IrqIssueHandler` | SPI INTID 32–1019, dest index (caller's CSpace) |
+//! | IrqControl | `IrqControlNameThread` | thread CPtr with `WRITE`, image service entry index |
 //! | IrqHandler | `IrqSetNotification` | notification CPtr (its badge is what the interrupt signals) |
 //! | IrqHandler | `IrqAck` | — |
 //! | IrqHandler | `IrqForwardToVcpu` | vCPU CPtr with `WRITE` (0: stop), vINTID 32–1019 |
@@ -169,6 +170,10 @@ impl Kernel {
             }
             (Invocation::Retype, Object::Untyped(_)) => {
                 self.invoke_retype(caller, slot, args, fx)?
+            }
+            (Invocation::IrqControlNameThread, Object::IrqControl) => {
+                let [thread, entry] = args.take()?;
+                self.name_thread(caller, thread, entry)?;
             }
             (Invocation::Map, Object::Frame(_)) => {
                 self.map_frame(caller, slot, args.take()?, fx)?

@@ -171,7 +171,12 @@ pub struct Kernel {
     /// The system call being handled stopped at a preemption point (`delete.rs`): the glue
     /// restarts it.
     restart: bool,
+    /// The image's service names, which init names threads after (`tcb.rs`).
+    service_names: heapless::Vec<&'static str, MAX_SERVICE_NAMES>,
 }
+
+/// The most service names the kernel keeps.
+pub const MAX_SERVICE_NAMES: usize = 32;
 
 impl Kernel {
     /// An empty kernel for a platform with `features`, over no memory. Nothing exists until
@@ -196,7 +201,22 @@ impl Kernel {
             sleepers: sleepers::Sleepers::EMPTY,
             booted: false,
             restart: false,
+            service_names: heapless::Vec::new(),
         }
+    }
+
+    /// Sets the names threads may be given (the image's services, in image order), at boot.
+    ///
+    /// # Errors
+    /// [`KernelError::IllegalOperation`] once the root thread exists; `RangeError` for more than
+    /// [`MAX_SERVICE_NAMES`].
+    pub fn set_service_names(&mut self, names: &[&'static str]) -> Result<(), KernelError> {
+        if self.booted {
+            return Err(KernelError::IllegalOperation);
+        }
+        self.service_names =
+            heapless::Vec::from_slice(names).map_err(|_| KernelError::RangeError)?;
+        Ok(())
     }
 
     /// Gives the kernel the frame table over the RAM its objects may live in (boot only: before

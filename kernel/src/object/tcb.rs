@@ -16,6 +16,11 @@
 //! `Resume` makes an inactive thread ready (a thread stopped after a fault restarts at the
 //! faulting instruction); `Suspend` takes a thread out of whatever it waits for. Both need `WRITE`
 //! on the thread capability, as does configure.
+//!
+//! `IrqControlNameThread` (on IrqControl, the root's platform capability: only init names
+//! threads) names a thread after one of the image's services ([`Kernel::set_service_names`]):
+//! the console's `[name]` prefix and the kernel's fault reports use it, so no other service can
+//! print as another.
 
 use capvisor_ipc::abi::{IpcBuffer, KernelError};
 use capvisor_ipc::cap::{CPtr, Rights};
@@ -203,6 +208,29 @@ impl Kernel {
         }
         self.threads.get_mut(thread)?.fault = None;
         self.make_ready(thread);
+        Ok(())
+    }
+
+    /// `IrqControlNameThread`: names the thread `cptr` (with `WRITE`) after the image's service
+    /// entry `entry`.
+    pub(super) fn name_thread(
+        &mut self,
+        caller: ThreadRef,
+        cptr: u64,
+        entry: u64,
+    ) -> Result<(), KernelError> {
+        let (_, cap) = self.lookup(caller, CPtr::new(cptr))?;
+        let Object::Thread(thread) = cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !cap.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
+        let name = usize::try_from(entry)
+            .ok()
+            .and_then(|entry| self.service_names.get(entry).copied())
+            .ok_or(KernelError::InvalidArgument)?;
+        self.threads.get_mut(thread)?.glue.name = Some(name);
         Ok(())
     }
 

@@ -3,14 +3,21 @@
 //! runs them ([`glue`] for the kernel's effects, [`trap`] for exceptions and scheduling).
 //!
 //! Address-space layout of a service (stage 1 is off for EL0, so a virtual address is an IPA):
-//! its ELF segments where they are linked (below [`STACK_TOP`] - stack), a stack ending at
-//! [`STACK_TOP`], and its IPC buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC
-//! buffer's address and SP = [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
+//! the segments the SDK laid out from its ELF file (`capvisor_image::service`: the kernel parses
+//! no ELF) below its stack, a stack of the manifest's size ending at [`STACK_TOP`], and its IPC
+//! buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC buffer's address and SP =
+//! [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
 //!
-//! The first image service is the root: the kernel loads its ELF into pages taken from the
-//! memory map, sets aside a pool for stage-2 tables, and gives it every other free RAM range as
-//! untyped memory (`Kernel::create_root_thread`). Further image services are made from the
-//! root's untyped by invocations made in its name ([`spawn`]).
+//! An image without guests, devices or carve-outs (`BOOT_FLAG_INIT_PLAN`): the kernel creates
+//! only init, the image's first service entry, as the root ([`load_init`]); init makes the rest
+//! from the boot plan, which the kernel never reads.
+//!
+//! The other images are still built here: the manifest's first service is the root: the kernel
+//! copies its segments into pages taken from the memory map, sets aside a pool for stage-2
+//! tables, and gives it every other free RAM range as untyped memory
+//! (`Kernel::create_root_thread`). Further services are made from the root's untyped by
+//! invocations made in its name ([`spawn`]). An init the SDK added to such an image
+//! (`BootConfig::services` says which entries are the manifest's) is not started.
 //!
 //! # The kernel's place and the lock
 //! `Kernel` is over 300 KiB, far more than a 64 KiB boot stack, so it lives in a `static`
@@ -23,7 +30,6 @@ mod glue;
 mod grants;
 mod guest;
 pub use guest::set_platform;
-mod loader;
 mod spawn;
 mod supervision;
 mod trap;
@@ -32,7 +38,8 @@ mod vms;
 use crate::arch::aarch64::el0::HCR_SERVICE;
 use crate::arch::aarch64::stage2::MapError;
 use crate::{exit, println};
-use capvisor_image::{EntryKind, ImageView};
+use capvisor_image::service::{IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError};
+use capvisor_image::{BOOT_FLAG_INIT_PLAN, BootConfig, EntryKind, ImageView};
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::types::{Ipa, PhysAddr};
@@ -44,16 +51,9 @@ use capvisor_kernel::platform::Platform;
 use capvisor_kernel::stage2::{self, S2Access};
 use glue::Glue;
 use heapless::Vec;
-use loader::ServiceImage;
 
 /// Input address bits of a service's address space (39: one level-1 root table).
 pub const IPA_BITS: u32 = 39;
-/// The top of a service's stack.
-pub const STACK_TOP: u64 = 0x40_0000_0000;
-/// Stack pages.
-pub const STACK_PAGES: u64 = 16;
-/// Where a service's IPC buffer is mapped.
-pub const IPC_BUFFER: u64 = 0x40_0010_0000;
 /// The most services an image may have.
 pub const MAX_SERVICES: usize = 16;
 const PAGE: u64 = 4096;
@@ -75,10 +75,8 @@ fn state() -> (&'static mut Kernel, &'static mut Glue) {
 /// Why a service could not be loaded.
 #[derive(Clone, Copy, Debug)]
 pub enum LoadError {
-    /// The ELF file is malformed.
-    Elf(&'static str),
-    /// A segment lies where it may not (beyond the address space, over the stack).
-    Layout(u64),
+    /// The service entry is malformed.
+    Image(ServiceImageError),
     /// Out of memory or address space.
     Map(MapError),
     /// The object model refused an operation.
@@ -96,8 +94,7 @@ pub enum LoadError {
 impl core::fmt::Display for LoadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Elf(what) => write!(f, "malformed ELF file: {what}"),
-            Self::Layout(address) => write!(f, "a segment at {address:#x} is out of place"),
+            Self::Image(error) => write!(f, "{error}"),
             Self::Map(error) => write!(f, "cannot map it: {error:?}"),
             Self::Kernel(error) => write!(f, "the kernel refused: {error:?}"),
             Self::TooMany => f.write_str("too many services or grants"),
@@ -111,6 +108,12 @@ impl core::fmt::Display for LoadError {
 impl From<MapError> for LoadError {
     fn from(e: MapError) -> Self {
         Self::Map(e)
+    }
+}
+
+impl From<ServiceImageError> for LoadError {
+    fn from(e: ServiceImageError) -> Self {
+        Self::Image(e)
     }
 }
 
@@ -131,16 +134,26 @@ pub fn load_all(
     memory: &mut MemoryMap,
     platform: &Platform,
     dt: &crate::devicetree::Description,
-    supervised: bool,
+    config: &BootConfig,
 ) -> Result<(usize, u64), (&'static str, LoadError)> {
-    let mut entries = image.entries().filter(|e| e.kind == EntryKind::ServiceElf);
+    if config.flags & BOOT_FLAG_INIT_PLAN != 0 {
+        return load_init(image, memory, platform, config);
+    }
+    let supervised = config.flags & capvisor_image::BOOT_FLAG_SUPERVISED != 0;
+    let services = config.services as usize;
+    // The manifest's services are the last `services` service entries.
+    let added = image
+        .entries()
+        .filter(|e| e.kind == EntryKind::Service)
+        .count()
+        .saturating_sub(services);
+    let mut entries = image
+        .entries()
+        .filter(|e| e.kind == EntryKind::Service)
+        .skip(added);
     let Some(first) = entries.next() else {
         return Ok((0, 0));
     };
-    let services = image
-        .entries()
-        .filter(|e| e.kind == EntryKind::ServiceElf)
-        .count();
     let priorities = priorities(image, services).map_err(|e| (first.name, e))?;
     // Carve-outs leave the RAM map and the boot-info pages are reserved before anything else
     // takes memory; the kernel's notion of RAM it may touch for services is what is left, with
@@ -158,13 +171,13 @@ pub fn load_all(
     kernel
         .set_features(features)
         .map_err(|e| (first.name, e.into()))?;
-    let root_image = ServiceImage::parse(first.bytes).map_err(|e| (first.name, e))?;
+    let root_image = ServiceImage::decode(first.bytes).map_err(|e| (first.name, e.into()))?;
     let devices = vms::root_devices(&guests);
     let carveouts: Vec<RootRam, { vms::MAX_HELD }> = vms::ram_carveouts(&guests).collect();
     let (layout, untyped) = boot_root(
         kernel,
         glue,
-        (&root_image, &devices, &carveouts),
+        (&root_image, &devices, &carveouts, RootRam::NONE),
         memory,
         (priorities[0], platform.idc, guests.regions[0].1),
     )
@@ -193,10 +206,11 @@ pub fn load_all(
         } else {
             None
         };
-        let service = ServiceImage::parse(entry.bytes)
+        let service = ServiceImage::decode(entry.bytes)
+            .map_err(LoadError::from)
             .and_then(|image| {
                 frames_end[count] =
-                    spawn::FIRST_FRAME + image.pages().count() as u64 + STACK_PAGES + 1;
+                    spawn::FIRST_FRAME + image.page_count() + image.stack_pages() + 1;
                 root.spawn(base, &image, (priorities[count], platform.idc), supervisor)
             })
             .map_err(|e| (entry.name, e))?;
@@ -222,6 +236,74 @@ pub fn load_all(
     clear_root_buffer(&mut root).map_err(|e| (first.name, e))?;
     crate::arch::aarch64::cache::sync_instructions(platform.dic);
     Ok((count, untyped))
+}
+
+/// Creates only the root, init (the image's first service entry), which carries out the boot
+/// plan: every free RAM range becomes one of its untyped, and it gets IrqControl and the payload
+/// as read-only 2 MiB frames (`Kernel::create_root_thread`), and names the threads it makes
+/// after the image's service entries. Returns 1 and the RAM given as untyped, in bytes.
+///
+/// # Errors
+///
+/// Init's name and what went wrong.
+fn load_init(
+    image: &ImageView<'static>,
+    memory: &mut MemoryMap,
+    platform: &Platform,
+    config: &BootConfig,
+) -> Result<(usize, u64), (&'static str, LoadError)> {
+    let mut names: Vec<&'static str, { capvisor_kernel::object::MAX_SERVICE_NAMES }> = Vec::new();
+    for entry in image.entries().filter(|e| e.kind == EntryKind::Service) {
+        names
+            .push(entry.name)
+            .map_err(|_| (entry.name, LoadError::TooMany))?;
+    }
+    let Some(&first) = names.first() else {
+        return Ok((0, 0));
+    };
+    let init = image
+        .entries()
+        .find(|e| e.kind == EntryKind::Service)
+        .map(|e| e.bytes)
+        .unwrap_or_default();
+    let fail = |e: LoadError| (first, e);
+    let (kernel, glue) = state();
+    set_frame_table(kernel, memory).map_err(fail)?;
+    glue.fwb = platform.fwb;
+    glue.ram = memory.clone();
+    let features = PlatformFeatures::for_platform(platform, IPA_BITS as u8);
+    kernel.set_features(features).map_err(|e| fail(e.into()))?;
+    kernel
+        .set_service_names(&names)
+        .map_err(|e| fail(e.into()))?;
+    let root_image = ServiceImage::decode(init).map_err(|e| fail(e.into()))?;
+    // The payload starts a 2 MiB block and the image's footprint (`image_size`, which the
+    // memory map keeps out of RAM) ends one: its blocks hold nothing but the image.
+    let block = capvisor_kernel::object::boot::IMAGE_BLOCK;
+    let size = (image.payload().len() as u64).next_multiple_of(block);
+    if image.header.payload_offset + size > image.linux.image_size {
+        return Err(fail(LoadError::Kernel(KernelError::RangeError)));
+    }
+    let payload = RootRam {
+        base: PhysAddr::new(image.payload().as_ptr() as u64),
+        size,
+    };
+    // Its table budget also covers the payload mapped in 2 MiB blocks and a page it fills
+    // others' frames through.
+    let priority = u8::try_from(config.root_priority).unwrap_or(u8::MAX);
+    let (layout, untyped) = boot_root(
+        kernel,
+        glue,
+        (&root_image, &[], &[], payload),
+        memory,
+        (priority, platform.idc, 1024),
+    )
+    .map_err(fail)?;
+    if let Ok(t) = kernel.thread_glue(layout.thread) {
+        t.name = Some(first);
+    }
+    crate::arch::aarch64::cache::sync_instructions(platform.dic);
+    Ok((1, untyped))
 }
 
 /// The image's `Manifest` entry named `name`, if it has one.
@@ -254,15 +336,16 @@ fn priorities(
 fn boot_root(
     kernel: &mut Kernel,
     glue: &mut Glue,
-    (image, devices, carveouts): (
+    (image, devices, carveouts, payload): (
         &ServiceImage,
         &[capvisor_kernel::object::RootDevice],
         &[RootRam],
+        RootRam,
     ),
     memory: &mut MemoryMap,
     (priority, idc, root_payload_pages): (u8, bool, u64),
 ) -> Result<(RootLayout, u64), LoadError> {
-    let pages = image.pages().count() as u64 + STACK_PAGES + 1;
+    let pages = image.page_count() + image.stack_pages() + 1;
     let base = memory
         .alloc(pages, PAGE)
         .ok_or(LoadError::Map(MapError::OutOfMemory))?;
@@ -288,7 +371,7 @@ fn boot_root(
     let boot = RootBoot {
         ram: &ram,
         devices,
-        entry: image.entry,
+        entry: image.header.entry,
         stack: STACK_TOP,
         ipc_buffer: IPC_BUFFER,
         priority,
@@ -297,6 +380,7 @@ fn boot_root(
             size: kernel_bytes,
         },
         space_bytes,
+        image: payload,
     };
     let layout = kernel.create_root_thread(&boot, glue)?;
     map_root(kernel, glue, &layout, image, base, idc)?;
@@ -313,27 +397,10 @@ fn map_root(
     base: u64,
     idc: bool,
 ) -> Result<(), LoadError> {
-    let read_write = S2Access {
-        read: true,
-        write: true,
-        exec: false,
-    };
-    let stack = STACK_TOP - STACK_PAGES * PAGE;
-    let zeroed = (0..STACK_PAGES)
-        .map(|n| (stack + n * PAGE, read_write))
-        .chain([(IPC_BUFFER, read_write)]);
-    for (n, (ipa, access)) in image.pages().chain(zeroed).enumerate() {
+    for (n, page) in spawn::all_pages(image).enumerate() {
         let pa = base + n as u64 * PAGE;
-        spawn::write_page(
-            glue,
-            pa,
-            |page| {
-                page.fill(0);
-                image.fill(ipa, page);
-            },
-            idc,
-        )?;
-        let (ipa, pa) = (Ipa::new(ipa), PhysAddr::new(pa));
+        spawn::write_page(glue, pa, page.data, idc)?;
+        let (ipa, pa, access) = (Ipa::new(page.ipa), PhysAddr::new(pa), access(page.access));
         glue.map(
             kernel.space_glue(layout.space)?,
             ipa,
@@ -344,6 +411,16 @@ fn map_root(
         )?;
     }
     Ok(())
+}
+
+/// A service page's `ACCESS_*` bits as stage-2 permissions.
+fn access(bits: u32) -> S2Access {
+    use capvisor_image::service::{ACCESS_EXECUTE, ACCESS_READ, ACCESS_WRITE};
+    S2Access {
+        read: bits & ACCESS_READ != 0,
+        write: bits & ACCESS_WRITE != 0,
+        exec: bits & ACCESS_EXECUTE != 0,
+    }
 }
 
 /// Zeroes the root's IPC buffer, which carried the boot invocations' extra words, so the root

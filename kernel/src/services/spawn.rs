@@ -13,8 +13,10 @@
 //!   afterwards.
 
 use super::glue::Glue;
-use super::loader::ServiceImage;
-use super::{IPC_BUFFER, LoadError, PAGE, STACK_PAGES, STACK_TOP};
+use super::{LoadError, PAGE};
+use capvisor_image::service::{
+    ACCESS_READ, ACCESS_WRITE, IPC_BUFFER, STACK_TOP, ServiceImage, ServicePage,
+};
 use capvisor_ipc::abi::{Invocation, KernelError, MSG_REGS_IN_CPU, MessageInfo, Syscall};
 use capvisor_ipc::cap::{ObjectKind, Rights};
 use capvisor_ipc::types::Ipa;
@@ -22,7 +24,6 @@ use capvisor_kernel::object::boot::ROOT_CNODE_SLOTS;
 use capvisor_kernel::object::{
     Effects, Kernel, Object, RootLayout, SyscallRegs, THREAD_CONFIGURE, ThreadRef,
 };
-use capvisor_kernel::stage2::S2Access;
 
 /// Radix bits of a boot service's CNode (512 slots).
 pub const CHILD_CNODE_BITS: u64 = 9;
@@ -157,7 +158,7 @@ impl Root<'_> {
         // Supervised (the root is `services/init`): its faults go to the supervisor's endpoint
         // (the root slot `supervisor` holds a badged copy), and the supervisor starts it.
         let configure = [
-            image.entry,
+            image.header.entry,
             STACK_TOP,
             IPC_BUFFER,
             priorities,
@@ -184,76 +185,61 @@ impl Root<'_> {
         image: &ServiceImage,
         idc: bool,
     ) -> Result<(), LoadError> {
-        let mut frame = FIRST_FRAME;
-        for (ipa, access) in image.pages() {
-            self.frame(
-                cnode,
-                space,
-                frame,
-                ipa,
-                access,
-                |page| image.fill(ipa, page),
-                idc,
-            )?;
-            frame += 1;
-        }
-        let read_write = S2Access {
-            read: true,
-            write: true,
-            exec: false,
-        };
-        let stack = STACK_TOP - STACK_PAGES * PAGE;
-        let zeroed = (0..STACK_PAGES)
-            .map(|n| stack + n * PAGE)
-            .chain([IPC_BUFFER]);
-        for ipa in zeroed {
-            self.frame(cnode, space, frame, ipa, read_write, |_| {}, idc)?;
-            frame += 1;
+        for (frame, page) in (FIRST_FRAME..).zip(all_pages(image)) {
+            self.frame(cnode, space, frame, page, idc)?;
         }
         Ok(())
     }
 
-    /// Makes a frame, fills it, maps it at `ipa` in the space at root slot `space`, and moves its
+    /// Makes a frame holding `page`, maps it in the space at root slot `space`, and moves its
     /// capability to slot `dest` of the CNode at root slot `cnode`.
-    #[allow(clippy::too_many_arguments)]
     fn frame(
         &mut self,
         cnode: u64,
         space: u64,
         dest: u64,
-        ipa: u64,
-        access: S2Access,
-        fill: impl FnOnce(&mut [u8; PAGE as usize]),
+        page: ServicePage<'_>,
         idc: bool,
     ) -> Result<(), LoadError> {
         self.retype(u64::from(ObjectKind::Frame.code()), 12, 0, SCRATCH)?;
         let Some(Object::Frame(frame)) = self.object(SCRATCH) else {
             return Err(LoadError::Kernel(KernelError::WrongType));
         };
-        write_page(self.glue, frame.base.raw(), fill, idc)?;
-        let bits =
-            u64::from(access.read) | u64::from(access.write) << 1 | u64::from(access.exec) << 2;
-        self.invoke(SCRATCH, Invocation::Map.code(), &[space, ipa, bits, 0])?;
+        write_page(self.glue, frame.base.raw(), page.data, idc)?;
+        // `ACCESS_*` bits are `Map`'s access bits (R 1, W 2, X 4).
+        let bits = u64::from(page.access);
+        self.invoke(SCRATCH, Invocation::Map.code(), &[space, page.ipa, bits, 0])?;
         self.invoke(cnode, Invocation::Move.code(), &[dest, SCRATCH])?;
         Ok(())
     }
 }
 
-/// Fills the (zeroed) RAM page at `pa` and cleans it to the point of unification, so the code
-/// in it is visible to instruction fetches (unless CTR_EL0.IDC makes that unnecessary).
-pub fn write_page(
-    glue: &Glue,
-    pa: u64,
-    fill: impl FnOnce(&mut [u8; PAGE as usize]),
-    idc: bool,
-) -> Result<(), LoadError> {
-    if !glue.ram.contains(pa, pa + PAGE) {
+/// Every page a service is given, in order: its segments' pages, its stack (zeroed, ending at
+/// [`STACK_TOP`]) and its IPC buffer (zeroed).
+pub fn all_pages<'a>(image: &ServiceImage<'a>) -> impl Iterator<Item = ServicePage<'a>> + 'a {
+    let stack = STACK_TOP - image.stack_pages() * PAGE;
+    let zeroed = move |ipa| ServicePage {
+        ipa,
+        access: ACCESS_READ | ACCESS_WRITE,
+        data: &[],
+    };
+    let stack_pages = (0..image.stack_pages()).map(move |n| zeroed(stack + n * PAGE));
+    image.pages().chain(stack_pages).chain([zeroed(IPC_BUFFER)])
+}
+
+/// Writes `data` to the start of the RAM page at `pa`, zeroes the rest, and cleans it to the
+/// point of unification, so the code in it is visible to instruction fetches (unless
+/// CTR_EL0.IDC makes that unnecessary).
+pub fn write_page(glue: &Glue, pa: u64, data: &[u8], idc: bool) -> Result<(), LoadError> {
+    if !glue.ram.contains(pa, pa + PAGE) || data.len() > PAGE as usize {
         return Err(LoadError::Kernel(KernelError::BadAddress));
     }
     // SAFETY: `pa` is a page of kernel-mapped RAM (checked above) that a new frame capability
     // names and no thread maps yet, so nothing else accesses it.
     let page = unsafe { &mut *(pa as *mut [u8; PAGE as usize]) };
-    fill(page);
+    let (head, tail) = page.split_at_mut(data.len());
+    head.copy_from_slice(data);
+    tail.fill(0);
     if !idc {
         crate::arch::aarch64::cache::clean_to_pou(pa, pa + PAGE);
     }

@@ -204,6 +204,8 @@ pub struct Device {
     /// Whether the device's memory may be mapped cacheable (cacheable PFNMAP, e.g. coherent
     /// accelerator memory).
     pub cacheable: bool,
+    /// The manifest line of its name (for init's messages about it).
+    pub line: u32,
 }
 
 /// How a device is found in the device tree.
@@ -227,6 +229,8 @@ pub struct Carveout {
     /// Whether the region is treated as device memory its owner maps cacheable (cacheable
     /// PFNMAP), rather than as ordinary RAM withheld from the kernel.
     pub cacheable_pfnmap: bool,
+    /// The manifest line of its name.
+    pub line: u32,
 }
 
 /// An EL0 service.
@@ -246,10 +250,13 @@ pub struct Service {
     pub start: bool,
     /// The capabilities it holds at start.
     pub caps: Vec<Capability>,
+    /// The manifest line of its name.
+    pub line: u32,
 }
 
-/// The default service stack size.
-pub const DEFAULT_STACK: u64 = 16 * 1024;
+/// The default service stack size: 64 KiB, what the VMM needs (its guest's device tree is built
+/// on the stack).
+pub const DEFAULT_STACK: u64 = 64 * 1024;
 
 /// Where a service's code is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -302,6 +309,8 @@ pub struct Guest {
     pub vmm: String,
     /// The memory manager service the VMM gets guest RAM from.
     pub memmgr: String,
+    /// The manifest line of its name.
+    pub line: u32,
 }
 
 /// The memory manager a guest uses when its `memmgr` is not given.

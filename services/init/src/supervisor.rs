@@ -20,11 +20,20 @@ pub struct Supervisor<F> {
 impl<F: FnMut(core::fmt::Arguments<'_>)> Supervisor<F> {
     /// A supervisor of the services `info` lists, printing with `print`.
     pub fn new(info: &BootInfo, print: F) -> Self {
+        let services = info
+            .services()
+            .iter()
+            .map(|service| (service.badge, BootInfo::service_name(service)));
+        Self::named(services, print)
+    }
+
+    /// A supervisor of `services` (badge, name), printing with `print`.
+    pub fn named<'a>(services: impl Iterator<Item = (u64, &'a str)>, print: F) -> Self {
         let mut names = heapless::Vec::new();
-        for service in info.services() {
+        for (badge, text) in services {
             let mut name = heapless::String::new();
-            let _ = name.push_str(BootInfo::service_name(service));
-            let _ = names.push((service.badge, name));
+            let _ = name.push_str(text);
+            let _ = names.push((badge, name));
         }
         Self {
             names,

@@ -85,7 +85,13 @@ impl World {
     }
 
     pub fn with_features(features: PlatformFeatures) -> Self {
+        Self::booted(features, RootRam::NONE, &[])
+    }
+
+    /// A root given `image` as read-only frames, in a kernel that names threads after `names`.
+    pub fn booted(features: PlatformFeatures, image: RootRam, names: &[&'static str]) -> Self {
         let (mut k, host_ram) = kernel_with_ram(features);
+        k.set_service_names(names).unwrap();
         let mut fx = Box::new(FakeEffects::new());
         let ram = [RootRam {
             base: PhysAddr::new(RAM_BASE),
@@ -117,6 +123,7 @@ impl World {
             priority: 255,
             kernel_memory: kernel_memory(),
             space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+            image,
         };
         let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
         assert_eq!(k.pick_next(), Some(layout.thread));
@@ -340,10 +347,103 @@ fn the_root_runs_at_the_priority_the_glue_gives() {
         priority: 100,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+        image: RootRam::NONE,
     };
     let layout = k.create_root_thread(&boot, &mut *fx).unwrap();
     let root = k.threads.get(layout.thread).unwrap();
     assert_eq!((root.priority, root.max_priority), (100, 255));
+}
+
+#[test]
+fn the_root_is_given_the_image_as_read_only_frames() {
+    use crate::object::capability::FrameSize;
+    let image = RootRam {
+        base: PhysAddr::new(0x2_0000_0000),
+        size: 4 << 20,
+    };
+    let mut w = World::booted(features(), image, &[]);
+    let first = w.layout.first_image;
+    assert_eq!(w.layout.first_free, first + 2);
+    for block in 0..2 {
+        let cap = w.cap(first + block).unwrap();
+        let Object::Frame(frame) = cap.object else {
+            panic!("not a frame: {cap:?}")
+        };
+        assert_eq!(frame.base.raw(), 0x2_0000_0000 + block * (2 << 20));
+        assert_eq!(frame.size, FrameSize::Block2M);
+        assert_eq!(cap.rights, Rights::READ);
+    }
+    // Read-only: mapping one writable is refused, read-only is allowed.
+    let space = RootLayout::SPACE;
+    assert_eq!(
+        w.invoke(first, Invocation::Map, &[space, 0x4000_0000, 3, 0]),
+        Err(KernelError::InsufficientRights)
+    );
+    w.invoke(first, Invocation::Map, &[space, 0x4000_0000, 1, 0])
+        .unwrap();
+    // An image that is not whole 2 MiB blocks is refused.
+    let (mut k, _ram) = kernel_with_ram(features());
+    let mut fx = Box::new(FakeEffects::new());
+    let boot = RootBoot {
+        ram: &[],
+        devices: &[],
+        entry: 0x1000,
+        stack: 0x8000,
+        ipc_buffer: 0,
+        priority: 100,
+        kernel_memory: kernel_memory(),
+        space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+        image: RootRam {
+            base: PhysAddr::new(0x2_0000_0000),
+            size: 3 << 20,
+        },
+    };
+    assert_eq!(
+        k.create_root_thread(&boot, &mut *fx),
+        Err(KernelError::AlignmentError)
+    );
+}
+
+#[test]
+fn the_root_names_threads_after_the_image_services_only() {
+    let mut w = World::booted(features(), RootRam::NONE, &["init", "hello"]);
+    w.retype(World::kind(ObjectKind::Thread), 0, FREE, 1)
+        .unwrap();
+    let Some(Capability {
+        object: Object::Thread(thread),
+        ..
+    }) = w.cap(FREE)
+    else {
+        panic!()
+    };
+    let irq = RootLayout::IRQ_CONTROL;
+    let name = Invocation::IrqControlNameThread;
+    w.invoke(irq, name, &[FREE, 1]).unwrap();
+    assert_eq!(w.k.threads.get(thread).unwrap().glue.name, Some("hello"));
+    assert_eq!(
+        w.invoke(irq, name, &[FREE, 2]),
+        Err(KernelError::InvalidArgument)
+    );
+    // Only a thread, only with WRITE, only through IrqControl.
+    assert_eq!(
+        w.invoke(irq, name, &[RootLayout::CNODE, 0]),
+        Err(KernelError::WrongType)
+    );
+    w.invoke(RootLayout::CNODE, Invocation::Copy, &[FREE + 1, FREE, 1])
+        .unwrap();
+    assert_eq!(
+        w.invoke(irq, name, &[FREE + 1, 0]),
+        Err(KernelError::InsufficientRights)
+    );
+    assert_eq!(
+        w.invoke(RootLayout::CNODE, name, &[FREE, 0]),
+        Err(KernelError::IllegalOperation)
+    );
+    // Names are set at boot only.
+    assert_eq!(
+        w.k.set_service_names(&["x"]),
+        Err(KernelError::IllegalOperation)
+    );
 }
 
 #[test]
@@ -390,6 +490,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+        image: RootRam::NONE,
     };
     assert_eq!(
         w.k.create_root_thread(&boot, &mut *w.fx),
@@ -410,6 +511,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+        image: RootRam::NONE,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -428,6 +530,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+        image: RootRam::NONE,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),
@@ -442,6 +545,7 @@ fn a_second_root_or_a_bad_region_is_refused() {
         priority: 255,
         kernel_memory: kernel_memory(),
         space_bytes: crate::object::boot::ROOT_SPACE_BYTES,
+        image: RootRam::NONE,
     };
     assert_eq!(
         k.create_root_thread(&boot, &mut *fx),

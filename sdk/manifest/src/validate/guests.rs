@@ -144,6 +144,7 @@ impl Checker<'_> {
             carveouts,
             vmm,
             memmgr: String::new(),
+            line: self.line(&raw.name.span()),
         }
     }
 

@@ -126,6 +126,11 @@ impl Checker<'_> {
         Location::of_offset(self.text, span.start)
     }
 
+    /// The line `span` starts on, for the model's `line` fields.
+    fn line(&self, span: &Range<usize>) -> u32 {
+        u32::try_from(self.location(span).line).unwrap_or(u32::MAX)
+    }
+
     fn error(&mut self, span: Range<usize>, field: String, kind: ErrorKind) {
         self.errors.push(ManifestError {
             file: self.file.to_path_buf(),

@@ -61,6 +61,7 @@ impl Checker<'_> {
                 name: device.name.get_ref().clone(),
                 locator,
                 cacheable: device.cacheable,
+                line: self.line(&device.name.span()),
             });
         }
         devices
@@ -114,6 +115,7 @@ impl Checker<'_> {
                 base,
                 size,
                 cacheable_pfnmap: carveout.cacheable_pfnmap,
+                line: self.line(&carveout.name.span()),
             };
             carveouts.push((built, self.location(&carveout.base.span())));
         }

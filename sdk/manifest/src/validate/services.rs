@@ -45,6 +45,7 @@ impl Checker<'_> {
             stack: stack.unwrap_or(0),
             start: raw.start,
             caps,
+            line: self.line(&raw.name.span()),
         }
     }
 
