@@ -11,7 +11,6 @@
 //!   index + 1. Each fault is reported on the console by the service's name with its decoded
 //!   fault ([`report`]), and the service is stopped while the rest of the system goes on.
 #![cfg_attr(target_os = "none", no_std, no_main)]
-#![forbid(unsafe_code)]
 
 capvisor_rt::service_async!(run);
 
