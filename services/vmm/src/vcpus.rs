@@ -5,7 +5,7 @@ use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::cap::{CPtr, Cap, IrqHandler, ObjectType, Thread, Vcpu};
 use capvisor_rt::kernel::Kernel;
 
-use crate::vmm::MAX_VCPUS;
+use capvisor_ipc::bootinfo::MAX_GUEST_VCPUS as MAX_VCPUS;
 
 /// The vCPU and thread capabilities, by vCPU index (absent: the null capability, which no slot
 /// holds; not an `Option`, which would double the size of a handle the VMM's future carries on
