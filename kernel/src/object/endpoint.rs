@@ -16,7 +16,7 @@ use super::Kernel;
 use super::cspace::Dying;
 use super::effects::Effects;
 use super::memory::{EndpointRef, KernelObject, PageKind, ThreadRef, UntypedRef};
-use super::syscall::SUCCESS;
+use super::regs::SUCCESS;
 use super::thread::{Queue, SendInfo, ThreadState};
 
 /// An endpoint.

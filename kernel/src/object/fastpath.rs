@@ -30,7 +30,7 @@ use super::Kernel;
 use super::capability::Object;
 use super::effects::Effects;
 use super::memory::{EndpointRef, ThreadRef};
-use super::syscall::{Schedule, SyscallRegs};
+use super::regs::{Schedule, SyscallRegs};
 use super::thread::{FaultKind, FaultRecord, Thread, ThreadState};
 use super::transfer::{REGISTER_BYTES, delivered_info};
 

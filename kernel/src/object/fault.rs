@@ -21,7 +21,7 @@ use capvisor_ipc::protocols::guest_call::CallResult;
 use super::Kernel;
 use super::effects::{Effects, Resumption};
 use super::memory::ThreadRef;
-use super::syscall::{Schedule, SyscallRegs};
+use super::regs::{Schedule, SyscallRegs};
 use super::thread::{FaultKind, FaultRecord, SendInfo, ThreadState};
 
 /// What became of a reported fault.

@@ -41,7 +41,7 @@ use super::delete::Progress;
 use super::effects::{Effects, IPC_MSG_WORD, IpcWords};
 use super::irq::IrqHandlerRef;
 use super::memory::{ThreadRef, UntypedRef};
-use super::syscall::SyscallRegs;
+use super::regs::SyscallRegs;
 use super::untyped::Retype;
 
 /// The label of the thread-configure invocation (`Invocation::ThreadConfigure`).

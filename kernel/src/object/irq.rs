@@ -29,7 +29,7 @@ use capvisor_ipc::cap::Badge;
 
 use super::Kernel;
 use super::memory::{NotificationRef, ThreadRef, VcpuRef};
-use super::syscall::Schedule;
+use super::regs::Schedule;
 use super::thread::ThreadState;
 
 /// The first interrupt ID a handler can be issued for (the first SPI).

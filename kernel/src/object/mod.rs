@@ -65,6 +65,7 @@ mod invoke;
 pub mod irq;
 pub mod memory;
 mod notification;
+mod regs;
 pub mod sched;
 mod sleepers;
 pub mod syscall;
@@ -96,7 +97,7 @@ pub use memory::{
     VcpuRef,
 };
 pub use notification::NOTIFICATION_LABEL;
-pub use syscall::{Schedule, SyscallRegs};
+pub use regs::{Schedule, SyscallRegs};
 
 use capvisor_ipc::abi::KernelError;
 use capvisor_ipc::memory::CacheFeatures;

@@ -21,7 +21,7 @@ use capvisor_ipc::cap::Badge;
 use super::Kernel;
 use super::cspace::Dying;
 use super::memory::{KernelObject, NotificationRef, PageKind, ThreadRef, UntypedRef};
-use super::syscall::SyscallRegs;
+use super::regs::SyscallRegs;
 use super::thread::{Queue, ThreadState};
 
 /// A notification.

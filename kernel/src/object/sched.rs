@@ -18,8 +18,8 @@
 
 use super::Kernel;
 use super::memory::{Store, ThreadRef};
-use super::syscall::Schedule;
-use super::syscall::SyscallRegs;
+use super::regs::Schedule;
+use super::regs::SyscallRegs;
 use super::thread::{Queue, Thread, ThreadState};
 
 /// Timer ticks in one time slice.

@@ -31,7 +31,7 @@ use super::capability::Object;
 use super::effects::Effects;
 use super::invoke::Args;
 use super::memory::{SpaceRef, ThreadRef};
-use super::syscall::SyscallRegs;
+use super::regs::SyscallRegs;
 use super::thread::ThreadState;
 
 impl Kernel {

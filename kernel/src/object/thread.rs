@@ -17,8 +17,8 @@ use super::memory::{
     CNodeRef, EndpointRef, KernelObject, NotificationRef, PageKind, SpaceRef, Store, ThreadRef,
     UntypedRef, VcpuRef,
 };
+use super::regs::SyscallRegs;
 use super::sleepers::Links;
-use super::syscall::SyscallRegs;
 
 /// What a thread is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -28,7 +28,7 @@ use super::effects::{
     IPC_RECEIVE_SLOT_WORD, IPC_TAG_WORD, IpcWords,
 };
 use super::memory::{EndpointRef, ThreadRef};
-use super::syscall::SyscallRegs;
+use super::regs::SyscallRegs;
 use super::thread::{FaultKind, SendInfo, Thread};
 
 pub(super) const REGISTER_BYTES: usize = MSG_REGS_IN_CPU * 8;

@@ -44,7 +44,7 @@ use super::capability::{Capability, Object};
 use super::effects::{Effects, MaintenanceTarget, RegisterAccess};
 use super::invoke::Args;
 use super::memory::{SpaceRef, ThreadRef, VcpuRef};
-use super::syscall::Schedule;
+use super::regs::Schedule;
 use super::thread::ThreadState;
 
 /// Page size of the IPA ranges maintenance accepts.

@@ -28,7 +28,7 @@ pub const GRANT_KINDS: &[&str] = &["endpoint", "device", "irq", "untyped", "carv
 pub const SPI_RANGE: (u32, u32) = (32, 1019);
 
 /// The most vCPUs a guest may have.
-pub const MAX_VCPUS: u8 = 8;
+pub const MAX_VCPUS: u8 = capvisor_ipc::bootinfo::MAX_GUEST_VCPUS as u8;
 
 /// A closed set of strings a manifest field may hold.
 pub(crate) trait Choice: Copy + Default + 'static {

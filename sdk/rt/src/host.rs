@@ -58,3 +58,26 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         }
     }
 }
+
+std::thread_local! {
+    /// The host stand-in for the read-only region the kernel maps at `BOOT_INFO`.
+    static BOOT_REGION: std::cell::Cell<&'static [u8]> = const { std::cell::Cell::new(&[]) };
+}
+
+/// Makes `bytes` this thread's boot-info region (byte 0 at `BOOT_INFO`), for tests of code that
+/// reads payloads with [`boot_payload`].
+pub fn set_boot_region(bytes: Vec<u8>) {
+    BOOT_REGION.set(Vec::leak(bytes));
+}
+
+/// The bytes of a payload in this thread's boot-info region ([`set_boot_region`]); empty for
+/// none, or one that does not lie inside it.
+#[must_use]
+pub fn boot_payload(payload: capvisor_ipc::bootinfo::Payload) -> &'static [u8] {
+    let region = BOOT_REGION.get();
+    usize::try_from(payload.offset)
+        .ok()
+        .zip(usize::try_from(payload.size).ok())
+        .and_then(|(offset, size)| region.get(offset..offset.checked_add(size)?))
+        .unwrap_or(&[])
+}

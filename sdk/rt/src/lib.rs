@@ -33,8 +33,13 @@ pub use line::Line;
 
 /// Typed clients for the system services (memmgr, devbroker, s2walk, VMM).
 pub mod clients;
+/// The host tests' one fake kernel (host only).
+#[cfg(not(target_os = "none"))]
+pub mod fake;
+pub mod kernel;
 #[cfg(target_os = "none")]
 mod target;
+pub mod window;
 #[cfg(target_os = "none")]
 pub use target::*;
 /// The async runtime of EL0 services (bare metal only).

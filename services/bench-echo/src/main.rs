@@ -5,6 +5,7 @@
 //! one to wait on, the one to signal); `ECHO` is answered with an empty reply; `NOTIFY` (a send,
 //! word 0 = rounds) starts `rounds` times "wait on the first, signal the second".
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 capvisor_rt::service!(run);
 

@@ -6,6 +6,7 @@
 //! beside the floor measured in the same run (the same loop with nothing in it) as one line:
 //! `bench: name=<name> iterations=<n> instructions=<per iteration> floor=<per iteration>`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 capvisor_rt::service!(run);
 

@@ -3,8 +3,9 @@
 //! stage-2 attribute rules (`DESIGN.md` rules 3–8; the cacheable-PFNMAP rule), and serves
 //! `capvisor_ipc::protocols::devbroker` on its endpoint. The rules are in [`policy`] and the
 //! inventory in [`inventory`], both tested on the host; this file is the EL0 glue: the boot-info
-//! page and the syscalls behind [`policy::Kernel`].
+//! page. The kernel is `capvisor_rt::kernel`'s typed interface; the service has no `unsafe`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 capvisor_rt::service_async!(run);
 
@@ -39,6 +40,7 @@ fn regions(
     use capvisor_ipc::bootinfo::{
         BootInfo, DEVICE_CACHEABLE, DEVICE_CARVEOUT, DEVICE_OPTIONAL, DEVICE_UNPROTECTED_DMA,
     };
+    use capvisor_ipc::cap::{CPtr, Cap};
     use capvisor_ipc::types::MemoryType;
     info.devices()
         .iter()
@@ -52,7 +54,7 @@ fn regions(
             let passthrough = (device.vm != 0).then(|| policy::Passthrough {
                 guest: device.guest,
                 guest_name,
-                vm: device.vm,
+                vm: Cap::from_cptr(CPtr::new(device.vm)),
                 memtype,
                 optional: device.flags & DEVICE_OPTIONAL != 0,
                 masters_bus: !carveout && inventory::masters_bus(dtb, device.base, device.size),
@@ -60,7 +62,7 @@ fn regions(
             });
             policy::Region {
                 name: heapless::String::try_from(BootInfo::device_name(device)).unwrap_or_default(),
-                untyped: device.untyped,
+                untyped: Cap::from_cptr(CPtr::new(device.untyped)),
                 base: device.base,
                 size: device.size,
                 cacheable: device.flags & DEVICE_CACHEABLE != 0,
@@ -159,7 +161,11 @@ async fn run() -> u64 {
         info.endpoint
     );
     print_inventory(dtb, &held, |line| println!("{line}"));
-    let kernel = el0::Kernel::new(&info);
+    // A grant takes two slots and its release gives them back; each region is granted once at
+    // a time, so this many emptied slots always fit.
+    let kernel = capvisor_rt::kernel::Syscalls::<
+        capvisor_rt::kernel::Slots<{ 2 * policy::MAX_REGIONS }>,
+    >::with_reuse(info.free_first, info.free_end);
     let mut broker = policy::Broker::new(kernel, features, held);
     let complete = broker.grant_passthroughs(|outcome| {
         println!("{outcome}");
@@ -188,100 +194,4 @@ async fn run() -> u64 {
 #[cfg(not(target_os = "none"))]
 async fn run() -> u64 {
     0
-}
-
-/// The syscalls behind [`policy::Kernel`].
-#[cfg(target_os = "none")]
-mod el0 {
-    use capvisor_ipc::abi::{Invocation, KernelError};
-    use capvisor_ipc::bootinfo::BootInfo;
-    use capvisor_ipc::cap::ObjectKind;
-    use capvisor_ipc::memory::MemoryType;
-    use capvisor_rt::{CPtr, Rights, sys};
-
-    /// This service's CNode (`kernel/src/services/spawn.rs`).
-    const CNODE: u64 = 1;
-
-    /// Released slots kept for reuse: a grant takes two and its release gives them back, and
-    /// each region is granted once at a time, so this many always fit.
-    const REUSED: usize = 2 * crate::policy::MAX_REGIONS;
-
-    /// The kernel, as the broker reaches it.
-    #[derive(Debug)]
-    pub struct Kernel {
-        next_free: u64,
-        free_end: u64,
-        reused: heapless::Vec<u64, REUSED>,
-    }
-
-    impl Kernel {
-        /// The free slots the boot-info page lists.
-        pub fn new(info: &BootInfo) -> Self {
-            Self {
-                next_free: info.free_first,
-                free_end: info.free_end.max(info.free_first),
-                reused: heapless::Vec::new(),
-            }
-        }
-
-        /// An empty slot of this service's CNode: one a release emptied, else the next of
-        /// `[free_first, free_end)`, which the kernel left empty and only this service fills, in
-        /// order.
-        fn free_slot(&mut self) -> Result<u64, KernelError> {
-            if let Some(slot) = self.reused.pop() {
-                return Ok(slot);
-            }
-            if self.next_free >= self.free_end {
-                return Err(KernelError::NotEnoughMemory);
-            }
-            self.next_free += 1;
-            Ok(self.next_free - 1)
-        }
-    }
-
-    impl crate::policy::Kernel for Kernel {
-        fn device_frame(&mut self, untyped: u64, bits: u32) -> Result<u64, KernelError> {
-            let slot = self.free_slot()?;
-            let kind = u64::from(ObjectKind::DeviceFrame.code());
-            sys::retype(
-                CPtr::new(untyped),
-                kind,
-                u64::from(bits),
-                CPtr::NULL,
-                slot,
-                1,
-            )?;
-            Ok(slot)
-        }
-
-        fn map(
-            &mut self,
-            frame: u64,
-            vm: u64,
-            ipa: u64,
-            access: u64,
-            memtype: MemoryType,
-        ) -> Result<(), KernelError> {
-            sys::map(CPtr::new(frame), CPtr::new(vm), ipa, access, memtype.code())
-        }
-
-        fn copy(&mut self, frame: u64) -> Result<u64, KernelError> {
-            let slot = self.free_slot()?;
-            sys::copy(CPtr::new(CNODE), slot, CPtr::new(frame), Rights::ALL)?;
-            Ok(slot)
-        }
-
-        fn revoke(&mut self, slot: u64) -> Result<(), KernelError> {
-            sys::invoke(CPtr::new(CNODE), Invocation::Revoke.code(), &[slot]).map(|_| ())
-        }
-
-        fn reuse_slot(&mut self, slot: u64) {
-            // Without room to remember it, the slot is just not reused.
-            let _ = self.reused.push(slot);
-        }
-
-        fn slots_left(&self) -> u64 {
-            self.free_end - self.next_free + self.reused.len() as u64
-        }
-    }
 }

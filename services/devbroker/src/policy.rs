@@ -1,7 +1,8 @@
 //! The device broker's policy, apart from the kernel: which memory type a device region may be
-//! mapped with, in frames of which size, and the passthrough grants the manifest asks for. A
-//! [`Kernel`] performs the effects (the EL0 syscalls in `main.rs`, a recording fake in the tests),
-//! so every rule is checked on the host.
+//! mapped with, in frames of which size, and the passthrough grants the manifest asks for. The
+//! runtime's typed [`Kernel`] performs the effects (the system calls on the target,
+//! `capvisor_rt::fake::FakeKernel` in the tests), so every rule is checked on the host against the
+//! same model of the kernel as the other services'.
 //!
 //! The rules (`DESIGN.md`, stage-2 memory attributes), in the order [`decide`] applies them:
 //! - rule 6: a private (copy-on-write) mapping of device memory is refused: device memory is
@@ -31,7 +32,7 @@ use core::fmt;
 
 use capvisor_image::devices;
 use capvisor_ipc::abi::KernelError;
-use capvisor_ipc::cap::Rights;
+use capvisor_ipc::cap::{Cap, DeviceFrame, Rights, Untyped, Vm};
 pub use capvisor_ipc::memory::{CacheFeatures, MissingFeatures};
 use capvisor_ipc::protocol::Context;
 pub use capvisor_ipc::protocols::devbroker::Sharing;
@@ -39,6 +40,7 @@ use capvisor_ipc::protocols::devbroker::{
     BrokerError, Handler, REGIONS_PER_PAGE, RegionGrant, RegionInfo, RegionPage,
 };
 use capvisor_ipc::types::{Intid, MemoryType, PhysAddr, RegionId};
+use capvisor_rt::kernel::{Kernel, Space};
 
 /// A 2 MiB block.
 pub const BLOCK: u64 = 1 << 21;
@@ -135,7 +137,7 @@ pub struct Passthrough {
     /// Its name, if the broker knows it.
     pub guest_name: Option<heapless::String<32>>,
     /// Its `Vm` capability.
-    pub vm: u64,
+    pub vm: Cap<Vm>,
     /// The memory type the manifest asks for.
     pub memtype: MemoryType,
     /// The manifest marks it optional (refused on this platform: report and go on).
@@ -154,7 +156,7 @@ pub struct Region {
     /// Its manifest name.
     pub name: heapless::String<32>,
     /// The device untyped covering it.
-    pub untyped: u64,
+    pub untyped: Cap<Untyped>,
     /// Physical base.
     pub base: u64,
     /// Size in bytes (a page multiple).
@@ -220,45 +222,6 @@ pub fn decide(
         bits,
         count: region.size >> bits,
     })
-}
-
-/// The effects the broker needs of the kernel.
-pub trait Kernel {
-    /// Retypes one device frame of `1 << bits` bytes from `untyped` (the next part of it) into a
-    /// free slot of the broker's CNode, and returns the slot.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn device_frame(&mut self, untyped: u64, bits: u32) -> Result<u64, KernelError>;
-    /// Maps `frame` into the VM `vm` at `ipa` with `access` (R=1 W=2 X=4) and `memtype`.
-    ///
-    /// # Errors
-    /// The kernel's refusal (its own rules: DESIGN.md rules 3–7 again, as defence in depth).
-    fn map(
-        &mut self,
-        frame: u64,
-        vm: u64,
-        ipa: u64,
-        access: u64,
-        memtype: MemoryType,
-    ) -> Result<(), KernelError>;
-    /// Copies `frame` into a free slot (the copy goes to a client; revoking the original
-    /// revokes it), and returns the slot.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn copy(&mut self, frame: u64) -> Result<u64, KernelError>;
-    /// Revokes every capability derived from the one in `slot` (their mappings go with them).
-    /// Revoking an untyped whose memory nothing else pays for any more lets the kernel reset its
-    /// watermark: its memory can be retyped again.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn revoke(&mut self, slot: u64) -> Result<(), KernelError>;
-    /// `slot`, which a revoke emptied, may be handed out again.
-    fn reuse_slot(&mut self, slot: u64);
-    /// Free capability slots left.
-    fn slots_left(&self) -> u64;
 }
 
 /// The outcome of one passthrough grant, to report (its `Display` is the console line).
@@ -360,7 +323,11 @@ enum Holder {
     Guest,
     /// Granted to a protocol client with this badge; `frame` is the broker's original, `copy`
     /// the slot the client's capability was copied from.
-    Client { badge: u64, frame: u64, copy: u64 },
+    Client {
+        badge: u64,
+        frame: Cap<DeviceFrame>,
+        copy: Cap<DeviceFrame>,
+    },
 }
 
 /// The broker: its regions, who has them, and the kernel.
@@ -435,19 +402,25 @@ impl<K: Kernel> Broker<K> {
 fn map_all(
     kernel: &mut impl Kernel,
     region: &Region,
-    vm: u64,
+    vm: Cap<Vm>,
     plan: FramePlan,
 ) -> Result<FramePlan, Refusal> {
-    if kernel.slots_left() < plan.count {
+    if kernel.free_slots() < plan.count {
         return Err(Refusal::NoSlots);
     }
     for index in 0..plan.count {
-        let frame = kernel
-            .device_frame(region.untyped, plan.bits)
+        let frame: Cap<DeviceFrame> = kernel
+            .retype(region.untyped, plan.bits)
             .map_err(Refusal::Kernel)?;
         let ipa = region.base + (index << plan.bits);
         kernel
-            .map(frame, vm, ipa, Rights::READ_WRITE.word(), plan.memtype)
+            .map(
+                frame,
+                Space::Vm(vm),
+                ipa,
+                Rights::READ_WRITE.word(),
+                plan.memtype,
+            )
             .map_err(Refusal::Kernel)?;
     }
     Ok(plan)
@@ -456,12 +429,12 @@ fn map_all(
 /// Revokes region untyped `untyped` (everything made from it goes, with its mappings, and the
 /// kernel resets its watermark) and reuses `slots`, which that emptied; `false` when the kernel
 /// refused (nothing changed).
-fn take_back(kernel: &mut impl Kernel, untyped: u64, slots: &[u64]) -> bool {
+fn take_back(kernel: &mut impl Kernel, untyped: Cap<Untyped>, slots: &[Cap<DeviceFrame>]) -> bool {
     if kernel.revoke(untyped).is_err() {
         return false;
     }
     for &slot in slots {
-        kernel.reuse_slot(slot);
+        kernel.reuse(slot);
     }
     true
 }
@@ -516,19 +489,18 @@ impl<K: Kernel> Handler for Broker<K> {
         let plan =
             decide(held, memory_type, sharing, false, features).map_err(Refusal::broker_error)?;
         // A protocol grant is one frame; larger regions go to guests through the manifest.
-        if plan.count != 1 || self.kernel.slots_left() < 2 {
+        if plan.count != 1 || self.kernel.free_slots() < 2 {
             return Err(BrokerError::NotPermitted);
         }
         let frame = self
             .kernel
-            .device_frame(held.untyped, plan.bits)
+            .retype(held.untyped, plan.bits)
             .map_err(|_| BrokerError::NotPermitted)?;
         let Ok(copy) = self.kernel.copy(frame) else {
             take_back(&mut self.kernel, held.untyped, &[frame]);
             return Err(BrokerError::NotPermitted);
         };
-        let cap = capvisor_ipc::cap::Cap::from_cptr(capvisor_ipc::cap::CPtr::new(copy));
-        let Ok(transferred) = ctx.grant(cap) else {
+        let Ok(transferred) = ctx.grant(copy) else {
             take_back(&mut self.kernel, held.untyped, &[frame, copy]);
             return Err(BrokerError::NotPermitted);
         };

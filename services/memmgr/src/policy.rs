@@ -1,7 +1,9 @@
 //! The memory manager's policy, apart from the kernel: which frame backs which guest IPA, and
 //! the cache maintenance `DESIGN.md` stage-2 rules 1–2 and the vCPU-reset rule (seed 002) ask
-//! for around each mapping. A [`Kernel`] performs the effects (the EL0 syscalls in `main.rs`, a
-//! recording fake in the tests), so every rule is checked on the host.
+//! for around each mapping. The runtime's typed [`Kernel`] performs the effects (the system calls
+//! on the target, `capvisor_rt::fake::FakeKernel` in the tests), so every rule is checked on the
+//! host against the same model of the kernel as the other services'. Frames are written through
+//! [`Window`]s, so this crate has no `unsafe`.
 //!
 //! Frames are a small state machine per guest region:
 //! - *allocated*: retyped, mapped read/write into the memory manager's own window (so it can
@@ -28,13 +30,16 @@
 //! or of the frame table than its quota ([`crate::quota`]): `MemError::Quota` beyond it, so no
 //! guest can exhaust what another was promised.
 
-use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::abi::{CacheOp, KernelError};
 use capvisor_ipc::bootinfo::{GuestInfo, Payload};
-use capvisor_ipc::cap::Rights;
+use capvisor_ipc::cap::{CPtr, Cap, Frame as FrameCap, Rights, Untyped, Vm};
+use capvisor_ipc::memory::MemoryType;
 pub use capvisor_ipc::memory::{CacheFeatures, FrameSize};
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
+use capvisor_rt::kernel::{Kernel, Space};
+use capvisor_rt::window::Window;
 
 use crate::quota::{self, Need, Pool, Quota};
 
@@ -53,70 +58,18 @@ pub const MAX_FRAMES: usize = 192;
 /// Guests one memory manager serves.
 pub const MAX_GUESTS: usize = capvisor_ipc::bootinfo::MAX_GUESTS;
 
-/// The address space a mapping goes into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Space {
-    /// A guest's VM (its capability slot).
-    Vm(u64),
-    /// The memory manager's own address space.
-    Own,
-}
+/// Guest RAM is mapped Normal write-back, in the VM and in the window alike.
+const WRITE_BACK: MemoryType = MemoryType::NormalWriteBack;
 
-/// What the memory manager asks of the kernel (slots are the memory manager's CSpace).
-pub trait Kernel {
-    /// Retypes a child untyped of `1 << bits` bytes from untyped `parent` (at its watermark,
-    /// aligned to its size) into a free slot; a refusal changes nothing.
-    ///
-    /// # Errors
-    /// The kernel's refusal (`NotEnoughMemory` when it does not fit).
-    fn new_untyped(&mut self, parent: u64, bits: u32) -> Result<u64, KernelError>;
-    /// The size in bytes of untyped `untyped` (`Identify`'s fourth word).
-    ///
-    /// # Errors
-    /// The kernel's refusal (not an untyped, an empty slot).
-    fn untyped_size(&mut self, untyped: u64) -> Result<u64, KernelError>;
-    /// Retypes the next frame of `size` from untyped `untyped` (at its watermark) into a free
-    /// slot.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError>;
-    /// Empty capability slots left.
-    fn free_slots(&self) -> u64;
-    /// Copies frame capability `frame` into a free slot (a frame capability maps once).
-    ///
-    /// # Errors
-    /// The kernel's refusal, or no free slot.
-    fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError>;
-    /// Maps `frame` at `ipa` of `space` with `access` (R=1 W=2 X=4), Normal write-back.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn map(&mut self, frame: u64, space: Space, ipa: u64, access: u64) -> Result<(), KernelError>;
-    /// Unmaps `frame` (the kernel invalidates the TLB before it returns).
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn unmap(&mut self, frame: u64) -> Result<(), KernelError>;
-    /// Cleans and invalidates `frame` to PoC, for VM `vm` (named for the kernel's trace).
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn clean_to_poc(&mut self, frame: u64, vm: u64) -> Result<(), KernelError>;
-    /// Invalidates the instruction cache for `frame` of VM `vm`.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn invalidate_icache(&mut self, frame: u64, vm: u64) -> Result<(), KernelError>;
-    /// Invalidates the instruction cache for VM `vm`'s `[ipa, ipa + size)`.
-    ///
-    /// # Errors
-    /// The kernel's refusal.
-    fn invalidate_vm_icache(&mut self, vm: u64, ipa: u64, size: u64) -> Result<(), KernelError>;
-    /// Writes `bytes` at `address` of the memory manager's window (mapped by [`Kernel::map`]).
-    fn write(&mut self, address: u64, bytes: &[u8]);
-    /// Copies `length` bytes of `payload` from byte `offset` to `address` of the window.
-    fn copy_payload(&mut self, payload: Payload, offset: u64, address: u64, length: u64);
+/// The part of a write that lies in one frame.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    /// Bytes of the write before it.
+    done: u64,
+    /// Where it starts in the frame.
+    offset: u64,
+    /// Bytes.
+    length: u64,
 }
 
 /// One frame of guest RAM.
@@ -128,9 +81,9 @@ struct Frame {
     /// First IPA.
     ipa: u64,
     /// The capability mapped into the VM.
-    vm_cap: u64,
+    vm_cap: Cap<FrameCap>,
     /// The copy mapped into the memory manager's window.
-    own_cap: u64,
+    own_cap: Cap<FrameCap>,
     /// In the VM: `Some(executable)`.
     mapped: Option<bool>,
     /// Written through a cacheable alias since its last clean to PoC.
@@ -143,7 +96,7 @@ pub struct Guest {
     /// Its `VmId`.
     pub id: VmId,
     /// The `Vm` capability.
-    pub vm: u64,
+    pub vm: Cap<Vm>,
     /// The badge its VMM calls with.
     pub vmm_badge: u64,
     /// First IPA of RAM.
@@ -152,8 +105,9 @@ pub struct Guest {
     pub ram_size: u64,
     /// Its payloads: kernel, device tree, initrd.
     pub payloads: [Payload; 3],
-    /// RAM at IPA = PA: the untyped covering exactly the RAM (0: RAM comes from the shared pool).
-    pub identity_untyped: u64,
+    /// RAM at IPA = PA: the untyped covering exactly the RAM (`None`: RAM comes from the shared
+    /// pool).
+    pub identity_untyped: Option<Cap<Untyped>>,
 }
 
 impl Guest {
@@ -162,12 +116,13 @@ impl Guest {
     pub fn from_info(info: &GuestInfo) -> Self {
         Self {
             id: VmId::new(info.index),
-            vm: info.vm,
+            vm: Cap::from_cptr(CPtr::new(info.vm)),
             vmm_badge: info.vmm_badge,
             ram_base: info.ram_base,
             ram_size: info.ram_size,
             payloads: [info.kernel, info.dtb, info.initrd],
-            identity_untyped: info.ram_untyped,
+            identity_untyped: (info.ram_untyped != 0)
+                .then(|| Cap::from_cptr(CPtr::new(info.ram_untyped))),
         }
     }
 
@@ -220,14 +175,19 @@ impl<K: Kernel> MemMgr<K> {
     /// A memory manager for `guests` (extra ones beyond [`MAX_GUESTS`] are ignored), whose pool
     /// is the untyped in slots `untyped`: it sizes and splits the pool and sets every guest's
     /// quota ([`crate::quota`]).
-    pub fn new(mut kernel: K, features: CacheFeatures, guests: &[Guest], untyped: &[u64]) -> Self {
+    pub fn new(
+        mut kernel: K,
+        features: CacheFeatures,
+        guests: &[Guest],
+        untyped: &[Cap<Untyped>],
+    ) -> Self {
         let mut list: heapless::Vec<Guest, MAX_GUESTS> = heapless::Vec::new();
         for guest in guests.iter().take(MAX_GUESTS) {
             let _ = list.push(*guest);
         }
         let pages = list
             .iter()
-            .filter(|guest| guest.identity_untyped == 0)
+            .filter(|guest| guest.identity_untyped.is_none())
             .map(|guest| Need::of(guest).pages)
             .sum();
         let pool = Pool::carve(&mut kernel, untyped, pages);
@@ -285,7 +245,7 @@ impl<K: Kernel> MemMgr<K> {
 
     /// The frame backing `ipa` of guest `index`, allocated (and mapped into the window) if new.
     fn frame(&mut self, index: usize, guest: &Guest, ipa: u64) -> Result<usize, MemError> {
-        if guest.identity_untyped != 0 && !self.identity_made[index] {
+        if guest.identity_untyped.is_some() && !self.identity_made[index] {
             self.make_identity_frames(index, guest)?;
         }
         let (base, size) = guest.region(ipa);
@@ -296,7 +256,7 @@ impl<K: Kernel> MemMgr<K> {
         {
             return Ok(found);
         }
-        if guest.identity_untyped != 0 {
+        if guest.identity_untyped.is_some() {
             // Every frame of identity-mapped RAM was made up front; none may come from the pool.
             return Err(MemError::OutOfMemory);
         }
@@ -314,7 +274,7 @@ impl<K: Kernel> MemMgr<K> {
                 .iter()
                 .any(|f| usize::from(f.guest) == index && f.ipa == base);
             if !made {
-                self.new_frame(index, base, size, Some(guest.identity_untyped))?;
+                self.new_frame(index, base, size, guest.identity_untyped)?;
             }
             ipa = base + size.bytes();
         }
@@ -329,7 +289,7 @@ impl<K: Kernel> MemMgr<K> {
         index: usize,
         base: u64,
         size: FrameSize,
-        untyped: Option<u64>,
+        untyped: Option<Cap<Untyped>>,
     ) -> Result<usize, MemError> {
         let left = &mut self.left[index];
         let from_pool = match (untyped, size) {
@@ -344,7 +304,7 @@ impl<K: Kernel> MemMgr<K> {
             return Err(MemError::OutOfMemory);
         }
         let vm_cap = match untyped {
-            Some(untyped) => self.kernel.new_frame_from(untyped, size),
+            Some(untyped) => self.kernel.retype(untyped, size.bits() as u32),
             None => self.pool.take(&mut self.kernel, size),
         }
         .map_err(out_of_memory)?;
@@ -354,10 +314,16 @@ impl<K: Kernel> MemMgr<K> {
             *left -= 1;
         }
         left.frames -= 1;
-        let own_cap = self.kernel.copy_frame(vm_cap).map_err(out_of_memory)?;
+        let own_cap = self.kernel.copy(vm_cap).map_err(out_of_memory)?;
         let window = Self::window(index, base);
         self.kernel
-            .map(own_cap, Space::Own, window, Rights::READ_WRITE.word())
+            .map(
+                own_cap,
+                Space::Own,
+                window,
+                Rights::READ_WRITE.word(),
+                WRITE_BACK,
+            )
             .map_err(refused)?;
         let frame = Frame {
             guest: index as u8,
@@ -386,13 +352,13 @@ impl<K: Kernel> MemMgr<K> {
         }
         if frame.needs_clean && !self.features.fwb {
             self.kernel
-                .clean_to_poc(frame.vm_cap, guest.vm)
+                .frame_cache(frame.vm_cap, CacheOp::CleanInvalidatePoc, guest.vm)
                 .map_err(refused)?;
         }
         self.frames[at].needs_clean = false;
         if execute && !self.features.dic {
             self.kernel
-                .invalidate_icache(frame.vm_cap, guest.vm)
+                .frame_cache(frame.vm_cap, CacheOp::InvalidateIcache, guest.vm)
                 .map_err(refused)?;
         }
         let access = if execute {
@@ -401,7 +367,13 @@ impl<K: Kernel> MemMgr<K> {
             Rights::READ_WRITE
         };
         self.kernel
-            .map(frame.vm_cap, Space::Vm(guest.vm), frame.ipa, access.word())
+            .map(
+                frame.vm_cap,
+                Space::Vm(guest.vm),
+                frame.ipa,
+                access.word(),
+                WRITE_BACK,
+            )
             .map_err(refused)?;
         self.frames[at].mapped = Some(execute);
         Ok(())
@@ -416,12 +388,12 @@ impl<K: Kernel> MemMgr<K> {
             Some(executable) => {
                 if !self.features.fwb {
                     self.kernel
-                        .clean_to_poc(frame.vm_cap, guest.vm)
+                        .frame_cache(frame.vm_cap, CacheOp::CleanInvalidatePoc, guest.vm)
                         .map_err(refused)?;
                 }
                 if executable && !self.features.dic {
                     self.kernel
-                        .invalidate_icache(frame.vm_cap, guest.vm)
+                        .frame_cache(frame.vm_cap, CacheOp::InvalidateIcache, guest.vm)
                         .map_err(refused)?;
                 }
             }
@@ -429,13 +401,14 @@ impl<K: Kernel> MemMgr<K> {
         Ok(())
     }
 
-    /// Writes `length` bytes of `source` at `ipa` of guest `index`, frame by frame.
+    /// Writes `length` bytes at `ipa` of guest `index`, frame by frame: `source` writes each
+    /// [`Chunk`] into the frame's window.
     fn write_ram(
         &mut self,
         (index, guest): (usize, &Guest),
         ipa: u64,
         length: u64,
-        mut source: impl FnMut(&mut K, u64, u64, u64),
+        mut source: impl FnMut(&mut Window, Chunk) -> Result<(), MemError>,
     ) -> Result<(), MemError> {
         if !guest.in_ram(ipa, length) {
             return Err(MemError::NotGuestRam);
@@ -446,8 +419,16 @@ impl<K: Kernel> MemMgr<K> {
             let frame = self.frames[at];
             let offset = ipa + done - frame.ipa;
             let chunk = (frame.size.bytes() - offset).min(length - done);
-            let address = Self::window(index, frame.ipa) + offset;
-            source(&mut self.kernel, done, address, chunk);
+            let mut window = Window::new(Self::window(index, frame.ipa), frame.size.bytes())
+                .map_err(|_| MemError::MappingRefused)?;
+            source(
+                &mut window,
+                Chunk {
+                    done,
+                    offset,
+                    length: chunk,
+                },
+            )?;
             self.written(at, guest)?;
             done += chunk;
         }
@@ -527,8 +508,9 @@ impl<K: Kernel> Handler for MemMgr<K> {
                 Ok(ResetPolicy::DropAllMappings)
             }
             (true, false) => {
+                let op = CacheOp::InvalidateIcache;
                 self.kernel
-                    .invalidate_vm_icache(guest.vm, guest.ram_base, guest.ram_size)
+                    .vm_cache(guest.vm, op, guest.ram_base, guest.ram_size)
                     .map_err(refused)?;
                 Ok(ResetPolicy::InvalidateInstructionCache)
             }
@@ -559,14 +541,18 @@ impl<K: Kernel> Handler for MemMgr<K> {
         if which.size == 0 {
             return Err(MemError::NoPayload);
         }
-        self.write_ram(
-            (index, &guest),
-            ipa.raw(),
-            which.size,
-            |kernel, offset, address, length| {
-                kernel.copy_payload(which, offset, address, length);
-            },
-        )?;
+        let bytes = capvisor_rt::boot_payload(which);
+        self.write_ram((index, &guest), ipa.raw(), which.size, |window, chunk| {
+            let from = usize::try_from(chunk.done).map_err(|_| MemError::BadRange)?;
+            let length = usize::try_from(chunk.length).map_err(|_| MemError::BadRange)?;
+            let part = from
+                .checked_add(length)
+                .and_then(|to| bytes.get(from..to))
+                .ok_or(MemError::NoPayload)?;
+            window
+                .copy_from(chunk.offset, part)
+                .map_err(|_| MemError::BadRange)
+        })?;
         Ok(which.size)
     }
 
@@ -582,8 +568,10 @@ impl<K: Kernel> Handler for MemMgr<K> {
             return Err(MemError::BadRange);
         }
         let bytes = value.to_le_bytes();
-        self.write_ram((index, &guest), ipa.raw(), 8, |kernel, _, address, _| {
-            kernel.write(address, &bytes);
+        self.write_ram((index, &guest), ipa.raw(), 8, |window, chunk| {
+            window
+                .write_volatile(chunk.offset, &bytes)
+                .map_err(|_| MemError::BadRange)
         })
     }
 }

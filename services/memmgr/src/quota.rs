@@ -24,7 +24,10 @@
 
 use capvisor_ipc::abi::KernelError;
 
-use crate::policy::{BLOCK, FrameSize, Guest, Kernel, MAX_GUESTS, PAGE};
+use capvisor_ipc::cap::{Cap, Frame, Untyped};
+use capvisor_rt::kernel::Kernel;
+
+use crate::policy::{BLOCK, FrameSize, Guest, MAX_GUESTS, PAGE};
 
 /// The most untyped pieces the pool is made of (a boot-info page lists at most this many).
 pub const MAX_PIECES: usize = capvisor_ipc::bootinfo::MAX_UNTYPED;
@@ -112,7 +115,7 @@ pub struct Quota {
 /// One piece of the pool: a pool untyped, and the blocks it can make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Piece {
-    slot: u64,
+    slot: Cap<Untyped>,
     /// Blocks it can still make.
     blocks: u64,
 }
@@ -124,7 +127,7 @@ pub struct Pool {
     /// The piece blocks come from now (those before it have none left).
     current: usize,
     /// The pages' untyped and the pages it can still make.
-    pages: Option<(u64, u64)>,
+    pages: Option<(Cap<Untyped>, u64)>,
     block_capacity: u64,
     page_capacity: u64,
 }
@@ -133,8 +136,8 @@ impl Pool {
     /// Learns the size of each of `untyped` (the memory manager's pool) and carves from them an
     /// untyped for `pages` 4 KiB pages (rounded up to a power of two), from the smallest piece
     /// that holds it and its one-page record; blocks come from the rest.
-    pub fn carve(kernel: &mut impl Kernel, untyped: &[u64], pages: u64) -> Self {
-        let mut sized: heapless::Vec<(u64, u64), MAX_PIECES> = untyped
+    pub fn carve(kernel: &mut impl Kernel, untyped: &[Cap<Untyped>], pages: u64) -> Self {
+        let mut sized: heapless::Vec<(Cap<Untyped>, u64), MAX_PIECES> = untyped
             .iter()
             .filter_map(|&slot| kernel.untyped_size(slot).ok().map(|size| (slot, size)))
             .collect();
@@ -154,7 +157,7 @@ impl Pool {
                 }
             };
             if bytes >= PAGE
-                && let Ok(slot) = kernel.new_untyped(sized[at].0, bytes.trailing_zeros())
+                && let Ok(slot) = kernel.retype::<Untyped>(sized[at].0, bytes.trailing_zeros())
             {
                 page_pool = Some((at, slot, bytes));
             }
@@ -197,14 +200,18 @@ impl Pool {
     /// # Errors
     /// `NotEnoughMemory` when the pool has none left (a quota bug: quotas never sum to more than
     /// the capacity), or the kernel's refusal.
-    pub fn take(&mut self, kernel: &mut impl Kernel, size: FrameSize) -> Result<u64, KernelError> {
+    pub fn take(
+        &mut self,
+        kernel: &mut impl Kernel,
+        size: FrameSize,
+    ) -> Result<Cap<Frame>, KernelError> {
         match size {
             FrameSize::Page4K => {
                 let (slot, left) = self.pages.as_mut().ok_or(KernelError::NotEnoughMemory)?;
                 if *left == 0 {
                     return Err(KernelError::NotEnoughMemory);
                 }
-                let frame = kernel.new_frame_from(*slot, size)?;
+                let frame = kernel.retype(*slot, size.bits() as u32)?;
                 *left -= 1;
                 Ok(frame)
             }
@@ -217,7 +224,7 @@ impl Pool {
                     .pieces
                     .get_mut(self.current)
                     .ok_or(KernelError::NotEnoughMemory)?;
-                let frame = kernel.new_frame_from(piece.slot, size)?;
+                let frame = kernel.retype(piece.slot, size.bits() as u32)?;
                 piece.blocks -= 1;
                 Ok(frame)
             }
@@ -231,7 +238,7 @@ impl Pool {
 pub fn quotas(guests: &[Guest], pool: &Pool, frames: u64) -> heapless::Vec<Quota, MAX_GUESTS> {
     let needs: heapless::Vec<Need, MAX_GUESTS> = guests.iter().map(Need::of).collect();
     let from_pool = |guest: &Guest, count: u64| {
-        if guest.identity_untyped == 0 {
+        if guest.identity_untyped.is_none() {
             count
         } else {
             0

@@ -1,26 +1,38 @@
 //! The memory manager's rules on the host: a fake kernel records every operation, and each test
 //! checks the sequence a rule of `DESIGN.md` requires (stage-2 rules 1–2, vCPU reset).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use capvisor_ipc::abi::KernelError;
+use capvisor_ipc::abi::CacheOp;
 use capvisor_ipc::bootinfo::Payload;
-use capvisor_ipc::cap::Badge;
+use capvisor_ipc::cap::{Badge, CPtr, Cap, ObjectKind, Untyped, Vm};
+use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::protocol::Context;
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, Handler, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
+use capvisor_rt::fake::{self, FakeKernel};
+use capvisor_rt::kernel::Space;
+use capvisor_rt::window::host_read;
 
-use crate::policy::{BLOCK, CacheFeatures, FrameSize, Guest, Kernel, MemMgr, PAGE, Space, WINDOW};
+use crate::policy::{BLOCK, CacheFeatures, FrameSize, Guest, MemMgr, PAGE, WINDOW};
 
 const VM: u64 = 40;
 const VMM: u64 = 2;
 const RAM: u64 = 0x4000_0000;
+/// The identity-mapped guest's untyped.
+const IDENTITY: u64 = 77;
 
+const fn vm(slot: u64) -> Cap<Vm> {
+    Cap::from_cptr(CPtr::new(slot))
+}
+
+/// What the tests check of the log of the shared fake kernel (`capvisor_rt::fake`): frames and
+/// their maintenance. Child untyped (the pool's carving) are left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Op {
+    /// A frame from the pool: (size, slot).
     NewFrame(FrameSize, u64),
     /// A frame from a given untyped: (untyped, size, slot).
     NewFrameFrom(u64, FrameSize, u64),
@@ -32,25 +44,68 @@ enum Op {
     VmIcache(u64, u64),
 }
 
-/// A fake kernel: it records every operation, and keeps the memory manager's pool as the kernel
-/// keeps untyped memory (each retype at the watermark aligned up to the object's size,
-/// `NotEnoughMemory` past the end), so waste and exhaustion are what they would be.
-#[derive(Debug)]
-struct Fake {
-    ops: Vec<Op>,
-    next: u64,
-    memory: HashMap<u64, u8>,
-    frames_left: Option<usize>,
-    payload: Vec<u8>,
-    /// Untyped the fake keeps (slot → size, watermark, top: child untyped records are taken
-    /// from the top, as the kernel does); others (an identity guest's) are not checked.
-    untyped: HashMap<u64, (u64, u64, u64)>,
-    next_untyped: u64,
-    slots: u64,
+impl Op {
+    fn of(op: fake::Op<()>) -> Option<Self> {
+        let size = |bits| match bits {
+            12 => FrameSize::Page4K,
+            21 => FrameSize::Block2M,
+            _ => panic!("a frame of 2^{bits} bytes"),
+        };
+        Some(match op {
+            fake::Op::Retype {
+                kind: ObjectKind::Untyped,
+                ..
+            } => return None,
+            fake::Op::Retype {
+                untyped,
+                kind: ObjectKind::Frame,
+                size_bits,
+                slot,
+            } if untyped == IDENTITY => Self::NewFrameFrom(untyped, size(size_bits), slot),
+            fake::Op::Retype {
+                kind: ObjectKind::Frame,
+                size_bits,
+                slot,
+                ..
+            } => Self::NewFrame(size(size_bits), slot),
+            fake::Op::Copy { source, slot } => Self::Copy(source, slot),
+            fake::Op::Map {
+                frame,
+                space,
+                ipa,
+                access,
+                memtype,
+            } => {
+                assert_eq!(memtype, MemoryType::NormalWriteBack);
+                Self::Map(frame, space, ipa, access)
+            }
+            fake::Op::Unmap(frame) => Self::Unmap(frame),
+            fake::Op::FrameCache { frame, op, vm } => {
+                assert_eq!(vm, VM);
+                match op {
+                    CacheOp::CleanInvalidatePoc => Self::Clean(frame),
+                    CacheOp::InvalidateIcache => Self::Icache(frame),
+                    other => panic!("{other:?}"),
+                }
+            }
+            fake::Op::VmCache { vm, op, ipa, size } => {
+                assert_eq!((vm, op), (VM, CacheOp::InvalidateIcache));
+                Self::VmIcache(ipa, size)
+            }
+            other => panic!("the memory manager does not {other:?}"),
+        })
+    }
 }
 
 /// The fake's pool untyped, 1 GiB unless a test says otherwise.
 const POOL: u64 = 5;
+
+/// The shared fake kernel with the memory manager's capabilities: its pool, the guests' VMs
+/// (`VM`, `VM + 1`, …) and an identity-mapped guest's untyped; free slots from 101.
+struct Fake {
+    kernel: FakeKernel,
+    pool: Vec<Cap<Untyped>>,
+}
 
 impl Default for Fake {
     fn default() -> Self {
@@ -61,121 +116,18 @@ impl Default for Fake {
 impl Fake {
     /// A fake whose pool is untyped of `sizes`, in slots `POOL`, `POOL + 1`, …
     fn with_pool(sizes: &[u64]) -> Self {
-        Self {
-            ops: Vec::new(),
-            next: 0,
-            memory: HashMap::new(),
-            frames_left: None,
-            payload: Vec::new(),
-            untyped: (POOL..)
-                .zip(sizes.iter().map(|&size| (size, 0, size)))
-                .collect(),
-            next_untyped: 500,
-            slots: 1000,
+        let mut kernel = FakeKernel::new(101, 1101)
+            // Two blocks and two pages, exactly (`identity_mapped_ram_…`).
+            .with_untyped(IDENTITY, (4 << 20) + 2 * PAGE);
+        for index in 0..crate::policy::MAX_GUESTS as u64 {
+            kernel = kernel.with::<Vm>(VM + index);
         }
-    }
-
-    /// Places `1 << bits` bytes in untyped `slot` (and, for a child untyped, its record page at
-    /// the top), if the fake keeps it.
-    fn place(&mut self, slot: u64, bits: u32, record: bool) -> Result<(), KernelError> {
-        if let Some((_, watermark, top)) = self.untyped.get_mut(&slot) {
-            let start = watermark.next_multiple_of(1 << bits);
-            let limit = if record { *top - 4096 } else { *top };
-            if start + (1 << bits) > limit {
-                return Err(KernelError::NotEnoughMemory);
-            }
-            *watermark = start + (1 << bits);
-            *top = limit;
+        let mut pool = Vec::new();
+        for (slot, &size) in (POOL..).zip(sizes) {
+            kernel = kernel.with_untyped(slot, size);
+            pool.push(Cap::from_cptr(CPtr::new(slot)));
         }
-        Ok(())
-    }
-
-    fn slot(&mut self) -> Result<u64, KernelError> {
-        if self.slots == 0 {
-            return Err(KernelError::NotEnoughMemory);
-        }
-        self.slots -= 1;
-        self.next += 1;
-        Ok(100 + self.next)
-    }
-}
-
-impl Kernel for Fake {
-    fn new_untyped(&mut self, parent: u64, bits: u32) -> Result<u64, KernelError> {
-        if !self.untyped.contains_key(&parent) {
-            return Err(KernelError::WrongType);
-        }
-        self.place(parent, bits, true)?;
-        self.next_untyped += 1;
-        self.untyped
-            .insert(self.next_untyped, (1 << bits, 0, 1 << bits));
-        Ok(self.next_untyped)
-    }
-    fn untyped_size(&mut self, untyped: u64) -> Result<u64, KernelError> {
-        self.untyped
-            .get(&untyped)
-            .map(|&(size, _, _)| size)
-            .ok_or(KernelError::WrongType)
-    }
-    fn new_frame_from(&mut self, untyped: u64, size: FrameSize) -> Result<u64, KernelError> {
-        let pool = self.untyped.contains_key(&untyped);
-        if pool && let Some(left) = &mut self.frames_left {
-            if *left == 0 {
-                return Err(KernelError::NotEnoughMemory);
-            }
-            *left -= 1;
-        }
-        self.place(untyped, size.bits() as u32, false)?;
-        let slot = self.slot()?;
-        self.ops.push(if pool {
-            Op::NewFrame(size, slot)
-        } else {
-            Op::NewFrameFrom(untyped, size, slot)
-        });
-        Ok(slot)
-    }
-    fn free_slots(&self) -> u64 {
-        self.slots
-    }
-    fn copy_frame(&mut self, frame: u64) -> Result<u64, KernelError> {
-        let slot = self.slot()?;
-        self.ops.push(Op::Copy(frame, slot));
-        Ok(slot)
-    }
-    fn map(&mut self, frame: u64, space: Space, ipa: u64, access: u64) -> Result<(), KernelError> {
-        self.ops.push(Op::Map(frame, space, ipa, access));
-        Ok(())
-    }
-    fn unmap(&mut self, frame: u64) -> Result<(), KernelError> {
-        self.ops.push(Op::Unmap(frame));
-        Ok(())
-    }
-    fn clean_to_poc(&mut self, frame: u64, vm: u64) -> Result<(), KernelError> {
-        assert_eq!(vm, VM);
-        self.ops.push(Op::Clean(frame));
-        Ok(())
-    }
-    fn invalidate_icache(&mut self, frame: u64, vm: u64) -> Result<(), KernelError> {
-        assert_eq!(vm, VM);
-        self.ops.push(Op::Icache(frame));
-        Ok(())
-    }
-    fn invalidate_vm_icache(&mut self, vm: u64, ipa: u64, size: u64) -> Result<(), KernelError> {
-        assert_eq!(vm, VM);
-        self.ops.push(Op::VmIcache(ipa, size));
-        Ok(())
-    }
-    fn write(&mut self, address: u64, bytes: &[u8]) {
-        for (n, byte) in bytes.iter().enumerate() {
-            self.memory.insert(address + n as u64, *byte);
-        }
-    }
-    fn copy_payload(&mut self, payload: Payload, offset: u64, address: u64, length: u64) {
-        assert_eq!(payload.offset, 0x1000);
-        for n in 0..length {
-            let byte = self.payload[(offset + n) as usize];
-            self.memory.insert(address + n, byte);
-        }
+        Self { kernel, pool }
     }
 }
 
@@ -195,26 +147,23 @@ fn guest(ram_size: u64, kernel_size: u64) -> Guest {
     };
     Guest {
         id: VmId::new(0),
-        vm: VM,
+        vm: vm(VM),
         vmm_badge: VMM,
         ram_base: RAM,
         ram_size,
         payloads: [kernel, Payload::default(), Payload::default()],
-        identity_untyped: 0,
+        identity_untyped: None,
     }
 }
 
 /// A memory manager with a 1 GiB pool (its set-up's operations taken out).
-fn new_manager(fake: Fake, features: CacheFeatures, guests: &[Guest]) -> MemMgr<Fake> {
-    let pool: Vec<u64> = fake.untyped.keys().copied().collect();
-    let mut pool = pool;
-    pool.sort_unstable();
-    let mut m = MemMgr::new(fake, features, guests, &pool);
-    m.kernel().ops.clear();
+fn new_manager(fake: Fake, features: CacheFeatures, guests: &[Guest]) -> MemMgr<FakeKernel> {
+    let mut m = MemMgr::new(fake.kernel, features, guests, &fake.pool);
+    m.kernel().take_log();
     m
 }
 
-fn manager(fwb: bool, dic: bool) -> MemMgr<Fake> {
+fn manager(fwb: bool, dic: bool) -> MemMgr<FakeKernel> {
     new_manager(
         Fake::default(),
         CacheFeatures { fwb, dic },
@@ -226,7 +175,7 @@ fn vmm() -> Context {
     Context::new(Badge::new(VMM), Default::default())
 }
 
-fn fault(m: &mut MemMgr<Fake>, ipa: u64, access: Access) -> Result<FaultOutcome, MemError> {
+fn fault(m: &mut MemMgr<FakeKernel>, ipa: u64, access: Access) -> Result<FaultOutcome, MemError> {
     block_on(m.handle_stage2_fault(
         &mut vmm(),
         VmId::new(0),
@@ -236,8 +185,12 @@ fn fault(m: &mut MemMgr<Fake>, ipa: u64, access: Access) -> Result<FaultOutcome,
     ))
 }
 
-fn take(m: &mut MemMgr<Fake>) -> Vec<Op> {
-    std::mem::take(&mut m.kernel().ops)
+fn take(m: &mut MemMgr<FakeKernel>) -> Vec<Op> {
+    m.kernel()
+        .take_log()
+        .into_iter()
+        .filter_map(Op::of)
+        .collect()
 }
 
 #[test]
@@ -259,7 +212,7 @@ fn a_data_fault_without_fwb_maps_a_fresh_block_rw_execute_never_without_a_second
             Op::NewFrame(FrameSize::Block2M, 101),
             Op::Copy(101, 102),
             Op::Map(102, Space::Own, WINDOW + RAM, 3),
-            Op::Map(101, Space::Vm(VM), RAM, 3),
+            Op::Map(101, Space::Vm(vm(VM)), RAM, 3),
         ]
     );
     assert_eq!(
@@ -290,7 +243,7 @@ fn an_instruction_fault_remaps_executable_after_icache_invalidation_unless_dic()
         if !dic {
             expected.push(Op::Icache(101));
         }
-        expected.push(Op::Map(101, Space::Vm(VM), RAM, 7));
+        expected.push(Op::Map(101, Space::Vm(vm(VM)), RAM, 7));
         assert_eq!(take(&mut m), expected, "dic {dic}");
         assert_eq!(
             fault(&mut m, RAM, Access::Execute),
@@ -322,7 +275,9 @@ fn regions_not_wholly_in_ram_get_pages() {
             size: PAGE
         })
     );
-    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page4K, 101));
+    // Slot 101 holds the untyped the pool carved for pages (as on the target, where every
+    // capability the memory manager makes takes one of its free slots).
+    assert_eq!(take(&mut m)[0], Op::NewFrame(FrameSize::Page4K, 102));
     assert_eq!(
         fault(&mut m, RAM + BLOCK + 2 * PAGE, Access::Read),
         Err(MemError::NotGuestRam)
@@ -369,7 +324,10 @@ fn requests_are_checked_for_the_caller_vm_and_range() {
 #[test]
 fn load_writes_the_payload_and_the_frame_is_cleaned_when_it_enters_the_vm() {
     let mut m = manager(false, false);
-    m.kernel().payload = (0..0x3000u32).map(|n| n as u8).collect();
+    // The kernel payload, at 0x1000 of the boot-info region.
+    let mut region = vec![0; 0x1000];
+    region.extend((0..0x3000u32).map(|n| n as u8));
+    capvisor_rt::set_boot_region(region);
     let size = block_on(m.load(
         &mut vmm(),
         VmId::new(0),
@@ -378,10 +336,9 @@ fn load_writes_the_payload_and_the_frame_is_cleaned_when_it_enters_the_vm() {
     ));
     assert_eq!(size, Ok(0x3000));
     block_on(m.write_word(&mut vmm(), VmId::new(0), Ipa::new(RAM + 0x10_0000), 0x0102)).unwrap();
-    let memory = &m.kernel().memory;
-    assert_eq!(memory[&(WINDOW + RAM + 0x20_0000 + 0x1234)], 0x34);
-    assert_eq!(memory[&(WINDOW + RAM + 0x10_0000)], 0x02);
-    assert_eq!(memory[&(WINDOW + RAM + 0x10_0001)], 0x01);
+    assert_eq!(host_read(WINDOW + RAM + 0x20_0000 + 0x1234), 0x34);
+    assert_eq!(host_read(WINDOW + RAM + 0x10_0000), 0x02);
+    assert_eq!(host_read(WINDOW + RAM + 0x10_0001), 0x01);
     // Two blocks, not yet in the VM: no maintenance until they are mapped.
     assert!(take(&mut m).iter().all(|op| matches!(
         op,
@@ -393,7 +350,7 @@ fn load_writes_the_payload_and_the_frame_is_cleaned_when_it_enters_the_vm() {
         [
             Op::Clean(101),
             Op::Icache(101),
-            Op::Map(101, Space::Vm(VM), RAM + BLOCK, 7)
+            Op::Map(101, Space::Vm(vm(VM)), RAM + BLOCK, 7)
         ]
     );
     // A write to a frame in the VM is cleaned (and the I-cache invalidated) at once.
@@ -413,7 +370,7 @@ fn reset_without_fwb_drops_every_mapping_and_refaults_clean() {
     fault(&mut m, RAM, Access::Read).unwrap();
     assert_eq!(
         take(&mut m),
-        [Op::Clean(101), Op::Map(101, Space::Vm(VM), RAM, 3)]
+        [Op::Clean(101), Op::Map(101, Space::Vm(vm(VM)), RAM, 3)]
     );
 }
 
@@ -437,7 +394,7 @@ fn reset_with_fwb_invalidates_the_icache_only_and_with_dic_does_nothing() {
 #[test]
 fn running_out_of_untyped_is_out_of_memory() {
     let mut m = manager(false, false);
-    m.kernel().frames_left = Some(1);
+    m.kernel().limit_frames(1);
     fault(&mut m, RAM, Access::Read).unwrap();
     assert_eq!(
         fault(&mut m, RAM + BLOCK, Access::Read),
@@ -468,12 +425,12 @@ fn a_boot_info_entry_becomes_a_guest_and_frames_retype_by_size() {
 
 #[test]
 fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
-    const UNTYPED: u64 = 77;
+    const UNTYPED: u64 = IDENTITY;
     // 4 MiB + 8 KiB at a 2 MiB aligned PA: two blocks, then two pages.
     let base = 0x4800_0000;
     let identity = Guest {
         ram_base: base,
-        identity_untyped: UNTYPED,
+        identity_untyped: Some(Cap::from_cptr(CPtr::new(UNTYPED))),
         ..guest((4 << 20) + 2 * PAGE, 0x3000)
     };
     let mut m = new_manager(
@@ -518,7 +475,7 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
     let second = made[1].1;
     assert_eq!(
         ops.last(),
-        Some(&Op::Map(second, Space::Vm(VM), base + BLOCK, 0b011))
+        Some(&Op::Map(second, Space::Vm(vm(VM)), base + BLOCK, 0b011))
     );
     // A later fault reuses the frames; nothing new is made.
     assert!(matches!(
@@ -536,14 +493,14 @@ fn identity_mapped_ram_is_retyped_in_address_order_from_its_own_untyped() {
 fn guest_at(index: u32, ram_size: u64) -> Guest {
     Guest {
         id: VmId::new(index),
-        vm: VM + u64::from(index),
+        vm: vm(VM + u64::from(index)),
         vmm_badge: VMM + u64::from(index),
         ..guest(ram_size, 0)
     }
 }
 
 /// Guest `index`'s fault at `ipa`, from its own VMM.
-fn fault_of(m: &mut MemMgr<Fake>, index: u32, ipa: u64) -> Result<FaultOutcome, MemError> {
+fn fault_of(m: &mut MemMgr<FakeKernel>, index: u32, ipa: u64) -> Result<FaultOutcome, MemError> {
     let vmm = &mut Context::new(Badge::new(VMM + u64::from(index)), Default::default());
     let (vm, vcpu) = (VmId::new(index), VcpuId::new(0));
     block_on(m.handle_stage2_fault(vmm, vm, vcpu, Ipa::new(ipa), Access::Write))
@@ -551,7 +508,7 @@ fn fault_of(m: &mut MemMgr<Fake>, index: u32, ipa: u64) -> Result<FaultOutcome, 
 
 /// Faults every 2 MiB block of guest `index`'s RAM, in order; returns how many were mapped and
 /// the first refusal.
-fn fault_blocks(m: &mut MemMgr<Fake>, index: u32, blocks: u64) -> (u64, Option<MemError>) {
+fn fault_blocks(m: &mut MemMgr<FakeKernel>, index: u32, blocks: u64) -> (u64, Option<MemError>) {
     for n in 0..blocks {
         if let Err(error) = fault_of(m, index, RAM + n * BLOCK) {
             return (n, Some(error));

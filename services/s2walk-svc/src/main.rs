@@ -7,7 +7,10 @@
 //! The manifest must give it `caps = [{ untyped = "64K" }]` and nothing else: that untyped (slot
 //! 5, after its own endpoint) pays for the walker thread, its stack, its fault endpoint and the
 //! placeholder page.
+//!
+//! Window pages are read through `capvisor_rt::window::Window`, so the service has no `unsafe`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 capvisor_rt::service_async!(run);
 
@@ -56,6 +59,7 @@ mod el0 {
     use capvisor_ipc::protocols::s2walk;
     use capvisor_ipc::transport::{ServerTransport, TransportError};
     use capvisor_rt::ipc::LandingServer;
+    use capvisor_rt::window::Window;
     use capvisor_rt::{CPtr, Rights, sys, thread};
     use svc_s2walk::recovery::{Placeholder, RevokedPages};
     use svc_s2walk::{MAX_PAGES, PAGE_SIZE, WINDOW};
@@ -154,14 +158,15 @@ mod el0 {
         }
 
         fn read(&self, index: usize, offset: usize) -> Option<u64> {
-            let address = page(index) + offset as u64;
-            // SAFETY: `Walker` reads only window pages that `map` mapped (it records a page
-            // after the kernel accepted the mapping), at an 8-byte aligned offset inside the
-            // page. The lender may change the words concurrently: a volatile read of an aligned
-            // word gives one value or another, and the walk validates whatever it reads. The
-            // lender may also revoke the frame, which unmaps the page: the read then faults, the
-            // first thread maps a placeholder there (`recovery`) and the read is made again.
-            let value = unsafe { (address as *const u64).read_volatile() };
+            // `Walker` reads only window pages that `map` mapped (it records a page after the
+            // kernel accepted the mapping), at an 8-byte aligned offset inside the page (an
+            // offset outside it would read as gone). The lender may change the words
+            // concurrently: the window's volatile read of an aligned word gives one value or
+            // another, and the walk validates whatever it reads. The lender may also revoke the
+            // frame, which unmaps the page: the read then faults, the first thread maps a
+            // placeholder there (`recovery`) and the read is made again.
+            let window = Window::new(page(index), PAGE_SIZE).ok()?;
+            let value = window.read_u64(offset as u64).ok()?;
             // The mark is checked after the read: a read that faulted and was resumed sees the
             // mark the recovery set before resuming it.
             fence(Ordering::SeqCst);

@@ -9,7 +9,7 @@
 //! holds for every SMC32 function: `PSCI_FEATURES`, `CPU_ON` (SMC32), `AFFINITY_INFO` (SMC32),
 //! `SMCCC_ARCH_FEATURES`, the workarounds.
 
-use crate::vmm::MAX_VCPUS;
+use capvisor_ipc::bootinfo::MAX_GUEST_VCPUS as MAX_VCPUS;
 
 /// PSCI function IDs (DEN0022 PSCI 1.1, 5.1 "Function prototypes"; SMC32 and SMC64 forms) and
 /// return values.

@@ -1,8 +1,10 @@
 //! A VMM (`svc-vmm`): boots the first guest of its boot-info page and serves its vCPUs' faults
 //! (`capvisor_ipc::protocols::{fault, guest_call}`) on its own endpoint. The logic is in [`vmm`] (and the
 //! device tree writer in [`fdt`]), tested on the host; this file is the EL0 glue: the boot-info
-//! page, the memory manager's client and the vCPU/thread syscalls behind [`vmm::Machine`].
+//! page and the memory manager's client behind [`vmm::Machine`]; the vCPUs and their threads are
+//! invoked through `capvisor_rt::kernel`'s typed interface. The service has no `unsafe`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 capvisor_rt::service_async!(run);
 
@@ -16,6 +18,11 @@ mod calls;
     allow(dead_code, reason = "the host program does not run a guest")
 )]
 mod fdt;
+#[cfg_attr(
+    not(any(target_os = "none", test)),
+    allow(dead_code, reason = "the host program does not run a guest")
+)]
+mod vcpus;
 #[cfg_attr(
     not(any(target_os = "none", test)),
     allow(dead_code, reason = "the host program does not run a guest")
@@ -61,12 +68,6 @@ async fn run() -> u64 {
         EndpointClient::new(Cap::from_cptr(CPtr::new(guest.memmgr)), ReceiveWindow::NONE),
         Generation::ANY,
     );
-    let machine = el0::Machine {
-        memmgr: client,
-        vm: capvisor_ipc::types::VmId::new(guest.index),
-        vcpu: guest.vcpu,
-        thread: guest.thread,
-    };
     let config = vmm::GuestConfig {
         name,
         ram_base: guest.ram_base,
@@ -83,17 +84,34 @@ async fn run() -> u64 {
         config.ram_base,
         config.ram_base + config.ram_size
     );
-    // The interrupts of the devices passed through to the guest go straight to its vCPU 0, as
-    // the same INTIDs (a guest that routes them elsewhere is not followed yet).
-    for (handler, intid) in guest.irqs() {
-        let code = capvisor_ipc::abi::Invocation::IrqForwardToVcpu.code();
-        let args = [guest.vcpu[0], u64::from(intid)];
-        match capvisor_rt::sys::invoke(CPtr::new(handler), code, &args) {
-            Ok(_) => println!("vmm: guest {name}: interrupt {intid} forwarded to vCPU 0"),
-            Err(error) => println!("vmm: guest {name}: interrupt {intid} not forwarded: {error:?}"),
+    // In a block, so that the machine (borrowed here before it moves into the VMM) does not
+    // outlive it in this future's state: the future is moved on the 64 KiB stack, where every
+    // byte of it counts several times.
+    let mut vmm = {
+        let mut machine = el0::Machine {
+            memmgr: client,
+            vm: capvisor_ipc::types::VmId::new(guest.index),
+            // The VMM makes no capabilities: a kernel without free slots, of no size.
+            kernel: capvisor_rt::kernel::Syscalls::invoke_only(),
+            vcpus: vcpus::Vcpus::from_slots(&guest.vcpu, &guest.thread),
+        };
+        // The interrupts of the devices passed through to the guest go straight to its vCPU 0,
+        // as the same INTIDs (a guest that routes them elsewhere is not followed yet).
+        for (handler, intid) in guest.irqs() {
+            let handler = Cap::from_cptr(CPtr::new(handler));
+            match machine
+                .vcpus
+                .with(&mut machine.kernel)
+                .forward_irq(handler, 0, intid)
+            {
+                Ok(_) => println!("vmm: guest {name}: interrupt {intid} forwarded to vCPU 0"),
+                Err(error) => {
+                    println!("vmm: guest {name}: interrupt {intid} not forwarded: {error:?}");
+                }
+            }
         }
-    }
-    let mut vmm = vmm::Vmm::new(machine, config);
+        vmm::Vmm::new(machine, config)
+    };
     if let Err(error) = vmm.boot().await {
         println!("vmm: guest {name} did not boot: {error:?}");
         return 1;
@@ -233,34 +251,31 @@ async fn run() -> u64 {
 /// The syscalls and memory manager calls behind [`vmm::Machine`].
 #[cfg(target_os = "none")]
 mod el0 {
-    use capvisor_ipc::abi::{Invocation, KernelError};
-    use capvisor_ipc::bootinfo::MAX_GUEST_VCPUS;
     use capvisor_ipc::protocol::Error;
     use capvisor_ipc::protocols::memmgr::{
         Client, FaultOutcome, GuestPayload, MemError, ResetPolicy,
     };
     use capvisor_ipc::types::{Access, Ipa, VcpuId, VmId};
     use capvisor_rt::ipc::EndpointClient;
-    use capvisor_rt::{CPtr, sys};
+    use capvisor_rt::kernel::{NoFreeSlots, Syscalls};
 
-    /// The memory manager and the guest's vCPU and thread capabilities.
+    use crate::vcpus::{Invoker, Vcpus};
+
+    /// The memory manager, the guest's VM index, the kernel and the guest's vCPUs.
     pub struct Machine {
         pub memmgr: Client<EndpointClient>,
         pub vm: VmId,
-        pub vcpu: [u64; MAX_GUEST_VCPUS],
-        pub thread: [u64; MAX_GUEST_VCPUS],
-    }
-
-    impl Machine {
-        fn cap(list: &[u64; MAX_GUEST_VCPUS], vcpu: u32) -> Result<CPtr, KernelError> {
-            match list.get(vcpu as usize) {
-                Some(&cptr) if cptr != 0 => Ok(CPtr::new(cptr)),
-                _ => Err(KernelError::InvalidSlot),
-            }
-        }
+        pub kernel: Syscalls<NoFreeSlots>,
+        pub vcpus: Vcpus,
     }
 
     impl crate::vmm::Machine for Machine {
+        type Kernel = Syscalls<NoFreeSlots>;
+
+        fn vcpus(&mut self) -> Invoker<'_, Syscalls<NoFreeSlots>> {
+            self.vcpus.with(&mut self.kernel)
+        }
+
         async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {
             self.memmgr.load(self.vm, payload, Ipa::new(ipa)).await
         }
@@ -282,39 +297,6 @@ mod el0 {
 
         async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>> {
             self.memmgr.reset_vcpu(self.vm, VcpuId::new(vcpu)).await
-        }
-
-        fn read_register(&mut self, vcpu: u32, register: u64) -> Result<u64, KernelError> {
-            let cap = Self::cap(&self.vcpu, vcpu)?;
-            let code = Invocation::VcpuReadRegisters.code();
-            sys::invoke(cap, code, &[register]).map(|words| words[0])
-        }
-
-        fn write_register(
-            &mut self,
-            vcpu: u32,
-            register: u64,
-            value: u64,
-        ) -> Result<(), KernelError> {
-            let cap = Self::cap(&self.vcpu, vcpu)?;
-            let code = Invocation::VcpuWriteRegisters.code();
-            sys::invoke(cap, code, &[register, value]).map(|_| ())
-        }
-
-        fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError> {
-            let cap = Self::cap(&self.vcpu, vcpu)?;
-            let args = [u64::from(intid), u64::from(priority)];
-            sys::invoke(cap, Invocation::VcpuInjectIrq.code(), &args).map(|_| ())
-        }
-
-        fn resume(&mut self, vcpu: u32) -> Result<(), KernelError> {
-            let cap = Self::cap(&self.thread, vcpu)?;
-            sys::invoke(cap, Invocation::Resume.code(), &[]).map(|_| ())
-        }
-
-        fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError> {
-            let cap = Self::cap(&self.thread, vcpu)?;
-            sys::invoke(cap, Invocation::Suspend.code(), &[]).map(|_| ())
         }
 
         fn print(&mut self, line: &str) {

@@ -1,23 +1,26 @@
-//! The VMM's logic on the host: a fake machine records every memory manager call, register
-//! write and thread operation, and each test checks what the guest contract (`docs/guests.md`)
-//! requires.
+//! The VMM's logic on the host: the shared fake kernel (`capvisor_rt::fake`) records every
+//! register write, injection and thread operation, in order with the fake memory manager's calls
+//! and the console, and each test checks what the guest contract (`docs/guests.md`) requires.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use capvisor_ipc::abi::{KernelError, VcpuRegister};
+use capvisor_ipc::abi::VcpuRegister;
+use capvisor_ipc::cap::{Thread, Vcpu};
 use capvisor_ipc::protocol::Error;
 use capvisor_ipc::protocols::fault::{
     AccessSize, DataAccess, FaultError, GpRegister, GuestFault, RegisterWrite, Resolution,
 };
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Esr, Far, Ipa};
+use capvisor_rt::fake::{self, FakeKernel};
 
 use crate::calls::{Workarounds, psci, smccc};
+use crate::vcpus::{Invoker, Vcpus};
 use crate::vgic::{GICD_BASE, GICR_BASE};
-use crate::vmm::{GuestConfig, Machine, Vmm};
+use crate::vmm::{GuestConfig, MAX_VCPUS, Machine, Vmm};
 
 /// A redistributor's SGI/PPI frame, after its RD frame.
 const SGI_FRAME: u64 = 0x1_0000;
@@ -40,22 +43,117 @@ enum Op {
     Partial(String),
 }
 
-#[derive(Debug, Default)]
+/// What the VMM did besides invoking the kernel: memory manager calls and console output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Service {
+    Load(GuestPayload, u64),
+    Fault(u32, u64, Access),
+    Reset(u32),
+    Print(String),
+    Partial(String),
+}
+
+/// vCPU `n`'s capability is in slot `VCPU + n`, its thread's in `THREAD + n`.
+const VCPU: u64 = 20;
+const THREAD: u64 = 30;
+
+fn caps() -> Vcpus {
+    let slots = |first: u64| core::array::from_fn(|n| first + n as u64);
+    Vcpus::from_slots(&slots(VCPU), &slots(THREAD))
+}
+
+fn vcpu(index: u32) -> capvisor_ipc::cap::Cap<Vcpu> {
+    capvisor_ipc::cap::Cap::from_cptr(capvisor_ipc::cap::CPtr::new(VCPU + u64::from(index)))
+}
+
+impl Op {
+    fn of(op: fake::Op<Service>) -> Self {
+        let index = |slot: u64, first: u64| u32::try_from(slot - first).unwrap();
+        match op {
+            fake::Op::WriteRegister {
+                vcpu,
+                register,
+                value,
+            } => Self::Write(index(vcpu, VCPU), register, value),
+            fake::Op::InjectIrq {
+                vcpu,
+                intid,
+                priority,
+            } => Self::Inject(index(vcpu, VCPU), intid, priority),
+            fake::Op::Resume(thread) => Self::Resume(index(thread, THREAD)),
+            fake::Op::Suspend(thread) => Self::Suspend(index(thread, THREAD)),
+            fake::Op::Service(Service::Load(payload, ipa)) => Self::Load(payload, ipa),
+            fake::Op::Service(Service::Fault(vcpu, ipa, access)) => Self::Fault(vcpu, ipa, access),
+            fake::Op::Service(Service::Reset(vcpu)) => Self::Reset(vcpu),
+            fake::Op::Service(Service::Print(line)) => Self::Print(line),
+            fake::Op::Service(Service::Partial(text)) => Self::Partial(text),
+            other => panic!("the VMM does not {other:?}"),
+        }
+    }
+}
+
+/// The machine: the shared fake kernel, holding the guest's vCPUs and threads, and a fake
+/// memory manager.
+#[derive(Debug)]
 struct Fake {
-    ops: Vec<Op>,
+    kernel: FakeKernel<Service>,
+    vcpus: Vcpus,
     memory: BTreeMap<u64, u64>,
     dtb: bool,
     /// The initrd's size, if the guest has one.
     initrd: Option<u64>,
-    /// vCPUs whose list registers are full.
-    full: Vec<u32>,
-    pstate: u64,
-    registers: BTreeMap<(u32, u64), u64>,
+}
+
+impl Default for Fake {
+    fn default() -> Self {
+        let mut kernel = FakeKernel::new(0, 0);
+        for n in 0..MAX_VCPUS as u64 {
+            kernel = kernel.with::<Vcpu>(VCPU + n).with::<Thread>(THREAD + n);
+        }
+        Self {
+            kernel,
+            vcpus: caps(),
+            memory: BTreeMap::new(),
+            dtb: false,
+            initrd: None,
+        }
+    }
+}
+
+impl Fake {
+    /// Register `register` of vCPU `index`, as its guest left it.
+    fn set_register(&mut self, index: u32, register: u64, value: u64) {
+        self.kernel.set_register(vcpu(index), register, value);
+    }
+
+    /// Every vCPU's PSTATE.
+    fn set_pstate(&mut self, value: u64) {
+        for index in 0..MAX_VCPUS as u32 {
+            self.set_register(index, VcpuRegister::Pstate.code(), value);
+        }
+    }
+
+    /// vCPU `index`'s list registers are full.
+    fn fill_list_registers(&mut self, index: u32) {
+        self.kernel.fill_list_registers(vcpu(index));
+    }
+
+    /// Every vCPU's list registers have room.
+    fn drain_list_registers(&mut self) {
+        for index in 0..MAX_VCPUS as u32 {
+            self.kernel.drain_list_registers(vcpu(index));
+        }
+    }
 }
 
 impl Machine for Fake {
+    type Kernel = FakeKernel<Service>;
+
+    fn vcpus(&mut self) -> Invoker<'_, FakeKernel<Service>> {
+        self.vcpus.with(&mut self.kernel)
+    }
     async fn load(&mut self, payload: GuestPayload, ipa: u64) -> Result<u64, Error<MemError>> {
-        self.ops.push(Op::Load(payload, ipa));
+        self.kernel.record(Service::Load(payload, ipa));
         match payload {
             GuestPayload::DeviceTree if !self.dtb => Err(Error::Service(MemError::NoPayload)),
             GuestPayload::Initrd => self.initrd.ok_or(Error::Service(MemError::NoPayload)),
@@ -72,49 +170,18 @@ impl Machine for Fake {
         ipa: u64,
         access: Access,
     ) -> Result<FaultOutcome, Error<MemError>> {
-        self.ops.push(Op::Fault(vcpu, ipa, access));
+        self.kernel.record(Service::Fault(vcpu, ipa, access));
         Ok(FaultOutcome::AlreadyMapped)
     }
     async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>> {
-        self.ops.push(Op::Reset(vcpu));
+        self.kernel.record(Service::Reset(vcpu));
         Ok(ResetPolicy::DropAllMappings)
     }
-    fn read_register(&mut self, vcpu: u32, register: u64) -> Result<u64, KernelError> {
-        if register == VcpuRegister::Pstate.code() {
-            return Ok(self.pstate);
-        }
-        Ok(self.registers.get(&(vcpu, register)).copied().unwrap_or(0))
-    }
-    fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError> {
-        self.ops.push(Op::Write(vcpu, register, value));
-        // Emptying a list register makes room in a full vCPU's.
-        let lr0 = VcpuRegister::ListRegister0.code();
-        if (lr0..lr0 + 16).contains(&register) && value == 0 {
-            self.full.retain(|full| *full != vcpu);
-            self.registers.insert((vcpu, register), 0);
-        }
-        Ok(())
-    }
-    fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError> {
-        if self.full.contains(&vcpu) {
-            return Err(KernelError::ListRegistersFull);
-        }
-        self.ops.push(Op::Inject(vcpu, intid, priority));
-        Ok(())
-    }
-    fn resume(&mut self, vcpu: u32) -> Result<(), KernelError> {
-        self.ops.push(Op::Resume(vcpu));
-        Ok(())
-    }
-    fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError> {
-        self.ops.push(Op::Suspend(vcpu));
-        Ok(())
-    }
     fn print(&mut self, line: &str) {
-        self.ops.push(Op::Print(line.to_string()));
+        self.kernel.record(Service::Print(line.to_string()));
     }
     fn print_partial(&mut self, text: &str) {
-        self.ops.push(Op::Partial(text.to_string()));
+        self.kernel.record(Service::Partial(text.to_string()));
     }
 }
 
@@ -159,7 +226,12 @@ fn written_tree(vmm: &mut Vmm<'_, Fake>) -> Vec<u8> {
 }
 
 fn take(vmm: &mut Vmm<'_, Fake>) -> Vec<Op> {
-    std::mem::take(&mut vmm.machine().ops)
+    vmm.machine()
+        .kernel
+        .take_log()
+        .into_iter()
+        .map(Op::of)
+        .collect()
 }
 
 fn start_ops(vcpu: u32, entry: u64, x0: u64) -> Vec<Op> {
@@ -439,14 +511,14 @@ fn the_console_prints_lines_and_reads_idle_with_its_primecell_id() {
 #[test]
 fn other_addresses_get_the_contract_external_abort() {
     let mut vmm = booted(1);
-    vmm.machine().pstate = 0x3c5;
+    vmm.machine().set_pstate(0x3c5);
     let fault = data_abort(0x10_0000_0000, None);
     let expected = Resolution::InjectAbort {
         esr: Esr::new(0x9600_0010),
         far: Far::new(0x10_0000_0000),
     };
     assert_eq!(block_on(vmm.handle(0, fault)), Ok(expected));
-    vmm.machine().pstate = 0;
+    vmm.machine().set_pstate(0);
     let fault = GuestFault::InstructionAbort {
         ipa: Ipa::new(0x10_0000_0000),
         far: Far::new(0x10_0000_0000),
@@ -465,7 +537,7 @@ fn other_addresses_get_the_contract_external_abort() {
 #[test]
 fn an_unaligned_device_access_gets_the_alignment_fault() {
     let mut vmm = booted(1);
-    vmm.machine().pstate = 0x3c5;
+    vmm.machine().set_pstate(0x3c5);
     let word = |write| {
         byte_access(write, 1).map(|a| DataAccess {
             size: AccessSize::Word,
@@ -478,7 +550,7 @@ fn an_unaligned_device_access_gets_the_alignment_fault() {
         far: Far::new(0x0900_0002),
     };
     assert_eq!(block_on(vmm.handle(0, fault)), Ok(expected));
-    vmm.machine().pstate = 0;
+    vmm.machine().set_pstate(0);
     let fault = data_abort(0x0900_0fe1, word(false));
     let expected = Resolution::InjectAbort {
         esr: Esr::new(0x9200_0021),
@@ -605,8 +677,7 @@ fn system_registers_read_as_zero_and_other_exits_stop_the_vcpu() {
     };
     take(&mut vmm);
     vmm.machine()
-        .registers
-        .insert((0, VcpuRegister::Pc.code()), 0x4020_1234);
+        .set_register(0, VcpuRegister::Pc.code(), 0x4020_1234);
     assert_eq!(block_on(vmm.handle(0, other)), Err(FaultError::Unhandled));
     // The message has no PC: the report reads it from the vCPU.
     assert_eq!(
@@ -623,7 +694,7 @@ fn system_registers_read_as_zero_and_other_exits_stop_the_vcpu() {
 fn a_device_write_without_its_value_is_unhandled() {
     let mut vmm = booted(1);
     take(&mut vmm);
-    vmm.machine().registers.insert((0, 5), u64::from(b'x'));
+    vmm.machine().set_register(0, 5, u64::from(b'x'));
     let fault = data_abort(0x0900_0000, byte_access(true, 5));
     assert_eq!(block_on(vmm.handle(0, fault)), Err(FaultError::Unhandled));
     let fault = data_abort(GICD_BASE + 0x0420, byte_access(true, 5));
@@ -881,7 +952,7 @@ fn a_guest_sgi_write_is_delivered_to_each_target_and_emulated() {
     assert_eq!(block_on(vmm.handle(0, priority)), Ok(nothing(true)));
     take(&mut vmm);
     // x5 holds SGI 1 to vCPUs 0 and 1.
-    vmm.machine().registers.insert((0, 5), 0x0100_0003);
+    vmm.machine().set_register(0, 5, 0x0100_0003);
     let access = SysRegAccess {
         op0: 3,
         op1: 0,
@@ -929,9 +1000,9 @@ fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
     use capvisor_ipc::protocols::fault::SysRegAccess;
     let mut vmm = booted(2);
     take(&mut vmm);
-    vmm.machine().full.push(1);
+    vmm.machine().fill_list_registers(1);
     // SGI 2 to vCPUs 0 and 1: vCPU 1 is full.
-    vmm.machine().registers.insert((0, 5), 0x0200_0003);
+    vmm.machine().set_register(0, 5, 0x0200_0003);
     let access = SysRegAccess {
         op0: 3,
         op1: 0,
@@ -951,7 +1022,7 @@ fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
     block_on(vmm.handle(0, wait)).unwrap();
     assert!(take(&mut vmm).is_empty());
     // Room again: the next exit (of any vCPU) delivers it, once.
-    vmm.machine().full.clear();
+    vmm.machine().drain_list_registers();
     block_on(vmm.handle(0, wait)).unwrap();
     assert_eq!(take(&mut vmm), [Op::Inject(1, 2, 0)]);
     block_on(vmm.handle(0, wait)).unwrap();
@@ -961,7 +1032,7 @@ fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
 /// A write of ICC_SGI1R_EL1 from x5 sending SGI `intid` to vCPU 0.
 fn sgi_to_vcpu0(vmm: &mut Vmm<'_, Fake>, intid: u64) -> Result<Resolution, FaultError> {
     use capvisor_ipc::protocols::fault::SysRegAccess;
-    vmm.machine().registers.insert((0, 5), (intid << 24) | 1);
+    vmm.machine().set_register(0, 5, (intid << 24) | 1);
     let access = SysRegAccess {
         op0: 3,
         op1: 0,
@@ -1002,14 +1073,14 @@ fn active_interrupts_a_guest_deactivates_itself_make_room_and_stay_active() {
     let lr = |n: u64| VcpuRegister::ListRegister0.code() + n;
     // Four list registers, all holding SGIs 0-3 active (acknowledged, priority dropped, not
     // deactivated: EOImode 1, ICH_VMCR_EL2.VEOIM), and the guest's DIR writes trap.
-    let registers = &mut vmm.machine().registers;
-    registers.insert((0, VcpuRegister::ListRegisters.code()), 4);
-    registers.insert((0, VcpuRegister::GicVmcr.code()), 1 << 9);
-    registers.insert((0, VcpuRegister::GicDeactivationTrapped.code()), 1);
+    let registers = vmm.machine();
+    registers.set_register(0, VcpuRegister::ListRegisters.code(), 4);
+    registers.set_register(0, VcpuRegister::GicVmcr.code(), 1 << 9);
+    registers.set_register(0, VcpuRegister::GicDeactivationTrapped.code(), 1);
     for n in 0..4 {
-        registers.insert((0, lr(n)), (0b10 << 62) | (1 << 60) | n);
+        registers.set_register(0, lr(n), (0b10 << 62) | (1 << 60) | n);
     }
-    vmm.machine().full.push(0);
+    vmm.machine().fill_list_registers(0);
     // SGI 5: they are taken out of the list registers, and SGI 5 goes in.
     assert_eq!(sgi_to_vcpu0(&mut vmm, 5), Ok(nothing(true)));
     let mut expected: Vec<Op> = (0..4).map(|n| Op::Write(0, lr(n), 0)).collect();
@@ -1028,7 +1099,7 @@ fn active_interrupts_a_guest_deactivates_itself_make_room_and_stay_active() {
         gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0200, None),
         1 << 2
     );
-    vmm.machine().registers.insert((0, 9), 2);
+    vmm.machine().set_register(0, 9, 2);
     let dir = SysRegAccess {
         op0: 3,
         op1: 0,
@@ -1065,18 +1136,18 @@ fn active_interrupts_of_a_guest_that_does_not_deactivate_them_itself_stay() {
     let mut vmm = booted(1);
     take(&mut vmm);
     let lr0 = VcpuRegister::ListRegister0.code();
-    let registers = &mut vmm.machine().registers;
-    registers.insert((0, VcpuRegister::ListRegisters.code()), 1);
-    registers.insert((0, VcpuRegister::GicDeactivationTrapped.code()), 1);
-    registers.insert((0, lr0), (0b10 << 62) | 3);
-    vmm.machine().full.push(0);
+    let registers = vmm.machine();
+    registers.set_register(0, VcpuRegister::ListRegisters.code(), 1);
+    registers.set_register(0, VcpuRegister::GicDeactivationTrapped.code(), 1);
+    registers.set_register(0, lr0, (0b10 << 62) | 3);
+    vmm.machine().fill_list_registers(0);
     // EOImode 0: its EOI deactivates, so SGI 3 must stay in its list register; SGI 4 waits.
     assert_eq!(sgi_to_vcpu0(&mut vmm, 4), Ok(nothing(true)));
     assert!(take(&mut vmm).is_empty());
     // EOImode 1 without trapped deactivation: the same.
-    let registers = &mut vmm.machine().registers;
-    registers.insert((0, VcpuRegister::GicVmcr.code()), 1 << 9);
-    registers.insert((0, VcpuRegister::GicDeactivationTrapped.code()), 0);
+    let registers = vmm.machine();
+    registers.set_register(0, VcpuRegister::GicVmcr.code(), 1 << 9);
+    registers.set_register(0, VcpuRegister::GicDeactivationTrapped.code(), 0);
     assert_eq!(
         block_on(vmm.handle(0, GuestFault::ListRegistersDrained)),
         Ok(Resolution::Resume)
@@ -1086,4 +1157,49 @@ fn active_interrupts_of_a_guest_that_does_not_deactivate_them_itself_stay() {
         gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0200, None),
         1 << 4
     );
+}
+
+#[test]
+fn vcpus_are_invoked_by_their_own_capabilities_and_a_missing_or_wrong_one_is_refused() {
+    use capvisor_ipc::abi::KernelError;
+    use capvisor_ipc::cap::{CPtr, Cap, IrqHandler};
+    use capvisor_rt::kernel::Kernel;
+    const HANDLER: u64 = 50;
+    let mut kernel = Fake::default().kernel.with::<IrqHandler>(HANDLER);
+    let mut only_first = [0; MAX_VCPUS];
+    only_first[0] = VCPU;
+    let mut thread = [0; MAX_VCPUS];
+    thread[0] = THREAD;
+    let caps = Vcpus::from_slots(&only_first, &thread);
+    let handler = Cap::from_cptr(CPtr::new(HANDLER));
+    assert_eq!(caps.with(&mut kernel).forward_irq(handler, 0, 33), Ok(()));
+    assert_eq!(
+        kernel.take_log(),
+        [fake::Op::ForwardIrq {
+            handler: HANDLER,
+            vcpu: VCPU,
+            intid: 33
+        }]
+    );
+    // vCPU 1 has no capability: refused before the kernel is asked.
+    assert_eq!(
+        caps.with(&mut kernel).forward_irq(handler, 1, 33),
+        Err(KernelError::InvalidSlot)
+    );
+    assert_eq!(
+        caps.with(&mut kernel).resume(1),
+        Err(KernelError::InvalidSlot)
+    );
+    assert!(kernel.log().is_empty());
+    // A thread's slot named as a vCPU: the kernel refuses the wrong type.
+    let swapped = Vcpus::from_slots(&thread, &only_first);
+    assert_eq!(
+        swapped.with(&mut kernel).read_register(0, 0),
+        Err(KernelError::WrongType)
+    );
+    assert_eq!(
+        swapped.with(&mut kernel).resume(0),
+        Err(KernelError::WrongType)
+    );
+    assert_eq!(kernel.free_slots(), 0);
 }

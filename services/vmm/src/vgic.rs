@@ -24,7 +24,7 @@ pub const GICR_STRIDE: u64 = 0x2_0000;
 /// 33–79).
 pub const SPIS: usize = 64;
 /// The most vCPUs.
-const MAX_VCPUS: usize = crate::vmm::MAX_VCPUS;
+const MAX_VCPUS: usize = capvisor_ipc::bootinfo::MAX_GUEST_VCPUS;
 
 /// GICD_CTLR bits a guest may set: EnableGrp0, EnableGrp1NS (IHI 0069H 12.9.4, non-secure
 /// view without security extension: DS = 1).

@@ -2,8 +2,9 @@
 //! (`docs/guests.md`), PSCI 1.1 and the SMCCC 1.1 architecture calls over HVC/SMC (answered in
 //! [`crate::calls`]; this file starts and stops the vCPUs they ask for), the console, and routing
 //! every other fault (RAM to the memory manager, the rest an injected
-//! external abort). A [`Machine`] performs the effects (memory manager calls, vCPU registers and
-//! threads, the console), so the rules are tested on the host.
+//! external abort). A [`Machine`] performs the effects (memory manager calls, the console, and
+//! the vCPUs' registers and threads through the runtime's typed `Kernel`), so the rules are
+//! tested on the host, against the shared fake kernel.
 
 use capvisor_ipc::abi::{KernelError, VcpuRegister};
 use capvisor_ipc::protocol::Error;
@@ -12,9 +13,11 @@ use capvisor_ipc::protocols::fault::{
 };
 use capvisor_ipc::protocols::memmgr::{FaultOutcome, GuestPayload, MemError, ResetPolicy};
 use capvisor_ipc::types::{Access, Esr, Far};
+use capvisor_rt::kernel::Kernel;
 
 use crate::calls::{self, Call, Online, Workarounds, psci};
 use crate::fdt;
+use crate::vcpus::Invoker;
 use crate::vgic::Vgic;
 
 /// The most vCPUs of a guest.
@@ -99,31 +102,10 @@ pub trait Machine {
     /// # Errors
     /// The memory manager's.
     async fn reset_vcpu(&mut self, vcpu: u32) -> Result<ResetPolicy, Error<MemError>>;
-    /// Reads a register of `vcpu` (x0–x30 = 0–30, or a [`VcpuRegister`]).
-    ///
-    /// # Errors
-    /// The kernel's.
-    fn read_register(&mut self, vcpu: u32, register: u64) -> Result<u64, KernelError>;
-    /// Writes a register of `vcpu`.
-    ///
-    /// # Errors
-    /// The kernel's.
-    fn write_register(&mut self, vcpu: u32, register: u64, value: u64) -> Result<(), KernelError>;
-    /// Makes virtual interrupt `intid` pending for `vcpu` at `priority`.
-    ///
-    /// # Errors
-    /// The kernel's (`ListRegistersFull`).
-    fn inject_irq(&mut self, vcpu: u32, intid: u32, priority: u8) -> Result<(), KernelError>;
-    /// Resumes the thread of `vcpu`.
-    ///
-    /// # Errors
-    /// The kernel's.
-    fn resume(&mut self, vcpu: u32) -> Result<(), KernelError>;
-    /// Suspends the thread of `vcpu`.
-    ///
-    /// # Errors
-    /// The kernel's.
-    fn suspend(&mut self, vcpu: u32) -> Result<(), KernelError>;
+    /// The kernel, through which the vCPUs are invoked.
+    type Kernel: Kernel;
+    /// The guest's vCPUs and their threads ([`Vcpus`]), with the kernel to invoke them through.
+    fn vcpus(&mut self) -> Invoker<'_, Self::Kernel>;
     /// Prints one line (without its `\n`).
     fn print(&mut self, line: &str);
     /// Prints the start of a line (a prompt the guest waits behind).
@@ -281,14 +263,21 @@ impl<'a, M: Machine> Vmm<'a, M> {
         self.queued[vcpu as usize] = 0;
         self.held_active[vcpu as usize] = 0;
         let machine = &mut self.machine;
-        machine.write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
-        machine.write_register(vcpu, VcpuRegister::Mpidr.code(), calls::mpidr(vcpu))?;
-        machine.write_register(vcpu, VcpuRegister::Pc.code(), entry)?;
-        machine.write_register(vcpu, 0, context)?;
+        let mpidr = calls::mpidr(vcpu);
+        machine
+            .vcpus()
+            .write_register(vcpu, VcpuRegister::Reset.code(), 0)?;
+        machine
+            .vcpus()
+            .write_register(vcpu, VcpuRegister::Mpidr.code(), mpidr)?;
+        machine
+            .vcpus()
+            .write_register(vcpu, VcpuRegister::Pc.code(), entry)?;
+        machine.vcpus().write_register(vcpu, 0, context)?;
         for register in 1..=3 {
-            machine.write_register(vcpu, register, 0)?;
+            machine.vcpus().write_register(vcpu, register, 0)?;
         }
-        machine.resume(vcpu)?;
+        machine.vcpus().resume(vcpu)?;
         self.on.set(vcpu, true);
         Ok(())
     }
@@ -373,7 +362,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
             }
             GuestFault::Other { esr } => {
                 // The fault message has no PC; its registers have.
-                let pc = self.machine.read_register(vcpu, VcpuRegister::Pc.code());
+                let pc = self
+                    .machine
+                    .vcpus()
+                    .read_register(vcpu, VcpuRegister::Pc.code());
                 say(
                     &mut self.machine,
                     format_args!(
@@ -427,12 +419,14 @@ impl<'a, M: Machine> Vmm<'a, M> {
 
     /// Makes `intid` pending in `target`'s list registers at the priority its guest gave it;
     /// when they are full, first makes room by taking out the active interrupts the guest
-    /// deactivates itself (`held_active`).
+    /// deactivates itself (`held_active`). Out of line: [`Vmm::retry_queued`] runs at every exit
+    /// and almost never has an interrupt to deliver, so its loop should not pay for this one.
+    #[inline(never)]
     fn deliver(&mut self, target: u32, intid: u32) -> Result<(), KernelError> {
         let priority = self.gic.priority(target, intid);
-        match self.machine.inject_irq(target, intid, priority) {
+        match self.machine.vcpus().inject_irq(target, intid, priority) {
             Err(KernelError::ListRegistersFull) if self.make_room(target) => {
-                self.machine.inject_irq(target, intid, priority)
+                self.machine.vcpus().inject_irq(target, intid, priority)
             }
             other => other,
         }
@@ -446,10 +440,12 @@ impl<'a, M: Machine> Vmm<'a, M> {
         const VEOIM: u64 = 1 << 9;
         let trapped = self
             .machine
+            .vcpus()
             .read_register(target, VcpuRegister::GicDeactivationTrapped.code())
             .unwrap_or(0);
         let vmcr = self
             .machine
+            .vcpus()
             .read_register(target, VcpuRegister::GicVmcr.code())
             .unwrap_or(0);
         if trapped == 0 || vmcr & VEOIM == 0 {
@@ -464,7 +460,12 @@ impl<'a, M: Machine> Vmm<'a, M> {
             // Active and not pending, software (not HW-linked), and one the VMM can track.
             if lr >> 61 == 0b100 && intid < QUEUED {
                 let register = VcpuRegister::ListRegister0.code() + n as u64;
-                if self.machine.write_register(target, register, 0).is_ok() {
+                if self
+                    .machine
+                    .vcpus()
+                    .write_register(target, register, 0)
+                    .is_ok()
+                {
                     self.held_active[target as usize] |= 1 << intid;
                     freed = true;
                 }
@@ -564,6 +565,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
                     ] {
                         let ctl = self
                             .machine
+                            .vcpus()
                             .read_register(target, register.code())
                             .unwrap_or(0);
                         if ctl & 0b111 == 0b101 {
@@ -602,7 +604,10 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 };
                 if new != state {
                     let register = VcpuRegister::ListRegister0.code() + n as u64;
-                    let _ = self.machine.write_register(target, register, new << 62);
+                    let _ = self
+                        .machine
+                        .vcpus()
+                        .write_register(target, register, new << 62);
                 }
             }
         }
@@ -633,6 +638,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
     fn list_registers(&mut self, vcpu: u32) -> Result<heapless::Vec<(usize, u64), 16>, FaultError> {
         let count = self
             .machine
+            .vcpus()
             .read_register(vcpu, VcpuRegister::ListRegisters.code())
             .map_err(|_| FaultError::Unhandled)?
             .min(16);
@@ -640,6 +646,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         for n in 0..count {
             let lr = self
                 .machine
+                .vcpus()
                 .read_register(vcpu, VcpuRegister::ListRegister0.code() + n)
                 .map_err(|_| FaultError::Unhandled)?;
             if lr >> 62 != 0 {
@@ -655,6 +662,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
             31 => Ok(0),
             n => self
                 .machine
+                .vcpus()
                 .read_register(vcpu, u64::from(n))
                 .map_err(|_| FaultError::Unhandled),
         }
@@ -717,6 +725,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
     ) -> Result<Resolution, FaultError> {
         let pstate = self
             .machine
+            .vcpus()
             .read_register(vcpu, VcpuRegister::Pstate.code())
             .map_err(|_| FaultError::Unhandled)?;
         // PSTATE.M[3:2] is the exception level the vCPU was at.
@@ -753,7 +762,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
                 psci::CPU_OFF => {
                     // The vCPU stops here; the reply to its call goes nowhere. (`handle` checked
                     // that `vcpu` is one of the guest's.)
-                    let _ = self.machine.suspend(vcpu);
+                    let _ = self.machine.vcpus().suspend(vcpu);
                     self.on.set(vcpu, false);
                     return Ok(emulate(&[], smc));
                 }
@@ -804,7 +813,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
     fn stop_all(&mut self) {
         for vcpu in 0..self.guest.vcpus {
             if self.on.contains(vcpu) {
-                let _ = self.machine.suspend(vcpu);
+                let _ = self.machine.vcpus().suspend(vcpu);
                 self.on.set(vcpu, false);
             }
         }
@@ -831,7 +840,7 @@ impl<'a, M: Machine> Vmm<'a, M> {
         for vcpu in 0..self.guest.vcpus {
             // vCPU 0, when it is the caller, is blocked on this reply: it is restarted by it.
             if self.on.contains(vcpu) && !(vcpu == 0 && caller == 0) {
-                let _ = self.machine.suspend(vcpu);
+                let _ = self.machine.vcpus().suspend(vcpu);
             }
             self.on.set(vcpu, false);
         }

@@ -23,7 +23,7 @@ use super::capability::{Capability, DeviceAttributes, Object};
 use super::fake::FakeEffects;
 use super::invoke::THREAD_CONFIGURE;
 use super::memory::host::HostRam;
-use super::syscall::{Schedule, SyscallRegs};
+use super::regs::{Schedule, SyscallRegs};
 use super::{Kernel, PlatformFeatures, ThreadRef};
 use capvisor_ipc::abi::IpcBuffer;
 
