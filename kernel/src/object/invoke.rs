@@ -178,7 +178,12 @@ impl Kernel {
                 self.name_thread(caller, thread, entry)?;
             }
             (Invocation::UntypedDescribe, Object::Untyped(untyped)) => {
-                return self.describe_untyped(untyped);
+                let mut results = Results::new();
+                for word in self.describe_untyped(untyped)? {
+                    // Three words fit the result registers.
+                    let _ = results.push(word);
+                }
+                return Ok(results);
             }
             (Invocation::UntypedSetMemory, Object::Untyped(untyped)) => {
                 if !cap.rights.contains(Rights::WRITE) {
@@ -404,8 +409,9 @@ impl Kernel {
 }
 
 impl Kernel {
-    /// `UntypedDescribe`: where an untyped is, and whether it is RAM or which device types.
-    fn describe_untyped(&self, untyped: UntypedRef) -> Result<Results, KernelError> {
+    /// `UntypedDescribe`: where an untyped is (base, size), and whether it is RAM (0) or which
+    /// device types (1–3).
+    fn describe_untyped(&self, untyped: UntypedRef) -> Result<[u64; 3], KernelError> {
         let untyped = self.untyped.get(untyped)?;
         let memory = match untyped.device {
             None => 0,
@@ -413,12 +419,7 @@ impl Kernel {
             Some(DeviceAttributes::Uncached { normal_nc: true }) => 2,
             Some(DeviceAttributes::Cacheable) => 3,
         };
-        let mut results = Results::new();
-        for word in [untyped.base.raw(), untyped.size, memory] {
-            // Three words fit in four.
-            let _ = results.push(word);
-        }
-        Ok(results)
+        Ok([untyped.base.raw(), untyped.size, memory])
     }
 
     /// `UntypedSetMemory`: makes an untyped nothing was made from device memory of the types

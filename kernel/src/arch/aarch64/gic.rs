@@ -124,11 +124,17 @@ pub fn fire_by(deadline: u64) {
 
 /// Whether the current slice has ended (the timer did not fire early for a deadline).
 #[must_use]
+// Inlined, as LLVM chose before the boot builder left the kernel: out of line it costs the
+// guest exit and interrupt paths instructions (`docs/benchmarks.md`, issue 15).
+#[inline]
 pub fn slice_over() -> bool {
     super::cpu::physical_counter() >= SLICE_END.load(Ordering::Relaxed)
 }
 
 /// The timer fired early for a deadline: it fires again at the slice's end.
+// Inlined, as LLVM chose before the boot builder left the kernel: out of line it costs the
+// guest exit and interrupt paths instructions (`docs/benchmarks.md`, issue 15).
+#[inline]
 pub fn resume_slice() {
     let end = SLICE_END.load(Ordering::Relaxed);
     // SAFETY: the kernel's own timer, enabled and unmasked as `start_slice` leaves it.
@@ -191,6 +197,9 @@ pub enum Interrupt {
 
 /// Acknowledges the highest-priority pending interrupt and drops the running priority; the time
 /// slice's is deactivated too, the others are left active for the caller.
+// Inlined, as LLVM chose before the boot builder left the kernel: out of line it costs the
+// guest exit and interrupt paths instructions (`docs/benchmarks.md`, issue 15).
+#[inline]
 pub fn take() -> Interrupt {
     let Some(intid) = GicCpuInterface::get_and_acknowledge_interrupt(InterruptGroup::Group1) else {
         return Interrupt::None;

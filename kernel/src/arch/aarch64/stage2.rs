@@ -164,6 +164,9 @@ impl AddressSpace {
     }
 
     /// Writes a leaf at `level` (2: block, 3: page) into an invalid entry.
+    // Inlined, as LLVM chose before the boot builder left the kernel: out of line it costs the
+    // guest exit and interrupt paths instructions (`docs/benchmarks.md`, issue 15).
+    #[inline]
     fn map_leaf(
         &mut self,
         (ipa, pa): (u64, u64),

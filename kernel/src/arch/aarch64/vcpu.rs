@@ -281,6 +281,9 @@ unsafe extern "C" {
 }
 
 /// Saves the CPU's EL1 state into `state`.
+// Inlined, as LLVM chose before the boot builder left the kernel: out of line it costs the
+// guest exit and interrupt paths instructions (`docs/benchmarks.md`, issue 15).
+#[inline]
 pub fn save(state: &mut El1State) {
     super::cpu::trap_fp(false);
     // SAFETY: reads EL1 system and FP/SIMD registers (accessible at EL2, FP/SIMD allowed just
@@ -290,6 +293,9 @@ pub fn save(state: &mut El1State) {
 }
 
 /// Loads `state` into the CPU's EL1 registers.
+// Inlined, as LLVM chose before the boot builder left the kernel: out of line it costs the
+// guest exit and interrupt paths instructions (`docs/benchmarks.md`, issue 15).
+#[inline]
 pub fn restore(state: &El1State) {
     super::cpu::trap_fp(false);
     // SAFETY: writes EL1 system and FP/SIMD registers (FP/SIMD allowed just above), which only
