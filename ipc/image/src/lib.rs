@@ -275,17 +275,17 @@ pub struct BootConfig {
     pub reserved: [u64; 3],
 }
 
-/// `BootConfig::flags`: the first service is the supervisor (`services/init`): the kernel creates
-/// the other services suspended, with the supervisor's endpoint (badged with the service's
-/// index plus one) as their fault endpoint, and lists them in its boot info; the supervisor
-/// starts them and is told of their faults.
+/// `BootConfig::flags`: the first service is the supervisor (`services/init`): the boot plan
+/// gives the other services the supervisor's endpoint (badged with the service's index plus
+/// one) as their fault endpoint; the supervisor makes and starts them and is told of their
+/// faults.
 pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
 
-/// `BootConfig::flags`: init carries out the boot plan ([`plan`]). The kernel creates only init,
-/// the image's first service entry, giving it every free RAM range as untyped, IrqControl and
-/// the payload as read-only 2 MiB frames; init creates everything else. The SDK sets it for an
-/// image without guests, devices or carve-outs (init does not carry those steps out yet); for
-/// the others the kernel still builds the system itself.
+/// `BootConfig::flags`: init carries out the boot plan ([`plan`]). The SDK sets it for every
+/// image with services, and that is the only boot there is: the kernel creates only init, the
+/// image's first service entry (with every free RAM range as untyped, the board's device
+/// regions as device untyped, IrqControl, the payload as read-only 2 MiB frames and a platform
+/// page), and init creates everything else. The kernel does not read the flag.
 pub const BOOT_FLAG_INIT_PLAN: u64 = 1 << 1;
 
 /// Why an image was refused.

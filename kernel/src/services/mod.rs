@@ -1,6 +1,6 @@
-//! EL0 services on the kernel object model (`capvisor_kernel::object`): the boot that turns the
-//! image's services into threads with their own CNodes and address spaces, and the glue that
-//! runs them ([`glue`] for the kernel's effects, [`trap`] for exceptions and scheduling).
+//! EL0 services on the kernel object model (`capvisor_kernel::object`): the boot that creates
+//! init, the one service the kernel makes, and the glue that runs every service ([`glue`] for
+//! the kernel's effects, [`trap`] for exceptions and scheduling).
 //!
 //! Address-space layout of a service (stage 1 is off for EL0, so a virtual address is an IPA):
 //! the segments the SDK laid out from its ELF file (`capvisor_image::service`: the kernel parses
@@ -8,16 +8,13 @@
 //! buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC buffer's address and SP =
 //! [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
 //!
-//! An image without guests, devices or carve-outs (`BOOT_FLAG_INIT_PLAN`): the kernel creates
-//! only init, the image's first service entry, as the root ([`load_init`]); init makes the rest
-//! from the boot plan, which the kernel never reads.
-//!
-//! The other images are still built here: the manifest's first service is the root: the kernel
-//! copies its segments into pages taken from the memory map, sets aside a pool for stage-2
-//! tables, and gives it every other free RAM range as untyped memory
-//! (`Kernel::create_root_thread`). Further services are made from the root's untyped by
-//! invocations made in its name ([`spawn`]). An init the SDK added to such an image
-//! (`BootConfig::services` says which entries are the manifest's) is not started.
+//! The kernel creates only init, the image's first service entry, as the root ([`load_init`]):
+//! it copies init's segments into pages taken from the memory map, and gives it every other free
+//! RAM range as untyped, every device region of the board as device untyped
+//! (`Description::device_regions`), IrqControl, the payload as read-only frames and a platform
+//! page with the device tree ([`map_platform`]). init makes every other service and guest from
+//! the boot plan, which the kernel never reads; nor does it read the manifest's devices,
+//! carve-outs or guests.
 //!
 //! # The kernel's place and the lock
 //! `Kernel` is over 300 KiB, far more than a 64 KiB boot stack, so it lives in a `static`
