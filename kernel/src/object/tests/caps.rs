@@ -580,3 +580,59 @@ fn unknown_and_unsupported_invocations_are_illegal() {
         Err(KernelError::IllegalOperation)
     );
 }
+
+#[test]
+fn an_untyped_says_where_it_is_and_takes_device_types_only_while_nothing_is_made_from_it() {
+    let mut w = World::new();
+    let describe = |w: &mut World, cptr| w.invoke(cptr, Invocation::UntypedDescribe, &[]);
+    assert_eq!(describe(&mut w, UNTYPED), Ok([RAM_BASE, RAM_SIZE, 0, 0]));
+    assert_eq!(
+        describe(&mut w, MMIO_UNTYPED),
+        Ok([0x0900_0000, 0x1000, 1, 0])
+    );
+    assert_eq!(describe(&mut w, NC_UNTYPED).map(|r| r[2]), Ok(2));
+    assert_eq!(describe(&mut w, PFNMAP_UNTYPED).map(|r| r[2]), Ok(3));
+    // Not an untyped; an unknown memory code.
+    assert_eq!(
+        w.invoke(RootLayout::CNODE, Invocation::UntypedDescribe, &[]),
+        Err(KernelError::IllegalOperation)
+    );
+    let set = |w: &mut World, cptr, memory| w.invoke(cptr, Invocation::UntypedSetMemory, &[memory]);
+    assert_eq!(
+        set(&mut w, MMIO_UNTYPED, 4),
+        Err(KernelError::InvalidArgument)
+    );
+    // A device region takes the types init gives it, and a device frame made from it carries them.
+    assert_eq!(set(&mut w, MMIO_UNTYPED, 2), Ok([0; 4]));
+    assert_eq!(describe(&mut w, MMIO_UNTYPED).map(|r| r[2]), Ok(2));
+    let device_frame = u64::from(ObjectKind::DeviceFrame.code());
+    w.invoke(
+        MMIO_UNTYPED,
+        Invocation::Retype,
+        &[device_frame, 12, 0, FREE, 1],
+    )
+    .unwrap();
+    // Once something is made from it, no longer: a frame of another type would map it.
+    assert_eq!(
+        set(&mut w, MMIO_UNTYPED, 1),
+        Err(KernelError::IllegalOperation)
+    );
+    // RAM that nothing was made from may become a cacheable PFNMAP; RAM in use may not.
+    w.retype(World::kind(ObjectKind::Untyped), 12, FREE + 1, 1)
+        .unwrap();
+    assert_eq!(set(&mut w, UNTYPED, 3), Err(KernelError::IllegalOperation));
+    assert_eq!(set(&mut w, FREE + 1, 3), Ok([0; 4]));
+    assert_eq!(describe(&mut w, FREE + 1).map(|r| r[2]), Ok(3));
+    // A read-only copy may look but not change it.
+    w.invoke(
+        RootLayout::CNODE,
+        Invocation::Copy,
+        &[FREE + 2, NC_UNTYPED, 1],
+    )
+    .unwrap();
+    assert_eq!(describe(&mut w, FREE + 2).map(|r| r[2]), Ok(2));
+    assert_eq!(
+        set(&mut w, FREE + 2, 1),
+        Err(KernelError::InsufficientRights)
+    );
+}
