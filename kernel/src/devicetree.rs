@@ -166,7 +166,9 @@ impl Description {
     /// range of every node that lies outside RAM and is not the kernel's own (console, GIC),
     /// cut at every node's page boundaries so that a node that shares pages with others (QEMU's
     /// virtio-mmio transports, 512 bytes apart) still has a region that is exactly its pages.
-    /// Which device a manifest names is init's lookup, not the kernel's.
+    /// Which device a manifest names is init's lookup, not the kernel's. At most
+    /// [`MAX_DEVICE_REGIONS`] ranges are handed out (QEMU `virt` has about 45); a board with more
+    /// has the rest refused by init as missing, by name.
     pub fn device_regions(&self) -> Vec<Region, MAX_DEVICE_REGIONS> {
         const PAGE: usize = 4096;
         let mut ranges: Vec<(usize, usize), MAX_DEVICE_REGIONS> = Vec::new();
