@@ -4,7 +4,7 @@
 use crate::arch::aarch64::{cpu, gic, mmu};
 use crate::devicetree::{Description, PsciMethod};
 use crate::exit::{self, Status};
-use crate::{console, println, selftest, services, smp};
+use crate::{console, glue, println, selftest, smp};
 use capvisor_image::{BootConfig, CHECKSUM_START, ImageView, SelfTest};
 use capvisor_kernel::bootargs::BootArgs;
 use capvisor_kernel::memmap::{MemoryMap, Range};
@@ -135,7 +135,7 @@ fn boot_with(
     unsafe { console::init(uart.base) };
     let args = BootArgs::parse(dt.bootargs);
     exit::set_method(args.exit);
-    services::set_trace(args.trace);
+    glue::set_trace(args.trace);
     println!(
         "capvisor {}: EL2, loaded at {base:#x}, device tree at {dtb:#x}",
         env!("CARGO_PKG_VERSION")
@@ -176,7 +176,7 @@ fn boot_with(
         }
     }
     let view = image_view(base);
-    match services::load_all(&view, &mut memory, &platform, dt, &config) {
+    match glue::load_all(&view, &mut memory, &platform, dt, &config) {
         Ok((0, _)) => {}
         Ok((count, untyped)) => {
             start_interrupts(map, dt, cpus);
@@ -185,7 +185,7 @@ fn boot_with(
             cpu::configure_el2(&features);
             cpu::set_mitigations(&features);
             crate::arch::aarch64::vcpu::set_guest_hcr(&features, platform.fwb);
-            services::set_platform(&features);
+            glue::set_platform(&features);
             println!(
                 "capvisor: created init with {} MiB of RAM untyped; it makes the services from \
                  the boot plan",
@@ -195,7 +195,7 @@ fn boot_with(
                 exit::fail(Status::Panic)
             }
             println!("capvisor: boot complete");
-            services::start(ps, platform.vmid_bits == 16, platform.fwb, count)
+            glue::start(ps, platform.vmid_bits == 16, platform.fwb, count)
         }
         Err((name, e)) => {
             println!("capvisor: refusing to start: service '{name}' cannot be set up: {e}");

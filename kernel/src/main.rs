@@ -18,11 +18,11 @@ mod devicetree;
 #[cfg(target_os = "none")]
 mod exit;
 #[cfg(target_os = "none")]
+mod glue;
+#[cfg(target_os = "none")]
 mod kmain;
 #[cfg(target_os = "none")]
 mod selftest;
-#[cfg(target_os = "none")]
-mod services;
 #[cfg(target_os = "none")]
 mod smp;
 

@@ -260,7 +260,7 @@ impl FreeSlots for NoFreeSlots {
 }
 
 /// This service's own CNode and address space: the same slots for every service
-/// (`kernel/src/services/spawn.rs`).
+/// (`sdk/src/plan/layout.rs`).
 pub const OWN_CNODE: capvisor_ipc::cap::CPtr = capvisor_ipc::cap::CPtr::new(1);
 /// See [`OWN_CNODE`].
 pub const OWN_SPACE: capvisor_ipc::cap::CPtr = capvisor_ipc::cap::CPtr::new(2);

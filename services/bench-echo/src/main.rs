@@ -32,7 +32,7 @@ fn run() -> u64 {
 #[cfg(target_os = "none")]
 fn serve() -> Result<(), capvisor_rt::KernelError> {
     use capvisor_rt::{CPtr, KernelError, MessageInfo, sys};
-    // Slot 4: its own endpoint (kernel/src/services/grants.rs); received capabilities from 100.
+    // Slot 4: its own endpoint (the boot plan's layout, sdk/src/plan/layout.rs); received capabilities from 100.
     let endpoint = CPtr::new(4);
     let (wake, answer) = (CPtr::new(100), CPtr::new(101));
     sys::with_ipc_buffer(|buffer| buffer.receive_slot = 100);

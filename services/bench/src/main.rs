@@ -42,7 +42,7 @@ fn run() -> u64 {
 }
 
 /// The rows that need the peer service (`services/bench-echo`), reached through the endpoint
-/// the manifest grants (the root's slot 993, `kernel/src/services/grants.rs`).
+/// the manifest grants (the root's slot 993, `sdk/src/plan/layout.rs`).
 #[cfg(target_os = "none")]
 mod peer {
     use super::{ITERATIONS, WARM_UP, measure, report};

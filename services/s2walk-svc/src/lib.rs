@@ -42,7 +42,7 @@ pub mod sample;
 mod tests;
 
 /// VMs the walker serves at once: [`VMS_PER_CLIENT`] for each of the 16 services an image may
-/// have (`kernel/src/services/mod.rs`, `MAX_SERVICES`), so every client can nest its quota
+/// have (`capvisor_ipc::bootinfo::MAX_SERVICES`), so every client can nest its quota
 /// whatever the others do.
 pub const MAX_VMS: usize = 32;
 /// VMs one client (badge) may nest.

@@ -64,7 +64,7 @@ mod el0 {
     use svc_s2walk::recovery::{Placeholder, RevokedPages};
     use svc_s2walk::{MAX_PAGES, PAGE_SIZE, WINDOW};
 
-    // A boot service's slots (kernel/src/services/spawn.rs, grants.rs): 1 its CNode, 2 its
+    // A boot service's slots (the boot plan's layout, sdk/src/plan/layout.rs): 1 its CNode, 2 its
     // AddressSpace, 4 its own endpoint, 5 its untyped (granted after its endpoint), 64 on its
     // image, stack and IPC buffer frames. The rest are this service's choice, clear of those.
     const CNODE: CPtr = CPtr::new(1);

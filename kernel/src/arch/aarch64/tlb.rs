@@ -108,7 +108,7 @@ pub fn invalidate_vmid(vttbr: u64) {
 }
 
 /// Invalidates every EL1&0 TLB entry of every VMID on every PE of the domain (TLBI ALLE1IS, DSB
-/// ISH, ISB): a VMID generation rolls over (`services/glue.rs`).
+/// ISH, ISB): a VMID generation rolls over (`glue/effects.rs`).
 pub fn invalidate_all_vmids() {
     // SAFETY: TLB maintenance and barriers change no memory; no EL1&0 code runs meanwhile. The
     // DSB completes the invalidation in the domain (R_PSMWS), the ISB on this PE (R_BLDZX).

@@ -56,7 +56,7 @@ pub const PAGE: u64 = 4096;
 /// `size_bits` of a 4 KiB frame (or the smallest untyped).
 pub const PAGE_BITS: u64 = 12;
 
-/// Input address bits of a service's address space (`kernel/src/services/mod.rs`).
+/// Input address bits of a service's address space (`kernel/src/glue/mod.rs`).
 pub const IPA_BITS: u32 = 39;
 
 /// Where the hostile services map their scratch frames: the bottom of the 2 MiB region that

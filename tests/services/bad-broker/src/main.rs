@@ -22,7 +22,7 @@ fn run() -> u64 {
     use capvisor_rt::{CPtr, println, sys};
     use zerocopy::FromBytes;
 
-    /// This service's AddressSpace (`kernel/src/services/spawn.rs`).
+    /// This service's AddressSpace (`sdk/src/plan/layout.rs`).
     const SPACE: u64 = 2;
     // SAFETY: the kernel maps the boot-info page read-only at BOOT_INFO before the service
     // starts; it is 4 KiB and BootInfo is at most a page (const-asserted in bootinfo.rs).
@@ -100,7 +100,7 @@ fn uncached_block(device: &capvisor_ipc::bootinfo::DeviceInfo, slot: u64) {
     use capvisor_ipc::memory::MemoryType;
     use capvisor_rt::{CPtr, println, sys};
 
-    /// This service's AddressSpace (`kernel/src/services/spawn.rs`).
+    /// This service's AddressSpace (`sdk/src/plan/layout.rs`).
     const SPACE: u64 = 2;
     let name = BootInfo::device_name(device);
     let kind = u64::from(ObjectKind::DeviceFrame.code());

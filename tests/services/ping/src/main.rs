@@ -113,7 +113,7 @@ async fn steps() -> Result<(), Failure> {
     use capvisor_rt::ipc::{self, EndpointClient, ReceiveWindow};
     use capvisor_rt::{CPtr, Rights, println, sys};
     // The root's slots: its CNode, its AddressSpace, the first untyped, and its grant window
-    // (kernel/src/services/grants.rs): slot 993 is the first endpoint its manifest grants.
+    // (sdk/src/plan/layout.rs): slot 993 is the first endpoint its manifest grants.
     // Capabilities pong grants in replies land from slot 940 on.
     let (cnode, space) = (CPtr::new(1), CPtr::new(2));
     take_turns().await?;

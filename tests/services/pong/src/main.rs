@@ -26,7 +26,7 @@ async fn run() -> u64 {
     use capvisor_ipc::cap::{Cap, Slot};
     use capvisor_rt::ipc::{EndpointServer, ReceiveWindow};
     use capvisor_rt::{CPtr, println, sys};
-    // A boot service's slots (kernel/src/services/spawn.rs, grants.rs): 2 its AddressSpace, 4
+    // A boot service's slots (the boot plan's layout, sdk/src/plan/layout.rs): 2 its AddressSpace, 4
     // its own endpoint, 5 the 64 KiB untyped its manifest asks for. Received capabilities go
     // from slot 100 on.
     let (space, endpoint, untyped) = (CPtr::new(2), CPtr::new(4), CPtr::new(5));

@@ -1,36 +1,13 @@
-//! EL0 services on the kernel object model (`capvisor_kernel::object`): the boot that creates
-//! init, the one service the kernel makes, and the glue that runs every service ([`glue`] for
-//! the kernel's effects, [`trap`] for exceptions and scheduling).
-//!
-//! Address-space layout of a service (stage 1 is off for EL0, so a virtual address is an IPA):
-//! the segments the SDK laid out from its ELF file (`capvisor_image::service`: the kernel parses
-//! no ELF) below its stack, a stack of the manifest's size ending at [`STACK_TOP`], and its IPC
-//! buffer page at [`IPC_BUFFER`]. A service starts with x0 = the IPC buffer's address and SP =
-//! [`STACK_TOP`] (the runtime's convention, `sdk/rt/src/target.rs`).
-//!
-//! The kernel creates only init, the image's first service entry, as the root ([`load_init`]):
-//! it copies init's segments into pages taken from the memory map, and gives it every other free
+//! The root: the one thing the kernel builds. It copies init's segments (laid out by the SDK:
+//! the kernel parses no ELF) into pages taken from the memory map, and gives it every other free
 //! RAM range as untyped, every device region of the board as device untyped
 //! (`Description::device_regions`), IrqControl, the payload as read-only frames and a platform
 //! page with the device tree ([`map_platform`]). init makes every other service and guest from
-//! the boot plan, which the kernel never reads; nor does it read the manifest's devices,
-//! carve-outs or guests.
-//!
-//! # The kernel's place and the lock
-//! `Kernel` is over 300 KiB, far more than a 64 KiB boot stack, so it lives in a `static`
-//! initialised at build time (`Kernel::new` is `const`); it is never built on a stack. Its
-//! features are set once the platform is known (`Kernel::set_features`). Only CPU 0 runs
-//! threads and secondaries are parked, so CPU 0's non-reentrant exception path (IRQs masked at
-//! EL2) is the big kernel lock: [`state`] hands out the kernel and the glue only there.
+//! the boot plan, which the kernel never reads.
 
-mod glue;
-mod guest;
-pub use guest::set_platform;
-mod trap;
-
-use crate::arch::aarch64::el0::HCR_SERVICE;
+use super::effects::Glue;
+use super::{IPA_BITS, PAGE, state};
 use crate::arch::aarch64::stage2::MapError;
-use crate::{exit, println};
 use capvisor_image::service::{
     IPC_BUFFER, STACK_TOP, ServiceImage, ServiceImageError, ServicePage,
 };
@@ -44,27 +21,8 @@ use capvisor_kernel::object::{
     RootDevice, RootLayout, RootRam,
 };
 use capvisor_kernel::platform::Platform;
-use capvisor_kernel::stage2::{self, S2Access};
-use glue::Glue;
+use capvisor_kernel::stage2::S2Access;
 use heapless::Vec;
-
-/// Input address bits of a service's address space (39: one level-1 root table).
-pub const IPA_BITS: u32 = 39;
-const PAGE: u64 = 4096;
-
-static mut KERNEL: Kernel = Kernel::new(PlatformFeatures::UNKNOWN);
-static mut GLUE: Glue = Glue::new();
-/// HCR_EL2 for services: [`HCR_SERVICE`], plus FWB (bit 46) when the descriptors use the FWB
-/// encoding (they must agree: Arm ARM D8.6.5).
-static mut HCR: u64 = HCR_SERVICE;
-
-/// The kernel and the glue, under the big kernel lock (see the module doc).
-fn state() -> (&'static mut Kernel, &'static mut Glue) {
-    // SAFETY: only CPU 0 calls this, at boot or in its exception path, which runs with IRQs
-    // masked and leaves by `enter_el0` without returning; no caller keeps the references across
-    // another call (each exception path starts afresh).
-    unsafe { (&mut *(&raw mut KERNEL), &mut *(&raw mut GLUE)) }
-}
 
 /// Why a service could not be loaded.
 #[derive(Clone, Copy, Debug)]
@@ -379,28 +337,6 @@ fn access(bits: u32) -> S2Access {
     }
 }
 
-/// Runs the services; never returns. `ps` is the PARange encoding for VTCR_EL2.PS; `fwb` must
-/// be the platform's (the descriptors' encoding).
-pub fn start(ps: u64, vmid16: bool, fwb: bool, count: usize) -> ! {
-    // SAFETY: CPU 0 only (module invariant), before any service runs.
-    unsafe { HCR = HCR_SERVICE | (u64::from(fwb) << 46) };
-    let Some(vtcr) = stage2::vtcr(IPA_BITS, ps, vmid16) else {
-        println!("capvisor: no stage-2 configuration for {IPA_BITS}-bit service address spaces");
-        exit::fail(exit::Status::Refused)
-    };
-    // SAFETY: VTCR_EL2 only affects the EL1&0 regime, which nothing runs in yet; every service
-    // space is built for this configuration (4K granule, start level 1).
-    unsafe { crate::arch::aarch64::stage2::set_vtcr(vtcr) };
-    println!("capvisor: starting {count} service(s) at EL0");
-    crate::arch::aarch64::gic::start_slice();
-    trap::schedule()
-}
-
-/// Turns on the per-VM trace of mapping and maintenance operations (`capvisor.trace=1`).
-pub fn set_trace(on: bool) {
-    guest::TRACE.store(on, core::sync::atomic::Ordering::Relaxed);
-}
-
 /// Gives the kernel a frame table covering every page of RAM in `memory` (from its lowest to its
 /// highest free byte), taken from `memory` itself and zeroed: 8 bytes per 4 KiB page.
 fn set_frame_table(kernel: &mut Kernel, memory: &mut MemoryMap) -> Result<(), LoadError> {
@@ -427,10 +363,4 @@ fn set_frame_table(kernel: &mut Kernel, memory: &mut MemoryMap) -> Result<(), Lo
         unsafe { FrameTable::new(start, pages, table as *mut PageInfo, start as *mut u8) };
     kernel.set_memory(frame_table)?;
     Ok(())
-}
-
-/// HCR_EL2 for services.
-fn hcr() -> u64 {
-    // SAFETY: written once in `start`, before any service runs; read-only afterwards.
-    unsafe { HCR }
 }

@@ -10,8 +10,8 @@
 //! when the generation changed.
 
 use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
-use crate::arch::aarch64::gic;
 use crate::arch::aarch64::stage2::{AddressSpace, BLOCK_SIZE, MapError, TableBudget};
+use crate::arch::aarch64::{cache, gic};
 use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError};
 use capvisor_ipc::memory::MemoryType;
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution};
@@ -25,6 +25,8 @@ use capvisor_kernel::object::{
 use capvisor_kernel::stage2::{self, S2Access};
 use zerocopy::{FromZeros, IntoBytes};
 
+use super::stats::{self, Op};
+use super::vcpu::Guests;
 use super::{IPA_BITS, PAGE};
 
 /// The hardware VMIDs, handed out by generation (as KVM does): when all 255 8-bit VMIDs of a
@@ -79,7 +81,7 @@ pub struct Glue {
     /// The VMID allocator.
     pub vmids: Vmids,
     /// The loaded vCPU and interrupts held back.
-    pub guests: super::guest::Guests,
+    pub guests: Guests,
     /// The HCR_EL2 and VTTBR_EL2 values last written on the way to a thread (0: none yet; one
     /// CPU runs threads).
     pub loaded_translation: (u64, u64),
@@ -110,7 +112,7 @@ impl Glue {
             ram: MemoryMap::empty(),
             fwb: false,
             vmids: Vmids::new(),
-            guests: super::guest::Guests::new(),
+            guests: Guests::new(),
             loaded_translation: (0, 0),
             last_service: None,
         }
@@ -298,7 +300,7 @@ impl Effects for Glue {
                 .map_block(ipa.raw(), pa.raw(), attributes, &mut budget)
                 .map_err(kernel_error)?;
             budget.commit(space);
-            super::guest::count(space, super::guest::Op::Map, ipa.raw(), size);
+            stats::count(space, Op::Map, ipa.raw(), size);
             return Ok(());
         }
         let pages = size / PAGE;
@@ -319,7 +321,7 @@ impl Effects for Glue {
             }
         }
         budget.commit(space);
-        super::guest::count(space, super::guest::Op::Map, ipa.raw(), size);
+        stats::count(space, Op::Map, ipa.raw(), size);
         Ok(())
     }
 
@@ -333,7 +335,7 @@ impl Effects for Glue {
                 table.unmap_pages(ipa.raw(), size / PAGE, current);
             }
         }
-        super::guest::count(space, super::guest::Op::Unmap, ipa.raw(), size);
+        stats::count(space, Op::Unmap, ipa.raw(), size);
     }
 
     fn space_created(
@@ -493,5 +495,66 @@ impl Effects for Glue {
 
     fn maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {
         self.guest_maintenance(op, target);
+    }
+}
+
+impl Glue {
+    /// `maintenance` (the object model bounded the range: a clean covers at most 2 MiB, a TLB
+    /// range beyond 64 pages becomes one invalidation of the VMID).
+    pub fn guest_maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {
+        match (op, target) {
+            (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { pa, size, vm }) => {
+                if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
+                    cache::clean_invalidate_to_poc(pa.raw(), pa.raw() + size);
+                }
+                if let Some(vm) = vm {
+                    stats::count(vm, Op::CleanPoc, pa.raw(), size);
+                }
+            }
+            (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
+                cache::invalidate_icache();
+                if let Some(vm) = vm {
+                    stats::count(vm, Op::Icache, pa.raw(), size);
+                }
+            }
+            (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Vm { vm, ipa, size }) => {
+                if vm.root != 0 {
+                    // Leaf by leaf: one walk per page or block mapped, one per unmapped page.
+                    let mut table = tables(vm);
+                    let end = ipa.raw() + size;
+                    let mut at = ipa.raw();
+                    while at < end {
+                        let Some((pa, extent)) = table.translate_extent(at) else {
+                            at = (at | 0xfff) + 1;
+                            continue;
+                        };
+                        let bytes = extent.min(end - at);
+                        if self.ram.contains(pa, pa + bytes) {
+                            cache::clean_invalidate_to_poc(pa, pa + bytes);
+                        }
+                        at += bytes;
+                    }
+                }
+                stats::count(vm, Op::CleanPoc, ipa.raw(), size);
+            }
+            (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
+                cache::invalidate_icache();
+                stats::count(vm, Op::Icache, ipa.raw(), size);
+            }
+            (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
+                if vm.root != 0 && self.vmids.current(vm) {
+                    tables(vm).invalidate_range(ipa.raw(), size);
+                }
+                stats::count(vm, Op::TlbiIpa, ipa.raw(), size);
+            }
+            (CacheOp::TlbInvalidateVmid, MaintenanceTarget::Vm { vm, .. }) => {
+                if vm.root != 0 && self.vmids.current(vm) {
+                    tables(vm).invalidate_all();
+                }
+                stats::count(vm, Op::TlbiVmid, 0, 0);
+            }
+            // The object model never asks for TLB maintenance on a frame.
+            (CacheOp::TlbInvalidateIpa | CacheOp::TlbInvalidateVmid, _) => {}
+        }
     }
 }

@@ -9,8 +9,9 @@
 //!   stage-2 table, printed with a `[name]` prefix at each line start; `x7` = 0.
 //! - `DebugHalt` (13): stops the system with status `x0` (0 success), for test images.
 
-use super::glue::Glue;
-use super::guest;
+use super::effects::Glue;
+use super::stats;
+use super::vcpu;
 use super::{hcr, state};
 use crate::arch::aarch64::el0::{self, ThreadContext};
 use crate::arch::aarch64::gic::{self, Interrupt};
@@ -70,7 +71,7 @@ fn idle() {
         return;
     }
     if !kernel.interrupts_deliver() {
-        guest::report(kernel);
+        stats::report(kernel);
         println!("capvisor: no service left to run");
         exit::success()
     }
@@ -198,7 +199,7 @@ fn deferred_serror(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, serr
     let esr = (u64::from(ec::SERROR) << 26) | (1 << 25) | (serror & 0x1ff_ffff);
     let pc = kernel.thread_glue(thread).map_or(0, |t| t.context.pc);
     if glue.loaded_translation.0 & el0::HCR_TGE == 0 {
-        let fault = guest::exit_fault(esr, 0, 0, &[0; 31]);
+        let fault = vcpu::exit_fault(esr, 0, 0, &[0; 31]);
         let (_, schedule) = kernel.handle_guest_fault(thread, pc, fault, glue);
         follow(schedule, thread)
     }
@@ -239,7 +240,7 @@ fn guest_exit(
     };
     let pc = entry.thread.context.pc;
     let hpfar = crate::arch::aarch64::vcpu::hpfar();
-    let fault = guest::exit_fault(esr, far, hpfar, &entry.thread.context.x);
+    let fault = vcpu::exit_fault(esr, far, hpfar, &entry.thread.context.x);
     entry.space.stats.exits += 1;
     // The exit's syndrome, for stepping past the instruction once the VMM resolves it.
     if let Some(vcpu) = entry.vcpu
@@ -262,7 +263,7 @@ fn guest_exit(
 /// registers, the EL1 physical timer, ACTLR_EL1, UNDEFINED absent features); `false` when its
 /// VMM decides.
 fn kernel_emulates(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, esr: u64) -> bool {
-    if !guest::kernel_class(esr::class(esr)) {
+    if !vcpu::kernel_class(esr::class(esr)) {
         return false;
     }
     let Some(vcpu) = kernel.thread_vcpu(thread) else {
@@ -342,7 +343,7 @@ fn syscall(kernel: &mut Kernel, glue: &mut Glue, thread: ThreadRef, [x0, x1, x7]
         }
         DEBUG_HALT => {
             let name = name(kernel, thread);
-            guest::report(kernel);
+            stats::report(kernel);
             println!("capvisor: service '{name}' halted the system with status {x0}");
             if x0 == 0 {
                 exit::success()

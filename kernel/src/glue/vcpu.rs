@@ -7,53 +7,17 @@
 //! time, loaded lazily ([`Guests::load`]): whoever needs a vCPU's state in memory while it is
 //! loaded saves it first.
 
-use super::glue::Glue;
 use crate::arch::aarch64::vcpu::{self, PSTATE_RESET, sys};
-use crate::arch::aarch64::{cache, gic, vgic};
-use crate::console;
-use capvisor_ipc::abi::{CacheOp, KernelError, VcpuRegister};
+use crate::arch::aarch64::{gic, vgic};
+use capvisor_ipc::abi::{KernelError, VcpuRegister};
 use capvisor_ipc::esr::{self, ec};
 use capvisor_ipc::protocols::fault::{GuestFault, Resolution, SysRegAccess};
 use capvisor_ipc::types::{Esr, Far, Ipa};
 use capvisor_kernel::context::{El1State, ThreadContext};
 use capvisor_kernel::exception::{self, EntryFeatures};
-use capvisor_kernel::object::{
-    Kernel, MaintenanceTarget, RegisterAccess, Resumption, SpaceGlue, VcpuGlue, VcpuRef,
-};
+use capvisor_kernel::object::{RegisterAccess, Resumption, VcpuGlue, VcpuRef};
 use capvisor_kernel::vgic::{NoFreeListRegister, VgicState};
 use capvisor_kernel::vsysreg::{self, Emulated, Hardware, Outcome};
-use core::sync::atomic::{AtomicBool, Ordering};
-
-/// An operation the per-VM counters and trace record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// A stage-2 mapping (a 2 MiB block, or pages).
-    Map,
-    /// A mapping removed (TLB-invalidated before the call returned).
-    Unmap,
-    /// Clean+invalidate to PoC.
-    CleanPoc,
-    /// Instruction-cache invalidation.
-    Icache,
-    /// TLB invalidation by IPA range.
-    TlbiIpa,
-    /// TLB invalidation of the whole VMID.
-    TlbiVmid,
-}
-
-impl Op {
-    /// Its name in trace lines.
-    const fn name(self) -> &'static str {
-        match self {
-            Self::Map => "map",
-            Self::Unmap => "unmap",
-            Self::CleanPoc => "clean-poc",
-            Self::Icache => "icache",
-            Self::TlbiIpa => "tlbi-ipa",
-            Self::TlbiVmid => "tlbi-vmid",
-        }
-    }
-}
 
 /// The priority of the virtual timer interrupt in a vCPU's list register: Linux's default
 /// interrupt priority (`GICD_INT_DEF_PRI`), above the priority masks guests use.
@@ -63,63 +27,6 @@ const FORWARD_PRIORITY: u8 = 0xa0;
 /// The emulated EL1 physical timer's interrupt: PPI 14, INTID 30 (the device tree's
 /// non-secure physical timer), at the virtual timer's priority.
 const PTIMER_INTID: u32 = 30;
-
-/// Print each counted operation as it happens (`capvisor.trace=1`).
-pub static TRACE: AtomicBool = AtomicBool::new(false);
-
-/// Counts (and traces) an operation on `space` if it is a VM. Inlined into each operation: on
-/// the hot path a counter is one test of `vm` and an increment in the space's own record, and
-/// the trace one test of a flag; printing is out of line.
-#[inline(always)]
-pub fn count(space: &mut SpaceGlue, op: Op, ipa: u64, size: u64) {
-    if !space.vm {
-        return;
-    }
-    let stats = &mut space.stats;
-    match op {
-        Op::Map if size == 2 << 20 => stats.map_blocks += 1,
-        Op::Map => stats.map_pages += size / 4096,
-        Op::Unmap => stats.unmaps += 1,
-        Op::CleanPoc => stats.clean_poc += 1,
-        Op::Icache => stats.icache += 1,
-        Op::TlbiIpa => stats.tlbi_ipa += 1,
-        Op::TlbiVmid => stats.tlbi_vmid += 1,
-    }
-    if TRACE.load(Ordering::Relaxed) {
-        trace(space, op, ipa, size);
-    }
-}
-
-/// Prints one traced operation (`capvisor.trace=1`).
-#[cold]
-#[inline(never)]
-fn trace(space: &SpaceGlue, op: Op, ipa: u64, size: u64) {
-    console::print(format_args!(
-        "capvisor: trace vm{} {} ipa={ipa:#x} size={size:#x}\n",
-        space.root >> 12,
-        op.name()
-    ));
-}
-
-/// Prints every VM's counters (at the end of the system, for tests and users): a scan of all
-/// objects, done once at shutdown.
-pub fn report(kernel: &Kernel) {
-    for (vm, stats) in kernel.vm_stats() {
-        console::print(format_args!(
-            "capvisor: vm{vm} stats: vmid={} map_pages={} map_blocks={} unmaps={} \
-             clean_poc={} icache={} tlbi_ipa={} tlbi_vmid={} exits={}\n",
-            stats.vmid,
-            stats.map_pages,
-            stats.map_blocks,
-            stats.unmaps,
-            stats.clean_poc,
-            stats.icache,
-            stats.tlbi_ipa,
-            stats.tlbi_vmid,
-            stats.exits,
-        ));
-    }
-}
 
 /// Records what guests are shown of this machine, for the emulation of trapped registers and
 /// exception entry (boot, from the CPU's ID registers).
@@ -875,67 +782,6 @@ const fn list_register(register: VcpuRegister) -> Option<usize> {
         Some((code - first) as usize)
     } else {
         None
-    }
-}
-
-impl Glue {
-    /// `maintenance` (the object model bounded the range: a clean covers at most 2 MiB, a TLB
-    /// range beyond 64 pages becomes one invalidation of the VMID).
-    pub fn guest_maintenance(&mut self, op: CacheOp, target: MaintenanceTarget<'_>) {
-        match (op, target) {
-            (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Frame { pa, size, vm }) => {
-                if self.ram.contains(pa.raw(), pa.raw().saturating_add(size)) {
-                    cache::clean_invalidate_to_poc(pa.raw(), pa.raw() + size);
-                }
-                if let Some(vm) = vm {
-                    count(vm, Op::CleanPoc, pa.raw(), size);
-                }
-            }
-            (CacheOp::InvalidateIcache, MaintenanceTarget::Frame { pa, size, vm }) => {
-                cache::invalidate_icache();
-                if let Some(vm) = vm {
-                    count(vm, Op::Icache, pa.raw(), size);
-                }
-            }
-            (CacheOp::CleanInvalidatePoc, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                if vm.root != 0 {
-                    // Leaf by leaf: one walk per page or block mapped, one per unmapped page.
-                    let mut table = super::glue::tables(vm);
-                    let end = ipa.raw() + size;
-                    let mut at = ipa.raw();
-                    while at < end {
-                        let Some((pa, extent)) = table.translate_extent(at) else {
-                            at = (at | 0xfff) + 1;
-                            continue;
-                        };
-                        let bytes = extent.min(end - at);
-                        if self.ram.contains(pa, pa + bytes) {
-                            cache::clean_invalidate_to_poc(pa, pa + bytes);
-                        }
-                        at += bytes;
-                    }
-                }
-                count(vm, Op::CleanPoc, ipa.raw(), size);
-            }
-            (CacheOp::InvalidateIcache, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                cache::invalidate_icache();
-                count(vm, Op::Icache, ipa.raw(), size);
-            }
-            (CacheOp::TlbInvalidateIpa, MaintenanceTarget::Vm { vm, ipa, size }) => {
-                if vm.root != 0 && self.vmids.current(vm) {
-                    super::glue::tables(vm).invalidate_range(ipa.raw(), size);
-                }
-                count(vm, Op::TlbiIpa, ipa.raw(), size);
-            }
-            (CacheOp::TlbInvalidateVmid, MaintenanceTarget::Vm { vm, .. }) => {
-                if vm.root != 0 && self.vmids.current(vm) {
-                    super::glue::tables(vm).invalidate_all();
-                }
-                count(vm, Op::TlbiVmid, 0, 0);
-            }
-            // The object model never asks for TLB maintenance on a frame.
-            (CacheOp::TlbInvalidateIpa | CacheOp::TlbInvalidateVmid, _) => {}
-        }
     }
 }
 
