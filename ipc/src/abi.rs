@@ -158,11 +158,13 @@ crate::stable_codes! {
         /// write-back, a cacheable PFNMAP), so init can find the untyped that covers an address
         /// and say where it put a guest's RAM.
         UntypedDescribe = 25,
-        /// Untyped with nothing made from it: make it device memory whose frames may be mapped
-        /// with the memory types word 0 names (1 Device-nGnRE only, 2 Device-nGnRE or Normal
-        /// non-cacheable, 3 Normal write-back: a cacheable PFNMAP). init sets a device region's
-        /// types as the manifest gives them, and makes a cacheable carve-out of RAM this way;
-        /// the kernel still refuses a cacheable device mapping without FWB and DIC.
+        /// IrqControl (the root's platform capability): make the untyped word 0 names (with
+        /// WRITE, nothing made from it) device memory whose frames may be mapped with the memory
+        /// types word 1 names (1 Device-nGnRE only, 2 Device-nGnRE or Normal non-cacheable,
+        /// 3 Normal write-back: a cacheable PFNMAP). init sets a device region's types as the
+        /// manifest gives them, and makes a cacheable carve-out of RAM this way (whose frames
+        /// the kernel still zeroes); the kernel still refuses a cacheable device mapping without
+        /// FWB and DIC.
         UntypedSetMemory = 26,
     }
 }

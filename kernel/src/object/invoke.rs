@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | any | `Identify` | → kind code, rights bits, badge, and for an untyped its size in bytes |
 //! | Untyped | `UntypedDescribe` | → physical base, size in bytes, memory (0 RAM, 1–3 device) |
-//! | Untyped | `UntypedSetMemory` | memory 1–3 (device types), only while nothing is made from it |
+//! | IrqControl | `UntypedSetMemory` | untyped CPtr with `WRITE`, memory 1–3 (device types), only while nothing is made from it |
 //! | CNode | `Copy` | dest index (in the invoked CNode), source CPtr (caller's CSpace), rights mask |
 //! | CNode | `Mint` | as `Copy`, then the badge |
 //! | CNode | `Move` | dest index, source CPtr |
@@ -185,11 +185,9 @@ impl Kernel {
                 }
                 return Ok(results);
             }
-            (Invocation::UntypedSetMemory, Object::Untyped(untyped)) => {
-                if !cap.rights.contains(Rights::WRITE) {
-                    return Err(KernelError::InsufficientRights);
-                }
-                self.set_untyped_memory(untyped, args.take()?)?;
+            (Invocation::UntypedSetMemory, Object::IrqControl) => {
+                let [untyped, memory] = args.take()?;
+                self.set_untyped_memory(caller, untyped, memory)?;
             }
             (Invocation::Map, Object::Frame(_)) => {
                 self.map_frame(caller, slot, args.take()?, fx)?
@@ -422,12 +420,15 @@ impl Kernel {
         Ok([untyped.base.raw(), untyped.size, memory])
     }
 
-    /// `UntypedSetMemory`: makes an untyped nothing was made from device memory of the types
-    /// `memory` names, so no frame of another type can map it.
+    /// `UntypedSetMemory` (on IrqControl, the root's platform capability: only init decides
+    /// what memory a region is): makes the untyped `cptr` (with `WRITE`), from which nothing was
+    /// made, device memory of the types `memory` names, so no frame of another type can map it.
+    /// RAM made device memory (a cacheable carve-out) keeps having its frames zeroed.
     fn set_untyped_memory(
         &mut self,
-        untyped: UntypedRef,
-        [memory]: [u64; 1],
+        caller: ThreadRef,
+        cptr: u64,
+        memory: u64,
     ) -> Result<(), KernelError> {
         let attributes = match memory {
             1 => DeviceAttributes::Uncached { normal_nc: false },
@@ -435,10 +436,18 @@ impl Kernel {
             3 => DeviceAttributes::Cacheable,
             _ => return Err(KernelError::InvalidArgument),
         };
+        let (_, cap) = self.lookup(caller, CPtr::new(cptr))?;
+        let Object::Untyped(untyped) = cap.object else {
+            return Err(KernelError::WrongType);
+        };
+        if !cap.rights.contains(Rights::WRITE) {
+            return Err(KernelError::InsufficientRights);
+        }
         let untyped = self.untyped.get_mut(untyped)?;
         if untyped.children != 0 || untyped.watermark != 0 {
             return Err(KernelError::IllegalOperation);
         }
+        untyped.from_ram |= untyped.device.is_none();
         untyped.device = Some(attributes);
         Ok(())
     }

@@ -61,6 +61,9 @@ pub struct Untyped {
     /// Child untyped records take pages from here down.
     pub(super) top: u64,
     pub(super) device: Option<DeviceAttributes>,
+    /// RAM made device memory (`UntypedSetMemory`: a cacheable carve-out): its frames are still
+    /// zeroed before their capability exists, as RAM's are, so no one reads what it held.
+    pub(super) from_ram: bool,
     pub(super) caps: u32,
     /// What it paid for that still lives (module doc).
     pub(super) children: u64,
@@ -91,6 +94,7 @@ impl Untyped {
             watermark: 0,
             top: size,
             device,
+            from_ram: false,
             caps: 0,
             children: 0,
             queued: 0,
@@ -144,7 +148,9 @@ fn check_request(untyped: &Untyped, request: &Retype) -> Result<u32, KernelError
         return Err(KernelError::RangeError);
     }
     let initialised = match request.kind {
-        // A frame of device memory is not touched; an untyped's region is not either.
+        // A frame of device memory is not touched (but one of RAM made device memory is
+        // zeroed); an untyped's region is not either.
+        ObjectType::DeviceFrame if untyped.from_ram => request.count << bits,
         ObjectType::DeviceFrame | ObjectType::Untyped => 0,
         // A space's table pages are zeroed as the glue takes them, not here.
         ObjectType::AddressSpace | ObjectType::Vm => PAGE,
@@ -361,7 +367,12 @@ impl Kernel {
             ObjectType::Frame | ObjectType::DeviceFrame => {
                 let size = FrameSize::from_bits(request.size_bits)?;
                 let memory = match untyped.device {
-                    Some(attributes) => FrameMemory::Device(attributes),
+                    Some(attributes) => {
+                        if untyped.from_ram {
+                            fx.clear_frame(pa, size.bytes());
+                        }
+                        FrameMemory::Device(attributes)
+                    }
                     None => {
                         fx.clear_frame(pa, size.bytes());
                         FrameMemory::Ram

@@ -518,7 +518,7 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
             .iter()
             .find(|&&(_, b, s)| (b, s) == (base, size))
             .ok_or(Failure::DeviceNotFound)?;
-        self.invoke(untyped, Invocation::UntypedSetMemory, &[attributes])?;
+        self.invoke(IRQ, Invocation::UntypedSetMemory, &[untyped, attributes])?;
         self.invoke(
             CNODE,
             Invocation::Copy,
@@ -582,7 +582,7 @@ impl<K: Kernel> Run<'_, '_, '_, K> {
             }
         }
         if cacheable {
-            self.invoke(dest, Invocation::UntypedSetMemory, &[3])?;
+            self.invoke(IRQ, Invocation::UntypedSetMemory, &[dest, 3])?;
         }
         Ok(())
     }

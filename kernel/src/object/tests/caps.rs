@@ -597,7 +597,19 @@ fn an_untyped_says_where_it_is_and_takes_device_types_only_while_nothing_is_made
         w.invoke(RootLayout::CNODE, Invocation::UntypedDescribe, &[]),
         Err(KernelError::IllegalOperation)
     );
-    let set = |w: &mut World, cptr, memory| w.invoke(cptr, Invocation::UntypedSetMemory, &[memory]);
+    // Only the holder of IrqControl (init) decides what memory a region is: on the untyped
+    // itself the invocation does not exist.
+    assert_eq!(
+        w.invoke(MMIO_UNTYPED, Invocation::UntypedSetMemory, &[3]),
+        Err(KernelError::IllegalOperation)
+    );
+    let set = |w: &mut World, cptr, memory| {
+        w.invoke(
+            RootLayout::IRQ_CONTROL,
+            Invocation::UntypedSetMemory,
+            &[cptr, memory],
+        )
+    };
     assert_eq!(
         set(&mut w, MMIO_UNTYPED, 4),
         Err(KernelError::InvalidArgument)
@@ -623,14 +635,32 @@ fn an_untyped_says_where_it_is_and_takes_device_types_only_while_nothing_is_made
     assert_eq!(set(&mut w, UNTYPED, 3), Err(KernelError::IllegalOperation));
     assert_eq!(set(&mut w, FREE + 1, 3), Ok([0; 4]));
     assert_eq!(describe(&mut w, FREE + 1).map(|r| r[2]), Ok(3));
+    // Its frames are still zeroed before they exist, as RAM's are: no one reads what it held.
+    let cleared = w.fx.cleared_frames;
+    w.invoke(
+        FREE + 1,
+        Invocation::Retype,
+        &[device_frame, 12, 0, FREE + 3, 1],
+    )
+    .unwrap();
+    assert_eq!(w.fx.cleared_frames, cleared + 1);
+    // A device region's frames are not touched.
+    let cleared = w.fx.cleared_frames;
+    w.invoke(
+        NC_UNTYPED,
+        Invocation::Retype,
+        &[device_frame, 12, 0, FREE + 4, 1],
+    )
+    .unwrap();
+    assert_eq!(w.fx.cleared_frames, cleared);
     // A read-only copy may look but not change it.
     w.invoke(
         RootLayout::CNODE,
         Invocation::Copy,
-        &[FREE + 2, NC_UNTYPED, 1],
+        &[FREE + 2, PFNMAP_UNTYPED, 1],
     )
     .unwrap();
-    assert_eq!(describe(&mut w, FREE + 2).map(|r| r[2]), Ok(2));
+    assert_eq!(describe(&mut w, FREE + 2).map(|r| r[2]), Ok(3));
     assert_eq!(
         set(&mut w, FREE + 2, 1),
         Err(KernelError::InsufficientRights)

@@ -343,7 +343,7 @@ fn a_device_is_found_in_the_device_tree_and_its_region_given_its_memory_types() 
     // QEMU virt's PL031 is at 0x9010000: the kernel's device untyped for its page (slot 8).
     assert_eq!(
         fake.calls_of(Invocation::UntypedSetMemory),
-        [(DEVICE_SLOT, vec![2])]
+        [(IRQ, vec![DEVICE_SLOT, 2])]
     );
     assert_eq!(
         fake.calls_of(Invocation::Copy),
