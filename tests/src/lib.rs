@@ -6,6 +6,8 @@ use capvisor::qemu::{self, Outcome, RunConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod expect;
+
 /// The workspace root.
 #[must_use]
 pub fn root() -> PathBuf {

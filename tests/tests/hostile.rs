@@ -5,85 +5,8 @@
 //! image boots on `cortex-a57` and on `max`. On the kernel of 8f4ed9c these tests fail, each
 //! as `docs/hostile.md` records.
 
-use capvisor::qemu::{Ending, Outcome};
+use capvisor_tests::expect::Expect;
 use capvisor_tests::{boot, build};
-
-/// What a fixed kernel must show in one boot; every miss is collected, then reported at once
-/// with the finding it belongs to and the console.
-struct Expect<'a> {
-    outcome: &'a Outcome,
-    misses: Vec<String>,
-}
-
-impl<'a> Expect<'a> {
-    fn new(outcome: &'a Outcome) -> Self {
-        Self {
-            outcome,
-            misses: Vec::new(),
-        }
-    }
-
-    fn lines(&self) -> impl Iterator<Item = &'a str> {
-        self.outcome.console.lines().map(str::trim_end)
-    }
-
-    fn check(&mut self, finding: &str, ok: bool, what: impl Into<String>) {
-        if !ok {
-            self.misses.push(format!("{finding}: {}", what.into()));
-        }
-    }
-
-    /// A console line equal to `line`.
-    fn line(&mut self, finding: &str, line: &str) {
-        let found = self.lines().any(|l| l == line);
-        self.check(finding, found, format!("no line {line:?}"));
-    }
-
-    /// A console line that starts with `start` and ends with `end`.
-    fn line_like(&mut self, finding: &str, start: &str, end: &str) {
-        let found = self
-            .lines()
-            .any(|l| l.starts_with(start) && l.ends_with(end));
-        self.check(finding, found, format!("no line {start:?} … {end:?}"));
-    }
-
-    /// A console line equal to one of `lines`.
-    fn one_of(&mut self, finding: &str, lines: &[&str]) {
-        let found = self.lines().any(|l| lines.contains(&l));
-        self.check(finding, found, format!("no line among {lines:?}"));
-    }
-
-    /// How many console lines equal `line`.
-    fn count(&self, line: &str) -> usize {
-        self.lines().filter(|&l| l == line).count()
-    }
-
-    /// The kernel never faulted, and the bystander found the system working and ended it.
-    fn system_survives(&mut self) {
-        for dump in ["capvisor: UNEXPECTED EXCEPTION", "capvisor: PANIC"] {
-            let faulted = self.outcome.console.contains(dump);
-            self.check("kernel", !faulted, format!("the kernel stopped: {dump:?}"));
-        }
-        self.line("bystander", "[bystander] bystander: ok");
-        self.line(
-            "bystander",
-            "capvisor: service 'bystander' halted the system with status 0",
-        );
-        let ending = self.outcome.ending;
-        let ended = ending == Ending::Exited(0);
-        self.check("end", ended, format!("ended {ending:?}, not with status 0"));
-    }
-
-    fn done(self) {
-        assert!(
-            self.misses.is_empty(),
-            "{} miss(es):\n  {}\nconsole:\n{}",
-            self.misses.len(),
-            self.misses.join("\n  "),
-            self.outcome.console
-        );
-    }
-}
 
 /// Each test body on `cortex-a57` (ARMv8.0, no VHE, no FWB) and on `max`.
 macro_rules! on_both_cpus {
@@ -182,7 +105,7 @@ fn console(expect: &mut Expect<'_>) {
         prefixed == 2,
         format!("'[console] capvisor: boot complete' {prefixed} time(s), not 2"),
     );
-    let console = &expect.outcome.console;
+    let console = expect.console();
     let raw = console
         .chars()
         .filter(|&c| c.is_control() && c != '\n' && c != '\t')

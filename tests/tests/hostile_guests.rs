@@ -6,91 +6,8 @@
 //! boots on `cortex-a57`, `neoverse-n1`, `cortex-a710` and `max`. Each test collects every miss
 //! before it fails, so one run lists all of an image's failures.
 
-use capvisor::qemu::{Ending, Outcome};
+use capvisor_tests::expect::Expect;
 use capvisor_tests::{boot, build, expected_platform_line};
-
-/// What one boot must show; every miss is collected, then reported at once with the item it
-/// belongs to and the console.
-struct Expect<'a> {
-    outcome: &'a Outcome,
-    misses: Vec<String>,
-}
-
-impl<'a> Expect<'a> {
-    fn new(outcome: &'a Outcome) -> Self {
-        Self {
-            outcome,
-            misses: Vec::new(),
-        }
-    }
-
-    fn lines(&self) -> impl Iterator<Item = &'a str> {
-        self.outcome.console.lines().map(str::trim_end)
-    }
-
-    fn check(&mut self, item: &str, ok: bool, what: impl Into<String>) {
-        if !ok {
-            self.misses.push(format!("{item}: {}", what.into()));
-        }
-    }
-
-    /// A console line equal to `line`.
-    fn line(&mut self, item: &str, line: &str) {
-        let found = self.lines().any(|l| l == line);
-        self.check(item, found, format!("no line {line:?}"));
-    }
-
-    /// A console line that starts with `start` and contains `middle`.
-    fn line_like(&mut self, item: &str, start: &str, middle: &str) {
-        let found = self
-            .lines()
-            .any(|l| l.starts_with(start) && l[start.len()..].contains(middle));
-        self.check(item, found, format!("no line {start:?} … {middle:?} …"));
-    }
-
-    /// No console line contains `text`.
-    fn absent(&mut self, item: &str, text: &str) {
-        let found: Vec<&str> = self.lines().filter(|l| l.contains(text)).collect();
-        self.check(
-            item,
-            found.is_empty(),
-            format!("unexpected line(s) {found:?}"),
-        );
-    }
-
-    /// The guest lines `[<vmm>] guest <name>: <text>` for each of `texts`.
-    fn guest_lines(&mut self, item: &str, vmm: &str, name: &str, texts: &[&str]) {
-        for text in texts {
-            self.line(item, &format!("[{vmm}] guest {name}: {text}"));
-        }
-    }
-
-    /// The kernel never faulted, and the bystander found the system working and ended it.
-    fn system_survives(&mut self) {
-        for dump in ["capvisor: UNEXPECTED EXCEPTION", "capvisor: PANIC"] {
-            let faulted = self.outcome.console.contains(dump);
-            self.check("kernel", !faulted, format!("the kernel stopped: {dump:?}"));
-        }
-        self.line("bystander", "[bystander] bystander: ok");
-        self.line(
-            "bystander",
-            "capvisor: service 'bystander' halted the system with status 0",
-        );
-        let ending = self.outcome.ending;
-        let ended = ending == Ending::Exited(0);
-        self.check("end", ended, format!("ended {ending:?}, not with status 0"));
-    }
-
-    fn done(self) {
-        assert!(
-            self.misses.is_empty(),
-            "{} miss(es):\n  {}\nconsole:\n{}",
-            self.misses.len(),
-            self.misses.join("\n  "),
-            self.outcome.console
-        );
-    }
-}
 
 /// Each test body on the four models.
 macro_rules! on_four_cpus {
@@ -160,7 +77,7 @@ fn el1_state(cpu: &str) {
                 &format!("{role}: {last}"),
             ],
         );
-        expect.line_like(
+        expect.line_with(
             item,
             &format!("[{vmm}] guest state: {role}: wrote SCTLR_EL1 "),
             "(E0E=1 A=1 UCI=UCT=DZE=nTWI=nTWE=0)",
@@ -179,12 +96,12 @@ fn el1_state(cpu: &str) {
             "TPIDR_EL0 ",
             "CTR_EL0 read at EL0: ",
         ] {
-            expect.line_like(item, &format!("{witness}{start}"), ": ok");
+            expect.line_with(item, &format!("{witness}{start}"), ": ok");
         }
-        expect.line_like(item, &format!("{witness}DC ZVA"), "block at EL0: ok");
+        expect.line_with(item, &format!("{witness}DC ZVA"), "block at EL0: ok");
         let fp = format!("fp-{exit}");
         expect.line(item, &format!("[{fp}] fp: executing FMOV X0, D0"));
-        expect.line_like(
+        expect.line_with(
             item,
             &format!("capvisor: service '{fp}' faulted and was stopped: "),
             "EC=0x07 ",
@@ -303,7 +220,7 @@ fn sysregs_el1(expect: &mut Expect<'_>, cpu: &str) {
     }
     let midr = midr(cpu);
     let platform = format!("capvisor: platform midr={midr} ");
-    expect.line_like(item, &platform, "");
+    expect.line_with(item, &platform, "");
     let debug = format!("ID_AA64DFR0_EL1.DebugVer {}", debug_version(cpu));
     let mut lines = vec![
         "ACTLR_EL1: read 0x0; wrote 0x5a; read 0x0".to_owned(),
@@ -335,7 +252,7 @@ fn sysregs_el1(expect: &mut Expect<'_>, cpu: &str) {
     for line in lines {
         expect.line(item, &format!("{prefix}{line}"));
     }
-    expect.line_like(
+    expect.line_with(
         item,
         &format!("{prefix}DC CVAC, CIVAC, IVAC, CVAU, ZVA and IC IVAU, IALLU, IALLUIS at EL1: "),
         "0 exception(s); DC ZVA zeroed 64 bytes: true",
@@ -414,7 +331,7 @@ fn debug(cpu: &str) {
             "waiting in WFI forever",
         ],
     );
-    expect.line_like(item, "[vmm-debugger] guest debug: armed: ", "MDSCR_EL1 ");
+    expect.line_with(item, "[vmm-debugger] guest debug: armed: ", "MDSCR_EL1 ");
     expect.absent(item, "debug: WFI returned");
     expect.guest_lines(
         item,
@@ -426,7 +343,7 @@ fn debug(cpu: &str) {
             "PASS",
         ],
     );
-    expect.line_like(
+    expect.line_with(
         item,
         "[vmm-victim] guest debug: victim: 0 of its breakpoints 0-3 and watchpoints 0-1 \
          enabled; DBGBVR0_EL1 ",
@@ -577,7 +494,7 @@ fn waits_and_mmio(cpu: &str) {
             "EC 0x25 DFSC 0x21 IL 1",
         ),
     ] {
-        expect.line_like(item, &format!("{prefix}{what}: {syndrome} "), at);
+        expect.line_with(item, &format!("{prefix}{what}: {syndrome} "), at);
     }
     expect.line(item, "[vmm-mmio] guest wfi: PASS");
     expect.system_survives();
