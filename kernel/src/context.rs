@@ -26,6 +26,20 @@ impl ThreadContext {
         pc: 0,
         spsr: 0,
     };
+
+    /// A service thread about to run its first instruction: `pc`, `sp`, EL0t, and x0 = its IPC
+    /// buffer's address (the runtime's convention); every other register zero.
+    #[must_use]
+    pub const fn service_start(pc: u64, sp: u64, ipc_buffer: u64) -> Self {
+        let mut context = Self {
+            pc,
+            sp,
+            spsr: SPSR_EL0T,
+            ..Self::ZERO
+        };
+        context.x[0] = ipc_buffer;
+        context
+    }
 }
 
 /// SPSR for EL0t, AArch64, interrupts unmasked (they are taken to EL2 under TGE).

@@ -9,7 +9,7 @@
 //! records ([`Vmids`]), and every TLB entry tagged with an older generation's VMID was invalidated
 //! when the generation changed.
 
-use crate::arch::aarch64::el0::{SPSR_EL0T, ThreadContext};
+use crate::arch::aarch64::el0::ThreadContext;
 use crate::arch::aarch64::stage2::{AddressSpace, BLOCK_SIZE, MapError, TableBudget};
 use crate::arch::aarch64::{cache, gic};
 use capvisor_ipc::abi::{CacheOp, IpcBuffer, KernelError};
@@ -418,13 +418,7 @@ impl Effects for Glue {
     }
 
     fn thread_start(&mut self, thread: &mut ThreadGlue, pc: u64, sp: u64, ipc_buffer: u64) {
-        thread.context = ThreadContext {
-            pc,
-            sp,
-            spsr: SPSR_EL0T,
-            ..ThreadContext::ZERO
-        };
-        thread.context.x[0] = ipc_buffer;
+        thread.context = ThreadContext::service_start(pc, sp, ipc_buffer);
     }
 
     fn restart_syscall(&mut self, thread: &mut ThreadGlue) {

@@ -17,7 +17,7 @@ use super::effects::{
     VcpuGlue,
 };
 use super::memory::{PAGE, VcpuRef};
-use crate::context::{SPSR_EL0T, ThreadContext};
+use crate::context::ThreadContext;
 use crate::stage2::S2Access;
 use capvisor_ipc::memory::MemoryType;
 use zerocopy::IntoBytes;
@@ -296,13 +296,7 @@ impl Effects for FakeEffects {
     }
 
     fn thread_start(&mut self, thread: &mut ThreadGlue, pc: u64, sp: u64, ipc_buffer: u64) {
-        thread.context = ThreadContext {
-            pc,
-            sp,
-            spsr: SPSR_EL0T,
-            ..ThreadContext::ZERO
-        };
-        thread.context.x[0] = ipc_buffer;
+        thread.context = ThreadContext::service_start(pc, sp, ipc_buffer);
     }
 
     fn restart_syscall(&mut self, thread: &mut ThreadGlue) {

@@ -10,7 +10,7 @@
 use aarch64_cpu::registers::HCR_EL2;
 use core::arch::{asm, global_asm};
 
-pub use capvisor_kernel::context::{SPSR_EL0T, ThreadContext};
+pub use capvisor_kernel::context::ThreadContext;
 
 /// HCR_EL2 for a service thread: RW (EL1 is AArch64), VM, TGE, DC; E2H clear. Also TSC (SMC
 /// traps to EL2) so a service cannot call firmware directly.
