@@ -50,26 +50,10 @@ pub fn boot_config(manifest: &Manifest) -> BootConfig {
         required_features: requirements.features.bits(),
         min_pa_bits: u32::from(requirements.min_pa_bits),
         min_cpus: u32::from(requirements.min_cpus),
-        flags: if supervised(manifest) {
-            capvisor_image::BOOT_FLAG_SUPERVISED
-        } else {
-            0
-        } | if init_plans(manifest) {
-            capvisor_image::BOOT_FLAG_INIT_PLAN
-        } else {
-            0
-        },
         services: u32::try_from(manifest.services.len()).unwrap_or(u32::MAX),
         root_priority,
         ..BootConfig::default()
     }
-}
-
-/// Whether init carries out the boot plan of `manifest`'s image (`BOOT_FLAG_INIT_PLAN`): it has
-/// services.
-#[must_use]
-pub fn init_plans(manifest: &Manifest) -> bool {
-    !manifest.services.is_empty()
 }
 
 /// The crate of the supervisor service (`services/init`).

@@ -262,31 +262,18 @@ pub struct BootConfig {
     pub min_pa_bits: u32,
     /// The fewest CPUs the system accepts (0: any).
     pub min_cpus: u32,
-    /// [`BOOT_FLAG_SUPERVISED`].
+    /// No flags are defined: zero. (Whether init supervises is the boot plan's
+    /// `PLAN_SUPERVISED`; every image boots through the plan.)
     pub flags: u64,
     /// How many services the manifest declares: the image's last `services` service entries,
-    /// in manifest order. An entry before them is the init the SDK added to an image whose
-    /// manifest has none, to carry out the boot plan; until it does (issue 15), the kernel
-    /// still creates the manifest's services itself and does not start that init.
+    /// in manifest order (what `capvisor inspect` lists). An entry before them is the init the
+    /// SDK added to an image whose manifest has none, to carry out the boot plan.
     pub services: u32,
     /// The root service's (init's) priority.
     pub root_priority: u32,
     /// Reserved, zero.
     pub reserved: [u64; 3],
 }
-
-/// `BootConfig::flags`: the first service is the supervisor (`services/init`): the boot plan
-/// gives the other services the supervisor's endpoint (badged with the service's index plus
-/// one) as their fault endpoint; the supervisor makes and starts them and is told of their
-/// faults.
-pub const BOOT_FLAG_SUPERVISED: u64 = 1 << 0;
-
-/// `BootConfig::flags`: init carries out the boot plan ([`plan`]). The SDK sets it for every
-/// image with services, and that is the only boot there is: the kernel creates only init, the
-/// image's first service entry (with every free RAM range as untyped, the board's device
-/// regions as device untyped, IrqControl, the payload as read-only 2 MiB frames and a platform
-/// page), and init creates everything else. The kernel does not read the flag.
-pub const BOOT_FLAG_INIT_PLAN: u64 = 1 << 1;
 
 /// Why an image was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -581,7 +568,7 @@ impl<'a> ImageView<'a> {
         if SelfTest::from_u32(config.selftest).is_none()
             || !(1..=5).contains(&config.log_level)
             || config.root_priority > 255
-            || config.flags & !(BOOT_FLAG_SUPERVISED | BOOT_FLAG_INIT_PLAN) != 0
+            || config.flags != 0
             || config.reserved != [0; 3]
         {
             return Err(ImageError::BadBootConfig);

@@ -1,5 +1,5 @@
 //! init (`svc-init`): it carries out the image's boot plan ([`boot`]), then, when the manifest's
-//! first service is init (`BOOT_FLAG_SUPERVISED`), supervises.
+//! first service is init (the plan's `PLAN_SUPERVISED`), supervises.
 //!
 //! - Carrying out the plan: the kernel created only init, with all free RAM as untyped, the
 //!   board's device regions as device untyped, the payload as read-only frames and a platform
