@@ -17,26 +17,10 @@ root=${root%/}
 [ -d "$root" ] || { echo "check-arch-boundary: no directory $root" >&2; exit 2; }
 
 found=$(find "$root" -name '*.rs' -not -path "$root/arch/*" | sort | while read -r file; do
-  awk -v file="$file" '
+  awk -v file="$file" "$(cat scripts/lib/rust-code.awk)"'
     BEGIN { in_block = 0 }
     {
-      line = $0
-      # Block comments (enough for this codebase: not nested).
-      if (in_block) { if (index(line, "*/")) { sub(/^.*\*\//, "", line); in_block = 0 } else next }
-      while (match(line, /\/\*/)) {
-        rest = substr(line, RSTART + 2)
-        if (index(rest, "*/")) { sub(/\/\*[^*]*\*+([^\/*][^*]*\*+)*\//, "", line) }
-        else { line = substr(line, 1, RSTART - 1); in_block = 1 }
-      }
-      # Line comments: a // outside a string literal (an even number of quotes before it).
-      pos = index(line, "//")
-      while (pos) {
-        before = substr(line, 1, pos - 1)
-        quotes = gsub(/"/, "\"", before)
-        if (quotes % 2 == 0) { line = before; break }
-        nxt = index(substr(line, pos + 2), "//")
-        pos = nxt ? pos + 1 + nxt : 0
-      }
+      line = code($0)
       if (line ~ /(^|[^A-Za-z0-9_])(asm|global_asm|naked_asm)[[:space:]]*!/ ||
           line ~ /core[[:space:]]*::[[:space:]]*arch([^A-Za-z0-9_]|$)/ ||
           line ~ /(^|[^A-Za-z0-9_])aarch64_cpu([^A-Za-z0-9_]|$)/ ||

@@ -36,27 +36,10 @@ test_only=$(awk '
 ' $(find kernel/src -name '*.rs'))
 
 count() {
-  awk '
+  awk "$(cat scripts/lib/rust-code.awk)"'
     BEGIN { in_block = 0; skipping = 0; depth = 0; pending = 0; n = 0 }
     {
-      line = $0
-      # Block comments (not nested across lines of code: enough for this codebase).
-      if (in_block) { if (index(line, "*/")) { sub(/^.*\*\//, "", line); in_block = 0 } else next }
-      while (match(line, /\/\*/)) {
-        rest = substr(line, RSTART + 2)
-        if (index(rest, "*/")) { sub(/\/\*[^*]*\*+([^\/*][^*]*\*+)*\//, "", line) }
-        else { line = substr(line, 1, RSTART - 1); in_block = 1 }
-      }
-      # Line comments: a // outside a string literal (strings with // are rare; a quote count
-      # before it tells).
-      pos = index(line, "//")
-      while (pos) {
-        before = substr(line, 1, pos - 1)
-        quotes = gsub(/"/, "\"", before)
-        if (quotes % 2 == 0) { line = before; break }
-        nxt = index(substr(line, pos + 2), "//")
-        pos = nxt ? pos + 1 + nxt : 0
-      }
+      line = code($0)
       if (line ~ /^[[:space:]]*$/) next
       # Items under #[cfg(test)]: skipped until their braces close (or a `;` at depth 0).
       if (!skipping && line ~ /^[[:space:]]*#\[cfg\((test|any\(test|all\(test|feature *=|any\(feature *=)/) { pending = 1; next }
