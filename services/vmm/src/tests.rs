@@ -952,24 +952,22 @@ fn a_guest_sgi_write_is_delivered_to_each_target_and_emulated() {
     assert_eq!(block_on(vmm.handle(0, priority)), Ok(nothing(true)));
     take(&mut vmm);
     // x5 holds SGI 1 to vCPUs 0 and 1.
-    vmm.machine().set_register(0, 5, 0x0100_0003);
-    let access = SysRegAccess {
-        op0: 3,
-        op1: 0,
-        crn: 12,
-        crm: 11,
-        op2: 5,
-        register: GpRegister::new(5).unwrap(),
-        write: true,
-    };
-    let resolution = block_on(vmm.handle(0, GuestFault::SysReg(access))).unwrap();
+    let resolution = icc_write(&mut vmm, ICC_SGI1R, 0x0100_0003).unwrap();
     assert_eq!(resolution, nothing(true));
     assert_eq!(
         take(&mut vmm),
         [Op::Inject(0, 1, 0x90), Op::Inject(1, 1, 0)]
     );
-    // Another system register write is still ignored.
-    let other = SysRegAccess { crm: 12, ..access };
+    // Another system register write (CRm 12, not 11) is still ignored.
+    let other = SysRegAccess {
+        op0: 3,
+        op1: 0,
+        crn: 12,
+        crm: 12,
+        op2: ICC_SGI1R,
+        register: GpRegister::new(5).unwrap(),
+        write: true,
+    };
     assert_eq!(
         block_on(vmm.handle(0, GuestFault::SysReg(other))),
         Ok(nothing(true))
@@ -997,23 +995,12 @@ fn a_waiting_guest_shows_the_line_it_began() {
 
 #[test]
 fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
-    use capvisor_ipc::protocols::fault::SysRegAccess;
     let mut vmm = booted(2);
     take(&mut vmm);
     vmm.machine().fill_list_registers(1);
     // SGI 2 to vCPUs 0 and 1: vCPU 1 is full.
-    vmm.machine().set_register(0, 5, 0x0200_0003);
-    let access = SysRegAccess {
-        op0: 3,
-        op1: 0,
-        crn: 12,
-        crm: 11,
-        op2: 5,
-        register: GpRegister::new(5).unwrap(),
-        write: true,
-    };
     assert_eq!(
-        block_on(vmm.handle(0, GuestFault::SysReg(access))),
+        icc_write(&mut vmm, ICC_SGI1R, 0x0200_0003),
         Ok(nothing(true))
     );
     assert_eq!(take(&mut vmm), [Op::Inject(0, 2, 0)]);
@@ -1031,14 +1018,23 @@ fn an_sgi_to_a_vcpu_with_full_list_registers_is_retried_not_lost() {
 
 /// A write of ICC_SGI1R_EL1 from x5 sending SGI `intid` to vCPU 0.
 fn sgi_to_vcpu0(vmm: &mut Vmm<'_, Fake>, intid: u64) -> Result<Resolution, FaultError> {
+    icc_write(vmm, ICC_SGI1R, (intid << 24) | 1)
+}
+
+/// ICC_SGI1R_EL1 and ICC_DIR_EL1: op0 3, op1 0, CRn 12, CRm 11, and this op2.
+const ICC_SGI1R: u8 = 5;
+const ICC_DIR: u8 = 1;
+
+/// vCPU 0's guest writes `value` to the ICC register `op2` names (through x5), which traps.
+fn icc_write(vmm: &mut Vmm<'_, Fake>, op2: u8, value: u64) -> Result<Resolution, FaultError> {
     use capvisor_ipc::protocols::fault::SysRegAccess;
-    vmm.machine().set_register(0, 5, (intid << 24) | 1);
+    vmm.machine().set_register(0, 5, value);
     let access = SysRegAccess {
         op0: 3,
         op1: 0,
         crn: 12,
         crm: 11,
-        op2: 5,
+        op2,
         register: GpRegister::new(5).unwrap(),
         write: true,
     };
@@ -1067,7 +1063,6 @@ fn gic_word(vmm: &mut Vmm<'_, Fake>, ipa: u64, write: Option<u32>) -> u64 {
 
 #[test]
 fn active_interrupts_a_guest_deactivates_itself_make_room_and_stay_active() {
-    use capvisor_ipc::protocols::fault::SysRegAccess;
     let mut vmm = booted(1);
     take(&mut vmm);
     let lr = |n: u64| VcpuRegister::ListRegister0.code() + n;
@@ -1099,20 +1094,7 @@ fn active_interrupts_a_guest_deactivates_itself_make_room_and_stay_active() {
         gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0200, None),
         1 << 2
     );
-    vmm.machine().set_register(0, 9, 2);
-    let dir = SysRegAccess {
-        op0: 3,
-        op1: 0,
-        crn: 12,
-        crm: 11,
-        op2: 1,
-        register: GpRegister::new(9).unwrap(),
-        write: true,
-    };
-    assert_eq!(
-        block_on(vmm.handle(0, GuestFault::SysReg(dir))),
-        Ok(nothing(true))
-    );
+    assert_eq!(icc_write(&mut vmm, ICC_DIR, 2), Ok(nothing(true)));
     assert_eq!(take(&mut vmm), [Op::Inject(0, 2, 0)]);
     assert_eq!(
         gic_word(&mut vmm, GICR_BASE + SGI_FRAME + 0x0300, None),
